@@ -1,0 +1,225 @@
+"""The Debian side of the package world: which mirror the host uses, and what the mirror holds.
+
+host_mirror() reads the host's apt sources (deb822 `.sources` with python-debian, one-line `.list` by their simple
+grammar) so recipes can say `mirror: auto` and no mirror name is ever written into a recipe.
+fetch_index() reads a suite's InRelease (signature checked with gpgv and the Debian archive keyring when present),
+then the Packages index of each component (checked against the Release file's SHA256), cached by that hash.
+"""
+from __future__ import annotations
+
+import difflib
+import email.utils
+import hashlib
+import logging
+import lzma
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+from debian import deb822
+
+from . import run as runner
+from .errors import CommandError, InputError, MirrorError, ToolMissing
+
+log = logging.getLogger("imgbuild")
+
+APT_DIR = Path("/etc/apt")
+KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
+TIMEOUT = 30
+
+
+@dataclass(frozen=True)
+class Source:
+    types: tuple[str, ...]
+    uris: tuple[str, ...]
+    suites: tuple[str, ...]
+    components: tuple[str, ...]
+    file: str
+
+
+def _one_line(path: Path) -> list[Source]:
+    out = []
+    for line in path.read_text(errors="replace").splitlines():
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        line = re.sub(r"\[[^\]]*\]", " ", line)  # [arch=amd64 signed-by=...] options
+        parts = line.split()
+        if len(parts) >= 3 and parts[0] in ("deb", "deb-src"):
+            out.append(Source((parts[0],), (parts[1],), (parts[2],), tuple(parts[3:]), str(path)))
+    return out
+
+
+def _deb822(path: Path) -> list[Source]:
+    out = []
+    with open(path, errors="replace") as f:
+        for para in deb822.Deb822.iter_paragraphs(f):
+            if para.get("Enabled", "yes").strip().lower() == "no":
+                continue
+            out.append(Source(tuple(para.get("Types", "").split()), tuple(para.get("URIs", "").split()),
+                              tuple(para.get("Suites", "").split()), tuple(para.get("Components", "").split()),
+                              str(path)))
+    return out
+
+
+def host_sources(apt_dir: Path = APT_DIR) -> list[Source]:
+    """Every enabled source of the host, in apt's order."""
+    found: list[Source] = []
+    main = apt_dir / "sources.list"
+    if main.is_file():
+        found += _one_line(main)
+    d = apt_dir / "sources.list.d"
+    if d.is_dir():
+        for p in sorted(d.iterdir()):
+            if p.suffix == ".list":
+                found += _one_line(p)
+            elif p.suffix == ".sources":
+                found += _deb822(p)
+    return found
+
+
+def host_mirror(release: str, apt_dir: Path = APT_DIR) -> str:
+    """The archive URI the host's apt uses, for `mirror: auto`.
+
+    Prefers a `deb` source that lists the release itself, then one that lists a plain suite (not -security or
+    -updates); never a security or third-party suite-less source.
+    """
+    sources = [s for s in host_sources(apt_dir) if "deb" in s.types and s.uris]
+    plain = [s for s in sources if any("-" not in x and "/" not in x for x in s.suites)
+             and not any("security" in u for u in s.uris)]
+    for s in sources:
+        if release in s.suites and not any("security" in u for u in s.uris):
+            return s.uris[0].rstrip("/")
+    if plain:
+        return plain[0].uris[0].rstrip("/")
+    raise InputError(
+        f"mirror: auto, but no Debian archive source was found in {apt_dir}/sources.list or "
+        f"{apt_dir}/sources.list.d/",
+        "set bootstrap.mirror to the mirror's URL, or configure apt on this host")
+
+
+# ------------------------------------------------------------------ the mirror's index
+
+
+@dataclass(frozen=True)
+class Index:
+    """What one suite of a mirror holds for one architecture."""
+
+    mirror: str
+    suite: str
+    arch: str
+    date: int                     # the Release file's Date, as Unix time
+    ids: tuple[str, ...]          # sha256 of each Packages index used: the index's identity
+    names: frozenset[str]         # real and virtual (Provides) package names
+
+    def missing(self, packages: list[str]) -> dict[str, list[str]]:
+        """Requested packages the index does not know, each with close matches."""
+        out = {}
+        for p in packages:
+            name = re.split(r"[=/:]", p, maxsplit=1)[0]
+            if name not in self.names:
+                out[p] = difflib.get_close_matches(name, self.names, n=3, cutoff=0.75)
+        return out
+
+
+def cache_dir() -> Path:
+    env = os.environ.get("IMGBUILD_CACHE")
+    if env:
+        return Path(env)
+    if os.geteuid() == 0:
+        return Path("/var/cache/imgbuild")
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "imgbuild"
+
+
+def _get(url: str) -> bytes:
+    try:
+        r = requests.get(url, timeout=TIMEOUT)
+    except requests.RequestException as e:
+        raise MirrorError(f"cannot reach {url}: {e.__class__.__name__}",
+                          "check the mirror URL and the network, or set bootstrap.mirror") from None
+    if r.status_code != 200:
+        raise MirrorError(f"{url}: HTTP {r.status_code}", "check the release name and the mirror URL")
+    return r.content
+
+
+def _verify(inrelease: bytes, url: str) -> None:
+    if not KEYRING.exists() or not runner.which("gpgv"):
+        log.warning("cannot check the signature of %s (gpgv or %s missing)", url, KEYRING)
+        return
+    with tempfile.NamedTemporaryFile(suffix=".InRelease") as f:
+        f.write(inrelease)
+        f.flush()
+        try:
+            runner.run(["gpgv", "--keyring", str(KEYRING), f.name], quiet=True)
+        except ToolMissing:
+            log.warning("cannot check the signature of %s (gpgv missing)", url)
+        except CommandError as e:
+            raise MirrorError(f"{url}: bad or unknown signature", "the mirror may be compromised or stale; "
+                              "check debian-archive-keyring on this host") from e
+
+
+def _names(data: bytes) -> set[str]:
+    names = set(m.group(1).decode() for m in re.finditer(rb"^Package: (\S+)", data, re.M))
+    for m in re.finditer(rb"^Provides: (.+)$", data, re.M):
+        for item in m.group(1).decode().split(","):
+            names.add(item.strip().split(" ", 1)[0])
+    return names
+
+
+def fetch_index(mirror: str, suite: str, arch: str, components: tuple[str, ...] = ("main",)) -> Index:
+    base = f"{mirror.rstrip('/')}/dists/{suite}"
+    try:
+        raw = _get(f"{base}/InRelease")
+        _verify(raw, f"{base}/InRelease")
+    except MirrorError as e:
+        if "HTTP 404" not in str(e):
+            raise
+        raise InputError(f"release {suite!r} is not on the mirror ({base}/InRelease: HTTP 404)",
+                         "check the release name (e.g. bookworm, trixie)") from None
+    release = deb822.Release(raw.decode("utf-8", "replace"))
+    date = int(email.utils.parsedate_to_datetime(release["Date"]).timestamp())
+    by_name = {f["name"]: f for f in release.get("SHA256", [])}
+    names: set[str] = set()
+    ids = []
+    for comp in components:
+        for ext in (".xz", ".gz", ""):
+            entry = by_name.get(f"{comp}/binary-{arch}/Packages{ext}")
+            if entry:
+                break
+        else:
+            raise InputError(f"the mirror has no {comp}/binary-{arch} index for {suite}",
+                             "check arch and bootstrap.components")
+        ids.append(entry["sha256"])
+        names |= _cached_names(f"{base}/{entry['name']}", entry["sha256"], ext)
+    return Index(mirror, suite, arch, date, tuple(ids), frozenset(names))
+
+
+def _cached_names(url: str, sha256: str, ext: str) -> set[str]:
+    """Package names of one Packages index; the name list is cached by the index's sha256."""
+    cache = cache_dir() / "indexes"
+    listing = cache / f"{sha256}.names"
+    if listing.exists():
+        return set(listing.read_text().split())
+    log.info("reading the package index %s", url)
+    data = _get(url)
+    if hashlib.sha256(data).hexdigest() != sha256:
+        raise MirrorError(f"{url}: checksum differs from the Release file", "the mirror may be syncing; retry")
+    if ext == ".xz":
+        data = lzma.decompress(data)
+    elif ext == ".gz":
+        import gzip
+
+        data = gzip.decompress(data)
+    names = _names(data)
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=cache)
+        with os.fdopen(fd, "w") as f:
+            f.write("\n".join(sorted(names)))
+        os.replace(tmp, listing)
+    except OSError as e:
+        log.debug("cannot cache the index names: %s", e)
+    return names

@@ -1,0 +1,53 @@
+"""Bootstrap methods: one module each, behind one Protocol. METHODS is the registry.
+
+A method fills an empty directory with a minimal system of the recipe's distro, release and arch, with the
+recipe's extra packages. `choose()` resolves `method: auto` to what works on this host.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Protocol
+
+from ..errors import InputError
+from ..schema import Check
+from . import debootstrap, mmdebstrap
+
+if TYPE_CHECKING:
+    from ..context import Context
+    from ..recipe import Recipe
+
+
+class Method(Protocol):
+    name: str
+    doc: str
+    program: str                 # the host program it needs
+    families: tuple[str, ...]
+    variants: tuple[str, ...]    # first one is the default
+
+    def available(self) -> bool: ...
+
+    def bootstrap(self, ctx: "Context") -> None: ...
+
+
+METHODS: dict[str, Method] = {m.name: m for m in (mmdebstrap.METHOD, debootstrap.METHOD)}
+# What `auto` tries, per family, in order.
+AUTO: dict[str, tuple[str, ...]] = {"debian": ("mmdebstrap", "debootstrap")}
+
+MethodName = Annotated[str, Check(choices=lambda: ["auto", *METHODS])]
+
+
+def choose(recipe: "Recipe", family: str) -> Method:
+    name = recipe.bootstrap.method
+    if name != "auto":
+        m = METHODS[name]
+        if not m.available():
+            from ..run import PACKAGES
+
+            raise InputError(f"bootstrap.method: {name} needs {m.program}, which is not installed",
+                             f"apt-get install {PACKAGES.get(m.program, m.program)}, or use method: auto")
+        return m
+    for candidate in AUTO.get(family, ()):
+        if METHODS[candidate].available():
+            return METHODS[candidate]
+    tried = ", ".join(AUTO.get(family, ())) or "none"
+    raise InputError(f"bootstrap.method: auto found no usable method for {family} on this host (tried {tried})",
+                     "install one of them (see README: scripts/setup.sh)")

@@ -1,0 +1,136 @@
+"""The build, top to bottom: check -> bootstrap -> steps -> hooks -> cleanup -> targets -> manifest -> publish.
+
+Everything that can be checked without building is checked before anything is written. The tree is built in a
+work directory and the outputs in a stage directory; only a complete build is moved to OUTPUT/NAME, in one step.
+On any failure or Ctrl-C, mounts are taken down and the work and stage directories removed.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Iterator
+
+from . import apt, bootstrap, hooks, inventory, manifest, mounts
+from .context import Context
+from .errors import Interrupted, Problem, RecipeError
+from .families import family_of
+from .outputs import publish
+from .recipe import Loaded
+from .rootfs import RootFS
+from .steps import basefiles, cleanup, devices, files, init, network, password
+from .targets import TARGETS, enabled
+
+log = logging.getLogger("imgbuild")
+
+
+@contextlib.contextmanager
+def phase(ctx: Context, name: str, detail: str = "") -> Iterator[None]:
+    log.info("==> %s%s", name, f" ({detail})" if detail else "")
+    t = time.monotonic()
+    try:
+        yield
+    finally:
+        ctx.timings[name] = round(time.monotonic() - t, 3)
+        log.debug("    %s took %.1f s", name, ctx.timings[name])
+
+
+def preflight(loaded: Loaded) -> tuple[bootstrap.Method, str, apt.Index | None, int]:
+    """Everything checked before the build writes anything: method, mirror, packages, epoch."""
+    r = loaded.recipe
+    family = family_of(r.distro)
+    method = bootstrap.choose(r, family.name)
+    mirror = r.bootstrap.mirror
+    if mirror == "auto":
+        mirror = apt.host_mirror(r.release)
+    index = None
+    if family.name == "debian":
+        index = apt.fetch_index(mirror, r.release, r.arch, r.bootstrap.components)
+        missing = index.missing(list(r.bootstrap.packages))
+        if missing:
+            problems = []
+            for i, p in enumerate(r.bootstrap.packages):
+                if p in missing:
+                    close = f"; close: {', '.join(missing[p])}" if missing[p] else ""
+                    problems.append(Problem(str(loaded.path), f"bootstrap.packages[{i}]",
+                                            f"no package {p!r} in {r.release}/{r.arch} ({', '.join(r.bootstrap.components)}){close}"))
+            raise RecipeError(problems, "check the spelling, the release and bootstrap.components")
+    env_epoch = os.environ.get("SOURCE_DATE_EPOCH", "")
+    epoch = r.epoch if r.epoch is not None else int(env_epoch) if env_epoch.isdigit() else (
+        index.date if index else int(time.time()))
+    return method, mirror, index, epoch
+
+
+def _clean_leftovers(output: Path, name: str) -> None:
+    """Unmount and remove what a killed run of this recipe left behind."""
+    work = output / ".work"
+    mounts.clean_stale(work)
+    for d in list(work.glob(f"{name}-*")) + list(output.glob(f".{name}.partial-*")):
+        pid = d.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            log.info("removing %s, left by an interrupted run", d)
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def build(loaded: Loaded, output: Path, keep_tree: bool = False) -> Path:
+    """Build the recipe; returns OUTPUT/NAME. Raises BuilderError (or Interrupted) with nothing left behind."""
+    r = loaded.recipe
+    t0 = time.monotonic()
+    method, mirror, index, epoch = preflight(loaded)
+
+    output = Path(output).resolve()
+    output.mkdir(parents=True, exist_ok=True)
+    _clean_leftovers(output, r.name)
+    work = output / ".work" / f"{r.name}-{os.getpid()}"
+    stage = output / f".{r.name}.partial-{os.getpid()}"
+    work.mkdir(parents=True)
+    stage.mkdir()
+    ctx = Context(recipe=r, source=loaded.path.resolve(), root=RootFS(work / "rootfs"), work=work, stage=stage,
+                  epoch=epoch, family=family_of(r.distro), mirror=mirror, index=index, method=method.name)
+    ctx.timings["preflight"] = round(time.monotonic() - t0, 3)
+    final = output / r.name
+    try:
+        with phase(ctx, "bootstrap", f"{method.name} {r.distro} {r.release} {r.arch}"):
+            method.bootstrap(ctx)
+            ctx.root = RootFS(work / "rootfs")
+            ctx.packages = inventory.installed(ctx.root, ctx.family.package_db)
+        with phase(ctx, "hooks post-bootstrap"):
+            hooks.run_phase(ctx, "post-bootstrap")
+        with phase(ctx, "steps"):
+            devices.run(ctx, r.devices)
+            basefiles.run(ctx)
+            network.run(ctx)
+            password.run(ctx, r.root_password)
+            init.run(ctx, r.init)
+            files.run(ctx, r.files)
+        with phase(ctx, "hooks post-files"):
+            hooks.run_phase(ctx, "post-files")
+        with phase(ctx, "hooks pre-pack"):
+            hooks.run_phase(ctx, "pre-pack")
+        with phase(ctx, "cleanup"):
+            cleanup.run(ctx)
+        for name, opts in enabled(r.targets):
+            with phase(ctx, f"target {name}"):
+                ctx.artifacts.update(TARGETS[name].produce(ctx, opts))
+        ctx.timings["total"] = round(time.monotonic() - t0, 3)
+        manifest.write(ctx, loaded)
+        publish(stage, final)
+        if keep_tree:
+            kept = output / f"{r.name}.rootfs"
+            if kept.exists():
+                shutil.rmtree(kept)
+            os.rename(ctx.root.path, kept)
+            log.info("kept the tree at %s", kept)
+    except KeyboardInterrupt:
+        raise Interrupted() from None
+    finally:
+        mounts.clean_stale(work)
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(stage, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            (output / ".work").rmdir()
+    log.info("built %s in %.1f s", final, time.monotonic() - t0)
+    return final

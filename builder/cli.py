@@ -1,0 +1,137 @@
+"""`imgbuild`: the command line. Each command parses its arguments and calls one library function."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .cli_common import apply_verbosity, run_cli, verbosity
+from .errors import InputError
+
+EPILOG = """\b
+Examples:
+  imgbuild recipes/debian12.yml                 build into output/debian12/
+  imgbuild recipes/debian12.yml -o /srv/images --set hostname=web1 --set dns=[192.0.2.53]
+  imgbuild validate recipes/*.yml               check recipes (and their packages) without building
+  imgbuild install-lxc output/debian12 --name vm0
+  imgbuild schema > recipe.schema.json          JSON Schema for editors
+
+Recipe keys: docs/recipes.md. Exit status: 0 ok, 1 build failed, 2 bad input, 130 interrupted.
+"""
+
+
+class _DefaultToBuild(click.Group):
+    """`imgbuild RECIPE ...` means `imgbuild build RECIPE ...`."""
+
+    def resolve_command(self, ctx: click.Context, args: list[str]):
+        if args and args[0] not in self.commands and not args[0].startswith("-"):
+            return "build", self.commands["build"], args
+        return super().resolve_command(ctx, args)
+
+
+@click.group(cls=_DefaultToBuild, epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="imgbuild")
+@verbosity
+def imgbuild(verbose: int, quiet: bool, debug: bool) -> None:
+    """Build a root filesystem from a YAML recipe, and the guest configs and images made from it.
+
+    A build bootstraps the distro (mmdebstrap or debootstrap), makes device nodes, writes hostname, hosts,
+    resolv.conf, network config and fstab, sets the root password, installs an init shim for containers,
+    places files, runs hooks, cleans out build noise, then writes each target (a reproducible tarball, an
+    LXC config ...) and output/NAME/manifest.json. Building needs root.
+    """
+    apply_verbosity(verbose, quiet, debug)
+
+
+@imgbuild.command()
+@click.argument("recipe", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), default=Path("output"),
+              show_default=True, help="Directory for outputs; the build lands in OUTPUT/NAME/.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a recipe key (dotted path, VALUE read as YAML); repeatable.")
+@click.option("--keep-tree", is_flag=True, help="Also keep the finished root tree as OUTPUT/NAME.rootfs/.")
+@verbosity
+def build(recipe: Path, output: Path, overrides: tuple[str, ...], keep_tree: bool, verbose: int, quiet: bool,
+          debug: bool) -> None:
+    """Build RECIPE into OUTPUT/NAME/ (tarball, guest configs, manifest.json).
+
+    Everything that can be checked first is: the recipe, the bootstrap method, the mirror and every requested
+    package. A failed or interrupted build leaves the previous output untouched and nothing mounted.
+    """
+    apply_verbosity(verbose, quiet, debug)
+    from . import build as build_mod
+    from . import recipe as recipe_mod
+
+    loaded = recipe_mod.load(recipe, overrides)
+    if os.geteuid() != 0:
+        raise InputError("building needs root (mknod, chroot, mounts)", f"run it as root: sudo imgbuild {recipe}")
+    final = build_mod.build(loaded, output, keep_tree=keep_tree)
+    click.echo(str(final))
+
+
+@imgbuild.command()
+@click.argument("recipes", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a recipe key.")
+@click.option("--offline", is_flag=True, help="Do not ask the mirror whether the packages exist.")
+@verbosity
+def validate(recipes: tuple[Path, ...], overrides: tuple[str, ...], offline: bool, verbose: int, quiet: bool,
+             debug: bool) -> None:
+    """Check RECIPES without building: keys, types, values, files they name and (unless --offline) that the
+    mirror has every package. Prints one line per recipe; exit 2 if any is bad."""
+    apply_verbosity(verbose, quiet, debug)
+    from . import build as build_mod
+    from . import recipe as recipe_mod
+    from .errors import BuilderError, RecipeError
+
+    failed: list[BuilderError] = []
+    for path in recipes:
+        try:
+            loaded = recipe_mod.load(path, overrides)
+            if not offline:
+                build_mod.preflight(loaded)
+            click.echo(f"{path}: ok")
+        except BuilderError as e:
+            failed.append(e)
+            click.echo(f"{path}: invalid", err=True)
+            click.echo("\n".join("  " + line for line in str(e).splitlines()), err=True)
+    if failed:
+        if len(failed) == 1:
+            raise failed[0]
+        problems = [p for e in failed if isinstance(e, RecipeError) for p in e.problems]
+        raise RecipeError(problems) if problems else failed[0]
+
+
+@imgbuild.command()
+@click.option("--markdown", is_flag=True, help="The reference tables of docs/recipes.md instead.")
+def schema(markdown: bool) -> None:
+    """Print the recipe JSON Schema (for editors and CI)."""
+    from . import recipe as recipe_mod
+
+    if markdown:
+        click.echo(recipe_mod.markdown(), nl=False)
+    else:
+        click.echo(json.dumps(recipe_mod.json_schema(), indent=2))
+
+
+@imgbuild.command("install-lxc")
+@click.argument("output", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--name", help="Container name (default: the recipe's name).")
+@click.option("--lxcpath", default="/var/lib/lxc", show_default=True, help="LXC's container directory.")
+@click.option("--force", is_flag=True, help="Replace an existing container of that name.")
+@verbosity
+def install_lxc(output: Path, name: str | None, lxcpath: str, force: bool, verbose: int, quiet: bool,
+                debug: bool) -> None:
+    """Install a built OUTPUT (e.g. output/debian12) as an LXC container: the rootfs unpacked with numeric
+    owners under LXCPATH/NAME/rootfs and the config written with those paths. Start it with
+    `lxc-start -n NAME`."""
+    apply_verbosity(verbose, quiet, debug)
+    from .targets import lxc
+
+    click.echo(str(lxc.install(output, name, lxcpath, force)))
+
+
+def main() -> None:
+    run_cli(imgbuild)

@@ -1,0 +1,81 @@
+"""What both console scripts share: logging setup and the error boundary (exit codes, no tracebacks)."""
+from __future__ import annotations
+
+import logging
+import sys
+import traceback
+
+import click
+
+from .errors import BuilderError
+
+log = logging.getLogger("imgbuild")
+
+
+class _Format(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        msg = record.getMessage()
+        if record.levelno >= logging.ERROR:
+            return f"error: {msg}"
+        if record.levelno >= logging.WARNING:
+            return f"warning: {msg}"
+        return msg
+
+
+def setup_logging(verbose: int, quiet: bool = False) -> None:
+    level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
+    log.setLevel(level)
+    if not log.handlers:
+        h = logging.StreamHandler(sys.stderr)
+        h.setFormatter(_Format())
+        log.addHandler(h)
+    log.propagate = False
+
+
+def verbosity(f):
+    """-v/-q/--debug, accepted before or after the subcommand."""
+    f = click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")(f)
+    f = click.option("-v", "--verbose", count=True, help="Show every command's output.")(f)
+    f = click.option("--debug", is_flag=True, help="Like -v, and show a traceback on errors.")(f)
+    return f
+
+
+def apply_verbosity(verbose: int, quiet: bool, debug: bool) -> None:
+    ctx = click.get_current_context()
+    root = ctx.find_root()
+    root.obj = root.obj or {}
+    root.obj["debug"] = root.obj.get("debug") or debug
+    v = max(verbose, root.obj.get("verbose", 0)) + (1 if debug else 0)
+    root.obj["verbose"] = v
+    setup_logging(v, quiet and not v)
+
+
+def run_cli(group: click.Group) -> None:
+    """Run a click group with the project's error contract: `error:`/`hint:` on stderr, exit 2 for bad input,
+    1 for a failed job, 130 for Ctrl-C; a traceback only with --debug."""
+    debug = "--debug" in sys.argv[1:]
+    setup_logging(0)
+    try:
+        group.main(standalone_mode=False)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except (click.Abort, KeyboardInterrupt):
+        print("error: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except BuilderError as e:
+        if debug:
+            traceback.print_exc()
+        print(f"error: {e.message}", file=sys.stderr)
+        if e.hint:
+            print(f"hint: {e.hint}", file=sys.stderr)
+        sys.exit(e.exit_code)
+    except Exception as e:  # noqa: BLE001 - the last line of defence
+        if debug:
+            traceback.print_exc()
+        print(f"error: internal error: {e.__class__.__name__}: {e}", file=sys.stderr)
+        print("hint: this is a bug in imgbuild; run again with --debug and report the traceback",
+              file=sys.stderr)
+        sys.exit(70)

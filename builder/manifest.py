@@ -1,0 +1,51 @@
+"""output/NAME/manifest.json: what was built, from what, with what, and how long it took.
+
+Artifacts (path, size, sha256), installed packages with versions, the recipe's sha256, the mirror index's
+identity, tool versions and phase timings. Never a secret: the recipe itself is not copied, only its hash.
+"""
+from __future__ import annotations
+
+import json
+import platform
+from typing import TYPE_CHECKING
+
+from . import __version__
+from . import run as runner
+from .outputs import sha256, write_atomic
+
+if TYPE_CHECKING:
+    from .context import Context
+    from .recipe import Loaded
+
+COMPRESSORS = ("zstd", "xz", "pigz", "gzip")
+
+
+def data(ctx: "Context", loaded: "Loaded") -> dict:
+    r = ctx.recipe
+    artifacts = [{"kind": kind, "path": p.name, "size": p.stat().st_size, "sha256": sha256(p)}
+                 for kind, p in sorted(ctx.artifacts.items())]
+    tools = {"imgbuild": __version__, "python": platform.python_version()}
+    tools.update(runner.versions([ctx.method, *[c for c in COMPRESSORS if c in _used(ctx)]]))
+    return {
+        "name": r.name, "distro": r.distro, "release": r.release, "arch": r.arch, "hostname": r.hostname,
+        "recipe": {"path": str(loaded.path), "sha256": loaded.sha256},
+        "bootstrap": {"method": ctx.method, "mirror": ctx.mirror, "variant": r.bootstrap.variant,
+                      "index": list(ctx.index.ids) if ctx.index else []},
+        "source_date_epoch": ctx.epoch,
+        "artifacts": artifacts,
+        "packages": ctx.packages,
+        "tools": tools,
+        "timings": ctx.timings,
+    }
+
+
+def _used(ctx: "Context") -> set[str]:
+    t = ctx.recipe.targets.tarball
+    if t is None or t.compression == "none":
+        return set()
+    return {"zst": {"zstd"}, "zstd": {"zstd"}, "xz": {"xz"},
+            "gz": {"pigz" if runner.which("pigz") else "gzip"}}[t.compression]
+
+
+def write(ctx: "Context", loaded: "Loaded") -> None:
+    write_atomic(ctx.stage / "manifest.json", json.dumps(data(ctx, loaded), indent=2, sort_keys=True) + "\n")

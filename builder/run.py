@@ -1,0 +1,229 @@
+"""The only place that starts subprocesses.
+
+Every command is logged as `+ argv` (secrets shown as ***), its output is streamed to the debug log and the last
+lines are kept, so a failure can say what went wrong without the user re-running anything.
+"""
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import shlex
+import subprocess
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Callable, Iterable, Sequence
+
+from .errors import CommandError, ToolMissing
+
+log = logging.getLogger("imgbuild")
+
+TAIL_LINES = 25
+
+# program -> Debian package, for the "command not found" hint
+PACKAGES = {
+    "debootstrap": "debootstrap", "mmdebstrap": "mmdebstrap", "lxc-start": "lxc", "lxc-attach": "lxc",
+    "lxc-stop": "lxc", "lxc-ls": "lxc", "systemd-nspawn": "systemd-container", "rpm": "rpm", "dnf": "dnf",
+    "createrepo_c": "createrepo-c", "rsync": "rsync", "ssh": "openssh-client", "sshd": "openssh-server",
+    "zstd": "zstd", "xz": "xz-utils", "pigz": "pigz", "gzip": "gzip", "mke2fs": "e2fsprogs",
+    "debugfs": "e2fsprogs", "e2fsck": "e2fsprogs", "openssl": "openssl", "chroot": "coreutils",
+    "mount": "mount", "umount": "mount", "tar": "tar", "gpgv": "gpgv", "qemu-system-x86_64": "qemu-system-x86",
+    "ip": "iproute2", "unshare": "util-linux", "setfacl": "acl", "getfattr": "attr",
+}
+
+
+class Secret:
+    """A string that is passed to a program but never printed: repr/str give ***."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str):
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret(***)"
+
+    def __str__(self) -> str:
+        return "***"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+Arg = str | os.PathLike | Secret
+
+
+def _real(argv: Sequence[Arg]) -> list[str]:
+    return [a.reveal() if isinstance(a, Secret) else os.fspath(a) for a in argv]
+
+
+def show(argv: Sequence[Arg]) -> str:
+    """The command as it is logged: shell-quoted, secrets masked."""
+    return " ".join("***" if isinstance(a, Secret) else shlex.quote(os.fspath(a)) for a in argv)
+
+
+@dataclass
+class Result:
+    returncode: int
+    stdout: str
+    tail: list[str]
+
+
+def run(
+    argv: Sequence[Arg],
+    *,
+    cwd: str | Path | None = None,
+    env: dict[str, str] | None = None,
+    input: str | bytes | Secret | None = None,
+    capture: bool = False,
+    check: bool = True,
+    on_line: Callable[[str], None] | None = None,
+    hint: str | None = None,
+    quiet: bool = False,
+) -> Result:
+    """Run argv, stream its output to the log, raise CommandError on failure.
+
+    capture=True returns stdout (stderr still goes to the log and the tail). on_line gets every output line
+    (e.g. to turn a tool's progress into ours). input is fed on stdin (a Secret stays out of the log).
+    """
+    shown = show(argv)
+    (log.debug if quiet else log.info)("+ %s", shown)
+    tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
+    try:
+        proc = subprocess.Popen(
+            _real(argv), cwd=cwd, env=env,
+            stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE if capture else subprocess.STDOUT,
+        )
+    except FileNotFoundError:
+        prog = os.path.basename(os.fspath(argv[0]))
+        raise ToolMissing(prog, PACKAGES.get(prog)) from None
+
+    def pump(stream: IO[bytes], keep: list[bytes] | None) -> None:
+        for raw in iter(stream.readline, b""):
+            if keep is not None:
+                keep.append(raw)
+                continue
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            tail.append(line)
+            log.debug("  %s", line)
+            if on_line:
+                on_line(line)
+
+    out: list[bytes] = []
+    threads = []
+    if capture:
+        threads.append(threading.Thread(target=pump, args=(proc.stderr, None), daemon=True))
+    try:
+        for t in threads:
+            t.start()
+        if input is not None:
+            data = input.reveal() if isinstance(input, Secret) else input
+            try:
+                proc.stdin.write(data.encode() if isinstance(data, str) else data)
+                proc.stdin.close()
+            except BrokenPipeError:
+                pass
+        pump(proc.stdout, out if capture else None)
+        rc = proc.wait()
+        for t in threads:
+            t.join()
+    except BaseException:
+        _stop(proc)
+        raise
+    stdout = b"".join(out).decode("utf-8", "replace")
+    if rc != 0 and check:
+        if rc == 127 and not tail:
+            prog = os.path.basename(os.fspath(argv[0]))
+            raise ToolMissing(prog, PACKAGES.get(prog))
+        raise CommandError(shown, rc, list(tail) or stdout.splitlines()[-TAIL_LINES:], hint)
+    return Result(rc, stdout, list(tail))
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """Stop a child we started (Ctrl-C, error): TERM, then KILL, always reaped."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def output(argv: Sequence[Arg], **kw) -> str:
+    """stdout of a command that must succeed, stripped."""
+    return run(argv, capture=True, quiet=True, **kw).stdout.strip()
+
+
+def which(program: str) -> str | None:
+    from shutil import which as _which
+
+    return _which(program)
+
+
+class Pipe:
+    """A child process that reads our bytes on stdin and writes to a file: `with Pipe(["zstd", ...], f) as w:`.
+
+    Used for compressors. Raises CommandError if the child fails; stops it on error or Ctrl-C.
+    """
+
+    def __init__(self, argv: Sequence[Arg], stdout: IO[bytes]):
+        self.argv = argv
+        self.stdout = stdout
+
+    def __enter__(self) -> int:
+        log.debug("+ %s", show(self.argv))
+        r, w = os.pipe()
+        try:
+            import fcntl
+
+            fcntl.fcntl(w, 1031, 1 << 20)  # F_SETPIPE_SZ: fewer wakeups between us and the compressor
+        except OSError:
+            pass
+        try:
+            self.proc = subprocess.Popen(_real(self.argv), stdin=r, stdout=self.stdout, stderr=subprocess.PIPE)
+        except FileNotFoundError:
+            os.close(r)
+            os.close(w)
+            prog = os.path.basename(os.fspath(self.argv[0]))
+            raise ToolMissing(prog, PACKAGES.get(prog)) from None
+        os.close(r)
+        self.fd = w
+        return w
+
+    def __exit__(self, et, ev, tb) -> None:
+        try:
+            os.close(self.fd)
+        except OSError:
+            pass
+        if et is not None:
+            _stop(self.proc)
+            return
+        err = self.proc.stderr.read().decode("utf-8", "replace")
+        rc = self.proc.wait()
+        if rc != 0:
+            raise CommandError(show(self.argv), rc, err.splitlines()[-TAIL_LINES:])
+
+
+def versions(programs: Iterable[str]) -> dict[str, str]:
+    """First line of `PROGRAM --version` for each installed program (for the manifest)."""
+    found = {}
+    for p in programs:
+        if not which(p):
+            continue
+        try:
+            r = run([p, "--version"], capture=True, check=False, quiet=True)
+        except CommandError:
+            continue
+        text = (r.stdout or "\n".join(r.tail)).strip().splitlines()
+        if text:
+            found[p] = text[0].strip()
+    return found

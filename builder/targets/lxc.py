@@ -1,0 +1,204 @@
+"""LXC target: a container config (modern keys for LXC 2.1+, or the legacy keys of LXC 0.7-2.0), and
+`install()`, which unpacks a built output as a container under an lxcpath."""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from .. import run as runner
+from ..checks import IfName
+from ..errors import BuilderError, InputError
+from ..outputs import write_atomic
+from ..schema import opt
+from ..steps import devices as devices_step
+
+if TYPE_CHECKING:
+    from ..context import Context
+    from ..recipe import Recipe
+
+log = logging.getLogger("imgbuild")
+DOC = "an LXC container config (modern or legacy keys, cgroup v1 and v2 device rules)"
+
+DEFAULT_LXCPATH = "/var/lib/lxc"
+LINUX_ARCH = {"amd64": "x86_64", "i386": "i686", "arm64": "aarch64", "armhf": "armv7l", "armel": "armv5tel",
+              "ppc64el": "ppc64le", "s390x": "s390x", "riscv64": "riscv64", "mips64el": "mips64"}
+# what every container may use: LXC's own common.conf list, plus tun (the seed's allow-list)
+ALLOW = ("c *:* m", "b *:* m", "c 1:3 rwm", "c 1:5 rwm", "c 1:7 rwm", "c 1:8 rwm", "c 1:9 rwm", "c 5:0 rwm",
+         "c 5:1 rwm", "c 5:2 rwm", "c 136:* rwm", "c 10:229 rwm", "c 10:200 rwm")
+CAP_DROP = "sys_module mac_admin mac_override sys_time sys_rawio"
+
+
+@dataclass(frozen=True)
+class LxcOptions:
+    """LXC target."""
+
+    bridge: IfName = opt("lxcbr0", doc="host bridge every NIC is attached to")
+    version: Literal["modern", "legacy"] = opt("modern", doc="modern: LXC 2.1 and later (lxc.net.N.*, "
+                                                           "lxc.uts.name); legacy: LXC 0.7 to 2.0 (lxc.network.*)")
+    cgroup: Literal["auto", "v1", "v2", "both"] = opt("auto", doc="device allow-list as cgroup v1 keys, v2 keys or "
+                                                                "both; auto: what the build host uses (legacy: "
+                                                                "always v1). install-lxc adapts to its host.")
+    tty: int = opt(1, doc="number of ttys (lxc.tty.max)")
+    pty: int = opt(1024, doc="number of ptys (lxc.pty.max)")
+    lxcpath: str = opt(DEFAULT_LXCPATH, doc="where the container will live; the config's paths point there")
+    extra: tuple[str, ...] = opt((), doc="raw config lines appended at the end")
+
+
+Options = LxcOptions
+
+
+def host_cgroup(mountinfo: str = "/proc/self/mountinfo") -> str:
+    """Which device-rule keys this host's LXC can apply: v1 when the devices controller is a cgroup v1
+    hierarchy (also on hybrid hosts, where v2 device rules fail to load), else v2."""
+    with open(mountinfo) as f:
+        for line in f:
+            pre, _, post = line.partition(" - ")
+            fstype, _, opts = (post.split() + ["", "", ""])[:3]
+            if fstype == "cgroup" and "devices" in opts.split(","):
+                return "v1"
+    return "v2"
+
+
+def adapt_cgroup(config: str, layout: str) -> tuple[str, list[str]]:
+    """Drop device rules of the cgroup version this host does not use; returns (config, dropped keys)."""
+    other = "lxc.cgroup2.devices." if layout == "v1" else "lxc.cgroup.devices."
+    mine = "lxc.cgroup.devices." if layout == "v1" else "lxc.cgroup2.devices."
+    lines = config.splitlines()
+    if not any(line.strip().startswith(mine) for line in lines):
+        return config, []  # only the other kind is there: keep it, LXC will say what it thinks
+    kept = [line for line in lines if not line.strip().startswith(other)]
+    dropped = sorted({line.split("=")[0].strip() for line in lines if line.strip().startswith(other)})
+    return "\n".join(kept) + "\n", dropped
+
+
+def _allow(recipe: "Recipe") -> list[str]:
+    rules = list(ALLOW)
+    for d in devices_step.nodes(recipe.devices):
+        if d.type in ("c", "b"):
+            r = f"{d.type} {d.major}:{d.minor} rwm"
+            if r not in rules:
+                rules.append(r)
+    return rules
+
+
+def render(recipe: "Recipe", opts: LxcOptions, name: str | None = None, lxcpath: str | None = None) -> str:
+    name = name or recipe.name
+    cdir = f"{(lxcpath or opts.lxcpath).rstrip('/')}/{name}"
+    modern = opts.version == "modern"
+    k = (lambda m, legacy: m if modern else legacy)
+    out = [f"# written by imgbuild for {recipe.name} ({'LXC 2.1 and later' if modern else 'LXC 0.7 to 2.0'})",
+           f"{k('lxc.uts.name', 'lxc.utsname')} = {recipe.hostname}",
+           f"lxc.arch = {LINUX_ARCH.get(recipe.arch, recipe.arch)}",
+           f"{k('lxc.rootfs.path', 'lxc.rootfs')} = {'dir:' if modern else ''}{cdir}/rootfs"]
+    if modern:
+        out += ["lxc.mount.auto = proc:mixed sys:mixed cgroup:mixed", "lxc.autodev = 1"]
+    else:
+        out.append(f"lxc.mount = {cdir}/fstab")
+    out += [f"{k('lxc.tty.max', 'lxc.tty')} = {opts.tty}", f"{k('lxc.pty.max', 'lxc.pts')} = {opts.pty}",
+            f"lxc.cap.drop = {CAP_DROP}", ""]
+    for n, (ifname, iface) in enumerate(recipe.network.items()):
+        p = f"lxc.net.{n}." if modern else "lxc.network."
+        out += [f"{p}type = veth", f"{p}link = {opts.bridge}", f"{p}flags = up", f"{p}name = {ifname}"]
+        if iface.mac:
+            out.append(f"{p}hwaddr = {iface.mac}")
+        out.append("")
+    cg = host_cgroup() if opts.cgroup == "auto" else opts.cgroup
+    versions = ["v1"] if not modern or cg == "v1" else ["v2"] if cg == "v2" else ["v1", "v2"]
+    for v in versions:
+        key = "lxc.cgroup.devices" if v == "v1" else "lxc.cgroup2.devices"
+        out.append(f"# devices (cgroup {v})")
+        out.append(f"{key}.deny = a")
+        out += [f"{key}.allow = {r}" for r in _allow(recipe)]
+        out.append("")
+    out += list(opts.extra)
+    return "\n".join(out).rstrip("\n") + "\n"
+
+
+LEGACY_FSTAB = ("proc {cdir}/rootfs/proc proc nodev,noexec,nosuid 0 0\n"
+                "sysfs {cdir}/rootfs/sys sysfs defaults 0 0\n")
+
+
+def produce(ctx: "Context", opts: "LxcOptions") -> dict[str, Path]:
+    conf = ctx.stage / "lxc.conf"
+    write_atomic(conf, render(ctx.recipe, opts))
+    made = {"lxc-config": conf}
+    if opts.version == "legacy":
+        fstab = ctx.stage / "lxc.fstab"
+        write_atomic(fstab, LEGACY_FSTAB.format(cdir=f"{opts.lxcpath.rstrip('/')}/{ctx.recipe.name}"))
+        made["lxc-fstab"] = fstab
+    return made
+
+
+# ------------------------------------------------------------------ install
+
+
+_PATH_KEYS = ("lxc.rootfs.path", "lxc.rootfs", "lxc.mount", "lxc.mount.fstab")
+
+
+def relocate(config: str, old_dir: str, new_dir: str) -> str:
+    """The config with its container paths moved from old_dir to new_dir."""
+    out = []
+    for line in config.splitlines():
+        m = re.match(r"^\s*([a-z0-9_.]+)\s*=\s*(.*)$", line)
+        if m and m.group(1) in _PATH_KEYS:
+            line = f"{m.group(1)} = {m.group(2).replace(old_dir, new_dir, 1)}"
+        out.append(line)
+    return "\n".join(out) + "\n"
+
+
+def _config_dir(config: str) -> str:
+    for line in config.splitlines():
+        m = re.match(r"^\s*(lxc\.rootfs\.path|lxc\.rootfs)\s*=\s*(?:dir:)?(.*)/rootfs\s*$", line)
+        if m:
+            return m.group(2)
+    raise BuilderError("the LXC config has no rootfs line; cannot install it")
+
+
+def install(output: Path, name: str | None = None, lxcpath: str = DEFAULT_LXCPATH, force: bool = False) -> Path:
+    """Unpack a built output as an LXC container: lxcpath/name/{rootfs,config}. Returns the container dir."""
+    import json
+
+    output = Path(output)
+    try:
+        manifest = json.loads((output / "manifest.json").read_text())
+    except (OSError, ValueError):
+        raise InputError(f"{output}: not an imgbuild output (no readable manifest.json)",
+                         "give the directory a build wrote, e.g. output/debian12") from None
+    files = {a["kind"]: output / a["path"] for a in manifest["artifacts"]}
+    if "tarball" not in files or "lxc-config" not in files:
+        raise InputError(f"{output}: the build has no tarball or no lxc config",
+                         "add targets: {tarball: {}, lxc: {}} to the recipe and build again")
+    name = name or manifest["name"]
+    dest = Path(lxcpath) / name
+    if dest.exists() and not force:
+        raise InputError(f"{dest} already exists", "choose another --name, or --force to replace it")
+    Path(lxcpath).mkdir(parents=True, exist_ok=True)
+    part = Path(lxcpath) / f".{name}.partial-{os.getpid()}"
+    if part.exists():
+        shutil.rmtree(part)
+    (part / "rootfs").mkdir(parents=True)
+    os.chmod(part, 0o770)
+    try:
+        runner.run(["tar", "--numeric-owner", "--xattrs", "--xattrs-include=*", "--acls", "-xpf",
+                    str(files["tarball"]), "-C", str(part / "rootfs")])
+        config = files["lxc-config"].read_text()
+        old = _config_dir(config)
+        config, dropped = adapt_cgroup(config, host_cgroup())
+        if dropped:
+            log.warning("this host's devices cgroup is %s: left out %s", host_cgroup(), ", ".join(dropped))
+        (part / "config").write_text(relocate(config, old, str(dest)))
+        if "lxc-fstab" in files:
+            (part / "fstab").write_text(files["lxc-fstab"].read_text().replace(old, str(dest)))
+        if dest.exists():
+            shutil.rmtree(dest)
+        os.rename(part, dest)
+    except BaseException:
+        shutil.rmtree(part, ignore_errors=True)
+        raise
+    log.info("installed %s as LXC container %s in %s", output, name, lxcpath)
+    return dest

@@ -1,0 +1,42 @@
+#!/bin/sh
+# Install everything imgbuild and its test suite need, on Debian 12, as root. Safe to run again.
+#   system packages (apt-get), then a virtualenv in .venv with imgbuild installed from this checkout.
+set -eu
+cd "$(dirname "$0")/.."
+
+PACKAGES="
+  python3 python3-venv python3-pip ca-certificates openssl gpgv debian-archive-keyring
+  debootstrap mmdebstrap lxc bridge-utils iproute2 systemd-container uidmap
+  rpm createrepo-c dnf cpio busybox-static
+  qemu-system-x86 qemu-utils e2fsprogs
+  openssh-server openssh-client rsync acl attr kmod
+  tar zstd xz-utils pigz gzip
+"
+
+if [ "$(id -u)" != 0 ]; then
+    echo "error: scripts/setup.sh installs system packages and must run as root" >&2
+    exit 2
+fi
+
+missing=""
+for p in $PACKAGES; do
+    dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null | grep -qx installed || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+    echo "setup: installing$missing"
+    export DEBIAN_FRONTEND=noninteractive
+    # Services that come with the packages (sshd, lxc-net ...) are not started: tests start their own.
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d
+        trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+    fi
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends $PACKAGES >/dev/null
+fi
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    "$PY" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+echo "setup: ok ($(.venv/bin/imgbuild --version))"
