@@ -135,3 +135,7 @@ def install_lxc(output: Path, name: str | None, lxcpath: str, force: bool, verbo
 
 def main() -> None:
     run_cli(imgbuild)
+
+
+if __name__ == "__main__":
+    main()

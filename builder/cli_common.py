@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 import traceback
 
@@ -50,11 +51,17 @@ def apply_verbosity(verbose: int, quiet: bool, debug: bool) -> None:
     setup_logging(v, quiet and not v)
 
 
+def _terminate(signum, frame):
+    raise KeyboardInterrupt
+
+
 def run_cli(group: click.Group) -> None:
     """Run a click group with the project's error contract: `error:`/`hint:` on stderr, exit 2 for bad input,
     1 for a failed job, 130 for Ctrl-C; a traceback only with --debug."""
     debug = "--debug" in sys.argv[1:]
     setup_logging(0)
+    # SIGTERM (kill, systemd, CI timeouts) unwinds like Ctrl-C, so mounts and partial outputs are cleaned up.
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         group.main(standalone_mode=False)
     except click.exceptions.Exit as e:

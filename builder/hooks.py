@@ -75,7 +75,7 @@ def _in_root(ctx: "Context", argv: list[str], env: dict[str, str]) -> None:
         root.write("/usr/sbin/policy-rc.d", POLICY_RC_D, 0o755)
     try:
         with chroot_mounts(root.path):
-            runner.run(["chroot", str(root.path), *argv], env=env)
+            runner.run(["chroot", str(root.path), *argv], env=env, reap_group=True)
     finally:
         if made_policy and root.lexists("/usr/sbin/policy-rc.d"):
             root.remove("/usr/sbin/policy-rc.d")

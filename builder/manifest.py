@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import platform
+import resource
 from typing import TYPE_CHECKING
 
 from . import __version__
@@ -36,6 +37,7 @@ def data(ctx: "Context", loaded: "Loaded") -> dict:
         "packages": ctx.packages,
         "tools": tools,
         "timings": ctx.timings,
+        "resources": {"peak_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss},
     }
 
 

@@ -107,9 +107,9 @@ class RootFS:
             cur = posixpath.join(cur, comp)
             host = self.resolve(cur)
             if not host.exists():
-                if host.is_symlink():  # dangling link: replace it by the directory
-                    host.unlink()
-                host.mkdir(mode=mode)
+                # resolve() returned a path without links; what is missing of it (a link's target
+                # included) is created inside the root
+                os.makedirs(host, mode=mode)
                 os.chown(host, uid, gid)
                 os.chmod(host, mode)
             elif not host.is_dir():

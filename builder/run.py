@@ -9,6 +9,7 @@ import collections
 import logging
 import os
 import shlex
+import signal
 import subprocess
 import threading
 from dataclasses import dataclass
@@ -87,20 +88,24 @@ def run(
     on_line: Callable[[str], None] | None = None,
     hint: str | None = None,
     quiet: bool = False,
+    reap_group: bool = False,
 ) -> Result:
     """Run argv, stream its output to the log, raise CommandError on failure.
 
     capture=True returns stdout (stderr still goes to the log and the tail). on_line gets every output line
     (e.g. to turn a tool's progress into ours). input is fed on stdin (a Secret stays out of the log).
+    reap_group=True kills whatever the command left running in its process group (chroot hooks).
     """
     shown = show(argv)
     (log.debug if quiet else log.info)("+ %s", shown)
     tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
     try:
+        # Own process group: Ctrl-C reaches only us, and we stop the child with all of its children.
         proc = subprocess.Popen(
             _real(argv), cwd=cwd, env=env,
             stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE if capture else subprocess.STDOUT,
+            start_new_session=True,
         )
     except FileNotFoundError:
         prog = os.path.basename(os.fspath(argv[0]))
@@ -138,6 +143,8 @@ def run(
     except BaseException:
         _stop(proc)
         raise
+    if reap_group:
+        _kill_group(proc.pid, signal.SIGKILL)
     stdout = b"".join(out).decode("utf-8", "replace")
     if rc != 0 and check:
         if rc == 127 and not tail:
@@ -147,15 +154,22 @@ def run(
     return Result(rc, stdout, list(tail))
 
 
+def _kill_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
 def _stop(proc: subprocess.Popen) -> None:
-    """Stop a child we started (Ctrl-C, error): TERM, then KILL, always reaped."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    """Stop a child we started and everything it started (Ctrl-C, error): TERM, then KILL, always reaped."""
+    _kill_group(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        pass
+    _kill_group(proc.pid, signal.SIGKILL)
+    proc.wait()
 
 
 def output(argv: Sequence[Arg], **kw) -> str:
@@ -189,7 +203,8 @@ class Pipe:
         except OSError:
             pass
         try:
-            self.proc = subprocess.Popen(_real(self.argv), stdin=r, stdout=self.stdout, stderr=subprocess.PIPE)
+            self.proc = subprocess.Popen(_real(self.argv), stdin=r, stdout=self.stdout, stderr=subprocess.PIPE,
+                                         start_new_session=True)
         except FileNotFoundError:
             os.close(r)
             os.close(w)

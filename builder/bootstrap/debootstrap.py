@@ -1,25 +1,18 @@
 """debootstrap: the classic Debian bootstrap (shell, one download at a time); available everywhere."""
 from __future__ import annotations
 
-import logging
 import os
-import re
 from typing import TYPE_CHECKING
 
 from .. import run as runner
-from .mmdebstrap import debian_argv
+from .mmdebstrap import debian_argv, progress
 
 if TYPE_CHECKING:
     from ..context import Context
 
-log = logging.getLogger("imgbuild")
-_STAGES = re.compile(r"^(I: (Retrieving Release|Resolving|Found|Checking component|Installing core|"
-                     r"Unpacking the base|Configuring the base|Base system installed)|W: |E: )")
-
-
-def _progress(line: str) -> None:
-    if _STAGES.match(line):
-        log.info("  %s", line)
+# debootstrap prints a line per package; show only its stages
+STAGES = (r"^(I: (Retrieving Release|Resolving|Found|Checking component|Installing core|Unpacking the base|"
+          r"Configuring the base|Base system installed)|W: |E: )")
 
 
 class Debootstrap:
@@ -37,7 +30,7 @@ class Debootstrap:
         variant = ctx.recipe.bootstrap.variant
         vopt = [] if variant == "important" else [f"--variant={variant}"]
         env = dict(os.environ, SOURCE_DATE_EPOCH=str(ctx.epoch))
-        runner.run(["debootstrap", *vopt, *opts, *pos], env=env, on_line=_progress,
+        runner.run(["debootstrap", *vopt, *opts, *pos], env=env, on_line=progress(STAGES),
                    hint="run with -v to see debootstrap's full output; its log is in the root's "
                         "/debootstrap/debootstrap.log")
 

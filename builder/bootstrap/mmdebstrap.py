@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import TYPE_CHECKING
+import re
+from typing import TYPE_CHECKING, Callable
 
 from .. import run as runner
 
@@ -22,9 +23,14 @@ def debian_argv(ctx: "Context") -> tuple[list[str], list[str]]:
     return opts, [ctx.recipe.release, str(ctx.root.path), ctx.mirror]
 
 
-def _progress(line: str) -> None:
-    if line.startswith(("I: ", "W: ", "E: ")):
-        log.info("  %s", line)
+def progress(pattern: str) -> Callable[[str], None]:
+    """An on_line callback that shows the bootstrap tool's stage lines (those matching pattern) at INFO."""
+    rx = re.compile(pattern)
+
+    def show(line: str) -> None:
+        if rx.match(line):
+            log.info("  %s", line)
+    return show
 
 
 class Mmdebstrap:
@@ -43,7 +49,7 @@ class Mmdebstrap:
         env = dict(os.environ, SOURCE_DATE_EPOCH=str(ctx.epoch))
         argv = ["mmdebstrap", f"--variant={ctx.recipe.bootstrap.variant}", "--format=directory",
                 "--aptopt=Acquire::Retries \"3\"", *opts, *pos]
-        runner.run(argv, env=env, on_line=_progress, hint="run with -v to see mmdebstrap's full output")
+        runner.run(argv, env=env, on_line=progress(r"^[IWE]: "), hint="run with -v to see mmdebstrap's full output")
 
 
 METHOD = Mmdebstrap()

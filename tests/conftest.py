@@ -1,0 +1,73 @@
+"""Shared fixtures. Tests are marked by what they need (root, network, lxc, slow); a missing need skips the
+test with its reason, but scripts/setup.sh installs everything, so in CI nothing is skipped."""
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+DEFAULT_RECIPE = REPO / "recipes" / "debian12.yml"
+
+
+def imgbuild(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: int = 900,
+             ) -> subprocess.CompletedProcess:
+    """Run the installed `imgbuild` console script; text output captured."""
+    return subprocess.run([str(BIN / "imgbuild"), *map(str, args)], cwd=cwd or REPO, capture_output=True,
+                          text=True, timeout=timeout, env=env)
+
+
+@functools.cache
+def mirror_reason() -> str | None:
+    """Why the host's Debian mirror cannot be used (None when it can)."""
+    try:
+        import requests
+
+        from builder.apt import host_mirror
+
+        url = host_mirror("bookworm") + "/dists/bookworm/InRelease"
+        r = requests.head(url, timeout=10)
+        return None if r.status_code == 200 else f"{url}: HTTP {r.status_code}"
+    except Exception as e:  # noqa: BLE001
+        return f"the host's Debian mirror is not usable: {e}"
+
+
+@functools.cache
+def lxc_reason() -> str | None:
+    if not shutil.which("lxc-start"):
+        return "lxc-start is not installed (apt-get install lxc)"
+    if not os.path.exists("/sys/fs/cgroup"):
+        return "no /sys/fs/cgroup"
+    return None
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if "root" in item.keywords and os.geteuid() != 0:
+            item.add_marker(pytest.mark.skip(reason="needs root"))
+        if "network" in item.keywords and mirror_reason():
+            item.add_marker(pytest.mark.skip(reason=mirror_reason()))
+        if "lxc" in item.keywords and lxc_reason():
+            item.add_marker(pytest.mark.skip(reason=lxc_reason()))
+
+
+@pytest.fixture(scope="session")
+def debian12_build(tmp_path_factory) -> Path:
+    """recipes/debian12.yml built once, as written, with the finished tree kept beside it.
+
+    Returns the output directory (OUT/debian12); the tree is OUT/debian12.rootfs.
+    """
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    if mirror_reason():
+        pytest.skip(mirror_reason())
+    out = tmp_path_factory.mktemp("build") / "out"
+    r = imgbuild(DEFAULT_RECIPE, "-o", out, "--keep-tree")
+    assert r.returncode == 0, r.stderr
+    return out / "debian12"

@@ -1,0 +1,39 @@
+"""Steps run on a small temp tree with a real recipe object: no bootstrap needed."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from builder import schema
+from builder.context import Context
+from builder.families import family_of
+from builder.recipe import Recipe
+from builder.rootfs import RootFS
+
+BASE = {"name": "t1", "distro": "debian", "release": "bookworm"}
+PASSWD = "root:x:0:0:root:/root:/bin/bash\nsshd:x:100:65534::/run/sshd:/usr/sbin/nologin\n"
+GROUP = "root:x:0:\ntty:x:5:\nadm:x:4:\n"
+SHADOW = "root:*:19000:0:99999:7:::\nsshd:!:19000::::::\n"
+
+
+def make_recipe(**over) -> Recipe:
+    loader = schema.Loader("test.yml")
+    r = loader.load(Recipe, {**BASE, **over}, "")
+    assert not loader.problems, loader.problems
+    return r
+
+
+@pytest.fixture
+def ctx_for(tmp_path):
+    def make(**over) -> Context:
+        root = tmp_path / "root"
+        (root / "etc").mkdir(parents=True, exist_ok=True)
+        (root / "etc/passwd").write_text(PASSWD)
+        (root / "etc/group").write_text(GROUP)
+        (root / "etc/shadow").write_text(SHADOW)
+        (root / "etc/shadow").chmod(0o640)
+        r = make_recipe(**over)
+        return Context(recipe=r, source=Path(tmp_path / "test.yml"), root=RootFS(root), work=tmp_path,
+                       stage=tmp_path / "stage", epoch=1_700_000_000, family=family_of(r.distro))
+    return make
