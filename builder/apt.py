@@ -104,6 +104,14 @@ def host_mirror(release: str, apt_dir: Path = APT_DIR) -> str:
 # ------------------------------------------------------------------ the mirror's index
 
 
+class UnknownSuite(InputError):
+    """The mirror lacks what the recipe names; `key` is the recipe key to blame."""
+
+    def __init__(self, key: str, message: str, hint: str):
+        super().__init__(message, hint)
+        self.key = key
+
+
 @dataclass(frozen=True)
 class Index:
     """What one suite of a mirror holds for one architecture."""
@@ -177,8 +185,8 @@ def fetch_index(mirror: str, suite: str, arch: str, components: tuple[str, ...] 
     except MirrorError as e:
         if "HTTP 404" not in str(e):
             raise
-        raise InputError(f"release {suite!r} is not on the mirror ({base}/InRelease: HTTP 404)",
-                         "check the release name (e.g. bookworm, trixie)") from None
+        raise UnknownSuite("release", f"{suite!r} is not on the mirror ({base}/InRelease: HTTP 404)",
+                           "check the release name (e.g. bookworm, trixie)") from None
     release = deb822.Release(raw.decode("utf-8", "replace"))
     date = int(email.utils.parsedate_to_datetime(release["Date"]).timestamp())
     by_name = {f["name"]: f for f in release.get("SHA256", [])}
@@ -190,8 +198,10 @@ def fetch_index(mirror: str, suite: str, arch: str, components: tuple[str, ...] 
             if entry:
                 break
         else:
-            raise InputError(f"the mirror has no {comp}/binary-{arch} index for {suite}",
-                             "check arch and bootstrap.components")
+            key = "arch" if not any(n.startswith(f"{c}/binary-{arch}/") for n in by_name for c in components) \
+                else "bootstrap.components"
+            raise UnknownSuite(key, f"the mirror has no {comp}/binary-{arch} index for {suite}",
+                               "check arch and bootstrap.components")
         ids.append(entry["sha256"])
         names |= _cached_names(f"{base}/{entry['name']}", entry["sha256"], ext)
     return Index(mirror, suite, arch, date, tuple(ids), frozenset(names))

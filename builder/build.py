@@ -48,7 +48,10 @@ def preflight(loaded: Loaded) -> tuple[bootstrap.Method, str, apt.Index | None, 
         mirror = apt.host_mirror(r.release)
     index = None
     if family.name == "debian":
-        index = apt.fetch_index(mirror, r.release, r.arch, r.bootstrap.components)
+        try:
+            index = apt.fetch_index(mirror, r.release, r.arch, r.bootstrap.components)
+        except apt.UnknownSuite as e:
+            raise RecipeError([Problem(str(loaded.path), e.key, e.message)], e.hint) from None
         missing = index.missing(list(r.bootstrap.packages))
         if missing:
             problems = []

@@ -43,8 +43,11 @@ def _mac(v: str) -> str:
     return v.lower()
 
 
-def _mode(v: str) -> int:
-    if not re.fullmatch(r"0?[0-7]{3,4}", v):
+def _mode(v: object) -> int:
+    if isinstance(v, int) and not isinstance(v, bool):
+        raise ValueError(f"a mode must be a quoted octal string like \"0644\"; YAML reads an unquoted number "
+                         f"such as 0644 as the integer {v if v != 0o644 else 420}, which is not what you meant")
+    if not isinstance(v, str) or not re.fullmatch(r"0?[0-7]{3,4}", v):
         raise ValueError(f"{v!r} is not an octal mode; write it quoted, e.g. \"0644\" "
                          "(YAML reads an unquoted 0644 as the number 420)")
     return int(v, 8)
@@ -93,7 +96,7 @@ IPInterface = Annotated[str, Check(_interface, {"format": "ip-interface"}, descr
 IPAddress = Annotated[str, Check(_address, {"format": "ip-address"}, describe="IP address")]
 MAC = Annotated[str, Check(_mac, {"pattern": _MAC.pattern}, describe="MAC address")]
 Mode = Annotated[str, Check(_mode, {"pattern": r"^0?[0-7]{3,4}$"}, describe='octal mode string ("0644")',
-                            show=lambda v: f"{v:04o}")]
+                            show=lambda v: f"{v:04o}", raw=True)]
 RootPath = Annotated[str, Check(_abspath, {"pattern": "^/"}, describe="absolute path in the root")]
 Name = Annotated[str, Check(_name, {"pattern": _NAME.pattern}, describe="name")]
 IfName = Annotated[str, Check(_ifname, {"pattern": r"^[A-Za-z0-9_.-]{1,15}$"}, describe="interface name")]

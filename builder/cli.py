@@ -46,7 +46,17 @@ def imgbuild(verbose: int, quiet: bool, debug: bool) -> None:
     apply_verbosity(verbose, quiet, debug)
 
 
-@imgbuild.command()
+BUILD_EPILOG = """\b
+Examples:
+  imgbuild build recipes/debian12.yml            (same as: imgbuild recipes/debian12.yml)
+  imgbuild recipes/debian12.yml -o /srv/images --set hostname=web1
+  imgbuild recipes/debian12.yml --set 'bootstrap.packages=[systemd-sysv, vim]' -v
+
+Exit status: 0 ok, 1 build failed, 2 bad input (recipe, options), 130 interrupted.
+"""
+
+
+@imgbuild.command(epilog=BUILD_EPILOG)
 @click.argument("recipe", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), default=Path("output"),
               show_default=True, help="Directory for outputs; the build lands in OUTPUT/NAME/.")
@@ -96,12 +106,15 @@ def validate(recipes: tuple[Path, ...], overrides: tuple[str, ...], offline: boo
         except BuilderError as e:
             failed.append(e)
             click.echo(f"{path}: invalid", err=True)
-            click.echo("\n".join("  " + line for line in str(e).splitlines()), err=True)
+    if len(failed) == 1:
+        raise failed[0]
     if failed:
-        if len(failed) == 1:
-            raise failed[0]
         problems = [p for e in failed if isinstance(e, RecipeError) for p in e.problems]
-        raise RecipeError(problems) if problems else failed[0]
+        others = [e for e in failed if not isinstance(e, RecipeError)]
+        if problems and not others:
+            raise RecipeError(problems, failed[0].hint)
+        raise InputError(f"{len(failed)} of {len(recipes)} recipes are invalid:\n" +
+                         "\n".join(str(e) for e in failed), failed[0].hint)
 
 
 @imgbuild.command()

@@ -5,6 +5,7 @@ raises RecipeError listing *every* problem with file and key path. Nothing runs 
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -74,7 +75,8 @@ class Recipe:
             try:
                 object.__setattr__(self, "hostname", checks.hostname(self.name))
             except ValueError:
-                raise ValueError(f"name {self.name!r} is not a valid host name; set hostname") from None
+                raise schema.FieldError("hostname", f"name {self.name!r} is not a valid host name, so hostname "
+                                                    "must be given") from None
         if self.init is None:
             object.__setattr__(self, "init", family_of(self.distro).default_init)
 
@@ -99,22 +101,24 @@ def _mapping(loader: _Loader, node: yaml.MappingNode, deep: bool = False) -> dic
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
 
 
-def _read(path: Path) -> dict:
+def _read(path: Path, shown: str) -> dict:
     try:
         text = path.read_text()
     except OSError as e:
-        raise InputError(f"{path}: cannot read the recipe: {e.strerror}", "check the path") from None
+        raise InputError(f"{shown}: cannot read the recipe: {e.strerror}", "check the path") from None
     try:
         data = yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         what = getattr(e, "problem", None) or str(e)
-        raise RecipeError([Problem(str(path), where, f"YAML syntax: {what}")]) from None
+        raise RecipeError([Problem(shown, where, f"YAML syntax: {what}")],
+                          "YAML: indent with spaces, quote values containing ': ' or starting with special "
+                          "characters ({, [, *, &, !, %, @)") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise RecipeError([Problem(str(path), "", "a recipe must be a YAML mapping (key: value lines)")])
+        raise RecipeError([Problem(shown, "", "a recipe must be a YAML mapping (key: value lines)")])
     return data
 
 
@@ -148,22 +152,39 @@ def _merge(base: dict, over: dict) -> dict:
     return out
 
 
-def _resolve(path: Path, chain: tuple[Path, ...] = ()) -> dict:
+def _record(data: Any, file: str, origins: dict[str, str], prefix: str = "") -> None:
+    """Remember which file set each key path (later files overwrite earlier ones, as the merge does)."""
+    if isinstance(data, dict):
+        for k, v in data.items():
+            key = f"{prefix}.{k}" if prefix else str(k)
+            origins[key] = file
+            _record(v, file, origins, key)
+    elif isinstance(data, list):
+        for i, v in enumerate(data):
+            _record(v, file, origins, f"{prefix}[{i}]")
+
+
+def _resolve(path: Path, chain: tuple[Path, ...] = (), origins: dict[str, str] | None = None) -> dict:
+    origins = {} if origins is None else origins
+    shown = str(path)
     path = path.resolve()
     if path in chain:
         cycle = " -> ".join(str(p) for p in (*chain, path))
-        raise RecipeError([Problem(str(chain[-1]), "extends", f"recipes extend each other in a cycle: {cycle}")])
-    data = _read(path)
+        raise RecipeError([Problem(str(chain[-1]), "extends", f"recipes extend each other in a cycle: {cycle}")],
+                          "remove one of the extends: lines")
+    data = _read(path, shown)
     _absolute(data, path.parent)
     parent = data.get("extends")
     if parent is None:
+        _record(data, shown, origins)
         return data
     if not isinstance(parent, str):
-        raise RecipeError([Problem(str(path), "extends", "expected a path to another recipe")])
-    base_path = (path.parent / parent)
+        raise RecipeError([Problem(shown, "extends", "expected a path to another recipe")])
+    base_path = path.parent / parent
     if not base_path.exists():
-        raise RecipeError([Problem(str(path), "extends", f"{parent}: no such recipe (looked in {base_path})")])
-    merged = _merge(_resolve(base_path, (*chain, path)), data)
+        raise RecipeError([Problem(shown, "extends", f"{parent}: no such recipe (looked in {base_path})")])
+    merged = _merge(_resolve(Path(shown).parent / parent, (*chain, path), origins), data)
+    _record(data, shown, origins)
     merged["extends"] = str(base_path.resolve())
     return merged
 
@@ -208,43 +229,71 @@ def apply_set(data: dict, assignment: str) -> None:
 # ------------------------------------------------------------------ checks beyond types
 
 
-def _semantics(r: Recipe, file: str) -> list[Problem]:
-    out = []
+def _semantics(v: dict[str, Any]) -> list[tuple[str, str]]:
+    """Checks that need registries or the file system: (key path, message) pairs.
 
-    def bad(path: str, msg: str) -> None:
-        out.append(Problem(file, path, msg))
+    `v` maps Recipe field names to loaded values; a field that failed to load is INVALID and its checks are
+    skipped, so these problems are reported together with the type problems of other keys.
+    """
+    out: list[tuple[str, str]] = []
+    ok = lambda *names: all(v.get(n) is not schema.INVALID for n in names)  # noqa: E731
+    fam = family_of(v["distro"]) if ok("distro") else None
+    if fam and ok("arch") and v["arch"] not in fam.archs:
+        out.append(("arch", f"{v['arch']!r} is not a {fam.name} architecture ({', '.join(fam.archs)})"))
+    b = v.get("bootstrap")
+    if fam and ok("bootstrap"):
+        methods = [METHODS[b.method]] if b.method != "auto" else [METHODS[m] for m in AUTO.get(fam.name, ())]
+        if b.method != "auto" and fam.name not in methods[0].families:
+            out.append(("bootstrap.method", f"{b.method} cannot bootstrap {v['distro']}"))
+        elif methods and not any(b.variant in m.variants for m in methods):
+            variants = sorted({x for m in methods for x in m.variants})
+            out.append(("bootstrap.variant", f"{b.variant!r} is not a variant of "
+                                             f"{'/'.join(m.name for m in methods)} ({', '.join(variants)})"))
+    if ok("bootstrap"):
+        for i, p in enumerate(b.packages):
+            if not re.fullmatch(r"[a-z0-9][a-z0-9+.-]*(:[a-z0-9]+)?([=/][A-Za-z0-9.+~:-]+)?", p):
+                out.append((f"bootstrap.packages[{i}]", f"{p!r} is not a package name"))
+    if fam and ok("init"):
+        init = v["init"] or fam.default_init
+        if fam.name not in SHIMS[init].families:
+            out.append(("init", f"{init} is not for {v['distro']}"))
+    if ok("network"):
+        macs: dict[str, str] = {}
+        for ifname, iface in v["network"].items():
+            if iface.mac and iface.mac in macs:
+                out.append((f"network.{ifname}.mac", f"{iface.mac} is also the MAC of {macs[iface.mac]}"))
+            if iface.mac:
+                macs[iface.mac] = ifname
+    if ok("hooks"):
+        for phase in PHASES:
+            for i, h in enumerate(v["hooks"].phase(phase)):
+                if h.script is not None and not Path(h.script).is_file():
+                    out.append((f"hooks.{phase}[{i}].script", f"{h.script}: no such file"))
+    if ok("files"):
+        for i, f in enumerate(v["files"]):
+            if f.source is not None and not Path(f.source).is_file():
+                out.append((f"files[{i}].source", f"{f.source}: no such file"))
+    rp = v.get("root_password")
+    if ok("root_password") and rp.from_file is not None and not Path(rp.from_file).is_file():
+        out.append(("root_password.from_file", f"{rp.from_file}: no such file"))
+    return out
 
-    fam = family_of(r.distro)
-    if r.arch not in fam.archs:
-        bad("arch", f"{r.arch!r} is not a {fam.name} architecture ({', '.join(fam.archs)})")
-    b = r.bootstrap
-    methods = [METHODS[b.method]] if b.method != "auto" else [METHODS[m] for m in AUTO.get(fam.name, ())]
-    if b.method != "auto" and fam.name not in methods[0].families:
-        bad("bootstrap.method", f"{b.method} cannot bootstrap {r.distro}")
-    elif methods and not any(b.variant in m.variants for m in methods):
-        variants = sorted({v for m in methods for v in m.variants})
-        bad("bootstrap.variant", f"{b.variant!r} is not a variant of {'/'.join(m.name for m in methods)} "
-                                 f"({', '.join(variants)})")
-    for i, p in enumerate(b.packages):
-        if not re.fullmatch(r"[a-z0-9][a-z0-9+.-]*(:[a-z0-9]+)?([=/][A-Za-z0-9.+~:-]+)?", p):
-            bad(f"bootstrap.packages[{i}]", f"{p!r} is not a package name")
-    if fam.name not in SHIMS[r.init].families:
-        bad("init", f"{r.init} is not for {r.distro}")
-    macs: dict[str, str] = {}
-    for ifname, iface in r.network.items():
-        if iface.mac and iface.mac in macs:
-            bad(f"network.{ifname}.mac", f"{iface.mac} is also the MAC of {macs[iface.mac]}")
-        if iface.mac:
-            macs[iface.mac] = ifname
-    for phase in PHASES:
-        for i, h in enumerate(r.hooks.phase(phase)):
-            if h.script is not None and not Path(h.script).is_file():
-                bad(f"hooks.{phase}[{i}].script", f"{h.script}: no such file")
-    for i, f in enumerate(r.files):
-        if f.source is not None and not Path(f.source).is_file():
-            bad(f"files[{i}].source", f"{f.source}: no such file")
-    if r.root_password.from_file is not None and not Path(r.root_password.from_file).is_file():
-        bad("root_password.from_file", f"{r.root_password.from_file}: no such file")
+
+def _fields(data: dict, recipe: Any) -> dict[str, Any]:
+    """Recipe field values for _semantics: from the recipe when it loaded, else key by key from the data."""
+    if recipe is not schema.INVALID:
+        return {f.name: getattr(recipe, f.name) for f, _ in schema.fields_of(Recipe)}
+    out = {}
+    for f, tp in schema.fields_of(Recipe):
+        k = schema.key_of(f)
+        if k in data:
+            out[f.name] = schema.Loader("").load(tp, data[k], k)  # its problems are already reported
+        elif f.default is not dataclasses.MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            out[f.name] = f.default_factory()
+        else:
+            out[f.name] = schema.INVALID
     return out
 
 
@@ -262,18 +311,28 @@ def load(path: str | Path, overrides: tuple[str, ...] = ()) -> Loaded:
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: no such recipe", "give the path of a .yml recipe, e.g. recipes/debian12.yml")
-    data = _resolve(path)
+    origins: dict[str, str] = {}
+    data = _resolve(path, origins=origins)
     for s in overrides:
         apply_set(data, s)
     loader = schema.Loader(str(path))
     recipe = loader.load(Recipe, data, "")
-    problems = loader.problems
-    if recipe is not schema.INVALID:
-        problems += _semantics(recipe, str(path))
-    if problems:
+    found = [(p.path, p.message) for p in loader.problems] + _semantics(_fields(data, recipe))
+    if found:
+        problems = [Problem(_origin(origins, key, str(path)), key, msg) for key, msg in found]
         raise RecipeError(problems, "see docs/recipes.md for every key; `imgbuild schema` for editors")
     digest = hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
     return Loaded(recipe, path, digest)
+
+
+def _origin(origins: dict[str, str], key: str, default: str) -> str:
+    """The file (or --set) a key path came from: its longest known prefix."""
+    parts = re.findall(r"[^.\[\]]+|\[\d+\]", key)
+    for n in range(len(parts), 0, -1):
+        prefix = "".join(p if p.startswith("[") else ("." + p if i else p) for i, p in enumerate(parts[:n]))
+        if prefix in origins:
+            return origins[prefix]
+    return default
 
 
 def json_schema() -> dict:

@@ -38,6 +38,15 @@ class Check:
     choices: Callable[[], list[str]] | None = None
     describe: str = ""
     show: Callable[[Any], Any] | None = None   # how a stored default is written in YAML (docs, JSON Schema)
+    raw: bool = False   # parse() gets the YAML value as it is (no coercion of numbers to strings)
+
+
+class FieldError(ValueError):
+    """Raised by a dataclass's __post_init__ for a problem that belongs to one of its keys."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
 
 
 def opt(default: Any = MISSING, *, doc: str, key: str | None = None, factory: Any = MISSING, example: Any = None):
@@ -129,7 +138,8 @@ class Loader:
         origin = get_origin(tp)
         if origin is Annotated:
             base, *extra = get_args(tp)
-            v = self.load(base, value, path)
+            raw = any(isinstance(c, Check) and c.raw for c in extra)
+            v = value if raw else self.load(base, value, path)
             if v is INVALID:
                 return v
             for check in extra:
@@ -227,7 +237,9 @@ class Loader:
             return INVALID
         try:
             return cls(**kwargs)
-        except ValueError as e:  # cross-field checks in __post_init__
+        except FieldError as e:  # cross-field checks in __post_init__, about one key
+            return self.problem(_join(path, e.field), str(e))
+        except ValueError as e:  # cross-field checks about the whole mapping
             return self.problem(path, str(e))
 
 

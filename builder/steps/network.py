@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Mapping
 
 from ..checks import MAC, IPAddress, IPInterface
-from ..schema import opt
+from ..schema import FieldError, opt
 
 if TYPE_CHECKING:
     from ..context import Context
@@ -30,9 +30,9 @@ class Interface:
             raise ValueError("give address (e.g. 10.0.3.2/24) or dhcp: true")
         if self.gateway is not None:
             if self.dhcp:
-                raise ValueError("gateway is for static addresses; DHCP supplies its own")
+                raise FieldError("gateway", "gateway is for static addresses; DHCP supplies its own")
             if self.gateway.version != self.address.version or self.gateway not in self.address.network:
-                raise ValueError(f"gateway {self.gateway} is not in {self.address.network}")
+                raise FieldError("gateway", f"gateway {self.gateway} is not in {self.address.network}")
 
 
 def debian_interfaces(network: Mapping[str, Interface]) -> str:
