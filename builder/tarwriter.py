@@ -44,6 +44,27 @@ def entries(root: Path) -> list[Entry]:
     return out
 
 
+class _TarInfo(tarfile.TarInfo):
+    """TarInfo whose pax records carry raw bytes the way GNU tar writes them.
+
+    The standard library marks a header with a non-UTF-8 value (file capabilities, ACLs) `hdrcharset=BINARY`,
+    a keyword GNU tar does not know: every `tar -x` would print "Ignoring unknown extended header keyword".
+    The record format (POSIX pax: "LEN KEY=VALUE\\n", LEN counting itself) is kept; only that keyword goes.
+    """
+
+    @classmethod
+    def _create_pax_generic_header(cls, pax_headers, type, encoding):  # noqa: A002 - the stdlib's signature
+        records = b""
+        for keyword, value in pax_headers.items():
+            kv = keyword.encode("utf-8") + b"=" + value.encode("utf-8", "surrogateescape") + b"\n"
+            n = len(kv) + 1
+            while len(str(n)) + 1 + len(kv) != n:
+                n = len(str(n)) + 1 + len(kv)
+            records += str(n).encode() + b" " + kv
+        info = {"name": "././@PaxHeader", "type": type, "size": len(records), "magic": tarfile.POSIX_MAGIC}
+        return cls._create_header(info, tarfile.USTAR_FORMAT, "ascii", "replace") + cls._create_payload(records)
+
+
 def _xattrs(path: str) -> dict[str, str]:
     try:
         names = os.listxattr(path, follow_symlinks=False)
@@ -61,7 +82,7 @@ def _xattrs(path: str) -> dict[str, str]:
 
 def tarinfo(e: Entry, epoch: int, links: dict[tuple[int, int], str]) -> tarfile.TarInfo | None:
     st, m = e.st, e.st.st_mode
-    ti = tarfile.TarInfo(e.name if e.name != "." else "./")
+    ti = _TarInfo(e.name if e.name != "." else "./")
     ti.mode = stat.S_IMODE(m)
     ti.uid, ti.gid = st.st_uid, st.st_gid
     ti.uname = ti.gname = ""

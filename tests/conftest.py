@@ -3,7 +3,9 @@ test with its reason, but scripts/setup.sh installs everything, so in CI nothing
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -21,6 +23,26 @@ def imgbuild(*args: str, cwd: Path | None = None, env: dict | None = None, timeo
     """Run the installed `imgbuild` console script; text output captured."""
     return subprocess.run([str(BIN / "imgbuild"), *map(str, args)], cwd=cwd or REPO, capture_output=True,
                           text=True, timeout=timeout, env=env)
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def mounts_under(path: Path) -> list[str]:
+    """Mount points at or below path in this mount namespace (read independently of builder.mounts)."""
+    base = os.path.realpath(path)
+    out = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            mp = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), line.split()[4])
+            if mp == base or mp.startswith(base + "/"):
+                out.append(mp)
+    return out
 
 
 @functools.cache

@@ -24,28 +24,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
-ROOT_CONFTEST = Path(__file__).resolve().parent / "conftest.py"
-
-
-def root_conftest():
-    """tests/conftest.py as a module (for its imgbuild() helper).
-
-    `from conftest import ...` is ambiguous as soon as a test subdirectory without __init__.py has its own
-    conftest.py (tests/steps/ has one): pytest imports each of them as the module "conftest" and the last one
-    imported wins, so the name may not mean tests/conftest.py when this file is collected with the whole suite.
-    """
-    for mod in list(sys.modules.values()):
-        f = getattr(mod, "__file__", None)
-        if f and Path(f).resolve() == ROOT_CONFTEST:
-            return mod
-    import importlib.util
-
-    name = "_imgbuild_tests_root_conftest"
-    spec = importlib.util.spec_from_file_location(name, ROOT_CONFTEST)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def run(cmd: list[str], timeout: float = 60, check: bool = False) -> subprocess.CompletedProcess:

@@ -3,8 +3,6 @@ and Python's tarfile see it, and the kept tree. Plus a build whose hook gives a 
 writer's own handling of capabilities, hardlinks and special files on a small tree."""
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import os
 import re
@@ -12,16 +10,13 @@ import shutil
 import stat
 import struct
 import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
 import pytest
 import yaml
+from tests.conftest import DEFAULT_RECIPE, imgbuild, mounts_under, sha256
 
-REPO = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
-DEFAULT_RECIPE = REPO / "recipes" / "debian12.yml"
 
 # One line of `tar -tv`: mode, owner/group, size or "major,minor", date, time, name (with "-> x" / "link to x").
 TV_LINE = re.compile(r"^(?P<mode>\S{10})\s+(?P<owner>[^/\s]+)/(?P<group>\S+)\s+"
@@ -30,30 +25,6 @@ TV_LINE = re.compile(r"^(?P<mode>\S{10})\s+(?P<owner>[^/\s]+)/(?P<group>\S+)\s+"
 
 
 # ---------------------------------------------------------------- helpers
-
-
-def imgbuild(*args, timeout: int = 900) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / "imgbuild"), *map(str, args)], cwd=REPO, capture_output=True, text=True,
-                          timeout=timeout)
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def mounts_under(path: Path) -> list[str]:
-    base = os.path.realpath(path)
-    out = []
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            mp = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), line.split()[4])
-            if mp == base or mp.startswith(base + "/"):
-                out.append(mp)
-    return out
 
 
 def tv_listing(tarball: Path) -> dict[str, dict]:
@@ -307,6 +278,20 @@ def test_hardlinks_are_hardlinks(archive, tree: Path):
             assert m.linkname == names[0], (other, m.linkname)
             assert m.size == 0
     assert sum(1 for m in members if m.islnk()) == sum(len(n) - 1 for n in groups.values())
+
+
+@needs_build
+def test_acl_xattrs_are_archived(archive, tree: Path):
+    """systemd's ACL on /var/log/journal (binary xattr values) goes into the archive byte for byte."""
+    members, _ = archive
+    by_name = {m.name: m for m in members}
+    journal = tree / "var/log/journal"
+    names = [n for n in os.listxattr(journal, follow_symlinks=False) if n.startswith("system.posix_acl")]
+    if not names:
+        pytest.skip("this tree has no ACL on /var/log/journal")
+    pax = by_name["./var/log/journal"].pax_headers
+    for n in names:
+        assert pax[f"SCHILY.xattr.{n}"].encode("utf-8", "surrogateescape") == os.getxattr(journal, n)
 
 
 @needs_build

@@ -2,23 +2,18 @@
 hook leave nothing mounted, nothing partial, no stray process, and the previous output untouched."""
 from __future__ import annotations
 
-import hashlib
 import os
-import re
 import shutil
 import signal
 import subprocess
-import sys
 import tarfile
 import time
 from pathlib import Path
 
 import pytest
 import yaml
+from tests.conftest import BIN, DEFAULT_RECIPE, REPO, imgbuild, mounts_under, sha256
 
-REPO = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
-DEFAULT_RECIPE = REPO / "recipes" / "debian12.yml"
 # what the acceptance points here do not depend on: a smaller package set and no init shim
 SMALL = ("--set", "bootstrap.packages=[]", "--set", "init=none")
 
@@ -28,33 +23,13 @@ pytestmark = [pytest.mark.root, pytest.mark.network, pytest.mark.slow]
 # ---------------------------------------------------------------- helpers
 
 
-def imgbuild(*args, timeout: int = 900) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / "imgbuild"), *map(str, args)], cwd=REPO, capture_output=True, text=True,
-                          timeout=timeout)
-
-
 def write_recipe(path: Path, **keys) -> Path:
     path.write_text(yaml.safe_dump({"extends": str(DEFAULT_RECIPE), **keys}, sort_keys=False))
     return path
 
 
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def hashes(d: Path) -> dict[str, str]:
     return {p.name: sha256(p) for p in sorted(d.iterdir())}
-
-
-def mounts_under(path: Path) -> list[str]:
-    base = os.path.realpath(path)
-    out = []
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            mp = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), line.split()[4])
-            if mp == base or mp.startswith(base + "/"):
-                out.append(mp)
-    return out
 
 
 def force_unmount(path: Path) -> None:

@@ -13,9 +13,8 @@ import pytest
 from builder import recipe
 from builder.errors import InputError, RecipeError
 from builder.run import Secret
+from tests.conftest import DEFAULT_RECIPE
 
-REPO = Path(__file__).resolve().parent.parent
-DEFAULT_RECIPE = REPO / "recipes" / "debian12.yml"
 
 BASE = "name: t\ndistro: debian\nrelease: bookworm\n"
 HASH = "$6$saltsalt$Qm9vYmFyYmF6cXV4cXV1eHF1dXhxdXV4cXV1eHF1dXhxdXV4cXV1eHF1dXhxdXV4cXV1eHF1dXg"

@@ -8,23 +8,11 @@ import difflib
 import hashlib
 import json
 import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
-DEFAULT_RECIPE = REPO / "recipes" / "debian12.yml"
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+from tests.conftest import BIN, DEFAULT_RECIPE, REPO, sha256
 
 
 def _listing(tarball: Path) -> list[str]:

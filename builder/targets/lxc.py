@@ -164,6 +164,7 @@ def install(output: Path, name: str | None = None, lxcpath: str = DEFAULT_LXCPAT
     import json
 
     output = Path(output)
+    lxcpath = os.path.abspath(lxcpath)  # the config's paths must not depend on where lxc-start runs
     try:
         manifest = json.loads((output / "manifest.json").read_text())
     except (OSError, ValueError):

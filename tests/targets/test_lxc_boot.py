@@ -13,9 +13,9 @@ import time
 from pathlib import Path
 
 import pytest
-from lxc_helpers import lxc_netns, root_conftest, tcp_banner
+from tests.conftest import imgbuild
+from tests.lxc_helpers import lxc_netns, tcp_banner
 
-imgbuild = root_conftest().imgbuild  # conftest's helper; see root_conftest() for why not `from conftest import`
 
 ADDRESS, MAC, HOSTNAME = "10.0.3.2", "00:16:3e:00:03:02", "vm0"  # from recipes/debian12.yml
 BOOT_TIMEOUT = 60
