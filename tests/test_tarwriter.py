@@ -135,3 +135,36 @@ def test_data_size_counts_hardlinks_once(tree):
     items = tarwriter.entries(tree)
     size = tarwriter.data_size(items)
     assert size == sum(p.stat().st_size for p in (tree / "etc/hostname", tree / "etc/B-upper", tree / "usr/bin/big"))
+
+
+def test_what_ustar_cannot_hold_goes_to_pax_records(tmp_path):
+    t = tmp_path / "tree"
+    deep = t / ("d" * 60) / ("e" * 60)
+    deep.mkdir(parents=True)
+    (deep / "long-name-file").write_text("x")
+    (t / "ünïcødé").write_text("u")
+    os.symlink("/" + "t" * 150, t / "long-link")
+    if os.geteuid() == 0:
+        os.chown(t / "ünïcødé", 3_000_000, 4_000_000)   # beyond ustar's 7 octal digits
+    _write(t, tmp_path / "t.tar")
+    with tarfile.open(tmp_path / "t.tar") as tf:
+        m = {x.name: x for x in tf.getmembers()}
+    long_name = f"./{'d' * 60}/{'e' * 60}/long-name-file"
+    assert long_name in m and m[long_name].size == 1
+    assert m["./long-link"].linkname == "/" + "t" * 150
+    assert "./ünïcødé" in m
+    if os.geteuid() == 0:
+        assert (m["./ünïcødé"].uid, m["./ünïcødé"].gid) == (3_000_000, 4_000_000)
+    listing = subprocess.run(["tar", "-tvf", str(tmp_path / "t.tar")], capture_output=True, text=True)
+    assert listing.returncode == 0 and listing.stderr == ""
+    assert long_name in listing.stdout and "t" * 150 in listing.stdout
+
+
+def test_header_is_ustar_with_a_valid_checksum():
+    from builder.tarwriter import REG, header
+    h = header(b"./etc/passwd", 0o644, 0, 0, 5, EPOCH, REG)
+    assert len(h) == 512 and h[257:265] == b"ustar\x0000"
+    stored = int(h[148:154], 8)
+    assert stored == sum(h[:148]) + 8 * 32 + sum(h[156:])
+    ti = tarfile.TarInfo.frombuf(h, "utf-8", "surrogateescape")
+    assert (ti.name, ti.mode, ti.size, ti.mtime) == ("./etc/passwd", 0o644, 5, EPOCH)

@@ -47,8 +47,9 @@ class Mmdebstrap:
     def bootstrap(self, ctx: "Context") -> None:
         opts, pos = debian_argv(ctx)
         env = dict(os.environ, SOURCE_DATE_EPOCH=str(ctx.epoch))
+        # force-unsafe-io: dpkg skips its fsyncs; the tree is scratch space (the outputs are fsynced).
         argv = ["mmdebstrap", f"--variant={ctx.recipe.bootstrap.variant}", "--format=directory",
-                "--aptopt=Acquire::Retries \"3\"", *opts, *pos]
+                "--aptopt=Acquire::Retries \"3\"", "--dpkgopt=force-unsafe-io", *opts, *pos]
         runner.run(argv, env=env, on_line=progress(r"^[IWE]: "), hint="run with -v to see mmdebstrap's full output")
 
 
