@@ -113,7 +113,7 @@ def main() -> None:
         ("cold build: imgbuild / mmdebstrap (.tar.zst, the same kind of output)",
          med["imgbuild"] / med["mmdebstrap-tar"], "1.15"),
         ("cold build: imgbuild / debootstrap", med["imgbuild"] / med["debootstrap"], "-"),
-        ("tarball: imgbuild writer + zstd -T0 / GNU tar --sort=name | zstd -T0", med["tar-imgbuild"] / med["tar-gnu"],
+        ("tarball: imgbuild writer into zstd -T0 / GNU tar --sort=name into zstd -T0", med["tar-imgbuild"] / med["tar-gnu"],
          "1.3"),
     ]
     cmd = f".venv/bin/python bench/bench_build.py --rounds {args.rounds} --recipe {os.path.relpath(args.recipe, REPO)}"

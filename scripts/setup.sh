@@ -10,7 +10,7 @@ PACKAGES="
   rpm createrepo-c dnf cpio busybox-static
   qemu-system-x86 qemu-utils e2fsprogs
   openssh-server openssh-client rsync acl attr kmod
-  tar zstd xz-utils pigz gzip
+  tar zstd xz-utils pigz gzip gnupg
 "
 
 if [ "$(id -u)" != 0 ]; then
