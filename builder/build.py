@@ -11,6 +11,7 @@ import logging
 import os
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -38,12 +39,30 @@ def phase(ctx: Context, name: str, detail: str = "") -> Iterator[None]:
         log.debug("    %s took %.1f s", name, ctx.timings[name])
 
 
-def preflight(loaded: Loaded) -> tuple[bootstrap.Method, str, apt.Index | None, int]:
+@dataclass
+class Preflight:
+    method: bootstrap.Method
+    mirror: str
+    epoch: int
+    index: apt.Index | None = None    # Debian: the mirror's index
+    plan: object = None               # EL: repos, release package, resolved packages (builder.rpm.seed.Plan)
+
+
+def preflight(loaded: Loaded) -> Preflight:
     """Everything checked before the build writes anything: method, mirror, packages, epoch."""
     r = loaded.recipe
     family = family_of(r.distro)
     method = bootstrap.choose(r, family.name)
     mirror = r.bootstrap.mirror
+    env_epoch = os.environ.get("SOURCE_DATE_EPOCH", "")
+    epoch = r.epoch if r.epoch is not None else int(env_epoch) if env_epoch.isdigit() else None
+    if family.name == "rhel":
+        from .rpm import seed
+
+        plan = seed.plan(loaded, apt.cache_dir() / "el")
+        stamps = [x.timestamp for x in plan.repodata if x.timestamp]   # the repos' own age, like Debian's Date
+        return Preflight(method, mirror, epoch if epoch is not None else max(stamps, default=int(time.time())),
+                         plan=plan)
     if mirror == "auto":
         mirror = apt.host_mirror(r.release)
     index = None
@@ -61,10 +80,9 @@ def preflight(loaded: Loaded) -> tuple[bootstrap.Method, str, apt.Index | None, 
                     problems.append(Problem(str(loaded.path), f"bootstrap.packages[{i}]",
                                             f"no package {p!r} in {r.release}/{r.arch} ({', '.join(r.bootstrap.components)}){close}"))
             raise RecipeError(problems, "check the spelling, the release and bootstrap.components")
-    env_epoch = os.environ.get("SOURCE_DATE_EPOCH", "")
-    epoch = r.epoch if r.epoch is not None else int(env_epoch) if env_epoch.isdigit() else (
-        index.date if index else int(time.time()))
-    return method, mirror, index, epoch
+    if epoch is None:
+        epoch = index.date if index else int(time.time())
+    return Preflight(method, mirror, epoch, index=index)
 
 
 def _clean_leftovers(output: Path, name: str) -> None:
@@ -82,7 +100,8 @@ def build(loaded: Loaded, output: Path, keep_tree: bool = False) -> Path:
     """Build the recipe; returns OUTPUT/NAME. Raises BuilderError (or Interrupted) with nothing left behind."""
     r = loaded.recipe
     t0 = time.monotonic()
-    method, mirror, index, epoch = preflight(loaded)
+    pre = preflight(loaded)
+    method = pre.method
 
     output = Path(output).resolve()
     output.mkdir(parents=True, exist_ok=True)
@@ -92,7 +111,8 @@ def build(loaded: Loaded, output: Path, keep_tree: bool = False) -> Path:
     work.mkdir(parents=True)
     stage.mkdir()
     ctx = Context(recipe=r, source=loaded.path.resolve(), root=RootFS(work / "rootfs"), work=work, stage=stage,
-                  epoch=epoch, family=family_of(r.distro), mirror=mirror, index=index, method=method.name)
+                  epoch=pre.epoch, family=family_of(r.distro), mirror=pre.mirror, index=pre.index,
+                  method=method.name, plan=pre.plan)
     ctx.timings["preflight"] = round(time.monotonic() - t0, 3)
     final = output / r.name
     try:

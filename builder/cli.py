@@ -101,7 +101,7 @@ def validate(recipes: tuple[Path, ...], overrides: tuple[str, ...], offline: boo
         try:
             loaded = recipe_mod.load(path, overrides)
             if not offline:
-                build_mod.preflight(loaded)
+                build_mod.preflight(loaded)   # mirror, release, packages (writes nothing but caches)
             click.echo(f"{path}: ok")
         except BuilderError as e:
             failed.append(e)

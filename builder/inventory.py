@@ -18,7 +18,26 @@ def dpkg(root: RootFS) -> dict[str, str]:
     return dict(sorted(out.items()))
 
 
-READERS = {"dpkg": dpkg}
+def rpm(root: RootFS) -> dict[str, str]:
+    """Installed packages from the root's rpm database: the root's own rpm when it has one (the database is in
+    its format), else the host's rpm with --dbpath /var/lib/rpm."""
+    from . import run as runner
+    from .errors import CommandError
+
+    qf = "%{NAME} %|EPOCH?{%{EPOCH}:}:{}|%{VERSION}-%{RELEASE}\\n"
+    own = next((p for p in ("/usr/bin/rpm", "/bin/rpm") if root.exists(p)), None)
+    argv = (["chroot", str(root.path), own, "-qa", "--qf", qf] if own else
+            ["rpm", "--root", str(root.path), "--dbpath", "/var/lib/rpm", "-qa", "--qf", qf])
+    try:
+        out = runner.output(argv, env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/nonexistent"})
+    except CommandError:
+        return {}
+    pkgs = dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
+    pkgs.pop("gpg-pubkey", None)
+    return dict(sorted(pkgs.items()))
+
+
+READERS = {"dpkg": dpkg, "rpm": rpm}
 
 
 def installed(root: RootFS, db: str) -> dict[str, str]:

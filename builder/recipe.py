@@ -37,12 +37,22 @@ SHIPPED_HOOKS = PROJECT / "hooks"
 class Bootstrap:
     """How the base system is made."""
 
-    method: MethodName = opt("auto", doc="bootstrap method; auto picks the best one installed for the distro")
-    mirror: str = opt("auto", doc="package mirror URL; auto: the mirror the host's own apt uses")
-    variant: str = opt("minbase", doc="package set size (minbase, required, important, standard, buildd ...; "
-                                      "what each method supports)")
-    packages: tuple[str, ...] = opt((), doc="extra packages to install")
-    components: tuple[str, ...] = opt(("main",), doc="archive components (Debian: main, contrib, non-free ...)")
+    method: MethodName = opt("auto", doc="bootstrap method; auto picks what works on this host for the distro")
+    mirror: str = opt("auto", doc="package mirror URL; auto (Debian): the mirror the host's own apt uses. EL: the "
+                                  "release's tree, e.g. https://vault.centos.org/6.10")
+    variant: str | None = opt(None, doc="Debian: package set size (minbase, required, important, standard, "
+                                        "buildd ...; default minbase). EL: not used")
+    packages: tuple[str, ...] = opt((), doc="packages to install (EL: besides the groups)")
+    components: tuple[str, ...] = opt(("main",), doc="Debian: archive components (main, contrib, non-free ...)")
+    groups: tuple[str, ...] = opt((), doc="EL: package groups from the repos' comps (ids or names: core, base ...)")
+    release_package: str | None = opt(None, doc="EL: the package whose repo files and GPG keys seed the root "
+                                                "(centos-release ...)")
+    seed_repo: str = opt("os/$basearch", doc="EL: where, under mirror, the repo holding release_package is")
+    repos: tuple[str, ...] = opt((), doc="EL: repo ids of the seeded .repo files to use (default: those enabled "
+                                         "there); each points at mirror + its path after $releasever")
+    releasever: str | None = opt(None, doc="EL: $releasever (default: release up to its first dot: 6.10 -> 6)")
+    gpgcheck: bool = opt(True, doc="EL: check package signatures with the release's keys (false: a warning)")
+
 
 
 @dataclass(frozen=True)
@@ -52,7 +62,8 @@ class Recipe:
     name: Name = opt(doc="name of the build; outputs go to OUTPUT/NAME/")
     distro: DistroName = opt(doc="distribution")
     release: str = opt(doc="release (Debian: bookworm, trixie ...)")
-    arch: str = opt("amd64", doc="architecture, as the distro spells it")
+    arch: str | None = opt(None, doc="architecture, as the distro spells it (default: amd64 for Debian, x86_64 "
+                                     "for EL)")
     bootstrap: Bootstrap = opt(factory=Bootstrap, doc="base system")
     hostname: Hostname | None = opt(None, doc="host name (default: name)")
     domain: Hostname | None = opt(None, doc="DNS domain; adds the FQDN to /etc/hosts")
@@ -77,8 +88,11 @@ class Recipe:
             except ValueError:
                 raise schema.FieldError("hostname", f"name {self.name!r} is not a valid host name, so hostname "
                                                     "must be given") from None
+        fam = family_of(self.distro)
         if self.init is None:
-            object.__setattr__(self, "init", family_of(self.distro).default_init)
+            object.__setattr__(self, "init", fam.default_init)
+        if self.arch is None:
+            object.__setattr__(self, "arch", fam.archs[0])
 
 
 # ------------------------------------------------------------------ reading YAML
@@ -229,6 +243,11 @@ def apply_set(data: dict, assignment: str) -> None:
 # ------------------------------------------------------------------ checks beyond types
 
 
+# Bootstrap keys that only one family reads: set for another family, they are an error, not silently ignored.
+FAMILY_KEYS = {"components": ("debian",), "groups": ("rhel",), "release_package": ("rhel",),
+               "seed_repo": ("rhel",), "repos": ("rhel",), "releasever": ("rhel",), "gpgcheck": ("rhel",)}
+
+
 def _semantics(v: dict[str, Any]) -> list[tuple[str, str]]:
     """Checks that need registries or the file system: (key path, message) pairs.
 
@@ -238,17 +257,30 @@ def _semantics(v: dict[str, Any]) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
     ok = lambda *names: all(v.get(n) is not schema.INVALID for n in names)  # noqa: E731
     fam = family_of(v["distro"]) if ok("distro") else None
-    if fam and ok("arch") and v["arch"] not in fam.archs:
+    if fam and ok("arch") and v["arch"] is not None and v["arch"] not in fam.archs:
         out.append(("arch", f"{v['arch']!r} is not a {fam.name} architecture ({', '.join(fam.archs)})"))
     b = v.get("bootstrap")
     if fam and ok("bootstrap"):
         methods = [METHODS[b.method]] if b.method != "auto" else [METHODS[m] for m in AUTO.get(fam.name, ())]
         if b.method != "auto" and fam.name not in methods[0].families:
             out.append(("bootstrap.method", f"{b.method} cannot bootstrap {v['distro']}"))
-        elif methods and not any(b.variant in m.variants for m in methods):
+        elif b.variant is not None and methods and not any(b.variant in m.variants for m in methods):
             variants = sorted({x for m in methods for x in m.variants})
+            what = ", ".join(variants) if variants else "it takes no variant"
             out.append(("bootstrap.variant", f"{b.variant!r} is not a variant of "
-                                             f"{'/'.join(m.name for m in methods)} ({', '.join(variants)})"))
+                                             f"{'/'.join(m.name for m in methods)} ({what})"))
+        for key in FAMILY_KEYS:
+            default = getattr(Bootstrap, key) if hasattr(Bootstrap, key) else None
+            if fam.name not in FAMILY_KEYS[key] and getattr(b, key) not in (default, (), None):
+                out.append((f"bootstrap.{key}", f"is for {' and '.join(FAMILY_KEYS[key])} recipes, not "
+                                                f"{v['distro']}"))
+        if fam.name == "rhel":
+            if b.mirror == "auto":
+                out.append(("bootstrap.mirror", "EL recipes need the mirror's URL (the release's tree, e.g. "
+                                                "https://vault.centos.org/6.10)"))
+            if not b.release_package:
+                out.append(("bootstrap.release_package", "EL recipes name their release package (e.g. "
+                                                         "centos-release)"))
     if ok("bootstrap"):
         for i, p in enumerate(b.packages):
             if not re.fullmatch(r"[a-z0-9][a-z0-9+.-]*(:[a-z0-9]+)?([=/][A-Za-z0-9.+~:-]+)?", p):

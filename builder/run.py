@@ -230,15 +230,21 @@ class Pipe:
 
 def versions(programs: Iterable[str]) -> dict[str, str]:
     """First line of `PROGRAM --version` for each installed program (for the manifest)."""
+    import tempfile
+
     found = {}
-    for p in programs:
-        if not which(p):
-            continue
-        try:
-            r = run([p, "--version"], capture=True, check=False, quiet=True)
-        except CommandError:
-            continue
-        text = (r.stdout or "\n".join(r.tail)).strip().splitlines()
-        if text:
-            found[p] = text[0].strip()
+    with tempfile.TemporaryDirectory(prefix="imgbuild-home-") as home:
+        env = dict(os.environ, HOME=home)   # Debian's dnf/rpm create ~/.rpmdb even for --version
+        for p in programs:
+            if which(p):
+                found.update(_version(p, env))
     return found
+
+
+def _version(p: str, env: dict[str, str]) -> dict[str, str]:
+    try:
+        r = run([p, "--version"], capture=True, check=False, quiet=True, env=env)
+    except CommandError:
+        return {}
+    text = (r.stdout or "\n".join(r.tail)).strip().splitlines()
+    return {p: text[0].strip()} if text else {}

@@ -93,3 +93,19 @@ def debian12_build(tmp_path_factory) -> Path:
     r = imgbuild(DEFAULT_RECIPE, "-o", out, "--keep-tree")
     assert r.returncode == 0, r.stderr
     return out / "debian12"
+
+
+@pytest.fixture(scope="session")
+def el_repo(tmp_path_factory):
+    """A signed EL-like distribution ("testos" 6, x86_64; see tests/rpmrepo.py) built once and served on
+    127.0.0.1 for the whole session. Yields its RepoInfo with `url` = http://127.0.0.1:PORT, the directory that
+    holds 6/os/x86_64/ and 6/updates/x86_64/."""
+    from tests.rpmrepo import build_repo, missing_tools, serve
+
+    missing = missing_tools()
+    if missing:
+        pytest.skip(f"el_repo needs {', '.join(missing)} (scripts/setup.sh installs them)")
+    info = build_repo(tmp_path_factory.mktemp("el_repo"))
+    with serve(info.root) as url:
+        info.url = url
+        yield info

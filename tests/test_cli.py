@@ -77,7 +77,7 @@ BROKEN = [
     ("bad-arch", "arch: x86_64\n", "arch: ", "is not a debian architecture"),
     ("missing-release", f"name: broken\ndistro: debian\nbootstrap: {{{B}}}\n", "release: ",
      "missing required key"),
-    ("unknown-distro", f"name: broken\ndistro: centos\nrelease: '7'\nbootstrap: {{{B}}}\n", "distro: ",
+    ("unknown-distro", f"name: broken\ndistro: gentoo\nrelease: 17\nbootstrap: {{{B}}}\n", "distro: ",
      "is not one of: debian"),
     ("extends-itself", "extends: broken.yml\n", "extends: ", "cycle"),
 ]
@@ -466,7 +466,7 @@ def test_schema_accepts_default_recipe_and_rejects_broken_ones():
     default = yaml.safe_load(DEFAULT_RECIPE.read_text())
     assert _errors(s, default, s) == []
     for broken in ({**default, "hostnme": "x"}, {**default, "dns": "10.0.3.1"},
-                   {**default, "targets": {"lxd": {}}}, {**default, "bootstrap": {"method": "yum"}},
+                   {**default, "targets": {"lxd": {}}}, {**default, "bootstrap": {"method": "apt-get"}},
                    {k: v for k, v in default.items() if k != "release"},
                    {**default, "root_password": {"lock": True, "hash": "$6$x"}},
                    {**default, "files": [{"path": "/x", "content": "x", "mode": 420}]}):

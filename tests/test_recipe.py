@@ -90,7 +90,7 @@ BAD = [
      "quoted"),
     # bootstrap
     ("method-unknown", "bootstrap: {method: debootstrapp}\n", "bootstrap.method",
-     "'debootstrapp' is not one of: auto, mmdebstrap, debootstrap (did you mean debootstrap?)"),
+     "'debootstrapp' is not one of: auto, mmdebstrap, debootstrap, yum, dnf, rpm-native (did you mean debootstrap?)"),
     ("variant-not-of-method", "bootstrap: {method: debootstrap, variant: custom}\n", "bootstrap.variant",
      "'custom' is not a variant of debootstrap"),
     ("variant-unknown-auto", "bootstrap: {variant: tiny}\n", "bootstrap.variant", "'tiny' is not a variant"),
@@ -280,7 +280,7 @@ def test_minimal_recipe_defaults(tmp_path):
     r = recipe.load(write(tmp_path, BASE)).recipe
     assert r.hostname == "t"                      # hostname defaults to name
     assert r.arch == "amd64"
-    assert r.bootstrap.method == "auto" and r.bootstrap.mirror == "auto" and r.bootstrap.variant == "minbase"
+    assert r.bootstrap.method == "auto" and r.bootstrap.mirror == "auto" and r.bootstrap.variant is None
     assert r.bootstrap.components == ("main",)
     assert r.root_password.lock is True           # locked by default
     assert r.devices == "container"

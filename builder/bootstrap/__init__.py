@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Protocol
 
 from ..errors import InputError
 from ..schema import Check
-from . import debootstrap, mmdebstrap
+from . import debootstrap, dnf, mmdebstrap, rpm_native
 
 if TYPE_CHECKING:
     from ..context import Context
@@ -28,9 +28,13 @@ class Method(Protocol):
     def bootstrap(self, ctx: "Context") -> None: ...
 
 
-METHODS: dict[str, Method] = {m.name: m for m in (mmdebstrap.METHOD, debootstrap.METHOD)}
-# What `auto` tries, per family, in order.
-AUTO: dict[str, tuple[str, ...]] = {"debian": ("mmdebstrap", "debootstrap")}
+METHODS: dict[str, Method] = {m.name: m for m in (mmdebstrap.METHOD, debootstrap.METHOD, dnf.YUM, dnf.DNF,
+                                                  rpm_native.METHOD)}
+# What `auto` tries, per family, in order: the distro's own tool first where the host has it.
+AUTO: dict[str, tuple[str, ...]] = {"debian": ("mmdebstrap", "debootstrap"), "rhel": ("yum", "dnf", "rpm-native")}
+# Releases `auto` leaves to rpm-native: EL5's repodata ("sha" checksums) and packages (MD5/SHA1 digests, V3
+# signatures) predate what a current host dnf/yum reads.
+AUTO_NATIVE_UP_TO = {"rhel": 5}
 
 MethodName = Annotated[str, Check(choices=lambda: ["auto", *METHODS])]
 
@@ -45,7 +49,12 @@ def choose(recipe: "Recipe", family: str) -> Method:
             raise InputError(f"bootstrap.method: {name} needs {m.program}, which is not installed",
                              f"apt-get install {PACKAGES.get(m.program, m.program)}, or use method: auto")
         return m
-    for candidate in AUTO.get(family, ()):
+    candidates = AUTO.get(family, ())
+    limit = AUTO_NATIVE_UP_TO.get(family)
+    major = recipe.release.split(".")[0]
+    if limit is not None and major.isdigit() and int(major) <= limit:
+        candidates = ("rpm-native",)
+    for candidate in candidates:
         if METHODS[candidate].available():
             return METHODS[candidate]
     tried = ", ".join(AUTO.get(family, ())) or "none"

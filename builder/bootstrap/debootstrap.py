@@ -27,7 +27,7 @@ class Debootstrap:
 
     def bootstrap(self, ctx: "Context") -> None:
         opts, pos = debian_argv(ctx)
-        variant = ctx.recipe.bootstrap.variant
+        variant = ctx.recipe.bootstrap.variant or self.variants[0]
         vopt = [] if variant == "important" else [f"--variant={variant}"]
         env = dict(os.environ, SOURCE_DATE_EPOCH=str(ctx.epoch))
         runner.run(["debootstrap", *vopt, *opts, *pos], env=env, on_line=progress(STAGES),

@@ -48,7 +48,7 @@ class Mmdebstrap:
         opts, pos = debian_argv(ctx)
         env = dict(os.environ, SOURCE_DATE_EPOCH=str(ctx.epoch))
         # force-unsafe-io: dpkg skips its fsyncs; the tree is scratch space (the outputs are fsynced).
-        argv = ["mmdebstrap", f"--variant={ctx.recipe.bootstrap.variant}", "--format=directory",
+        argv = ["mmdebstrap", f"--variant={ctx.recipe.bootstrap.variant or self.variants[0]}", "--format=directory",
                 "--aptopt=Acquire::Retries \"3\"", "--dpkgopt=force-unsafe-io", *opts, *pos]
         runner.run(argv, env=env, on_line=progress(r"^[IWE]: "), hint="run with -v to see mmdebstrap's full output")
 

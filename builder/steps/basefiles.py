@@ -1,6 +1,8 @@
 """Base files every guest needs: /etc/hostname, /etc/hosts, /etc/resolv.conf and a container /etc/fstab."""
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -30,8 +32,8 @@ def resolv_conf(dns: tuple, search: tuple) -> str:
 
 
 FSTAB_CONTAINER = HEADER + (
-    "# A container: the host mounts / and the API filesystems (/proc, /sys, /dev, /dev/pts, /dev/shm),\n"
-    "# so there is nothing to mount here. Add your own entries below.\n")
+    "# A container: the container manager mounts the root and the API filesystems (proc, sys, dev, devpts),\n"
+    "# so there is nothing to mount here unless the init needs it. Add your own entries below.\n")
 
 
 def run(ctx: "Context", _opts: None = None) -> None:
@@ -44,3 +46,27 @@ def run(ctx: "Context", _opts: None = None) -> None:
     elif root.lexists("/etc/resolv.conf"):
         root.remove("/etc/resolv.conf")  # never ship the build host's resolver
     root.write("/etc/fstab", FSTAB_CONTAINER)
+    if ctx.family.skel_to_root:
+        copy_skel(root)
+
+
+def copy_skel(root) -> None:
+    """`cp -a /etc/skel/. /root/` inside the root, without overwriting what /root already has."""
+    skel = root.resolve("/etc/skel")
+    if not skel.is_dir():
+        return
+    home = root.mkdir("/root", 0o700)
+    for dirpath, dirnames, filenames in os.walk(skel):
+        rel = os.path.relpath(dirpath, skel)
+        target = home if rel == "." else home / rel
+        target.mkdir(exist_ok=True)
+        for name in sorted(filenames):
+            src = os.path.join(dirpath, name)
+            inside = "/root/" + (name if rel == "." else f"{rel}/{name}")
+            if root.lexists(inside):
+                continue
+            if os.path.islink(src):
+                root.symlink(os.readlink(src), inside)
+            else:
+                st = os.stat(src)
+                root.write(inside, Path(src).read_bytes(), st.st_mode & 0o7777, st.st_uid, st.st_gid)

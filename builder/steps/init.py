@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Callable
 
 from ..errors import InputError
 from ..schema import Check
+from . import init_el
 
 if TYPE_CHECKING:
     from ..context import Context
@@ -46,6 +47,8 @@ def _unit_dir(root: "RootFS") -> str:
 def _systemd_container(ctx: "Context") -> None:
     root = ctx.root
     units = _unit_dir(root)
+    if ctx.family.name == "rhel":
+        init_el.container_fixes(root)
     for unit in SYSTEMD_MASK:
         root.symlink("/dev/null", f"/etc/systemd/system/{unit}")
     root.remove("/etc/systemd/system/getty.target.wants/getty@tty1.service")
@@ -71,6 +74,8 @@ c:2345:respawn:/sbin/getty --noclear 38400 console
 
 
 def _sysvinit_container(ctx: "Context") -> None:
+    if ctx.family.name == "rhel":
+        return init_el.sysvinit_container(ctx)
     root = ctx.root
     if not root.exists("/etc/init.d/rc") or not root.exists("/sbin/init"):
         raise InputError("init: sysvinit-container, but the root has no sysvinit",
@@ -83,11 +88,13 @@ def _none(ctx: "Context") -> None:
 
 
 SHIMS: dict[str, Shim] = {
-    "systemd-container": Shim("systemd in a container: console getty only, hardware units masked", ("debian",),
-                              _systemd_container),
-    "sysvinit-container": Shim("sysvinit in a container: an inittab with a console getty only", ("debian",),
-                               _sysvinit_container),
-    "none": Shim("leave the init system as the bootstrap installed it", ("debian",), _none),
+    "systemd-container": Shim("systemd in a container (Debian, EL7+): console getty only, hardware units masked",
+                              ("debian", "rhel"), _systemd_container),
+    "sysvinit-container": Shim("sysvinit in a container (Debian, EL5): an inittab with a console getty only",
+                               ("debian", "rhel"), _sysvinit_container),
+    "upstart-lxc": Shim("upstart in LXC (EL6): the console getty and runlevel 3 at startup, shutdown on SIGPWR",
+                        ("rhel",), init_el.upstart_lxc),
+    "none": Shim("leave the init system as the bootstrap installed it", ("debian", "rhel"), _none),
 }
 
 ShimName = Annotated[str, Check(choices=lambda: list(SHIMS))]

@@ -57,9 +57,44 @@ def _debian(ctx: "Context") -> None:
                     "bootstrap.packages")
 
 
-WRITERS: dict[str, Callable[["Context"], None]] = {"debian": _debian}
+def rhel_network(hostname: str, domain: str | None) -> str:
+    fqdn = f"{hostname}.{domain}" if domain else hostname
+    return f"NETWORKING=yes\nHOSTNAME={fqdn}\n"
+
+
+def rhel_ifcfg(name: str, i: Interface) -> str:
+    """/etc/sysconfig/network-scripts/ifcfg-NAME, read by EL5 to EL9's initscripts (and NetworkManager's
+    ifcfg-rh plugin). NETMASK and PREFIX both: EL5 reads only NETMASK."""
+    out = [f"DEVICE={name}", "TYPE=Ethernet", "ONBOOT=yes", "NM_CONTROLLED=no"]
+    if i.mac:
+        out.append(f"HWADDR={i.mac.upper()}")
+    if i.dhcp:
+        out.append("BOOTPROTO=dhcp")
+    elif i.address.version == 4:
+        out += ["BOOTPROTO=none", f"IPADDR={i.address.ip}", f"NETMASK={i.address.netmask}",
+                f"PREFIX={i.address.network.prefixlen}"]
+        if i.gateway is not None:
+            out.append(f"GATEWAY={i.gateway}")
+    else:
+        out += ["BOOTPROTO=none", "IPV6INIT=yes", f"IPV6ADDR={i.address.with_prefixlen}"]
+        if i.gateway is not None:
+            out.append(f"IPV6_DEFAULTGW={i.gateway}")
+    return "\n".join(out) + "\n"
+
+
+def _rhel(ctx: "Context") -> None:
+    r = ctx.recipe
+    ctx.root.write("/etc/sysconfig/network", rhel_network(r.hostname, r.domain))
+    for name, iface in r.network.items():
+        ctx.root.write(f"/etc/sysconfig/network-scripts/ifcfg-{name}", rhel_ifcfg(name, iface))
+    if any(i.dhcp for i in r.network.values()) and not ctx.root.exists("/sbin/dhclient"):
+        log.warning("network: DHCP is configured but the root has no /sbin/dhclient; add dhclient to "
+                    "bootstrap.packages")
+
+
+WRITERS: dict[str, Callable[["Context"], None]] = {"debian": _debian, "rhel": _rhel}
 
 
 def run(ctx: "Context", _opts: None = None) -> None:
-    if ctx.recipe.network:
+    if ctx.recipe.network or ctx.family.name == "rhel":  # EL's sysconfig/network also carries the hostname
         WRITERS[ctx.family.name](ctx)

@@ -38,8 +38,11 @@ class LxcOptions:
     """LXC target."""
 
     bridge: IfName = opt("lxcbr0", doc="host bridge every NIC is attached to")
-    version: Literal["modern", "legacy"] = opt("modern", doc="modern: LXC 2.1 and later (lxc.net.N.*, "
-                                                           "lxc.uts.name); legacy: LXC 0.7 to 2.0 (lxc.network.*)")
+    version: Literal["modern", "legacy", "both"] = opt("modern", doc="modern: LXC 2.1 and later (lxc.net.N.*, "
+                                                                   "lxc.uts.name); legacy: LXC 0.7 to 2.0 "
+                                                                   "(lxc.network.*); both: lxc.conf and "
+                                                                   "lxc.legacy.conf (install-lxc picks by the "
+                                                                   "host's LXC)")
     cgroup: Literal["auto", "v1", "v2", "both"] = opt("auto", doc="device allow-list as cgroup v1 keys, v2 keys or "
                                                                 "both; auto: what the build host uses (legacy: "
                                                                 "always v1). install-lxc adapts to its host.")
@@ -86,10 +89,11 @@ def _allow(recipe: "Recipe") -> list[str]:
     return rules
 
 
-def render(recipe: "Recipe", opts: LxcOptions, name: str | None = None, lxcpath: str | None = None) -> str:
+def render(recipe: "Recipe", opts: LxcOptions, name: str | None = None, lxcpath: str | None = None,
+           version: str | None = None) -> str:
     name = name or recipe.name
     cdir = f"{(lxcpath or opts.lxcpath).rstrip('/')}/{name}"
-    modern = opts.version == "modern"
+    modern = (version or opts.version) != "legacy"
     k = (lambda m, legacy: m if modern else legacy)
     out = [f"# written by imgbuild for {recipe.name} ({'LXC 2.1 and later' if modern else 'LXC 0.7 to 2.0'})",
            f"{k('lxc.uts.name', 'lxc.utsname')} = {recipe.hostname}",
@@ -124,14 +128,27 @@ LEGACY_FSTAB = ("proc {cdir}/rootfs/proc proc nodev,noexec,nosuid 0 0\n"
 
 
 def produce(ctx: "Context", opts: "LxcOptions") -> dict[str, Path]:
-    conf = ctx.stage / "lxc.conf"
-    write_atomic(conf, render(ctx.recipe, opts))
-    made = {"lxc-config": conf}
-    if opts.version == "legacy":
-        fstab = ctx.stage / "lxc.fstab"
-        write_atomic(fstab, LEGACY_FSTAB.format(cdir=f"{opts.lxcpath.rstrip('/')}/{ctx.recipe.name}"))
-        made["lxc-fstab"] = fstab
+    made = {}
+    if opts.version in ("modern", "both"):
+        made["lxc-config"] = ctx.stage / "lxc.conf"
+        write_atomic(made["lxc-config"], render(ctx.recipe, opts, version="modern"))
+    if opts.version in ("legacy", "both"):
+        kind, file = ("lxc-legacy-config", "lxc.legacy.conf") if opts.version == "both" else ("lxc-config", "lxc.conf")
+        made[kind] = ctx.stage / file
+        write_atomic(made[kind], render(ctx.recipe, opts, version="legacy"))
+        made["lxc-fstab"] = ctx.stage / "lxc.fstab"
+        write_atomic(made["lxc-fstab"], LEGACY_FSTAB.format(cdir=f"{opts.lxcpath.rstrip('/')}/{ctx.recipe.name}"))
     return made
+
+
+def host_is_legacy() -> bool:
+    """Whether this host's LXC predates 2.1 (the legacy keys)."""
+    try:
+        out = runner.output(["lxc-start", "--version"])
+    except BuilderError:
+        return False
+    m = re.match(r"(\d+)\.(\d+)", out)
+    return bool(m) and (int(m.group(1)), int(m.group(2))) < (2, 1)
 
 
 # ------------------------------------------------------------------ install
@@ -171,6 +188,8 @@ def install(output: Path, name: str | None = None, lxcpath: str = DEFAULT_LXCPAT
         raise InputError(f"{output}: not an imgbuild output (no readable manifest.json)",
                          "give the directory a build wrote, e.g. output/debian12") from None
     files = {a["kind"]: output / a["path"] for a in manifest["artifacts"]}
+    if "lxc-legacy-config" in files and host_is_legacy():
+        files["lxc-config"] = files["lxc-legacy-config"]
     if "tarball" not in files or "lxc-config" not in files:
         raise InputError(f"{output}: the build has no tarball or no lxc config",
                          "add targets: {tarball: {}, lxc: {}} to the recipe and build again")
