@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import configparser
 import logging
+import os
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -60,10 +61,14 @@ class HostTool:
         seed.apply(ctx, plan)
         reposdir = host_repos(ctx, plan, ctx.work / "repos.d")
         pkgcache = cache_dir() / "el" / self.name
-        arch = [f"--setopt=arch={r.arch}"] if self.name == "yum" else [f"--forcearch={r.arch}"]
-        argv = [self.program, "-y", f"--installroot={ctx.root.path}", f"--releasever={plan.releasever}",
-                f"--setopt=reposdir={reposdir}", f"--setopt=cachedir={pkgcache}", "--setopt=keepcache=1",
-                "--setopt=install_weak_deps=0", *arch]
+        # dnf takes the target arch as an option; yum takes it from the personality (setarch i386 yum ...)
+        foreign = r.arch != os.uname().machine
+        prefix = ["setarch", r.arch] if foreign and self.name == "yum" else []
+        arch = [f"--forcearch={r.arch}"] if self.name == "dnf" else []
+        argv = [*prefix, self.program, "-y", f"--installroot={ctx.root.path}", f"--releasever={plan.releasever}",
+                f"--setopt=reposdir={reposdir}", f"--setopt=cachedir={pkgcache}", "--setopt=keepcache=1", *arch]
+        if self.name == "dnf":
+            argv.append("--setopt=install_weak_deps=0")
         if not b.gpgcheck:
             argv.append("--nogpgcheck")
         argv += ["install", *dict.fromkeys([*b.packages, plan.release.name]), *(f"@{g}" for g in b.groups)]

@@ -367,3 +367,27 @@ def test_epoch_comes_from_the_repositories_not_the_clock(el_repo, tmp_path):
         epochs.append(json.loads((b.final / "manifest.json").read_text())["source_date_epoch"])
         time.sleep(1.5)
     assert epochs[0] == epochs[1], f"the epoch follows the clock: {epochs}"
+
+
+@pytest.mark.root
+@pytest.mark.slow
+def test_yum_method_through_a_yum_compatible_front_end(el_repo, tmp_path):
+    """Debian 12 has no yum, so this runs the `yum` method's command line through dnf (which takes yum's options)
+    under the name yum: what is verified is that imgbuild drives a host `yum` with options it accepts and that
+    the root comes out the same. A real yum (on an EL host) is the case this cannot reproduce here."""
+    shim = tmp_path / "bin"
+    shim.mkdir()
+    (shim / "yum").write_text('#!/bin/sh\nexec dnf "$@"\n')
+    (shim / "yum").chmod(0o755)
+    recipe = write_recipe(tmp_path, f"{el_repo.url}/6", "yum")
+    out, home = tmp_path / "out", tmp_path / "home"
+    home.mkdir()
+    env = dict(os.environ, IMGBUILD_CACHE=str(tmp_path / "cache"), HOME=str(home),
+               PATH=f"{shim}:{os.environ['PATH']}")
+    r = imgbuild(recipe, "-o", out, "--keep-tree", env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "+ yum -y --installroot=" in r.stderr
+    manifest = json.loads((out / NAME / "manifest.json").read_text())
+    assert manifest["bootstrap"]["method"] == "yum"
+    assert manifest["packages"] == INSTALLED
+    assert (out / f"{NAME}.rootfs" / "var/lib/testos/post-ran").read_text().strip() == "2.1"
