@@ -23,8 +23,7 @@ COMPRESSORS = ("zstd", "xz", "pigz", "gzip")
 
 def data(ctx: "Context", loaded: "Loaded") -> dict:
     r = ctx.recipe
-    artifacts = [{"kind": kind, "path": p.name, "size": p.stat().st_size, "sha256": sha256(p)}
-                 for kind, p in sorted(ctx.artifacts.items())]
+    artifacts = [_artifact(kind, p) for kind, p in sorted(ctx.artifacts.items())]
     tools = {"imgbuild": __version__, "python": platform.python_version()}
     tools.update(runner.versions([ctx.method, *[c for c in COMPRESSORS if c in _used(ctx)]]))
     return {
@@ -39,6 +38,13 @@ def data(ctx: "Context", loaded: "Loaded") -> dict:
         "timings": ctx.timings,
         "resources": {"peak_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss},
     }
+
+
+def _artifact(kind: str, p) -> dict:
+    if p.is_dir():   # a machine tree (nspawn): its size, not a hash of every file
+        size = sum(f.lstat().st_size for f in p.rglob("*") if f.is_file() and not f.is_symlink())
+        return {"kind": kind, "path": p.name, "type": "directory", "size": size}
+    return {"kind": kind, "path": p.name, "size": p.stat().st_size, "sha256": sha256(p)}
 
 
 def _used(ctx: "Context") -> set[str]:

@@ -8,6 +8,7 @@ PACKAGES="
   python3 python3-venv python3-pip ca-certificates openssl gpgv debian-archive-keyring
   debootstrap mmdebstrap lxc bridge-utils iproute2 systemd-container uidmap
   rpm createrepo-c dnf cpio busybox-static
+  xen-utils-4.17 xen-tools
   qemu-system-x86 qemu-utils e2fsprogs
   openssh-server openssh-client rsync acl attr kmod
   tar zstd xz-utils pigz gzip gnupg

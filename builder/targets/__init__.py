@@ -9,9 +9,10 @@ from dataclasses import make_dataclass
 from types import ModuleType
 
 from ..schema import opt
-from . import lxc, tarball
+from . import image, lxc, nspawn, openvz, tarball
 
-TARGETS: dict[str, ModuleType] = {"tarball": tarball, "lxc": lxc}
+TARGETS: dict[str, ModuleType] = {"tarball": tarball, "lxc": lxc, "image": image, "openvz": openvz,
+                                  "nspawn": nspawn}
 
 Targets = make_dataclass(
     "Targets",

@@ -1,0 +1,61 @@
+"""systemd-nspawn target: a .nspawn settings file and the machine itself, as a directory tree or a raw image,
+ready for /var/lib/machines (or `systemd-nspawn --settings=trusted -D NAME`)."""
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from .. import run as runner
+from ..outputs import write_atomic
+from ..schema import opt
+from . import image
+
+if TYPE_CHECKING:
+    from ..context import Context
+    from ..recipe import Recipe
+
+DOC = "a systemd-nspawn machine: NAME.nspawn settings and the tree (or a raw image) for /var/lib/machines"
+
+
+@dataclass(frozen=True)
+class NspawnOptions:
+    """systemd-nspawn target. Inside the machine the veth is called host0 (nspawn's name), so give the recipe's
+    network for host0, or use `network: private`."""
+
+    format: Literal["dir", "image"] = opt("dir", doc="dir: the tree as NAME/; image: NAME.raw (ext4)")
+    network: Literal["veth", "bridge", "private", "host"] = opt("veth", doc="veth: a veth pair (host side "
+                                                                          "ve-NAME); bridge: that veth on "
+                                                                          "`bridge`; private: loopback only; "
+                                                                          "host: the host's network")
+    bridge: str = opt("br0", doc="host bridge for network: bridge")
+    binds: tuple[str, ...] = opt((), doc="bind mounts, HOST[:MACHINE[:OPTIONS]] (Bind= lines)")
+    boot: bool = opt(True, doc="run the machine's init (Boot=yes)")
+
+
+Options = NspawnOptions
+
+
+def render(r: "Recipe", opts: NspawnOptions) -> str:
+    out = [f"# written by imgbuild for {r.name}: /etc/systemd/nspawn/{r.name}.nspawn", "[Exec]",
+           f"Boot={'yes' if opts.boot else 'no'}", f"Hostname={r.hostname}", "", "[Network]"]
+    out += {"veth": ["VirtualEthernet=yes"], "bridge": [f"Bridge={opts.bridge}"], "private": ["Private=yes",
+            "VirtualEthernet=no"], "host": ["Private=no", "VirtualEthernet=no"]}[opts.network]
+    if opts.binds:
+        out += ["", "[Files]", *(f"Bind={b}" for b in opts.binds)]
+    return "\n".join(out) + "\n"
+
+
+def produce(ctx: "Context", opts: NspawnOptions) -> dict[str, Path]:
+    name = ctx.recipe.name
+    settings = ctx.stage / f"{name}.nspawn"
+    write_atomic(settings, render(ctx.recipe, opts))
+    if opts.format == "image":
+        raw = image.make_image(ctx.root.path, ctx.stage / f"{name}.raw", image.ImageOptions(fstab=False), ctx.epoch)
+        return {"nspawn-settings": settings, "nspawn-image": raw}
+    tree = ctx.stage / name
+    if tree.exists():
+        shutil.rmtree(tree)
+    runner.run(["cp", "-a", "--reflink=auto", str(ctx.root.path), str(tree)], quiet=True)
+    return {"nspawn-settings": settings, "nspawn-tree": tree}
