@@ -2,21 +2,150 @@
 deploy, Xen 3 to Xen 4); this group is their home."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from . import __version__
-from .cli_common import apply_verbosity, run_cli, verbosity
+from .cli_common import apply_verbosity, log, run_cli, verbosity
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="migrate")
 @verbosity
 def migrate(verbose: int, quiet: bool, debug: bool) -> None:
-    """Move OS trees and guests between hosts (rsync over ssh, chroot deploys, Xen 3 to Xen 4).
+    """Move OS trees and guests between hosts, and their configs between tool generations.
 
-    No subcommands yet: this release builds images (see `imgbuild --help`).
+    Today: convert-lxc (LXC 0.7-2.0 configs to LXC 2.1+ and back) and convert-xen (Xen 3 xm configs to Xen 4
+    xl). Pushing OS trees over ssh, chroot deploys and whole Xen guest moves arrive with later work; images are
+    built by imgbuild (see `imgbuild --help`).
     """
     apply_verbosity(verbose, quiet, debug)
+
+
+# ------------------------------------------------------------------ convert-xen (Xen 3 xm -> Xen 4 xl)
+
+
+@migrate.command("convert-xen")
+@click.argument("old", metavar="OLD.cfg", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--disk-map", "disk_maps", multiple=True, metavar="OLD=NEW",
+              help="Move disk paths: an exact path, or a directory prefix (/var/xen=/srv/xen). Repeatable.")
+@click.option("--bridge-map", "bridge_maps", multiple=True, metavar="OLD=NEW",
+              help="Rename a vif bridge (xenbr0=br0); a vif without bridge gets xenbr0's. Repeatable.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the xl config here (default: standard output).")
+@verbosity
+def convert_xen(old: Path, disk_maps: tuple[str, ...], bridge_maps: tuple[str, ...], output: Path | None,
+                verbose: int, quiet: bool, debug: bool) -> None:
+    """Convert a Xen 3 (xm) domain config to xl syntax for Xen 4.
+
+    The old file is read, never run: Python in it (imports, expressions, conditionals) is reported line by
+    line. Warnings go to stderr as `warning: FILE:LINE: message`; if xl cannot take something, or xl's own
+    parser would refuse the result, nothing is written and the exit status is 1.
+    """
+    from . import xenconf
+    from .errors import BuilderError, InputError
+    from .outputs import write_atomic
+
+    apply_verbosity(verbose, quiet, debug)
+    try:
+        disk_map = xenconf.parse_map(disk_maps, "--disk-map")
+        bridge_map = xenconf.parse_map(bridge_maps, "--bridge-map")
+    except ValueError as e:
+        raise InputError(str(e), "e.g. --disk-map /var/xen=/srv/xen/images --bridge-map xenbr0=br0") from None
+    try:
+        text = old.read_text(encoding="utf-8")
+    except OSError as e:
+        raise InputError(f"{old}: cannot read the config: {e.strerror}", "check the path") from None
+    except UnicodeDecodeError as e:
+        raise InputError(f"{old}: not a text config (byte {e.start} is not UTF-8)",
+                         "give the domain's config file, e.g. /etc/xen/NAME.cfg") from None
+    result = xenconf.convert_text(text, str(old), disk_map, bridge_map)
+    for f in result.findings:
+        {"note": lambda m: log.info("note: %s", m), "warning": log.warning, "error": log.error}[f.level](
+            f.show(str(old)))
+    if result.text is None:
+        n = len(result.errors)
+        raise BuilderError(f"{old}: not converted: {n} problem{'s' if n != 1 else ''} xl cannot take (above)",
+                           "fix them in a copy of the old config, or write those settings by hand")
+    if output is None:
+        click.echo(result.text, nl=False)
+    else:
+        write_atomic(output, result.text)
+        log.info("wrote %s%s", output, "" if result.checked else " (not checked: xl's parser is not installed)")
+
+
+# ------------------------------------------------------------------ convert-lxc (legacy <-> modern LXC keys)
+
+
+CONVERT_LXC_EPILOG = """\b
+Examples:
+  migrate convert-lxc /var/lib/lxc/vm0/config --to modern -o /var/lib/lxc/vm0/config
+        convert in place (LXC 0.7-2.0 -> 2.1+), keeping the old file as config.backup
+  migrate convert-lxc old.conf --to modern > new.conf
+  migrate convert-lxc output/debian12/lxc.conf --to legacy -o vm0.legacy.conf
+
+\b
+legacy: LXC 0.7 to 2.0 keys (lxc.network.*, lxc.utsname, lxc.rootfs, lxc.tty, lxc.pts ...)
+modern: LXC 2.1 and later (lxc.net.N.*, lxc.uts.name, lxc.rootfs.path, lxc.tty.max, lxc.pty.max ...)
+
+Exit status: 0 converted (also with warnings), 2 unreadable input or not an LXC config.
+"""
+
+
+@migrate.command("convert-lxc", epilog=CONVERT_LXC_EPILOG)
+@click.argument("file", metavar="FILE")
+@click.option("--to", "to", type=click.Choice(["modern", "legacy"]), required=True,
+              help="The form to write: modern (LXC 2.1+) or legacy (LXC 0.7-2.0).")
+@click.option("-o", "--output", "out", metavar="OUT",
+              help="Write here (atomically) instead of stdout; OUT = FILE converts in place and keeps FILE.backup.")
+@verbosity
+def convert_lxc(file: str, to: str, out: str | None, verbose: int, quiet: bool, debug: bool) -> None:
+    """Convert an LXC container config FILE between legacy and modern keys.
+
+    Comments, blank lines and the order of lines are kept. legacy -> modern renames keys as LXC's own
+    lxc-update-config does (lxc.network.* -> lxc.net.N.*, counted per lxc.network.type line; lxc.utsname ->
+    lxc.uts.name; lxc.rootfs -> lxc.rootfs.path with dir: ...) and fixes what it gets wrong; modern -> legacy
+    writes lxc.network blocks in lxc.net.N order. A key with no equivalent in the target form is kept
+    commented out ("# imgbuild: no equivalent in ...") and reported on stderr as
+    `warning: FILE:LINE: KEY: why`; unknown keys are kept as they are, with a warning.
+    """
+    apply_verbosity(verbose, quiet, debug)
+    import os
+    import sys
+    from pathlib import Path
+
+    from .errors import InputError
+    from .lxcconf import convert
+    from .outputs import write_atomic
+
+    try:
+        data = sys.stdin.buffer.read() if file == "-" else Path(file).read_bytes()
+        text = data.decode("utf-8")
+    except OSError as e:
+        raise InputError(f"{file}: cannot read it: {e.strerror or e}", "give the path of a container config, "
+                         "e.g. /var/lib/lxc/NAME/config") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{file}: not an LXC config: it is not UTF-8 text",
+                         "give the path of a container config, e.g. /var/lib/lxc/NAME/config") from None
+    try:
+        converted, warnings = convert(text, to)
+    except InputError as e:
+        raise InputError(f"{file}: {e.message}", e.hint) from None
+    for w in warnings:
+        click.echo(f"warning: {file}:{w.line}: {w.key}: {w.message}", err=True)
+    if out is None:
+        click.echo(converted, nl=False)
+        return
+    in_place = file != "-" and os.path.exists(out) and os.path.samefile(file, out)
+    try:
+        mode = os.stat(out).st_mode & 0o7777 if os.path.exists(out) else 0o644
+        if in_place:
+            write_atomic(f"{file}.backup", data, mode)   # like lxc-update-config: the input, as it was
+        write_atomic(out, converted, mode)
+    except OSError as e:
+        raise InputError(f"{out}: cannot write it: {e.strerror or e}",
+                         "choose an -o OUT in a writable directory") from None
 
 
 def main() -> None:

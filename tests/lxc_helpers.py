@@ -206,6 +206,7 @@ class LxcNetns:
             r = run(["ip", "netns", "del", self.netns])
             if r.returncode != 0:
                 problems.append(f"ip netns del {self.netns}: {r.stderr.strip()}")
+        remove_lock_dir(self.lxcpath)
         return problems
 
     def leftovers(self) -> list[str]:
@@ -219,6 +220,24 @@ class LxcNetns:
             if (self.lxcpath / name).exists():
                 left.append(f"container directory {self.lxcpath / name}")
         return left
+
+
+def lock_dir(lxcpath: Path) -> Path:
+    return Path("/run/lxc/lock") / Path(os.path.abspath(lxcpath)).relative_to("/")
+
+
+def remove_lock_dir(lxcpath: Path) -> None:
+    """LXC keeps lock files under /run/lxc/lock/<lxcpath>/; remove the ones of our own lxcpath (and its parents
+    there while they are empty)."""
+    d = lock_dir(lxcpath)
+    shutil.rmtree(d, ignore_errors=True)
+    for parent in d.parents:
+        if parent == Path("/run/lxc/lock") or not str(parent).startswith("/run/lxc/lock/"):
+            break
+        try:
+            parent.rmdir()
+        except OSError:
+            break
 
 
 def _wait(pred, timeout: float, step: float = 0.2) -> bool:

@@ -9,10 +9,10 @@ from dataclasses import make_dataclass
 from types import ModuleType
 
 from ..schema import opt
-from . import image, lxc, nspawn, openvz, tarball
+from . import image, lxc, nspawn, openvz, tarball, xen
 
 TARGETS: dict[str, ModuleType] = {"tarball": tarball, "lxc": lxc, "image": image, "openvz": openvz,
-                                  "nspawn": nspawn}
+                                  "nspawn": nspawn, "xen": xen}
 
 Targets = make_dataclass(
     "Targets",

@@ -1,0 +1,445 @@
+"""Xen 3 (xm) -> Xen 4 (xl) config conversion, checked by Xen's own parser (libxlutil through builder.xl).
+
+Golden cases: tests/data/xen/<case>/in.cfg (an xm config) and expected.cfg (the xl config `migrate convert-xen`
+writes); a case without expected.cfg must be refused. Every converted config is read back by libxlutil and
+its values compared with what the old config meant; every disk spec goes through xlu_disk_parse.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from builder import xenconf, xl
+from tests.conftest import BIN
+
+DATA = Path(__file__).resolve().parent / "data" / "xen"
+needs_xl = pytest.mark.skipif(not xl.available(), reason=str(xl.why_unavailable()))
+XT = shutil.which("xt-create-xen-config")
+
+# What each old config means, as xl must read it back. disk/vif: the full lists; boot: bootloader or kernel.
+CASES = {
+    "centos5-seed004": dict(
+        args=["--disk-map", "/var/xen=/var/lib/xen/images"],
+        name="www", memory=512, vcpus=1, bootloader="pygrub",
+        disk=["format=raw, vdev=xvda, access=rw, target=/var/lib/xen/images/www.img"],
+        vif=["mac=00:16:3e:5d:1a:07,bridge=xenbr0"],
+        also={"maxmem": "512", "on_crash": "restart", "uuid": "7c9d1f4e-2a3b-4c5d-8e6f-0a1b2c3d4e5f", "vfb": []},
+        findings=[(8, "note", 'bootloader "/usr/bin/pygrub": written as "pygrub"'),
+                  (14, "warning", "bridge xenbr0 must exist on the new host")]),
+    "tap-aio": dict(
+        args=["--disk-map", "/xen/images/db-root.img=/srv/xen/db/root.img", "--disk-map", "/xen=/srv/xen",
+              "--bridge-map", "xenbr0=br0", "--bridge-map", "xenbr1=br1"],
+        name="db", memory=768, vcpus=2, kernel="/boot/vmlinuz-2.6.18-419.el5xen",
+        disk=["format=raw, vdev=xvda1, access=rw, target=/srv/xen/db/root.img",
+              "format=raw, vdev=xvda2, access=rw, target=/srv/xen/images/db-swap.img",
+              "format=qcow, vdev=xvdb, access=rw, target=/srv/xen/images/db-data.qcow",
+              "format=raw, vdev=hdc, access=ro, devtype=cdrom, target=/srv/xen/iso/tools.iso"],
+        vif=["mac=00:16:3e:11:22:33,bridge=br0", "mac=00:16:3e:11:22:34,bridge=br1"],
+        also={"ramdisk": "/boot/initrd-2.6.18-419.el5xen.img", "root": "/dev/xvda1 ro",
+              "extra": "console=xvc0 3", "on_crash": "preserve"},
+        findings=[(3, "warning", "is read from the new host's filesystem"), (8, "note", "bridge xenbr0 -> br0"),
+                  (8, "note", "bridge xenbr1 -> br1"), (8, "warning", "bridge br1 must exist")]),
+    "phy-lvm": dict(
+        args=["--disk-map", "/dev/VolGroup00=/dev/vg_mail"],
+        name="mail", memory=1024, vcpus=2, bootloader="pygrub",
+        disk=["format=raw, vdev=xvda1, access=rw, backendtype=phy, target=/dev/vg_mail/mail-root",
+              "format=raw, vdev=xvda2, access=rw, backendtype=phy, target=/dev/vg_mail/mail-swap"],
+        vif=["ip=192.0.2.25,mac=00:16:3e:aa:bb:cc,script=vif-bridge,vifname=vif-mail,bridge=xenbr0"],
+        also={"maxmem": "2048", "cap": "200", "on_poweroff": "destroy", "on_reboot": "restart",
+              "on_crash": "destroy",
+              "bootloader_args": ["--entry=xvda1:/boot/vmlinuz-2.6.18-xen,/boot/initrd-2.6.18-xen.img"]},
+        absent=["on_xend_start", "on_xend_stop", "restart", "cpu_cap", "bootargs"],
+        findings=[(6, "note", "cpu_cap: written as cap"), (7, "note", '"/usr/lib/xen/bin/pygrub": written as'),
+                  (12, "note", "restart = \"onreboot\""), (13, "warning", "on_xend_start: dropped"),
+                  (14, "warning", "on_xend_stop: dropped")]),
+    "python-computed": dict(
+        args=["--disk-map", "/var/xen=/srv/xen"],
+        name="web7", memory=256, vcpus=None, bootloader="pygrub",
+        disk=["format=raw, vdev=xvda, access=rw, target=/srv/xen/web7.img"],
+        vif=["mac=00:16:3e:00:00:07,bridge=xenbr0"],
+        also={"maxmem": "512", "extra": "console=hvc0 quiet"},
+        absent=["vmid", "on_xend_stop", "os"],
+        findings=[(3, "warning", "import os: dropped"), (4, "warning", "vmid: a helper variable"),
+                  (5, "warning", 'computed as "web7"'), (7, "warning", "computed as 512"),
+                  (12, "warning", 'computed as "console=hvc0 quiet"'), (13, "warning", "on_xend_stop: dropped")]),
+    "xen-tools-file": dict(
+        args=["--disk-map", "/home/xen/domains=/srv/xen/domains"],
+        name="web1", memory=512, vcpus=1, kernel="/boot/vmlinuz-6.1.0-9-amd64",
+        disk=["format=raw, vdev=xvda2, access=rw, target=/srv/xen/domains/web1/disk.img",
+              "format=raw, vdev=xvda1, access=rw, target=/srv/xen/domains/web1/swap.img"],
+        vif=["ip=192.168.1.10,mac=00:16:3e:2a:00:01,bridge=xenbr0"],
+        also={"ramdisk": "/boot/initrd.img-6.1.0-9-amd64", "extra": "elevator=noop", "root": "/dev/xvda2 ro"},
+        findings=[(9, "warning", "kernel /boot/vmlinuz-6.1.0-9-amd64 is read from the new host")]),
+    "xen-tools-lvm": dict(
+        args=["--bridge-map", "xenbr1=br1"],
+        name="db1", memory=1024, vcpus=2, bootloader="pygrub",
+        disk=["format=raw, vdev=xvda2, access=rw, backendtype=phy, target=/dev/vg0/db1-disk",
+              "format=raw, vdev=xvda3, access=rw, backendtype=phy, target=/dev/vg0/db1-var",
+              "format=raw, vdev=xvda1, access=rw, backendtype=phy, target=/dev/vg0/db1-swap"],
+        vif=["mac=00:16:3e:2a:00:02,bridge=br1"],
+        absent=["dhcp"],
+        findings=[(41, "warning", "dhcp: dropped"), (42, "note", "bridge xenbr1 -> br1")]),
+}
+
+# configs xl cannot take: (line, message part) of the errors the converter must report
+REFUSED = {
+    "python-embedded": dict(args=[], errors=[(9, "an if sets kernel"), (13, "mode w!"),
+                                             (15, "a call of os.environ.get()")],
+                            warnings=[(3, "import os, re: dropped"), (4, "arch = os.uname()[4]"),
+                                      (8, "maxmem = memory * 4: computed as 1024"),
+                                      (16, "on_xend_start: dropped")]),
+    "w-bang": dict(args=[], errors=[(5, "disk 1: 'phy:/dev/vg0/shared,xvdb,w!': mode w!")], warnings=[]),
+}
+
+
+def test_every_case_dir_is_in_a_table():
+    dirs = {p.name for p in DATA.iterdir() if (p / "in.cfg").exists()}
+    assert dirs == set(CASES) | set(REFUSED)
+    for case in REFUSED:
+        assert not (DATA / case / "expected.cfg").exists(), f"{case} is refused, so it has no expected.cfg"
+
+
+def _maps(args: list[str]) -> tuple[list, list]:
+    disk, bridge = [], []
+    for flag, value in zip(args[::2], args[1::2]):
+        (disk if flag == "--disk-map" else bridge).append(value)
+    return xenconf.parse_map(disk, "--disk-map"), xenconf.parse_map(bridge, "--bridge-map")
+
+
+def _convert(case: str, args: list[str]) -> xenconf.Conversion:
+    disk, bridge = _maps(args)
+    return xenconf.convert_text((DATA / case / "in.cfg").read_text(), "in.cfg", disk, bridge)
+
+
+# ------------------------------------------------------------------ the ctypes binding itself
+
+
+@needs_xl
+def test_xl_parse_reads_strings_numbers_and_lists():
+    cfg = xl.parse('name = "a b"\nmemory = 512; vcpus = 0x2\nmaxmem = "1024"\n'
+                   "disk = [ 'x', \"y\", ]\ncpus = [ \"2\", [ \"3\", \"4\" ] ]\nempty = [ ]\n")
+    assert cfg["name"] == "a b"
+    assert cfg["memory"] == "512" and cfg.long("memory") == 512
+    assert cfg.long("vcpus") == 2               # xl reads hexadecimal
+    assert cfg.long("maxmem") == 1024           # and quoted numbers
+    assert cfg.strings("disk") == ["x", "y"]
+    assert cfg["cpus"] == ["2", ["3", "4"]]
+    assert cfg["empty"] == []
+    assert "nothere" not in cfg
+    with pytest.raises(KeyError):
+        cfg.long("name")
+
+
+@needs_xl
+def test_xl_parse_last_assignment_wins_and_appends():
+    cfg = xl.parse('a = 1\na = 2\nl = [ "x" ]\nl += [ "y" ]\n')
+    assert cfg.long("a") == 2
+    assert cfg["l"] == ["x", "y"]
+
+
+@needs_xl
+@pytest.mark.parametrize("text,line,part", [
+    ('name = "x"\nmemory = 128\nimport os\n', 3, "syntax error"),
+    ('name = "x"\nmemory = 64 * 2\n', 2, "lexical error"),
+    ('vcpus = 1.5\n', 1, "lexical error"),
+    ('acpi = True\n', 1, "lexical error"),
+    ('name = "unterminated\n', 1, ""),
+])
+def test_xl_parse_syntax_errors_carry_xens_message_and_line(text, line, part):
+    with pytest.raises(xl.XlParseError) as e:
+        xl.parse(text)
+    assert e.value.line == line
+    assert part in e.value.xen_message
+    assert e.value.xen_message.startswith(f"config:{line}")
+
+
+@needs_xl
+@pytest.mark.parametrize("spec,ok", [
+    ("format=raw, vdev=xvda, access=rw, target=/var/lib/xen/images/a.img", True),
+    ("format=raw, vdev=xvda1, access=rw, backendtype=phy, target=/dev/vg0/a", True),
+    ("/dev/vg/guest-volume,raw,hda,rw", True),
+    ("format=raw, vdev=hdc, access=ro, devtype=cdrom, target=/x.iso", True),
+    ("file:/var/xen/a.img,xvda,w", True),           # xl still reads the deprecated xm prefixes
+    ("tap:aio:/var/xen/a.img,xvda,w", True),
+    ("phy:/dev/vg0/a,xvda1,w!", False),              # but not xm's w!
+    ("file:/var/xen/a.img,xvda,w!", False),
+    ("format=raw, vdev=xvda, access=x, target=/a", False),
+    ("nonsense,,,,,,", False),
+])
+def test_check_disk_is_xlu_disk_parse(spec, ok):
+    problem = xl.check_disk(spec)
+    assert (problem is None) == ok, problem
+    if not ok:
+        assert "config parsing error in disk specification" in problem
+
+
+@needs_xl
+def test_w_bang_message_names_the_access():
+    assert "w!" in xl.check_disk("phy:/dev/vg0/shared,xvdb,w!")
+
+
+@needs_xl
+def test_binding_survives_many_calls():
+    for i in range(300):
+        assert xl.check_disk(f"format=raw, vdev=xvda, access=rw, target=/x/{i}.img") is None
+        assert xl.parse(f'name = "v{i}"\n')["name"] == f"v{i}"
+
+
+# ------------------------------------------------------------------ golden conversions
+
+
+@needs_xl
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_golden_conversion(case):
+    want = CASES[case]
+    result = _convert(case, want["args"])
+    assert result.ok, [f.message for f in result.errors]
+    assert result.checked
+    expected = (DATA / case / "expected.cfg").read_text()
+    assert result.text == expected, f"converted config differs from {DATA / case / 'expected.cfg'}"
+
+
+@needs_xl
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_converted_config_reads_back_in_libxlutil(case):
+    """The golden xl config, read by Xen's parser: the values the old config meant."""
+    want = CASES[case]
+    cfg = xl.parse((DATA / case / "expected.cfg").read_text())
+    assert cfg.string("name") == want["name"]
+    assert cfg.long("memory") == want["memory"]
+    if want["vcpus"] is None:
+        assert "vcpus" not in cfg
+    else:
+        assert cfg.long("vcpus") == want["vcpus"]
+    assert cfg.strings("disk") == want["disk"]
+    assert cfg.strings("vif") == want["vif"]
+    if "bootloader" in want:
+        assert cfg.string("bootloader") == want["bootloader"] and "kernel" not in cfg
+    else:
+        assert cfg.string("kernel") == want["kernel"] and "bootloader" not in cfg
+    for key, value in want.get("also", {}).items():
+        assert cfg[key] == value, key
+    for key in want.get("absent", []):
+        assert key not in cfg, key
+    for spec in cfg.strings("disk"):
+        assert xl.check_disk(spec) is None, spec
+
+
+@needs_xl
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_findings_name_their_lines(case):
+    result = _convert(case, CASES[case]["args"])
+    got = [(f.line, f.level, f.message) for f in result.findings]
+    for line, level, part in CASES[case]["findings"]:
+        assert any(g[0] == line and g[1] == level and part in g[2] for g in got), (line, level, part, got)
+
+
+@needs_xl
+@pytest.mark.parametrize("case", sorted(REFUSED))
+def test_refused_configs_report_every_problem(case):
+    want = REFUSED[case]
+    result = _convert(case, want["args"])
+    assert result.text is None
+    errors = [(f.line, f.message) for f in result.errors]
+    for line, part in want["errors"]:
+        assert any(g[0] == line and part in g[1] for g in errors), (line, part, errors)
+    assert len(errors) == len(want["errors"]), errors
+    warnings = [(f.line, f.message) for f in result.findings if f.level == "warning"]
+    for line, part in want["warnings"]:
+        assert any(g[0] == line and part in g[1] for g in warnings), (line, part, warnings)
+
+
+def test_reading_never_runs_the_config(tmp_path):
+    marker = tmp_path / "ran"
+    text = (f"import os\nos.system('touch {marker}')\nopen('{marker}', 'w').write('x')\n"
+            f"name = __import__('os').system('touch {marker}')\nexec('x = 1')\n")
+    cfg = xenconf.read_xm(text)
+    assert not marker.exists()
+    assert "name" not in cfg.settings
+    assert [f.line for f in cfg.findings] == [1, 2, 3, 4, 5]
+
+
+def test_python2_lines_are_reported_not_fatal():
+    cfg = xenconf.read_xm('name = "a"\nprint "starting a"\nmemory = 0644\nvcpus = 2\n')
+    assert cfg.get("name") == "a" and cfg.get("vcpus") == 2
+    kinds = {f.line: f.level for f in cfg.findings}
+    assert kinds == {2: "warning", 3: "error"}
+
+
+# ------------------------------------------------------------------ pieces
+
+
+@pytest.mark.parametrize("path,expected", [
+    ("/var/xen/a.img", ("/srv/a.img", True)),             # directory prefix
+    ("/var/xen/sub/b.img", ("/srv/sub/b.img", True)),
+    ("/var/xen/special.img", ("/fast/special.img", True)),   # exact beats prefix
+    ("/var/xenial/c.img", ("/var/xenial/c.img", False)),  # a prefix is a whole directory
+    ("/dev/vg0/a", ("/dev/vg1/a", True)),
+    ("/other/d.img", ("/other/d.img", False)),
+])
+def test_map_path(path, expected):
+    m = [("/var/xen/", "/srv"), ("/var/xen/special.img", "/fast/special.img"), ("/dev/vg0", "/dev/vg1")]
+    assert xenconf.map_path(path, m) == expected
+
+
+@pytest.mark.parametrize("spec,xl_spec", [
+    ("file:/a.img,xvda,w", "format=raw, vdev=xvda, access=rw, target=/a.img"),
+    ("tap:aio:/a.img,xvda1,r", "format=raw, vdev=xvda1, access=ro, target=/a.img"),
+    ("tap:qcow:/a.qcow,xvdb,w", "format=qcow, vdev=xvdb, access=rw, target=/a.qcow"),
+    ("tap:qcow2:/a.qcow2,xvdb,w", "format=qcow2, vdev=xvdb, access=rw, target=/a.qcow2"),
+    ("tap2:tapdisk:aio:/a.img,xvda,w", "format=raw, vdev=xvda, access=rw, target=/a.img"),
+    ("tap:vhd:/a.vhd,xvda,w", "format=vhd, vdev=xvda, access=rw, target=/a.vhd"),
+    ("phy:vg0/a,xvda,w", "format=raw, vdev=xvda, access=rw, backendtype=phy, target=/dev/vg0/a"),
+    ("phy:/dev/sda6,sda6,r", "format=raw, vdev=sda6, access=ro, backendtype=phy, target=/dev/sda6"),
+    ("file:/a.iso,ioemu:hdc:cdrom,r", "format=raw, vdev=hdc, access=ro, devtype=cdrom, target=/a.iso"),
+    (",hdc:cdrom,r", "format=raw, vdev=hdc, access=ro, devtype=cdrom"),
+    ("drbd:r0,xvda,w", "format=raw, vdev=xvda, access=rw, script=block-drbd, target=r0"),
+])
+def test_xm_disk_to_xl(spec, xl_spec):
+    assert xenconf.convert_disk(spec, [])[0] == xl_spec
+    if xl.available():
+        assert xl.check_disk(xl_spec) is None
+
+
+@pytest.mark.parametrize("spec,part", [
+    ("phy:/dev/vg0/a,xvda,w!", "w!"),
+    ("tap:vmdk:/a.vmdk,xvda,w", "vmdk"),
+    ("iscsi-x:/a,xvda,w", "unknown disk type"),
+    ("file:/a.img,xvda,rw!x", "unknown mode"),
+    ("file:/a.img,vda,w", "not a virtual device name"),
+])
+def test_xm_disks_xl_cannot_take(spec, part):
+    with pytest.raises(xenconf.DiskError, match=re.escape(part)):
+        xenconf.convert_disk(spec, [])
+
+
+def test_duplicate_macs_are_an_error():
+    result = xenconf.convert_text('name = "a"\nbootloader = "pygrub"\n'
+                                  "vif = [ 'mac=00:16:3e:00:00:01', 'mac=00:16:3E:00:00:01' ]\n")
+    assert result.text is None
+    assert any(f.line == 3 and "given twice" in f.message for f in result.errors)
+
+
+def test_no_name_is_an_error():
+    result = xenconf.convert_text('memory = 128\nbootloader = "pygrub"\n')
+    assert [f.message for f in result.errors] == ['no name = "...": xl needs the domain\'s name']
+
+
+@pytest.mark.parametrize("bad", ["x", "=y", "x="])
+def test_parse_map_needs_old_and_new(bad):
+    with pytest.raises(ValueError, match="OLD=NEW"):
+        xenconf.parse_map([bad], "--disk-map")
+
+
+@needs_xl
+def test_value_text_round_trips_through_xl():
+    settings = [xenconf.Setting("s", 'a "quoted" \\ value', 1), xenconf.Setting("n", 0, 2),
+                xenconf.Setting("neg", -5, 3), xenconf.Setting("l", ["x", ["y", 1]], 4),
+                xenconf.Setting("e", [], 5)]
+    text = xenconf.render(settings)
+    assert xenconf.verify(text, settings) == []
+    assert xl.parse(text).long("neg") == -5
+
+
+# ------------------------------------------------------------------ xen-tools renders the inputs
+
+
+XT_ENV = {
+    "xen-tools-file": {"hostname": "web1", "memory": "512Mb", "vcpus": "1", "ips": "192.168.1.10",
+                       "mac": "00:16:3e:2a:00:01", "bridge": "xenbr0", "dir": "/home/xen",
+                       "kernel": "/boot/vmlinuz-6.1.0-9-amd64", "initrd": "/boot/initrd.img-6.1.0-9-amd64",
+                       "NUMPARTITIONS": "2",
+                       "PARTITION1": "swap:128M:swap::defaults:file::/home/xen/domains/web1/swap.img",
+                       "PARTITION2": "root:4G:ext4:/:defaults:file::/home/xen/domains/web1/disk.img"},
+    "xen-tools-lvm": {"hostname": "db1", "memory": "1Gb", "vcpus": "2", "dhcp": "1", "mac": "00:16:3e:2a:00:02",
+                      "bridge": "xenbr1", "lvm": "vg0", "pygrub": "1", "NUMPARTITIONS": "3",
+                      "PARTITION1": "swap:512M:swap::defaults:phy::/dev/vg0/db1-swap",
+                      "PARTITION2": "root:8G:ext4:/:defaults:phy::/dev/vg0/db1-disk",
+                      "PARTITION3": "var:20G:ext4:/var:defaults:phy::/dev/vg0/db1-var"},
+}
+
+
+def _undated(text: str) -> str:
+    return re.sub(r"by xen-tools \S+ on .*", "by xen-tools", text)
+
+
+@pytest.mark.skipif(XT is None, reason="xen-tools is not installed (apt-get install xen-tools)")
+@pytest.mark.parametrize("case", sorted(XT_ENV))
+def test_xen_tools_renders_the_stored_input(case, tmp_path):
+    """in.cfg of the xen-tools cases is what xt-create-xen-config writes (file images and LVM layouts)."""
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", **XT_ENV[case]}
+    r = subprocess.run([XT, f"--output={tmp_path}"], env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    rendered = (tmp_path / f"{XT_ENV[case]['hostname']}.cfg").read_text()
+    assert _undated(rendered) == _undated((DATA / case / "in.cfg").read_text())
+    if xl.available():
+        result = xenconf.convert_text(rendered, "in.cfg", *_maps(CASES[case]["args"]))
+        assert result.text == (DATA / case / "expected.cfg").read_text()
+
+
+# ------------------------------------------------------------------ the command
+
+
+def migrate(*args, timeout: int = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "migrate"), *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@needs_xl
+def test_cli_writes_the_golden_config(tmp_path):
+    out = tmp_path / "www.cfg"
+    src = DATA / "centos5-seed004" / "in.cfg"
+    r = migrate("convert-xen", src, *CASES["centos5-seed004"]["args"], "-o", out)
+    assert r.returncode == 0, r.stderr
+    assert out.read_text() == (DATA / "centos5-seed004" / "expected.cfg").read_text()
+    assert r.stdout == ""
+    assert f"warning: {src}:14: bridge xenbr0 must exist" in r.stderr
+
+
+@needs_xl
+def test_cli_prints_to_stdout_and_warns_file_line(tmp_path):
+    src = DATA / "python-computed" / "in.cfg"
+    r = migrate("convert-xen", src, *CASES["python-computed"]["args"])
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == (DATA / "python-computed" / "expected.cfg").read_text()
+    warnings = [line for line in r.stderr.splitlines() if line.startswith("warning:")]
+    assert warnings and all(re.match(rf"warning: {re.escape(str(src))}:\d+: \S", w) for w in warnings)
+    assert f"warning: {src}:3: import os: dropped" in r.stderr
+
+
+@needs_xl
+@pytest.mark.parametrize("case", sorted(REFUSED))
+def test_cli_refuses_with_status_1_and_writes_nothing(case, tmp_path):
+    out = tmp_path / "new.cfg"
+    src = DATA / case / "in.cfg"
+    r = migrate("convert-xen", src, "-o", out)
+    assert r.returncode == 1, r.stderr
+    assert not out.exists() and not list(tmp_path.iterdir())
+    for line, part in REFUSED[case]["errors"]:
+        assert any(e.startswith(f"error: {src}:{line}: ") and part in e for e in r.stderr.splitlines()), part
+    assert "not converted" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_cli_unreadable_input_is_status_2(tmp_path):
+    r = migrate("convert-xen", tmp_path / "missing.cfg")
+    assert r.returncode == 2 and "cannot read the config" in r.stderr
+    binary = tmp_path / "binary.cfg"
+    binary.write_bytes(b"\xff\xfe\x00name")
+    r = migrate("convert-xen", binary)
+    assert r.returncode == 2 and "not a text config" in r.stderr
+    if os.geteuid() != 0:
+        locked = tmp_path / "locked.cfg"
+        locked.write_text('name = "a"\n')
+        locked.chmod(0)
+        r = migrate("convert-xen", locked)
+        assert r.returncode == 2
+
+
+def test_cli_bad_map_is_status_2():
+    r = migrate("convert-xen", DATA / "centos5-seed004" / "in.cfg", "--disk-map", "nothing-to-map")
+    assert r.returncode == 2 and "expected OLD=NEW" in r.stderr
