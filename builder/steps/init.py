@@ -25,7 +25,8 @@ SYSTEMD_MASK = (
     "sys-kernel-config.mount", "sys-kernel-debug.mount", "sys-kernel-tracing.mount",
     "sys-fs-fuse-connections.mount", "proc-sys-fs-binfmt_misc.automount", "systemd-binfmt.service",
     "systemd-hwdb-update.service", "systemd-random-seed.service", "systemd-pstore.service",
-    "getty@.service", "serial-getty@.service", "e2scrub_reap.service", "e2scrub_all.timer", "fstrim.timer",
+    "getty@.service", "serial-getty@.service", "getty-static.service", "e2scrub_reap.service",
+    "e2scrub_all.timer", "fstrim.timer",
 )
 
 

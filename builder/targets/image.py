@@ -10,6 +10,7 @@ import hashlib
 import logging
 import math
 import re
+import stat
 import tempfile
 import uuid
 from dataclasses import dataclass
@@ -39,7 +40,8 @@ def parse_size(v: str) -> int:
 
 
 def _size(v: str) -> str:
-    parse_size(v)
+    if parse_size(v) < 8 << 20:
+        raise ValueError(f"{v!r} is too small for a filesystem image (at least 8M)")
     return v
 
 
@@ -60,9 +62,15 @@ class ImageOptions:
 Options = ImageOptions
 
 
-def default_size(tree_bytes: int, inodes: int) -> int:
-    """Bytes: data + 30% + 64 MiB + room for the inodes, rounded up to 64 MiB."""
-    need = tree_bytes * 1.3 + (64 << 20) + inodes * 256
+def min_size(tree_bytes: int, inodes: int, files: int) -> int:
+    """What the tree needs at the least: its data with a block's slack per non-empty file, the inode tables,
+    a journal and the filesystem's own metadata."""
+    return tree_bytes + files * 4096 + inodes * 256 + (16 << 20)
+
+
+def default_size(tree_bytes: int, inodes: int, files: int = 0) -> int:
+    """Bytes: data + 30% + 64 MiB + room for the inodes (at least min_size + 15%), rounded up to 64 MiB."""
+    need = max(tree_bytes * 1.3 + (64 << 20) + inodes * 256, min_size(tree_bytes, inodes, files) * 1.15)
     step = 64 << 20
     return int(math.ceil(need / step) * step)
 
@@ -73,42 +81,94 @@ def fstab(label: str, fs: str) -> str:
             "tmpfs\t/dev/shm\ttmpfs\tnosuid,nodev\t0 0\n")
 
 
-def e2write(image: Path, path: str, data: bytes, mode: int = 0o644, uid: int = 0, gid: int = 0) -> None:
-    """Replace (or create) a regular file inside an unmounted ext2/3/4 image, with debugfs."""
+def _env(epoch: int | None) -> dict[str, str]:
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+    if epoch is not None:
+        env["E2FSPROGS_FAKE_TIME"] = str(epoch)   # the superblock's and new inodes' times: reproducible
+    return env
+
+
+def debugfs(image: Path, commands: list[str], epoch: int | None = None) -> None:
+    """Run debugfs commands on an image, writable. debugfs exits 0 even when a command fails, so its error
+    lines (it prints them as "CMD: message") are turned into a BuilderError here."""
+    with tempfile.NamedTemporaryFile("w", suffix=".debugfs") as f:
+        f.write("\n".join(commands) + "\n")
+        f.flush()
+        r = runner.run(["debugfs", "-w", "-f", f.name, str(image)], capture=True, check=False, quiet=True,
+                       env=_env(epoch))
+    verbs = {c.split()[0] for c in commands if c.strip()}
+    errors = [line for line in r.tail if line.split(":", 1)[0] in verbs and not line.startswith("debugfs ")]
+    if r.returncode != 0 or errors:
+        raise BuilderError(f"debugfs on {image.name}: " + ("; ".join(errors) or f"exit {r.returncode}"),
+                           "is the image full? give the target a larger size")
+
+
+def e2write(image: Path, path: str, data: bytes, mode: int = 0o644, uid: int = 0, gid: int = 0,
+            epoch: int | None = None) -> None:
+    """Replace (or create) a regular file inside an unmounted ext2/3/4 image, with debugfs; read back."""
     if "\n" in path or '"' in path:
         raise BuilderError(f"{path!r}: cannot be written into an image")
-    with tempfile.NamedTemporaryFile() as src, tempfile.NamedTemporaryFile("w", suffix=".debugfs") as cmds:
+    with tempfile.NamedTemporaryFile() as src:
         src.write(data)
         src.flush()
-        cmds.write(f'rm "{path}"\nwrite "{src.name}" "{path}"\n'
-                   f'sif "{path}" mode 0{0o100000 | mode:o}\nsif "{path}" uid {uid}\nsif "{path}" gid {gid}\n')
-        cmds.flush()
-        runner.run(["debugfs", "-w", "-f", cmds.name, str(image)], quiet=True)
+        t = [f'sif "{path}" {f} @{epoch}' for f in ("atime", "mtime", "ctime")] if epoch is not None else []
+        debugfs(image, [f'rm "{path}"' if e2exists(image, path) else "", f'write "{src.name}" "{path}"',
+                        f'sif "{path}" mode 0{0o100000 | mode:o}', f'sif "{path}" uid {uid}',
+                        f'sif "{path}" gid {gid}', *t], epoch)
+    if e2read(image, path) != data:
+        raise BuilderError(f"writing {path} into {image.name} failed (debugfs)", "is the image full? give the "
+                                                                                 "target a larger size")
+
+
+def e2exists(image: Path, path: str) -> bool:
+    r = runner.run(["debugfs", "-R", f'stat "{path}"', str(image)], capture=True, check=False, quiet=True)
+    return r.returncode == 0 and "Inode:" in r.stdout
 
 
 def e2read(image: Path, path: str) -> bytes | None:
-    """A file's content from an unmounted ext2/3/4 image, or None if it is not there."""
-    r = runner.run(["debugfs", "-R", f'cat "{path}"', str(image)], capture=True, check=False, quiet=True)
-    if r.returncode != 0 or any("File not found" in line for line in r.tail):
-        return None
-    return r.stdout.encode("utf-8", "surrogateescape")
+    """A file's exact bytes from an unmounted ext2/3/4 image, or None if it is not there."""
+    with tempfile.TemporaryDirectory() as d:
+        out = Path(d) / "f"
+        runner.run(["debugfs", "-R", f'dump "{path}" "{out}"', str(image)], capture=True, check=False, quiet=True)
+        return out.read_bytes() if out.exists() else None
+
+
+def _clamp_times(image: Path, items: list, root: Path, epoch: int) -> None:
+    """mke2fs -d copies each file's times from the tree (atime changes on every read): set them all to the
+    file's mtime clamped to the epoch, as the tarball does, so a rebuild gives the same image."""
+    cmds = []
+    for e in items:
+        t = min(int(e.st.st_mtime), epoch)
+        p = "/" if e.name == "." else e.name[1:]
+        if '"' in p or "\n" in p:
+            continue
+        cmds += [f'sif "{p}" {field} @{t}' for field in ("atime", "mtime", "ctime", "crtime")]
+    debugfs(image, cmds, epoch)
 
 
 def make_image(root: Path, dest: Path, opts: ImageOptions, epoch: int) -> Path:
     """mke2fs -d: the tree as a filesystem image at dest (written under a temp name, then renamed)."""
     items = tarwriter.entries(root)
-    size = parse_size(opts.size) if opts.size else default_size(tarwriter.data_size(items), len(items))
+    data = tarwriter.data_size(items)
+    files = sum(1 for e in items if stat.S_ISREG(e.st.st_mode) and e.st.st_size)
+    size = parse_size(opts.size) if opts.size else default_size(data, len(items), files)
+    need = min_size(data, len(items), files)
+    if size < need:
+        raise BuilderError(f"image size {opts.size} is too small for this tree ({data >> 20} MiB in {len(items)} "
+                           f"entries; it needs about {need >> 20} MiB)",
+                           "raise the target's size, or leave it out to size the image from the tree")
     tmp = dest.with_name(f".{dest.name}.part")
     tmp.unlink(missing_ok=True)
     try:
         with open(tmp, "wb") as f:
             f.truncate(size)   # sparse
-        env = {"E2FSPROGS_FAKE_TIME": str(epoch), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
-        runner.run(["mke2fs", "-q", "-F", "-t", opts.fs, "-L", opts.label, "-d", str(root),
-                    "-E", f"root_owner=0:0,hash_seed=00000000-0000-0000-0000-{epoch:012x}",
-                    "-U", _uuid(opts.label, epoch), str(tmp)], env=env)
+        inodes = int(len(items) * 1.3) + 1024
+        runner.run(["mke2fs", "-q", "-F", "-t", opts.fs, "-L", opts.label, "-N", str(inodes), "-d", str(root),
+                    "-E", f"root_owner=0:0,hash_seed={_uuid('hash:' + opts.label, epoch)}",
+                    "-U", _uuid(opts.label, epoch), str(tmp)], env=_env(epoch))
+        _clamp_times(tmp, items, root, epoch)
         if opts.fstab:
-            e2write(tmp, "/etc/fstab", fstab(opts.label, opts.fs).encode())
+            e2write(tmp, "/etc/fstab", fstab(opts.label, opts.fs).encode(), epoch=epoch)
         runner.run(["e2fsck", "-fn", str(tmp)], quiet=True)
         tmp.rename(dest)
     except BaseException:

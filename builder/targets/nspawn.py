@@ -1,5 +1,8 @@
-"""systemd-nspawn target: a .nspawn settings file and the machine itself, as a directory tree or a raw image,
-ready for /var/lib/machines (or `systemd-nspawn --settings=trusted -D NAME`)."""
+"""systemd-nspawn target: a .nspawn settings file and the machine itself, as a directory tree or a raw image.
+
+Put the machine in /var/lib/machines and NAME.nspawn in /etc/systemd/nspawn/ (a .nspawn file next to the machine
+is untrusted: nspawn ignores its network settings there), or run `systemd-nspawn --settings=trusted -D NAME`
+with the file next to the tree."""
 from __future__ import annotations
 
 import shutil

@@ -2,13 +2,15 @@
 `vzctl create CTID --ostemplate NAME` finds it (/vz/template/cache/NAME.tar.gz)."""
 from __future__ import annotations
 
+import math
+import re
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from ..outputs import write_atomic
-from ..schema import opt
+from ..schema import Check, opt
 from . import tarball
 from .lxc import LINUX_ARCH
 
@@ -19,18 +21,40 @@ if TYPE_CHECKING:
 DOC = "an OpenVZ CTID.conf and the OS template tarball (NAME.tar.gz) for vzctl create --ostemplate"
 
 
+_VZSIZE = re.compile(r"^(\d+(?:\.\d+)?)([TGMKPB]?)$", re.I)   # vzctl's parse_ul_sfx: number, optional suffix
+_KIB = {"": 1, "B": 1 / 1024, "K": 1, "M": 1 << 10, "G": 1 << 20, "T": 1 << 30, "P": None}
+
+
+def _vzsize(v: str) -> str:
+    m = _VZSIZE.match(v.strip())
+    if not m or m.group(2).upper() == "P":
+        raise ValueError(f"{v!r} is not a vzctl size (a number with K, M, G or T, e.g. 512M, 1.5G)")
+    return v.strip()
+
+
+def _ctid(v: int) -> int:
+    if not 101 <= v < 10**9:
+        raise ValueError(f"{v}: container IDs 0-100 are the host's and OpenVZ's own; use 101 or more "
+                         "(below 10^9, so veth<CTID>.<n> stays a valid interface name)")
+    return v
+
+
+VzSize = Annotated[str, Check(_vzsize, {"pattern": _VZSIZE.pattern}, describe="size (512M, 1.5G)")]
+Ctid = Annotated[int, Check(_ctid, {"minimum": 101}, describe="container ID (101 and up)")]
+
+
 @dataclass(frozen=True)
 class OpenvzOptions:
     """OpenVZ target."""
 
-    ctid: int = opt(101, doc="container ID: the config is written as CTID.conf")
+    ctid: Ctid = opt(101, doc="container ID: the config is written as CTID.conf")
     ostemplate: str | None = opt(None, doc="template name (default: DISTRO-RELEASE-ARCH, e.g. centos-6-x86_64)")
     network: Literal["venet", "veth"] = opt("venet", doc="venet: IP_ADDRESS routed by the host; veth: an "
                                                         "Ethernet device with the recipe's MAC on bridge")
     bridge: str = opt("vmbr0", doc="bridge for veth")
-    memory: str = opt("512M", doc="RAM (PHYSPAGES, vSwap)")
-    swap: str = opt("512M", doc="swap (SWAPPAGES)")
-    disk: str = opt("10G", doc="disk space soft limit (DISKSPACE; the hard limit is 10% more)")
+    memory: VzSize = opt("512M", doc="RAM (PHYSPAGES, vSwap)")
+    swap: VzSize = opt("512M", doc="swap (SWAPPAGES)")
+    disk: VzSize = opt("10G", doc="disk space soft limit (DISKSPACE; the hard limit is 10% more)")
     diskinodes: int = opt(200000, doc="inode soft limit (DISKINODES)")
     cpus: int | None = opt(None, doc="CPUS (default: all)")
     onboot: bool = opt(True, doc="start with the host")
@@ -44,8 +68,15 @@ def template_name(r: "Recipe", opts: OpenvzOptions) -> str:
 
 
 def _grow(size: str, factor: float) -> str:
-    n, unit = int(size[:-1]) if size[-1].isalpha() else int(size), size[-1] if size[-1].isalpha() else ""
-    return f"{int(n * factor)}{unit}"
+    """size times factor: in its own unit when that comes out whole (10G -> 11G), else in KiB, vzctl's unit
+    for DISKSPACE (1G -> 1153434K, never 1G again)."""
+    m = _VZSIZE.match(size)
+    n, unit = float(m.group(1)), m.group(2).upper()
+    grown = round(n * factor, 6)
+    if grown.is_integer() and unit not in ("", "B"):
+        return f"{int(grown)}{m.group(2)}"
+    kib = math.ceil(n * _KIB[unit] * factor)
+    return f"{kib}" if unit == "" else f"{kib}K"
 
 
 def render(r: "Recipe", opts: OpenvzOptions) -> str:

@@ -9,9 +9,6 @@ either case) and vzctl's config.c parses them with an optional fraction ("2.2G",
 ve-vswap-2g.conf-sample). NETIF is `ifname=...[,mac=...,host_ifname=...,host_mac=...,bridge=...]` per device,
 devices separated by ';' (config.c: parse_netif_str), interface names shorter than IFNAMSIZ (16). vzctl create
 finds the template as /vz/template/cache/OSTEMPLATE.tar.gz and unpacks it with tar.
-
-Tests marked with known_bug assert the correct behaviour of something the target gets wrong today (strict xfail:
-they fail once builder/ is fixed, then drop the mark).
 """
 from __future__ import annotations
 
@@ -29,10 +26,6 @@ from builder import recipe
 from builder.errors import RecipeError
 from builder.targets import openvz
 from tests.conftest import DEFAULT_RECIPE, imgbuild, mounts_under, sha256
-
-
-def known_bug(reason: str):
-    return pytest.mark.xfail(strict=True, raises=AssertionError, reason=reason)
 
 
 def load(*sets: str):
@@ -222,13 +215,8 @@ def test_veth_devices_match_the_recipe():
 
 @pytest.mark.parametrize("disk", [
     "10G", "500M", "10g", "2048",
-    pytest.param("1G", marks=known_bug("builder bug: _grow() truncates, so disk: 1G gives DISKSPACE=\"1G:1G\", no "
-                                       "10% hard limit (also 1M, 1T ...); fix: compute in KiB, e.g. "
-                                       "DISKSPACE=\"1048576:1153434\" (vzctl reads 1K blocks)")),
-    pytest.param("1.5G", marks=known_bug("builder bug: disk is an unchecked str and _grow() does int('1.5'): the "
-                                         "CLI ends in 'internal error: ValueError' (exit 70) after the whole "
-                                         "bootstrap, although vzctl accepts 1.5G; fix: a Size check on "
-                                         "disk/memory/swap (vzctl's grammar) and KiB arithmetic")),
+    pytest.param("1G"),
+    pytest.param("1.5G"),
 ])
 def test_diskspace_hard_limit_is_ten_percent_more(disk):
     try:
@@ -240,15 +228,9 @@ def test_diskspace_hard_limit_is_ten_percent_more(disk):
 
 
 @pytest.mark.parametrize("override,why", [
-    pytest.param("targets={openvz: {ctid: 0}}", "CTID 0 is the host itself (/etc/vz/conf/0.conf)",
-                 marks=known_bug("builder bug: ctid is any int; 0 overwrites the host's own 0.conf and vzctl reserves "
-                                 "CTIDs up to 100; fix: check 101 <= ctid <= 2147483647 (and < 10**9 so that "
-                                 "veth<CTID>.<n> fits IFNAMSIZ)")),
-    pytest.param("targets={openvz: {ctid: -3}}", "a negative CTID",
-                 marks=known_bug("builder bug: a negative ctid is accepted and written as -3.conf; fix: as for 0")),
-    pytest.param("targets={openvz: {memory: lots}}", "memory that vzctl cannot parse",
-                 marks=known_bug("builder bug: memory/swap/disk are unchecked strings written verbatim "
-                                 "(PHYSPAGES=\"0:lots\"); fix: validate them with vzctl's size grammar at load")),
+    pytest.param("targets={openvz: {ctid: 0}}", "CTID 0 is the host itself (/etc/vz/conf/0.conf)"),
+    pytest.param("targets={openvz: {ctid: -3}}", "a negative CTID"),
+    pytest.param("targets={openvz: {memory: lots}}", "memory that vzctl cannot parse"),
     pytest.param("targets={openvz: {ctid: 102, network: veth}}", "(valid: must load)"),
 ])
 def test_bad_options_are_rejected_when_the_recipe_loads(override, why):
