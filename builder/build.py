@@ -22,7 +22,7 @@ from .families import family_of
 from .outputs import publish
 from .recipe import Loaded
 from .rootfs import RootFS
-from .steps import basefiles, cleanup, devices, files, init, network, password
+from .steps import basefiles, cleanup, devices, files, init, network, password, templates
 from .targets import TARGETS, enabled
 
 log = logging.getLogger("imgbuild")
@@ -129,6 +129,7 @@ def build(loaded: Loaded, output: Path, keep_tree: bool = False) -> Path:
             password.run(ctx, r.root_password)
             init.run(ctx, r.init)
             files.run(ctx, r.files)
+            templates.run(ctx, r.templates)
         with phase(ctx, "hooks post-files"):
             hooks.run_phase(ctx, "post-files")
         with phase(ctx, "hooks pre-pack"):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from . import __version__
+from . import __version__, cli_identity
 from .cli_common import apply_verbosity, run_cli, verbosity
 from .errors import InputError
 
@@ -144,6 +144,40 @@ def install_lxc(output: Path, name: str | None, lxcpath: str, force: bool, verbo
     from .targets import lxc
 
     click.echo(str(lxc.install(output, name, lxcpath, force)))
+
+
+CLONE_EPILOG = """\b
+Examples:
+  imgbuild clone /var/lib/lxc/vm0 vm1 --ip 10.0.3.2=10.0.3.3            LXC container vm0 -> vm1, new MAC
+  imgbuild clone lxc:vm0 vm2 --ip 10.0.3.2=10.0.3.4 --set server_id=3   also re-render the guest's templates
+  imgbuild clone /etc/xen/www.cfg www2 --ip 192.0.2.10=192.0.2.11 --dry-run
+  imgbuild clone output/debian12/debian12.ext4 /srv/img/web1.ext4 --hostname web1
+
+SRC: an LXC container (dir or lxc:NAME), a Xen .cfg (its image is copied too), an ext2/3/4 image, an imgbuild
+output directory or a root directory. Every MAC gets a fresh one (unless given); IPs change as --ip says.
+"""
+
+
+@imgbuild.command(epilog=CLONE_EPILOG)
+@click.argument("src")
+@click.argument("new")
+@cli_identity.options
+@verbosity
+def clone(src, new, hostname, ips, macs, variables, files, dry_run, force, inventory, lxcpath, xen_dir, vz_dir,
+          local_mac, loop, verbose, quiet, debug) -> None:
+    """Copy SRC to NEW and give the copy its own identity: host name (default: NEW's name), IPs, MACs (fresh
+    ones), machine-id, ssh host keys, DHCP leases, and the guest's templates, in the guest and in its config.
+
+    A MAC, IP or host name another guest already has (in the inventory, or in the LXC, Xen and OpenVZ configs
+    of this host) is refused, naming both guests. The copy keeps owners, devices, hardlinks and xattrs (cp -a,
+    reflinks where the filesystem has them). The new guest is recorded in the inventory.
+    """
+    apply_verbosity(verbose, quiet, debug)
+    from .identity.reidentify import clone as do_clone
+
+    req = cli_identity.request(hostname, ips, macs, variables, files)
+    w = cli_identity.where(inventory, lxcpath, xen_dir, vz_dir, local_mac)
+    cli_identity.report(do_clone(src, new, req, w, dry_run=dry_run, force=force, loop=loop), dry_run)
 
 
 def main() -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from . import __version__
+from . import cli_identity
 from .cli_common import apply_verbosity, log, run_cli, verbosity
 
 
@@ -146,6 +147,39 @@ def convert_lxc(file: str, to: str, out: str | None, verbose: int, quiet: bool, 
     except OSError as e:
         raise InputError(f"{out}: cannot write it: {e.strerror or e}",
                          "choose an -o OUT in a writable directory") from None
+
+
+REIDENTIFY_EPILOG = """\b
+Examples:
+  migrate reidentify /var/lib/lxc/vm1 --hostname vm1 --ip 10.0.3.2=10.0.3.3 --mac auto
+  migrate reidentify /etc/xen/www.cfg --ip 192.0.2.10=198.51.100.10/24@198.51.100.1 --mac auto --dry-run
+  migrate reidentify /srv/img/web1.ext4 --hostname web1          (edited with debugfs, nothing mounted)
+
+Run twice with the same options, the second run changes nothing.
+"""
+
+
+@migrate.command(epilog=REIDENTIFY_EPILOG)
+@click.argument("target")
+@cli_identity.options
+@verbosity
+def reidentify(target, hostname, ips, macs, variables, files, dry_run, force, inventory, lxcpath, xen_dir, vz_dir,
+               local_mac, loop, verbose, quiet, debug) -> None:
+    """Give the guest at TARGET a new identity in place: host name, IPs, MACs, in the guest's files (hostname,
+    hosts, ifcfg, interfaces, networkd, NetworkManager, netplan, udev rules) and in its config (LXC, Xen,
+    OpenVZ); machine-id emptied, ssh host keys made anew, DHCP leases dropped, templates rendered again.
+
+    A MAC, IP or host name that another guest has is refused, naming both. --dry-run shows every change as a
+    unified diff and writes nothing.
+    """
+    apply_verbosity(verbose, quiet, debug)
+    from .identity.guest import locate
+    from .identity.reidentify import reidentify as do
+
+    req = cli_identity.request(hostname, ips, macs, variables, files)
+    w = cli_identity.where(inventory, lxcpath, xen_dir, vz_dir, local_mac)
+    g = locate(target, lxcpath, vz_dir)
+    cli_identity.report(do(g, req, w, dry_run=dry_run, force=force, loop=loop), dry_run)
 
 
 def main() -> None:

@@ -27,6 +27,7 @@ from .steps.files import FileSpec
 from .steps.init import SHIMS, ShimName
 from .steps.network import Interface
 from .steps.password import RootPassword
+from .steps.templates import Template
 from .targets import Targets, tarball
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -74,6 +75,9 @@ class Recipe:
     devices: Preset | tuple[Device, ...] = opt("container", doc="device nodes: a preset name or a list")
     init: ShimName | None = opt(None, doc="init shim (default: the distro family's)")
     files: tuple[FileSpec, ...] = opt((), doc="files to place in the root")
+    vars: dict[str, Any] = opt(factory=dict, doc="variables for templates (per node; clone --set changes them)")
+    templates: tuple[Template, ...] = opt((), doc="files rendered from Jinja2 templates with the node's identity "
+                                                  "and vars; kept in the guest so clones render them anew")
     hooks: Hooks = opt(factory=Hooks, doc="commands at fixed points of the build")
     targets: Targets = opt(factory=lambda: Targets(tarball=tarball.TarballOptions()), doc="outputs (default: a tarball)")
     epoch: Epoch | None = opt(None, doc="SOURCE_DATE_EPOCH for the build (default: $SOURCE_DATE_EPOCH, else the "
@@ -151,9 +155,10 @@ def _absolute(data: dict, base: Path) -> None:
         for h in hooks if isinstance(hooks, list) else ():
             if isinstance(h, dict) and "script" in h:
                 h["script"] = fix(h["script"], shipped=True)
-    for f in data.get("files") if isinstance(data.get("files"), list) else ():
-        if isinstance(f, dict) and "source" in f:
-            f["source"] = fix(f["source"])
+    for key in ("files", "templates"):
+        for f in data.get(key) if isinstance(data.get(key), list) else ():
+            if isinstance(f, dict) and "source" in f:
+                f["source"] = fix(f["source"])
     rp = data.get("root_password")
     if isinstance(rp, dict) and "from_file" in rp:
         rp["from_file"] = fix(rp["from_file"])
@@ -301,10 +306,11 @@ def _semantics(v: dict[str, Any]) -> list[tuple[str, str]]:
             for i, h in enumerate(v["hooks"].phase(phase)):
                 if h.script is not None and not Path(h.script).is_file():
                     out.append((f"hooks.{phase}[{i}].script", f"{h.script}: no such file"))
-    if ok("files"):
-        for i, f in enumerate(v["files"]):
-            if f.source is not None and not Path(f.source).is_file():
-                out.append((f"files[{i}].source", f"{f.source}: no such file"))
+    for key in ("files", "templates"):
+        if ok(key):
+            for i, f in enumerate(v[key]):
+                if f.source is not None and not Path(f.source).is_file():
+                    out.append((f"{key}[{i}].source", f"{f.source}: no such file"))
     rp = v.get("root_password")
     if ok("root_password") and rp.from_file is not None and not Path(rp.from_file).is_file():
         out.append(("root_password.from_file", f"{rp.from_file}: no such file"))

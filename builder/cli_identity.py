@@ -1,0 +1,68 @@
+"""The options `imgbuild clone` and `migrate reidentify` share, and how they become an identity Request."""
+from __future__ import annotations
+
+import sys
+
+import click
+import yaml
+
+from .identity import engine
+from .identity.reidentify import Outcome, Where, check_hostname
+
+
+def options(f):
+    for opt in reversed([
+        click.option("--hostname", help="New host name (one label; the domain of the old name is kept)."),
+        click.option("--ip", "ips", multiple=True, metavar="OLD=NEW[/PREFIX][@GW]",
+                     help="Change an address (and its prefix, gateway) everywhere; repeatable."),
+        click.option("--mac", "macs", multiple=True, metavar="OLD=NEW|auto",
+                     help="Change a MAC (OLD=NEW, OLD=auto, or auto for every MAC); repeatable."),
+        click.option("--set", "variables", multiple=True, metavar="VAR=VALUE",
+                     help="Template variable for the guest's imgbuild templates (VALUE read as YAML)."),
+        click.option("--file", "files", multiple=True, metavar="PATH",
+                     help="Also rewrite this file inside the guest (old names, addresses, MACs as whole words)."),
+        click.option("--dry-run", is_flag=True, help="Show a unified diff of every change; change nothing."),
+        click.option("--force", is_flag=True, help="Go on even if a MAC, IP or host name is taken (says who has it)."),
+        click.option("--inventory", metavar="FILE", help="Inventory of guests (default $IMGBUILD_INVENTORY, else "
+                                                         "/var/lib/imgbuild/inventory.yml)."),
+        click.option("--lxcpath", default="/var/lib/lxc", show_default=True, help="Where LXC containers are."),
+        click.option("--xen-dir", default="/etc/xen", show_default=True, help="Where Xen guest configs are."),
+        click.option("--vz-dir", default="/etc/vz/conf", show_default=True, help="Where OpenVZ configs are."),
+        click.option("--local-mac", is_flag=True, help="Allocate locally administered MACs (02:...) instead of "
+                                                       "Xen's 00:16:3e."),
+        click.option("--loop", is_flag=True, help="Images: loop-mount instead of editing with debugfs."),
+    ]):
+        f = opt(f)
+    return f
+
+
+def request(hostname, ips, macs, variables, files) -> engine.Request:
+    check_hostname(hostname)
+    auto = "auto" in macs
+    pairs = tuple(engine.parse_mac(m) for m in macs if m != "auto")
+    values = []
+    for v in variables:
+        if "=" not in v:
+            raise click.UsageError(f"--set {v}: expected VAR=VALUE")
+        key, text = v.split("=", 1)
+        values.append((key, yaml.safe_load(text) if text else ""))
+    return engine.Request(hostname=hostname, ips=tuple(engine.parse_ip(i) for i in ips), macs=pairs, mac_auto=auto,
+                          variables=tuple(values), files=tuple(files))
+
+
+def where(inventory, lxcpath, xen_dir, vz_dir, local_mac) -> Where:
+    return Where(inventory, lxcpath, xen_dir, vz_dir, local_mac)
+
+
+def report(o: Outcome, dry_run: bool) -> None:
+    rec = o.record
+    if dry_run:
+        sys.stdout.write(o.plan.diff())
+        click.echo(f"dry run: {len(o.plan.edits)} change(s) would be made; nothing was changed", err=True)
+        return
+    macs = ", ".join(f"{a} -> {b}" for a, b in o.plan.new_macs.items()) or "unchanged"
+    click.echo(f"{o.guest.where}: {len(o.plan.edits)} file(s) changed; host name {rec.hostname}, "
+               f"IPs {', '.join(rec.ips) or '-'}, MACs {macs}", err=True)
+    click.echo(str(o.guest.path))
+
+

@@ -1,0 +1,181 @@
+"""Where a guest lives, and how to copy one.
+
+A TARGET may be: an LXC container (its directory with `config` and `rootfs/`, or `lxc:NAME` in --lxcpath), a
+Xen guest (its .cfg; the disk is the image the cfg names), an OpenVZ container (`vz:CTID`: /etc/vz/conf/CTID.conf
+and its VE_PRIVATE), an ext2/3/4 image file (edited with debugfs, or loop-mounted with --loop), an imgbuild
+output directory (its tarball is unpacked, edited and packed again reproducibly), or a plain root directory.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from .. import run as runner
+from ..errors import InputError
+from ..mounts import MountStack
+from .tree import DirTree, ImageTree, Tree, is_ext_image
+
+
+@dataclass
+class Guest:
+    kind: str                       # lxc, xen, openvz, image, output, rootfs
+    name: str
+    where: str                      # inventory key, e.g. lxc:/var/lib/lxc/vm1
+    path: Path                      # the container directory, cfg file, image file, output dir or root dir
+    config: tuple[str, Path] | None = None    # (lxc|xen|openvz, path) of the guest config on the host
+    image: Path | None = None       # xen/image: the disk image
+
+
+def _lxc(d: Path) -> Guest:
+    return Guest("lxc", d.name, f"lxc:{d}", d, ("lxc", d / "config"))
+
+
+def _xen_disk(cfg: Path) -> Path:
+    text = cfg.read_text(errors="replace")
+    m = re.search(r"""(?:target=|file:|tap:aio:|tap2:aio:|tap:tapdisk:aio:)\s*([^,'"\]\s]+)""", text)
+    if not m:
+        raise InputError(f"{cfg}: no file-backed disk found in the Xen config",
+                         "point at the disk image itself, or give a config whose disk is a file")
+    return Path(m.group(1))
+
+
+def locate(target: str, lxcpath: str = "/var/lib/lxc", vzconf: str = "/etc/vz/conf") -> Guest:
+    if target.startswith("lxc:"):
+        return _lxc(Path(lxcpath) / target[4:])
+    if target.startswith("vz:"):
+        ctid = target[3:]
+        conf = Path(vzconf) / f"{ctid}.conf"
+        if not conf.is_file():
+            raise InputError(f"{target}: no {conf}", "give the container ID of an existing OpenVZ container")
+        m = re.search(r'^VE_PRIVATE="?([^"\n]+)', conf.read_text(), re.M)
+        private = Path((m.group(1) if m else "/vz/private/$VEID").replace("$VEID", ctid))
+        return Guest("openvz", ctid, f"vz:{conf}", private, ("openvz", conf))
+    p = Path(target)
+    if p.is_dir() and (p / "config").is_file() and (p / "rootfs").is_dir():
+        return _lxc(p.resolve())
+    if p.is_dir() and (p / "manifest.json").is_file():
+        m = json.loads((p / "manifest.json").read_text())
+        return Guest("output", m.get("name", p.name), f"output:{p.resolve()}", p.resolve())
+    if p.is_dir() and (p / "etc").is_dir():
+        return Guest("rootfs", p.name, f"rootfs:{p.resolve()}", p.resolve())
+    if p.is_file() and p.suffix == ".cfg":
+        disk = _xen_disk(p)
+        return Guest("xen", p.stem, f"xen:{p.resolve()}", p.resolve(), ("xen", p.resolve()), disk)
+    if p.is_file() and is_ext_image(p):
+        return Guest("image", p.stem, f"image:{p.resolve()}", p.resolve(), None, p.resolve())
+    raise InputError(f"{target}: not a guest imgbuild knows",
+                     "give an LXC container directory (or lxc:NAME), a Xen .cfg, vz:CTID, an ext2/3/4 image, an "
+                     "imgbuild output directory or a root directory")
+
+
+@contextlib.contextmanager
+def open_tree(g: Guest, loop: bool = False, epoch: int | None = None, writeback: bool = True) -> Iterator[Tree]:
+    """The guest's files as a Tree, for as long as the `with` lasts (mounts and unpacked copies are undone;
+    an unpacked output is packed again only with writeback)."""
+    if g.kind == "lxc":
+        yield DirTree(g.path / "rootfs", "rootfs")
+    elif g.kind in ("rootfs", "openvz"):
+        yield DirTree(g.path, "rootfs")
+    elif g.kind in ("image", "xen"):
+        if not g.image.is_file():
+            raise InputError(f"{g.image}: the guest's disk image is not there")
+        if loop:
+            with tempfile.TemporaryDirectory(prefix="imgbuild-mnt-") as d, MountStack() as ms:
+                ms.mount(str(g.image), Path(d), options="loop")
+                yield DirTree(d, "image")
+        else:
+            yield ImageTree(g.image, "image", epoch)
+    elif g.kind == "output":
+        with _unpacked_output(g, writeback) as tree:
+            yield tree
+    else:
+        raise InputError(f"{g.path}: cannot open a {g.kind} guest")
+
+
+@contextlib.contextmanager
+def _unpacked_output(g: Guest, writeback: bool) -> Iterator[Tree]:
+    """An imgbuild output: its tarball unpacked; on a clean exit, packed again (same epoch, reproducible) and
+    the manifest's hashes updated."""
+    from ..outputs import sha256, write_atomic
+    from ..targets.tarball import TarballOptions, pack
+
+    manifest = json.loads((g.path / "manifest.json").read_text())
+    tar = next((a for a in manifest["artifacts"] if a["kind"] == "tarball"), None)
+    if tar is None:
+        raise InputError(f"{g.path}: the output has no tarball to re-identify",
+                         "re-identify the installed guest instead (e.g. its LXC container)")
+    tarball = g.path / tar["path"]
+    with tempfile.TemporaryDirectory(prefix="imgbuild-output-", dir=g.path.parent) as d:
+        root = Path(d) / "rootfs"
+        root.mkdir()
+        runner.run(["tar", "--numeric-owner", "--xattrs", "--xattrs-include=*", "-xpf", str(tarball), "-C",
+                    str(root)], quiet=True)
+        before = sha256(tarball)
+        yield DirTree(root, "rootfs")
+        if not writeback:
+            return
+        comp = {".zst": "zst", ".xz": "xz", ".gz": "gz", ".tar": "none"}[tarball.suffix]
+        pack(root, tarball, manifest["source_date_epoch"], TarballOptions(compression=comp))
+        if sha256(tarball) != before:
+            for a in manifest["artifacts"]:
+                p = g.path / a["path"]
+                if p.is_file():
+                    a["size"], a["sha256"] = p.stat().st_size, sha256(p)
+            write_atomic(g.path / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+
+
+# ------------------------------------------------------------------ copies
+
+
+def _cp(src: Path, dest: Path) -> None:
+    """cp -a with reflinks where the filesystem has them: owners, modes, devices, hardlinks, xattrs, sparse."""
+    runner.run(["cp", "-a", "--reflink=auto", "--sparse=always", str(src), str(dest)])
+
+
+def copy(g: Guest, new: str, lxcpath: str = "/var/lib/lxc") -> Guest:
+    """A copy of the guest under a new name; the copy still has the old identity (the engine changes it)."""
+    if g.kind == "lxc":
+        dest = Path(new) if "/" in new else Path(lxcpath) / new
+        _refuse_existing(dest)
+        part = dest.with_name(f".{dest.name}.partial-{os.getpid()}")
+        try:
+            _cp(g.path, part)
+            cfg = part / "config"
+            text = cfg.read_text().replace(str(g.path), str(dest))
+            cfg.write_text(text)
+            os.rename(part, dest)
+        except BaseException:
+            shutil.rmtree(part, ignore_errors=True)
+            raise
+        return _lxc(dest)
+    if g.kind == "xen":
+        cfg = Path(new) if new.endswith(".cfg") else g.path.with_name(f"{new}.cfg")
+        disk = g.image.with_name(f"{cfg.stem}{g.image.suffix}")
+        _refuse_existing(cfg)
+        _refuse_existing(disk)
+        _cp(g.image, disk)
+        text = g.path.read_text().replace(str(g.image), str(disk))
+        text = re.sub(r'^(\s*name\s*=\s*["\'])[^"\']*(["\'])', rf"\g<1>{cfg.stem}\g<2>", text, flags=re.M)
+        cfg.write_text(text)
+        return Guest("xen", cfg.stem, f"xen:{cfg.resolve()}", cfg.resolve(), ("xen", cfg.resolve()), disk)
+    if g.kind in ("image", "rootfs", "output"):
+        dest = Path(new)
+        if g.kind == "image" and dest.suffix == "":
+            dest = dest.with_suffix(g.path.suffix)
+        _refuse_existing(dest)
+        _cp(g.path, dest)
+        return locate(str(dest))
+    raise InputError(f"{g.where}: cloning a {g.kind} guest is not supported",
+                     "copy it with vzmigrate/cp, then `migrate reidentify` the copy")
+
+
+def _refuse_existing(p: Path) -> None:
+    if os.path.lexists(p):
+        raise InputError(f"{p} already exists", "choose another name for the clone")
