@@ -27,7 +27,7 @@ from .steps.files import FileSpec
 from .steps.init import SHIMS, ShimName
 from .steps.network import Interface
 from .steps.password import RootPassword
-from .steps.templates import Template
+from .steps.templates import Template, undefined
 from .targets import Targets, tarball
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -311,6 +311,15 @@ def _semantics(v: dict[str, Any]) -> list[tuple[str, str]]:
             for i, f in enumerate(v[key]):
                 if f.source is not None and not Path(f.source).is_file():
                     out.append((f"{key}[{i}].source", f"{f.source}: no such file"))
+                elif key == "templates" and ok("vars"):
+                    try:
+                        missing = undefined(Path(f.source).read_text(errors="replace"), v["vars"])
+                    except ValueError as e:
+                        out.append((f"templates[{i}].source", f"{f.source}: {e}"))
+                        continue
+                    if missing:
+                        out.append((f"templates[{i}].source", f"{f.source} uses {', '.join(sorted(missing))}, "
+                                                              "which vars does not define"))
     rp = v.get("root_password")
     if ok("root_password") and rp.from_file is not None and not Path(rp.from_file).is_file():
         out.append(("root_password.from_file", f"{rp.from_file}: no such file"))

@@ -160,8 +160,8 @@ class Edit:
 
     def diff(self) -> str:
         if self.secret:
-            what = "replaced by a new one" if self.new is not None else "removed"
-            return f"--- {self.where}\n+++ {self.where}\n(key material {what}; not shown)\n"
+            what = "replaced" if self.new is not None else "removed"
+            return f"--- {self.where}\n+++ {self.where}\n({what}; not shown: it holds keys or secret values)\n"
         a = (self.old or b"").decode(errors="replace").splitlines(keepends=True)
         b = (self.new or b"").decode(errors="replace").splitlines(keepends=True)
         text = "".join(difflib.unified_diff(a, b, f"{self.where}", f"{self.where}"))
@@ -180,11 +180,14 @@ class Plan:
         return "".join(e.diff() for e in self.edits)
 
 
-def rename_for(req: Request, cur: Current, allocate: Callable[[int], list[str]]) -> formats.Rename:
+def rename_for(req: Request, cur: Current, allocate: Callable[[int], list[str]],
+               keep: frozenset[str] = frozenset()) -> formats.Rename:
+    """`keep`: MACs `--mac auto` leaves alone (allocated to this very guest before: a rerun changes nothing)."""
     macs = dict(req.macs)
     if req.mac_auto:
         for m in cur.macs:
-            macs.setdefault(m, "auto")
+            if m not in keep:
+                macs.setdefault(m, "auto")
     want = [old for old, new in macs.items() if new == "auto"]
     fresh = iter(allocate(len(want))) if want else iter(())
     macs = {old: (next(fresh) if new == "auto" else new) for old, new in macs.items()}
@@ -196,11 +199,12 @@ def rename_for(req: Request, cur: Current, allocate: Callable[[int], list[str]])
 
 
 def plan(tree: Tree, req: Request, allocate: Callable[[int], list[str]], config: tuple[str, Path] | None = None,
-         new_guest: bool = False) -> Plan:
+         new_guest: bool = False, config_as: tuple[str, str] | None = None, keep_macs: frozenset[str] = frozenset()
+         ) -> Plan:
     """Every edit the request means for this guest; nothing is written."""
     cfg_text = config[1].read_text() if config else None
     cur = current(tree, cfg_text)
-    r = rename_for(req, cur, allocate)
+    r = rename_for(req, cur, allocate, keep_macs)
     gws = {}
     for c in req.ips:
         if c.gateway is not None:
@@ -227,9 +231,10 @@ def plan(tree: Tree, req: Request, allocate: Callable[[int], list[str]], config:
         edit_file(path, formats.tokens)
     if config:
         kind, cfg = config
-        new = CONFIG_REWRITERS[kind](cfg_text, r)
+        base, label = config_as if config_as else (cfg_text, str(cfg))
+        new = CONFIG_REWRITERS[kind](base, r)
         if new != cfg_text:
-            p.edits.append(Edit(f"config:{cfg}", cfg_text.encode(), new.encode(),
+            p.edits.append(Edit(f"config:{label}", cfg_text.encode(), new.encode(),
                                 lambda: write_atomic(cfg, new, statmod.S_IMODE(cfg.stat().st_mode))))
     _templates(tree, req, r, cur, p)
     if req.reset:
@@ -262,7 +267,7 @@ def _reset(tree: Tree, hostname: str, p: Plan, force_keys: bool) -> None:
     if mid:
         meta = tree.meta("/etc/machine-id")
         p.edits.append(Edit(f"{tree.label}:/etc/machine-id", mid, b"",
-                            lambda: tree.write("/etc/machine-id", b"", meta)))
+                            lambda meta=meta: tree.write("/etc/machine-id", b"", meta)))
     dbus = tree.meta("/var/lib/dbus/machine-id")
     if dbus is not None and statmod.S_ISREG(dbus.mode):
         old = tree.read("/var/lib/dbus/machine-id")

@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import tempfile
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -34,6 +35,7 @@ class Guest:
 
 
 def _lxc(d: Path) -> Guest:
+    d = Path(os.path.abspath(d))
     return Guest("lxc", d.name, f"lxc:{d}", d, ("lxc", d / "config"))
 
 
@@ -62,7 +64,9 @@ def locate(target: str, lxcpath: str = "/var/lib/lxc", vzconf: str = "/etc/vz/co
         return _lxc(p.resolve())
     if p.is_dir() and (p / "manifest.json").is_file():
         m = json.loads((p / "manifest.json").read_text())
-        return Guest("output", m.get("name", p.name), f"output:{p.resolve()}", p.resolve())
+        conf = next((p.resolve() / a["path"] for a in m.get("artifacts", []) if a.get("kind") == "lxc-config"), None)
+        return Guest("output", m.get("name", p.name), f"output:{p.resolve()}", p.resolve(),
+                     ("lxc", conf) if conf else None)
     if p.is_dir() and (p / "etc").is_dir():
         return Guest("rootfs", p.name, f"rootfs:{p.resolve()}", p.resolve())
     if p.is_file() and p.suffix == ".cfg":
@@ -88,7 +92,7 @@ def open_tree(g: Guest, loop: bool = False, epoch: int | None = None, writeback:
             raise InputError(f"{g.image}: the guest's disk image is not there")
         if loop:
             with tempfile.TemporaryDirectory(prefix="imgbuild-mnt-") as d, MountStack() as ms:
-                ms.mount(str(g.image), Path(d), options="loop")
+                ms.mount(str(g.image), Path(d), options="loop" if writeback else "loop,ro,noload")
                 yield DirTree(d, "image")
         else:
             yield ImageTree(g.image, "image", epoch)
@@ -117,18 +121,22 @@ def _unpacked_output(g: Guest, writeback: bool) -> Iterator[Tree]:
         root.mkdir()
         runner.run(["tar", "--numeric-owner", "--xattrs", "--xattrs-include=*", "-xpf", str(tarball), "-C",
                     str(root)], quiet=True)
-        before = sha256(tarball)
         yield DirTree(root, "rootfs")
         if not writeback:
             return
         comp = {".zst": "zst", ".xz": "xz", ".gz": "gz", ".tar": "none"}[tarball.suffix]
         pack(root, tarball, manifest["source_date_epoch"], TarballOptions(compression=comp))
-        if sha256(tarball) != before:
-            for a in manifest["artifacts"]:
-                p = g.path / a["path"]
-                if p.is_file():
-                    a["size"], a["sha256"] = p.stat().st_size, sha256(p)
-            write_atomic(g.path / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        old = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
+        for a in manifest["artifacts"]:
+            p = g.path / a["path"]
+            if p.is_file():
+                a["size"], a["sha256"] = p.stat().st_size, sha256(p)
+        hn = (root / "etc/hostname")
+        if hn.is_file() and not hn.is_symlink() and hn.read_text().strip():
+            manifest["hostname"] = hn.read_text().strip()
+        new = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
+        if new != old:
+            write_atomic(g.path / "manifest.json", new)
 
 
 # ------------------------------------------------------------------ copies
@@ -139,17 +147,41 @@ def _cp(src: Path, dest: Path) -> None:
     runner.run(["cp", "-a", "--reflink=auto", "--sparse=always", str(src), str(dest)])
 
 
+def lxc_dest(new: str, lxcpath: str) -> Path:
+    return Path(os.path.abspath(Path(new) if "/" in new else Path(lxcpath) / new))
+
+
+def lxc_copy_config(text: str, dest: Path) -> str:
+    """A container config as its copy at dest has it: paths moved to dest, no host-side veth names."""
+    from ..targets.lxc import _config_dir, relocate
+
+    text = relocate(text, _config_dir(text), str(dest))
+    return re.sub(r"^\s*lxc\.net(?:work)?\.(?:\d+\.)?veth\.pair\s*=.*\n?", "", text, flags=re.M)
+
+
+def _cp_atomic(src: Path, dest: Path) -> None:
+    part = dest.with_name(f".{dest.name}.partial-{os.getpid()}")
+    try:
+        _cp(src, part)
+        os.rename(part, dest)
+    except BaseException:
+        if part.is_dir() and not part.is_symlink():
+            shutil.rmtree(part, ignore_errors=True)
+        elif os.path.lexists(part):
+            part.unlink()
+        raise
+
+
 def copy(g: Guest, new: str, lxcpath: str = "/var/lib/lxc") -> Guest:
     """A copy of the guest under a new name; the copy still has the old identity (the engine changes it)."""
     if g.kind == "lxc":
-        dest = Path(new) if "/" in new else Path(lxcpath) / new
+        dest = lxc_dest(new, lxcpath)
         _refuse_existing(dest)
         part = dest.with_name(f".{dest.name}.partial-{os.getpid()}")
         try:
             _cp(g.path, part)
             cfg = part / "config"
-            text = cfg.read_text().replace(str(g.path), str(dest))
-            cfg.write_text(text)
+            cfg.write_text(lxc_copy_config(cfg.read_text(), dest))
             os.rename(part, dest)
         except BaseException:
             shutil.rmtree(part, ignore_errors=True)
@@ -160,8 +192,9 @@ def copy(g: Guest, new: str, lxcpath: str = "/var/lib/lxc") -> Guest:
         disk = g.image.with_name(f"{cfg.stem}{g.image.suffix}")
         _refuse_existing(cfg)
         _refuse_existing(disk)
-        _cp(g.image, disk)
+        _cp_atomic(g.image, disk)
         text = g.path.read_text().replace(str(g.image), str(disk))
+        text = re.sub(r'^(\s*uuid\s*=\s*["\'])[^"\']*(["\'])', rf"\g<1>{uuid.uuid4()}\g<2>", text, flags=re.M)
         text = re.sub(r'^(\s*name\s*=\s*["\'])[^"\']*(["\'])', rf"\g<1>{cfg.stem}\g<2>", text, flags=re.M)
         cfg.write_text(text)
         return Guest("xen", cfg.stem, f"xen:{cfg.resolve()}", cfg.resolve(), ("xen", cfg.resolve()), disk)
@@ -170,7 +203,7 @@ def copy(g: Guest, new: str, lxcpath: str = "/var/lib/lxc") -> Guest:
         if g.kind == "image" and dest.suffix == "":
             dest = dest.with_suffix(g.path.suffix)
         _refuse_existing(dest)
-        _cp(g.path, dest)
+        _cp_atomic(g.path, dest)
         return locate(str(dest))
     raise InputError(f"{g.where}: cloning a {g.kind} guest is not supported",
                      "copy it with vzmigrate/cp, then `migrate reidentify` the copy")

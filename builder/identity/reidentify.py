@@ -46,11 +46,11 @@ def _record(g: Guest, cur: engine.Current, p: engine.Plan) -> inventory.GuestRec
     return inventory.GuestRecord(name=g.name, hostname=r.hostname or cur.hostname, ips=ips, macs=macs, where=g.where)
 
 
-def _check(rec: inventory.GuestRecord, known: list[inventory.GuestRecord], force: bool) -> None:
+def _check(rec: inventory.GuestRecord, known: list[inventory.GuestRecord], force: bool, say: bool = True) -> None:
     found = inventory.conflicts(rec, known, self_where=rec.where)
     if found and not force:
         raise inventory.conflict_error(found)
-    for c in found:
+    for c in found if say else ():
         log.warning("--force: %s", c)
 
 
@@ -62,16 +62,19 @@ def _known(inv: inventory.Inventory, where: Where) -> list[inventory.GuestRecord
 
 
 def reidentify(g: Guest, req: engine.Request, where: Where, dry_run: bool = False, force: bool = False,
-               loop: bool = False, new_guest: bool = False, source: inventory.GuestRecord | None = None) -> Outcome:
+               loop: bool = False, new_guest: bool = False, source: inventory.GuestRecord | None = None,
+               config_as: tuple[str, str] | None = None, precheck: bool = False) -> Outcome:
     with inventory.locked(where.inventory_file) as inv:
         known = _known(inv, where) + ([source] if source else [])
+        mine = inv.at(g.where)   # MACs imgbuild gave this very guest before: --mac auto keeps them
+        keep = frozenset(mine.macs) if mine and not new_guest else frozenset()
         with open_tree(g, loop, writeback=not dry_run) as tree:
             cfg_text = g.config[1].read_text() if g.config else None
             cur = engine.current(tree, cfg_text)
             p = engine.plan(tree, req, lambda n: inventory.allocate_macs(n, known, local=where.local_mac),
-                            g.config, new_guest=new_guest)
+                            g.config, new_guest=new_guest, config_as=config_as, keep_macs=keep)
             rec = _record(g, cur, p)
-            _check(rec, known, force)
+            _check(rec, known, force, say=not precheck)
             if dry_run:
                 return Outcome(g, p, rec, False)
             engine.apply(p)
@@ -89,12 +92,18 @@ def clone(src: str, new: str, req: engine.Request, where: Where, dry_run: bool =
     name = Path(new).name.split(".")[0]
     req = engine.Request(hostname=req.hostname or name, ips=req.ips, macs=req.macs, mac_auto=True,
                          variables=req.variables, files=req.files, reset=True)
+    config_as = None
+    if g.kind == "lxc":
+        from .guest import lxc_copy_config, lxc_dest
+        dest = lxc_dest(new, where.lxcpath)
+        config_as = (lxc_copy_config(g.config[1].read_text(), dest), str(dest / "config"))
     if dry_run:   # planned on the source itself (nothing is copied), as the clone it would become
         return reidentify(Guest(g.kind, name, f"clone-of:{g.where}", g.path, g.config, g.image), req, where,
-                          dry_run=True, force=force, loop=loop, new_guest=True, source=source)
+                          dry_run=True, force=force, loop=loop, new_guest=True, source=source, config_as=config_as)
     # the identity is checked before the (possibly large) copy is made, and again on the copy
     as_clone = Guest(g.kind, name, f"clone-of:{g.where}", g.path, g.config, g.image)
-    reidentify(as_clone, req, where, dry_run=True, force=force, loop=loop, new_guest=True, source=source)
+    reidentify(as_clone, req, where, dry_run=True, force=force, loop=loop, new_guest=True, source=source,
+               precheck=True)
     made = copy(g, new, where.lxcpath)
     try:
         return reidentify(made, req, where, force=force, loop=loop, new_guest=True, source=source)

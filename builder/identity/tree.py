@@ -50,6 +50,8 @@ class DirTree:
         return host.read_bytes()
 
     def _host(self, path: str) -> Path | None:
+        if not path.strip("/"):
+            return self.root.path
         try:
             return self.root.resolve(path, follow_last=False)
         except Exception:   # noqa: BLE001 - a path that escapes is simply not there
@@ -102,8 +104,9 @@ class ImageTree:
         kind = re.search(r"Type:\s+(\w+)", out)
         if not (mode and ids and kind):
             return None
-        fmt = {"regular": statmod.S_IFREG, "directory": statmod.S_IFDIR, "symlink": statmod.S_IFLNK}.get(
-            kind.group(1), 0)
+        fmt = {"regular": statmod.S_IFREG, "directory": statmod.S_IFDIR, "symlink": statmod.S_IFLNK,
+               "character": statmod.S_IFCHR, "block": statmod.S_IFBLK, "FIFO": statmod.S_IFIFO,
+               "socket": statmod.S_IFSOCK}.get(kind.group(1), 0)
         return Meta(fmt | int(mode.group(1), 8), int(ids.group(1)), int(ids.group(2)))
 
     def write(self, path: str, data: bytes, meta: Meta | None = None) -> None:

@@ -58,6 +58,21 @@ def render(source: str, ctx: Mapping[str, Any], name: str) -> str:
                                                         "VAR=VALUE when cloning)") from None
 
 
+BUILTINS = frozenset({"hostname", "fqdn", "domain", "ip", "addresses", "macs"})
+
+
+def undefined(source: str, variables: Mapping[str, Any]) -> set[str]:
+    """Variables a template uses that neither imgbuild nor `vars` defines (checked when the recipe loads)."""
+    from jinja2 import meta
+
+    env = jinja2.Environment()
+    try:
+        used = meta.find_undeclared_variables(env.parse(source))
+    except jinja2.TemplateSyntaxError as e:
+        raise ValueError(f"Jinja2 syntax, line {e.lineno}: {e.message}") from None
+    return set(used) - BUILTINS - set(variables)
+
+
 def stored_name(path: str) -> str:
     return hashlib.sha256(path.encode()).hexdigest()[:16] + "-" + Path(path).name + ".j2"
 
@@ -76,7 +91,7 @@ def run(ctx: "Context", templates: tuple[Template, ...]) -> None:
         except OSError as e:
             raise InputError(f"{ctx.source}: templates[{n}].source: cannot read {t.source}: {e.strerror}") from None
         uid, gid = ctx.ids(t.owner, t.group, f"templates[{n}]")
-        ctx.root.write(t.path, render(source, c, t.path), t.mode, uid, gid)
+        ctx.root.write(t.path, render(source, c, f"{t.source} (for {t.path})"), t.mode, uid, gid)
         kept = f"{STORE}/{stored_name(t.path)}"
         ctx.root.write(kept, source, 0o600)
         index.append({"path": t.path, "template": kept, "mode": f"{t.mode:04o}", "uid": uid, "gid": gid})
