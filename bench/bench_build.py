@@ -31,6 +31,7 @@ sys.path.insert(0, str(REPO))
 
 from builder import apt, recipe  # noqa: E402
 from builder.targets.tarball import TarballOptions, pack  # noqa: E402
+from bench.report import write_section  # noqa: E402
 
 IMGBUILD = Path(sys.executable).parent / "imgbuild"
 
@@ -118,7 +119,7 @@ def main() -> None:
     ]
     cmd = f".venv/bin/python bench/bench_build.py --rounds {args.rounds} --recipe {os.path.relpath(args.recipe, REPO)}"
     lines = [
-        "# Benchmarks", "",
+        "## Building: imgbuild against mmdebstrap and debootstrap", "",
         f"Measured {datetime.date.today().isoformat()} with `{cmd}` (as root), all numbers from that one run; "
         f"each time is the median of {args.rounds} rounds in which the tools take turns (the order rotates every round).", "",
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, Linux {platform.release()}, "
@@ -144,7 +145,7 @@ def main() -> None:
         "shim, files, the hook, cleanup, the tarball, the LXC config, sha256 of every artifact and the manifest.",
         "",
     ]
-    Path(args.report).write_text("\n".join(lines))
+    write_section(Path(args.report), "bench_build", lines)
     print("\n".join(lines))
 
 

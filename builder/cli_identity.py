@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 import click
-import yaml
 
-from .identity import engine
-from .identity.reidentify import Outcome, Where, check_hostname
+if TYPE_CHECKING:   # imported when a command runs: `migrate push` does not pay for the identity engine
+    from .identity import engine
+    from .identity.reidentify import Outcome, Where
 
 
 def options(f):
@@ -37,6 +38,11 @@ def options(f):
 
 
 def request(hostname, ips, macs, variables, files) -> engine.Request:
+    import yaml
+
+    from .identity import engine
+    from .identity.reidentify import check_hostname
+
     check_hostname(hostname)
     auto = "auto" in macs
     pairs = tuple(engine.parse_mac(m) for m in macs if m != "auto")
@@ -51,6 +57,8 @@ def request(hostname, ips, macs, variables, files) -> engine.Request:
 
 
 def where(inventory, lxcpath, xen_dir, vz_dir, local_mac) -> Where:
+    from .identity.reidentify import Where
+
     return Where(inventory, lxcpath, xen_dir, vz_dir, local_mac)
 
 

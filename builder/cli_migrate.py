@@ -17,9 +17,16 @@ from .cli_common import apply_verbosity, log, run_cli, verbosity
 def migrate(verbose: int, quiet: bool, debug: bool) -> None:
     """Move OS trees and guests between hosts, and their configs between tool generations.
 
-    Today: convert-lxc (LXC 0.7-2.0 configs to LXC 2.1+ and back) and convert-xen (Xen 3 xm configs to Xen 4
-    xl). Pushing OS trees over ssh, chroot deploys and whole Xen guest moves arrive with later work; images are
-    built by imgbuild (see `imgbuild --help`).
+    \b
+    push            a whole OS tree to a directory on a host (rsync over your ssh), safely for a running host
+    chroot-*        run a pushed OS in a chroot there: install, start (by hand), enable at boot, stop, disable
+    xen             a Xen 3 guest to a Xen 4 host: disks, xl config, a new identity or a cutover
+    xen-bridge      the dom0 bridge files a Xen 4 EL6 host needs, for review
+    reidentify      a guest's host name, IPs and MACs, everywhere they live
+    convert-lxc     LXC configs between LXC 0.7-2.0 and 2.1+ keys
+    convert-xen     Xen 3 xm configs to Xen 4 xl
+
+    Every command that changes a remote host has --dry-run. Images are built by imgbuild (`imgbuild --help`).
     """
     apply_verbosity(verbose, quiet, debug)
 
@@ -180,6 +187,19 @@ def reidentify(target, hostname, ips, macs, variables, files, dry_run, force, in
     w = cli_identity.where(inventory, lxcpath, xen_dir, vz_dir, local_mac)
     g = locate(target, lxcpath, vz_dir)
     cli_identity.report(do(g, req, w, dry_run=dry_run, force=force, loop=loop), dry_run)
+
+
+def _register() -> None:
+    from .cli_push import push
+    from .cli_chroot import chroot_commands
+    from .cli_xen import xen_commands
+
+    migrate.add_command(push)
+    for c in (*chroot_commands, *xen_commands):
+        migrate.add_command(c)
+
+
+_register()
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import collections
 import logging
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -89,12 +90,14 @@ def run(
     hint: str | None = None,
     quiet: bool = False,
     reap_group: bool = False,
+    split_cr: bool = False,
 ) -> Result:
     """Run argv, stream its output to the log, raise CommandError on failure.
 
     capture=True returns stdout (stderr still goes to the log and the tail). on_line gets every output line
     (e.g. to turn a tool's progress into ours). input is fed on stdin (a Secret stays out of the log).
     reap_group=True kills whatever the command left running in its process group (chroot hooks).
+    split_cr=True also ends a line at a carriage return (progress meters redraw one line with \\r).
     """
     shown = show(argv)
     (log.debug if quiet else log.info)("+ %s", shown)
@@ -112,7 +115,7 @@ def run(
         raise ToolMissing(prog, PACKAGES.get(prog)) from None
 
     def pump(stream: IO[bytes], keep: list[bytes] | None) -> None:
-        for raw in iter(stream.readline, b""):
+        for raw in (_cr_lines(stream) if split_cr and keep is None else iter(stream.readline, b"")):
             if keep is not None:
                 keep.append(raw)
                 continue
@@ -154,6 +157,17 @@ def run(
     return Result(rc, stdout, list(tail))
 
 
+def _cr_lines(stream: IO[bytes]) -> Iterable[bytes]:
+    """Lines ended by \\n or \\r, as they arrive."""
+    buf = b""
+    while chunk := stream.read1(65536):
+        buf += chunk
+        *done, buf = re.split(rb"[\r\n]", buf)
+        yield from (d for d in done if d)
+    if buf:
+        yield buf
+
+
 def _kill_group(pgid: int, sig: int) -> None:
     try:
         os.killpg(pgid, sig)
@@ -170,6 +184,24 @@ def _stop(proc: subprocess.Popen) -> None:
         pass
     _kill_group(proc.pid, signal.SIGKILL)
     proc.wait()
+
+
+def start(argv: Sequence[Arg]) -> subprocess.Popen:
+    """A long-lived helper process (an ssh control master): stdout discarded, stderr kept for its error, its own
+    process group. End it with stop()."""
+    log.debug("+ %s &", show(argv))
+    try:
+        return subprocess.Popen(_real(argv), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, start_new_session=True)
+    except FileNotFoundError:
+        prog = os.path.basename(os.fspath(argv[0]))
+        raise ToolMissing(prog, PACKAGES.get(prog)) from None
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """End a process start() began (TERM, then KILL), and its group."""
+    if proc.poll() is None:
+        _stop(proc)
 
 
 def output(argv: Sequence[Arg], **kw) -> str:

@@ -580,14 +580,16 @@ def convert(cfg: XmConfig, disk_map: Iterable[tuple[str, str]] = (), bridge_map:
                         note(s, f"vif {i}: {k} is not an xl vif setting (xl-network-configuration(5)): dropped",
                              "warning")
                         continue
-                    if k == "bridge" and val in bridges:
-                        note(s, f"vif {i}: bridge {val} -> {bridges[val]}")
-                        val = bridges[val]
+                    new_bridge = bridges.get(val, bridges.get("*")) if k == "bridge" else None
+                    if new_bridge and new_bridge != val:
+                        note(s, f"vif {i}: bridge {val} -> {new_bridge}")
+                        val = new_bridge
                     keys.add(k)
                     pairs.append((k, val))
-                if "bridge" not in keys and "xenbr0" in bridges:
-                    pairs.append(("bridge", bridges["xenbr0"]))
-                    note(s, f"vif {i}: no bridge (xend's default, xenbr0) -> bridge={bridges['xenbr0']}")
+                default = bridges.get("xenbr0", bridges.get("*"))
+                if "bridge" not in keys and default:
+                    pairs.append(("bridge", default))
+                    note(s, f"vif {i}: no bridge (xend's default, xenbr0) -> bridge={default}")
                 if "mac" not in keys:
                     note(s, f"vif {i} has no mac: xl makes up a new one at every start (old guests' udev then "
                             "renames the NIC); copy the MAC the guest had", "warning")

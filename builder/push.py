@@ -1,0 +1,401 @@
+"""`migrate push`: a whole OS tree to a directory on a remote host, with real rsync over the user's ssh.
+
+Safety first, because the receiver is usually a running host nobody can reach by console:
+- the destination is probed before anything is sent: `/` and the system's own top-level directories are
+  refused, a symlink that would send --delete somewhere else is refused, and every mount found under the
+  destination (a running chroot's /proc, /dev, /lib/modules binds) is left alone: rsync never enters it;
+- the source's live filesystems (proc, sysfs, devtmpfs, tmpfs ...) and /proc, /sys, /run, /tmp contents are
+  never sent;
+- per-host files (host name, ssh host keys, machine-id, network config, fstab) are protected: never sent,
+  never deleted on the receiver, unless asked;
+- partial files go to a partial directory, so an interrupted push leaves no half-written file in place and the
+  rerun resumes from what arrived; a rerun converges.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shlex
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import run as runner
+from .errors import BuilderError, CommandError, InputError
+from .remote import Remote
+
+log = logging.getLogger("imgbuild")
+
+RSYNC_FLAGS = ["-aHAXS", "--numeric-ids"]
+PARTIAL_DIR = ".imgbuild-partial"
+
+# contents never sent: the running system's virtual and scratch directories (the directories themselves are)
+DEFAULT_EXCLUDES = ("/proc/*", "/sys/*", "/run/*", "/tmp/*", "/var/tmp/*", "/var/run/*", "/var/lock/*",
+                    "/mnt/*", "/media/*", "/lost+found", "/swapfile", "/var/cache/apt/archives/*.deb",
+                    "/var/cache/yum/*")
+
+# per-host files: kept on the receiver, never sent, never deleted
+DEFAULT_PROTECT = ("/etc/hostname", "/etc/HOSTNAME", "/etc/machine-id", "/var/lib/dbus/machine-id",
+                   "/etc/ssh/ssh_host_*", "/etc/hosts", "/etc/resolv.conf", "/etc/fstab",
+                   "/etc/network/interfaces", "/etc/network/interfaces.d", "/etc/sysconfig/network",
+                   "/etc/sysconfig/network-scripts/ifcfg-*", "/etc/netplan", "/etc/systemd/network",
+                   "/etc/NetworkManager/system-connections", "/etc/udev/rules.d/70-persistent-net.rules")
+
+# a push there would overwrite or delete the running system itself
+SYSTEM_DIRS = frozenset({"/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib32", "/lib64", "/libx32",
+                         "/opt", "/proc", "/root", "/run", "/sbin", "/srv", "/sys", "/tmp", "/usr", "/var"})
+
+# filesystems that are a running system's, not its files
+VIRTUAL_FS = frozenset({"proc", "sysfs", "devtmpfs", "devpts", "tmpfs", "cgroup", "cgroup2", "securityfs",
+                        "debugfs", "tracefs", "pstore", "bpf", "mqueue", "hugetlbfs", "configfs", "fusectl",
+                        "binfmt_misc", "autofs", "efivarfs", "rpc_pipefs", "nsfs"})
+
+PROFILE_DIRS = (Path(__file__).parent / "profiles", Path("/etc/imgbuild/profiles"))
+
+_PATH_OK = re.compile(r"^/[A-Za-z0-9._+@:/,=-]*$")
+
+
+@dataclass(frozen=True)
+class PushRequest:
+    dest: str
+    source: Path = Path("/")
+    files_from: Path | None = None
+    profile: str | None = None
+    excludes: tuple[str, ...] = ()
+    protect: tuple[str, ...] = ()
+    unprotect: tuple[str, ...] = ()
+    bwlimit: int | None = None
+    delete: bool = False
+    dry_run: bool = False
+    verify: bool = False
+    force: bool = False
+    rsync_path: str | None = None
+    progress: bool = True
+
+
+@dataclass
+class Probe:
+    """What the receiver looks like before the push."""
+    rsync: str = ""
+    exists: bool = False
+    is_dir: bool = False
+    real: str = ""
+    mounts: list[str] = field(default_factory=list)     # relative to dest, with a leading /
+    have_protected: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Changes:
+    """rsync's itemized changes, counted."""
+    sent: list[tuple[str, int]] = field(default_factory=list)      # regular files with data to send
+    created: int = 0                                                # directories, links, devices, hardlinks
+    attrs: int = 0                                                  # only owner/mode/time/xattr/acl changes
+    deleted: list[str] = field(default_factory=list)
+    stats: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def bytes(self) -> int:
+        return sum(n for _, n in self.sent)
+
+    @property
+    def total(self) -> int:
+        return len(self.sent) + self.created + self.attrs + len(self.deleted)
+
+
+def check_dest(dest: str, force: bool) -> str:
+    if not dest.startswith("/"):
+        raise InputError(f"--dest {dest}: give an absolute path on the remote host", "e.g. --dest /srv/newos")
+    norm = "/" + os.path.normpath(dest).lstrip("/")
+    if not _PATH_OK.match(norm) or "/../" in dest + "/":
+        raise InputError(f"--dest {dest}: only plain absolute paths are accepted (no spaces, quotes, ..)",
+                         "e.g. --dest /srv/newos")
+    if norm in SYSTEM_DIRS and not force:
+        raise InputError(f"--dest {norm}: refusing to push into the remote system's own {norm}",
+                         "push into a directory of its own (e.g. /srv/newos) and start it with chroot-start; "
+                         "--force if you really mean to overwrite the running system")
+    return norm
+
+
+def _probe_script(dest: str, protect: list[str]) -> str:
+    d = shlex.quote(dest)
+    lines = [
+        f"D={d}",
+        'echo "rsync=$(command -v rsync 2>/dev/null)"',
+        'if [ -e "$D" ] || [ -L "$D" ]; then echo exists=1; [ -d "$D" ] && echo isdir=1; fi',
+        'P="$D"; while [ ! -e "$P" ] && [ "$P" != / ]; do P=$(dirname "$P"); done',
+        'R=$(readlink -f "$P"); echo "real=$R${D#$P}"',
+        "[ -r /proc/mounts ] && awk -v d=\"$D\" -v r=\"$R${D#$P}\" "
+        "'{ if (index($2, d \"/\") == 1) print \"mount=\" substr($2, length(d) + 1);"
+        " else if (r != d && index($2, r \"/\") == 1) print \"mount=\" substr($2, length(r) + 1) }' /proc/mounts",
+    ]
+    for p in protect:
+        pat = p.rstrip("/")
+        glob = "".join(ch if ch in "*?[]" else shlex.quote(ch) if ch != "/" else "/" for ch in pat)
+        lines.append(f'for f in "$D"{glob}; do [ -e "$f" ] && echo "have=${{f#$D}}"; done')
+    return "\n".join(lines) + "\ntrue\n"
+
+
+def _unescape_mount(s: str) -> str:
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), s)
+
+
+def probe(remote: Remote, dest: str, protect: list[str]) -> Probe:
+    out = remote.sh(_probe_script(dest, protect), what=f"looking at {dest}").stdout
+    p = Probe()
+    for line in out.splitlines():
+        k, _, v = line.partition("=")
+        if k == "rsync":
+            p.rsync = v
+        elif k == "exists":
+            p.exists = True
+        elif k == "isdir":
+            p.is_dir = True
+        elif k == "real":
+            p.real = os.path.normpath(v) if v else ""
+        elif k == "mount" and v:
+            p.mounts.append(_unescape_mount(v))
+        elif k == "have":
+            p.have_protected.append(v)
+    p.mounts = sorted(set(p.mounts))
+    return p
+
+
+def source_mounts(source: Path) -> list[str]:
+    """Live filesystems mounted under the source (as /relative paths): their contents are never sent."""
+    src = os.path.realpath(source)
+    found = []
+    try:
+        lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        return []
+    for line in lines:
+        f = line.split()
+        try:
+            sep = f.index("-")
+        except ValueError:
+            continue
+        point, fstype = _unescape_mount(f[4]), f[sep + 1]
+        if fstype in VIRTUAL_FS and point != src and (src == "/" or point.startswith(src + "/")):
+            found.append(point[len(src.rstrip("/")):] or "/")
+    return sorted(set(found))
+
+
+def profile_rules(name: str) -> tuple[Path, list[str]]:
+    """A profile: rsync filter rules (`+ /usr/***`, `- *`), from the project's profiles, /etc/imgbuild/profiles
+    or a file path."""
+    cands = [Path(name)] if "/" in name else [d / f"{name}.rules" for d in PROFILE_DIRS]
+    for c in cands:
+        if c.is_file():
+            rules = [ln.strip() for ln in c.read_text().splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+            bad = [r for r in rules if not re.match(r"^[-+PR] \S", r)]
+            if bad:
+                raise InputError(f"{c}: not an rsync filter rule: {bad[0]!r}",
+                                 "each line is `+ PATTERN` (include) or `- PATTERN` (exclude); see rsync(1) FILTER RULES")
+            return c, rules
+    known = sorted({p.stem for d in PROFILE_DIRS if d.is_dir() for p in d.glob("*.rules")})
+    raise InputError(f"--profile {name}: no such profile", f"known profiles: {', '.join(known) or 'none'}; "
+                     "or give the path of a file of rsync filter rules")
+
+
+def _protect_list(req: PushRequest) -> list[str]:
+    out = [p for p in DEFAULT_PROTECT if p not in req.unprotect]
+    for p in req.protect:
+        if not p.startswith("/"):
+            raise InputError(f"--protect {p}: give a path inside the tree, starting with /", "e.g. --protect /etc/myapp.conf")
+        out.append(p)
+    return list(dict.fromkeys(out))
+
+
+def filters(req: PushRequest, pr: Probe, protect: list[str]) -> list[str]:
+    """Filter rules, first match wins: the receiver's mounts, protected files, the user's excludes, the live
+    filesystems of the source, the default excludes, then the profile."""
+    rules = [f"- {m}" for m in pr.mounts]
+    rules += [f"- {p}" for p in protect]
+    rules += [f"- {e}" for e in req.excludes]
+    rules += [f"- {m}/*" for m in source_mounts(req.source) if m != "/"]
+    rules += [f"- {e}" for e in DEFAULT_EXCLUDES]
+    if req.profile:
+        rules += profile_rules(req.profile)[1]
+    return rules
+
+
+def rsync_argv(req: PushRequest, remote: Remote, rules: list[str], *, dry_run: bool, checksum: bool = False,
+               progress: bool = False) -> list[str]:
+    a = ["rsync", *RSYNC_FLAGS, f"--partial-dir={PARTIAL_DIR}", "--stats", "--out-format=%i|%l|%n",
+         "-e", remote.rsh()]
+    if dry_run:
+        a.append("--dry-run")
+    if checksum:
+        a.append("--checksum")
+    if progress:
+        a.append("--info=progress2")
+    if req.delete:
+        a.append("--delete")
+    if req.bwlimit:
+        a.append(f"--bwlimit={req.bwlimit}")
+    if req.rsync_path:
+        a.append(f"--rsync-path={req.rsync_path}")
+    if req.files_from:
+        a += ["-r", f"--files-from={req.files_from}"]
+    a += [f"--filter={r}" for r in rules]
+    a += [str(req.source).rstrip("/") + "/", remote.spec(req.dest.rstrip("/") + "/")]
+    return a
+
+
+_ITEM = re.compile(r"^([<>ch.*][fdLDS]?[^|]*)\|(\d*)\|(.*)$")
+_STAT = re.compile(r"^(Number of [a-z ]+|Total [a-z ]+|Literal data|Matched data): ([\d,]+)")
+
+
+def parse(lines: list[str]) -> Changes:
+    c = Changes()
+    for line in lines:
+        m = _ITEM.match(line)
+        if m:
+            item, size, name = m.group(1), m.group(2), m.group(3)
+            if item.startswith("*deleting"):
+                c.deleted.append(name)
+            elif item[0] in "<>" and item[1:2] == "f":
+                c.sent.append((name, int(size or 0)))
+            elif "+" in item:
+                c.created += 1
+            else:
+                c.attrs += 1
+            continue
+        s = _STAT.match(line.strip())
+        if s:
+            c.stats[s.group(1)] = int(s.group(2).replace(",", ""))
+    return c
+
+
+class _Progress:
+    """rsync's --info=progress2 turned into one tqdm bar (percent of the whole transfer)."""
+
+    _RE = re.compile(r"^\s*([\d,]+)\s+(\d+)%\s+(\S+/s)")
+
+    def __init__(self, show: bool):
+        self.bar = None
+        if show:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=100, unit="%", desc="push", leave=False, file=sys.stderr,
+                            bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix}")
+        self.lines: list[str] = []
+
+    def __call__(self, line: str) -> None:
+        m = self._RE.match(line)
+        if m:
+            if self.bar is not None:
+                self.bar.n = int(m.group(2))
+                self.bar.set_postfix_str(f"{_human(int(m.group(1).replace(',', '')))} {m.group(3)}", refresh=True)
+            return
+        self.lines.append(line)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+# rsync's exit codes that mean "stopped part-way": the next run resumes from the partial directory
+_INTERRUPTED = {10: "socket I/O error", 12: "the connection broke", 20: "rsync was stopped by a signal",
+                30: "timeout", 35: "timeout", 255: "ssh failed"}
+
+
+def _rsync(argv: list[str], remote: Remote, req: PushRequest, progress: bool) -> Changes:
+    prog = _Progress(progress)
+    try:
+        r = runner.run(argv, check=False, on_line=prog, split_cr=progress, quiet=not req.dry_run)
+    finally:
+        prog.close()
+    rc = r.returncode
+    if rc == 24:
+        log.warning("some files vanished while they were being sent (a live source); rerun to converge")
+    elif rc in _INTERRUPTED or rc < 0:
+        why = _INTERRUPTED.get(rc, f"signal {-rc}")
+        if rc == 255 or any("ssh:" in t or "Host key" in t for t in r.tail):
+            raise remote.ssh_error(r.tail)
+        raise BuilderError(f"{remote.host}: the push to {req.dest} stopped part-way ({why}, rsync exit {rc}); "
+                           f"what arrived is kept ({PARTIAL_DIR}/ inside the directories)",
+                           "run the same command again: it resumes and converges")
+    elif rc != 0:
+        raise CommandError(runner.show(argv), rc, r.tail[-12:],
+                           "rsync's own messages are above; exit 23 means some files could not be read or written")
+    return parse(prog.lines)
+
+
+def push(remote: Remote, req: PushRequest) -> Changes:
+    if not req.source.is_dir():
+        raise InputError(f"--source {req.source}: not a directory", "give the root of the tree to push")
+    if req.files_from and req.profile:
+        raise InputError("--files-from and --profile both given", "use one of them")
+    if req.files_from and not req.files_from.is_file():
+        raise InputError(f"--files-from {req.files_from}: no such file", "give a file listing paths relative to --source")
+    if req.profile:
+        profile_rules(req.profile)   # a bad profile fails before any connection
+    protect = _protect_list(req)
+    pr = probe(remote, req.dest, protect)
+    if not pr.rsync:
+        raise BuilderError(f"{remote.host}: rsync is not installed there; nothing was changed",
+                           "install it on the host (apt-get install rsync / yum install rsync), or give --rsync-path")
+    if pr.exists and not pr.is_dir:
+        raise InputError(f"{remote.host}:{req.dest} exists and is not a directory; nothing was changed",
+                         "give a directory (or a new path) as --dest")
+    if pr.real and pr.real != req.dest:
+        if pr.real in SYSTEM_DIRS and not req.force:
+            raise InputError(f"{remote.host}:{req.dest} resolves to {pr.real}, part of the running system; "
+                             "nothing was changed", "push into a directory of its own; --force to override")
+        if req.delete and not req.force:
+            raise InputError(f"{remote.host}:{req.dest} is reached through a symlink and is really {pr.real}: "
+                             "--delete would delete there; nothing was changed",
+                             f"give --dest {pr.real} if that is meant, or --force")
+    for m in pr.mounts:
+        log.info("%s:%s%s is a mount point: left alone (not entered, not deleted)", remote.host, req.dest, m)
+    rules = filters(req, pr, protect)
+    if not req.dry_run and not pr.exists:
+        remote.sh(f"mkdir -p {shlex.quote(req.dest)}", what=f"creating {req.dest}")
+    t0 = time.monotonic()
+    show = req.progress and not req.dry_run and sys.stderr.isatty() and log.isEnabledFor(logging.INFO)
+    changes = _rsync(rsync_argv(req, remote, rules, dry_run=req.dry_run, progress=show), remote, req, show)
+    changes.stats["seconds_x1000"] = int((time.monotonic() - t0) * 1000)
+    if pr.have_protected:
+        log.info("protected on %s (kept, not sent): %s", remote.host, ", ".join(pr.have_protected))
+    return changes
+
+
+def verify(remote: Remote, req: PushRequest) -> list[str]:
+    """Compare every file by checksum (rsync --checksum --dry-run); the differences, as rsync itemizes them."""
+    protect = _protect_list(req)
+    pr = probe(remote, req.dest, protect)
+    argv = rsync_argv(req, remote, filters(req, pr, protect), dry_run=True, checksum=True)
+    lines: list[str] = []
+    r = runner.run(argv, check=False, quiet=True, on_line=lines.append)
+    if r.returncode == 255:
+        raise remote.ssh_error(r.tail)
+    if r.returncode not in (0, 24):
+        raise CommandError(runner.show(argv), r.returncode, r.tail[-12:], "the checksum comparison failed")
+    c = parse(lines)
+    return [n for n, _ in c.sent] + [f"(deleted on the source) {d}" for d in c.deleted] + \
+        ([f"{c.created} paths missing on {remote.host}"] if c.created else []) + \
+        ([f"{c.attrs} paths with other owners, modes or times"] if c.attrs else [])
+
+
+def summary(c: Changes, dry: bool) -> list[str]:
+    verb = "would send" if dry else "sent"
+    out = [f"{verb} {len(c.sent)} files ({_human(c.bytes)}), "
+           f"{'would create' if dry else 'created'} {c.created} directories/links/devices, "
+           f"{'would update' if dry else 'updated'} attributes of {c.attrs}, "
+           f"{'would delete' if dry else 'deleted'} {len(c.deleted)}"]
+    if not dry and "Total bytes sent" in c.stats:
+        out.append(f"on the wire: {_human(c.stats['Total bytes sent'])} sent, "
+                   f"{_human(c.stats.get('Total bytes received', 0))} received "
+                   f"in {c.stats.get('seconds_x1000', 0) / 1000:.1f} s")
+    return out

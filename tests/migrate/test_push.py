@@ -1,0 +1,245 @@
+"""migrate push against a real sshd + rsync in a network namespace the test makes (tests/sshhost.py).
+
+Every check compares real trees: the source, and the receiver's files as the test sees them (host.root/DEST)."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import BIN
+from tests.sshhost import tree_diff, tree_state
+
+pytestmark = [pytest.mark.root]
+
+DEST = "/srv/newos"
+N_FILES = 600
+
+
+def migrate(*args, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "migrate"), *map(str, args)], capture_output=True, text=True, timeout=timeout)
+
+
+def ssh_args(host) -> list[str]:
+    return [host.alias, "--ssh-config", str(host.ssh_config)]
+
+
+def make_tree(root: Path) -> Path:
+    """A small OS-like tree with everything rsync -aHAXS must carry: owners, setuid, hardlinks, symlinks, devices,
+    a fifo, xattrs, an ACL, a sparse file; and per-host files that push must not send."""
+    for i in range(N_FILES):
+        d = root / "usr" / "share" / f"d{i % 20:02d}"
+        d.mkdir(parents=True, exist_ok=True)
+        (d / f"f{i:04d}").write_text(f"file {i}\n" * (1 + i % 7))
+    (root / "etc" / "ssh").mkdir(parents=True)
+    (root / "etc" / "hostname").write_text("source-host\n")
+    (root / "etc" / "ssh" / "ssh_host_ed25519_key").write_text("SOURCE PRIVATE KEY\n")
+    (root / "etc" / "app.conf").write_text("setting = 1\n")
+    (root / "usr" / "bin").mkdir(parents=True)
+    su = root / "usr" / "bin" / "su"
+    su.write_bytes(b"\x7fELF fake su\n")
+    os.chmod(su, 0o4755)
+    os.link(su, root / "usr" / "bin" / "su-hardlink")
+    os.symlink("su", root / "usr" / "bin" / "su-link")
+    owned = root / "usr" / "share" / "owned"
+    owned.write_text("owned by 1234:5678\n")
+    os.chown(owned, 1234, 5678)
+    (root / "dev").mkdir()
+    os.mknod(root / "dev" / "null", 0o666 | 0o020000, os.makedev(1, 3))
+    os.mknod(root / "dev" / "sda", 0o660 | 0o060000, os.makedev(8, 0))
+    os.mkfifo(root / "dev" / "initctl")
+    os.setxattr(root / "etc" / "app.conf", "user.imgbuild", b"xattr value")
+    subprocess.run(["setfacl", "-m", "u:1234:r", str(root / "etc" / "app.conf")], check=True)
+    sparse = root / "var" / "lib" / "sparse.img"
+    sparse.parent.mkdir(parents=True)
+    with open(sparse, "wb") as f:
+        f.truncate(64 << 20)
+        f.seek(32 << 20)
+        f.write(b"middle")
+    for d in ("proc", "sys", "tmp", "run"):
+        (root / d).mkdir()
+    (root / "tmp" / "scratch").write_text("never sent\n")
+    return root
+
+
+def pushed(host) -> Path:
+    return host.root / DEST.lstrip("/")
+
+
+def comparable(state: dict) -> dict:
+    skip = ("etc/hostname", "etc/ssh/ssh_host_ed25519_key", "tmp/scratch", ".")
+    return {k: v for k, v in state.items() if k not in skip}
+
+
+@pytest.fixture
+def source(tmp_path) -> Path:
+    return make_tree(tmp_path / "src")
+
+
+def test_full_push_then_no_change_then_one_percent(sshhost, source):
+    r = migrate("push", *ssh_args(sshhost), "--dest", DEST, "--source", source)
+    assert r.returncode == 0, r.stderr
+    dst = pushed(sshhost)
+    diff = tree_diff(comparable(tree_state(source)), comparable(tree_state(dst)))
+    assert not diff, diff
+    assert not (dst / "etc" / "hostname").exists()                      # protected: never sent
+    assert not (dst / "etc" / "ssh" / "ssh_host_ed25519_key").exists()
+    assert (dst / "tmp").is_dir() and not (dst / "tmp" / "scratch").exists()
+    st = os.stat(dst / "var" / "lib" / "sparse.img")
+    assert st.st_size == 64 << 20 and st.st_blocks * 512 < 1 << 20, "the sparse file arrived dense"
+    assert "sent 6" in r.stderr                                          # "sent 6xx files"
+
+    r = migrate("push", *ssh_args(sshhost), "--dest", DEST, "--source", source)
+    assert r.returncode == 0, r.stderr
+    assert "sent 0 files (0 B)" in r.stderr and "deleted 0" in r.stderr
+
+    changed = [source / "usr" / "share" / f"d{i % 20:02d}" / f"f{i:04d}" for i in range(0, N_FILES, 100)]
+    for p in changed:                                                   # 6 of 600 files: 1 %
+        p.write_text(p.read_text() + "changed\n")
+    r = migrate("push", *ssh_args(sshhost), "--dest", DEST, "--source", source)
+    assert r.returncode == 0, r.stderr
+    assert f"sent {len(changed)} files" in r.stderr, r.stderr
+    assert not tree_diff(comparable(tree_state(source)), comparable(tree_state(dst)))
+
+
+def test_dry_run_changes_nothing_and_lists_deletions(sshhost, source):
+    assert migrate("push", *ssh_args(sshhost), "--dest", DEST, "--source", source).returncode == 0
+    (source / "etc" / "app.conf").write_text("setting = 22\n")   # another size: a same-second rewrite
+    # of the same size is invisible to rsync's quick check (that is what --verify is for)
+    (source / "usr" / "share" / "d00" / "f0000").unlink()
+    (source / "usr" / "share" / "new").write_text("new\n")
+    before = tree_state(pushed(sshhost), mtime=True)      # (the host's own /run, /var/log change with each login)
+    r = migrate("push", *ssh_args(sshhost), "--dest", DEST, "--source", source, "--delete", "--dry-run")
+    assert r.returncode == 0, r.stderr
+    assert tree_state(pushed(sshhost), mtime=True) == before
+    assert "nothing was changed" in r.stdout
+    assert "would send 2 files" in r.stdout and "would delete 1" in r.stdout
+    assert "delete usr/share/d00/f0000" in r.stdout
+
+
+def test_protected_files_survive_and_mounts_are_left_alone(sshhost, source):
+    dst = pushed(sshhost)
+    (dst / "etc" / "ssh").mkdir(parents=True)
+    (dst / "etc" / "hostname").write_text("target-host\n")
+    (dst / "etc" / "ssh" / "ssh_host_ed25519_key").write_text("TARGET KEY\n")
+    (dst / "etc" / "only-on-target").write_text("deleted by --delete\n")
+    # a running chroot's bind mount inside DEST: --delete must not touch the host's files behind it
+    sshhost.ssh(f"mkdir -p {DEST}/lib/modules && mount --bind /usr/share/doc {DEST}/lib/modules")
+    docs_before = sshhost.ssh("ls /usr/share/doc | wc -l").stdout.strip()
+    assert int(docs_before) > 10
+    r = migrate("push", *ssh_args(sshhost), "--dest", DEST, "--source", source, "--delete")
+    assert r.returncode == 0, r.stderr
+    assert (dst / "etc" / "hostname").read_text() == "target-host\n"
+    assert (dst / "etc" / "ssh" / "ssh_host_ed25519_key").read_text() == "TARGET KEY\n"
+    assert not (dst / "etc" / "only-on-target").exists()
+    assert "lib/modules is a mount point: left alone" in r.stderr
+    assert sshhost.ssh("ls /usr/share/doc | wc -l").stdout.strip() == docs_before
+    sshhost.ssh(f"umount {DEST}/lib/modules")
+
+
+def test_verify_finds_what_a_quick_check_misses(sshhost, source):
+    assert migrate("push", *ssh_args(sshhost), "--dest", DEST, "--source", source).returncode == 0
+    target = pushed(sshhost) / "etc" / "app.conf"
+    st = os.stat(target)
+    target.write_text("setting = X\n")               # same size, same mtime: rsync's quick check cannot see it
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
+    r = migrate("push", *ssh_args(sshhost), "--dest", DEST, "--source", source, "--verify")
+    assert r.returncode == 1, r.stderr
+    assert "differs: etc/app.conf" in r.stderr and "--verify found 1 difference" in r.stderr
+    r = migrate("push", *ssh_args(sshhost), "--dest", DEST, "--source", source, "--verify",
+                "--exclude", "/etc/app.conf")
+    assert r.returncode == 0 and "every file equal by checksum" in r.stderr
+
+
+def _rsync_children(pid: int) -> list[int]:
+    found = []
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                stat = (p / "stat").read_text()
+            except OSError:
+                continue
+            fields = stat.rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid and stat.split("(", 1)[1].startswith("rsync)"):
+                found.append(int(p.name))
+    return found
+
+
+def test_interrupted_push_keeps_partial_data_and_resumes(sshhost, tmp_path):
+    src = tmp_path / "big"
+    src.mkdir()
+    (src / "etc").mkdir()
+    (src / "blob").write_bytes(os.urandom(24 << 20))
+    p = subprocess.Popen([str(BIN / "migrate"), "push", *ssh_args(sshhost), "--dest", DEST, "--source", str(src),
+                          "--bwlimit", "2000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    partial = pushed(sshhost) / ".imgbuild-partial" / "blob"
+
+    def in_flight() -> int:      # rsync's temp file (.blob.XXXXXX) while it writes
+        return max((q.stat().st_size for q in pushed(sshhost).glob(".blob.*")), default=0) \
+            if pushed(sshhost).is_dir() else 0
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and in_flight() < 2 << 20:
+        time.sleep(0.1)
+    kids = _rsync_children(p.pid)
+    assert kids, "rsync was not running"
+    for k in kids:
+        os.kill(k, signal.SIGKILL)                   # the test kills rsync itself
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 1, err
+    assert "stopped part-way" in err and "run the same command again" in err
+    assert partial.exists() and 1 << 20 < partial.stat().st_size < 24 << 20
+    assert not (pushed(sshhost) / "blob").exists()     # no half-written file in place
+    r = migrate("push", *ssh_args(sshhost), "--dest", DEST, "--source", src, "--verify")
+    assert r.returncode == 0, r.stderr
+    assert (pushed(sshhost) / "blob").read_bytes() == (src / "blob").read_bytes()
+    assert not partial.exists()
+
+
+def test_refusals_name_the_host_and_change_nothing(sshhost, source, tmp_path):
+    before = tree_state(sshhost.root / "etc", mtime=True)
+    r = migrate("push", *ssh_args(sshhost), "--dest", "/", "--source", source)
+    assert r.returncode == 2 and "refusing to push into the remote system's own /" in r.stderr
+    assert "Traceback" not in r.stderr
+    # a symlinked destination with --delete would delete elsewhere
+    sshhost.ssh("ln -s /usr/share /srv/link")
+    r = migrate("push", *ssh_args(sshhost), "--dest", "/srv/link", "--source", source, "--delete")
+    assert r.returncode == 2 and "really /usr/share" in r.stderr and "target:/srv/link" in r.stderr
+    # an unknown host key: refused, accepted only when asked
+    cfg = tmp_path / "ssh_config"
+    cfg.write_text(sshhost.ssh_config.read_text().replace(str(sshhost.known_hosts), str(tmp_path / "kh")))
+    args = [sshhost.alias, "--ssh-config", str(cfg), "--dest", DEST, "--source", str(source)]
+    r = migrate("push", *args)
+    assert r.returncode == 2 and "not in your known_hosts" in r.stderr and "--accept-new-host-key" in r.stderr
+    assert tree_state(sshhost.root / "etc", mtime=True) == before
+    assert not pushed(sshhost).exists()
+    r = migrate("push", *args, "--accept-new-host-key", "--dry-run")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "kh").read_text().count("ssh-ed25519") == 1
+    assert not pushed(sshhost).exists()              # a dry run creates nothing, not even DEST
+
+
+def test_profiles_and_files_from_choose_what_is_sent(sshhost, source, tmp_path):
+    (source / "var" / "log").mkdir(parents=True)
+    (source / "var" / "log" / "syslog").write_text("log lines\n")
+    (source / "home" / "alice").mkdir(parents=True)
+    (source / "home" / "alice" / "notes").write_text("private\n")
+    r = migrate("push", *ssh_args(sshhost), "--dest", DEST, "--source", source, "--profile", "core")
+    assert r.returncode == 0, r.stderr
+    dst = pushed(sshhost)
+    assert (dst / "usr" / "bin" / "su").is_file() and (dst / "etc" / "app.conf").is_file()
+    assert (dst / "var" / "log").is_dir() and not (dst / "var" / "log" / "syslog").exists()
+    assert (dst / "home").is_dir() and not (dst / "home" / "alice").exists()
+    assert (dst / "dev" / "null").exists() and not (dst / "etc" / "hostname").exists()   # protection still wins
+    listing = tmp_path / "list"
+    listing.write_text("home/alice/notes\n")
+    r = migrate("push", *ssh_args(sshhost), "--dest", DEST, "--source", source, "--files-from", listing)
+    assert r.returncode == 0, r.stderr
+    assert (dst / "home" / "alice" / "notes").read_text() == "private\n"
+    assert not (dst / "var" / "log" / "syslog").exists()
+    r = migrate("push", *ssh_args(sshhost), "--dest", DEST, "--source", source, "--profile", "nosuch")
+    assert r.returncode == 2 and "no such profile" in r.stderr and "core" in r.stderr
