@@ -23,6 +23,7 @@ from .outputs import publish
 from .recipe import Loaded
 from .rootfs import RootFS
 from .steps import basefiles, cleanup, devices, files, init, network, password, templates
+from . import cluster
 from .targets import TARGETS, enabled
 
 log = logging.getLogger("imgbuild")
@@ -129,6 +130,7 @@ def build(loaded: Loaded, output: Path, keep_tree: bool = False) -> Path:
             password.run(ctx, r.root_password)
             init.run(ctx, r.init)
             files.run(ctx, r.files)
+            cluster.run(ctx)
             templates.run(ctx, r.templates)
         with phase(ctx, "hooks post-files"):
             hooks.run_phase(ctx, "post-files")

@@ -63,9 +63,12 @@ Exit status: 0 ok, 1 build failed, 2 bad input (recipe, options), 130 interrupte
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a recipe key (dotted path, VALUE read as YAML); repeatable.")
 @click.option("--keep-tree", is_flag=True, help="Also keep the finished root tree as OUTPUT/NAME.rootfs/.")
+@click.option("--install-lxc", is_flag=True, help="Then install it as LXC container(s), as `imgbuild install-lxc` "
+              "does (a cluster: every node); replaces containers of the same names.")
+@click.option("--lxcpath", default="/var/lib/lxc", show_default=True, help="With --install-lxc: LXC's directory.")
 @verbosity
-def build(recipe: Path, output: Path, overrides: tuple[str, ...], keep_tree: bool, verbose: int, quiet: bool,
-          debug: bool) -> None:
+def build(recipe: Path, output: Path, overrides: tuple[str, ...], keep_tree: bool, install_lxc: bool, lxcpath: str,
+          verbose: int, quiet: bool, debug: bool) -> None:
     """Build RECIPE into OUTPUT/NAME/ (tarball, guest configs, manifest.json).
 
     Everything that can be checked first is: the recipe, the bootstrap method, the mirror and every requested
@@ -80,6 +83,15 @@ def build(recipe: Path, output: Path, overrides: tuple[str, ...], keep_tree: boo
         raise InputError("building needs root (mknod, chroot, mounts)", f"run it as root: sudo imgbuild {recipe}")
     final = build_mod.build(loaded, output, keep_tree=keep_tree)
     click.echo(str(final))
+    if install_lxc:
+        from . import cluster
+        from .targets import lxc
+
+        if cluster.read_nodes(final) is not None:
+            for d in cluster.install_nodes(final, lxcpath, force=True):
+                click.echo(str(d))
+        else:
+            click.echo(str(lxc.install(final, None, lxcpath, force=True)))
 
 
 @imgbuild.command()
@@ -134,15 +146,34 @@ def schema(markdown: bool) -> None:
 @click.option("--name", help="Container name (default: the recipe's name).")
 @click.option("--lxcpath", default="/var/lib/lxc", show_default=True, help="LXC's container directory.")
 @click.option("--force", is_flag=True, help="Replace an existing container of that name.")
+@click.option("--node", "nodes", multiple=True, metavar="NAME", help="A cluster build: install only this node "
+              "(repeatable; default: every node).")
+@click.option("--inventory", metavar="FILE", help="Inventory of guests (cluster nodes are recorded there).")
 @verbosity
-def install_lxc(output: Path, name: str | None, lxcpath: str, force: bool, verbose: int, quiet: bool,
-                debug: bool) -> None:
+def install_lxc(output: Path, name: str | None, lxcpath: str, force: bool, nodes: tuple[str, ...],
+                inventory: str | None, verbose: int, quiet: bool, debug: bool) -> None:
     """Install a built OUTPUT (e.g. output/debian12) as an LXC container: the rootfs unpacked with numeric
     owners under LXCPATH/NAME/rootfs and the config written with those paths. Start it with
-    `lxc-start -n NAME`."""
+    `lxc-start -n NAME`.
+
+    A cluster build (a recipe with nodes:) installs every node: each its own container, with the node's
+    host name, address and MAC everywhere in it, new ssh host keys and machine-id, and its templates rendered
+    with its own variables (docs/clusters.md).
+    """
     apply_verbosity(verbose, quiet, debug)
+    from . import cluster
+    from .errors import InputError
     from .targets import lxc
 
+    if cluster.read_nodes(output) is not None:
+        if name:
+            raise InputError("--name: a cluster build installs its nodes under their own names",
+                             "use --node NAME to install one node")
+        for d in cluster.install_nodes(output, lxcpath, force, nodes, inventory):
+            click.echo(str(d))
+        return
+    if nodes:
+        raise InputError(f"--node: {output} is not a cluster build", "nodes: in the recipe makes one")
     click.echo(str(lxc.install(output, name, lxcpath, force)))
 
 

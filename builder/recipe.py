@@ -29,6 +29,7 @@ from .steps.network import Interface
 from .steps.password import RootPassword
 from .steps.templates import Template, undefined
 from .targets import Targets, tarball
+from .cluster import CLUSTER_BUILTINS, Node, SecretSpec, check_nodes
 
 PROJECT = Path(__file__).resolve().parent.parent
 SHIPPED_HOOKS = PROJECT / "hooks"
@@ -78,6 +79,10 @@ class Recipe:
     vars: dict[str, Any] = opt(factory=dict, doc="variables for templates (per node; clone --set changes them)")
     templates: tuple[Template, ...] = opt((), doc="files rendered from Jinja2 templates with the node's identity "
                                                   "and vars; kept in the guest so clones render them anew")
+    nodes: tuple[Node, ...] = opt((), doc="a cluster: each node is a clone of this build with its own name, address, "
+                                          "MAC and vars (docs/clusters.md); install them with install-lxc")
+    secrets: dict[str, SecretSpec] = opt(factory=dict, doc="values every node shares (passwords, cookies), each "
+                                                           "written to a file only its service can read")
     hooks: Hooks = opt(factory=Hooks, doc="commands at fixed points of the build")
     targets: Targets = opt(factory=lambda: Targets(tarball=tarball.TarballOptions()), doc="outputs (default: a tarball)")
     epoch: Epoch | None = opt(None, doc="SOURCE_DATE_EPOCH for the build (default: $SOURCE_DATE_EPOCH, else the "
@@ -158,10 +163,13 @@ def _absolute(data: dict, base: Path) -> None:
     for key in ("files", "templates"):
         for f in data.get(key) if isinstance(data.get(key), list) else ():
             if isinstance(f, dict) and "source" in f:
-                f["source"] = fix(f["source"])
+                f["source"] = fix(f["source"], shipped=key == "templates")
     rp = data.get("root_password")
     if isinstance(rp, dict) and "from_file" in rp:
         rp["from_file"] = fix(rp["from_file"])
+    for spec in (data.get("secrets") or {}).values() if isinstance(data.get("secrets"), dict) else ():
+        if isinstance(spec, dict) and "from_file" in spec:
+            spec["from_file"] = fix(spec["from_file"])
 
 
 def _merge(base: dict, over: dict) -> dict:
@@ -311,15 +319,26 @@ def _semantics(v: dict[str, Any]) -> list[tuple[str, str]]:
             for i, f in enumerate(v[key]):
                 if f.source is not None and not Path(f.source).is_file():
                     out.append((f"{key}[{i}].source", f"{f.source}: no such file"))
-                elif key == "templates" and ok("vars"):
-                    try:
-                        missing = undefined(Path(f.source).read_text(errors="replace"), v["vars"])
-                    except ValueError as e:
-                        out.append((f"templates[{i}].source", f"{f.source}: {e}"))
-                        continue
-                    if missing:
-                        out.append((f"templates[{i}].source", f"{f.source} uses {', '.join(sorted(missing))}, "
-                                                              "which vars does not define"))
+                elif key == "templates" and ok("vars", "nodes"):
+                    # a cluster's templates see the cluster's variables and each node's vars
+                    scopes = [({**v["vars"], **n.vars, **dict.fromkeys(CLUSTER_BUILTINS)}, f" (node {n.name})")
+                              for n in v["nodes"]] or [(v["vars"], "")]
+                    for scope, who in scopes:
+                        try:
+                            missing = undefined(Path(f.source).read_text(errors="replace"), scope)
+                        except ValueError as e:
+                            out.append((f"templates[{i}].source", f"{f.source}: {e}"))
+                            break
+                        if missing:
+                            out.append((f"templates[{i}].source", f"{f.source} uses {', '.join(sorted(missing))}, "
+                                                                  f"which vars does not define{who}"))
+                            break
+    if ok("nodes", "network", "name", "hostname"):
+        out += check_nodes(v["name"], v["hostname"], v["network"], v["nodes"])
+    if ok("secrets"):
+        for name, spec in v["secrets"].items():
+            if spec.from_file is not None and not Path(spec.from_file).is_file():
+                out.append((f"secrets.{name}.from_file", f"{spec.from_file}: no such file"))
     rp = v.get("root_password")
     if ok("root_password") and rp.from_file is not None and not Path(rp.from_file).is_file():
         out.append(("root_password.from_file", f"{rp.from_file}: no such file"))

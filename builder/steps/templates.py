@@ -65,12 +65,20 @@ def undefined(source: str, variables: Mapping[str, Any]) -> set[str]:
     """Variables a template uses that neither imgbuild nor `vars` defines (checked when the recipe loads)."""
     from jinja2 import meta
 
+    from jinja2 import nodes
+
     env = jinja2.Environment()
     try:
-        used = meta.find_undeclared_variables(env.parse(source))
+        ast = env.parse(source)
     except jinja2.TemplateSyntaxError as e:
         raise ValueError(f"Jinja2 syntax, line {e.lineno}: {e.message}") from None
-    return set(used) - BUILTINS - set(variables)
+    used = meta.find_undeclared_variables(ast)
+    # a variable only ever read through `| default(...)` is optional: the role templates document such knobs
+    every = [n.name for n in ast.find_all(nodes.Name) if n.ctx == "load"]
+    guarded = [f.node.name for f in ast.find_all(nodes.Filter)
+               if f.name in ("default", "d") and isinstance(f.node, nodes.Name)]
+    optional = {name for name in set(guarded) if every.count(name) == guarded.count(name)}
+    return set(used) - BUILTINS - set(variables) - optional
 
 
 def stored_name(path: str) -> str:
@@ -83,7 +91,10 @@ def run(ctx: "Context", templates: tuple[Template, ...]) -> None:
     r = ctx.recipe
     addresses = {n: str(i.address.ip) for n, i in r.network.items() if i.address is not None}
     macs = {n: i.mac for n, i in r.network.items() if i.mac}
-    c = context(r.hostname, r.domain, addresses, macs, dict(r.vars))
+    from ..cluster import cluster_vars
+
+    variables = cluster_vars(r, 0) if r.nodes else dict(r.vars)   # a cluster's build renders as its first node
+    c = context(r.hostname, r.domain, addresses, macs, variables)
     index = []
     for n, t in enumerate(templates):
         try:
@@ -96,4 +107,4 @@ def run(ctx: "Context", templates: tuple[Template, ...]) -> None:
         ctx.root.write(kept, source, 0o600)
         index.append({"path": t.path, "template": kept, "mode": f"{t.mode:04o}", "uid": uid, "gid": gid})
     ctx.root.write(INDEX, yaml.safe_dump(index, sort_keys=False), 0o600)
-    ctx.root.write(VARS, yaml.safe_dump(dict(r.vars), sort_keys=True), 0o600)
+    ctx.root.write(VARS, yaml.safe_dump(variables, sort_keys=True), 0o600)
