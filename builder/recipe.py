@@ -36,6 +36,23 @@ SHIPPED_HOOKS = PROJECT / "hooks"
 
 
 @dataclass(frozen=True)
+class ExtraRepo:
+    """EL: a package repository besides the release's own (Percona, MariaDB, EPEL ...)."""
+
+    baseurl: str = opt(doc="its URL; $releasever and $basearch are expanded")
+    gpgkey: str | None = opt(None, doc="its signing key: an http(s) URL, or a file (relative to the recipe); "
+                                       "written to /etc/pki/rpm-gpg/imgbuild-ID.key")
+    gpgcheck: bool = opt(True, doc="check its packages' signatures with gpgkey")
+    name: str | None = opt(None, doc="its description in the .repo file (default: the id)")
+
+    def __post_init__(self) -> None:
+        if not re.match(r"^(https?|ftp|file)://", self.baseurl):
+            raise ValueError(f"baseurl {self.baseurl!r}: give an http(s), ftp or file URL")
+        if self.gpgcheck and not self.gpgkey:
+            raise ValueError("gpgcheck needs gpgkey (or gpgcheck: false, which is then a warning)")
+
+
+@dataclass(frozen=True)
 class Bootstrap:
     """How the base system is made."""
 
@@ -54,6 +71,9 @@ class Bootstrap:
                                          "there); each points at mirror + its path after $releasever")
     releasever: str | None = opt(None, doc="EL: $releasever (default: release up to its first dot: 6.10 -> 6)")
     gpgcheck: bool = opt(True, doc="EL: check package signatures with the release's keys (false: a warning)")
+    extra_repos: dict[str, ExtraRepo] = opt(factory=dict, doc="EL: more repositories by id, written to "
+                                                              "/etc/yum.repos.d/imgbuild-ID.repo and used by the "
+                                                              "bootstrap (e.g. Percona's for XtraDB Cluster)")
 
 
 
@@ -167,6 +187,11 @@ def _absolute(data: dict, base: Path) -> None:
     rp = data.get("root_password")
     if isinstance(rp, dict) and "from_file" in rp:
         rp["from_file"] = fix(rp["from_file"])
+    b = data.get("bootstrap")
+    extra = b.get("extra_repos") if isinstance(b, dict) else None
+    for x in extra.values() if isinstance(extra, dict) else ():
+        if isinstance(x, dict) and isinstance(x.get("gpgkey"), str) and "://" not in x["gpgkey"]:
+            x["gpgkey"] = fix(x["gpgkey"])
     for spec in (data.get("secrets") or {}).values() if isinstance(data.get("secrets"), dict) else ():
         if isinstance(spec, dict) and "from_file" in spec:
             spec["from_file"] = fix(spec["from_file"])
@@ -258,7 +283,8 @@ def apply_set(data: dict, assignment: str) -> None:
 
 # Bootstrap keys that only one family reads: set for another family, they are an error, not silently ignored.
 FAMILY_KEYS = {"components": ("debian",), "groups": ("rhel",), "release_package": ("rhel",),
-               "seed_repo": ("rhel",), "repos": ("rhel",), "releasever": ("rhel",), "gpgcheck": ("rhel",)}
+               "seed_repo": ("rhel",), "repos": ("rhel",), "releasever": ("rhel",), "gpgcheck": ("rhel",),
+               "extra_repos": ("rhel",)}
 
 
 def _semantics(v: dict[str, Any]) -> list[tuple[str, str]]:
@@ -284,7 +310,7 @@ def _semantics(v: dict[str, Any]) -> list[tuple[str, str]]:
                                              f"{'/'.join(m.name for m in methods)} ({what})"))
         for key in FAMILY_KEYS:
             default = getattr(Bootstrap, key) if hasattr(Bootstrap, key) else None
-            if fam.name not in FAMILY_KEYS[key] and getattr(b, key) not in (default, (), None):
+            if fam.name not in FAMILY_KEYS[key] and getattr(b, key) not in (default, (), {}, None):
                 out.append((f"bootstrap.{key}", f"is for {' and '.join(FAMILY_KEYS[key])} recipes, not "
                                                 f"{v['distro']}"))
         if fam.name == "rhel":
@@ -295,8 +321,11 @@ def _semantics(v: dict[str, Any]) -> list[tuple[str, str]]:
                 out.append(("bootstrap.release_package", "EL recipes name their release package (e.g. "
                                                          "centos-release)"))
     if ok("bootstrap"):
+        # Debian names are lower case (with :arch, =version or /release); RPM names may have capitals and _
+        name_re = (r"[A-Za-z0-9_][A-Za-z0-9_+.-]*" if fam and fam.name == "rhel"
+                   else r"[a-z0-9][a-z0-9+.-]*(:[a-z0-9]+)?([=/][A-Za-z0-9.+~:-]+)?")
         for i, p in enumerate(b.packages):
-            if not re.fullmatch(r"[a-z0-9][a-z0-9+.-]*(:[a-z0-9]+)?([=/][A-Za-z0-9.+~:-]+)?", p):
+            if not re.fullmatch(name_re, p):
                 out.append((f"bootstrap.packages[{i}]", f"{p!r} is not a package name"))
     if fam and ok("init"):
         init = v["init"] or fam.default_init

@@ -63,7 +63,8 @@ class RpmNative:
         log.info("%d packages to install", len(packages))
         paths = fetch.download(packages, cache_dir() / "el" / "rpms")
         if b.gpgcheck:
-            check_signatures(ctx, [paths[p.nevra] for p in packages], plan.keys)
+            checked = {r.id for r in plan.repos if r.gpgcheck}     # an extra repo may say gpgcheck: false
+            check_signatures(ctx, [paths[p.nevra] for p in packages if p.repo in checked], plan.keys)
         order = sorted(packages, key=lambda p: (p.name not in FIRST, FIRST.index(p.name) if p.name in FIRST
                                                 else 0, p.name))
         owners = Owners()

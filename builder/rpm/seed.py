@@ -76,6 +76,47 @@ def rewrite_all(files: dict[str, str], mirror: str, vars: dict[str, str], want: 
     return out, enabled
 
 
+def _key_bytes(rid: str, gpgkey: str, source: str) -> bytes:
+    if "://" in gpgkey:
+        from ..apt import _get
+        from ..errors import MirrorError
+
+        try:
+            data = _get(gpgkey)
+        except MirrorError as e:
+            raise RecipeError([Problem(source, f"bootstrap.extra_repos.{rid}.gpgkey", e.message)],
+                              "check the URL") from None
+    else:
+        try:
+            data = Path(gpgkey).read_bytes()
+        except OSError as e:
+            raise RecipeError([Problem(source, f"bootstrap.extra_repos.{rid}.gpgkey",
+                                       f"cannot read {gpgkey}: {e.strerror}")]) from None
+    if b"BEGIN PGP PUBLIC KEY BLOCK" not in data:
+        raise RecipeError([Problem(source, f"bootstrap.extra_repos.{rid}.gpgkey",
+                                   f"{gpgkey} is not an ASCII-armored PGP public key")])
+    return data
+
+
+def extra_repo(rid: str, x, vars: dict[str, str], source: str
+               ) -> tuple[str, str, tuple[str, bytes] | None, repofiles.RepoDef]:
+    """A recipe's extra repository: (its .repo file's path, its text, (key path, key) or None, its RepoDef)."""
+    url = repofiles.expand(x.baseurl, vars).rstrip("/")
+    key = None
+    if x.gpgkey:
+        key = (f"{KEY_DIR}/imgbuild-{rid}.key", _key_bytes(rid, x.gpgkey, source))
+    name = x.name or rid
+    lines = [f"# written by imgbuild from the recipe's bootstrap.extra_repos.{rid}", f"[{rid}]", f"name={name}",
+             f"baseurl={url}", "enabled=1", f"gpgcheck={1 if x.gpgcheck else 0}"]
+    if key:
+        lines.append(f"gpgkey=file://{key[0]}")
+    if not x.gpgcheck:
+        log.warning("bootstrap.extra_repos.%s: gpgcheck is false: its packages' signatures are NOT checked", rid)
+    file = f"imgbuild-{rid}.repo"
+    repo = repofiles.RepoDef(rid, name, url, True, x.gpgcheck, (f"file://{key[0]}",) if key else (), file)
+    return f"{REPO_DIR}/{file}", "\n".join(lines) + "\n", key, repo
+
+
 def plan(loaded: "Loaded", cache: Path) -> Plan:
     r = loaded.recipe
     b = r.bootstrap
@@ -98,6 +139,12 @@ def plan(loaded: "Loaded", cache: Path) -> Plan:
                          "check bootstrap.release_package (e.g. centos-release)")
     texts, enabled = rewrite_all(repo_texts, b.mirror, vars, b.repos, str(loaded.path))
     files = {p: d for p, d in raw.items() if not p.endswith(".repo")} | {p: t.encode() for p, t in texts.items()}
+    for rid, x in sorted(b.extra_repos.items()):
+        path, text, key, repo = extra_repo(rid, x, vars, str(loaded.path))
+        files[path] = text.encode()
+        if key:
+            files[key[0]] = key[1]
+        enabled.append(repo)
     log.info("repos: %s", ", ".join(f"{x.id} ({x.baseurl})" for x in enabled))
     repodata = tuple(fetch_repo(x.id, x.baseurl, cache / "repodata") for x in enabled)
     wanted = list(dict.fromkeys([*b.packages, release.name]))

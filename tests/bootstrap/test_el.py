@@ -391,3 +391,38 @@ def test_yum_method_through_a_yum_compatible_front_end(el_repo, tmp_path):
     assert manifest["bootstrap"]["method"] == "yum"
     assert manifest["packages"] == INSTALLED
     assert (out / f"{NAME}.rootfs" / "var/lib/testos/post-ran").read_text().strip() == "2.1"
+
+
+@pytest.mark.root
+@pytest.mark.slow
+@pytest.mark.parametrize("method", METHODS)
+def test_extra_repo_is_written_and_used(el_repo, tmp_path, method):
+    """The release's updates repo turned off (repos: [base]) and served again as an extra repository: its newer
+    testos-tools 2.1 is installed, signature-checked with the extra repo's own key."""
+    extra = {"extra": {"baseurl": el_repo.baseurl("updates"), "gpgkey": el_repo.key_url, "name": "Extra"}}
+    b = Build(tmp_path, write_recipe(tmp_path, f"{el_repo.url}/6", method, repos=["base"], extra_repos=extra))
+    assert b.result.returncode == 0, b.stderr
+    assert (b.tree / "var/lib/testos/post-ran").read_text() == "2.1\n"
+    repo = (b.tree / "etc/yum.repos.d/imgbuild-extra.repo").read_text()
+    assert f"baseurl={el_repo.baseurl('updates').rstrip('/')}" in repo and "gpgcheck=1" in repo
+    assert "gpgkey=file:///etc/pki/rpm-gpg/imgbuild-extra.key" in repo
+    assert (b.tree / "etc/pki/rpm-gpg/imgbuild-extra.key").read_bytes() == el_repo.key_path.read_bytes()
+
+
+def test_extra_repos_are_checked_when_the_recipe_loads(tmp_path):
+    from builder import recipe as recipe_mod
+    from builder.errors import RecipeError
+
+    p = write_recipe(tmp_path, "http://127.0.0.1:9/6", "rpm-native",
+                     extra_repos={"a": {"baseurl": "not a url"}, "b": {"baseurl": "http://x/y"}})
+    with pytest.raises(RecipeError) as e:
+        recipe_mod.load(p)
+    text = str(e.value)
+    assert "bootstrap.extra_repos.a" in text and "give an http(s), ftp or file URL" in text
+    assert "bootstrap.extra_repos.b" in text and "gpgcheck needs gpgkey" in text
+    deb = tmp_path / "deb.yml"
+    deb.write_text(f"extends: {Path(__file__).resolve().parents[2]}/recipes/debian12.yml\n"
+                   "bootstrap: {extra_repos: {x: {baseurl: 'http://x/y', gpgcheck: false}}}\n")
+    with pytest.raises(RecipeError) as e:
+        recipe_mod.load(deb)
+    assert "bootstrap.extra_repos: is for rhel recipes, not debian" in str(e.value)

@@ -10,7 +10,7 @@ from builder import cluster, recipe
 from builder.errors import InputError, RecipeError
 from tests.conftest import REPO
 
-RECIPES = ["galera.yml", "mariadb-replication.yml", "rabbitmq.yml", "memcached.yml", "lvs.yml"]
+RECIPES = ["galera.yml", "mariadb-replication.yml", "rabbitmq.yml", "memcached.yml", "lvs.yml", "galera-centos6.yml"]
 
 
 @pytest.mark.parametrize("name", RECIPES)
@@ -116,3 +116,31 @@ def test_install_lxc_refuses_name_for_a_cluster_and_unknown_nodes(tmp_path):
     r = imgbuild("install-lxc", out, "--node", "zz", "--lxcpath", tmp_path / "lxc")
     assert r.returncode == 2 and "zz: not a node" in r.stderr and "nodes: a" in r.stderr
     assert not (tmp_path / "lxc").exists() or not os.listdir(tmp_path / "lxc")
+
+
+def test_the_el6_galera_variant_renders_the_seeds_settings_per_node():
+    """recipes/galera-centos6.yml cannot be built here (no CentOS or Percona mirror): its templates are rendered
+    for every node as the build and install-lxc would, and its EL6 hook is checked by sh."""
+    import subprocess
+
+    from builder.steps import templates
+
+    r = recipe.load(REPO / "recipes/galera-centos6.yml").recipe
+    assert r.bootstrap.extra_repos["percona"].gpgkey.startswith("https://")
+    source = (REPO / "hooks/galera/my.cnf.el.j2").read_text()
+    role = (REPO / "hooks/galera/role.j2").read_text()
+    for i, n in enumerate(r.nodes):
+        ip = n.address.split("/")[0] if isinstance(n.address, str) else str(n.address.ip)
+        ctx = templates.context(n.name, None, {"eth0": ip}, {}, cluster.cluster_vars(r, i))
+        cnf = templates.render(source, ctx, "my.cnf")
+        assert cnf.splitlines()[3] == "[mysqld]"
+        for line in ("wsrep_cluster_address          = gcomm://10.0.3.11,10.0.3.12,10.0.3.13",
+                     f"wsrep_node_name                = {n.name}", f"wsrep_node_address             = {ip}",
+                     "wsrep_cluster_name             = lxccluster", "wsrep_sst_method               = rsync",
+                     "wsrep_slave_threads            = 2", "innodb_locks_unsafe_for_binlog = 1",
+                     "innodb_autoinc_lock_mode       = 2", "binlog_format                  = ROW"):
+            assert line in cnf.splitlines(), (line, cnf)
+        assert templates.render(role, ctx, "role").strip() == ("bootstrap" if i == 0 else "join")
+    for script in ("galera/setup-el6.sh", "galera/setup.sh", "mariadb-replication/setup.sh",
+                   "rabbitmq-cluster/setup.sh", "memcached/setup.sh", "lvs-director/setup.sh"):
+        assert subprocess.run(["sh", "-n", str(REPO / "hooks" / script)]).returncode == 0, script
