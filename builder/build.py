@@ -23,7 +23,7 @@ from .outputs import publish
 from .recipe import Loaded
 from .rootfs import RootFS
 from .steps import basefiles, cleanup, devices, files, init, network, password, templates
-from . import cluster
+from . import bcache, cluster
 from .targets import TARGETS, enabled
 
 log = logging.getLogger("imgbuild")
@@ -97,7 +97,7 @@ def _clean_leftovers(output: Path, name: str) -> None:
             shutil.rmtree(d, ignore_errors=True)
 
 
-def build(loaded: Loaded, output: Path, keep_tree: bool = False) -> Path:
+def build(loaded: Loaded, output: Path, keep_tree: bool = False, use_cache: bool = True) -> Path:
     """Build the recipe; returns OUTPUT/NAME. Raises BuilderError (or Interrupted) with nothing left behind."""
     r = loaded.recipe
     t0 = time.monotonic()
@@ -118,7 +118,15 @@ def build(loaded: Loaded, output: Path, keep_tree: bool = False) -> Path:
     final = output / r.name
     try:
         with phase(ctx, "bootstrap", f"{method.name} {r.distro} {r.release} {r.arch}"):
-            method.bootstrap(ctx)
+            key_inputs = bcache.inputs(r, pre)
+            entry = bcache.lookup(key_inputs, r.name) if use_cache else None
+            if entry is not None:
+                bcache.restore(entry, work / "rootfs")
+                ctx.cache = f"hit {entry.key}"
+            else:
+                method.bootstrap(ctx)
+                saved = bcache.save(key_inputs, r.name, work / "rootfs") if use_cache else None
+                ctx.cache = f"miss, kept as {saved.key}" if saved else "off" if not use_cache else "miss"
             ctx.root = RootFS(work / "rootfs")
             ctx.packages = inventory.installed(ctx.root, ctx.family.package_db)
         with phase(ctx, "hooks post-bootstrap"):

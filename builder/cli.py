@@ -63,12 +63,13 @@ Exit status: 0 ok, 1 build failed, 2 bad input (recipe, options), 130 interrupte
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a recipe key (dotted path, VALUE read as YAML); repeatable.")
 @click.option("--keep-tree", is_flag=True, help="Also keep the finished root tree as OUTPUT/NAME.rootfs/.")
+@click.option("--no-cache", is_flag=True, help="Bootstrap afresh: neither use nor fill the bootstrap cache.")
 @click.option("--install-lxc", is_flag=True, help="Then install it as LXC container(s), as `imgbuild install-lxc` "
               "does (a cluster: every node); replaces containers of the same names.")
 @click.option("--lxcpath", default="/var/lib/lxc", show_default=True, help="With --install-lxc: LXC's directory.")
 @verbosity
-def build(recipe: Path, output: Path, overrides: tuple[str, ...], keep_tree: bool, install_lxc: bool, lxcpath: str,
-          verbose: int, quiet: bool, debug: bool) -> None:
+def build(recipe: Path, output: Path, overrides: tuple[str, ...], keep_tree: bool, no_cache: bool, install_lxc: bool,
+          lxcpath: str, verbose: int, quiet: bool, debug: bool) -> None:
     """Build RECIPE into OUTPUT/NAME/ (tarball, guest configs, manifest.json).
 
     Everything that can be checked first is: the recipe, the bootstrap method, the mirror and every requested
@@ -81,7 +82,7 @@ def build(recipe: Path, output: Path, overrides: tuple[str, ...], keep_tree: boo
     loaded = recipe_mod.load(recipe, overrides)
     if os.geteuid() != 0:
         raise InputError("building needs root (mknod, chroot, mounts)", f"run it as root: sudo imgbuild {recipe}")
-    final = build_mod.build(loaded, output, keep_tree=keep_tree)
+    final = build_mod.build(loaded, output, keep_tree=keep_tree, use_cache=not no_cache)
     click.echo(str(final))
     if install_lxc:
         from . import cluster
@@ -139,6 +140,44 @@ def schema(markdown: bool) -> None:
         click.echo(recipe_mod.markdown(), nl=False)
     else:
         click.echo(json.dumps(recipe_mod.json_schema(), indent=2))
+
+
+@imgbuild.group("cache")
+def cache_group() -> None:
+    """The bootstrap cache: trees right after the bootstrap, reused by rebuilds with the same inputs.
+
+    Where: $IMGBUILD_CACHE/bootstrap (default /var/cache/imgbuild as root). Bounded by $IMGBUILD_CACHE_MAX
+    (default 4G; least recently used entries go first).
+    """
+
+
+@cache_group.command("list")
+@verbosity
+def cache_list(verbose: int, quiet: bool, debug: bool) -> None:
+    """Every entry: key, recipe, size, last use, what it was bootstrapped with."""
+    apply_verbosity(verbose, quiet, debug)
+    from . import bcache
+
+    es = sorted(bcache.entries(), key=lambda e: -e.meta.get("last_used", 0))
+    for e in es:
+        click.echo(bcache.describe(e))
+    click.echo(f"{len(es)} entries, {sum(e.size for e in es) / (1 << 20):.1f} MB in {bcache.root_dir()}", err=True)
+
+
+@cache_group.command("prune")
+@click.option("--max-size", metavar="SIZE", help="Keep at most this much (500M, 4G); default $IMGBUILD_CACHE_MAX.")
+@click.option("--all", "everything", is_flag=True, help="Remove every entry.")
+@verbosity
+def cache_prune(max_size: str | None, everything: bool, verbose: int, quiet: bool, debug: bool) -> None:
+    """Remove the least recently used entries until the cache fits."""
+    apply_verbosity(verbose, quiet, debug)
+    from . import bcache
+
+    limit = bcache.parse_size(max_size) if max_size else bcache.max_size()
+    gone = bcache.prune(limit, everything=everything)
+    for e in gone:
+        click.echo(f"removed {e.key} ({e.meta.get('name', '?')}, {e.size / (1 << 20):.1f} MB)")
+    click.echo(f"{len(gone)} removed", err=True)
 
 
 @imgbuild.command("install-lxc")

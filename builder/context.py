@@ -31,6 +31,7 @@ class Context:
     artifacts: dict[str, Path] = field(default_factory=dict)  # kind -> file in stage
     tools: dict[str, Any] = field(default_factory=dict)
     plan: Any = None             # what the family's preflight worked out (EL: repos, resolved packages)
+    cache: str = ""              # the bootstrap cache: "hit KEY", "miss, kept as KEY", "off"
 
     def ids(self, owner: str, group: str, where: str) -> tuple[int, int]:
         """uid and gid from the root's own user database; a name it lacks is the recipe's error."""

@@ -30,7 +30,7 @@ def data(ctx: "Context", loaded: "Loaded") -> dict:
         "name": r.name, "distro": r.distro, "release": r.release, "arch": r.arch, "hostname": r.hostname,
         "recipe": {"path": str(loaded.path), "sha256": loaded.sha256},
         "bootstrap": {"method": ctx.method, "mirror": ctx.mirror, "variant": r.bootstrap.variant,
-                      "index": list(ctx.index.ids) if ctx.index else []},
+                      "index": list(ctx.index.ids) if ctx.index else [], "cache": ctx.cache},
         "source_date_epoch": ctx.epoch,
         "artifacts": artifacts,
         "packages": ctx.packages,

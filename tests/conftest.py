@@ -69,6 +69,20 @@ def lxc_reason() -> str | None:
     return None
 
 
+def pytest_configure(config):
+    """One cache for the whole session, empty at its start (so every run bootstraps cold once, as CI does) and
+    removed at its end; tests that need their own set IMGBUILD_CACHE themselves."""
+    if os.environ.get("IMGBUILD_CACHE"):
+        return
+    import shutil
+    import tempfile
+
+    base = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+    d = tempfile.mkdtemp(prefix="imgbuild-test-cache-", dir=base)
+    os.environ["IMGBUILD_CACHE"] = d
+    config.add_cleanup(lambda: shutil.rmtree(d, ignore_errors=True))
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if "root" in item.keywords and os.geteuid() != 0:

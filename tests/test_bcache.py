@@ -1,0 +1,95 @@
+"""The bootstrap cache: a rebuild that changes no bootstrap input starts from the cached tree and gives the same
+tarball; a miss says which input changed; a damaged entry is detected, removed and rebuilt, never used."""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from builder import bcache
+from builder.errors import InputError
+from tests.conftest import DEFAULT_RECIPE, imgbuild, sha256
+
+BASE = {"format": 1, "method": "mmdebstrap", "distro": "debian", "release": "bookworm", "arch": "amd64",
+        "mirror": "http://mirror.example/debian", "variant": "minbase", "components": ["main"],
+        "packages": ["iproute2", "systemd-sysv"], "epoch": 1700000000, "index": ["a" * 64]}
+
+
+def _entry(base: Path, name: str, inputs: dict, created: float) -> None:
+    d = base / bcache.key_of(inputs)
+    d.mkdir(parents=True)
+    (d / bcache.META).write_text(json.dumps({"name": name, "inputs": inputs, "created": created,
+                                             "last_used": created, "size": 10, "sha256": "0"}))
+
+
+def test_a_miss_names_every_input_that_changed(tmp_path):
+    _entry(tmp_path, "web", BASE, 1)
+    _entry(tmp_path, "web", {**BASE, "packages": ["iproute2"]}, 0)      # older: not the one compared with
+    _entry(tmp_path, "db", {**BASE, "release": "trixie"}, 2)            # another recipe: not compared with
+    new = {**BASE, "packages": ["iproute2", "systemd-sysv", "vim"], "mirror": "http://other.example/debian"}
+    assert bcache.explain(new, "web", tmp_path) == \
+        "mirror (http://mirror.example/debian -> http://other.example/debian), packages (+vim)"
+    assert bcache.explain({**BASE, "packages": ["iproute2"]}, "web", tmp_path) == "packages (-systemd-sysv)"
+    assert bcache.explain({**BASE, "index": ["b" * 64]}, "web", tmp_path) == \
+        "mirror index (the mirror has other package versions)"
+    assert bcache.explain(BASE, "new", tmp_path) == "no earlier bootstrap of new in the cache"
+
+
+def test_keys_depend_on_every_input_and_not_on_order_of_writing():
+    assert bcache.key_of(BASE) == bcache.key_of(dict(reversed(list(BASE.items()))))
+    for k, v in (("packages", ["iproute2"]), ("epoch", 1), ("index", ["c" * 64]), ("variant", "buildd")):
+        assert bcache.key_of({**BASE, k: v}) != bcache.key_of(BASE), k
+
+
+def test_sizes():
+    assert bcache.parse_size("4G") == 4 << 30 and bcache.parse_size("500M") == 500 << 20
+    assert bcache.parse_size("1.5k") == 1536 and bcache.parse_size("123") == 123
+    with pytest.raises(InputError):
+        bcache.parse_size("lots")
+
+
+def _build(out: Path, *args: str, env: dict) -> tuple[str, Path]:
+    r = imgbuild(DEFAULT_RECIPE, "-o", out, *args, env=env)
+    assert r.returncode == 0, r.stderr
+    return r.stderr, out / "debian12" / "debian12.tar.zst"
+
+
+@pytest.mark.root
+@pytest.mark.network
+@pytest.mark.slow
+def test_cold_warm_changed_damaged(tmp_path):
+    env = {**os.environ, "IMGBUILD_CACHE": str(tmp_path / "cache")}
+    err, cold = _build(tmp_path / "cold", env=env)
+    assert "cache miss: no earlier bootstrap of debian12 in the cache" in err and "bootstrap kept in the cache" in err
+    t0 = time.monotonic()
+    err, warm = _build(tmp_path / "warm", env=env)
+    print(f"warm rebuild: {time.monotonic() - t0:.1f} s")
+    assert "cache hit: bootstrap" in err and "I: success" not in err
+    assert sha256(cold) == sha256(warm), "a warm build gave another tarball than the cold one"
+    m = json.loads((tmp_path / "warm/debian12/manifest.json").read_text())
+    assert m["bootstrap"]["cache"].startswith("hit ") and m["packages"]["openssh-server"]
+
+    # one entry, listed; damage it: detected, removed, bootstrapped again -> the same tarball
+    r = imgbuild("cache", "list", env=env)
+    assert r.returncode == 0 and "debian12" in r.stdout and r.stdout.count("\n") == 1
+    (entry,) = (tmp_path / "cache/bootstrap").iterdir()
+    with open(entry / bcache.ARCHIVE, "r+b") as f:
+        f.seek(1 << 20)
+        f.write(b"\0damage\0")
+    err, again = _build(tmp_path / "again", env=env)
+    assert "is damaged" in err and "I: success" in err, err
+    assert sha256(again) == sha256(cold)
+
+    # a changed package list: the miss says what changed
+    err, _ = _build(tmp_path / "less", "--set",
+                    "bootstrap.packages=[systemd-sysv, ifupdown, iproute2, openssh-server, less]", env=env)
+    assert "cache miss: packages (+less)" in err, err
+    # --no-cache neither uses nor fills it
+    err, nocache = _build(tmp_path / "nocache", "--no-cache", env=env)
+    assert "cache hit" not in err and "kept in the cache" not in err and sha256(nocache) == sha256(cold)
+    r = imgbuild("cache", "prune", "--all", env=env)
+    assert r.returncode == 0 and r.stdout.count("removed ") == 2
+    assert not list((tmp_path / "cache/bootstrap").iterdir())
