@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import run as runner
+from . import unpriv
 from .errors import CommandError, InputError
 from .outputs import sha256 as _sha256
 
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("imgbuild")
 
-FORMAT = 1
+FORMAT = 2
 ARCHIVE = "tree.tar.zst"
 META = "meta.json"
 DEFAULT_MAX = 4 << 30
@@ -57,6 +58,8 @@ def inputs(r: "Recipe", pre: "Preflight") -> dict[str, Any]:
     }
     if pre.index is not None:
         data["index"] = list(pre.index.ids)
+    if unpriv.active():
+        data["unprivileged"] = True     # no device nodes in the tree: not the tree a root build caches
     if pre.plan is not None:
         data.update({"groups": sorted(b.groups), "release_package": b.release_package, "seed_repo": b.seed_repo,
                      "repos": sorted(b.repos), "releasever": b.releasever, "gpgcheck": b.gpgcheck,

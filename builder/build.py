@@ -17,13 +17,13 @@ from typing import Iterator
 
 from . import apt, bootstrap, hooks, inventory, manifest, mounts
 from .context import Context
-from .errors import Interrupted, Problem, RecipeError
+from .errors import InputError, Interrupted, Problem, RecipeError
 from .families import family_of
 from .outputs import publish
 from .recipe import Loaded
 from .rootfs import RootFS
 from .steps import basefiles, cleanup, devices, files, init, network, password, templates
-from . import bcache, cluster
+from . import bcache, cluster, unpriv
 from .targets import TARGETS, enabled
 
 log = logging.getLogger("imgbuild")
@@ -54,6 +54,10 @@ def preflight(loaded: Loaded) -> Preflight:
     r = loaded.recipe
     family = family_of(r.distro)
     method = bootstrap.choose(r, family.name)
+    if unpriv.active() and method.name != "mmdebstrap":
+        raise InputError(f"bootstrap.method: {method.name} needs root; an unprivileged build runs Debian recipes "
+                         "with mmdebstrap", f"build as root, or set bootstrap.method: mmdebstrap "
+                         f"(Debian recipes)")
     mirror = r.bootstrap.mirror
     env_epoch = os.environ.get("SOURCE_DATE_EPOCH", "")
     epoch = r.epoch if r.epoch is not None else int(env_epoch) if env_epoch.isdigit() else None
@@ -105,6 +109,9 @@ def build(loaded: Loaded, output: Path, keep_tree: bool = False, use_cache: bool
     method = pre.method
 
     output = Path(output).resolve()
+    if unpriv.active() and (output == Path("/dev/shm") or Path("/dev/shm") in output.parents):
+        raise InputError(f"{output}: an unprivileged build cannot work under /dev/shm (mmdebstrap bind-mounts "
+                         "the host's /dev/shm into the tree)", "choose another output directory with -o")
     output.mkdir(parents=True, exist_ok=True)
     _clean_leftovers(output, r.name)
     work = output / ".work" / f"{r.name}-{os.getpid()}"
@@ -128,6 +135,8 @@ def build(loaded: Loaded, output: Path, keep_tree: bool = False, use_cache: bool
                 saved = bcache.save(key_inputs, r.name, work / "rootfs") if use_cache else None
                 ctx.cache = f"miss, kept as {saved.key}" if saved else "off" if not use_cache else "miss"
             ctx.root = RootFS(work / "rootfs")
+            if unpriv.active():
+                devices.run(ctx, devices.MMDEBSTRAP)   # what mmdebstrap makes in /dev when it can mknod
             ctx.packages = inventory.installed(ctx.root, ctx.family.package_db)
         with phase(ctx, "hooks post-bootstrap"):
             hooks.run_phase(ctx, "post-bootstrap")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from . import __version__, cli_identity
+from . import __version__, cli_identity, unpriv
 from .cli_common import apply_verbosity, run_cli, verbosity
 from .errors import InputError
 
@@ -74,14 +74,26 @@ def build(recipe: Path, output: Path, overrides: tuple[str, ...], keep_tree: boo
 
     Everything that can be checked first is: the recipe, the bootstrap method, the mirror and every requested
     package. A failed or interrupted build leaves the previous output untouched and nothing mounted.
+
+    Packages come from a verified package cache and the tree after the bootstrap from the bootstrap cache, both
+    under $IMGBUILD_CACHE (root: /var/cache/imgbuild, others: ~/.cache/imgbuild); see `imgbuild cache`.
+
+    Without root, the build runs in a user namespace of your own (Debian recipes with mmdebstrap; needs uidmap
+    and 65536 ids for you in /etc/subuid and /etc/subgid): device nodes go into the tarball and image as they
+    would as root (the same tarball), /sys in hooks is the host's; --install-lxc, other bootstrap methods and
+    an output directory under /dev/shm need root.
     """
     apply_verbosity(verbose, quiet, debug)
     from . import build as build_mod
     from . import recipe as recipe_mod
 
     loaded = recipe_mod.load(recipe, overrides)
-    if os.geteuid() != 0:
-        raise InputError("building needs root (mknod, chroot, mounts)", f"run it as root: sudo imgbuild {recipe}")
+    if os.geteuid() != 0 or unpriv.active():
+        if install_lxc:
+            raise InputError("--install-lxc needs root (LXC's directory is root's)",
+                             f"build without it, then as root: imgbuild install-lxc {output}/{loaded.recipe.name}")
+        if os.geteuid() != 0:
+            unpriv.reexec()   # the same command again, as root of a user namespace of its own
     final = build_mod.build(loaded, output, keep_tree=keep_tree, use_cache=not no_cache)
     click.echo(str(final))
     if install_lxc:
@@ -144,10 +156,12 @@ def schema(markdown: bool) -> None:
 
 @imgbuild.group("cache")
 def cache_group() -> None:
-    """The bootstrap cache: trees right after the bootstrap, reused by rebuilds with the same inputs.
+    """The caches: trees right after the bootstrap, reused by rebuilds with the same inputs; and the .debs
+    builds downloaded, each verified against the mirror's index on the way in and on the way out.
 
-    Where: $IMGBUILD_CACHE/bootstrap (default /var/cache/imgbuild as root). Bounded by $IMGBUILD_CACHE_MAX
-    (default 4G; least recently used entries go first).
+    Where: $IMGBUILD_CACHE/bootstrap and $IMGBUILD_CACHE/packages (default /var/cache/imgbuild as root,
+    ~/.cache/imgbuild for others). The bootstrap cache is bounded by $IMGBUILD_CACHE_MAX (default 4G; least
+    recently used entries go first).
     """
 
 
@@ -156,28 +170,35 @@ def cache_group() -> None:
 def cache_list(verbose: int, quiet: bool, debug: bool) -> None:
     """Every entry: key, recipe, size, last use, what it was bootstrapped with."""
     apply_verbosity(verbose, quiet, debug)
-    from . import bcache
+    from . import bcache, pkgcache
 
     es = sorted(bcache.entries(), key=lambda e: -e.meta.get("last_used", 0))
     for e in es:
         click.echo(bcache.describe(e))
     click.echo(f"{len(es)} entries, {sum(e.size for e in es) / (1 << 20):.1f} MB in {bcache.root_dir()}", err=True)
+    files, size = pkgcache.size()
+    click.echo(f"package cache: {files} packages, {size / (1 << 20):.1f} MB in {pkgcache.deb_dir()}", err=True)
 
 
 @cache_group.command("prune")
 @click.option("--max-size", metavar="SIZE", help="Keep at most this much (500M, 4G); default $IMGBUILD_CACHE_MAX.")
-@click.option("--all", "everything", is_flag=True, help="Remove every entry.")
+@click.option("--packages", is_flag=True, help="Also empty the package cache.")
+@click.option("--all", "everything", is_flag=True, help="Remove every entry, and the package cache.")
 @verbosity
-def cache_prune(max_size: str | None, everything: bool, verbose: int, quiet: bool, debug: bool) -> None:
-    """Remove the least recently used entries until the cache fits."""
+def cache_prune(max_size: str | None, packages: bool, everything: bool, verbose: int, quiet: bool,
+                debug: bool) -> None:
+    """Remove the least recently used bootstrap entries until the cache fits."""
     apply_verbosity(verbose, quiet, debug)
-    from . import bcache
+    from . import bcache, pkgcache
 
     limit = bcache.parse_size(max_size) if max_size else bcache.max_size()
     gone = bcache.prune(limit, everything=everything)
     for e in gone:
         click.echo(f"removed {e.key} ({e.meta.get('name', '?')}, {e.size / (1 << 20):.1f} MB)")
     click.echo(f"{len(gone)} removed", err=True)
+    if packages or everything:
+        files, size = pkgcache.prune()
+        click.echo(f"removed {files} packages ({size / (1 << 20):.1f} MB) from {pkgcache.deb_dir()}")
 
 
 @imgbuild.command("install-lxc")

@@ -14,6 +14,7 @@ from typing import Iterator
 
 from . import run as runner
 from .errors import CommandError
+from .unpriv import in_userns
 
 log = logging.getLogger("imgbuild")
 
@@ -68,10 +69,10 @@ class MountStack:
         self.points: list[str] = []
 
     def mount(self, source: str, target: Path, fstype: str | None = None, options: str | None = None,
-              bind: bool = False) -> None:
+              bind: bool = False, recursive: bool = False) -> None:
         argv = ["mount"]
         if bind:
-            argv.append("--bind")
+            argv.append("--rbind" if recursive else "--bind")
         if fstype:
             argv += ["-t", fstype]
         if options:
@@ -107,13 +108,21 @@ def chroot_mounts(root: Path) -> Iterator[MountStack]:
     with MountStack() as ms:
         for d in ("proc", "sys", "dev"):
             (root / d).mkdir(exist_ok=True)
+        userns = in_userns()
         ms.mount("proc", root / "proc", "proc", "nosuid,nodev,noexec")
-        ms.mount("sysfs", root / "sys", "sysfs", "ro,nosuid,nodev,noexec")
+        if userns:   # sysfs needs a network namespace of its own: the host's, bound
+            ms.mount("/sys", root / "sys", bind=True, recursive=True)
+        else:
+            ms.mount("sysfs", root / "sys", "sysfs", "ro,nosuid,nodev,noexec")
         ms.mount("imgbuild-dev", root / "dev", "tmpfs", "mode=0755,nosuid,size=16m")
         dev = root / "dev"
         for name, major, minor in _DEV_NODES:
-            os.mknod(dev / name, 0o666 | 0o020000, os.makedev(major, minor))
-            os.chmod(dev / name, 0o666)
+            if userns:   # no mknod: the host's nodes, bound onto empty files
+                (dev / name).touch()
+                ms.mount(f"/dev/{name}", dev / name, bind=True)
+            else:
+                os.mknod(dev / name, 0o666 | 0o020000, os.makedev(major, minor))
+                os.chmod(dev / name, 0o666)
         for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
                              ("stderr", "/proc/self/fd/2"), ("ptmx", "pts/ptmx")):
             os.symlink(target, dev / name)

@@ -18,6 +18,9 @@ from .errors import UnsafePath
 
 MAX_LINKS = 40
 
+# marks the empty file standing in for a device node where mknod is not allowed (see unpriv.py)
+DEVICE_XATTR = "user.imgbuild.device"
+
 
 class RootFS:
     def __init__(self, path: str | os.PathLike):
@@ -159,7 +162,18 @@ class RootFS:
         dest = d / name
         self.remove(path)
         fmt = {"c": stat.S_IFCHR, "b": stat.S_IFBLK, "p": stat.S_IFIFO}[kind]
-        os.mknod(dest, fmt | mode, os.makedev(major, minor) if kind != "p" else 0)
+        try:
+            os.mknod(dest, fmt | mode, os.makedev(major, minor) if kind != "p" else 0)
+        except PermissionError:
+            if kind == "p":
+                raise
+            # no mknod here (a user namespace): an empty file that says what it stands for; the tarball and
+            # the image get the real node (tarwriter.placeholder)
+            fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            try:
+                os.setxattr(fd, DEVICE_XATTR, f"{kind} {major} {minor}".encode())
+            finally:
+                os.close(fd)
         os.chown(dest, uid, gid, follow_symlinks=False)
         os.chmod(dest, mode)
         return dest

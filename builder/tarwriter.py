@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from .rootfs import DEVICE_XATTR
+
 BLOCK = 512
 _SMALL = 1 << 16
 _FLUSH = 1 << 20
@@ -125,12 +127,34 @@ def _xattrs(path: str) -> dict[str, bytes]:
     return out
 
 
+def placeholder(path: str, st: os.stat_result, xattrs: dict[str, bytes] | None = None) -> tuple[str, int, int] | None:
+    """(kind, major, minor) when this is the empty file RootFS.mknod leaves where mknod is not allowed."""
+    if not stat.S_ISREG(st.st_mode) or st.st_size:
+        return None
+    if xattrs is None:
+        try:
+            raw = os.getxattr(path, DEVICE_XATTR, follow_symlinks=False)
+        except OSError:
+            return None
+    elif DEVICE_XATTR in xattrs:
+        raw = xattrs[DEVICE_XATTR]
+    else:
+        return None
+    kind, major, minor = raw.decode().split()
+    return kind, int(major), int(minor)
+
+
 def entry_header(e: Entry, epoch: int, links: dict[tuple[int, int], bytes]) -> tuple[bytes, int] | None:
     """(header blocks, bytes of data that follow) for one entry; None for what tar cannot hold (sockets)."""
     st, m = e.st, e.st.st_mode
     name = b"./" if e.name == "." else os.fsencode(e.name)
     size, linkname, major, minor = 0, b"", 0, 0
-    if stat.S_ISREG(m):
+    xattrs = _xattrs(e.path)
+    dev = placeholder(e.path, st, xattrs)
+    if dev is not None:
+        del xattrs[DEVICE_XATTR]
+        kind, major, minor = (CHR if dev[0] == "c" else BLK), dev[1], dev[2]
+    elif stat.S_ISREG(m):
         key = (st.st_dev, st.st_ino)
         if st.st_nlink > 1 and key in links:
             kind, linkname = LNK, links[key]
@@ -152,7 +176,7 @@ def entry_header(e: Entry, epoch: int, links: dict[tuple[int, int], bytes]) -> t
     else:
         return None  # sockets cannot be archived (GNU tar skips them too)
     hdr = header(name, stat.S_IMODE(m), st.st_uid, st.st_gid, size, min(int(st.st_mtime), epoch), kind, linkname,
-                 major, minor, _xattrs(e.path))
+                 major, minor, xattrs)
     return hdr, size
 
 

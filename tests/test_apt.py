@@ -65,7 +65,7 @@ def test_index_missing_suggests_close_names():
 def test_names_include_provides():
     data = (b"Package: postfix\nProvides: mail-transport-agent, default-mta (= 1)\n\n"
             b"Package: vim\nVersion: 2\n")
-    assert apt._names(data) == {"postfix", "mail-transport-agent", "default-mta", "vim"}
+    assert apt._scan(data).names == {"postfix", "mail-transport-agent", "default-mta", "vim"}
 
 
 @pytest.mark.network
@@ -75,7 +75,8 @@ def test_real_index(tmp_path, monkeypatch):
     idx = apt.fetch_index(mirror, "bookworm", "amd64")
     assert {"systemd-sysv", "openssh-server", "ifupdown", "iproute2"} <= idx.names
     assert idx.date > 1_680_000_000 and len(idx.ids[0]) == 64
-    assert list((tmp_path / "indexes").glob("*.names"))   # cached by the index's sha256
+    assert list((tmp_path / "indexes").glob("*.names")) and list((tmp_path / "indexes").glob("*.debs"))
+    assert len(apt.deb_checksums(idx)) > 50000
     again = apt.fetch_index(mirror, "bookworm", "amd64")
     assert again.names == idx.names
 
@@ -89,5 +90,5 @@ def test_unknown_release_is_input_error():
 def test_streamed_names_equal_whole_names():
     import io
     data = b"".join(b"Package: p%d\nVersion: 1\nProvides: v%d (= 1), w\n\n" % (i, i) for i in range(5000))
-    whole = apt._names(data)
-    assert apt._stream_names(io.BytesIO(data), chunk=777) == whole and len(whole) == 10001
+    whole = apt._scan(data).names
+    assert apt._stream_scan(io.BytesIO(data), chunk=777).names == whole and len(whole) == 10001

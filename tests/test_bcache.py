@@ -13,7 +13,7 @@ from builder import bcache
 from builder.errors import InputError
 from tests.conftest import DEFAULT_RECIPE, imgbuild, sha256
 
-BASE = {"format": 1, "method": "mmdebstrap", "distro": "debian", "release": "bookworm", "arch": "amd64",
+BASE = {"format": 2, "method": "mmdebstrap", "distro": "debian", "release": "bookworm", "arch": "amd64",
         "mirror": "http://mirror.example/debian", "variant": "minbase", "components": ["main"],
         "packages": ["iproute2", "systemd-sysv"], "epoch": 1700000000, "index": ["a" * 64]}
 
@@ -64,6 +64,8 @@ def test_cold_warm_changed_damaged(tmp_path):
     env = {**os.environ, "IMGBUILD_CACHE": str(tmp_path / "cache")}
     err, cold = _build(tmp_path / "cold", env=env)
     assert "cache miss: no earlier bootstrap of debian12 in the cache" in err and "bootstrap kept in the cache" in err
+    debs = sorted((tmp_path / "cache/packages/deb").glob("*.deb"))
+    assert len(debs) > 100 and "package cache: kept" in err and "taken from the cache" not in err
     t0 = time.monotonic()
     err, warm = _build(tmp_path / "warm", env=env)
     print(f"warm rebuild: {time.monotonic() - t0:.1f} s")
@@ -87,9 +89,20 @@ def test_cold_warm_changed_damaged(tmp_path):
     err, _ = _build(tmp_path / "less", "--set",
                     "bootstrap.packages=[systemd-sysv, ifupdown, iproute2, openssh-server, less]", env=env)
     assert "cache miss: packages (+less)" in err, err
-    # --no-cache neither uses nor fills it
+    # --no-cache neither uses nor fills it, but takes the packages from the package cache: a damaged .deb
+    # there is detected, not used, downloaded again and kept again
+    bad = next(d for d in debs if d.name.startswith("openssh-server_"))
+    good = sha256(bad)
+    bad.unlink()   # the cache's file may be hard-linked elsewhere: damage a copy of its own
+    bad.write_bytes(b"not a deb")
     err, nocache = _build(tmp_path / "nocache", "--no-cache", env=env)
     assert "cache hit" not in err and "kept in the cache" not in err and sha256(nocache) == sha256(cold)
+    assert f"package cache: {bad.name} is damaged" in err and "taken from the cache" in err, err
+    assert "package cache: kept 1 new packages" in err and sha256(bad) == good
+    n = len(list((tmp_path / "cache/packages/deb").glob("*.deb")))
+    assert n == len(debs) + 1      # and less
+    r = imgbuild("cache", "list", env=env)
+    assert r.returncode == 0 and f"package cache: {n} packages" in r.stderr, r.stderr
     r = imgbuild("cache", "prune", "--all", env=env)
-    assert r.returncode == 0 and r.stdout.count("removed ") == 2
-    assert not list((tmp_path / "cache/bootstrap").iterdir())
+    assert r.returncode == 0 and r.stdout.count("removed ") == 3 and f"removed {n} packages" in r.stdout
+    assert not list((tmp_path / "cache/bootstrap").iterdir()) and not (tmp_path / "cache/packages/deb").exists()

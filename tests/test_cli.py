@@ -324,15 +324,16 @@ def test_debug_build_shows_traceback(tmp_path):
 
 @pytest.mark.root
 @pytest.mark.skipif(not shutil.which("setpriv"), reason="setpriv (util-linux) is not installed")
-def test_build_as_non_root_says_it_needs_root(tmp_path):
+def test_build_as_a_user_without_subordinate_ids_says_what_is_missing(tmp_path):
+    """nobody has no /etc/subuid range: an unprivileged build (tests/test_unprivileged.py) is not possible."""
     out = tmp_path / "out"
     r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", str(BIN / "imgbuild"),
                         str(DEFAULT_RECIPE), "-o", str(out)], cwd=REPO, capture_output=True, text=True, timeout=120,
                        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": "/nonexistent",
                             "LANG": "C.UTF-8"})
     assert r.returncode == 2, r.stderr
-    assert "error: building needs root" in r.stderr
-    assert "hint: run it as root: sudo imgbuild" in r.stderr
+    assert "error: an unprivileged build needs 65536 ids for nobody in /etc/subuid" in r.stderr
+    assert "hint: ask your admin: usermod --add-subuids" in r.stderr and "or build as root" in r.stderr
     assert "Traceback" not in r.stderr
     assert not out.exists()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from .. import run as runner
+from .. import pkgcache, run as runner
 from .mmdebstrap import debian_argv, progress
 
 if TYPE_CHECKING:
@@ -30,9 +30,11 @@ class Debootstrap:
         variant = ctx.recipe.bootstrap.variant or self.variants[0]
         vopt = [] if variant == "important" else [f"--variant={variant}"]
         env = dict(os.environ, SOURCE_DATE_EPOCH=str(ctx.epoch))
-        runner.run(["debootstrap", *vopt, *opts, *pos], env=env, on_line=progress(STAGES),
-                   hint="run with -v to see debootstrap's full output; its log is in the root's "
-                        "/debootstrap/debootstrap.log")
+        with pkgcache.for_build(ctx.index, ctx.work) as debs:
+            # debootstrap checks each file of its cache directory against the index, downloads what is missing
+            runner.run(["debootstrap", *vopt, f"--cache-dir={debs}", *opts, *pos], env=env, on_line=progress(STAGES),
+                       hint="run with -v to see debootstrap's full output; its log is in the root's "
+                            "/debootstrap/debootstrap.log")
 
 
 METHOD = Debootstrap()

@@ -4,12 +4,14 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shlex
 from typing import TYPE_CHECKING, Callable
 
-from .. import run as runner
+from .. import pkgcache, run as runner
 
 if TYPE_CHECKING:
     from ..context import Context
+    from ..rootfs import RootFS
 
 log = logging.getLogger("imgbuild")
 
@@ -48,9 +50,35 @@ class Mmdebstrap:
         opts, pos = debian_argv(ctx)
         env = dict(os.environ, SOURCE_DATE_EPOCH=str(ctx.epoch))
         # force-unsafe-io: dpkg skips its fsyncs; the tree is scratch space (the outputs are fsynced).
-        argv = ["mmdebstrap", f"--variant={ctx.recipe.bootstrap.variant or self.variants[0]}", "--format=directory",
-                "--aptopt=Acquire::Retries \"3\"", "--dpkgopt=force-unsafe-io", *opts, *pos]
-        runner.run(argv, env=env, on_line=progress(r"^[IWE]: "), hint="run with -v to see mmdebstrap's full output")
+        with pkgcache.for_build(ctx.index, ctx.work) as debs:
+            out = shlex.quote(str(ctx.work / "debs-out"))
+            # the package cache: verified .debs linked in before apt runs (apt checks them against the index
+            # again), the ones apt used linked out before mmdebstrap's cleanup empties the archive directory
+            cache = ["--skip=essential/unlink",
+                     f"--setup-hook=mkdir -p \"$1\"/var/cache/apt/archives && "
+                     f"cp -al {shlex.quote(str(debs))}/. \"$1\"/var/cache/apt/archives/",
+                     f"--customize-hook=mkdir -p {out} && find \"$1\"/var/cache/apt/archives -maxdepth 1 "
+                     f"-name '*.deb' -exec cp -l -t {out} {{}} +"]
+            argv = ["mmdebstrap", f"--variant={ctx.recipe.bootstrap.variant or self.variants[0]}",
+                    "--format=directory", "--aptopt=Acquire::Retries \"3\"", "--dpkgopt=force-unsafe-io", *cache,
+                    *opts, *pos]
+            runner.run(argv, env=env, on_line=progress(r"^[IWE]: "),
+                       hint="run with -v to see mmdebstrap's full output")
+        apt_partial_owner(ctx.root)
+
+
+def apt_partial_owner(root: "RootFS") -> None:
+    """apt gives its partial directories to _apt only when _apt can reach the tree (every parent directory of
+    the output searchable), else leaves them root's: made _apt's always, as on an installed system, so the
+    tarball does not depend on where it was built."""
+    try:
+        uid = root.uid("_apt")
+    except KeyError:
+        return
+    for d in ("/var/cache/apt/archives/partial", "/var/lib/apt/lists/partial"):
+        host = root.resolve(d)
+        if host.is_dir() and not host.is_symlink():
+            os.chown(host, uid, 0, follow_symlinks=False)
 
 
 METHOD = Mmdebstrap()

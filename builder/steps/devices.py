@@ -50,6 +50,17 @@ PRESETS: dict[str, tuple[Device, ...]] = {
     "none": (),
 }
 
+# What mmdebstrap puts in /dev when it runs as real root (its @devfiles): an unprivileged build adds the same
+# after its bootstrap, so both give the same tree whatever the recipe's devices.
+MMDEBSTRAP: tuple[Device, ...] = (
+    _d("/dev/console", "c", 5, 1), _d("/dev/fd", "link", target="/proc/self/fd"), _d("/dev/full", "c", 1, 7),
+    _d("/dev/null", "c", 1, 3), _d("/dev/ptmx", "c", 5, 2), _d("/dev/pts", "dir", mode=0o755),
+    _d("/dev/random", "c", 1, 8), _d("/dev/shm", "dir", mode=0o755),
+    _d("/dev/stderr", "link", target="/proc/self/fd/2"), _d("/dev/stdin", "link", target="/proc/self/fd/0"),
+    _d("/dev/stdout", "link", target="/proc/self/fd/1"), _d("/dev/tty", "c", 5, 0), _d("/dev/urandom", "c", 1, 9),
+    _d("/dev/zero", "c", 1, 5),
+)
+
 Preset = Annotated[str, Check(choices=lambda: list(PRESETS))]
 
 

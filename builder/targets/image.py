@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import posixpath
 import re
 import stat
 import tempfile
@@ -133,6 +134,26 @@ def e2read(image: Path, path: str) -> bytes | None:
         return out.read_bytes() if out.exists() else None
 
 
+def _devices(image: Path, items: list, epoch: int) -> None:
+    """Where the tree has placeholders for device nodes (an unprivileged build), put the real nodes."""
+    cmds = []
+    for e in items:
+        dev = tarwriter.placeholder(e.path, e.st)
+        if dev is None:
+            continue
+        p = e.name[1:]
+        parent, name = posixpath.split(p)
+        if re.search(r'[\s"]', p):
+            raise BuilderError(f"{p!r}: a device node with this name cannot be put into an image without root")
+        kind, major, minor = dev
+        mode = (stat.S_IFCHR if kind == "c" else stat.S_IFBLK) | stat.S_IMODE(e.st.st_mode)
+        # debugfs's mknod makes its name in the current directory
+        cmds += [f'rm "{p}"', f'cd "{parent}"', f"mknod {name} {kind} {major} {minor}", "cd /",
+                 f'sif "{p}" mode 0{mode:o}', f'sif "{p}" uid {e.st.st_uid}', f'sif "{p}" gid {e.st.st_gid}']
+    if cmds:
+        debugfs(image, cmds, epoch)
+
+
 def _clamp_times(image: Path, items: list, root: Path, epoch: int) -> None:
     """mke2fs -d copies each file's times from the tree (atime changes on every read): set them all to the
     file's mtime clamped to the epoch, as the tarball does, so a rebuild gives the same image."""
@@ -166,6 +187,7 @@ def make_image(root: Path, dest: Path, opts: ImageOptions, epoch: int) -> Path:
         runner.run(["mke2fs", "-q", "-F", "-t", opts.fs, "-L", opts.label, "-N", str(inodes), "-d", str(root),
                     "-E", f"root_owner=0:0,hash_seed={_uuid('hash:' + opts.label, epoch)}",
                     "-U", _uuid(opts.label, epoch), str(tmp)], env=_env(epoch))
+        _devices(tmp, items, epoch)
         _clamp_times(tmp, items, root, epoch)
         if opts.fstab:
             e2write(tmp, "/etc/fstab", fstab(opts.label, opts.fs).encode(), epoch=epoch)

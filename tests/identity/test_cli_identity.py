@@ -468,8 +468,10 @@ def loop_devices(image: Path) -> str:
     return subprocess.run(["losetup", "-j", str(image)], capture_output=True, text=True).stdout
 
 
-def host_mounts() -> str:
-    return Path("/proc/self/mountinfo").read_text()
+def host_mounts() -> list[str]:
+    """Loop-device mounts of the host: what the debugfs path must never make (other mounts on the host, such as
+    a concurrent build's, are not this test's business)."""
+    return [line for line in Path("/proc/self/mountinfo").read_text().splitlines() if "/dev/loop" in line]
 
 
 IDENTITY_FILES = ("/etc/hostname", "/etc/hosts", "/etc/network/interfaces", "/etc/machine-id", "/etc/motd",

@@ -1,0 +1,158 @@
+"""The Debian package cache: every .deb a build downloaded, shared by all builds and both Debian methods.
+
+CACHE/packages/deb/NAME_VERSION_ARCH.deb, named as apt and debootstrap name them. A file enters the cache only
+when its sha256 and size match the mirror's Packages index, under a temp name then renamed; on the way out to a
+build it is checked against the index again, and one that no longer matches is removed and downloaded anew,
+never used. The build sees only the files the current index lists, hard-linked (or copied) into its work
+directory, so the cache itself is never written by apt, dpkg or debootstrap.
+
+(EL packages have their own verified caches: rpm-native's under CACHE/el/rpms, named by checksum; dnf's and
+yum's keepcache directories under CACHE/el/, which those tools verify themselves.)
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterator
+
+from .apt import cache_dir, deb_checksums
+
+if TYPE_CHECKING:
+    from .apt import Index
+
+log = logging.getLogger("imgbuild")
+
+
+def deb_dir() -> Path:
+    return cache_dir() / "packages" / "deb"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _good(path: Path, want: tuple[str, int]) -> bool:
+    try:
+        return path.stat().st_size == want[1] and _sha256(path) == want[0]
+    except OSError:
+        return False
+
+
+def _link_or_copy(src: Path, dest: Path) -> None:
+    try:
+        os.link(src, dest)
+    except OSError:
+        shutil.copy2(src, dest)
+
+
+@dataclass
+class Stats:
+    files: int = 0
+    bytes: int = 0
+    damaged: int = 0
+
+
+def stage_in(checksums: dict[str, tuple[str, int]], dest: Path) -> Stats:
+    """Put the cached .debs the index lists into dest (created), each checked first; damaged ones are dropped."""
+    dest.mkdir(parents=True, exist_ok=True)
+    stats = Stats()
+    src = deb_dir()
+    if not src.is_dir():
+        return stats
+    for entry in sorted(os.scandir(src), key=lambda e: e.name):
+        want = checksums.get(entry.name)
+        if want is None or not entry.is_file(follow_symlinks=False):
+            continue
+        path = Path(entry.path)
+        if not _good(path, want):
+            log.warning("package cache: %s is damaged (checksum differs from the index); downloading it again",
+                        entry.name)
+            with contextlib.suppress(OSError):
+                path.unlink()
+            stats.damaged += 1
+            continue
+        _link_or_copy(path, dest / entry.name)
+        stats.files += 1
+        stats.bytes += want[1]
+    return stats
+
+
+def store(checksums: dict[str, tuple[str, int]], src: Path) -> Stats:
+    """Keep the .debs in src that the cache lacks and the index vouches for; returns what was added."""
+    stats = Stats()
+    if not src.is_dir():
+        return stats
+    dest = deb_dir()
+    for path in sorted(src.glob("*.deb")):
+        want = checksums.get(path.name)
+        final = dest / path.name
+        if final.exists() or want is None:
+            continue
+        if not _good(path, want):
+            log.warning("package cache: not keeping %s: its checksum differs from the index", path.name)
+            continue
+        dest.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".part-", dir=dest)
+        os.close(fd)
+        try:
+            os.unlink(tmp)
+            _link_or_copy(path, Path(tmp))
+            os.chmod(tmp, 0o644)
+            os.rename(tmp, final)
+        except OSError as e:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            log.debug("package cache: cannot keep %s: %s", path.name, e)
+            continue
+        stats.files += 1
+        stats.bytes += want[1]
+    return stats
+
+
+def size() -> tuple[int, int]:
+    """(files, bytes) in the package cache."""
+    files = total = 0
+    with contextlib.suppress(OSError):
+        for e in os.scandir(deb_dir()):
+            if e.name.endswith(".deb"):
+                files += 1
+                total += e.stat(follow_symlinks=False).st_size
+    return files, total
+
+
+def prune() -> tuple[int, int]:
+    """Empty the package cache; returns (files, bytes) removed."""
+    files, total = size()
+    shutil.rmtree(deb_dir(), ignore_errors=True)
+    return files, total
+
+
+@contextlib.contextmanager
+def for_build(index: "Index | None", work: Path) -> Iterator[Path]:
+    """The directory of cached .debs for one Debian bootstrap; what the bootstrap adds to it (or leaves in
+    WORK/debs-out) is kept in the cache afterwards, if the bootstrap succeeded."""
+    sums = deb_checksums(index) if index is not None else {}
+    din = work / "debs-in"
+    got = stage_in(sums, din)
+    if got.files:
+        log.info("package cache: %d packages (%.1f MB) verified and taken from the cache", got.files,
+                 got.bytes / 1e6)
+    yield din
+    kept = store(sums, din)
+    out = work / "debs-out"
+    kept2 = store(sums, out)
+    if kept.files + kept2.files:
+        log.info("package cache: kept %d new packages (%.1f MB)", kept.files + kept2.files,
+                 (kept.bytes + kept2.bytes) / 1e6)
+    shutil.rmtree(din, ignore_errors=True)
+    shutil.rmtree(out, ignore_errors=True)
