@@ -56,8 +56,7 @@ def preflight(loaded: Loaded) -> Preflight:
     method = bootstrap.choose(r, family.name)
     if unpriv.active() and method.name != "mmdebstrap":
         raise InputError(f"bootstrap.method: {method.name} needs root; an unprivileged build runs Debian recipes "
-                         "with mmdebstrap", f"build as root, or set bootstrap.method: mmdebstrap "
-                         f"(Debian recipes)")
+                         "with mmdebstrap", "build as root, or set bootstrap.method: mmdebstrap (Debian recipes)")
     mirror = r.bootstrap.mirror
     env_epoch = os.environ.get("SOURCE_DATE_EPOCH", "")
     epoch = r.epoch if r.epoch is not None else int(env_epoch) if env_epoch.isdigit() else None
