@@ -16,7 +16,6 @@ import hashlib
 import logging
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
@@ -102,11 +101,9 @@ def store(checksums: dict[str, tuple[str, int]], src: Path) -> Stats:
             log.warning("package cache: not keeping %s: its checksum differs from the index", path.name)
             continue
         dest.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".part-", dir=dest)
-        os.close(fd)
+        tmp = dest / f".part-{os.getpid()}-{path.name}"
         try:
-            os.unlink(tmp)
-            _link_or_copy(path, Path(tmp))
+            _link_or_copy(path, tmp)
             os.chmod(tmp, 0o644)
             os.rename(tmp, final)
         except OSError as e:
