@@ -127,6 +127,8 @@ class Index:
     date: int                     # the Release file's Date, as Unix time
     ids: tuple[str, ...]          # sha256 of each Packages index used: the index's identity
     names: frozenset[str]         # real and virtual (Provides) package names
+    urls: tuple[str, ...] = ()    # where each Packages index came from (same order as ids)
+    release: tuple[tuple[str, str], ...] = ()   # the Release file's Origin, Label, Suite, Codename, Version
 
     def missing(self, packages: list[str]) -> dict[str, list[str]]:
         """Requested packages the index does not know, each with close matches."""
@@ -174,6 +176,7 @@ def _verify(inrelease: bytes, url: str) -> None:
                               "check debian-archive-keyring on this host") from e
 
 
+RELEASE_FIELDS = ("Origin", "Label", "Suite", "Version", "Codename")
 _FIELDS = re.compile(rb"^(Package|Provides|Version|Architecture|Size|SHA256): (.+)$", re.M)
 
 
@@ -222,11 +225,14 @@ def _scan(data: bytes) -> Scan:
     return Scan().feed(data).done()
 
 
-def _stream_scan(f: IO[bytes], chunk: int = 4 << 20) -> Scan:
-    """_scan of a decompressing file, read a chunk at a time so the index is never whole in memory."""
+def _stream_scan(f: IO[bytes], chunk: int = 4 << 20, sink: IO[bytes] | None = None) -> Scan:
+    """_scan of a decompressing file, read a chunk at a time so the index is never whole in memory (and each
+    chunk also written to sink)."""
     scan = Scan()
     tail = b""
     while block := f.read(chunk):
+        if sink is not None:
+            sink.write(block)
         buf = tail + block
         cut = buf.rfind(b"\n") + 1
         scan.feed(buf[:cut])
@@ -248,7 +254,7 @@ def fetch_index(mirror: str, suite: str, arch: str, components: tuple[str, ...] 
     date = int(email.utils.parsedate_to_datetime(release["Date"]).timestamp())
     by_name = {f["name"]: f for f in release.get("SHA256", [])}
     names: set[str] = set()
-    ids = []
+    ids, urls = [], []
     for comp in components:
         # gzip first: a third larger than xz, but it decompresses three times faster (0.17 s against 0.49 s
         # for bookworm's main), which matters more on the LAN mirrors builders use
@@ -262,33 +268,75 @@ def fetch_index(mirror: str, suite: str, arch: str, components: tuple[str, ...] 
             raise UnknownSuite(key, f"the mirror has no {comp}/binary-{arch} index for {suite}",
                                "check arch and bootstrap.components")
         ids.append(entry["sha256"])
-        names |= _cached_names(f"{base}/{entry['name']}", entry["sha256"], ext)
-    return Index(mirror, suite, arch, date, tuple(ids), frozenset(names))
+        urls.append(f"{base}/{entry['name']}")
+        names |= _cached_names(urls[-1], entry["sha256"], ext)
+    fields = tuple((k, release[k]) for k in RELEASE_FIELDS if k in release)
+    return Index(mirror, suite, arch, date, tuple(ids), frozenset(names), tuple(urls), fields)
 
 
 def _cached_names(url: str, sha256: str, ext: str) -> set[str]:
-    """Package names of one Packages index; the names and the .deb checksums are cached by the index's sha256."""
+    """Package names of one Packages index; the names and the .deb checksums are cached by the index's sha256,
+    and the index itself, decompressed, for debresolve."""
     cache = cache_dir() / "indexes"
     listing, debs = cache / f"{sha256}.names", cache / f"{sha256}.debs"
     if listing.exists() and debs.exists():
         return set(listing.read_text().split())
     log.info("reading the package index %s", url)
-    data = _get(url)
-    if hashlib.sha256(data).hexdigest() != sha256:
-        raise MirrorError(f"{url}: checksum differs from the Release file", "the mirror may be syncing; retry")
+    data = _download_index(url, sha256)
+    scan = None
+    with contextlib.suppress(OSError):    # a cache that cannot be written: the index is read all the same
+        cache.mkdir(parents=True, exist_ok=True)
+        with _PlainIndex(cache, sha256) as sink:
+            scan = _read_index(data, ext, sink)
+        write_atomic(debs, "".join(f"{n} {h} {z}\n" for n, (h, z) in sorted(scan.debs.items())))
+        write_atomic(listing, "\n".join(sorted(scan.names)))
+    if scan is None:
+        scan = _read_index(data, ext, None)
+    return scan.names
+
+
+def _read_index(data: bytes, ext: str, sink: "_PlainIndex | None") -> Scan:
     opener = {".xz": lzma.open, ".gz": gzip.open}.get(ext)
     if opener:
         with opener(io.BytesIO(data)) as f:
-            scan = _stream_scan(f)
-    else:
-        scan = _scan(data)
-    try:
-        cache.mkdir(parents=True, exist_ok=True)
-        write_atomic(debs, "".join(f"{n} {h} {z}\n" for n, (h, z) in sorted(scan.debs.items())))
-        write_atomic(listing, "\n".join(sorted(scan.names)))
-    except OSError as e:
-        log.debug("cannot cache the index: %s", e)
-    return scan.names
+            return _stream_scan(f, sink=sink)
+    if sink is not None:
+        sink.write(data)
+    return _scan(data)
+
+
+class _PlainIndex:
+    """CACHE/indexes/SHA.Packages: a Packages index decompressed, with its own sha256 in SHA.Packages.sha256;
+    written under a temp name, renamed when whole. Only the newest KEEP_PLAIN are kept (50 MB each)."""
+
+    KEEP_PLAIN = 4
+
+    def __init__(self, cache: Path, sha256: str):
+        self.final = cache / f"{sha256}.Packages"
+        self.tmp = cache / f".{sha256}.Packages.{os.getpid()}"
+        self.h = hashlib.sha256()
+
+    def __enter__(self) -> "_PlainIndex":
+        self.f = open(self.tmp, "wb")
+        return self
+
+    def write(self, block: bytes) -> None:
+        self.f.write(block)
+        self.h.update(block)
+
+    def __exit__(self, et, ev, tb) -> None:
+        self.f.close()
+        if et is not None:
+            with contextlib.suppress(OSError):
+                self.tmp.unlink()
+            return
+        write_atomic(self.final.with_name(self.final.name + ".sha256"), self.h.hexdigest() + "\n")
+        os.rename(self.tmp, self.final)
+        plain = sorted(self.final.parent.glob("*.Packages"), key=lambda p: p.stat().st_mtime, reverse=True)
+        for old in plain[self.KEEP_PLAIN:]:
+            for q in (old, old.with_name(old.name + ".sha256")):
+                with contextlib.suppress(OSError):
+                    q.unlink()
 
 
 def deb_checksums(index: Index) -> dict[str, tuple[str, int]]:
@@ -301,3 +349,32 @@ def deb_checksums(index: Index) -> dict[str, tuple[str, int]]:
                 name, h, size = line.split()
                 out[name] = (h, int(size))
     return out
+
+
+def _download_index(url: str, sha256: str) -> bytes:
+    data = _get(url)
+    if hashlib.sha256(data).hexdigest() != sha256:
+        raise MirrorError(f"{url}: checksum differs from the Release file", "the mirror may be syncing; retry")
+    return data
+
+
+def packages_text(index: Index) -> bytes:
+    """The whole Packages index (every component, decompressed): from the cache, checked against its sha256,
+    or downloaded again (and checked against the Release file)."""
+    parts = []
+    for sha, url in zip(index.ids, index.urls):
+        path = cache_dir() / "indexes" / f"{sha}.Packages"
+        data = b""
+        with contextlib.suppress(OSError):
+            want = path.with_name(path.name + ".sha256").read_text().strip()
+            kept = path.read_bytes()
+            if hashlib.sha256(kept).hexdigest() == want:
+                data = kept
+        if not data:
+            raw = _download_index(url, sha)
+            ext = next((e for e in (".gz", ".xz") if url.endswith(e)), "")
+            data = {".xz": lzma.decompress, ".gz": gzip.decompress}.get(ext, bytes)(raw)
+            with contextlib.suppress(OSError), _PlainIndex(path.parent, sha) as sink:
+                sink.write(data)
+        parts.append(data)
+    return b"\n".join(p.rstrip(b"\n") + b"\n" for p in parts)

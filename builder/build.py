@@ -23,7 +23,7 @@ from .outputs import publish
 from .recipe import Loaded
 from .rootfs import RootFS
 from .steps import basefiles, cleanup, devices, files, init, network, password, templates
-from . import bcache, cluster, unpriv
+from . import bcache, cluster, unpriv, uptodate
 from .targets import TARGETS, enabled
 
 log = logging.getLogger("imgbuild")
@@ -100,12 +100,22 @@ def _clean_leftovers(output: Path, name: str) -> None:
             shutil.rmtree(d, ignore_errors=True)
 
 
-def build(loaded: Loaded, output: Path, keep_tree: bool = False, use_cache: bool = True) -> Path:
-    """Build the recipe; returns OUTPUT/NAME. Raises BuilderError (or Interrupted) with nothing left behind."""
+def build(loaded: Loaded, output: Path, keep_tree: bool = False, use_cache: bool = True, force: bool = False) -> Path:
+    """Build the recipe; returns OUTPUT/NAME. Raises BuilderError (or Interrupted) with nothing left behind.
+
+    Unless force, no_cache or keep_tree: an OUTPUT/NAME built from the same inputs, its outputs intact, is kept
+    as it is (builder/uptodate.py)."""
     r = loaded.recipe
     t0 = time.monotonic()
     pre = preflight(loaded)
     method = pre.method
+    build_key = uptodate.key(loaded, pre)
+    if build_key and use_cache and not (force or keep_tree) and uptodate.current(Path(output).resolve() / r.name,
+                                                                                 build_key):
+        final = Path(output).resolve() / r.name
+        log.info("%s is up to date: the recipe, its files, the bootstrap inputs and the mirror index are "
+                 "unchanged and every output matches its sha256 (--force builds it again)", final)
+        return final
 
     output = Path(output).resolve()
     if unpriv.active() and (output == Path("/dev/shm") or Path("/dev/shm") in output.parents):
@@ -119,7 +129,7 @@ def build(loaded: Loaded, output: Path, keep_tree: bool = False, use_cache: bool
     stage.mkdir()
     ctx = Context(recipe=r, source=loaded.path.resolve(), root=RootFS(work / "rootfs"), work=work, stage=stage,
                   epoch=pre.epoch, family=family_of(r.distro), mirror=pre.mirror, index=pre.index,
-                  method=method.name, plan=pre.plan)
+                  method=method.name, plan=pre.plan, build_key=build_key)
     ctx.timings["preflight"] = round(time.monotonic() - t0, 3)
     final = output / r.name
     try:

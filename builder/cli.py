@@ -64,12 +64,14 @@ Exit status: 0 ok, 1 build failed, 2 bad input (recipe, options), 130 interrupte
               help="Override a recipe key (dotted path, VALUE read as YAML); repeatable.")
 @click.option("--keep-tree", is_flag=True, help="Also keep the finished root tree as OUTPUT/NAME.rootfs/.")
 @click.option("--no-cache", is_flag=True, help="Bootstrap afresh: neither use nor fill the bootstrap cache.")
+@click.option("--force", is_flag=True, help="Build even when OUTPUT/NAME is up to date (same inputs, outputs "
+              "intact).")
 @click.option("--install-lxc", is_flag=True, help="Then install it as LXC container(s), as `imgbuild install-lxc` "
               "does (a cluster: every node); replaces containers of the same names.")
 @click.option("--lxcpath", default="/var/lib/lxc", show_default=True, help="With --install-lxc: LXC's directory.")
 @verbosity
-def build(recipe: Path, output: Path, overrides: tuple[str, ...], keep_tree: bool, no_cache: bool, install_lxc: bool,
-          lxcpath: str, verbose: int, quiet: bool, debug: bool) -> None:
+def build(recipe: Path, output: Path, overrides: tuple[str, ...], keep_tree: bool, no_cache: bool, force: bool,
+          install_lxc: bool, lxcpath: str, verbose: int, quiet: bool, debug: bool) -> None:
     """Build RECIPE into OUTPUT/NAME/ (tarball, guest configs, manifest.json).
 
     Everything that can be checked first is: the recipe, the bootstrap method, the mirror and every requested
@@ -77,6 +79,8 @@ def build(recipe: Path, output: Path, overrides: tuple[str, ...], keep_tree: boo
 
     Packages come from a verified package cache and the tree after the bootstrap from the bootstrap cache, both
     under $IMGBUILD_CACHE (root: /var/cache/imgbuild, others: ~/.cache/imgbuild); see `imgbuild cache`.
+    A build whose inputs (recipe, the files it names, packages, mirror index) are unchanged and whose outputs
+    still match their sha256 is not done again: --force does it anyway. Recipes with secrets are always built.
 
     Without root, the build runs in a user namespace of your own (Debian recipes with mmdebstrap; needs uidmap
     and 65536 ids for you in /etc/subuid and /etc/subgid): device nodes go into the tarball and image as they
@@ -94,7 +98,7 @@ def build(recipe: Path, output: Path, overrides: tuple[str, ...], keep_tree: boo
                              f"build without it, then as root: imgbuild install-lxc {output}/{loaded.recipe.name}")
         if os.geteuid() != 0:
             unpriv.reexec()   # the same command again, as root of a user namespace of its own
-    final = build_mod.build(loaded, output, keep_tree=keep_tree, use_cache=not no_cache)
+    final = build_mod.build(loaded, output, keep_tree=keep_tree, use_cache=not no_cache, force=force)
     click.echo(str(final))
     if install_lxc:
         from . import cluster

@@ -32,6 +32,7 @@ class Context:
     tools: dict[str, Any] = field(default_factory=dict)
     plan: Any = None             # what the family's preflight worked out (EL: repos, resolved packages)
     cache: str = ""              # the bootstrap cache: "hit KEY", "miss, kept as KEY", "off"
+    build_key: str | None = None  # builder/uptodate.py: every input of this build, hashed
 
     def ids(self, owner: str, group: str, where: str) -> tuple[int, int]:
         """uid and gid from the root's own user database; a name it lacks is the recipe's error."""

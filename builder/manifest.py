@@ -32,6 +32,7 @@ def data(ctx: "Context", loaded: "Loaded") -> dict:
         "bootstrap": {"method": ctx.method, "mirror": ctx.mirror, "variant": r.bootstrap.variant,
                       "index": list(ctx.index.ids) if ctx.index else [], "cache": ctx.cache},
         "source_date_epoch": ctx.epoch,
+        "build_key": ctx.build_key,
         "artifacts": artifacts,
         "packages": ctx.packages,
         "tools": tools,

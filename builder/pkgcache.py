@@ -16,6 +16,7 @@ import hashlib
 import logging
 import os
 import shutil
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
@@ -40,14 +41,14 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _good(path: Path, want: tuple[str, int]) -> bool:
+def good(path: Path, want: tuple[str, int]) -> bool:
     try:
         return path.stat().st_size == want[1] and _sha256(path) == want[0]
     except OSError:
         return False
 
 
-def _link_or_copy(src: Path, dest: Path) -> None:
+def link_or_copy(src: Path, dest: Path) -> None:
     try:
         os.link(src, dest)
     except OSError:
@@ -73,14 +74,14 @@ def stage_in(checksums: dict[str, tuple[str, int]], dest: Path) -> Stats:
         if want is None or not entry.is_file(follow_symlinks=False):
             continue
         path = Path(entry.path)
-        if not _good(path, want):
+        if not good(path, want):
             log.warning("package cache: %s is damaged (checksum differs from the index); downloading it again",
                         entry.name)
             with contextlib.suppress(OSError):
                 path.unlink()
             stats.damaged += 1
             continue
-        _link_or_copy(path, dest / entry.name)
+        link_or_copy(path, dest / entry.name)
         stats.files += 1
         stats.bytes += want[1]
     return stats
@@ -97,13 +98,13 @@ def store(checksums: dict[str, tuple[str, int]], src: Path) -> Stats:
         final = dest / path.name
         if final.exists() or want is None:
             continue
-        if not _good(path, want):
+        if not good(path, want):
             log.warning("package cache: not keeping %s: its checksum differs from the index", path.name)
             continue
         dest.mkdir(parents=True, exist_ok=True)
         tmp = dest / f".part-{os.getpid()}-{path.name}"
         try:
-            _link_or_copy(path, tmp)
+            link_or_copy(path, tmp)
             os.chmod(tmp, 0o644)
             os.rename(tmp, final)
         except OSError as e:
@@ -116,14 +117,34 @@ def store(checksums: dict[str, tuple[str, int]], src: Path) -> Stats:
     return stats
 
 
+def keep(name: str, data: bytes) -> None:
+    """Put a .deb the caller has checked against the index into the cache (temp name, then renamed)."""
+    dest = deb_dir()
+    dest.mkdir(parents=True, exist_ok=True)
+    tmp = dest / f".part-{os.getpid()}-{threading.get_ident()}-{name}"
+    try:
+        tmp.write_bytes(data)
+        os.chmod(tmp, 0o644)
+        os.rename(tmp, dest / name)
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+
+
+def prepared_dir() -> Path:
+    """Prepared forms of the cached .debs (builder/debprep.py), each with a NAME.deb.sha256 beside it."""
+    return deb_dir().parent / "deb-prepared"
+
+
 def size() -> tuple[int, int]:
-    """(files, bytes) in the package cache."""
+    """(files, bytes) in the package cache (the .debs; their prepared forms are counted in the bytes)."""
     files = total = 0
-    with contextlib.suppress(OSError):
-        for e in os.scandir(deb_dir()):
-            if e.name.endswith(".deb"):
-                files += 1
-                total += e.stat(follow_symlinks=False).st_size
+    for d in (deb_dir(), prepared_dir()):
+        with contextlib.suppress(OSError):
+            for e in os.scandir(d):
+                if e.name.endswith(".deb"):
+                    files += d == deb_dir()
+                    total += e.stat(follow_symlinks=False).st_size
     return files, total
 
 
@@ -131,6 +152,7 @@ def prune() -> tuple[int, int]:
     """Empty the package cache; returns (files, bytes) removed."""
     files, total = size()
     shutil.rmtree(deb_dir(), ignore_errors=True)
+    shutil.rmtree(prepared_dir(), ignore_errors=True)
     return files, total
 
 

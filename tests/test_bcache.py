@@ -65,7 +65,9 @@ def test_cold_warm_changed_damaged(tmp_path):
     err, cold = _build(tmp_path / "cold", env=env)
     assert "cache miss: no earlier bootstrap of debian12 in the cache" in err and "bootstrap kept in the cache" in err
     debs = sorted((tmp_path / "cache/packages/deb").glob("*.deb"))
-    assert len(debs) > 100 and "package cache: kept" in err and "taken from the cache" not in err
+    prepared = tmp_path / "cache/packages/deb-prepared"
+    assert len(debs) > 100 and f"downloaded {len(debs)} packages" in err and "0 from the cache" in err, err
+    assert sorted(p.name for p in prepared.glob("*.deb")) == [d.name for d in debs]
     t0 = time.monotonic()
     err, warm = _build(tmp_path / "warm", env=env)
     print(f"warm rebuild: {time.monotonic() - t0:.1f} s")
@@ -73,6 +75,13 @@ def test_cold_warm_changed_damaged(tmp_path):
     assert sha256(cold) == sha256(warm), "a warm build gave another tarball than the cold one"
     m = json.loads((tmp_path / "warm/debian12/manifest.json").read_text())
     assert m["bootstrap"]["cache"].startswith("hit ") and m["packages"]["openssh-server"]
+    # nothing changed: the output is up to date and not built again; --force builds it (from the cache)
+    t0 = time.monotonic()
+    err, same = _build(tmp_path / "warm", env=env)
+    print(f"no-change rebuild: {time.monotonic() - t0:.1f} s")
+    assert "is up to date" in err and "==> bootstrap" not in err and sha256(same) == sha256(warm), err
+    err, forced = _build(tmp_path / "warm", "--force", env=env)
+    assert "cache hit: bootstrap" in err and sha256(forced) == sha256(warm), err
 
     # one entry, listed; damage it: detected, removed, bootstrapped again -> the same tarball
     r = imgbuild("cache", "list", env=env)
@@ -89,18 +98,26 @@ def test_cold_warm_changed_damaged(tmp_path):
     err, _ = _build(tmp_path / "less", "--set",
                     "bootstrap.packages=[systemd-sysv, ifupdown, iproute2, openssh-server, less]", env=env)
     assert "cache miss: packages (+less)" in err, err
-    # --no-cache neither uses nor fills it, but takes the packages from the package cache: a damaged .deb
-    # there is detected, not used, downloaded again and kept again
-    bad = next(d for d in debs if d.name.startswith("openssh-server_"))
-    good = sha256(bad)
-    bad.unlink()   # the cache's file may be hard-linked elsewhere: damage a copy of its own
-    bad.write_bytes(b"not a deb")
-    err, nocache = _build(tmp_path / "nocache", "--no-cache", env=env)
-    assert "cache hit" not in err and "kept in the cache" not in err and sha256(nocache) == sha256(cold)
-    assert f"package cache: {bad.name} is damaged" in err and "taken from the cache" in err, err
-    assert "package cache: kept 1 new packages" in err and sha256(bad) == good
     n = len(list((tmp_path / "cache/packages/deb").glob("*.deb")))
     assert n == len(debs) + 1      # and less
+    # --no-cache neither uses nor fills it, but takes the packages from the package cache. A damaged prepared
+    # file is made again from its original; a damaged original is downloaded again; neither is used.
+    # (the cache's files may be hard-linked elsewhere: each is replaced by a damaged copy of its own)
+    p_bad = prepared / next(d.name for d in debs if d.name.startswith("openssh-server_"))
+    o_bad = next(d for d in debs if d.name.startswith("iproute2_"))
+    good = sha256(o_bad)
+    for path in (p_bad, o_bad):
+        path.unlink()
+        path.write_bytes(b"not a deb")
+    (prepared / o_bad.name).unlink()
+    err, nocache = _build(tmp_path / "nocache", "--no-cache", env=env)
+    assert "cache hit" not in err and "kept in the cache" not in err and sha256(nocache) == sha256(cold)
+    assert f"prepared {p_bad.name} is damaged" in err and f"package cache: {o_bad.name} is damaged" in err, err
+    assert "downloaded 1 packages" in err and f"2 prepared now, {len(debs) - 2} from the cache" in err, err
+    assert sha256(o_bad) == good and (prepared / o_bad.name).exists()
+    # mmdebstrap downloading from the mirror itself (with the package cache's .debs) gives the same tarball
+    err, plain = _build(tmp_path / "plain", "--no-cache", env={**env, "IMGBUILD_PREPARED": "0"})
+    assert "taken from the cache" in err and "package set:" not in err and sha256(plain) == sha256(cold), err
     r = imgbuild("cache", "list", env=env)
     assert r.returncode == 0 and f"package cache: {n} packages" in r.stderr, r.stderr
     r = imgbuild("cache", "prune", "--all", env=env)

@@ -7,7 +7,7 @@ import re
 import shlex
 from typing import TYPE_CHECKING, Callable
 
-from .. import pkgcache, run as runner
+from .. import localrepo, pkgcache, run as runner
 
 if TYPE_CHECKING:
     from ..context import Context
@@ -50,21 +50,35 @@ class Mmdebstrap:
         opts, pos = debian_argv(ctx)
         env = dict(os.environ, SOURCE_DATE_EPOCH=str(ctx.epoch))
         # force-unsafe-io: dpkg skips its fsyncs; the tree is scratch space (the outputs are fsynced).
+        base = ["mmdebstrap", f"--variant={ctx.recipe.bootstrap.variant or self.variants[0]}",
+                "--format=directory", "--aptopt=Acquire::Retries \"3\"", "--dpkgopt=force-unsafe-io"]
+        with localrepo.prepared(ctx) as plan:
+            if plan is not None:
+                # the local repository of prepared packages (builder/localrepo.py); its files linked into the
+                # archive directory, where apt checks them against the repository's index and uses them
+                argv = [*base, "--skip=essential/unlink", _link_in(plan.debs), *opts, *pos[:2], plan.line]
+                runner.run(argv, env=env, on_line=progress(r"^[IWE]: "),
+                           hint="run with -v to see mmdebstrap's full output; IMGBUILD_PREPARED=0 makes "
+                                "mmdebstrap download from the mirror itself")
+                localrepo.real_sources(ctx)
+                apt_partial_owner(ctx.root)
+                return
         with pkgcache.for_build(ctx.index, ctx.work) as debs:
             out = shlex.quote(str(ctx.work / "debs-out"))
             # the package cache: verified .debs linked in before apt runs (apt checks them against the index
             # again), the ones apt used linked out before mmdebstrap's cleanup empties the archive directory
-            cache = ["--skip=essential/unlink",
-                     f"--setup-hook=mkdir -p \"$1\"/var/cache/apt/archives && "
-                     f"cp -al {shlex.quote(str(debs))}/. \"$1\"/var/cache/apt/archives/",
+            cache = ["--skip=essential/unlink", _link_in(debs),
                      f"--customize-hook=mkdir -p {out} && find \"$1\"/var/cache/apt/archives -maxdepth 1 "
                      f"-name '*.deb' -exec cp -l -t {out} {{}} +"]
-            argv = ["mmdebstrap", f"--variant={ctx.recipe.bootstrap.variant or self.variants[0]}",
-                    "--format=directory", "--aptopt=Acquire::Retries \"3\"", "--dpkgopt=force-unsafe-io", *cache,
-                    *opts, *pos]
-            runner.run(argv, env=env, on_line=progress(r"^[IWE]: "),
+            runner.run([*base, *cache, *opts, *pos], env=env, on_line=progress(r"^[IWE]: "),
                        hint="run with -v to see mmdebstrap's full output")
         apt_partial_owner(ctx.root)
+
+
+def _link_in(debs) -> str:
+    """A setup hook that links the .debs of a directory into the tree's apt archive directory."""
+    return (f"--setup-hook=mkdir -p \"$1\"/var/cache/apt/archives && "
+            f"cp -al {shlex.quote(str(debs))}/. \"$1\"/var/cache/apt/archives/")
 
 
 def apt_partial_owner(root: "RootFS") -> None:
