@@ -190,14 +190,19 @@ class Scan:
     """What is read from a Packages index: package and virtual names, and each .deb's (sha256, size)."""
 
     names: set[str] = field(default_factory=set)
-    debs: dict[str, tuple[str, int]] = field(default_factory=dict)   # archive_name -> (sha256, size)
+    lines: list[str] = field(default_factory=list)   # "archive_name sha256 size\n", as SHA.debs keeps them
     _cur: dict[bytes, bytes] = field(default_factory=dict)
+
+    @property
+    def debs(self) -> dict[str, tuple[str, int]]:
+        """archive_name -> (sha256, size)"""
+        return {n: (h, int(z)) for n, h, z in (line.split() for line in self.lines)}
 
     def _flush(self) -> None:
         c = self._cur
         if b"Package" in c and b"Version" in c and b"SHA256" in c:
             name = archive_name(c[b"Package"].decode(), c[b"Version"].decode(), c.get(b"Architecture", b"").decode())
-            self.debs[name] = (c[b"SHA256"].decode(), int(c.get(b"Size", b"0")))
+            self.lines.append(f"{name} {c[b'SHA256'].decode()} {int(c.get(b'Size', b'0'))}\n")
         self._cur = {}
 
     def feed(self, data: bytes) -> "Scan":
@@ -288,11 +293,24 @@ def _cached_names(url: str, sha256: str, ext: str) -> set[str]:
         cache.mkdir(parents=True, exist_ok=True)
         with _PlainIndex(cache, sha256) as sink:
             scan = _read_index(data, ext, sink)
-        write_atomic(debs, "".join(f"{n} {h} {z}\n" for n, (h, z) in sorted(scan.debs.items())))
+        scan.lines.sort()
+        write_atomic(debs, "".join(scan.lines))
         write_atomic(listing, "\n".join(sorted(scan.names)))
     if scan is None:
         scan = _read_index(data, ext, None)
-    return scan.names
+    names = scan.names
+    del scan, data
+    give_back_memory()
+    return names
+
+
+def give_back_memory() -> None:
+    """Return the heap's free memory to the system (glibc malloc_trim): reading a 50 MB index leaves the
+    heap fragmented, and the build's peak memory would carry it to its end."""
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).malloc_trim(0)
 
 
 def _read_index(data: bytes, ext: str, sink: "_PlainIndex | None") -> Scan:
@@ -339,15 +357,17 @@ class _PlainIndex:
                     q.unlink()
 
 
-def deb_checksums(index: Index) -> dict[str, tuple[str, int]]:
-    """archive_name -> (sha256, size) of every .deb the index lists (from the cache fetch_index filled)."""
+def deb_checksums(index: Index, only: set[str] | None = None) -> dict[str, tuple[str, int]]:
+    """archive_name -> (sha256, size) of every .deb the index lists (from the cache fetch_index filled), or of
+    those named in only."""
     out: dict[str, tuple[str, int]] = {}
     for sha in index.ids:
         path = cache_dir() / "indexes" / f"{sha}.debs"
-        with contextlib.suppress(OSError):
-            for line in path.read_text().splitlines():
+        with contextlib.suppress(OSError), open(path) as f:
+            for line in f:
                 name, h, size = line.split()
-                out[name] = (h, int(size))
+                if only is None or name in only:
+                    out[name] = (h, int(size))
     return out
 
 
@@ -358,23 +378,30 @@ def _download_index(url: str, sha256: str) -> bytes:
     return data
 
 
-def packages_text(index: Index) -> bytes:
-    """The whole Packages index (every component, decompressed): from the cache, checked against its sha256,
-    or downloaded again (and checked against the Release file)."""
-    parts = []
+def packages_text(index: Index) -> bytes | bytearray:
+    """The whole Packages index (every component, decompressed), after a newline: from the cache, checked
+    against its sha256, or downloaded again (and checked against the Release file). One suite's is 50 MB, so
+    the kept file is read straight into its place."""
+    parts: list[bytes | bytearray] = []
     for sha, url in zip(index.ids, index.urls):
         path = cache_dir() / "indexes" / f"{sha}.Packages"
-        data = b""
+        data: bytes | bytearray = b""
         with contextlib.suppress(OSError):
             want = path.with_name(path.name + ".sha256").read_text().strip()
-            kept = path.read_bytes()
-            if hashlib.sha256(kept).hexdigest() == want:
-                data = kept
+            buf = bytearray(path.stat().st_size + 1)
+            buf[0] = 10
+            with open(path, "rb") as f:
+                f.readinto(memoryview(buf)[1:])
+            if hashlib.sha256(memoryview(buf)[1:]).hexdigest() == want:
+                data = buf
         if not data:
             raw = _download_index(url, sha)
             ext = next((e for e in (".gz", ".xz") if url.endswith(e)), "")
-            data = {".xz": lzma.decompress, ".gz": gzip.decompress}.get(ext, bytes)(raw)
+            plain = {".xz": lzma.decompress, ".gz": gzip.decompress}.get(ext, bytes)(raw)
             with contextlib.suppress(OSError), _PlainIndex(path.parent, sha) as sink:
-                sink.write(data)
+                sink.write(plain)
+            data = b"\n" + plain
         parts.append(data)
-    return b"\n".join(p.rstrip(b"\n") + b"\n" for p in parts)
+    if len(parts) == 1 and parts[0].endswith(b"\n"):
+        return parts[0]
+    return b"".join(p.rstrip(b"\n") + b"\n" for p in parts)

@@ -161,11 +161,12 @@ def schema(markdown: bool) -> None:
 @imgbuild.group("cache")
 def cache_group() -> None:
     """The caches: trees right after the bootstrap, reused by rebuilds with the same inputs; and the .debs
-    builds downloaded, each verified against the mirror's index on the way in and on the way out.
+    builds downloaded, each verified against the mirror's index on the way in and on the way out, with their
+    prepared copies (data.tar uncompressed, so dpkg never decompresses xz; each with its own sha256).
 
     Where: $IMGBUILD_CACHE/bootstrap and $IMGBUILD_CACHE/packages (default /var/cache/imgbuild as root,
     ~/.cache/imgbuild for others). The bootstrap cache is bounded by $IMGBUILD_CACHE_MAX (default 4G; least
-    recently used entries go first).
+    recently used entries go first); the package cache is emptied with `prune --packages`.
     """
 
 
@@ -181,7 +182,8 @@ def cache_list(verbose: int, quiet: bool, debug: bool) -> None:
         click.echo(bcache.describe(e))
     click.echo(f"{len(es)} entries, {sum(e.size for e in es) / (1 << 20):.1f} MB in {bcache.root_dir()}", err=True)
     files, size = pkgcache.size()
-    click.echo(f"package cache: {files} packages, {size / (1 << 20):.1f} MB in {pkgcache.deb_dir()}", err=True)
+    click.echo(f"package cache: {files} packages, {size / (1 << 20):.1f} MB (with their prepared copies) in "
+               f"{pkgcache.deb_dir().parent}", err=True)
 
 
 @cache_group.command("prune")
@@ -202,7 +204,7 @@ def cache_prune(max_size: str | None, packages: bool, everything: bool, verbose:
     click.echo(f"{len(gone)} removed", err=True)
     if packages or everything:
         files, size = pkgcache.prune()
-        click.echo(f"removed {files} packages ({size / (1 << 20):.1f} MB) from {pkgcache.deb_dir()}")
+        click.echo(f"removed {files} packages ({size / (1 << 20):.1f} MB) from {pkgcache.deb_dir().parent}")
 
 
 @imgbuild.command("install-lxc")

@@ -12,24 +12,25 @@ is a fixed 60-byte header per member (man 5 ar / deb(5)).
 from __future__ import annotations
 
 import bz2
-import gzip
 import hashlib
+import io
 import lzma
+import zlib
 from pathlib import Path
-from typing import Iterator
+from typing import BinaryIO, Iterator
 
 MAGIC = b"!<arch>\n"
-_DECOMPRESS = {"xz": lzma.decompress, "gz": gzip.decompress, "lzma": lzma.decompress, "bz2": bz2.decompress}
 
 
 class NotADeb(ValueError):
     pass
 
 
-def members(data: bytes) -> Iterator[tuple[bytes, str, bytes]]:
-    """(header, name, body) of each ar member."""
+def members(data: bytes) -> Iterator[tuple[bytes, str, memoryview]]:
+    """(header, name, body) of each ar member; the bodies are views of data, not copies."""
     if not data.startswith(MAGIC):
         raise NotADeb("not an ar archive")
+    view = memoryview(data)
     off = len(MAGIC)
     while off + 60 <= len(data):
         head = data[off:off + 60]
@@ -37,7 +38,9 @@ def members(data: bytes) -> Iterator[tuple[bytes, str, bytes]]:
             raise NotADeb(f"bad ar member header at byte {off}")
         size = int(head[48:58])
         name = head[:16].decode("ascii", "replace").strip().rstrip("/")
-        yield head, name, data[off + 60:off + 60 + size]
+        if off + 60 + size > len(data):
+            raise NotADeb(f"ar member {name} is cut short")
+        yield head, name, view[off + 60:off + 60 + size]
         off += 60 + size + (size & 1)
 
 
@@ -46,28 +49,72 @@ def _header(old: bytes, name: str, size: int) -> bytes:
     return name.ljust(16).encode() + old[16:48] + str(size).ljust(10).encode() + old[58:60]
 
 
+def _decompressor(ext: str):
+    if ext in ("xz", "lzma"):
+        return lzma.LZMADecompressor()
+    if ext == "gz":
+        return zlib.decompressobj(wbits=31)
+    if ext == "bz2":
+        return bz2.BZ2Decompressor()
+    raise NotADeb(f"unknown data member data.tar.{ext}")
+
+
+def _write_prepared(data: bytes, f: BinaryIO) -> bool:
+    """Write the prepared form of a .deb's bytes to f (seekable); False (nothing written) if there is nothing to
+    prepare. The data.tar is decompressed in pieces straight into f, its header written when its size is known,
+    so memory holds the compressed .deb and one piece."""
+    parts = list(members(data))
+    todo = [n for _, n, _ in parts if n.startswith("data.tar.") and n != "data.tar.zst"]
+    if not todo:      # already uncompressed, or zstd (no zstd module in the standard library; dpkg reads it fast)
+        return False
+    f.write(MAGIC)
+    for head, name, body in parts:
+        if name not in todo:
+            f.write(_header(head, name, len(body)))
+            f.write(body)
+            f.write(b"\n" if len(body) & 1 else b"")
+            continue
+        d = _decompressor(name[len("data.tar."):])
+        at = f.tell()
+        f.write(bytes(60))
+        size = 0
+        try:
+            for i in range(0, len(body), 1 << 16):
+                piece = d.decompress(body[i:i + (1 << 16)])
+                f.write(piece)
+                size += len(piece)
+            if hasattr(d, "flush"):     # zlib's keeps a tail until flushed
+                tail = d.flush()
+                f.write(tail)
+                size += len(tail)
+        except (lzma.LZMAError, zlib.error, OSError, EOFError) as e:
+            raise NotADeb(f"{name}: {e}") from None
+        if not d.eof:
+            raise NotADeb(f"{name}: truncated")
+        if size & 1:
+            f.write(b"\n")
+        end = f.tell()
+        f.seek(at)
+        f.write(_header(head, "data.tar", size))
+        f.seek(end)
+    return True
+
+
 def prepare(data: bytes) -> bytes:
-    """The prepared form of a .deb's bytes (a .deb whose data.tar is already uncompressed is returned as is)."""
-    out = [MAGIC]
-    changed = False
-    for head, name, body in members(data):
-        if name.startswith("data.tar."):
-            ext = name[len("data.tar."):]
-            if ext == "zst":       # no zstd module in the standard library; dpkg reads it fast anyway
-                return data
-            try:
-                body = _DECOMPRESS[ext](body)
-            except KeyError:
-                raise NotADeb(f"unknown data member {name}") from None
-            except (lzma.LZMAError, OSError, EOFError) as e:
-                raise NotADeb(f"{name}: {e}") from None
-            name, changed = "data.tar", True
-        out += [_header(head, name, len(body)), body, b"\n" if len(body) & 1 else b""]
-    return b"".join(out) if changed else data
+    """The prepared form of a .deb's bytes (a .deb with nothing to prepare is returned as is)."""
+    buf = io.BytesIO()
+    return buf.getvalue() if _write_prepared(data, buf) else data
 
 
 def prepare_file(src: Path, dest: Path) -> tuple[str, int]:
-    """Write the prepared form of src to dest; returns its (sha256, size)."""
-    data = prepare(src.read_bytes())
-    dest.write_bytes(data)
-    return hashlib.sha256(data).hexdigest(), len(data)
+    """Write the prepared form of src to dest (a copy if there is nothing to prepare); returns its (sha256, size)."""
+    data = src.read_bytes()
+    h = hashlib.sha256()
+    with open(dest, "w+b") as f:
+        if not _write_prepared(data, f):
+            f.write(data)
+        f.flush()
+        f.seek(0)
+        while block := f.read(1 << 20):
+            h.update(block)
+        return h.hexdigest(), f.tell()

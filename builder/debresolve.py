@@ -20,6 +20,7 @@ import logging
 import os
 import re
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("imgbuild")
 
-FORMAT = 1
+FORMAT = 2
 # variant -> the Priority values its second stage adds (mmdebstrap's run_install); minbase is required
 PRIORITIES = {"essential": (), "required": ("required",), "minbase": ("required",), "buildd": ("required",),
               "important": ("required", "important"), "debootstrap": ("required", "important"),
@@ -62,25 +63,25 @@ class Universe:
 
     _SCAN = re.compile(rb"\n(Package|Provides|Essential|Priority): ([^\n]*)")
 
-    def __init__(self, packages: bytes, arch: str):
-        self.text, self.arch = b"\n" + packages, arch
+    def __init__(self, packages: bytes | bytearray, arch: str):
+        if not packages.startswith(b"\n"):
+            raise ValueError("a Universe's text starts with a newline (apt.packages_text gives one)")
+        self.text, self.arch = packages, arch
         self.span: dict[str, int] = {}               # name -> start of its (first) stanza in text
         self.provides: dict[str, list[str]] = {}
         self.fields: dict[tuple[str, bytes], list[str]] = {}   # (Essential|Priority, value) -> names
-        starts: list[int] = []
+        wanted = {(b"Essential", b"yes"), *((b"Priority", p.encode()) for ps in PRIORITIES.values() for p in ps)}
         name = ""
         for m in self._SCAN.finditer(self.text):
             key, value = m.group(1), m.group(2).strip()
             if key == b"Package":
                 name = value.decode()
-                starts.append(m.start() + 1)
                 self.span.setdefault(name, m.start() + 1)
             elif key == b"Provides":
                 for v in _names(value):
                     self.provides.setdefault(v, []).append(name)
-            else:
+            elif (key, value) in wanted:
                 self.fields.setdefault((key.decode(), value), []).append(name)
-        self._next = dict(zip(starts, starts[1:] + [len(self.text)]))
         self._parsed: dict[str, Stanza | None] = {}
 
     def matching(self, field: str, values: tuple[bytes, ...]) -> list[str]:
@@ -96,7 +97,8 @@ class Universe:
             start = self.span.get(name)
             s = None
             if start is not None:
-                s = Stanza(self.text[start:self._next[start]].strip(b"\n"))
+                end = self.text.find(b"\n\n", start)
+                s = Stanza(bytes(self.text[start:end if end >= 0 else len(self.text)]).strip(b"\n"))
                 if s.arch not in (self.arch, "all"):
                     s = None
             self._parsed[name] = s
@@ -105,7 +107,7 @@ class Universe:
 
 def stanzas(packages: bytes, arch: str) -> dict[str, Stanza]:
     """name -> stanza of every package for arch (or all) in a (small) Packages text."""
-    u = Universe(packages, arch)
+    u = Universe(b"\n" + packages, arch)
     return {n: s for n in u.span if (s := u.get(n)) is not None}
 
 
@@ -187,17 +189,26 @@ def _installed(out: str) -> list[str]:
     return [m.group(1).split(":", 1)[0] for m in _INST.finditer(out)]
 
 
-def resolve(index: "Index", variant: str, include: list[str]) -> list[Stanza]:
-    """The stanzas of every package mmdebstrap would install for this request, cached by the index and request."""
-    from .apt import cache_dir, packages_text
+@dataclass(frozen=True)
+class Resolution:
+    stanzas: tuple[Stanza, ...]     # every package mmdebstrap will install, by name
+    first: frozenset[str]           # the ones its first stage (the essential set) installs
+
+
+def resolve(index: "Index", variant: str, include: list[str]) -> Resolution:
+    """Every package mmdebstrap would install for this request; cached by the index and the request."""
+    from .apt import cache_dir, give_back_memory, packages_text
+    from .outputs import write_atomic
 
     if variant not in PRIORITIES or any(p.startswith((".", "/")) or "?" in p for p in include):
         raise Unresolved(f"variant {variant!r} or a file/pattern in --include: not modelled")
     key = hashlib.sha256(json.dumps([FORMAT, index.ids, index.arch, index.suite, variant, include]).encode()
                          ).hexdigest()[:24]
     cached = cache_dir() / "indexes" / f"resolved-{key}.Packages"
+    firsts = cached.with_suffix(".first")
     with contextlib.suppress(OSError):
-        return list(stanzas(cached.read_bytes(), index.arch).values())
+        return Resolution(tuple(stanzas(cached.read_bytes(), index.arch).values()),
+                          frozenset(firsts.read_text().split()))
     universe = Universe(packages_text(index), index.arch)
     first, second = seeds(universe, variant, include)
     sub = closure(universe, first + second)
@@ -221,10 +232,11 @@ def resolve(index: "Index", variant: str, include: list[str]) -> list[Stanza]:
     missing = [n for n in one + two if n not in sub]
     if missing or not one:
         raise Unresolved(f"apt's answer names packages outside the index: {', '.join(missing[:5])}")
-    chosen = [sub[n] for n in sorted(set(one + two))]
+    chosen = tuple(sub[n] for n in sorted(set(one + two)))
+    del universe, sub
+    give_back_memory()
     with contextlib.suppress(OSError):
         cached.parent.mkdir(parents=True, exist_ok=True)
-        from .outputs import write_atomic
-
+        write_atomic(firsts, "\n".join(sorted(one)) + "\n")
         write_atomic(cached, b"\n\n".join(s.text for s in chosen) + b"\n")
-    return chosen
+    return Resolution(chosen, frozenset(one))

@@ -20,6 +20,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import shlex
 import shutil
 import sys
 import threading
@@ -30,7 +31,7 @@ from typing import TYPE_CHECKING, Iterator
 import requests
 
 from . import debprep, debresolve, pkgcache
-from .apt import archive_name
+from .apt import archive_name, give_back_memory
 from .errors import MirrorError
 
 if TYPE_CHECKING:
@@ -77,11 +78,10 @@ def _check_prepared(path: Path) -> tuple[str, int] | None:
     """(sha256, size) of a prepared cache entry that matches its recorded checksum; a damaged one is removed."""
     try:
         sha, size = _sidecar(path).read_text().split()
-        data = path.read_bytes()
+        if pkgcache.good(path, (sha, int(size))):
+            return sha, int(size)
     except (OSError, ValueError):
         return None
-    if len(data) == int(size) and hashlib.sha256(data).hexdigest() == sha:
-        return sha, int(size)
     log.warning("package cache: prepared %s is damaged (checksum differs); making it again", path.name)
     for p in (path, _sidecar(path)):
         with contextlib.suppress(OSError):
@@ -113,26 +113,42 @@ class _Fetcher:
         self.local = threading.local()
         self.downloaded = self.bytes = self.made = 0
         self.lock = threading.Lock()
+        self.cpus = threading.Semaphore(os.cpu_count() or 1)   # downloads wait on the network, preparing on a CPU
 
     def _session(self) -> requests.Session:
         if not hasattr(self.local, "s"):
             self.local.s = requests.Session()
         return self.local.s
 
-    def _download(self, filename: str, want: tuple[str, int]) -> bytes:
+    def _download(self, filename: str, want: tuple[str, int], name: str) -> None:
+        """Into the package cache, streamed (temp name, checked, then renamed)."""
         url = f"{self.index.mirror.rstrip('/')}/{filename}"
+        dest = pkgcache.deb_dir()
+        dest.mkdir(parents=True, exist_ok=True)
+        tmp = dest / f".part-{os.getpid()}-{threading.get_ident()}-{name}"
+        h, size = hashlib.sha256(), 0
         try:
-            r = self._session().get(url, timeout=60)
+            with self._session().get(url, timeout=60, stream=True) as r:
+                if r.status_code != 200:
+                    raise MirrorError(f"{url}: HTTP {r.status_code}", "the mirror may be syncing; retry")
+                with open(tmp, "wb") as f:
+                    for block in r.iter_content(1 << 16):
+                        f.write(block)
+                        h.update(block)
+                        size += len(block)
+            if size != want[1] or h.hexdigest() != want[0]:
+                raise MirrorError(f"{url}: checksum differs from the index", "the mirror may be syncing; retry")
+            os.chmod(tmp, 0o644)
+            os.rename(tmp, dest / name)
         except requests.RequestException as e:
-            raise MirrorError(f"cannot download {url}: {e.__class__.__name__}", "check the mirror and the network")
-        if r.status_code != 200:
-            raise MirrorError(f"{url}: HTTP {r.status_code}", "the mirror may be syncing; retry")
-        if len(r.content) != want[1] or hashlib.sha256(r.content).hexdigest() != want[0]:
-            raise MirrorError(f"{url}: checksum differs from the index", "the mirror may be syncing; retry")
+            raise MirrorError(f"cannot download {url}: {e.__class__.__name__}",
+                              "check the mirror and the network") from None
+        finally:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
         with self.lock:
             self.downloaded += 1
-            self.bytes += want[1]
-        return r.content
+            self.bytes += size
 
     def __call__(self, stanza: debresolve.Stanza) -> tuple[str, str, int]:
         name = archive_name(stanza.name, stanza.version, stanza.arch)
@@ -148,8 +164,13 @@ class _Fetcher:
                                 "again", name)
                     with contextlib.suppress(OSError):
                         original.unlink()
-                pkgcache.keep(name, self._download(stanza.fields["Filename"].decode(), want))
-            got = _keep_prepared(original, name)
+                self._download(stanza.fields["Filename"].decode(), want, name)
+            try:
+                with self.cpus:
+                    got = _keep_prepared(original, name)
+            except debprep.NotADeb as e:
+                raise MirrorError(f"{name}: cannot prepare it ({e}), though it matches the index",
+                                  "IMGBUILD_PREPARED=0 builds with mmdebstrap downloading it itself") from None
             with self.lock:
                 self.made += 1
         return name, *got
@@ -158,8 +179,33 @@ class _Fetcher:
 @dataclass
 class Plan:
     repo: Path          # the local repository
-    debs: Path          # the prepared files, named as apt names them, to link into the archive directory
+    debs: Path          # the prepared files of the first stage, named as apt names them, linked in at setup
     line: str           # the sources.list line for mmdebstrap
+    essential_hook: str  # links in the second stage's files (waiting for them) and updates apt's lists
+
+
+class _SecondStage(threading.Thread):
+    """Makes the second stage's packages ready while mmdebstrap installs the first (dpkg leaves a core idle),
+    then lists them in the repository and says so in a marker the essential hook waits for."""
+
+    def __init__(self, futures, stanzas, repo_args, out: Path, marker: Path):
+        super().__init__(daemon=True)
+        self.futures, self.stanzas, self.repo_args, self.out, self.marker = futures, stanzas, repo_args, out, marker
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            index, texts, files = self.repo_args
+            self.out.mkdir(parents=True, exist_ok=True)
+            for stanza, fut in zip(self.stanzas, self.futures):
+                name, sha, size = fut.result()
+                pkgcache.link_or_copy(pkgcache.prepared_dir() / name, self.out / name)
+                files[stanza.name.encode()] = (f"pool/{name}", sha, size)
+            write_index(self.out.parent / "repo", index, texts, files)
+            self.marker.with_suffix(".done").touch()
+        except BaseException as e:   # noqa: BLE001 - handed to the main thread, which raises it
+            self.error = e
+            self.marker.with_suffix(".failed").touch()
 
 
 @contextlib.contextmanager
@@ -170,37 +216,81 @@ def prepared(ctx: "Context") -> Iterator[Plan | None]:
         yield None
         return
     try:
-        chosen = debresolve.resolve(ctx.index, b.variant or "required", list(b.packages))
+        res = debresolve.resolve(ctx.index, b.variant or "required", list(b.packages))
     except debresolve.Unresolved as e:
         log.info("package set: %s; mmdebstrap downloads from the mirror itself", e)
         yield None
         return
     from .apt import deb_checksums
 
-    fetch = _Fetcher(ctx.index, deb_checksums(ctx.index))
-    repo, debs = ctx.work / "repo", ctx.work / "debs-prepared"
+    sums = deb_checksums(ctx.index, {archive_name(s.name, s.version, s.arch) for s in res.stanzas})
+    fetch = _Fetcher(ctx.index, sums)
+    repo, debs, later = ctx.work / "repo", ctx.work / "debs-prepared", ctx.work / "debs-stage2"
     debs.mkdir(parents=True, exist_ok=True)
+    first = [s for s in res.stanzas if s.name in res.first]
+    second = [s for s in res.stanzas if s.name not in res.first]
+    log.info("package set: %d packages (%d in mmdebstrap's essential stage)", len(res.stanzas), len(first))
     files: dict[bytes, tuple[str, str, int]] = {}
-    bar = _bar(len(chosen))
+    texts = [s.text for s in res.stanzas]
+    bar = _bar(len(res.stanzas))
+    pool = concurrent.futures.ThreadPoolExecutor(WORKERS)
+    # the first stage's packages first; the second's queue behind them and finish during mmdebstrap's first
+    # stage, which needs only its own
+    done1 = [pool.submit(fetch, s) for s in first]
+    done2 = [pool.submit(fetch, s) for s in second]
+    if bar:
+        for f in done1 + done2:
+            f.add_done_callback(lambda _: bar.update(1))
+    stage2 = None
     try:
-        with concurrent.futures.ThreadPoolExecutor(WORKERS) as pool:
-            for stanza, (name, sha, size) in zip(chosen, pool.map(fetch, chosen)):
-                pkgcache.link_or_copy(pkgcache.prepared_dir() / name, debs / name)
-                files[stanza.name.encode()] = (f"pool/{name}", sha, size)
-                if bar:
-                    bar.update(1)
+        for stanza, fut in zip(first, done1):
+            name, sha, size = fut.result()
+            pkgcache.link_or_copy(pkgcache.prepared_dir() / name, debs / name)
+            files[stanza.name.encode()] = (f"pool/{name}", sha, size)
+        # until they are ready, the second stage's packages are listed as the mirror has them (apt's first
+        # stage does not fetch them); the essential hook updates the lists once they are
+        for s in second:
+            name = archive_name(s.name, s.version, s.arch)
+            if name not in sums:
+                raise MirrorError(f"{name}: not in the index's checksums", "run with --no-cache, or retry")
+            files[s.name.encode()] = (f"pool/{name}", *sums[name])
+        write_index(repo, ctx.index, texts, dict(files))
+        marker = ctx.work / "stage2"
+        stage2 = _SecondStage(done2, second, (ctx.index, texts, files), later, marker)
+        stage2.start()
+        hook = (f"--essential-hook=i=0; while [ ! -e {q(marker)}.done ] && [ ! -e {q(marker)}.failed ] && "
+                f"[ $i -lt 36000 ]; do sleep 0.05; i=$((i+1)); done; [ -e {q(marker)}.done ] || exit 1; "
+                f"cp -al {q(later)}/. \"$1\"/var/cache/apt/archives/ && "
+                "APT_CONFIG=\"$MMDEBSTRAP_APT_CONFIG\" apt-get -qq update")
+        try:
+            yield Plan(repo, debs, f"deb [trusted=yes] file://{repo} {ctx.index.suite} main", hook)
+        except BaseException:
+            for f in done2:
+                f.cancel()
+            stage2.join()
+            if stage2.error is not None:      # what made the hook fail is the better message
+                raise stage2.error from None
+            raise
+        stage2.join()
+        if stage2.error is not None:
+            raise stage2.error
     finally:
+        for f in done1 + done2:
+            f.cancel()
+        pool.shutdown(wait=True)
+        give_back_memory()
         if bar:
             bar.close()
+        for d in (repo, debs, later):
+            shutil.rmtree(d, ignore_errors=True)
     if fetch.downloaded:
         log.info("downloaded %d packages (%.1f MB), each checked against the index", fetch.downloaded,
                  fetch.bytes / 1e6)
-    log.info("package set: %d packages (%d prepared now, %d from the cache)", len(chosen), fetch.made,
-             len(chosen) - fetch.made)
-    write_index(repo, ctx.index, [s.text for s in chosen], files)
-    yield Plan(repo, debs, f"deb [trusted=yes] file://{repo} {ctx.index.suite} main")
-    shutil.rmtree(repo, ignore_errors=True)
-    shutil.rmtree(debs, ignore_errors=True)
+    log.info("packages: %d prepared now, %d from the cache", fetch.made, len(res.stanzas) - fetch.made)
+
+
+def q(p: Path) -> str:
+    return shlex.quote(str(p))
 
 
 def _bar(total: int):

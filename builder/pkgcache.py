@@ -16,7 +16,6 @@ import hashlib
 import logging
 import os
 import shutil
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
@@ -115,20 +114,6 @@ def store(checksums: dict[str, tuple[str, int]], src: Path) -> Stats:
         stats.files += 1
         stats.bytes += want[1]
     return stats
-
-
-def keep(name: str, data: bytes) -> None:
-    """Put a .deb the caller has checked against the index into the cache (temp name, then renamed)."""
-    dest = deb_dir()
-    dest.mkdir(parents=True, exist_ok=True)
-    tmp = dest / f".part-{os.getpid()}-{threading.get_ident()}-{name}"
-    try:
-        tmp.write_bytes(data)
-        os.chmod(tmp, 0o644)
-        os.rename(tmp, dest / name)
-    finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
 
 
 def prepared_dir() -> Path:

@@ -1,6 +1,7 @@
 """Prepared .debs (builder/debprep.py): the same package, data.tar uncompressed; dpkg reads it alike."""
 from __future__ import annotations
 
+import gzip
 import lzma
 import subprocess
 
@@ -27,16 +28,18 @@ def _member(data: bytes, prefix: str) -> tuple[str, bytes]:
     return next((n, b) for _, n, b in debprep.members(data) if n.startswith(prefix))
 
 
-def test_prepared_deb_holds_the_same_tar_uncompressed(tmp_path):
-    deb = _deb(tmp_path)
+@pytest.mark.parametrize("compression, ext, decompress", [("xz", "xz", lzma.decompress),
+                                                         ("gzip", "gz", gzip.decompress)])
+def test_prepared_deb_holds_the_same_tar_uncompressed(tmp_path, compression, ext, decompress):
+    deb = _deb(tmp_path, compression)
     orig = deb.read_bytes()
     out = tmp_path / "prepared.deb"
     sha, size = debprep.prepare_file(deb, out)
     new = out.read_bytes()
     assert size == len(new) and len(sha) == 64
     name, body = _member(orig, "data.tar")
-    assert name == "data.tar.xz"
-    assert _member(new, "data.tar") == ("data.tar", lzma.decompress(body))
+    assert name == f"data.tar.{ext}"
+    assert _member(new, "data.tar") == ("data.tar", decompress(body))
     assert _member(new, "control.tar") == _member(orig, "control.tar")
     assert [n for _, n, _ in debprep.members(new)][0] == "debian-binary"
     # dpkg-deb reads it: the same files and the same control
@@ -61,3 +64,9 @@ def test_already_uncompressed_is_returned_as_is(tmp_path):
 def test_not_a_deb(data):
     with pytest.raises(debprep.NotADeb):
         debprep.prepare(data)
+
+
+def test_a_cut_short_deb_is_refused(tmp_path):
+    data = _deb(tmp_path).read_bytes()
+    with pytest.raises(debprep.NotADeb, match="cut short|truncated|data.tar"):
+        debprep.prepare(data[:-100])

@@ -111,7 +111,7 @@ def index(tmp_path, monkeypatch):
 
 
 def test_universe_seeds_and_closure():
-    u = debresolve.Universe(SUITE.encode(), "amd64")
+    u = debresolve.Universe(b"\n" + SUITE.encode(), "amd64")
     first, second = debresolve.seeds(u, "minbase", ["tool=3"])
     assert first == ["base-a"] and second == ["tool", "req1"]     # other-arch is not for amd64
     assert u.get("other-arch") is None and u.get("nope") is None
@@ -123,14 +123,17 @@ def test_universe_seeds_and_closure():
 
 
 def test_resolve_asks_apt_both_stages_and_caches_the_answer(index, tmp_path):
-    got = debresolve.resolve(index, "minbase", ["tool"])
+    res = debresolve.resolve(index, "minbase", ["tool"])
+    got = res.stanzas
     # first alternatives (libx, libz), the provider of virt; not liby, libw or junk
     assert [s.name for s in got] == ["base-a", "libx", "libz", "prov1", "req1", "tool"]
+    assert res.first == {"base-a", "libx"}
     assert {s.name: s.version for s in got}["libz"] == "1.2"
     (cached,) = (tmp_path / "cache/indexes").glob("resolved-*.Packages")
-    assert [s.name for s in debresolve.resolve(index, "minbase", ["tool"])] == [s.name for s in got]
+    again = debresolve.resolve(index, "minbase", ["tool"])
+    assert [s.name for s in again.stanzas] == [s.name for s in got] and again.first == res.first
     # the essential variant stops after the first stage and the includes
-    assert [s.name for s in debresolve.resolve(index, "essential", [])] == ["base-a", "libx"]
+    assert [s.name for s in debresolve.resolve(index, "essential", []).stanzas] == ["base-a", "libx"]
 
 
 @pytest.mark.parametrize("variant, include", [("extract", []), ("custom", ["tool"]), ("minbase", ["./x.deb"]),

@@ -56,7 +56,8 @@ class Mmdebstrap:
             if plan is not None:
                 # the local repository of prepared packages (builder/localrepo.py); its files linked into the
                 # archive directory, where apt checks them against the repository's index and uses them
-                argv = [*base, "--skip=essential/unlink", _link_in(plan.debs), *opts, *pos[:2], plan.line]
+                argv = [*base, "--skip=essential/unlink", _link_in(plan.debs), plan.essential_hook, *opts, *pos[:2],
+                        plan.line]
                 runner.run(argv, env=env, on_line=progress(r"^[IWE]: "),
                            hint="run with -v to see mmdebstrap's full output; IMGBUILD_PREPARED=0 makes "
                                 "mmdebstrap download from the mirror itself")
