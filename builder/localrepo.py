@@ -1,9 +1,12 @@
 """mmdebstrap from a local repository of prepared packages.
 
-1. debresolve names every package mmdebstrap will install (apt's own answer to mmdebstrap's requests).
+1. debresolve names every package mmdebstrap will install (apt's own answer to mmdebstrap's requests), and
+   which of them its first (essential) stage installs.
 2. The ones the package cache lacks are downloaded in parallel, each checked against the signed index, kept.
 3. Each is prepared once (debprep: data.tar uncompressed) and kept beside the original with its own sha256,
    which is checked again before every use (a damaged one is made again from the verified original).
+   mmdebstrap starts as soon as the first stage's packages are ready; the second stage's are made ready
+   meanwhile (dpkg is single-threaded), and an essential hook links them in and updates apt's lists.
 4. A repository in the work directory lists exactly those packages: the mirror's stanzas with the prepared
    files' Filename, Size and SHA256, and a Release with the mirror's Origin, Label, Suite and Codename (apt
    patterns select by them). It is trusted because each of its files is traced to the signed InRelease here.
@@ -188,20 +191,20 @@ class _SecondStage(threading.Thread):
     """Makes the second stage's packages ready while mmdebstrap installs the first (dpkg leaves a core idle),
     then lists them in the repository and says so in a marker the essential hook waits for."""
 
-    def __init__(self, futures, stanzas, repo_args, out: Path, marker: Path):
+    def __init__(self, futures, stanzas, repo: tuple, out: Path, marker: Path):
         super().__init__(daemon=True)
-        self.futures, self.stanzas, self.repo_args, self.out, self.marker = futures, stanzas, repo_args, out, marker
+        self.futures, self.stanzas, self.repo, self.out, self.marker = futures, stanzas, repo, out, marker
         self.error: BaseException | None = None
 
     def run(self) -> None:
         try:
-            index, texts, files = self.repo_args
+            repo, index, texts, files = self.repo
             self.out.mkdir(parents=True, exist_ok=True)
             for stanza, fut in zip(self.stanzas, self.futures):
                 name, sha, size = fut.result()
                 pkgcache.link_or_copy(pkgcache.prepared_dir() / name, self.out / name)
                 files[stanza.name.encode()] = (f"pool/{name}", sha, size)
-            write_index(self.out.parent / "repo", index, texts, files)
+            write_index(repo, index, texts, files)
             self.marker.with_suffix(".done").touch()
         except BaseException as e:   # noqa: BLE001 - handed to the main thread, which raises it
             self.error = e
@@ -241,7 +244,6 @@ def prepared(ctx: "Context") -> Iterator[Plan | None]:
     if bar:
         for f in done1 + done2:
             f.add_done_callback(lambda _: bar.update(1))
-    stage2 = None
     try:
         for stanza, fut in zip(first, done1):
             name, sha, size = fut.result()
@@ -256,7 +258,7 @@ def prepared(ctx: "Context") -> Iterator[Plan | None]:
             files[s.name.encode()] = (f"pool/{name}", *sums[name])
         write_index(repo, ctx.index, texts, dict(files))
         marker = ctx.work / "stage2"
-        stage2 = _SecondStage(done2, second, (ctx.index, texts, files), later, marker)
+        stage2 = _SecondStage(done2, second, (repo, ctx.index, texts, files), later, marker)
         stage2.start()
         hook = (f"--essential-hook=i=0; while [ ! -e {q(marker)}.done ] && [ ! -e {q(marker)}.failed ] && "
                 f"[ $i -lt 36000 ]; do sleep 0.05; i=$((i+1)); done; [ -e {q(marker)}.done ] || exit 1; "
@@ -268,8 +270,8 @@ def prepared(ctx: "Context") -> Iterator[Plan | None]:
             for f in done2:
                 f.cancel()
             stage2.join()
-            if stage2.error is not None:      # what made the hook fail is the better message
-                raise stage2.error from None
+            if stage2.error is not None and not isinstance(stage2.error, concurrent.futures.CancelledError):
+                raise stage2.error from None      # what made the hook fail is the better message
             raise
         stage2.join()
         if stage2.error is not None:
