@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from . import apt, bootstrap, hooks, inventory, manifest, mounts
+from . import apt, bootstrap, hooks, inventory, manifest, mounts, pkgcache
 from .context import Context
 from .errors import InputError, Interrupted, Problem, RecipeError
 from .families import family_of
@@ -147,6 +147,8 @@ def build(loaded: Loaded, output: Path, keep_tree: bool = False, use_cache: bool
             if unpriv.active():
                 devices.run(ctx, devices.MMDEBSTRAP)   # what mmdebstrap makes in /dev when it can mknod
             ctx.packages = inventory.installed(ctx.root, ctx.family.package_db)
+            if ctx.family.name == "debian":
+                pkgcache.fit(pkgcache.max_size(), keep=set(ctx.packages))   # never the packages just used
         with phase(ctx, "hooks post-bootstrap"):
             hooks.run_phase(ctx, "post-bootstrap")
         with phase(ctx, "steps"):

@@ -166,7 +166,8 @@ def cache_group() -> None:
 
     Where: $IMGBUILD_CACHE/bootstrap and $IMGBUILD_CACHE/packages (default /var/cache/imgbuild as root,
     ~/.cache/imgbuild for others). The bootstrap cache is bounded by $IMGBUILD_CACHE_MAX (default 4G; least
-    recently used entries go first); the package cache is emptied with `prune --packages`.
+    recently used entries go first); the package cache by $IMGBUILD_PACKAGES_MAX (default 2G, least recently
+    used packages first, after each build); `prune --packages` empties it.
     """
 
 

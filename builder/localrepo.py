@@ -82,6 +82,7 @@ def _check_prepared(path: Path) -> tuple[str, int] | None:
     try:
         sha, size = _sidecar(path).read_text().split()
         if pkgcache.good(path, (sha, int(size))):
+            pkgcache.used(path)
             return sha, int(size)
     except (OSError, ValueError):
         return None

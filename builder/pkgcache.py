@@ -80,6 +80,7 @@ def stage_in(checksums: dict[str, tuple[str, int]], dest: Path) -> Stats:
                 path.unlink()
             stats.damaged += 1
             continue
+        used(path)
         link_or_copy(path, dest / entry.name)
         stats.files += 1
         stats.bytes += want[1]
@@ -131,6 +132,53 @@ def size() -> tuple[int, int]:
                     files += d == deb_dir()
                     total += e.stat(follow_symlinks=False).st_size
     return files, total
+
+
+DEFAULT_MAX = 2 << 30
+
+
+def max_size() -> int:
+    """The package cache's bound: $IMGBUILD_PACKAGES_MAX (500M, 4G ...), default 2G."""
+    from .bcache import parse_size
+
+    v = os.environ.get("IMGBUILD_PACKAGES_MAX")
+    return parse_size(v) if v else DEFAULT_MAX
+
+
+def used(path: Path) -> None:
+    """Mark a cache file as just used (its mtime; the least recently used go first when the cache is full)."""
+    with contextlib.suppress(OSError):
+        os.utime(path)
+
+
+def fit(limit: int, keep: set[str] = frozenset()) -> tuple[int, int]:
+    """Remove the least recently used packages (each .deb with its prepared copy) until the cache fits limit;
+    the packages named in keep (those of the build that just ran) stay. Returns (packages, bytes) removed."""
+    groups: dict[str, list[tuple[Path, os.stat_result]]] = {}
+    for d in (deb_dir(), prepared_dir()):
+        with contextlib.suppress(OSError):
+            for e in os.scandir(d):
+                if e.name.startswith("."):
+                    continue
+                name = e.name[:-len(".sha256")] if e.name.endswith(".deb.sha256") else e.name
+                groups.setdefault(name, []).append((Path(e.path), e.stat(follow_symlinks=False)))
+    total = sum(st.st_size for g in groups.values() for _, st in g)
+    gone = freed = 0
+    for name, g in sorted(groups.items(), key=lambda kv: max(st.st_mtime for _, st in kv[1])):
+        if total <= limit:
+            break
+        if name.split("_", 1)[0] in keep:
+            continue
+        for path, st in g:
+            with contextlib.suppress(OSError):
+                path.unlink()
+                total -= st.st_size
+                freed += st.st_size
+        gone += 1
+    if gone:
+        log.info("package cache: removed %d least recently used packages (%.1f MB) to stay under %.1f MB", gone,
+                 freed / 1e6, limit / 1e6)
+    return gone, freed
 
 
 def prune() -> tuple[int, int]:

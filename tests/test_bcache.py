@@ -115,11 +115,16 @@ def test_cold_warm_changed_damaged(tmp_path):
     assert f"prepared {p_bad.name} is damaged" in err and f"package cache: {o_bad.name} is damaged" in err, err
     assert "downloaded 1 packages" in err and f"2 prepared now, {len(debs) - 2} from the cache" in err, err
     assert sha256(o_bad) == good and (prepared / o_bad.name).exists()
-    # mmdebstrap downloading from the mirror itself (with the package cache's .debs) gives the same tarball
-    err, plain = _build(tmp_path / "plain", "--no-cache", env={**env, "IMGBUILD_PREPARED": "0"})
+    # mmdebstrap downloading from the mirror itself (with the package cache's .debs) gives the same tarball;
+    # with the package cache bounded below its size, the least recently used package not of this build (less)
+    # goes, with its prepared copy
+    err, plain = _build(tmp_path / "plain", "--no-cache", env={**env, "IMGBUILD_PREPARED": "0",
+                                                               "IMGBUILD_PACKAGES_MAX": "1K"})
     assert "taken from the cache" in err and "package set:" not in err and sha256(plain) == sha256(cold), err
+    assert "package cache: removed 1 least recently used packages" in err, err
+    assert not list((tmp_path / "cache/packages").glob("*/less_*"))
     r = imgbuild("cache", "list", env=env)
-    assert r.returncode == 0 and f"package cache: {n} packages" in r.stderr, r.stderr
+    assert r.returncode == 0 and f"package cache: {len(debs)} packages" in r.stderr, r.stderr
     r = imgbuild("cache", "prune", "--all", env=env)
-    assert r.returncode == 0 and r.stdout.count("removed ") == 3 and f"removed {n} packages" in r.stdout
+    assert r.returncode == 0 and r.stdout.count("removed ") == 3 and f"removed {len(debs)} packages" in r.stdout
     assert not list((tmp_path / "cache/bootstrap").iterdir()) and not (tmp_path / "cache/packages/deb").exists()

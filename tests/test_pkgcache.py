@@ -62,3 +62,29 @@ def test_index_scan_gives_archive_names_and_checksums():
                          "base-files_12.4_amd64.deb": ("b" * 64, 70)}
     import io
     assert apt._stream_scan(io.BytesIO(data), chunk=7).debs == scan.debs
+
+
+def test_the_cache_keeps_to_its_bound_least_recently_used_first(cache, monkeypatch):
+    prepared = cache.parent / "deb-prepared"
+    prepared.mkdir(parents=True)
+    cache.mkdir(parents=True, exist_ok=True)
+    for i, name in enumerate(["old_1_all.deb", "mid_1_all.deb", "new_1_all.deb", "mine_1_all.deb"]):
+        (cache / name).write_bytes(b"x" * 100)
+        (prepared / name).write_bytes(b"y" * 400)
+        (prepared / f"{name}.sha256").write_text("0" * 64 + " 400\n")
+        for p in (cache / name, prepared / name, prepared / f"{name}.sha256"):
+            os.utime(p, (1000 + i, 1000 + i))
+    os.utime(cache / "mine_1_all.deb", (1, 1))            # the oldest, but the current build's: kept
+    for p in (prepared / "mine_1_all.deb", prepared / "mine_1_all.deb.sha256"):
+        os.utime(p, (1, 1))
+    pkgcache.used(cache / "old_1_all.deb")                # just used: now the newest
+    size = sum(p.stat().st_size for d in (cache, prepared) for p in d.iterdir())
+    assert pkgcache.fit(size - 1, keep={"mine"}) == (1, 500 + 69)
+    left = sorted(p.name for p in cache.iterdir())
+    assert left == ["mine_1_all.deb", "new_1_all.deb", "old_1_all.deb"]
+    assert not (prepared / "mid_1_all.deb").exists() and not (prepared / "mid_1_all.deb.sha256").exists()
+    assert pkgcache.fit(10 ** 9) == (0, 0)
+    monkeypatch.setenv("IMGBUILD_PACKAGES_MAX", "1K")
+    assert pkgcache.max_size() == 1024
+    assert pkgcache.fit(pkgcache.max_size(), keep={"mine"})[0] == 2
+    assert sorted(p.name for p in cache.iterdir()) == ["mine_1_all.deb"]
