@@ -109,15 +109,13 @@ def build(loaded: Loaded, output: Path, keep_tree: bool = False, use_cache: bool
     t0 = time.monotonic()
     pre = preflight(loaded)
     method = pre.method
-    build_key = uptodate.key(loaded, pre)
-    if build_key and use_cache and not (force or keep_tree) and uptodate.current(Path(output).resolve() / r.name,
-                                                                                 build_key):
-        final = Path(output).resolve() / r.name
-        log.info("%s is up to date: the recipe, its files, the bootstrap inputs and the mirror index are "
-                 "unchanged and every output matches its sha256 (--force builds it again)", final)
-        return final
-
     output = Path(output).resolve()
+    build_key = uptodate.key(loaded, pre)
+    if build_key and use_cache and not (force or keep_tree) and uptodate.current(output / r.name, build_key):
+        log.info("%s is up to date: the recipe, its files, the bootstrap inputs and the mirror index are "
+                 "unchanged and every output matches its sha256 (--force builds it again)", output / r.name)
+        return output / r.name
+
     if unpriv.active() and (output == Path("/dev/shm") or Path("/dev/shm") in output.parents):
         raise InputError(f"{output}: an unprivileged build cannot work under /dev/shm (mmdebstrap bind-mounts "
                          "the host's /dev/shm into the tree)", "choose another output directory with -o")

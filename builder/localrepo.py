@@ -220,7 +220,7 @@ def prepared(ctx: "Context") -> Iterator[Plan | None]:
         yield None
         return
     try:
-        res = debresolve.resolve(ctx.index, b.variant or "required", list(b.packages))
+        res = debresolve.resolve(ctx.index, b.variant or "minbase", list(b.packages))
     except debresolve.Unresolved as e:
         log.info("package set: %s; mmdebstrap downloads from the mirror itself", e)
         yield None

@@ -53,6 +53,8 @@ def tool_versions(programs: list[str]) -> dict[str, str]:
         known = json.loads(store.read_text())
     except (OSError, ValueError):
         known = {}
+    if not isinstance(known, dict) or not all(isinstance(v, dict) for v in known.values()):
+        known = {}
     out, ask = {}, []
     for p in programs:
         path = runner.which(p)

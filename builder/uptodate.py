@@ -77,10 +77,15 @@ def current(final: Path, build_key: str) -> bool:
         m = json.loads((final / "manifest.json").read_text())
     except (OSError, ValueError):
         return False
-    if m.get("build_key") != build_key or not m.get("artifacts"):
+    if not isinstance(m, dict) or m.get("build_key") != build_key:
         return False
-    for a in m["artifacts"]:
-        path = final / a.get("path", "")
+    arts = m.get("artifacts")
+    if not isinstance(arts, list) or not arts:
+        return False
+    for a in arts:
+        if not isinstance(a, dict) or not isinstance(a.get("path"), str):
+            return False
+        path = final / a["path"]
         if "sha256" not in a:
             return False     # a directory artifact (nspawn tree) is not hashed: build it again
         with contextlib.suppress(OSError):

@@ -21,3 +21,10 @@ def test_versions_are_asked_once_per_program_file(tmp_path, monkeypatch):
     tool.write_text(f"#!/bin/sh\necho x >> {count}\necho 'faketool 2.0 (upgraded)'\n")
     assert manifest.tool_versions(["faketool"]) == {"faketool": "faketool 2.0 (upgraded)"}
     assert count.read_text().count("x") == 2
+
+
+def test_a_damaged_store_is_asked_again(tmp_path, monkeypatch):
+    monkeypatch.setenv("IMGBUILD_CACHE", str(tmp_path))
+    (tmp_path / "tool-versions.json").write_text('["not", "a", "map"]')
+    assert manifest.tool_versions(["sh"]) == manifest.tool_versions(["sh"])    # no crash; the store rewritten
+    assert (tmp_path / "tool-versions.json").read_text().lstrip().startswith("{")

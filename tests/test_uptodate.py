@@ -54,8 +54,9 @@ def test_current_only_with_the_same_key_and_intact_outputs(tmp_path):
     (out / "a.tar").unlink()
     assert not uptodate.current(out, "k1")
     assert not uptodate.current(tmp_path / "nothing", "k1")
-    (out / "manifest.json").write_text("{not json")
-    assert not uptodate.current(out, "k1")
+    for bad in ("{not json", "[1, 2]", '{"build_key": "k1", "artifacts": [3]}', '{"build_key": "k1", "artifacts": {}}'):
+        (out / "manifest.json").write_text(bad)
+        assert not uptodate.current(out, "k1")
 
 
 def test_a_directory_artifact_is_always_built_again(tmp_path):
