@@ -1,0 +1,142 @@
+"""Reading data imgbuild does not trust: YAML and JSON from recipes, guests, images, remote hosts and earlier runs.
+
+Every YAML or JSON file imgbuild reads goes through here, so each one gets the same rules:
+  - bytes must be UTF-8 text (a binary file is refused, naming it);
+  - YAML: duplicate keys are refused (PyYAML silently keeps the last), aliases may not refer to themselves, and
+    the document expanded through its aliases may hold at most MAX_NODES nodes (a "billion laughs" file of a few
+    hundred bytes would otherwise expand to millions of nodes and hang the program);
+  - JSON: nesting is bounded and the top-level value must have the expected type.
+Problems raise RecipeError (an InputError: exit 2) naming the file, the line when known, and what to do.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import Problem, RecipeError
+
+MAX_NODES = 50_000    # nodes after alias expansion; the largest shipped recipe has a few hundred
+MAX_DEPTH = 64        # nesting of mappings and lists
+
+
+class StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys, recursive aliases and documents that expand past MAX_NODES."""
+
+    def compose_document(self):  # noqa: ANN201 - PyYAML's own signature
+        node = super().compose_document()
+        _check_expansion(node)
+        return node
+
+
+def _mapping(loader: StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen = set()
+    for k, _ in node.value:
+        key = loader.construct_object(k, deep=deep)
+        try:
+            dup = key in seen
+        except TypeError:    # a mapping or list used as a key
+            raise yaml.constructor.ConstructorError(None, None, "a key must be a plain value, not a mapping or "
+                                                    "list", k.start_mark) from None
+        if dup:
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", k.start_mark)
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
+
+
+def _check_expansion(root: yaml.Node | None) -> None:
+    """Size of the document with every alias expanded (memoised over the node graph, so linear in its size)."""
+    if root is None:
+        return
+    sizes: dict[int, int] = {}
+    active: set[int] = set()
+
+    def size(node: yaml.Node, depth: int) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in active:
+            raise yaml.composer.ComposerError(None, None, "an alias refers to the collection that contains it",
+                                              node.start_mark)
+        if depth > MAX_DEPTH:
+            raise yaml.composer.ComposerError(None, None, f"nested deeper than {MAX_DEPTH} levels",
+                                              node.start_mark)
+        n = 1
+        if isinstance(node, (yaml.SequenceNode, yaml.MappingNode)):
+            active.add(key)
+            items = node.value if isinstance(node, yaml.SequenceNode) else [x for kv in node.value for x in kv]
+            for child in items:
+                n += size(child, depth + 1)
+                if n > MAX_NODES:
+                    raise yaml.composer.ComposerError(
+                        None, None, f"expands to more than {MAX_NODES} values through its aliases (&anchor/*alias)",
+                        node.start_mark)
+            active.discard(key)
+        sizes[key] = n
+        return n
+
+    size(root, 0)
+
+
+def _text(data: bytes | str, shown: str, what: str) -> str:
+    if isinstance(data, str):
+        return data
+    if b"\0" in data:
+        raise RecipeError([Problem(shown, "", f"is a binary file, not {what}")], f"give the path of {what}")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise RecipeError([Problem(shown, "", f"is not UTF-8 text (byte {e.start}): not {what}")],
+                          "save the file as UTF-8") from None
+
+
+YAML_HINT = ("YAML: indent with spaces, quote values containing ': ' or starting with special characters "
+             "({, [, *, &, !, %, @)")
+
+
+def load_yaml(data: bytes | str, shown: str, *, what: str = "a YAML file", loader: type = StrictLoader,
+              hint: str = YAML_HINT) -> Any:
+    """Parse one YAML document strictly; problems raise RecipeError naming `shown` and the line."""
+    text = _text(data, shown, what)
+    try:
+        return yaml.load(text, Loader=loader)  # noqa: S506 - loader is StrictLoader or a subclass (a SafeLoader)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e)
+        raise RecipeError([Problem(shown, where, f"YAML: {problem}")], hint) from None
+    except RecursionError:
+        raise RecipeError([Problem(shown, "", "YAML nested too deeply")], hint) from None
+
+
+def load_json(data: bytes | str, shown: str, *, what: str = "a JSON file", expect: type | None = dict,
+              hint: str | None = None) -> Any:
+    """Parse JSON from a file imgbuild wrote earlier (manifest.json, nodes.json ...), which may have been changed."""
+    text = _text(data, shown, what)
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise RecipeError([Problem(shown, "", f"nested too deeply for {what}")], hint) from None
+    except ValueError as e:
+        where = f"line {e.lineno}, column {e.colno}" if isinstance(e, json.JSONDecodeError) else ""
+        msg = e.msg if isinstance(e, json.JSONDecodeError) else str(e)
+        raise RecipeError([Problem(shown, where, f"not {what}: {msg}")], hint) from None
+    if expect is not None and not isinstance(value, expect):
+        kind = {dict: "an object ({...})", list: "a list ([...])"}.get(expect, expect.__name__)
+        raise RecipeError([Problem(shown, "", f"{what} must be {kind}, found {type(value).__name__}")], hint)
+    return value
+
+
+def read_json(path: Path, shown: str | None = None, **kw: Any) -> Any:
+    """load_json of a file; an unreadable file is an InputError naming it."""
+    shown = shown or str(path)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise RecipeError([Problem(shown, "", f"cannot read: {e.strerror}")], kw.get("hint")) from None
+    return load_json(data, shown, **kw)
