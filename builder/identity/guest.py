@@ -228,21 +228,28 @@ def holders(g: Guest, lxcpath: str = "/var/lib/lxc") -> tuple[Path, list]:
 
     lxcpaths = [lxcpath]
     if g.kind in ("image", "xen"):
-        domain = None
-        if g.kind == "xen":
-            from ..xenconf import read_xm
-
-            try:
-                name = read_xm(g.path.read_text(errors="replace")).get("name")
-            except Exception:  # noqa: BLE001 - a config xm cannot read names no domain; its file name still does
-                name = None
-            domain = name if isinstance(name, str) and name.strip() else g.path.stem
-        return g.image, inuse.image_holders(g.image, lxcpaths, domain=domain)
+        return g.image, inuse.image_holders(g.image, lxcpaths)
     if g.kind == "lxc":
         return g.path / "rootfs", inuse.tree_holders(g.path / "rootfs", lxcpaths, (str(g.path.parent), g.path.name))
-    if g.kind in ("rootfs", "openvz"):
+    if g.kind == "openvz":
+        return g.path, inuse.tree_holders(g.path, lxcpaths) + _openvz_mounted(g)
+    if g.kind == "rootfs":
         return g.path, inuse.tree_holders(g.path, lxcpaths)
     return g.path, []
+
+
+def _openvz_mounted(g: Guest) -> list:
+    """An OpenVZ container runs (or is mounted by `vzctl mount`) from its VE_ROOT, a mount of its VE_PRIVATE: its
+    processes' root is that mount, not VE_PRIVATE, so a mounted VE_ROOT is what says it is in use."""
+    from . import inuse
+
+    text = g.config[1].read_text(errors="replace") if g.config else ""
+    m = re.search(r'^VE_ROOT="?([^"\n]+)', text, re.M)
+    root = (m.group(1) if m else "/vz/root/$VEID").replace("$VEID", g.name).replace("${VEID}", g.name)
+    if not os.path.isabs(root) or not inuse.is_mount_point(root):
+        return []
+    return [inuse.Holder(f"OpenVZ container {g.name} is mounted at {root} (running, or `vzctl mount`ed)",
+                         f"vzctl stop {g.name}; vzctl umount {g.name}", key=f"vz:{g.name}")]
 
 
 def refuse_in_use(g: Guest, lxcpath: str = "/var/lib/lxc", force: bool = False, writing: bool = True) -> None:

@@ -8,7 +8,7 @@ image or a tree is re-identified (or copied for a clone), every holder this host
   a symlink or a bind-mounted path to it counts too; from the loop ioctl, else the backing_file sysfs entry) -
   with the mounts of that device, its partitions and device-mapper devices on top of it; every process that has
   the image open (/proc/PID/fd) or mapped (/proc/PID/maps); a running Xen domain whose disk it is (`xl list -l`,
-  on a Xen host); a running LXC container whose rootfs it is; and an ext journal that still needs recovery (the
+  on a Xen dom0); a running LXC container whose rootfs it is; and an ext journal that still needs recovery (the
   filesystem was not cleanly unmounted: something may still have it mounted, and debugfs does not replay the
   journal, so a later mount would undo the edits).
 - a root directory: every process whose root directory it is (a running container - named from its cgroup -,
@@ -17,6 +17,11 @@ image or a tree is re-identified (or copied for a clone), every holder this host
 
 Each holder says whether it may write (a read-write mount, a running guest, a file descriptor open for
 writing): a copy only needs the source to hold still, so a clone refuses only writers; an edit refuses them all.
+
+Not seen: mounts in other mount namespaces of a device that is not a loop device of this image (there is none
+for a regular file), holders on other hosts (an image on shared storage used by another host). An OpenVZ
+container counts as running while its VE_ROOT is mounted (builder.identity.guest; vzctl is not asked). The check
+runs right before the edit; a holder that starts while imgbuild edits is not stopped.
 """
 from __future__ import annotations
 
@@ -176,6 +181,14 @@ def mounts_of(devs: dict[str, str]) -> list[tuple[str, str, bool]]:
     return out
 
 
+def is_mount_point(path: str | os.PathLike[str]) -> bool:
+    """Whether something is mounted on `path` in this mount namespace (a bind mount within one filesystem too,
+    which os.path.ismount does not see)."""
+    real = os.path.realpath(path)
+    return any(len(f) > 4 and _unescape(f[4]) == real
+               for f in (line.split() for line in (_read(PROC / "self/mountinfo") or "").splitlines()))
+
+
 def loop_holders(image: Ident) -> list[Holder]:
     holders = []
     for lo in loops():
@@ -328,22 +341,24 @@ def lxc_holders(target: Ident, lxcpaths: Iterable[str | os.PathLike[str]]) -> li
     return holders
 
 
-def _xen_host() -> bool:
-    return (_read("/sys/hypervisor/type") or "").strip() == "xen" or os.path.exists("/proc/xen/capabilities")
+def _xen_dom0() -> bool:
+    """Whether this is a Xen host's control domain (a domU - a guest of a Xen cloud - runs no domains)."""
+    return "control_d" in (_read("/proc/xen/capabilities") or "")
 
 
 def xen_domains() -> list[tuple[str, list[str]]]:
-    """(name, disk paths) of each running Xen domain but Domain-0, from `xl list -l`. Not a Xen host (xl missing,
-    or failing without a hypervisor): none. On a Xen host where xl cannot answer: BuilderError (whether a domain
-    uses the image cannot be told)."""
+    """(name, disk paths) of each running Xen domain but Domain-0, from `xl list -l`. Not a Xen host's dom0 (xl
+    missing, or failing without a hypervisor): none. On a dom0 where xl cannot answer: BuilderError (whether a
+    domain uses the image cannot be told). Xen 3's xm is not asked: its domains' image files are attached to loop
+    devices (file:) or held open (tap:), which loop_holders() and process_holders() see."""
     if shutil.which("xl") is None:
         return []
     r = runner.run(["xl", "list", "-l"], capture=True, check=False, quiet=True)
     if r.returncode != 0:
-        if _xen_host():
+        if _xen_dom0():
             raise BuilderError(f"cannot tell which Xen domains are running: `xl list -l` failed: "
                                f"{' '.join(r.tail[-2:]) or r.returncode}")
-        log.debug("xl list -l failed (%s): not a Xen host, no domains", r.returncode)
+        log.debug("xl list -l failed (%s): not a Xen dom0, no domains", r.returncode)
         return []
     from ..untrusted import load_json
 
@@ -362,8 +377,9 @@ def xen_domains() -> list[tuple[str, list[str]]]:
     return out
 
 
-def xen_holders(image: Ident | None = None, domain: str | None = None) -> list[Holder]:
-    """The running Xen domains whose disk is `image`, or whose name is `domain`."""
+def xen_holders(image: Ident) -> list[Holder]:
+    """The running Xen domains one of whose disks is `image`. (Not by name: a domain called like the guest but
+    running from another disk - the original, while `migrate xen` edits its staged copy - holds nothing here.)"""
     try:
         domains = xen_domains()
     except BuilderError as e:
@@ -371,10 +387,9 @@ def xen_holders(image: Ident | None = None, domain: str | None = None) -> list[H
                        key="xen:?")]
     holders = []
     for name, disks in domains:
-        uses = image is not None and any(ident(p) == image for p in disks)
-        if uses or (domain is not None and name == domain):
-            holders.append(Holder(f"Xen domain {name} is running" + (" from it" if uses else ""),
-                                  f"xl shutdown -w {name}", key=f"xen:{name}"))
+        if any(ident(p) == image for p in disks):
+            holders.append(Holder(f"Xen domain {name} is running from it", f"xl shutdown -w {name}",
+                                  key=f"xen:{name}"))
     return holders
 
 
@@ -405,15 +420,14 @@ def journal_holders(image: Path) -> list[Holder]:
 # ------------------------------------------------------------------ what holds an image, a tree
 
 
-def image_holders(image: Path, lxcpaths: Iterable[str | os.PathLike[str]] = (), xen: bool = True,
-                  domain: str | None = None) -> list[Holder]:
+def image_holders(image: Path, lxcpaths: Iterable[str | os.PathLike[str]] = (), xen: bool = True) -> list[Holder]:
     """Everything that holds the image file (see the module's docstring); [] when it is not there."""
     me = ident(image)
     if me is None:
         return []
     found = loop_holders(me) + process_holders(me) + lxc_holders(me, lxcpaths)
     if xen:
-        found += xen_holders(me, domain)
+        found += xen_holders(me)
     return _unique(found + journal_holders(image))
 
 

@@ -1,9 +1,10 @@
 """A guest in use is not edited (and not copied while something writes to it): `migrate reidentify` and `imgbuild
 clone` on an ext4 image that is loop-mounted, loop-attached (also through another name of the same file), open or
 mapped in another process, or whose journal needs recovery; on an LXC container that runs (seen by LXC, and seen
-through /proc from another network namespace), and on a tree a chroot runs from. Each is refused with exit 2
-naming the image or tree and its holder, and nothing changes (the image's sha256, the tree, the inventory);
---force goes on with a warning. A clone only reads its source: a holder that only reads does not stop it.
+through /proc from another network namespace), on an OpenVZ container whose VE_ROOT is mounted, and on a tree a
+chroot runs from. Each is refused with exit 2 naming the image or tree and its holder, and nothing changes (the
+image's sha256, the tree, the inventory); --force goes on with a warning. A clone only reads its source: a holder
+that only reads does not stop it.
 
 Everything is real (loop devices, mounts, lxc-start, chroot) except Xen: no hypervisor runs here
 (/work/shared/REAL-TESTS.md), so the running domains come from a stand-in `xl` on PATH that prints what
@@ -302,15 +303,19 @@ def test_an_image_a_running_xen_domain_uses_is_refused(tmp_path, env, opts):
     assert file_sha(image) == sha and no_inventory_written(tmp_path)
 
 
-def test_a_xen_guest_whose_domain_runs_is_refused_by_its_name(tmp_path, env, opts):
+def test_a_domain_of_the_same_name_running_from_another_disk_holds_nothing(tmp_path, env, opts):
+    """What `migrate xen` edits is a staged copy of a guest that is running (the original, from its own disk):
+    the domain's name alone does not make the copy's image in use."""
     image = ext4(tmp_path)
     cfg = tmp_path / "www.cfg"
     cfg.write_text(f"name = 'www'\nmemory = 256\ndisk = ['file:{image},xvda1,w']\n")
-    env = {**env, **fake_xl(tmp_path, [("www", ["/dev/vg0/www-moved-to-lvm"])])}
+    original = ext4(tmp_path, "www-original.ext4")
+    env = {**env, **fake_xl(tmp_path, [("www", [str(original)])])}
     r = migrate("reidentify", cfg, "--hostname", "web1", *opts, env=env)
-    refused(r, image, r"Xen domain www is running\n")
-    r = migrate("reidentify", cfg, "--hostname", "web1", "--force", *opts, env=env)
-    assert r.returncode == 0 and "warning: --force" in r.stderr, r.stderr
+    assert r.returncode == 0, r.stderr
+    assert debugfs_cat(image, "/etc/hostname") == "web1\n"
+    r = migrate("reidentify", original, "--hostname", "web1", *opts, env=env)
+    refused(r, original, r"Xen domain www is running from it")
 
 
 # ================================================================== directory guests: a running container, a chroot
@@ -381,4 +386,25 @@ def test_a_tree_a_chroot_runs_from_is_not_reidentified(tmp_path, env, opts):
         p.kill()
         p.wait()
     r = migrate("reidentify", root, "--hostname", "web1", *opts, env=env)
+    assert r.returncode == 0, r.stderr
+
+
+def test_an_openvz_container_whose_root_is_mounted_is_not_reidentified(tmp_path, env, opts):
+    """vzctl mounts VE_PRIVATE on VE_ROOT while the container runs (simfs: a bind mount, as here)."""
+    private, ve_root = tmp_path / "private" / "101", tmp_path / "root" / "101"
+    make_root(private)
+    ve_root.mkdir(parents=True)
+    (tmp_path / "vz").mkdir()
+    (tmp_path / "vz" / "101.conf").write_text(f'VE_ROOT="{tmp_path}/root/$VEID"\n'
+                                             f'VE_PRIVATE="{tmp_path}/private/$VEID"\n'
+                                             'HOSTNAME="vm0"\nIP_ADDRESS="10.0.3.2"\n')
+    before = tree_state(private)
+    _run("mount", "--bind", private, ve_root)
+    try:
+        r = migrate("reidentify", "vz:101", "--hostname", "web1", *opts, env=env)
+        refused(r, private, rf"OpenVZ container 101 is mounted at {re.escape(str(ve_root))}")
+        assert tree_state(private) == before and no_inventory_written(tmp_path)
+    finally:
+        subprocess.run(["umount", str(ve_root)], capture_output=True)
+    r = migrate("reidentify", "vz:101", "--hostname", "web1", *opts, env=env)
     assert r.returncode == 0, r.stderr
