@@ -276,16 +276,17 @@ def root_holders(root: Ident) -> list[Holder]:
         groups.setdefault(f"lxc:{m.group(1)}" if m else "", []).append(pid)
     holders = []
     for key, pids in sorted(groups.items()):
-        shown = ", ".join(map(str, pids[:MAX_SHOWN])) + (f" and {len(pids) - MAX_SHOWN} more" if len(pids) > MAX_SHOWN
-                                                          else "")
+        shown = ", ".join(f"{p} ({_comm(p)})" if not key else str(p) for p in pids[:MAX_SHOWN])
+        shown += f" and {len(pids) - MAX_SHOWN} more" if len(pids) > MAX_SHOWN else ""
         if key:
             name = key[4:]
             holders.append(Holder(f"LXC container {name} is running from it (process {shown})",
                                   f"lxc-stop -n {name}", key=key))
+        elif len(pids) == 1:
+            holders.append(Holder(f"process {shown} runs with it as its root directory", f"end process {pids[0]}"))
         else:
-            for pid in pids:
-                holders.append(Holder(f"process {pid} ({_comm(pid)}) runs with it as its root directory",
-                                      f"end process {pid}"))
+            holders.append(Holder(f"processes {shown} run with it as their root directory",
+                                  "end those processes (a chroot, systemd-nspawn ...)"))
     return holders
 
 
