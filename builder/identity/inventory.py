@@ -16,8 +16,8 @@ knows of; a new MAC is drawn so that it clashes with none of them.
   (LXC containers, Xen domain configs, OpenVZ containers). Unreadable or odd files are skipped with a debug log.
   The config readers are injectable (`Readers`): anything that takes the config's text and returns an object
   with `name`, `hostnames`, `ips` and `macs` will do.
-- **Checks** (`conflicts`, `conflict_error`): the MACs, IPs and host names a candidate would take that another
-  guest already has.
+- **Checks** (`conflicts`, `conflict_error`, `refuse_taken`): the MACs, IPs and host names a candidate would take
+  that another guest already has; `refuse_taken` is the guard every path that makes a guest calls.
 - **Allocation** (`allocate_mac`, `allocate_macs`): fresh unicast MACs in Xen's OUI (00:16:3e, the lower half
   of the fourth octet, where Xen's own tools draw theirs) or locally administered ones. Drawn from `mac_rng(key)`,
   the draws are the same on every run on this host for one guest (so a dry run shows the MACs the run will
@@ -817,6 +817,21 @@ def conflict_error(found: Sequence[Conflict], inventory_file: str | os.PathLike[
                       "a copy must not keep the original's MAC, IP address or host name: two NICs with one MAC on "
                       "a LAN take both guests (and their switch) off the network. Give the copy new ones (imgbuild "
                       f"allocates a free MAC){tail}")
+
+
+def refuse_taken(candidate: GuestRecord, known: Iterable[GuestRecord], force: bool = False,
+                 inventory_file: str | os.PathLike[str] | None = None, warn: bool = True) -> list[Conflict]:
+    """The duplicate guard every path that makes or changes a guest goes through (clone, reidentify, migrate
+    xen's copy, installing an output): InputError naming each MAC, IP and host name of `candidate` another known
+    guest has (stale inventory entries marked), unless `force` - then each is logged as a warning (`warn`) and
+    returned. `known`: the inventory's guests and discover()'s, checked inside locked() when the candidate is then
+    recorded."""
+    found = conflicts(candidate, known, self_where=candidate.where)
+    if found and not force:
+        raise conflict_error(found, inventory_file)
+    for c in found if warn else ():
+        log.warning("--force: %s", c)
+    return found
 
 
 # ------------------------------------------------------------------ allocation

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
-import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,8 +24,6 @@ from pathlib import Path
 from ..errors import InputError
 from . import engine, inventory
 from .guest import Guest, copy, locate, open_tree, refuse_in_use
-
-log = logging.getLogger("imgbuild")
 
 
 @dataclass(frozen=True)
@@ -57,11 +54,7 @@ def _record(g: Guest, cur: engine.Current, p: engine.Plan) -> inventory.GuestRec
 
 def _check(rec: inventory.GuestRecord, known: list[inventory.GuestRecord], force: bool, say: bool = True,
            inventory_file: Path | None = None) -> None:
-    found = inventory.conflicts(rec, known, self_where=rec.where)
-    if found and not force:
-        raise inventory.conflict_error(found, inventory_file)
-    for c in found if say else ():
-        log.warning("--force: %s", c)
+    inventory.refuse_taken(rec, known, force, inventory_file, warn=say)
 
 
 def _known(inv: inventory.Inventory, where: Where) -> list[inventory.GuestRecord]:
