@@ -118,11 +118,12 @@ def held_by(image: Path, how: str):
         code = ("import mmap, sys, time\nf = open(sys.argv[1], 'r+b')\nm = mmap.mmap(f.fileno(), 4096)\n"
                 "f.close()\nprint('ready', flush=True)\ntime.sleep(600)\n")
         p = subprocess.Popen([sys.executable, "-c", code, str(image)], stdout=subprocess.PIPE, text=True)
-        assert p.stdout.readline().strip() == "ready"
     else:
         with open(image, "rb" if how == "read" else "r+b") as f:
             p = subprocess.Popen(["sleep", "600"], **({"stdin": f} if how == "read" else {"stdout": f}))
     try:
+        if how == "map":
+            assert p.stdout.readline().strip() == "ready"
         yield p.pid
     finally:
         p.kill()
