@@ -23,7 +23,8 @@ def options(f):
         click.option("--file", "files", multiple=True, metavar="PATH",
                      help="Also rewrite this file inside the guest (old names, addresses, MACs as whole words)."),
         click.option("--dry-run", is_flag=True, help="Show a unified diff of every change; change nothing."),
-        click.option("--force", is_flag=True, help="Go on even if a MAC, IP or host name is taken (says who has it)."),
+        click.option("--force", is_flag=True, help="Go on even if a MAC, IP or host name is taken, or the guest is in "
+                                                   "use (mounted, attached, open, running); says who, as a warning."),
         click.option("--inventory", metavar="FILE", help="Inventory of guests (default $IMGBUILD_INVENTORY, else "
                                                          "/var/lib/imgbuild/inventory.yml)."),
         click.option("--lxcpath", default="/var/lib/lxc", show_default=True, help="Where LXC containers are."),
@@ -64,13 +65,14 @@ def where(inventory, lxcpath, xen_dir, vz_dir, local_mac) -> Where:
 
 def report(o: Outcome, dry_run: bool) -> None:
     rec = o.record
+    macs = ", ".join(f"{a} -> {b}" for a, b in o.plan.new_macs.items()) or "unchanged"
+    identity = f"host name {rec.hostname}, IPs {', '.join(rec.ips) or '-'}, MACs {macs}"
     if dry_run:
         sys.stdout.write(o.plan.diff())
+        click.echo(f"dry run: {o.guest.where}: {len(o.plan.edits)} file(s) would change; {identity}", err=True)
         click.echo(f"dry run: {len(o.plan.edits)} change(s) would be made; nothing was changed", err=True)
         return
-    macs = ", ".join(f"{a} -> {b}" for a, b in o.plan.new_macs.items()) or "unchanged"
-    click.echo(f"{o.guest.where}: {len(o.plan.edits)} file(s) changed; host name {rec.hostname}, "
-               f"IPs {', '.join(rec.ips) or '-'}, MACs {macs}", err=True)
+    click.echo(f"{o.guest.where}: {len(o.plan.edits)} file(s) changed; {identity}", err=True)
     click.echo(str(o.guest.path))
 
 

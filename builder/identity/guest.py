@@ -80,9 +80,11 @@ def locate(target: str, lxcpath: str = "/var/lib/lxc", vzconf: str = "/etc/vz/co
 
 
 @contextlib.contextmanager
-def open_tree(g: Guest, loop: bool = False, epoch: int | None = None, writeback: bool = True) -> Iterator[Tree]:
+def open_tree(g: Guest, loop: bool = False, epoch: int | None = None, writeback: bool = True,
+              force: bool = False) -> Iterator[Tree]:
     """The guest's files as a Tree, for as long as the `with` lasts (mounts and unpacked copies are undone;
-    an unpacked output is packed again only with writeback)."""
+    an unpacked output is packed again only with writeback). An image opened for debugfs refuses its first write
+    while anything else holds the image (see refuse_in_use), unless `force`."""
     if g.kind == "lxc":
         yield DirTree(g.path / "rootfs", "rootfs")
     elif g.kind in ("rootfs", "openvz"):
@@ -95,7 +97,7 @@ def open_tree(g: Guest, loop: bool = False, epoch: int | None = None, writeback:
                 ms.mount(str(g.image), Path(d), options="loop" if writeback else "loop,ro,noload")
                 yield DirTree(d, "image")
         else:
-            yield ImageTree(g.image, "image", epoch)
+            yield ImageTree(g.image, "image", epoch, force=force)
     elif g.kind == "output":
         with _unpacked_output(g, writeback) as tree:
             yield tree
@@ -116,7 +118,9 @@ def _unpacked_output(g: Guest, writeback: bool) -> Iterator[Tree]:
         raise InputError(f"{g.path}: the output has no tarball to re-identify",
                          "re-identify the installed guest instead (e.g. its LXC container)")
     tarball = g.path / tar["path"]
-    with tempfile.TemporaryDirectory(prefix="imgbuild-output-", dir=g.path.parent) as d:
+    # unpacked next to the output when it is packed again (same filesystem, room for it); a dry run writes
+    # nothing there: its scratch copy goes to the temporary directory ($TMPDIR)
+    with tempfile.TemporaryDirectory(prefix="imgbuild-output-", dir=g.path.parent if writeback else None) as d:
         root = Path(d) / "rootfs"
         root.mkdir()
         runner.run(["tar", "--numeric-owner", "--xattrs", "--xattrs-include=*", "-xpf", str(tarball), "-C",
@@ -212,3 +216,46 @@ def copy(g: Guest, new: str, lxcpath: str = "/var/lib/lxc") -> Guest:
 def _refuse_existing(p: Path) -> None:
     if os.path.lexists(p):
         raise InputError(f"{p} already exists", "choose another name for the clone")
+
+
+# ------------------------------------------------------------------ in use
+
+
+def holders(g: Guest, lxcpath: str = "/var/lib/lxc") -> tuple[Path, list]:
+    """What uses the guest's files now (see builder.identity.inuse): (the image or tree looked at, its holders).
+    An imgbuild output (a tarball) has none."""
+    from . import inuse
+
+    lxcpaths = [lxcpath]
+    if g.kind in ("image", "xen"):
+        return g.image, inuse.image_holders(g.image, lxcpaths)
+    if g.kind == "lxc":
+        return g.path / "rootfs", inuse.tree_holders(g.path / "rootfs", lxcpaths, (str(g.path.parent), g.path.name))
+    if g.kind == "openvz":
+        return g.path, inuse.tree_holders(g.path, lxcpaths) + _openvz_mounted(g)
+    if g.kind == "rootfs":
+        return g.path, inuse.tree_holders(g.path, lxcpaths)
+    return g.path, []
+
+
+def _openvz_mounted(g: Guest) -> list:
+    """An OpenVZ container runs (or is mounted by `vzctl mount`) from its VE_ROOT, a mount of its VE_PRIVATE: its
+    processes' root is that mount, not VE_PRIVATE, so a mounted VE_ROOT is what says it is in use."""
+    from . import inuse
+
+    text = g.config[1].read_text(errors="replace") if g.config else ""
+    m = re.search(r'^VE_ROOT="?([^"\n]+)', text, re.M)
+    root = (m.group(1) if m else "/vz/root/$VEID").replace("$VEID", g.name).replace("${VEID}", g.name)
+    if not os.path.isabs(root) or not inuse.is_mount_point(root):
+        return []
+    return [inuse.Holder(f"OpenVZ container {g.name} is mounted at {root} (running, or `vzctl mount`ed)",
+                         f"vzctl stop {g.name}; vzctl umount {g.name}", key=f"vz:{g.name}")]
+
+
+def refuse_in_use(g: Guest, lxcpath: str = "/var/lib/lxc", force: bool = False, writing: bool = True) -> None:
+    """InputError (exit 2) naming the guest's image or tree and what holds it, unless `force` (then a warning).
+    writing=False (the source of a clone): only holders that may write to it count."""
+    from . import inuse
+
+    subject, found = holders(g, lxcpath)
+    inuse.refuse(subject, found, force, writing)

@@ -16,10 +16,14 @@ knows of; a new MAC is drawn so that it clashes with none of them.
   (LXC containers, Xen domain configs, OpenVZ containers). Unreadable or odd files are skipped with a debug log.
   The config readers are injectable (`Readers`): anything that takes the config's text and returns an object
   with `name`, `hostnames`, `ips` and `macs` will do.
-- **Checks** (`conflicts`, `conflict_error`): the MACs, IPs and host names a candidate would take that another
-  guest already has.
+- **Checks** (`conflicts`, `conflict_error`, `refuse_taken`): the MACs, IPs and host names a candidate would take
+  that another guest already has; `refuse_taken` is the guard every path that makes a guest calls.
 - **Allocation** (`allocate_mac`, `allocate_macs`): fresh unicast MACs in Xen's OUI (00:16:3e, the lower half
-  of the fourth octet, where Xen's own tools draw theirs) or locally administered ones.
+  of the fourth octet, where Xen's own tools draw theirs) or locally administered ones. Drawn from `mac_rng(key)`,
+  the draws are the same on every run on this host for one guest (so a dry run shows the MACs the run will
+  take), and differ between guests and between hosts; a MAC another guest has is skipped for the next draw.
+- **Stale entries**: a conflict with an inventory entry whose guest is gone (its `where` path no longer exists)
+  says so, and that the entry is to be removed from the inventory.
 
 Typical use, a clone:
 
@@ -38,6 +42,8 @@ import contextlib
 import dataclasses
 import datetime
 import fcntl
+import hashlib
+import hmac
 import ipaddress
 import logging
 import os
@@ -45,6 +51,7 @@ import posixpath
 import random
 import re
 import shlex
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -713,13 +720,31 @@ class Conflict:
     holder_where: str | None
     candidate: str
     candidate_where: str | None
+    holder_gone: str | None = None      # the holder's path, which no longer exists: a stale inventory entry
 
     def __str__(self) -> str:
         def who(name: str, where: str | None) -> str:
             return f"{name} ({where})" if where else name
         held = f" (as {self.held_as})" if self.held_as.lower() != self.value.lower() else ""
+        holder = (f"{self.holder} (stale: {self.holder_gone} no longer exists; remove it from the inventory)"
+                  if self.holder_gone else who(self.holder, self.holder_where))
         return (f"{_KIND_TEXT[self.kind]} {self.value} of {who(self.candidate, self.candidate_where)} is already "
-                f"taken by {who(self.holder, self.holder_where)}{held}")
+                f"taken by {holder}{held}")
+
+
+LOCAL_KINDS = frozenset({"lxc", "xen", "vz", "image", "rootfs", "output"})
+
+
+def gone(where: str | None) -> str | None:
+    """The path of a guest at `where` (`kind:/path` on this host) when nothing is there any more: the guest was
+    deleted but its inventory entry stayed. None when the path exists, or `where` is no path on this host (a
+    remote host's guest, `clone-of:...`)."""
+    if not where:
+        return None
+    kind, sep, path = where.partition(":")
+    if not sep or kind not in LOCAL_KINDS or not path.startswith("/"):
+        return None
+    return None if os.path.lexists(path) else path
 
 
 def _host_key(name: str) -> str:
@@ -775,21 +800,63 @@ def conflicts(candidate: GuestRecord, known: Iterable[GuestRecord], self_where: 
             if key not in seen:
                 seen.add(key)
                 out.append(Conflict(kind, value, held_as, other.name, other.where, candidate.name,
-                                    candidate.where))
+                                    candidate.where, gone(other.where)))
     return out
 
 
-def conflict_error(found: Sequence[Conflict]) -> InputError:
-    """One error for the CLI naming every conflict, both guests in each."""
+def conflict_error(found: Sequence[Conflict], inventory_file: str | os.PathLike[str] | None = None) -> InputError:
+    """One error for the CLI naming every conflict, both guests in each (a holder that no longer exists marked
+    stale)."""
     lines = "\n".join(f"  {c}" for c in found)
     head = "1 conflict" if len(found) == 1 else f"{len(found)} conflicts"
+    stale = sorted({c.holder for c in found if c.holder_gone})
+    where = f" ({inventory_file})" if inventory_file else ""
+    tail = (f"; the stale entries ({', '.join(stale)}) are guests that are gone: delete them from the "
+            f"inventory{where}" if stale else ", or remove the stale inventory entry if that guest is gone")
     return InputError(f"{head} with guests imgbuild knows of:\n{lines}",
                       "a copy must not keep the original's MAC, IP address or host name: two NICs with one MAC on "
                       "a LAN take both guests (and their switch) off the network. Give the copy new ones (imgbuild "
-                      "allocates a free MAC), or remove the stale inventory entry if that guest is gone")
+                      f"allocates a free MAC){tail}")
+
+
+def refuse_taken(candidate: GuestRecord, known: Iterable[GuestRecord], force: bool = False,
+                 inventory_file: str | os.PathLike[str] | None = None, warn: bool = True) -> list[Conflict]:
+    """The duplicate guard every path that makes or changes a guest goes through (clone, reidentify, migrate
+    xen's copy, installing an output): InputError naming each MAC, IP and host name of `candidate` another known
+    guest has (stale inventory entries marked), unless `force` - then each is logged as a warning (`warn`) and
+    returned. `known`: the inventory's guests and discover()'s, checked inside locked() when the candidate is then
+    recorded."""
+    found = conflicts(candidate, known, self_where=candidate.where)
+    if found and not force:
+        raise conflict_error(found, inventory_file)
+    for c in found if warn else ():
+        log.warning("--force: %s", c)
+    return found
 
 
 # ------------------------------------------------------------------ allocation
+
+
+MACHINE_ID = Path("/etc/machine-id")
+
+
+def host_key() -> bytes:
+    """What sets this host apart from others: its machine-id, else its host name. Keyed with it, two hosts that
+    clone guests of one name draw different MACs for them."""
+    try:
+        mid = MACHINE_ID.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        mid = ""
+    return (mid or f"host:{socket.gethostname()}").encode()
+
+
+def mac_rng(key: str, host: bytes | None = None) -> random.Random:
+    """The MAC draws for the guest `key` (its `where`, e.g. lxc:/var/lib/lxc/vm1): the same sequence on every run
+    on this host, so a dry run allocates what the run then takes; another guest or another host draws another
+    sequence. The machine-id is used only through an HMAC (as systemd's app-specific IDs do), never shown."""
+    digest = hmac.new(host if host is not None else host_key(), b"imgbuild-mac\0" + key.encode(),
+                      hashlib.sha256).digest()
+    return random.Random(int.from_bytes(digest, "big"))
 
 
 def used_macs(known: Iterable[GuestRecord | str]) -> set[str]:
@@ -887,7 +954,9 @@ def allocate_macs(n: int, known: Iterable[GuestRecord | str] = (), prefix: str =
     local=True: locally administered addresses (first octet xxxxxx10: the locally administered bit set, the
     multicast bit clear), the strategy xl-network-configuration(5) prefers for its 46 random bits; with a prefix
     other than Xen's, that prefix (which must be locally administered). `rng`: a random.Random for reproducible
-    draws; the default draws from the OS (processes forked from one parent do not repeat each other). Raises
+    draws (mac_rng(key) for a guest's own); the default draws from the OS (processes forked from one parent do not
+    repeat each other). A taken address is skipped for the next draw, so with one rng and the same known guests
+    the result is the same. Raises
     BuilderError when no free address is found in `tries` draws (a small space is searched exhaustively)."""
     if n < 0:
         raise ValueError(f"cannot allocate {n} MACs")

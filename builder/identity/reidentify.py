@@ -3,21 +3,27 @@
 Every MAC, IP and host name the guest will have is checked against the inventory and the guest configs on this
 host (LXC, Xen, OpenVZ) before anything is written; a taken one is refused naming both guests (unless --force).
 The lock is held from the check to the record, so two clones at once cannot take the same MAC.
+
+A guest in use is not touched: an image that is mounted, attached to a loop device, open in another process,
+the disk of a running Xen domain or LXC container, or whose journal needs recovery; a tree a running container
+or chroot runs from (builder.identity.inuse). The source of a clone is only read: it is refused only while
+something may be writing to it (a read-write mount, a running guest), as lxc-copy and virt-clone refuse a running
+original - the copy would be a snapshot of a live system. --force goes on anyway, with a warning.
+
+A dry run is the run minus the writes: the same checks and the same allocated MACs (drawn per guest from
+inventory.mac_rng), and nothing written anywhere - no inventory, no lock file, no copy.
 """
 from __future__ import annotations
 
 import contextlib
 import ipaddress
-import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InputError
 from . import engine, inventory
-from .guest import Guest, copy, locate, open_tree
-
-log = logging.getLogger("imgbuild")
+from .guest import Guest, copy, locate, open_tree, refuse_in_use
 
 
 @dataclass(frozen=True)
@@ -46,12 +52,9 @@ def _record(g: Guest, cur: engine.Current, p: engine.Plan) -> inventory.GuestRec
     return inventory.GuestRecord(name=g.name, hostname=r.hostname or cur.hostname, ips=ips, macs=macs, where=g.where)
 
 
-def _check(rec: inventory.GuestRecord, known: list[inventory.GuestRecord], force: bool, say: bool = True) -> None:
-    found = inventory.conflicts(rec, known, self_where=rec.where)
-    if found and not force:
-        raise inventory.conflict_error(found)
-    for c in found if say else ():
-        log.warning("--force: %s", c)
+def _check(rec: inventory.GuestRecord, known: list[inventory.GuestRecord], force: bool, say: bool = True,
+           inventory_file: Path | None = None) -> None:
+    inventory.refuse_taken(rec, known, force, inventory_file, warn=say)
 
 
 def _known(inv: inventory.Inventory, where: Where) -> list[inventory.GuestRecord]:
@@ -61,20 +64,34 @@ def _known(inv: inventory.Inventory, where: Where) -> list[inventory.GuestRecord
     return [*inv.guests, *inventory.discover(where.lxcpath, where.xen_dir, where.vz_dir)]
 
 
+def _inventory(where: Where, dry_run: bool) -> contextlib.AbstractContextManager[inventory.Inventory]:
+    """The inventory under its lock for a run (saved at the end); for a dry run read as it is, no lock taken (a
+    dry run writes nothing, not even the lock file or the inventory's directory)."""
+    if dry_run:
+        return contextlib.nullcontext(inventory.load(where.inventory_file))
+    return inventory.locked(where.inventory_file)
+
+
 def reidentify(g: Guest, req: engine.Request, where: Where, dry_run: bool = False, force: bool = False,
                loop: bool = False, new_guest: bool = False, source: inventory.GuestRecord | None = None,
-               config_as: tuple[str, str] | None = None, precheck: bool = False) -> Outcome:
-    with inventory.locked(where.inventory_file) as inv:
+               config_as: tuple[str, str] | None = None, precheck: bool = False, alloc_key: str | None = None,
+               check_use: bool = True) -> Outcome:
+    """`alloc_key`: whose MAC draws these are (default the guest's `where`; a clone's are its destination's in the
+    dry run and the run alike). `check_use`: refuse a guest in use first (refuse_in_use)."""
+    if check_use:
+        refuse_in_use(g, where.lxcpath, force, writing=True)
+    rng = inventory.mac_rng(alloc_key or g.where)
+    with _inventory(where, dry_run) as inv:
         known = _known(inv, where) + ([source] if source else [])
         mine = inv.at(g.where)   # MACs imgbuild gave this very guest before: --mac auto keeps them
         keep = frozenset(mine.macs) if mine and not new_guest else frozenset()
-        with open_tree(g, loop, writeback=not dry_run) as tree:
+        with open_tree(g, loop, writeback=not dry_run, force=force) as tree:
             cfg_text = g.config[1].read_text() if g.config else None
             cur = engine.current(tree, cfg_text)
-            p = engine.plan(tree, req, lambda n: inventory.allocate_macs(n, known, local=where.local_mac),
+            p = engine.plan(tree, req, lambda n: inventory.allocate_macs(n, known, local=where.local_mac, rng=rng),
                             g.config, new_guest=new_guest, config_as=config_as, keep_macs=keep)
             rec = _record(g, cur, p)
-            _check(rec, known, force, say=not precheck)
+            _check(rec, known, force, say=not precheck, inventory_file=inv.path)
             if dry_run:
                 return Outcome(g, p, rec, False)
             engine.apply(p)
@@ -82,10 +99,28 @@ def reidentify(g: Guest, req: engine.Request, where: Where, dry_run: bool = Fals
     return Outcome(g, p, rec, True)
 
 
+def clone_where(g: Guest, new: str, lxcpath: str) -> str:
+    """The `where` the clone of `g` named `new` will have (as copy() places it): its inventory key, and the key of
+    its MAC draws in the dry run and the run alike."""
+    from .guest import lxc_dest
+
+    if g.kind == "lxc":
+        return inventory.normalize_where(f"lxc:{lxc_dest(new, lxcpath)}")
+    if g.kind == "xen":
+        cfg = Path(new) if new.endswith(".cfg") else g.path.with_name(f"{new}.cfg")
+        return inventory.normalize_where(f"xen:{cfg.resolve()}")
+    dest = Path(new)
+    if g.kind == "image" and dest.suffix == "":
+        dest = dest.with_suffix(g.path.suffix)
+    return inventory.normalize_where(f"{g.kind}:{dest.resolve()}")
+
+
 def clone(src: str, new: str, req: engine.Request, where: Where, dry_run: bool = False, force: bool = False,
           loop: bool = False) -> Outcome:
-    """Copy SRC to NEW and give the copy its own identity; on any failure the copy is removed."""
+    """Copy SRC to NEW and give the copy its own identity; on any failure the copy is removed. A source something
+    may be writing to (a running guest, a read-write mount) is refused unless `force`."""
     g = locate(src, where.lxcpath, where.vz_dir)
+    refuse_in_use(g, where.lxcpath, force, writing=False)
     with open_tree(g, loop, writeback=False) as tree:
         cur = engine.current(tree, g.config[1].read_text() if g.config else None)
     source = inventory.GuestRecord(name=g.name, hostname=cur.hostname, ips=cur.ips, macs=cur.macs, where=g.where)
@@ -97,16 +132,19 @@ def clone(src: str, new: str, req: engine.Request, where: Where, dry_run: bool =
         from .guest import lxc_copy_config, lxc_dest
         dest = lxc_dest(new, where.lxcpath)
         config_as = (lxc_copy_config(g.config[1].read_text(), dest), str(dest / "config"))
-    if dry_run:   # planned on the source itself (nothing is copied), as the clone it would become
-        return reidentify(Guest(g.kind, name, f"clone-of:{g.where}", g.path, g.config, g.image), req, where,
-                          dry_run=True, force=force, loop=loop, new_guest=True, source=source, config_as=config_as)
+    # planned on the source itself (nothing is copied), as the clone it will become: at its destination, drawing
+    # its MACs as the clone will
+    dest = clone_where(g, new, where.lxcpath)
+    as_clone = Guest(g.kind, name, dest, g.path, g.config, g.image)
+    if dry_run:
+        return reidentify(as_clone, req, where, dry_run=True, force=force, loop=loop, new_guest=True, source=source,
+                          config_as=config_as, alloc_key=dest, check_use=False)
     # the identity is checked before the (possibly large) copy is made, and again on the copy
-    as_clone = Guest(g.kind, name, f"clone-of:{g.where}", g.path, g.config, g.image)
     reidentify(as_clone, req, where, dry_run=True, force=force, loop=loop, new_guest=True, source=source,
-               precheck=True)
+               precheck=True, alloc_key=dest, check_use=False)
     made = copy(g, new, where.lxcpath)
     try:
-        return reidentify(made, req, where, force=force, loop=loop, new_guest=True, source=source)
+        return reidentify(made, req, where, force=force, loop=loop, new_guest=True, source=source, alloc_key=dest)
     except BaseException:
         _remove(made)
         raise

@@ -85,10 +85,22 @@ _LS = re.compile(r"^/(\d+)/(\d+)/(\d+)/(\d+)/(.*)/(\d*)/$")
 class ImageTree:
     """An unmounted ext2/3/4 filesystem image, read and written with debugfs (nothing is mounted)."""
 
-    def __init__(self, image: Path, label: str | None = None, epoch: int | None = None):
+    def __init__(self, image: Path, label: str | None = None, epoch: int | None = None, force: bool = False):
         self.image = Path(image)
         self.label = label or str(image)
         self.epoch = epoch
+        self.force = force           # write even while something else holds the image (warned about by the caller)
+        self._free = False
+
+    def _writable(self) -> None:
+        """Before the first write (debugfs -w): nothing else may have the image attached, mounted or open, and its
+        journal must not need recovery - else InputError naming the image and the holder."""
+        if self._free or self.force:
+            return
+        from . import inuse
+
+        inuse.refuse(self.image, inuse.image_holders(self.image, xen=False), force=False)
+        self._free = True
 
     def read(self, path: str) -> bytes | None:
         m = self.meta(path)
@@ -110,11 +122,13 @@ class ImageTree:
         return Meta(fmt | int(mode.group(1), 8), int(ids.group(1)), int(ids.group(2)))
 
     def write(self, path: str, data: bytes, meta: Meta | None = None) -> None:
+        self._writable()
         meta = meta or self.meta(path) or Meta(0o100644, 0, 0)
         img.e2write(self.image, path, data, statmod.S_IMODE(meta.mode), meta.uid, meta.gid, self.epoch)
 
     def remove(self, path: str) -> None:
         if self.meta(path) is not None:
+            self._writable()
             img.debugfs(self.image, [f'rm "{path}"'], self.epoch)
 
     def listdir(self, path: str) -> list[str]:

@@ -656,7 +656,8 @@ def test_the_same_guest_known_twice_is_reported_once():
     assert len(got) == 1
 
 
-def test_message_names_both_guests():
+def test_message_names_both_guests(monkeypatch):
+    monkeypatch.setattr(inv, "gone", lambda where: None)     # www's made-up config counts as present here
     c, = inv.conflicts(cand(macs=("00:16:3E:5D:1A:07",)), [WWW])
     assert isinstance(c, Conflict)
     assert str(c) == ("MAC 00:16:3e:5d:1a:07 of www2 (xen:/etc/xen/www2.cfg) is already taken by www "
@@ -796,3 +797,20 @@ def test_record_rejects_what_is_not_an_address():
         GuestRecord("x", ips=("dhcp",))
     with pytest.raises(ValueError, match="needs a name"):
         GuestRecord(" ")
+
+
+def test_refuse_taken_is_the_guard_refusing_or_warning_with_force(tmp_path, caplog):
+    here = tmp_path / "lxc" / "web"
+    here.mkdir(parents=True)
+    known = [GuestRecord("web", "web", ("10.0.3.5",), ("00:16:3e:00:00:05",), f"lxc:{here}"),
+             GuestRecord("ux2", "ux2", ("10.0.3.6",), (), f"lxc:{tmp_path}/lxc/ux2")]
+    me = GuestRecord("new", "new", ("10.0.3.5", "10.0.3.6"), ("00:16:3e:00:00:07",), f"lxc:{tmp_path}/lxc/new")
+    with pytest.raises(InputError) as e:
+        inv.refuse_taken(me, known, inventory_file=tmp_path / "inventory.yml")
+    assert f"taken by web (lxc:{here})" in e.value.message
+    assert f"taken by ux2 (stale: {tmp_path}/lxc/ux2 no longer exists; remove it from the inventory)" in e.value.message
+    assert f"delete them from the inventory ({tmp_path / 'inventory.yml'})" in e.value.hint
+    found = inv.refuse_taken(me, known, force=True)
+    assert [c.holder for c in found] == ["web", "ux2"]
+    assert sum("--force: IP address" in r.getMessage() for r in caplog.records) == 2
+    assert inv.refuse_taken(dataclasses.replace(me, ips=("10.0.3.9",)), known) == []
