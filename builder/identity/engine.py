@@ -323,7 +323,7 @@ def _templates(tree: Tree, req: Request, r: formats.Rename, cur: Current, p: Pla
             raise InputError(f"{tree.label}:{tmpl.INDEX}: the template for {entry.path} is missing: no file "
                              f"{entry.template} in the guest", hint)
         try:
-            source = raw.decode("utf-8")
+            source = tmpl.guest_file(raw, shown).decode("utf-8")
         except UnicodeDecodeError:
             raise InputError(f"{shown}: not UTF-8 text, so not a template", hint) from None
         new = tmpl.render(source, ctx, f"{shown} (for {entry.path})", hint=hint).encode()

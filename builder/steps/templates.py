@@ -55,6 +55,7 @@ MAX_STEPS = 1_000_000         # loop iterations and calls in one render
 MAX_INT_BITS = 1 << 16        # the largest number an operator may make (about 20,000 digits)
 CPU_SECONDS = 30              # CPU time of the rendering child
 MEMORY = 512 << 20            # memory the rendering child may allocate beyond what it starts with
+MAX_GUEST_FILE = 4 << 20      # bytes of a guest's templates.yml, vars.yml or kept template
 
 
 @dataclass(frozen=True)
@@ -443,9 +444,18 @@ GUEST_HINT = (f"the guest's {INDEX} and {VARS} are written by imgbuild; fix or r
               "(without them its templates are not rendered again)")
 
 
+def guest_file(data: bytes, shown: str) -> bytes:
+    """`data` (a file read from a guest) if it is not larger than imgbuild ever writes one."""
+    if len(data) > MAX_GUEST_FILE:
+        raise InputError(f"{shown}: {len(data):,} bytes, more than the {MAX_GUEST_FILE:,} imgbuild allows for its "
+                         "files in a guest", GUEST_HINT)
+    return data
+
+
 def read_index(data: bytes, shown: str) -> tuple[Kept, ...]:
     """The templates a guest keeps, from its templates.yml (untrusted: strict YAML, every entry checked)."""
-    value = untrusted.load_yaml(data, shown, what="imgbuild's list of templates", hint=GUEST_HINT)
+    value = untrusted.load_yaml(guest_file(data, shown), shown, what="imgbuild's list of templates",
+                                hint=GUEST_HINT)
     if value is None:
         return ()
     loader = schema.Loader(shown)
@@ -457,7 +467,8 @@ def read_index(data: bytes, shown: str) -> tuple[Kept, ...]:
 
 def read_vars(data: bytes, shown: str) -> dict[str, Any]:
     """A guest's template variables, from its vars.yml (untrusted: strict YAML, a mapping of names)."""
-    value = untrusted.load_yaml(data, shown, what="imgbuild's template variables", hint=GUEST_HINT)
+    value = untrusted.load_yaml(guest_file(data, shown), shown, what="imgbuild's template variables",
+                                hint=GUEST_HINT)
     if value is None:
         return {}
     loader = schema.Loader(shown)

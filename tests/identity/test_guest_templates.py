@@ -278,6 +278,7 @@ BAD_VARS = {
     "nested-duplicate": ("server_id: 1\npeers: {a: 1, a: 2}\n", "line 2"),
     "self-alias": ("a: &x [*x]\nserver_id: 1\n", "alias"),
     "not-utf8": ("server_id: \udce9\n", "UTF-8"),
+    "huge": ("server_id: 1\nx: " + "a" * (5 << 20) + "\n", "more than the"),
 }
 
 
