@@ -57,13 +57,6 @@ def bomb(levels: int, width: int = 10, indent: str = "  ", mapping: bool = False
 BOMBS = {"1e6": bomb(6), "1e8": bomb(8), "1e8-mappings": bomb(8, mapping=True), "1e12": bomb(12)}
 
 
-def test_the_bombs_are_small_and_would_be_huge():
-    """What the tests below feed in: a few hundred bytes that PyYAML alone expands without bound."""
-    assert len(HEAD + "vars:\n" + BOMBS["1e6"]) < 600
-    doc = yaml.compose(bomb(3))    # PyYAML's own composer shares the nodes; expanded, they would be 10**levels
-    assert doc is not None
-
-
 # ================================================================== alias bombs
 
 
@@ -71,10 +64,11 @@ def test_the_bombs_are_small_and_would_be_huge():
 def test_an_alias_bomb_in_a_recipe_is_refused_by_validate_and_build(case, tmp_path):
     rfile = tmp_path / "bomb.yml"
     rfile.write_text(HEAD + "vars:\n" + BOMBS[case])
+    assert rfile.stat().st_size < 1000        # a few hundred bytes ...
     for args in (["validate", "--offline", rfile], ["validate", rfile], [rfile, "-o", tmp_path / "out"],
                  ["build", rfile, "-o", tmp_path / "out"]):
         r = run("imgbuild", *args, cwd=tmp_path)
-        refused(r, f"{rfile}: line ", "expands to more than")
+        refused(r, f"{rfile}: line ", "expands to more than")      # ... refused, not expanded
     assert not (tmp_path / "out").exists()
     assert sorted(os.listdir(tmp_path)) == ["bomb.yml"]
 
