@@ -126,6 +126,7 @@ def validate(recipes: tuple[Path, ...], overrides: tuple[str, ...], offline: boo
     from .errors import BuilderError, RecipeError
 
     failed: list[BuilderError] = []
+    broken: list[Exception] = []      # a bug met on one recipe: reported, and the others are still checked
     for path in recipes:
         try:
             loaded = recipe_mod.load(path, overrides)
@@ -135,6 +136,13 @@ def validate(recipes: tuple[Path, ...], overrides: tuple[str, ...], offline: boo
         except BuilderError as e:
             failed.append(e)
             click.echo(f"{path}: invalid", err=True)
+        except Exception as e:  # noqa: BLE001 - one recipe's internal error must not hide the others' results
+            broken.append(e)
+            click.echo(f"{path}: internal error: {e.__class__.__name__}: {e}", err=True)
+    if broken:
+        for e in failed:
+            click.echo(f"error: {e.message}", err=True)
+        raise broken[0]
     if len(failed) == 1:
         raise failed[0]
     if failed:

@@ -55,6 +55,18 @@ def _terminate(signum, frame):
     raise KeyboardInterrupt
 
 
+# click >= 8.2 raises this for a group run without a command; it carries the help text, not an error
+_HELP_ONLY = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
+def _usage_hint(ctx: click.Context | None, group: click.Group) -> str:
+    """`imgbuild build [OPTIONS] RECIPE; see imgbuild build --help` for the command the usage error is about."""
+    if ctx is None:
+        return f"see {group.name or 'the command'} --help"
+    usage = " ".join(ctx.command.collect_usage_pieces(ctx))
+    return f"usage: {ctx.command_path} {usage}; see {ctx.command_path} --help"
+
+
 def run_cli(group: click.Group) -> None:
     """Run a click group with the project's error contract: `error:`/`hint:` on stderr, exit 2 for bad input,
     1 for a failed job, 130 for Ctrl-C; a traceback only with --debug."""
@@ -66,8 +78,16 @@ def run_cli(group: click.Group) -> None:
         group.main(standalone_mode=False)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
+    except _HELP_ONLY as e:   # the bare command: its help, as click shows it
+        print(e.format_message(), file=sys.stderr)
+        sys.exit(2)
+    except click.UsageError as e:
+        # click's own wording ("Error: ...", "Usage: ...") in the project's: error:, hint:, exit 2
+        print(f"error: {e.format_message()}", file=sys.stderr)
+        print(f"hint: {_usage_hint(e.ctx, group)}", file=sys.stderr)
+        sys.exit(2)
     except click.ClickException as e:
-        e.show()
+        print(f"error: {e.format_message()}", file=sys.stderr)
         sys.exit(e.exit_code)
     except (click.Abort, KeyboardInterrupt):
         print("error: interrupted", file=sys.stderr)

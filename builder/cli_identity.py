@@ -1,6 +1,7 @@
 """The options `imgbuild clone` and `migrate reidentify` share, and how they become an identity Request."""
 from __future__ import annotations
 
+import re
 import sys
 from typing import TYPE_CHECKING
 
@@ -39,8 +40,8 @@ def options(f):
 
 
 def request(hostname, ips, macs, variables, files) -> engine.Request:
-    import yaml
-
+    from . import untrusted
+    from .errors import InputError
     from .identity import engine
     from .identity.reidentify import check_hostname
 
@@ -49,10 +50,13 @@ def request(hostname, ips, macs, variables, files) -> engine.Request:
     pairs = tuple(engine.parse_mac(m) for m in macs if m != "auto")
     values = []
     for v in variables:
-        if "=" not in v:
-            raise click.UsageError(f"--set {v}: expected VAR=VALUE")
-        key, text = v.split("=", 1)
-        values.append((key, yaml.safe_load(text) if text else ""))
+        key, eq, text = v.partition("=")
+        if not eq or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+            raise InputError(f"--set {v}: expected VAR=VALUE, VAR a template variable's name (letters, digits, _)",
+                             "e.g. --set server_id=2 --set 'peers=[10.0.3.2, 10.0.3.3]'")
+        values.append((key, untrusted.load_yaml(text, f"--set {key}", what="a value",
+                                                hint=f"VALUE is read as YAML: quote it, e.g. --set '{key}=\"...\"'")
+                       if text else ""))
     return engine.Request(hostname=hostname, ips=tuple(engine.parse_ip(i) for i in ips), macs=pairs, mac_auto=auto,
                           variables=tuple(values), files=tuple(files))
 

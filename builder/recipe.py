@@ -13,9 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from . import checks, schema
+from . import checks, schema, untrusted
 from .bootstrap import AUTO, METHODS, MethodName
 from .checks import Epoch, Hostname, IfName, IPAddress, Name
 from .errors import InputError, Problem, RecipeError
@@ -127,42 +125,18 @@ class Recipe:
 # ------------------------------------------------------------------ reading YAML
 
 
-class _Loader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys instead of silently keeping the last."""
-
-
-def _mapping(loader: _Loader, node: yaml.MappingNode, deep: bool = False) -> dict:
-    seen = set()
-    for k, _ in node.value:
-        key = loader.construct_object(k, deep=deep)
-        if key in seen:
-            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", k.start_mark)
-        seen.add(key)
-    return loader.construct_mapping(node, deep=deep)
-
-
-_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
-
-
 def _read(path: Path, shown: str) -> dict:
     try:
-        text = path.read_text()
+        data = path.read_bytes()
     except OSError as e:
         raise InputError(f"{shown}: cannot read the recipe: {e.strerror}", "check the path") from None
-    try:
-        data = yaml.load(text, Loader=_Loader)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        what = getattr(e, "problem", None) or str(e)
-        raise RecipeError([Problem(shown, where, f"YAML syntax: {what}")],
-                          "YAML: indent with spaces, quote values containing ': ' or starting with special "
-                          "characters ({, [, *, &, !, %, @)") from None
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise RecipeError([Problem(shown, "", "a recipe must be a YAML mapping (key: value lines)")])
-    return data
+    value = untrusted.load_yaml(data, shown, what="a recipe")
+    if value is None:
+        value = {}
+    if not isinstance(value, dict):
+        raise RecipeError([Problem(shown, "", "a recipe must be a YAML mapping (key: value lines)")],
+                          "a recipe is `key: value` lines (name:, distro:, release: ...); see docs/recipes.md")
+    return value
 
 
 def _absolute(data: dict, base: Path) -> None:
@@ -216,6 +190,9 @@ def _record(data: Any, file: str, origins: dict[str, str], prefix: str = "") -> 
             _record(v, file, origins, f"{prefix}[{i}]")
 
 
+MAX_EXTENDS = 32     # recipes extending each other in a row
+
+
 def _resolve(path: Path, chain: tuple[Path, ...] = (), origins: dict[str, str] | None = None) -> dict:
     origins = {} if origins is None else origins
     shown = str(path)
@@ -230,11 +207,16 @@ def _resolve(path: Path, chain: tuple[Path, ...] = (), origins: dict[str, str] |
     if parent is None:
         _record(data, shown, origins)
         return data
-    if not isinstance(parent, str):
-        raise RecipeError([Problem(shown, "extends", "expected a path to another recipe")])
+    if not isinstance(parent, str) or not parent or "\0" in parent:
+        raise RecipeError([Problem(shown, "extends", "expected a path to another recipe")],
+                          "e.g. extends: base/centos.yml (relative to this recipe)")
+    if len(chain) >= MAX_EXTENDS:
+        raise RecipeError([Problem(shown, "extends", f"more than {MAX_EXTENDS} recipes extend each other in a row")],
+                          "base recipes on fewer levels of other recipes")
     base_path = path.parent / parent
     if not base_path.exists():
-        raise RecipeError([Problem(shown, "extends", f"{parent}: no such recipe (looked in {base_path})")])
+        raise RecipeError([Problem(shown, "extends", f"{parent}: no such recipe (looked in {base_path})")],
+                          "give the path relative to this recipe's directory")
     merged = _merge(_resolve(Path(shown).parent / parent, (*chain, path), origins), data)
     _record(data, shown, origins)
     merged["extends"] = str(base_path.resolve())
@@ -252,10 +234,8 @@ def apply_set(data: dict, assignment: str) -> None:
     key, text = assignment.split("=", 1)
     if not _SET_PATH.match(key):
         raise InputError(f"--set {key}: not a key path", "use dots and [n], e.g. targets.lxc.bridge or files[0].mode")
-    try:
-        value = yaml.load(text, Loader=_Loader) if text else ""
-    except yaml.YAMLError:
-        value = text
+    value = untrusted.load_yaml(text, f"--set {key}", what="a value", text_if_not_yaml=True,
+                                hint="quote the value as YAML would: --set 'KEY=\"...\"'") if text else ""
     parts = re.findall(r"[^.\[\]]+|\[\d+\]", key)
     cur: Any = data
     for i, p in enumerate(parts):

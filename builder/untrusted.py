@@ -23,30 +23,35 @@ MAX_DEPTH = 64        # nesting of mappings and lists
 
 
 class StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys, recursive aliases and documents that expand past MAX_NODES."""
+    """SafeLoader that refuses duplicate keys, recursive aliases and documents that expand past MAX_NODES.
+
+    Subclasses that construct mappings their own way (to remember lines, say) get the duplicate check as long
+    as they build them with construct_mapping()."""
 
     def compose_document(self):  # noqa: ANN201 - PyYAML's own signature
         node = super().compose_document()
         _check_expansion(node)
         return node
 
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        if isinstance(node, yaml.MappingNode):
+            seen = set()
+            for k, _ in node.value:
+                if k.tag == MERGE_TAG:      # `<<: *base` merges another mapping; its keys may be overridden
+                    continue
+                key = self.construct_object(k, deep=deep)
+                try:
+                    dup = key in seen
+                except TypeError:    # a mapping or list used as a key
+                    raise yaml.constructor.ConstructorError(None, None, "a key must be a plain value, not a "
+                                                            "mapping or list", k.start_mark) from None
+                if dup:
+                    raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", k.start_mark)
+                seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
-def _mapping(loader: StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
-    seen = set()
-    for k, _ in node.value:
-        key = loader.construct_object(k, deep=deep)
-        try:
-            dup = key in seen
-        except TypeError:    # a mapping or list used as a key
-            raise yaml.constructor.ConstructorError(None, None, "a key must be a plain value, not a mapping or "
-                                                    "list", k.start_mark) from None
-        if dup:
-            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", k.start_mark)
-        seen.add(key)
-    return loader.construct_mapping(node, deep=deep)
 
-
-StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
+MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
 def _check_expansion(root: yaml.Node | None) -> None:
@@ -100,18 +105,29 @@ YAML_HINT = ("YAML: indent with spaces, quote values containing ': ' or starting
 
 
 def load_yaml(data: bytes | str, shown: str, *, what: str = "a YAML file", loader: type = StrictLoader,
-              hint: str = YAML_HINT) -> Any:
-    """Parse one YAML document strictly; problems raise RecipeError naming `shown` and the line."""
+              hint: str = YAML_HINT, text_if_not_yaml: bool = False) -> Any:
+    """Parse one YAML document strictly; problems raise RecipeError naming `shown` and the line.
+
+    text_if_not_yaml: a value that is not YAML at all (a syntax error) is returned as the plain string, as
+    `--set KEY=VALUE` takes it; what breaks the rules above (duplicate keys, aliases) is still refused."""
     text = _text(data, shown, what)
     try:
         return yaml.load(text, Loader=loader)  # noqa: S506 - loader is StrictLoader or a subclass (a SafeLoader)
+    except (yaml.scanner.ScannerError, yaml.parser.ParserError) as e:
+        if text_if_not_yaml:
+            return text
+        raise _problem(e, shown, "YAML syntax", hint) from None
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(e, "problem", None) or str(e)
-        raise RecipeError([Problem(shown, where, f"YAML: {problem}")], hint) from None
+        raise _problem(e, shown, "YAML", hint) from None
     except RecursionError:
         raise RecipeError([Problem(shown, "", "YAML nested too deeply")], hint) from None
+
+
+def _problem(e: yaml.YAMLError, shown: str, kind: str, hint: str) -> RecipeError:
+    mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    problem = getattr(e, "problem", None) or str(e)
+    return RecipeError([Problem(shown, where, f"{kind}: {problem}")], hint)
 
 
 def load_json(data: bytes | str, shown: str, *, what: str = "a JSON file", expect: type | None = dict,

@@ -202,8 +202,10 @@ def test_missing_recipe_file(tmp_path, args):
 def test_usage_errors_exit_2_and_say_so(args, says):
     r = imgbuild(*args)
     assert r.returncode == 2
-    assert "Usage: imgbuild" in r.stderr and f"Error: {says}" in r.stderr and "--help" in r.stderr
-    assert "Traceback" not in r.stderr
+    lines = r.stderr.splitlines()
+    assert lines[0].startswith(f"error: {says}"), r.stderr
+    assert lines[1].startswith(f"hint: usage: imgbuild {args[0]} [OPTIONS]") and "--help" in lines[1], r.stderr
+    assert "Error:" not in r.stderr and "Usage:" not in r.stderr and "Traceback" not in r.stderr
 
 
 def test_directory_as_recipe_is_a_usage_error(tmp_path):

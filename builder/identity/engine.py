@@ -305,21 +305,37 @@ def _templates(tree: Tree, req: Request, r: formats.Rename, cur: Current, p: Pla
             raise InputError("--set: this guest has no imgbuild templates to render variables into",
                              "templates come from a recipe's `templates:`; edit the files with --file instead")
         return
-    variables = yaml.safe_load(tree.read(tmpl.VARS) or b"") or {}
+    # the guest's own files: untrusted data, read strictly; its templates render in the sandbox
+    kept = tmpl.read_index(index, f"{tree.label}:{tmpl.INDEX}")
+    variables = tmpl.read_vars(tree.read(tmpl.VARS) or b"", f"{tree.label}:{tmpl.VARS}")
     variables.update(dict(req.variables))
     ips = [str(r.ips.get(ipaddress.ip_address(a), ipaddress.ip_interface(a)).ip) for a in cur.ips]
     hostname = r.hostname or cur.hostname or ""
     addresses = {f"eth{n}": a for n, a in enumerate(ips)}
     macs = {f"eth{n}": r.macs.get(m, m) for n, m in enumerate(cur.macs)}
     ctx = tmpl.context(hostname, None, addresses, macs, variables)
-    for entry in yaml.safe_load(index) or []:
-        source = (tree.read(entry["template"]) or b"").decode()
-        new = tmpl.render(source, ctx, entry["path"]).encode()
-        old = tree.read(entry["path"])
+    for entry in kept:
+        shown = f"{tree.label}:{entry.template}"
+        hint = (f"the template is the guest's own ({shown}, rendered to {entry.path}): fix it there, or remove "
+                f"its entry from {tmpl.INDEX}")
+        raw = tree.read(entry.template)
+        if raw is None:
+            raise InputError(f"{tree.label}:{tmpl.INDEX}: the template for {entry.path} is missing: no file "
+                             f"{entry.template} in the guest", hint)
+        try:
+            source = tmpl.guest_file(raw, shown).decode("utf-8")
+        except UnicodeDecodeError:
+            raise InputError(f"{shown}: not UTF-8 text, so not a template", hint) from None
+        new = tmpl.render(source, ctx, f"{shown} (for {entry.path})", hint=hint).encode()
+        there = tree.meta(entry.path)
+        if there is not None and statmod.S_ISDIR(there.mode):
+            raise InputError(f"{tree.label}:{tmpl.INDEX}: the template {entry.template} renders to {entry.path}, "
+                             "which is a directory in the guest", hint)
+        old = tree.read(entry.path)
         if new != old:
-            meta = Meta(statmod.S_IFREG | int(str(entry["mode"]), 8), int(entry["uid"]), int(entry["gid"]))
-            p.edits.append(Edit(f"{tree.label}:{entry['path']}", old, new,
-                                lambda path=entry["path"], new=new, meta=meta: tree.write(path, new, meta)))
+            meta = Meta(statmod.S_IFREG | entry.mode, entry.uid, entry.gid)
+            p.edits.append(Edit(f"{tree.label}:{entry.path}", old, new,
+                                lambda path=entry.path, new=new, meta=meta: tree.write(path, new, meta)))
     if req.variables:
         data = yaml.safe_dump(variables, sort_keys=True).encode()
         old = tree.read(tmpl.VARS)

@@ -62,6 +62,7 @@ import yaml
 from .. import xenconf
 from ..errors import BuilderError, InputError
 from ..outputs import write_atomic
+from ..untrusted import StrictLoader
 
 log = logging.getLogger("imgbuild")
 
@@ -245,8 +246,9 @@ class _Seq(list):
     item_lines: list[int]
 
 
-class _Loader(yaml.SafeLoader):
-    """SafeLoader whose mappings and lists remember their lines (for error messages)."""
+class _Loader(StrictLoader):
+    """The strict loader (no duplicate keys, bounded aliases) whose mappings and lists remember their lines (for
+    error messages)."""
 
 
 def _construct_map(loader: _Loader, node: yaml.MappingNode) -> Iterator[_Map]:
@@ -327,6 +329,8 @@ def parse(text: str, source: str) -> list[GuestRecord]:
         raise _bad(source, mark.line + 1 if mark else 0, f"not valid YAML: {what}") from None
     except yaml.YAMLError as e:
         raise _bad(source, 0, f"not valid YAML: {e}") from None
+    except RecursionError:
+        raise _bad(source, 0, "not valid YAML: nested too deeply") from None
     if data is None:
         return []
     if not isinstance(data, dict):
