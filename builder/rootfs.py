@@ -135,7 +135,7 @@ class RootFS:
             nonlocal hops
             hops += 1
             if hops > MAX_LINKS:
-                raise UnsafePath(f"{path}: too many levels of symbolic links inside {self.path}")
+                raise _LinkLoop(f"{path}: too many levels of symbolic links inside {self.path}")
         try:
             while todo:
                 comp = todo.popleft()
@@ -185,10 +185,10 @@ class RootFS:
             raise
 
     def _find(self, path: str, follow_last: bool = True) -> _Loc | None:
-        """_locate for readers: None when the path (or the tree) is not there."""
+        """_locate for readers: None when the path (or the tree) is not there, or leads into a loop of links."""
         try:
             loc = self._locate(path, follow_last=follow_last)
-        except FileNotFoundError:
+        except (FileNotFoundError, _LinkLoop):
             return None
         if loc.rest:
             loc.cur.close()
@@ -258,10 +258,7 @@ class RootFS:
         return self.lstat(path) is not None
 
     def exists(self, path: str) -> bool:
-        try:
-            return self.stat(path) is not None
-        except UnsafePath:
-            return False
+        return self.stat(path) is not None
 
     def is_dir(self, path: str) -> bool:
         st = self.stat(path)
@@ -270,10 +267,7 @@ class RootFS:
     def read_bytes(self, path: str, *, follow_last: bool = True) -> bytes | None:
         """A regular file's bytes (links followed inside the tree, the last one only with follow_last); None for
         anything else: missing, a directory, a device node, a fifo."""
-        try:
-            loc = self._find(path, follow_last)
-        except UnsafePath:
-            return None
+        loc = self._find(path, follow_last)
         if loc is None:
             return None
         with loc:
@@ -554,6 +548,10 @@ class RootFS:
 # ------------------------------------------------------------ helpers on (open directory, name)
 
 class _NotRegular(Exception):
+    pass
+
+
+class _LinkLoop(UnsafePath):
     pass
 
 
