@@ -61,11 +61,14 @@ class DirTree:
         return None if st is None else Meta(st.st_mode, st.st_uid, st.st_gid)
 
     def write(self, path: str, data: bytes, meta: Meta | None = None) -> None:
-        """Replace path by a regular file. Mode and owner from meta (or the file there now) when that is a regular
-        file; a link, device or directory lends none of its own (0644, root's)."""
+        """Replace path by a regular file (a link there is replaced, never written through). Mode and owner from
+        meta (or the file there now) when that is a regular file; nothing there: 0644, root's; a link, device or
+        directory lends none of its own: 0600, root's (it may stand where a private key was)."""
         meta = meta or self.meta(path)
-        if meta is None or not statmod.S_ISREG(meta.mode):
+        if meta is None:
             meta = Meta(0o100644, 0, 0)
+        elif not statmod.S_ISREG(meta.mode):
+            meta = Meta(0o100600, 0, 0)
         self.root.write(path, data, statmod.S_IMODE(meta.mode), meta.uid, meta.gid)
 
     def remove(self, path: str) -> None:
