@@ -96,7 +96,7 @@ class _InTree:
     def still_ours(self) -> bool:
         """The path still leads, without a link, to the root of what we mounted there."""
         try:
-            fd = self.root.mount_point(self.path, create=None)
+            fd = self.root.mount_point(self.path, create=None, mounted=True)
         except (UnsafePath, OSError):
             return False
         try:
@@ -147,7 +147,7 @@ class MountStack:
                 runner.run(argv, quiet=True)
                 self.points.append(host)
                 # what is mounted there now (the mount's root), checked again before unmounting
-                top = root.mount_point(path, create=None)
+                top = root.mount_point(path, create=None, mounted=True)
                 try:
                     st = os.fstat(top)
                 finally:

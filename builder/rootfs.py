@@ -148,8 +148,10 @@ class RootFS:
                 except FileNotFoundError:
                     if make is None or last:
                         return _Loc(cur, comp, list(todo))
-                    with contextlib.suppress(FileExistsError):   # made meanwhile: walked again below
+                    try:
                         _mkdir_at(cur.fd, comp, *make)
+                    except FileExistsError:      # made meanwhile: look again
+                        hop()
                     todo.appendleft(comp)
                     continue
                 if stat.S_ISLNK(st.st_mode) and (follow_last or not last):
@@ -157,6 +159,7 @@ class RootFS:
                     try:
                         target = os.readlink(comp, dir_fd=cur.fd)
                     except OSError:          # no longer a link: look again
+                        hop()
                         todo.appendleft(comp)
                         continue
                     if target.startswith("/"):
@@ -480,11 +483,12 @@ class RootFS:
 
     # ------------------------------------------------------------ mounts
 
-    def mount_point(self, path: str, create: str | None = "dir") -> int:
+    def mount_point(self, path: str, create: str | None = "dir", *, mounted: bool = False) -> int:
         """An O_PATH descriptor of `path` to mount on: every component a real directory (or, for the last, a
         regular file), no link anywhere on the way; missing last component created (create="dir" or "file").
-        The caller closes it. A link is refused, naming it and its target: mounting there would mount outside
-        the tree (or somewhere else in it)."""
+        mounted=True: the root of what is mounted there now (any kind: a bound device node too). The caller
+        closes it. A link is refused, naming it and its target: mounting there would mount outside the tree (or
+        somewhere else in it)."""
         comps = _split(path)
         if not path.startswith("/") or ".." in comps or not comps:
             raise UnsafePath(f"{path}: not a mount point inside the root")
@@ -513,7 +517,7 @@ class RootFS:
                                      f"{'/' + '/'.join(comps)} there",
                                      f"/{'/'.join(comps[:i + 1])} must be a real directory in the tree; remove the "
                                      "link (a package, hook or the guest made it)")
-                if not stat.S_ISDIR(st.st_mode) and not (last and stat.S_ISREG(st.st_mode)):
+                if not stat.S_ISDIR(st.st_mode) and not (last and (mounted or stat.S_ISREG(st.st_mode))):
                     raise UnsafePath(f"{where} is not a directory: refusing to mount there")
                 fd = os.open(comp, _OBJ if last else _DIR, dir_fd=cur.fd)
                 if last:

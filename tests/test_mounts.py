@@ -184,3 +184,14 @@ def test_a_build_whose_tree_gets_a_dev_link_stops_with_an_error_naming_it(debian
     assert _mountinfo(tmp_path) == before
     assert sorted(os.listdir(outside)) == ["keep"]
     assert not (out / "debian12").exists()
+
+
+@pytest.mark.root
+def test_mount_in_binds_onto_a_file_and_takes_it_down(tmp_path):
+    """What an unprivileged build does for /dev/null: the host's node bound onto an empty file of the tree."""
+    root = RootFS(tmp_path / "root")
+    root.write("/dev/null", b"", 0o666)
+    with mounts.MountStack() as ms:
+        host = ms.mount_in(root, "/dev/null", "/dev/null", bind=True, create="file")
+        assert host == str(root.path / "dev/null") and (root.path / "dev/null").is_char_device()
+    assert mounts.mounted_under(root.path) == [] and (root.path / "dev/null").is_file()
