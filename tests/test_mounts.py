@@ -1,11 +1,20 @@
 """Scoped mounts: whatever happens inside, nothing stays mounted."""
 from __future__ import annotations
 
+import logging
+import os
 import subprocess
+from pathlib import Path
 
 import pytest
+import yaml
 
-from builder import mounts
+from builder import hooks, mounts
+from builder.context import Context
+from builder.errors import UnsafePath
+from builder.families import family_of
+from builder.rootfs import RootFS
+from tests.conftest import DEFAULT_RECIPE, imgbuild
 
 
 @pytest.mark.root
@@ -38,19 +47,6 @@ def test_clean_stale_unmounts_leftovers(tmp_path):
 # ---------------------------------------------------------------------------------------------------------------
 # A tree's mount points may be links out of it (an absolute /dev link would mount over the host's /dev): refused
 # before anything is mounted, naming the link; nothing mounted anywhere, nothing made outside.
-
-import logging
-import os
-from pathlib import Path
-
-import yaml
-
-from builder import hooks
-from builder.context import Context
-from builder.errors import UnsafePath
-from builder.families import family_of
-from builder.rootfs import RootFS
-from tests.conftest import DEFAULT_RECIPE, imgbuild, mirror_reason
 
 
 HOST_POINTS = {"/", "/dev", "/dev/pts", "/dev/shm", "/proc", "/sys", "/tmp", "/run"}

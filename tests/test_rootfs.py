@@ -1,10 +1,16 @@
 """RootFS: nothing done through it touches a file outside the root, whatever links the tree holds."""
 from __future__ import annotations
 
+import ctypes
 import os
+import shutil
 import stat
+import tempfile
+import threading
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from builder.errors import UnsafePath
 from builder.rootfs import RootFS
@@ -117,14 +123,6 @@ def test_read_missing_returns_none(tree):
 # ---------------------------------------------------------------------------------------------------------------
 # No write, chmod, chown, utime or link through RootFS follows a link out of the root: every operation, with the
 # last component, or a directory on the way, a link out (absolute, relative with `..` past the top).
-
-import ctypes
-import shutil
-import tempfile
-import threading
-
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 UP = "../" * 12
 

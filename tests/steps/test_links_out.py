@@ -155,14 +155,15 @@ def test_el_container_fixes_edit_nothing_outside(ctx_for, outside, kind):
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_files(ctx_for, outside, kind):
-    ctx = ctx_for(files=[{"path": "/etc/motd", "content": "hi\n", "mode": "0666"}])
+    ctx = ctx_for(files=[{"path": "/etc/motd", "content": "hi\n", "mode": "0666"},
+                         {"path": "/opt/keep", "content": "below a link out\n", "mode": "0666"}])
     link_out(ctx.root.path, "/etc/motd", outside / "file", kind)
     link_out(ctx.root.path, "/opt", outside / "dir", kind)
     before = state(outside)
-    files.run(ctx, ctx.recipe.files + type(ctx.recipe.files)(
-        [dataclasses.replace(ctx.recipe.files[0], path="/opt/keep")]))
+    files.run(ctx, ctx.recipe.files)
     assert state(outside) == before
     assert written(ctx.root.path, "/etc/motd") == b"hi\n"
+    assert written(ctx.root.path, str(outside / "dir" / "keep")) == b"below a link out\n"   # inside the root
 
 
 @pytest.mark.parametrize("kind", KINDS)
