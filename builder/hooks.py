@@ -74,7 +74,7 @@ def _in_root(ctx: "Context", argv: list[str], env: dict[str, str]) -> None:
     if made_policy:
         root.write("/usr/sbin/policy-rc.d", POLICY_RC_D, 0o755)
     try:
-        with chroot_mounts(root.path):
+        with chroot_mounts(root):
             runner.run(["chroot", str(root.path), *argv], env=env, reap_group=True)
     finally:
         if made_policy and root.lexists("/usr/sbin/policy-rc.d"):

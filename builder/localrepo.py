@@ -307,6 +307,5 @@ def _bar(total: int):
 def real_sources(ctx: "Context") -> None:
     """The sources.list mmdebstrap writes for the real mirror, in place of the local repository's."""
     comps = " ".join(ctx.recipe.bootstrap.components)
-    path = ctx.root.resolve("/etc/apt/sources.list")
-    path.write_text(f"deb {ctx.mirror} {ctx.recipe.release} {comps}\n")
-    os.utime(path, (ctx.epoch, ctx.epoch), follow_symlinks=False)
+    ctx.root.write("/etc/apt/sources.list", f"deb {ctx.mirror} {ctx.recipe.release} {comps}\n")
+    ctx.root.utime("/etc/apt/sources.list", (ctx.epoch, ctx.epoch))

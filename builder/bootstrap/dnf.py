@@ -23,13 +23,27 @@ if TYPE_CHECKING:
 log = logging.getLogger("imgbuild")
 
 
+def _key(ctx: "Context", plan: seed.Plan, url: str, keydir: Path) -> str:
+    """A gpgkey URL for the host tool. The release's keys are read from imgbuild's own copy outside the root
+    (a package installed meanwhile may replace the root's file by a link to anywhere); others from the root."""
+    if not url.startswith("file://"):
+        return url
+    inside = url[len("file://"):]
+    data = plan.files.get(inside)
+    if data is None:
+        return "file://" + str(ctx.root.resolve(inside))
+    keydir.mkdir(exist_ok=True)
+    copy = keydir / inside.strip("/").replace("/", "_")
+    copy.write_bytes(data)
+    return "file://" + str(copy)
+
+
 def host_repos(ctx: "Context", plan: seed.Plan, dest: Path) -> Path:
-    """A reposdir for the host tool: the enabled repos, keys as host paths inside the root."""
+    """A reposdir for the host tool: the enabled repos, keys as host files outside the root."""
     dest.mkdir(parents=True, exist_ok=True)
     cp = configparser.RawConfigParser(interpolation=None)
     for r in plan.repos:
-        keys = [("file://" + str(ctx.root.resolve(k[len("file://"):]))) if k.startswith("file://") else k
-                for k in r.gpgkeys]
+        keys = [_key(ctx, plan, k, dest.parent / "keys") for k in r.gpgkeys]
         cp[r.id] = {"name": r.name, "baseurl": r.baseurl, "enabled": "1",
                     "gpgcheck": "1" if ctx.recipe.bootstrap.gpgcheck and r.gpgcheck else "0",
                     "gpgkey": " ".join(keys)}

@@ -5,6 +5,7 @@ import logging
 import os
 import re
 import shlex
+import stat
 from typing import TYPE_CHECKING, Callable
 
 from .. import localrepo, pkgcache, run as runner
@@ -91,9 +92,9 @@ def apt_partial_owner(root: "RootFS") -> None:
     except KeyError:
         return
     for d in ("/var/cache/apt/archives/partial", "/var/lib/apt/lists/partial"):
-        host = root.resolve(d)
-        if host.is_dir() and not host.is_symlink():
-            os.chown(host, uid, 0, follow_symlinks=False)
+        st = root.lstat(d)
+        if st is not None and stat.S_ISDIR(st.st_mode):
+            root.chown(d, uid, 0)
 
 
 METHOD = Mmdebstrap()

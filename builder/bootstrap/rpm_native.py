@@ -86,7 +86,7 @@ class RpmNative:
         host_resolv = Path("/etc/resolv.conf").read_bytes() if Path("/etc/resolv.conf").exists() else b""
         try:
             ctx.root.write("/etc/resolv.conf", host_resolv)
-            with chroot_mounts(ctx.root.path):
+            with chroot_mounts(ctx.root):
                 runner.run(argv, reap_group=True)
         except CommandError as e:
             log.warning("the root's own %s could not finish (%s); the packages are installed and registered, "

@@ -2,7 +2,6 @@
 image (edited with debugfs). One small interface, so the identity engine does not care which."""
 from __future__ import annotations
 
-import os
 import re
 import stat as statmod
 import tempfile
@@ -11,6 +10,7 @@ from pathlib import Path
 from typing import Protocol
 
 from .. import run as runner
+from ..errors import UnsafePath
 from ..rootfs import RootFS
 from ..targets import image as img
 
@@ -37,35 +37,38 @@ class Tree(Protocol):
 
 
 class DirTree:
-    """A root directory, through RootFS: no path ever leaves the tree."""
+    """A root directory (a guest's: untrusted), through RootFS: no path ever leaves the tree. The last component
+    of a path is never followed: a link reads as nothing and is replaced by a write, never written through (a
+    guest's /etc/hostname linked to the host's /etc/shadow stays a link in the guest, the host file untouched)."""
 
     def __init__(self, root: Path | str, label: str | None = None):
         self.root = RootFS(root)
         self.label = label or str(root)
 
     def read(self, path: str) -> bytes | None:
-        host = self._host(path)
-        if host is None or not host.is_file() or host.is_symlink():
-            return None
-        return host.read_bytes()
-
-    def _host(self, path: str) -> Path | None:
-        if not path.strip("/"):
-            return self.root.path
         try:
-            return self.root.resolve(path, follow_last=False)
-        except Exception:   # noqa: BLE001 - a path that escapes is simply not there
+            return self.root.read_bytes(path, follow_last=False)   # regular files only
+        except UnsafePath:   # a path that escapes is simply not there
             return None
 
     def meta(self, path: str) -> Meta | None:
-        host = self._host(path)
-        if host is None or not os.path.lexists(host):
+        if not path.strip("/"):
+            path = "/"
+        try:
+            st = self.root.lstat(path)
+        except UnsafePath:
             return None
-        st = os.lstat(host)
-        return Meta(st.st_mode, st.st_uid, st.st_gid)
+        return None if st is None else Meta(st.st_mode, st.st_uid, st.st_gid)
 
     def write(self, path: str, data: bytes, meta: Meta | None = None) -> None:
-        meta = meta or self.meta(path) or Meta(0o100644, 0, 0)
+        """Replace path by a regular file (a link there is replaced, never written through). Mode and owner from
+        meta (or the file there now) when that is a regular file; nothing there: 0644, root's; a link, device or
+        directory lends none of its own: 0600, root's (it may stand where a private key was)."""
+        meta = meta or self.meta(path)
+        if meta is None:
+            meta = Meta(0o100644, 0, 0)
+        elif not statmod.S_ISREG(meta.mode):
+            meta = Meta(0o100600, 0, 0)
         self.root.write(path, data, statmod.S_IMODE(meta.mode), meta.uid, meta.gid)
 
     def remove(self, path: str) -> None:
@@ -73,10 +76,13 @@ class DirTree:
             self.root.remove(path)
 
     def listdir(self, path: str) -> list[str]:
-        host = self._host(path)
-        if host is None or not host.is_dir() or host.is_symlink():
+        try:
+            st = self.root.lstat(path if path.strip("/") else "/")
+        except UnsafePath:
             return []
-        return sorted(os.listdir(host))
+        if st is None or not statmod.S_ISDIR(st.st_mode):
+            return []
+        return self.root.listdir(path if path.strip("/") else "/")
 
 
 _LS = re.compile(r"^/(\d+)/(\d+)/(\d+)/(\d+)/(.*)/(\d*)/$")

@@ -11,8 +11,8 @@ Debian's rpm (4.18) writes sqlite and, unless told otherwise, puts it under ~/.r
 from __future__ import annotations
 
 import logging
+import contextlib
 import re
-import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -74,18 +74,18 @@ def register(ctx: "Context", rpms: list[Path], keys: tuple[str, ...], scripts_ra
     if scripts_ran and version is not None and version >= SQLITE_SINCE:
         log.info("rpmdb: the root's rpm %s reads the host's sqlite database", ".".join(map(str, version)))
         return "host-sqlite"
-    stage = ctx.root.mkdir(STAGE)
+    # the packages copied in through RootFS (a link the tree has at that path is replaced, never written through)
+    ctx.root.remove(STAGE, tree=True)
+    ctx.root.mkdir(STAGE, 0o700)
     try:
         names = []
         for p in rpms:
-            shutil.copy2(p, stage / p.name)
+            ctx.root.copy_in(p, f"{STAGE}/{p.name}", 0o644)
             names.append(f"{STAGE}/{p.name}")
-        db = ctx.root.resolve(DBPATH)
-        if db.exists():
-            shutil.rmtree(db)
+        ctx.root.remove(DBPATH, tree=True)    # the database itself (a link there goes, not what it points to)
         ctx.root.mkdir(DBPATH)
         db = ("--dbpath", DBPATH)   # EL's default; said anyway, for rpms built with another default
-        with chroot_mounts(ctx.root.path):
+        with chroot_mounts(ctx.root):
             _chroot(ctx, rpm, *db, "--initdb")
             if keys:
                 _chroot(ctx, rpm, *db, "--import", *keys)
@@ -95,7 +95,8 @@ def register(ctx: "Context", rpms: list[Path], keys: tuple[str, ...], scripts_ra
             else:
                 _chroot(ctx, rpm, *db, "-U", "--force", "--nodeps", "--replacepkgs", *names)
     finally:
-        shutil.rmtree(stage, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            ctx.root.remove(STAGE, tree=True)
     log.info("rpmdb: registered %d packages with the root's own rpm (%s)", len(rpms),
              ".".join(map(str, version or ())) or "version unknown")
     return "target"

@@ -167,9 +167,9 @@ def apply(ctx: "Context", plan: Plan) -> None:
 
 def point_repos(ctx: "Context", plan: Plan) -> None:
     """After the install: the release package's own repo files are pointed at the mirror again."""
-    d = ctx.root.resolve(REPO_DIR)
-    for leftover in d.glob("*.repo.rpmnew"):   # %config(noreplace) kept ours
-        leftover.unlink()
+    for name in ctx.root.listdir(REPO_DIR):
+        if name.endswith(".repo.rpmnew"):      # %config(noreplace) kept ours
+            ctx.root.remove(f"{REPO_DIR}/{name}")
     for path, data in plan.files.items():   # ours, if the release package's install replaced them
         if path.endswith(".repo") and ctx.root.read_bytes(path) != data:
             ctx.root.write(path, data)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import rpmfile
 
-from ..errors import BuilderError
+from ..errors import BuilderError, UnsafePath
 from ..rootfs import RootFS
 
 log = logging.getLogger("imgbuild")
@@ -66,10 +66,13 @@ class Owners:
             except KeyError:
                 unknown.add(f"group {group}")
                 gid = 0
-            host = root.resolve(path, follow_last=False)
-            os.chown(host, uid, gid, follow_symlinks=False)
+            # the entry itself, never what it links to: a later package may have replaced this path by a link
+            # (to anywhere); a link keeps its target's mode alone
+            if root.lstat(path) is None:
+                continue
+            root.chown(path, uid, gid)
             if not stat.S_ISLNK(mode):
-                os.chmod(host, stat.S_IMODE(mode))
+                root.chmod(path, stat.S_IMODE(mode))
         if unknown:
             log.warning("unpack: %s not in the root's user database; those files belong to root",
                         ", ".join(sorted(unknown)))
@@ -108,36 +111,45 @@ def unpack(path: Path, root: RootFS, owners: Owners) -> str:
             if m is not None and m.size:
                 data_of_inode[inodes[i]] = rpm.extractfile(m).read()
         for i, name in enumerate(names):
-            mode = modes[i]
             if flags[i] & GHOST:
                 continue
-            kind = stat.S_IFMT(mode)
-            if kind == stat.S_IFDIR:
-                root.mkdir(name, stat.S_IMODE(mode) or 0o755)
-            elif kind == stat.S_IFLNK:
-                root.symlink(links[i], name)
-            elif kind == stat.S_IFREG:
-                if inodes[i] in first_of_inode:
-                    src = root.resolve(first_of_inode[inodes[i]], follow_last=False)
-                    if root.lexists(name):
-                        root.remove(name)
-                    d, base = root.parent_of(name)
-                    os.link(src, d / base)
-                else:
-                    first_of_inode[inodes[i]] = name
-                    root.write(name, data_of_inode.get(inodes[i], b""), stat.S_IMODE(mode))
-            elif kind in (stat.S_IFCHR, stat.S_IFBLK):
-                rdev = rdevs[i] & 0xFFFFFFFF
-                root.mknod(name, "c" if kind == stat.S_IFCHR else "b", os.major(rdev), os.minor(rdev),
-                           stat.S_IMODE(mode))
-            elif kind == stat.S_IFIFO:
-                root.mknod(name, "p", 0, 0, stat.S_IMODE(mode))
-            else:
-                continue
-            owners.pending.append((name, users[i], groups[i], mode))
-            if mtimes[i]:
-                os.utime(root.resolve(name, follow_last=False), (mtimes[i], mtimes[i]), follow_symlinks=False)
+            try:
+                if not _lay_down(root, name, modes[i], links[i], inodes[i], rdevs[i], first_of_inode,
+                                 data_of_inode):
+                    continue
+                if mtimes[i]:
+                    root.utime(name, (mtimes[i], mtimes[i]))
+            except UnsafePath as e:
+                raise BuilderError(f"{path.name}: {name}: {e}", "the package is broken or hostile; leave it out "
+                                   "of the build") from None
+            owners.pending.append((name, users[i], groups[i], modes[i]))
     return nvr
+
+
+def _lay_down(root: RootFS, name: str, mode: int, link: str, inode: int, rdev: int, first_of_inode: dict[int, str],
+              data_of_inode: dict[int, bytes]) -> bool:
+    """One entry of a package, through RootFS: whatever was at `name` is replaced (never written through), links
+    on the way are followed inside the root only, a hard link is made only to a regular file of the tree.
+    False for an entry rpm does not lay down (a socket)."""
+    kind = stat.S_IFMT(mode)
+    if kind == stat.S_IFDIR:
+        root.mkdir(name, stat.S_IMODE(mode) or 0o755)
+    elif kind == stat.S_IFLNK:
+        root.symlink(link, name)
+    elif kind == stat.S_IFREG:
+        if inode in first_of_inode:
+            root.link(first_of_inode[inode], name)
+        else:
+            first_of_inode[inode] = name
+            root.write(name, data_of_inode.get(inode, b""), stat.S_IMODE(mode))
+    elif kind in (stat.S_IFCHR, stat.S_IFBLK):
+        rdev &= 0xFFFFFFFF
+        root.mknod(name, "c" if kind == stat.S_IFCHR else "b", os.major(rdev), os.minor(rdev), stat.S_IMODE(mode))
+    elif kind == stat.S_IFIFO:
+        root.mknod(name, "p", 0, 0, stat.S_IMODE(mode))
+    else:
+        return False
+    return True
 
 
 def read_files(path: Path, wanted) -> dict[str, bytes]:

@@ -1,8 +1,7 @@
 """Base files every guest needs: /etc/hostname, /etc/hosts, /etc/resolv.conf and a container /etc/fstab."""
 from __future__ import annotations
 
-import os
-from pathlib import Path
+import stat
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -51,22 +50,34 @@ def run(ctx: "Context", _opts: None = None) -> None:
 
 
 def copy_skel(root) -> None:
-    """`cp -a /etc/skel/. /root/` inside the root, without overwriting what /root already has."""
-    skel = root.resolve("/etc/skel")
-    if not skel.is_dir():
+    """`cp -a /etc/skel/. /root/` inside the root, without overwriting what /root already has. Read and written
+    through RootFS: links are copied as links, regular files as files; device nodes and fifos are not copied."""
+    if not root.is_dir("/etc/skel"):
         return
-    home = root.mkdir("/root", 0o700)
-    for dirpath, dirnames, filenames in os.walk(skel):
-        rel = os.path.relpath(dirpath, skel)
-        target = home if rel == "." else home / rel
-        target.mkdir(exist_ok=True)
-        for name in sorted(filenames):
-            src = os.path.join(dirpath, name)
-            inside = "/root/" + (name if rel == "." else f"{rel}/{name}")
-            if root.lexists(inside):
-                continue
-            if os.path.islink(src):
-                root.symlink(os.readlink(src), inside)
-            else:
-                st = os.stat(src)
-                root.write(inside, Path(src).read_bytes(), st.st_mode & 0o7777, st.st_uid, st.st_gid)
+    root.mkdir("/root", 0o700)
+    _copy_dir(root, "/etc/skel", "/root", depth=0)
+
+
+def _copy_dir(root, src: str, dest: str, depth: int) -> None:
+    if depth > 32:      # a skeleton deeper than this is not a home directory template
+        return
+    for name in root.listdir(src):
+        s, d = f"{src}/{name}", f"{dest}/{name}"
+        st = root.lstat(s)
+        if st is None:
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            if root.lstat(d) is None:
+                root.mkdir(d, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid)
+            if root.is_dir(d):
+                _copy_dir(root, s, d, depth + 1)
+        elif root.lexists(d):
+            continue
+        elif stat.S_ISLNK(st.st_mode):
+            target = root.readlink(s)
+            if target is not None:
+                root.symlink(target, d)
+        elif stat.S_ISREG(st.st_mode):
+            data = root.read_bytes(s, follow_last=False)
+            if data is not None:
+                root.write(d, data, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid)

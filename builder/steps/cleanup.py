@@ -6,8 +6,7 @@ empty (systemd fills it on first boot); ssh host keys go and are generated on th
 from __future__ import annotations
 
 import logging
-import os
-import shutil
+import stat
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -61,25 +60,20 @@ exec /usr/bin/ssh-keygen -A
 
 
 def _empty(root: "RootFS", d: str) -> None:
-    host = root.resolve(d)
-    if not host.is_dir() or host.is_symlink():
+    """Empty a directory of the root (links to it followed inside the root; its entries removed as themselves:
+    a link goes, never what it points to)."""
+    if not root.is_dir(d):
         return
     keep = KEEP.get(d, ())
-    for entry in os.scandir(host):
-        if entry.name in keep:
-            continue
-        if entry.is_dir(follow_symlinks=False):
-            shutil.rmtree(entry.path)
-        else:
-            os.unlink(entry.path)
+    for name in root.listdir(d):
+        if name not in keep:
+            root.remove(f"{d}/{name}", tree=True)
 
 
 def ssh_keys(root: "RootFS") -> None:
-    etc_ssh = root.resolve("/etc/ssh")
-    if etc_ssh.is_dir():
-        for entry in os.scandir(etc_ssh):
-            if entry.name.startswith("ssh_host_"):
-                os.unlink(entry.path)
+    for name in root.listdir("/etc/ssh"):
+        if name.startswith("ssh_host_"):
+            root.remove(f"/etc/ssh/{name}", tree=True)
     if not root.exists("/usr/sbin/sshd") or not root.exists("/usr/bin/ssh-keygen"):
         return
     if root.exists("/lib/systemd/systemd") or root.exists("/usr/lib/systemd/systemd"):
@@ -97,12 +91,11 @@ def run(ctx: "Context", _opts: None = None) -> None:
     for d in EMPTY_DIRS:
         _empty(root, d)
     for f in FILES:
-        if root.lexists(f) and not root.resolve(f, follow_last=False).is_dir():
+        st = root.lstat(f)
+        if st is not None and not stat.S_ISDIR(st.st_mode):
             root.remove(f)
     for f in TRUNCATE:
-        host = root.resolve(f, follow_last=False)
-        if host.is_file() and not host.is_symlink():
-            os.truncate(host, 0)
+        root.truncate(f)      # a regular file only, emptied in place; a link or node is left alone
     if root.exists("/etc") and (root.lexists("/etc/machine-id") or root.exists("/lib/systemd/systemd")):
         root.write("/etc/machine-id", "", 0o444)
     ssh_keys(root)

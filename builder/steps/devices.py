@@ -1,7 +1,6 @@
 """Device nodes: a named preset or an explicit list, made with mknod inside the root."""
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Literal
 
@@ -75,8 +74,6 @@ def run(ctx: "Context", spec: str | tuple[Device, ...]) -> None:
         if dev.type in ("c", "b", "p"):
             root.mknod(dev.path, dev.type, dev.major, dev.minor, dev.mode, uid, gid)
         elif dev.type == "dir":
-            host = root.mkdir(dev.path, dev.mode, uid, gid)
-            os.chown(host, uid, gid)
-            os.chmod(host, dev.mode)
+            root.mkdir(dev.path, dev.mode, uid, gid, reset=True)
         else:
             root.symlink(dev.target, dev.path)

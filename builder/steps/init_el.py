@@ -65,8 +65,7 @@ def _edit(root: "RootFS", path: str, fn) -> None:
         return
     new = fn(text)
     if new != text:
-        host = root.resolve(path)
-        st = host.stat()
+        st = root.stat(path)
         root.write(path, new, st.st_mode & 0o7777, st.st_uid, st.st_gid)
 
 

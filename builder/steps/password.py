@@ -79,6 +79,5 @@ def run(ctx: "Context", opts: RootPassword | None) -> None:
             break
     else:
         raise InputError("root_password: the root's /etc/shadow has no root entry")
-    host = root.resolve("/etc/shadow")
-    st = host.stat()
+    st = root.stat("/etc/shadow")
     root.write("/etc/shadow", "\n".join(lines) + "\n", st.st_mode & 0o7777, st.st_uid, st.st_gid)
