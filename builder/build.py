@@ -72,7 +72,8 @@ def preflight(loaded: Loaded) -> Preflight:
     index = None
     if family.name == "debian":
         try:
-            index = apt.fetch_index(mirror, r.release, r.arch, r.bootstrap.components)
+            index = apt.fetch_index(mirror, r.release, r.arch, r.bootstrap.components,
+                                    unsigned=r.bootstrap.unsigned)
         except apt.UnknownSuite as e:
             raise RecipeError([Problem(str(loaded.path), e.key, e.message)], e.hint) from None
         missing = index.missing(list(r.bootstrap.packages))
