@@ -124,8 +124,8 @@ def build(loaded: Loaded, output: Path, keep_tree: bool = False, use_cache: bool
     _clean_leftovers(output, r.name)
     work = output / ".work" / f"{r.name}-{os.getpid()}"
     stage = output / f".{r.name}.partial-{os.getpid()}"
-    work.mkdir(parents=True)
-    stage.mkdir()
+    work.mkdir(parents=True, mode=0o700)    # the tree: its /etc/shadow, its secrets
+    stage.mkdir(mode=0o700)                 # opened up as the umask says at the end, unless it holds a secret
     ctx = Context(recipe=r, source=loaded.path.resolve(), root=RootFS(work / "rootfs"), work=work, stage=stage,
                   epoch=pre.epoch, family=family_of(r.distro), mirror=pre.mirror, index=pre.index,
                   method=method.name, plan=pre.plan, build_key=build_key)

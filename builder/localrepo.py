@@ -36,6 +36,7 @@ import requests
 from . import debprep, debresolve, pkgcache
 from .apt import archive_name, give_back_memory
 from .errors import MirrorError
+from .outputs import file_mode
 
 if TYPE_CHECKING:
     from .apt import Index
@@ -111,7 +112,7 @@ def _keep_prepared(original: Path, name: str, want: tuple[str, int]) -> tuple[st
     tmp = dest / f".part-{os.getpid()}-{threading.get_ident()}-{name}"
     try:
         sha, size = debprep.prepare_file(original, tmp)
-        os.chmod(tmp, 0o644)
+        os.chmod(tmp, file_mode())
         os.rename(tmp, dest / name)
         tmp.write_text(f"{sha} {size} {want[0]}\n")
         os.rename(tmp, _sidecar(dest / name))
@@ -154,7 +155,7 @@ class _Fetcher:
                         size += len(block)
             if size != want[1] or h.hexdigest() != want[0]:
                 raise MirrorError(f"{url}: checksum differs from the index", "the mirror may be syncing; retry")
-            os.chmod(tmp, 0o644)
+            os.chmod(tmp, file_mode())
             os.rename(tmp, dest / name)
         except requests.RequestException as e:
             raise MirrorError(f"cannot download {url}: {e.__class__.__name__}",
