@@ -387,3 +387,71 @@ def test_the_unsigned_key_is_in_the_schema_and_its_docs():
     assert Bootstrap().unsigned is False
     text = (Path(__file__).resolve().parent.parent / "docs" / "recipes.md").read_text()
     assert "| `unsigned` | boolean | `false` |" in text
+
+
+# ---------------------------------------------------------------------------------------------- a real unsigned build
+
+
+class _Proxy(http.server.BaseHTTPRequestHandler):
+    """The host's mirror seen through 127.0.0.1, without its signatures: an unsigned local mirror."""
+
+    upstream = ""
+    UNSIGNED = ("/InRelease", "/Release.gpg")
+
+    def do_GET(self) -> None:
+        import requests
+
+        if self.path.endswith(self.UNSIGNED):
+            self.send_error(404)
+            return
+        r = requests.get(self.upstream + self.path.removeprefix("/debian"), timeout=60)
+        self.send_response(r.status_code)
+        self.send_header("Content-Length", str(len(r.content)))
+        self.end_headers()
+        self.wfile.write(r.content)
+
+    def do_HEAD(self) -> None:
+        self.send_error(404) if self.path.endswith(self.UNSIGNED) else self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.mark.root
+@pytest.mark.network
+@pytest.mark.slow
+def test_an_unsigned_local_mirror_builds_with_mmdebstraps_own_downloads(tmp_path):
+    """bootstrap.unsigned: true against a mirror that has no signature at all, mmdebstrap downloading itself
+    (IMGBUILD_PREPARED=0, no bootstrap cache): apt is told the mirror is trusted=yes, the build warns, the
+    manifest records it and the guest's sources.list says what it was given."""
+    from builder.apt import host_mirror
+
+    handler = type("P", (_Proxy,), {"upstream": host_mirror("bookworm")})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    t = threading.Thread(target=server.serve_forever, daemon=True)
+    t.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/debian"
+        recipe = tmp_path / "u.yml"
+        recipe.write_text(f"name: unsigned\ndistro: debian\nrelease: bookworm\n"
+                          f"bootstrap: {{method: mmdebstrap, mirror: '{url}', unsigned: true}}\n"
+                          "targets: {tarball: {compression: none}}\n")
+        out = tmp_path / "out"
+        r = imgbuild("validate", recipe, env=_env(), timeout=300)
+        assert r.returncode == 0, r.stderr
+        no_opt_out = tmp_path / "signed.yml"
+        no_opt_out.write_text(recipe.read_text().replace(", unsigned: true", ""))
+        r = imgbuild("validate", no_opt_out, env=_env(), timeout=300)
+        assert r.returncode == 2 and "no signed index (InRelease)" in r.stderr, r.stderr
+        r = imgbuild(recipe, "-o", out, "--no-cache", "--keep-tree", env=_env(IMGBUILD_PREPARED="0"), timeout=900)
+        assert r.returncode == 0, r.stderr
+        assert "bootstrap.unsigned" in r.stderr
+        m = __import__("json").loads((out / "unsigned" / "manifest.json").read_text())
+        assert m["bootstrap"]["signature"] == {"checked": False, "why": "bootstrap.unsigned: true"}
+        sources = (out / "unsigned.rootfs" / "etc/apt/sources.list").read_text()
+        assert sources.strip() == f"deb [trusted=yes] {url} bookworm main"
+    finally:
+        server.shutdown()
+        server.server_close()
+        t.join()
