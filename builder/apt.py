@@ -232,9 +232,10 @@ def check_clearsigned(data: bytes, url: str) -> None:
 def _status(out: str) -> tuple[list[str], list[str]]:
     """(fingerprints of the primary keys that made good signatures, problems) from gpgv --status-fd output.
 
-    Good: GOODSIG then VALIDSIG with a hash apt accepts. A signature by a key the keyring lacks (NO_PUBKEY) is
-    ignored when another is good, as apt does (Debian signs with the keys of several releases); a bad
-    signature or any other error refuses the file."""
+    Good: GOODSIG then VALIDSIG with a hash apt accepts. A signature by a key the keyring lacks (NO_PUBKEY),
+    or by an expired or revoked key, counts for nothing but is no reason to refuse when another is good, as
+    with apt (Debian signs with the keys of several releases); a bad signature (BADSIG), a weak hash or any other
+    gpgv error refuses the file."""
     good, problems, pending = [], [], False
     for line in out.splitlines():
         if not line.startswith("[GNUPG:] "):
@@ -250,8 +251,8 @@ def _status(out: str) -> tuple[list[str], list[str]]:
             else:
                 good.append(args[-1] if len(args) >= 10 else args[0])
             pending = False
-        elif word in ("BADSIG", "EXPKEYSIG", "REVKEYSIG", "EXPSIG"):
-            problems.append(f"{word} {args[0] if args else ''}".strip())
+        elif word == "BADSIG":
+            problems.append(f"bad signature by {args[0] if args else '?'}")
         elif word == "ERROR" and not (args and args[0] == "keydb_search"):
             problems.append(" ".join([word, *args]))
         elif word == "ERRSIG" and len(args) >= 6 and args[5] != "9":    # 9: no public key, handled above
@@ -279,7 +280,9 @@ def _verify(inrelease: bytes, url: str) -> tuple[bytes, tuple[str, ...]]:
                        capture=True, check=False, quiet=True)
         good, problems = _status(r.stdout)
         text = plain.read_bytes() if plain.is_file() else b""
-    if problems or not good or (r.returncode != 0 and not any("NO_PUBKEY" in ln for ln in r.stdout.splitlines())):
+    # gpgv exits non-zero when any signature does not count, also beside a good one: that alone is no reason
+    failed = r.returncode != 0 and not re.search(r"^\[GNUPG:\] (NO_PUBKEY|EXPKEYSIG|REVKEYSIG|EXPSIG) ", r.stdout, re.M)
+    if problems or not good or failed:
         why = "; ".join(problems) or ("no signature by a key in " + str(kr))
         raise MirrorError(f"{url}: bad or unknown signature ({why})",
                           "the mirror may be compromised or stale; check debian-archive-keyring on this host "

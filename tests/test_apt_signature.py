@@ -30,6 +30,8 @@ pytestmark = pytest.mark.skipif(not shutil.which("gpg") or not shutil.which("gpg
                                 reason="needs gpg and gpgv (scripts/setup.sh installs them)")
 
 TRUSTED, STRANGER = "Test Mirror <mirror@example.invalid>", "Stranger <stranger@example.invalid>"
+# keys made in 2020 (gpg's faked system time): one expired a day later, one that never expires; both trusted
+EXPIRED, OLD, PAST = "Expired <expired@example.invalid>", "Old <old@example.invalid>", "20200101T000000"
 
 
 # ---------------------------------------------------------------------------------------------- keys and mirror
@@ -43,8 +45,11 @@ class Signer:
         home.mkdir(mode=0o700)
         for uid in (TRUSTED, STRANGER):
             self.gpg("--passphrase", "", "--quick-gen-key", uid, "ed25519", "sign", "never")
+        for uid, expiry in ((EXPIRED, "1d"), (OLD, "never")):
+            self.gpg("--faked-system-time", PAST, "--passphrase", "", "--quick-gen-key", uid, "ed25519", "sign",
+                     expiry)
         self.keyring = home.parent / "trusted.gpg"
-        self.keyring.write_bytes(self.gpg("--export", TRUSTED).stdout)
+        self.keyring.write_bytes(self.gpg("--export", TRUSTED, EXPIRED, OLD).stdout)
         fpr = self.gpg("--with-colons", "--fingerprint", TRUSTED).stdout.decode()
         self.fingerprint = next(ln.split(":")[9] for ln in fpr.splitlines() if ln.startswith("fpr:"))
 
@@ -52,9 +57,10 @@ class Signer:
         return subprocess.run(["gpg", "--homedir", str(self.home), "--batch", "--quiet", "--pinentry-mode",
                                "loopback", *args], input=input, capture_output=True, check=True)
 
-    def clearsign(self, text: str, *uids: str, digest: str = "SHA256") -> bytes:
+    def clearsign(self, text: str, *uids: str, digest: str = "SHA256", at: str | None = None) -> bytes:
         who = [a for u in (uids or (TRUSTED,)) for a in ("--local-user", u)]
-        return self.gpg("--digest-algo", digest, *who, "--clearsign", input=text.encode()).stdout
+        when = ["--faked-system-time", at] if at else []
+        return self.gpg(*when, "--digest-algo", digest, *who, "--clearsign", input=text.encode()).stdout
 
     def close(self) -> None:
         subprocess.run(["gpgconf", "--homedir", str(self.home), "--kill", "all"], capture_output=True)
@@ -156,6 +162,17 @@ def test_a_signature_by_an_unknown_key_beside_a_good_one_is_accepted(mirror, sig
     rel = mirror.release({"main/binary-amd64/Packages.gz": mirror.packages(GOOD)})
     mirror.serve(signer.clearsign(rel, STRANGER, TRUSTED))
     assert mirror.fetch().signed_by == (signer.fingerprint,)
+
+
+def test_a_signature_by_an_expired_key_counts_for_nothing(mirror, signer):
+    """gpgv exits 0 for a signature by an expired key (EXPKEYSIG, then VALIDSIG): alone it is refused; beside a
+    good one it is no reason to refuse."""
+    rel = mirror.release({"main/binary-amd64/Packages.gz": mirror.packages(GOOD)})
+    mirror.serve(signer.clearsign(rel, EXPIRED, at="20200101T010000"))
+    with pytest.raises(MirrorError, match="bad or unknown signature"):
+        mirror.fetch()
+    mirror.serve(signer.clearsign(rel, EXPIRED, OLD, at="20200101T010000"))
+    assert len(mirror.fetch().signed_by) == 1
 
 
 # ---------------------------------------------------------------------------------------------- what is refused
