@@ -2,8 +2,11 @@
 
 host_mirror() reads the host's apt sources (deb822 `.sources` with python-debian, one-line `.list` by their simple
 grammar) so recipes can say `mirror: auto` and no mirror name is ever written into a recipe.
-fetch_index() reads a suite's InRelease (signature checked with gpgv and the Debian archive keyring when present),
-then the Packages index of each component (checked against the Release file's SHA256), cached by that hash.
+fetch_index() reads a suite's InRelease, checked with gpgv against the Debian archive keyring (no gpgv or no
+keyring: the build is refused). Only the text gpgv itself verified is parsed, and a file with anything outside its
+one signed block is refused. Then the Packages index of each component, checked against the verified Release
+file's SHA256 and size, cached by that hash; every .deb is later checked against that index (pkgcache,
+localrepo). A local mirror without a signature needs the recipe's explicit `bootstrap.unsigned: true`.
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ import lzma
 import os
 import re
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -33,6 +37,7 @@ log = logging.getLogger("imgbuild")
 
 APT_DIR = Path("/etc/apt")
 KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
+KEYRING_ENV = "IMGBUILD_KEYRING"
 TIMEOUT = 30
 
 
@@ -129,6 +134,8 @@ class Index:
     names: frozenset[str]         # real and virtual (Provides) package names
     urls: tuple[str, ...] = ()    # where each Packages index came from (same order as ids)
     release: tuple[tuple[str, str], ...] = ()   # the Release file's Origin, Label, Suite, Codename, Version
+    signed_by: tuple[str, ...] = ()   # fingerprints of the keys whose signatures gpgv verified; () = unsigned
+    keyring: str = ""                 # the keyring they were checked against ("": bootstrap.unsigned)
 
     def missing(self, packages: list[str]) -> dict[str, list[str]]:
         """Requested packages the index does not know, each with close matches."""
@@ -160,20 +167,127 @@ def _get(url: str) -> bytes:
     return r.content
 
 
-def _verify(inrelease: bytes, url: str) -> None:
-    if not KEYRING.exists() or not runner.which("gpgv"):
-        log.warning("cannot check the signature of %s (gpgv or %s missing)", url, KEYRING)
-        return
-    with tempfile.NamedTemporaryFile(suffix=".InRelease") as f:
-        f.write(inrelease)
-        f.flush()
-        try:
-            runner.run(["gpgv", "--keyring", str(KEYRING), f.name], quiet=True)
-        except ToolMissing:
-            log.warning("cannot check the signature of %s (gpgv missing)", url)
-        except CommandError as e:
-            raise MirrorError(f"{url}: bad or unknown signature", "the mirror may be compromised or stale; "
-                              "check debian-archive-keyring on this host") from e
+class Unverifiable(InputError):
+    """The index cannot be checked on this host (gpgv or the keyring is missing)."""
+
+
+def keyring() -> Path:
+    """The keyring a Debian index must be signed with: $IMGBUILD_KEYRING (a mirror signed with your own key),
+    else debian-archive-keyring's, which holds the keys of every current Debian release (bullseye to sid)."""
+    return Path(os.environ.get(KEYRING_ENV) or KEYRING)
+
+
+def check_tools() -> tuple[str, Path]:
+    """gpgv and the keyring, or Unverifiable (exit 2) naming what to install."""
+    kr = keyring()
+    gpgv = runner.which("gpgv")
+    if gpgv is None:
+        raise Unverifiable("cannot check the Debian mirror's signature: gpgv is not installed",
+                           "apt-get install gpgv (a local mirror without a signature needs bootstrap.unsigned: true "
+                           "in the recipe)")
+    if not kr.is_file():
+        where = f"${KEYRING_ENV}" if os.environ.get(KEYRING_ENV) else "debian-archive-keyring"
+        raise Unverifiable(f"cannot check the Debian mirror's signature: the keyring {kr} is missing ({where})",
+                           "apt-get install debian-archive-keyring" if kr == KEYRING else
+                           f"point ${KEYRING_ENV} at the keyring your mirror is signed with, or unset it")
+    return gpgv, kr
+
+
+_BEGIN = b"-----BEGIN PGP SIGNED MESSAGE-----"
+_SIGNATURE = b"-----BEGIN PGP SIGNATURE-----"
+_END = b"-----END PGP SIGNATURE-----"
+_ARMOR_HEADER = re.compile(rb"^Hash: [A-Za-z0-9, ]+$")     # the only header a clearsigned message has
+_WEAK_HASHES = {"1", "2", "3"}     # MD5, SHA1, RIPEMD160 (RFC 4880 hash ids): signatures apt no longer accepts
+
+
+def check_clearsigned(data: bytes, url: str) -> None:
+    """An InRelease file is one clearsigned message and nothing else: its first line opens the message, one
+    signature block closes it, only blank lines may follow (apt's rule). gpgv alone would say "Good signature"
+    for a file with unsigned text before or after the block, or with several blocks."""
+    lines = [ln.rstrip(b"\r") for ln in data.split(b"\n")]
+
+    def refuse(why: str) -> MirrorError:
+        return MirrorError(f"{url}: {why}; only what the signature covers is read, so this index is refused",
+                           "the mirror (or something between it and this host) serves a tampered index; check "
+                           "the mirror URL and your network")
+
+    if not lines or lines[0] != _BEGIN:
+        raise refuse("text before the signed message (the file must start with " + _BEGIN.decode() + ")")
+    for marker in (_BEGIN, _SIGNATURE, _END):
+        n = lines.count(marker)
+        if n != 1:
+            raise refuse(f"{n} {marker.decode().strip('-')} lines (exactly one signed message is allowed)")
+    i = 1
+    while i < len(lines) and lines[i] != b"":
+        if not _ARMOR_HEADER.match(lines[i]):
+            raise refuse(f"line {i + 1}: not a Hash: header before the message")
+        i += 1
+    sig, end = lines.index(_SIGNATURE), lines.index(_END)
+    if not i < sig < end:
+        raise refuse("the signed message is not followed by its signature")
+    if any(ln.strip() for ln in lines[end + 1:]):
+        raise refuse("text after the signature")
+
+
+def _status(out: str) -> tuple[list[str], list[str]]:
+    """(fingerprints of the primary keys that made good signatures, problems) from gpgv --status-fd output.
+
+    Good: GOODSIG then VALIDSIG with a hash apt accepts. A signature by a key the keyring lacks (NO_PUBKEY),
+    or by an expired or revoked key, counts for nothing but is no reason to refuse when another is good, as
+    with apt (Debian signs with the keys of several releases); a bad signature (BADSIG), a weak hash or any other
+    gpgv error refuses the file."""
+    good, problems, pending = [], [], False
+    for line in out.splitlines():
+        if not line.startswith("[GNUPG:] "):
+            continue
+        word, *args = line[9:].split()
+        if word == "NEWSIG":
+            pending = False
+        elif word == "GOODSIG":
+            pending = True
+        elif word == "VALIDSIG" and pending and len(args) >= 8:
+            if args[7] in _WEAK_HASHES:
+                problems.append(f"signature by {args[0]} uses a weak hash (algorithm {args[7]})")
+            else:
+                good.append(args[-1] if len(args) >= 10 else args[0])
+            pending = False
+        elif word == "BADSIG":
+            problems.append(f"bad signature by {args[0] if args else '?'}")
+        elif word == "ERROR" and not (args and args[0] == "keydb_search"):
+            problems.append(" ".join([word, *args]))
+        elif word == "ERRSIG" and len(args) >= 6 and args[5] != "9":    # 9: no public key, handled above
+            problems.append(f"cannot check the signature by {args[0]} (gpgv error {args[5]})")
+    return good, problems
+
+
+def _exists(url: str) -> bool:
+    try:
+        return requests.head(url, timeout=TIMEOUT, allow_redirects=True).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def _verify(inrelease: bytes, url: str) -> tuple[bytes, tuple[str, ...]]:
+    """The text gpgv verified, and the fingerprints of the keys that signed it. Nothing else of the file is read:
+    the structure is checked first (nothing outside the one signed block), then gpgv --output gives the
+    message itself."""
+    gpgv, kr = check_tools()
+    check_clearsigned(inrelease, url)
+    with tempfile.TemporaryDirectory(prefix="imgbuild-inrelease-") as tmp:
+        signed, plain = Path(tmp) / "InRelease", Path(tmp) / "Release"
+        signed.write_bytes(inrelease)
+        r = runner.run([gpgv, "--status-fd", "1", "--keyring", str(kr), "--output", str(plain), str(signed)],
+                       capture=True, check=False, quiet=True)
+        good, problems = _status(r.stdout)
+        text = plain.read_bytes() if plain.is_file() else b""
+    # gpgv exits non-zero when any signature does not count, also beside a good one: that alone is no reason
+    failed = r.returncode != 0 and not re.search(r"^\[GNUPG:\] (NO_PUBKEY|EXPKEYSIG|REVKEYSIG|EXPSIG) ", r.stdout, re.M)
+    if problems or not good or failed:
+        why = "; ".join(problems) or ("no signature by a key in " + str(kr))
+        raise MirrorError(f"{url}: bad or unknown signature ({why})",
+                          "the mirror may be compromised or stale; check debian-archive-keyring on this host "
+                          f"(or ${KEYRING_ENV} for a mirror signed with your own key)")
+    return text, tuple(dict.fromkeys(good))
 
 
 RELEASE_FIELDS = ("Origin", "Label", "Suite", "Version", "Codename")
@@ -245,41 +359,113 @@ def _stream_scan(f: IO[bytes], chunk: int = 4 << 20, sink: IO[bytes] | None = No
     return scan.feed(tail).done()
 
 
-def fetch_index(mirror: str, suite: str, arch: str, components: tuple[str, ...] = ("main",)) -> Index:
-    base = f"{mirror.rstrip('/')}/dists/{suite}"
+_FIELD_NAME = re.compile(r"^([^\s:#][^:\s]*):", re.M)
+_SHA256_LINE = re.compile(r"^([0-9a-f]{64})\s+(\d+)\s+(\S+)$")
+
+
+@dataclass(frozen=True)
+class Release:
+    """What is read from a (verified) Release file."""
+
+    fields: dict[str, str]                   # every field, raw
+    files: dict[str, tuple[str, int]]        # SHA256: name -> (sha256, size)
+    date: int
+
+
+def parse_release(text: str, url: str) -> Release:
+    """One paragraph, every field once, a Date, and a SHA256 list whose every line is `sha256 size name` with
+    each name once; anything else is refused rather than guessed at."""
+    def bad(why: str) -> MirrorError:
+        return MirrorError(f"{url}: {why}", "the mirror's index is malformed; check the mirror")
+
+    paragraphs = [p for p in re.split(r"\n[ \t]*\n", text.replace("\r\n", "\n")) if p.strip()]
+    if len(paragraphs) != 1:
+        raise bad(f"{len(paragraphs)} paragraphs in the Release file (it has one)")
+    names = _FIELD_NAME.findall(paragraphs[0])
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise bad(f"field {', '.join(twice)} given more than once in the Release file")
+    fields = dict(deb822.Deb822(paragraphs[0]))
+    files: dict[str, tuple[str, int]] = {}
+    for line in fields.get("SHA256", "").strip().splitlines():
+        m = _SHA256_LINE.match(line.strip())
+        if not m:
+            raise bad(f"SHA256 line {line.strip()!r} is not `sha256 size name`")
+        if m.group(3) in files:
+            raise bad(f"SHA256 lists {m.group(3)} more than once")
+        files[m.group(3)] = (m.group(1), int(m.group(2)))
     try:
-        raw = _get(f"{base}/InRelease")
-        _verify(raw, f"{base}/InRelease")
+        date = int(email.utils.parsedate_to_datetime(fields["Date"]).timestamp())
+    except (KeyError, TypeError, ValueError):
+        raise bad("the Release file has no valid Date (SOURCE_DATE_EPOCH and the cache keys come from it)") from None
+    if "Valid-Until" in fields:
+        try:
+            until = email.utils.parsedate_to_datetime(fields["Valid-Until"]).timestamp()
+        except (TypeError, ValueError):
+            raise bad(f"Valid-Until {fields['Valid-Until']!r} is not a date") from None
+        if until < time.time():
+            raise MirrorError(f"{url}: the index expired on {fields['Valid-Until']} (Valid-Until)",
+                              "the mirror is stale, or serves an old index again; use an up-to-date mirror (and "
+                              "check this host's clock)")
+    return Release(fields, files, date)
+
+
+def fetch_index(mirror: str, suite: str, arch: str, components: tuple[str, ...] = ("main",),
+                unsigned: bool = False) -> Index:
+    """The suite's index: InRelease checked with gpgv against keyring() (only the text gpgv verified is read),
+    then each component's Packages index checked against its SHA256 and size. unsigned (the recipe's
+    bootstrap.unsigned): the plain Release file, nothing checked but the Packages hashes it lists."""
+    base = f"{mirror.rstrip('/')}/dists/{suite}"
+    url = f"{base}/{'Release' if unsigned else 'InRelease'}"
+    if not unsigned:
+        check_tools()      # before any download: no gpgv or no keyring is the host's problem, exit 2
+    try:
+        raw = _get(url)
     except MirrorError as e:
         if "HTTP 404" not in str(e):
             raise
-        raise UnknownSuite("release", f"{suite!r} is not on the mirror ({base}/InRelease: HTTP 404)",
+        if not unsigned and _exists(f"{base}/Release"):
+            raise UnknownSuite("bootstrap.unsigned", f"{base} has no signed index (InRelease), only an unsigned "
+                               "Release file", "sign the mirror's index (InRelease), or, for a local mirror you "
+                               "trust, set bootstrap.unsigned: true") from None
+        raise UnknownSuite("release", f"{suite!r} is not on the mirror ({url}: HTTP 404)",
                            "check the release name (e.g. bookworm, trixie)") from None
-    release = deb822.Release(raw.decode("utf-8", "replace"))
-    date = int(email.utils.parsedate_to_datetime(release["Date"]).timestamp())
-    by_name = {f["name"]: f for f in release.get("SHA256", [])}
+    if unsigned:
+        text, signers = raw, ()
+        log.warning("bootstrap.unsigned: %s is not checked against a signature; the packages are only as "
+                    "trustworthy as the mirror and the network to it", url)
+    else:
+        text, signers = _verify(raw, url)
+    release = parse_release(text.decode("utf-8", "replace"), url)
+    named = {release.fields.get("Suite", "").strip(), release.fields.get("Codename", "").strip()} - {""}
+    if named and suite not in named:
+        raise MirrorError(f"{url}: the index is for {' / '.join(sorted(named))}, not {suite}",
+                          "the mirror serves another suite's index under this name; check the mirror")
+    by_name = release.files
     names: set[str] = set()
     ids, urls = [], []
     for comp in components:
         # gzip first: a third larger than xz, but it decompresses three times faster (0.17 s against 0.49 s
         # for bookworm's main), which matters more on the LAN mirrors builders use
         for ext in (".gz", ".xz", ""):
-            entry = by_name.get(f"{comp}/binary-{arch}/Packages{ext}")
-            if entry:
+            name = f"{comp}/binary-{arch}/Packages{ext}"
+            if name in by_name:
                 break
         else:
             key = "arch" if not any(n.startswith(f"{c}/binary-{arch}/") for n in by_name for c in components) \
                 else "bootstrap.components"
             raise UnknownSuite(key, f"the mirror has no {comp}/binary-{arch} index for {suite}",
                                "check arch and bootstrap.components")
-        ids.append(entry["sha256"])
-        urls.append(f"{base}/{entry['name']}")
-        names |= _cached_names(urls[-1], entry["sha256"], ext)
-    fields = tuple((k, release[k]) for k in RELEASE_FIELDS if k in release)
-    return Index(mirror, suite, arch, date, tuple(ids), frozenset(names), tuple(urls), fields)
+        sha, size = by_name[name]
+        ids.append(sha)
+        urls.append(f"{base}/{name}")
+        names |= _cached_names(urls[-1], sha, ext, size)
+    fields = tuple((k, release.fields[k].strip()) for k in RELEASE_FIELDS if k in release.fields)
+    return Index(mirror, suite, arch, release.date, tuple(ids), frozenset(names), tuple(urls), fields,
+                 signed_by=signers, keyring="" if unsigned else str(keyring()))
 
 
-def _cached_names(url: str, sha256: str, ext: str) -> set[str]:
+def _cached_names(url: str, sha256: str, ext: str, size: int | None = None) -> set[str]:
     """Package names of one Packages index; the names and the .deb checksums are cached by the index's sha256,
     and the index itself, decompressed, for debresolve."""
     cache = cache_dir() / "indexes"
@@ -287,7 +473,7 @@ def _cached_names(url: str, sha256: str, ext: str) -> set[str]:
     if listing.exists() and debs.exists():
         return set(listing.read_text().split())
     log.info("reading the package index %s", url)
-    data = _download_index(url, sha256)
+    data = _download_index(url, sha256, size)
     scan = None
     with contextlib.suppress(OSError):    # a cache that cannot be written: the index is read all the same
         cache.mkdir(parents=True, exist_ok=True)
@@ -371,9 +557,9 @@ def deb_checksums(index: Index, only: set[str] | None = None) -> dict[str, tuple
     return out
 
 
-def _download_index(url: str, sha256: str) -> bytes:
+def _download_index(url: str, sha256: str, size: int | None = None) -> bytes:
     data = _get(url)
-    if hashlib.sha256(data).hexdigest() != sha256:
+    if (size is not None and len(data) != size) or hashlib.sha256(data).hexdigest() != sha256:
         raise MirrorError(f"{url}: checksum differs from the Release file", "the mirror may be syncing; retry")
     return data
 

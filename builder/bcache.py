@@ -166,10 +166,12 @@ def save(data: dict[str, Any], name: str, root: Path) -> Entry | None:
     key = key_of(data)
     tmp = base / f".{key}.{os.getpid()}.tmp"
     try:
-        tmp.mkdir(parents=True)
-        os.chmod(base, 0o700)
+        base.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(base, 0o700)      # entries are whole trees (their /etc/shadow ...): root's (or yours) only
+        tmp.mkdir(mode=0o700)
         runner.run(["sh", "-c", f'tar -C "$1" -cpf - {" ".join(TAR_FLAGS)} . | zstd -q -T0 -3 -o "$2"',
                     "sh", str(root), str(tmp / ARCHIVE)], quiet=True)
+        os.chmod(tmp / ARCHIVE, 0o600)
         meta = {"name": name, "inputs": data, "created": time.time(), "last_used": time.time(),
                 "size": (tmp / ARCHIVE).stat().st_size, "sha256": _sha256(tmp / ARCHIVE)}
         _write_meta(tmp, meta)

@@ -72,7 +72,8 @@ def preflight(loaded: Loaded) -> Preflight:
     index = None
     if family.name == "debian":
         try:
-            index = apt.fetch_index(mirror, r.release, r.arch, r.bootstrap.components)
+            index = apt.fetch_index(mirror, r.release, r.arch, r.bootstrap.components,
+                                    unsigned=r.bootstrap.unsigned)
         except apt.UnknownSuite as e:
             raise RecipeError([Problem(str(loaded.path), e.key, e.message)], e.hint) from None
         missing = index.missing(list(r.bootstrap.packages))
@@ -123,8 +124,8 @@ def build(loaded: Loaded, output: Path, keep_tree: bool = False, use_cache: bool
     _clean_leftovers(output, r.name)
     work = output / ".work" / f"{r.name}-{os.getpid()}"
     stage = output / f".{r.name}.partial-{os.getpid()}"
-    work.mkdir(parents=True)
-    stage.mkdir()
+    work.mkdir(parents=True, mode=0o700)    # the tree: its /etc/shadow, its secrets
+    stage.mkdir(mode=0o700)                 # opened up as the umask says at the end, unless it holds a secret
     ctx = Context(recipe=r, source=loaded.path.resolve(), root=RootFS(work / "rootfs"), work=work, stage=stage,
                   epoch=pre.epoch, family=family_of(r.distro), mirror=pre.mirror, index=pre.index,
                   method=method.name, plan=pre.plan, build_key=build_key)

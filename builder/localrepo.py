@@ -36,6 +36,7 @@ import requests
 from . import debprep, debresolve, pkgcache
 from .apt import archive_name, give_back_memory
 from .errors import MirrorError
+from .outputs import file_mode
 
 if TYPE_CHECKING:
     from .apt import Index
@@ -77,15 +78,25 @@ def _sidecar(path: Path) -> Path:
     return path.with_name(path.name + ".sha256")
 
 
-def _check_prepared(path: Path) -> tuple[str, int] | None:
-    """(sha256, size) of a prepared cache entry that matches its recorded checksum; a damaged one is removed."""
+def _check_prepared(path: Path, original: tuple[str, int]) -> tuple[str, int] | None:
+    """(sha256, size) of a prepared cache entry that was made from the very .deb the index lists now (the
+    original's sha256 is recorded beside it) and matches its own recorded checksum. One made from another
+    original (another mirror's package of the same name and version) is made again; a damaged one is removed."""
     try:
-        sha, size = _sidecar(path).read_text().split()
-        if pkgcache.good(path, (sha, int(size))):
-            pkgcache.used(path)
-            return sha, int(size)
+        sha, size, made_from = _sidecar(path).read_text().split()
     except (OSError, ValueError):
+        made_from = None
+    if made_from is None or made_from != original[0]:
+        if path.exists() or _sidecar(path).exists():
+            log.info("package cache: prepared %s was not made from the package the index lists; making it "
+                     "again", path.name)
+            for p in (path, _sidecar(path)):
+                with contextlib.suppress(OSError):
+                    p.unlink()
         return None
+    if pkgcache.good(path, (sha, int(size))):
+        pkgcache.used(path)
+        return sha, int(size)
     log.warning("package cache: prepared %s is damaged (checksum differs); making it again", path.name)
     for p in (path, _sidecar(path)):
         with contextlib.suppress(OSError):
@@ -93,15 +104,17 @@ def _check_prepared(path: Path) -> tuple[str, int] | None:
     return None
 
 
-def _keep_prepared(original: Path, name: str) -> tuple[str, int]:
+def _keep_prepared(original: Path, name: str, want: tuple[str, int]) -> tuple[str, int]:
+    """Prepare original (just checked against the index's want) and keep it with its own checksum and the
+    original's sha256 beside it."""
     dest = pkgcache.prepared_dir()
     dest.mkdir(parents=True, exist_ok=True)
     tmp = dest / f".part-{os.getpid()}-{threading.get_ident()}-{name}"
     try:
         sha, size = debprep.prepare_file(original, tmp)
-        os.chmod(tmp, 0o644)
+        os.chmod(tmp, file_mode())
         os.rename(tmp, dest / name)
-        tmp.write_text(f"{sha} {size}\n")
+        tmp.write_text(f"{sha} {size} {want[0]}\n")
         os.rename(tmp, _sidecar(dest / name))
     finally:
         with contextlib.suppress(OSError):
@@ -142,7 +155,7 @@ class _Fetcher:
                         size += len(block)
             if size != want[1] or h.hexdigest() != want[0]:
                 raise MirrorError(f"{url}: checksum differs from the index", "the mirror may be syncing; retry")
-            os.chmod(tmp, 0o644)
+            os.chmod(tmp, file_mode())
             os.rename(tmp, dest / name)
         except requests.RequestException as e:
             raise MirrorError(f"cannot download {url}: {e.__class__.__name__}",
@@ -156,11 +169,11 @@ class _Fetcher:
 
     def __call__(self, stanza: debresolve.Stanza) -> tuple[str, str, int]:
         name = archive_name(stanza.name, stanza.version, stanza.arch)
-        got = _check_prepared(pkgcache.prepared_dir() / name)
+        want = self.sums.get(name)
+        if want is None:
+            raise MirrorError(f"{name}: not in the index's checksums", "run with --no-cache, or retry")
+        got = _check_prepared(pkgcache.prepared_dir() / name, want)
         if got is None:
-            want = self.sums.get(name)
-            if want is None:
-                raise MirrorError(f"{name}: not in the index's checksums", "run with --no-cache, or retry")
             original = pkgcache.deb_dir() / name
             if not pkgcache.good(original, want):
                 if original.exists():
@@ -171,7 +184,7 @@ class _Fetcher:
                 self._download(stanza.fields["Filename"].decode(), want, name)
             try:
                 with self.cpus:
-                    got = _keep_prepared(original, name)
+                    got = _keep_prepared(original, name, want)
             except debprep.NotADeb as e:
                 raise MirrorError(f"{name}: cannot prepare it ({e}), though it matches the index",
                                   "IMGBUILD_PREPARED=0 builds with mmdebstrap downloading it itself") from None
@@ -304,8 +317,16 @@ def _bar(total: int):
     return tqdm(total=total, unit="pkg", desc="packages", leave=False, file=sys.stderr)
 
 
+def sources_line(ctx: "Context") -> str:
+    """The sources.list line for the real mirror, as mmdebstrap writes it; an unsigned mirror (the recipe's
+    bootstrap.unsigned) is marked trusted=yes, as mmdebstrap is given it."""
+    comps = " ".join(ctx.recipe.bootstrap.components)
+    opt = "[trusted=yes] " if ctx.recipe.bootstrap.unsigned else ""
+    return f"deb {opt}{ctx.mirror} {ctx.recipe.release} {comps}"
+
+
 def real_sources(ctx: "Context") -> None:
     """The sources.list mmdebstrap writes for the real mirror, in place of the local repository's."""
-    comps = " ".join(ctx.recipe.bootstrap.components)
-    ctx.root.write("/etc/apt/sources.list", f"deb {ctx.mirror} {ctx.recipe.release} {comps}\n")
+    ctx.root.write("/etc/apt/sources.list", sources_line(ctx) + "
+")
     ctx.root.utime("/etc/apt/sources.list", (ctx.epoch, ctx.epoch))

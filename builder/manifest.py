@@ -1,36 +1,90 @@
 """output/NAME/manifest.json: what was built, from what, with what, and how long it took.
 
 Artifacts (path, size, sha256), installed packages with versions, the recipe's sha256, the mirror index's
-identity, tool versions and phase timings. Never a secret: the recipe itself is not copied, only its hash.
+identity and who signed it, tool versions and phase timings. Never a secret: the recipe itself is not copied,
+only its hash. It does say which artifacts hold secrets (the tree's password hashes, the cluster's secret files)
+and why: those are 0600 in a 0700 output directory; everything else follows the umask.
 """
 from __future__ import annotations
 
 import json
+import logging
+import os
 import platform
 import resource
 from typing import TYPE_CHECKING
 
 from . import __version__
 from . import run as runner
-from .outputs import sha256, write_atomic
+from .errors import UnsafePath
+from .outputs import set_modes, sha256, write_atomic
 
 if TYPE_CHECKING:
     from .context import Context
     from .recipe import Loaded
 
+log = logging.getLogger("imgbuild")
+
 COMPRESSORS = ("zstd", "xz", "pigz", "gzip")
+# artifact kinds that are configs written from the recipe, never a copy of the tree; every other kind (tarball,
+# image, xen-image, openvz-template, nspawn-tree ...) carries the tree and so whatever secret it holds
+CONFIG_KINDS = frozenset({"lxc-config", "lxc-legacy-config", "lxc-fstab", "xen-config", "openvz-config",
+                          "nspawn-settings", "nodes"})
 
 
-def data(ctx: "Context", loaded: "Loaded") -> dict:
+def _is_hash(field: str) -> bool:
+    """A shadow password field that holds a hash (locked or not): not empty, *, !, !! or x."""
+    return field.lstrip("!*") not in ("", "x")
+
+
+def tree_secrets(ctx: "Context") -> list[str]:
+    """What in the built tree is a secret, each as `PATH: what` (never the value): password hashes in
+    /etc/shadow and /etc/gshadow, the recipe's secret files, ssh private host keys a hook left."""
+    found = []
+    for db in ("/etc/shadow", "/etc/gshadow"):
+        for line in (ctx.root.read_text(db) or "").splitlines():
+            f = line.split(":")
+            if len(f) > 1 and _is_hash(f[1]):
+                found.append(f"{db}: a password hash for {f[0]}")
+    for name, spec in sorted(ctx.recipe.secrets.items()):
+        found.append(f"{spec.path}: the secret {name}")
+    try:
+        ssh = ctx.root.resolve("/etc/ssh")
+        keys = sorted(e.name for e in os.scandir(ssh) if e.name.startswith("ssh_host_") and e.name.endswith("_key"))
+    except (OSError, UnsafePath):     # no /etc/ssh, or it leads out of the tree: nothing of the tree's there
+        keys = []
+    found += [f"/etc/ssh/{k}: an ssh host private key" for k in keys]
+    return found
+
+
+def secret_kinds(ctx: "Context", found: list[str]) -> set[str]:
+    return {kind for kind in ctx.artifacts if kind not in CONFIG_KINDS} if found else set()
+
+
+def _signature(ctx: "Context") -> dict | None:
+    if ctx.index is None:
+        return None
+    if not ctx.index.signed_by:
+        return {"checked": False, "why": "bootstrap.unsigned: true"}
+    return {"checked": True, "keyring": ctx.index.keyring, "signed_by": list(ctx.index.signed_by)}
+
+
+def data(ctx: "Context", loaded: "Loaded", found: list[str] | None = None) -> dict:
     r = ctx.recipe
-    artifacts = [_artifact(kind, p) for kind, p in sorted(ctx.artifacts.items())]
+    found = tree_secrets(ctx) if found is None else found
+    secret = secret_kinds(ctx, found)
+    artifacts = [{**_artifact(kind, p), "secret": kind in secret} for kind, p in sorted(ctx.artifacts.items())]
+    bootstrap = {"method": ctx.method, "mirror": ctx.mirror, "variant": r.bootstrap.variant,
+                 "index": list(ctx.index.ids) if ctx.index else [], "cache": ctx.cache}
+    if _signature(ctx) is not None:
+        bootstrap["signature"] = _signature(ctx)
     tools = {"imgbuild": __version__, "python": platform.python_version()}
     tools.update(tool_versions([ctx.method, *[c for c in COMPRESSORS if c in _used(ctx)]]))
     return {
         "name": r.name, "distro": r.distro, "release": r.release, "arch": r.arch, "hostname": r.hostname,
         "recipe": {"path": str(loaded.path), "sha256": loaded.sha256},
-        "bootstrap": {"method": ctx.method, "mirror": ctx.mirror, "variant": r.bootstrap.variant,
-                      "index": list(ctx.index.ids) if ctx.index else [], "cache": ctx.cache},
+        "bootstrap": bootstrap,
+        "secrets": {"artifacts": sorted(secret), "found": found},
         "source_date_epoch": ctx.epoch,
         "build_key": ctx.build_key,
         "artifacts": artifacts,
@@ -96,4 +150,15 @@ def _used(ctx: "Context") -> set[str]:
 
 
 def write(ctx: "Context", loaded: "Loaded") -> None:
-    write_atomic(ctx.stage / "manifest.json", json.dumps(data(ctx, loaded), indent=2, sort_keys=True) + "\n")
+    """manifest.json, then every output's mode: the artifacts that hold a secret 0600 and the output directory
+    0700; the rest as the umask says."""
+    found = tree_secrets(ctx)
+    write_atomic(ctx.stage / "manifest.json", json.dumps(data(ctx, loaded, found), indent=2, sort_keys=True) + "\n")
+    secret = secret_kinds(ctx, found)
+    set_modes(ctx.stage, {**ctx.artifacts, "manifest": ctx.stage / "manifest.json"}, secret)
+    if secret:
+        log.info("%s hold secrets (%s): mode 0600, in a 0700 directory", ", ".join(sorted(secret)),
+                 "; ".join(found[:3]) + (" ..." if len(found) > 3 else ""))
+    if ctx.index is not None and not ctx.index.signed_by:
+        log.warning("built from an unsigned index (bootstrap.unsigned: true): %s; recorded in manifest.json",
+                    ctx.mirror)

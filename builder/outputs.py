@@ -7,6 +7,7 @@ import ctypes
 import hashlib
 import os
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 from typing import IO, Iterator
@@ -15,9 +16,44 @@ _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
 
 
+SECRET_FILE = 0o600     # an output that holds a secret (a password hash, a cluster secret ...)
+SECRET_DIR = 0o700      # and the output directory that holds it
+
+
+def umask() -> int:
+    """This process's umask, read without changing it (Linux: /proc/self/status)."""
+    with contextlib.suppress(OSError, ValueError, StopIteration):
+        with open("/proc/self/status") as f:
+            return int(next(line for line in f if line.startswith("Umask:")).split()[1], 8)
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
+
+
+def file_mode() -> int:
+    """The mode an ordinary new file gets under the user's umask (0644 under umask 022, 0600 under 077)."""
+    return 0o666 & ~umask()
+
+
+def dir_mode() -> int:
+    return 0o777 & ~umask()
+
+
+def set_modes(directory: Path, files: dict[str, Path], secret: set[str]) -> None:
+    """An output directory's modes: the files whose kinds are in secret 0600 and the directory 0700; every
+    other file (and the directory, when nothing in it is secret) as the umask says. A directory artifact (a
+    machine tree) keeps its own modes, the guest's; the 0700 directory around it keeps it private."""
+    for kind, path in files.items():
+        st = os.lstat(path)
+        if stat.S_ISREG(st.st_mode):
+            os.chmod(path, SECRET_FILE if kind in secret else file_mode())
+    os.chmod(directory, SECRET_DIR if secret else dir_mode())
+
+
 @contextlib.contextmanager
-def atomic_file(path: Path, mode: int = 0o644) -> Iterator[IO[bytes]]:
-    """`with atomic_file(p) as f: f.write(...)`: p appears complete or not at all."""
+def atomic_file(path: Path, mode: int | None = None) -> Iterator[IO[bytes]]:
+    """`with atomic_file(p) as f: f.write(...)`: p appears complete or not at all. Its mode: mode, else what
+    the umask gives a new file; it is 0600 while it is written."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     try:
@@ -25,7 +61,7 @@ def atomic_file(path: Path, mode: int = 0o644) -> Iterator[IO[bytes]]:
             yield f
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, mode)
+        os.chmod(tmp, file_mode() if mode is None else mode)
         os.rename(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -33,7 +69,7 @@ def atomic_file(path: Path, mode: int = 0o644) -> Iterator[IO[bytes]]:
         raise
 
 
-def write_atomic(path: Path, data: bytes | str, mode: int = 0o644) -> None:
+def write_atomic(path: Path, data: bytes | str, mode: int | None = None) -> None:
     with atomic_file(path, mode) as f:
         f.write(data.encode() if isinstance(data, str) else data)
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
 from .apt import cache_dir, deb_checksums
+from .outputs import file_mode
 
 if TYPE_CHECKING:
     from .apt import Index
@@ -105,7 +106,7 @@ def store(checksums: dict[str, tuple[str, int]], src: Path) -> Stats:
         tmp = dest / f".part-{os.getpid()}-{path.name}"
         try:
             link_or_copy(path, tmp)
-            os.chmod(tmp, 0o644)
+            os.chmod(tmp, file_mode())     # a public package: as the umask says
             os.rename(tmp, final)
         except OSError as e:
             with contextlib.suppress(OSError):

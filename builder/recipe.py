@@ -72,6 +72,10 @@ class Bootstrap:
     extra_repos: dict[str, ExtraRepo] = opt(factory=dict, doc="EL: more repositories by id, written to "
                                                               "/etc/yum.repos.d/imgbuild-ID.repo and used by the "
                                                               "bootstrap (e.g. Percona's for XtraDB Cluster)")
+    unsigned: bool = opt(False, doc="Debian: true for a local mirror without a signature: its Release file is "
+                                    "read unchecked (a warning at every build, recorded in manifest.json). "
+                                    "Default: the mirror's InRelease must carry a good signature by a key in "
+                                    "the Debian archive keyring ($IMGBUILD_KEYRING for your own key)")
 
 
 

@@ -4,6 +4,7 @@ download fails on purpose (a refused connection on loopback)."""
 from __future__ import annotations
 
 import hashlib
+import subprocess
 import types
 
 import pytest
@@ -39,7 +40,7 @@ def setup(tmp_path, monkeypatch):
     prepared = pkgcache.prepared_dir()
     prepared.mkdir(parents=True)
     (prepared / "ess_1_amd64.deb").write_bytes(DEB)
-    (prepared / "ess_1_amd64.deb.sha256").write_text(f"{hashlib.sha256(DEB).hexdigest()} {len(DEB)}\n")
+    (prepared / "ess_1_amd64.deb.sha256").write_text(f"{hashlib.sha256(DEB).hexdigest()} {len(DEB)} {'ab' * 32}\n")
     work = tmp_path / "work"
     work.mkdir()
     recipe = types.SimpleNamespace(bootstrap=types.SimpleNamespace(variant="minbase", packages=("two",)))
@@ -78,7 +79,118 @@ def test_a_second_stage_download_failure_is_the_error_raised(setup):
 
 def test_mmdebstraps_own_error_is_kept_when_the_second_stage_is_fine(setup):
     (pkgcache.prepared_dir() / "two_2_all.deb").write_bytes(DEB)
-    (pkgcache.prepared_dir() / "two_2_all.deb.sha256").write_text(f"{hashlib.sha256(DEB).hexdigest()} {len(DEB)}\n")
+    (pkgcache.prepared_dir() / "two_2_all.deb.sha256").write_text(
+        f"{hashlib.sha256(DEB).hexdigest()} {len(DEB)} {'ab' * 32}\n")
     with pytest.raises(CommandError, match="mmdebstrap"):
         with localrepo.prepared(setup):
             raise CommandError("mmdebstrap", 1, ["E: something else"])
+
+
+# ---------------------------------------------------------------------------------------------- trust
+# The local repository is given to apt as `[trusted=yes] file://`: its only trust is that every file in it was
+# made from the very .deb the signed index lists. Real .debs (dpkg-deb, data.tar.xz) so that preparing one
+# changes its bytes.
+
+
+def _deb(tmp_path, name: str, version: str, arch: str, marker: str) -> bytes:
+    d = tmp_path / f"src-{name}-{marker}"
+    (d / "DEBIAN").mkdir(parents=True)
+    (d / "DEBIAN/control").write_text(f"Package: {name}\nVersion: {version}\nArchitecture: {arch}\n"
+                                      "Maintainer: t <t@example.invalid>\nDescription: t\n")
+    (d / "usr/share").mkdir(parents=True)
+    (d / "usr/share" / name).write_text(marker * 100)
+    out = tmp_path / f"{name}-{marker}.deb"
+    subprocess.run(["dpkg-deb", "--root-owner-group", "-Zxz", "-b", str(d), str(out)], check=True,
+                   capture_output=True)
+    return out.read_bytes()
+
+
+@pytest.fixture
+def real(tmp_path, monkeypatch):
+    monkeypatch.setenv("IMGBUILD_CACHE", str(tmp_path / "cache"))
+    debs = {"ess": ("1", "amd64", _deb(tmp_path, "ess", "1", "amd64", "genuine")),
+            "two": ("2", "all", _deb(tmp_path, "two", "2", "all", "genuine"))}
+    texts = []
+    for name, (version, arch, data) in debs.items():
+        texts.append(STANZAS[name] + f"Filename: pool/main/{name}/{name}_{version}_{arch}.deb\nSize: {len(data)}\n"
+                     f"SHA256: {hashlib.sha256(data).hexdigest()}\n")
+    packages = "\n".join(texts).encode()
+    sha = hashlib.sha256(packages).hexdigest()
+    idx_dir = tmp_path / "cache/indexes"
+    idx_dir.mkdir(parents=True)
+    (idx_dir / f"{sha}.Packages").write_bytes(packages)
+    (idx_dir / f"{sha}.Packages.sha256").write_text(sha + "\n")
+    (idx_dir / f"{sha}.debs").write_text("".join(
+        f"{name}_{v}_{a}.deb {hashlib.sha256(d).hexdigest()} {len(d)}\n" for name, (v, a, d) in debs.items()))
+    index = apt.Index("http://127.0.0.1:9/debian", "bookworm", "amd64", 0, (sha,), frozenset(STANZAS),
+                      ("http://127.0.0.1:9/debian/dists/bookworm/main/binary-amd64/Packages",),
+                      (("Origin", "Debian"), ("Suite", "stable"), ("Codename", "bookworm")))
+    pkgcache.deb_dir().mkdir(parents=True)
+    for name, (v, a, d) in debs.items():
+        (pkgcache.deb_dir() / f"{name}_{v}_{a}.deb").write_bytes(d)
+    work = tmp_path / "work"
+    work.mkdir()
+    recipe = types.SimpleNamespace(bootstrap=types.SimpleNamespace(variant="minbase", packages=("two",)))
+    ctx = types.SimpleNamespace(index=index, recipe=recipe, work=work)
+    return types.SimpleNamespace(ctx=ctx, debs=debs, tmp=tmp_path)
+
+
+def _check_repository(plan, real) -> None:
+    """Every file apt will be given is the prepared form of the .deb the index lists, and the repository's
+    Packages names exactly that file's sha256 (apt checks it again)."""
+    from builder import debprep
+
+    packages = (plan.repo / "dists/bookworm/main/binary-amd64/Packages").read_bytes()
+    for name, (v, a, data) in real.debs.items():
+        file = f"{name}_{v}_{a}.deb"
+        want = debprep.prepare(data)
+        assert want != data                                         # preparing changed it: the test can tell
+        sidecar = (pkgcache.prepared_dir() / f"{file}.sha256").read_text().split()
+        assert sidecar == [hashlib.sha256(want).hexdigest(), str(len(want)), hashlib.sha256(data).hexdigest()]
+        assert (pkgcache.prepared_dir() / file).read_bytes() == want
+        assert f"Filename: pool/{file}\nSize: {len(want)}\nSHA256: {hashlib.sha256(want).hexdigest()}".encode() \
+            in packages
+    assert (plan.debs / "ess_1_amd64.deb").read_bytes() == debprep.prepare(real.debs["ess"][2])
+
+
+@pytest.mark.parametrize("stale", ["from-another-original", "old-sidecar-without-original", "tampered-content",
+                                   "none"])
+def test_every_file_in_the_trusted_repository_traces_to_the_signed_index(real, stale):
+    from builder import debprep
+
+    prepared = pkgcache.prepared_dir()
+    prepared.mkdir(parents=True)
+    for name, (v, a, data) in real.debs.items():
+        file = prepared / f"{name}_{v}_{a}.deb"
+        other = debprep.prepare(_deb(real.tmp, name, v, a, "attacker"))     # same name and version, other bytes
+        sha_other, sha_orig = hashlib.sha256(other).hexdigest(), hashlib.sha256(data).hexdigest()
+        if stale == "from-another-original":
+            file.write_bytes(other)
+            (prepared / f"{file.name}.sha256").write_text(f"{sha_other} {len(other)} "
+                                                          f"{hashlib.sha256(b'attacker').hexdigest()}\n")
+        elif stale == "old-sidecar-without-original":
+            file.write_bytes(other)
+            (prepared / f"{file.name}.sha256").write_text(f"{sha_other} {len(other)}\n")
+        elif stale == "tampered-content":
+            good = debprep.prepare(data)
+            file.write_bytes(other)
+            (prepared / f"{file.name}.sha256").write_text(f"{hashlib.sha256(good).hexdigest()} {len(good)} "
+                                                          f"{sha_orig}\n")
+    with localrepo.prepared(real.ctx) as plan:
+        assert plan is not None and plan.line.startswith("deb [trusted=yes] file://")
+        marker = real.ctx.work / "stage2.done"
+        for _ in range(600):
+            if marker.exists():
+                break
+            __import__("time").sleep(0.05)
+        _check_repository(plan, real)
+
+
+def test_a_cached_original_that_differs_from_the_index_is_never_prepared(real):
+    """The cache's .deb was replaced (same name): it is not used; the package is downloaded again (here the
+    mirror refuses), never prepared from the replaced file."""
+    (pkgcache.deb_dir() / "ess_1_amd64.deb").write_bytes(_deb(real.tmp, "ess", "1", "amd64", "attacker"))
+    with pytest.raises(MirrorError, match="cannot download http://127.0.0.1:9/debian/pool/main/ess"):
+        with localrepo.prepared(real.ctx):
+            pass
+    assert not (pkgcache.prepared_dir() / "ess_1_amd64.deb").exists()

@@ -27,6 +27,8 @@ class Debootstrap:
 
     def bootstrap(self, ctx: "Context") -> None:
         opts, pos = debian_argv(ctx)
+        if ctx.recipe.bootstrap.unsigned:
+            opts.append("--no-check-gpg")      # the recipe's explicit opt-out (a local mirror without a signature)
         variant = ctx.recipe.bootstrap.variant or self.variants[0]
         vopt = [] if variant == "important" else [f"--variant={variant}"]
         env = dict(os.environ, SOURCE_DATE_EPOCH=str(ctx.epoch))

@@ -8,7 +8,7 @@ import shlex
 import stat
 from typing import TYPE_CHECKING, Callable
 
-from .. import localrepo, pkgcache, run as runner
+from .. import apt, localrepo, pkgcache, run as runner
 
 if TYPE_CHECKING:
     from ..context import Context
@@ -23,6 +23,8 @@ def debian_argv(ctx: "Context") -> tuple[list[str], list[str]]:
     opts = [f"--arch={ctx.recipe.arch}", f"--components={','.join(b.components)}"]
     if b.packages:
         opts.append("--include=" + ",".join(b.packages))
+    if os.environ.get(apt.KEYRING_ENV) and not b.unsigned:
+        opts.append(f"--keyring={apt.keyring()}")      # the keyring imgbuild checked the index with
     return opts, [ctx.recipe.release, str(ctx.root.path), ctx.mirror]
 
 
@@ -72,6 +74,8 @@ class Mmdebstrap:
             cache = ["--skip=essential/unlink", _link_in(debs),
                      f"--customize-hook=mkdir -p {out} && find \"$1\"/var/cache/apt/archives -maxdepth 1 "
                      f"-name '*.deb' -exec cp -l -t {out} {{}} +"]
+            if ctx.recipe.bootstrap.unsigned:      # the recipe's explicit opt-out: apt takes the mirror unsigned
+                pos[2] = localrepo.sources_line(ctx)
             runner.run([*base, *cache, *opts, *pos], env=env, on_line=progress(r"^[IWE]: "),
                        hint="run with -v to see mmdebstrap's full output")
         apt_partial_owner(ctx.root)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import os
 import posixpath
 import re
 import stat
@@ -181,7 +182,8 @@ def make_image(root: Path, dest: Path, opts: ImageOptions, epoch: int) -> Path:
     tmp = dest.with_name(f".{dest.name}.part")
     tmp.unlink(missing_ok=True)
     try:
-        with open(tmp, "wb") as f:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)   # the tree's secrets go in; the
+        with os.fdopen(fd, "wb") as f:                                     # build gives it its mode at the end
             f.truncate(size)   # sparse
         inodes = int(len(items) * 1.3) + 1024
         runner.run(["mke2fs", "-q", "-F", "-t", opts.fs, "-L", opts.label, "-N", str(inodes), "-d", str(root),
