@@ -327,6 +327,5 @@ def sources_line(ctx: "Context") -> str:
 
 def real_sources(ctx: "Context") -> None:
     """The sources.list mmdebstrap writes for the real mirror, in place of the local repository's."""
-    ctx.root.write("/etc/apt/sources.list", sources_line(ctx) + "
-")
+    ctx.root.write("/etc/apt/sources.list", sources_line(ctx) + "\n")
     ctx.root.utime("/etc/apt/sources.list", (ctx.epoch, ctx.epoch))
