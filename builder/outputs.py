@@ -74,7 +74,10 @@ def previous_output(final: Path) -> dict | None:
     f = Path(final) / "manifest.json"
     if not f.is_file() or f.is_symlink():
         return None
-    m = read_json(f, what="an imgbuild manifest", hint=MOVE_HINT)
+    try:
+        m = read_json(f, what="an imgbuild manifest", hint=MOVE_HINT)
+    except InputError as e:
+        raise InputError(f"{final} is not an output imgbuild wrote: {e.message}", MOVE_HINT) from None
     arts = m.get("artifacts")
     if m.get("name") != Path(final).name or not isinstance(arts, list) or not all(
             isinstance(a, dict) and isinstance(a.get("path"), str) and _plain(a["path"]) for a in arts):
@@ -168,7 +171,10 @@ def check_tree_replaceable(kept: Path) -> None:
     marker = _tree_marker(kept)
     st = kept.lstat()
     if marker.is_file() and not marker.is_symlink():
-        m = read_json(marker, what="imgbuild's note of a kept tree", hint=MOVE_HINT)
+        try:
+            m = read_json(marker, what="imgbuild's note of a kept tree", hint=MOVE_HINT)
+        except InputError:
+            m = {}
         if m.get("name") == kept.name and m.get("device") == st.st_dev and m.get("inode") == st.st_ino:
             return
     raise InputError(f"{kept} is not a tree an earlier --keep-tree left here (no matching {marker.name} "
