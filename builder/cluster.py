@@ -307,7 +307,6 @@ def install_nodes(output: Path, lxcpath: str, force: bool = False, only: tuple[s
                          f"nodes: {', '.join(n['name'] for n in data['nodes'])}")
     nodes_file = Path(output) / NODES_FILE
     whats = {n["name"]: f"{nodes_file}: nodes[{data['nodes'].index(n)}].name" for n in nodes}
-    Path(lxcpath).mkdir(parents=True, exist_ok=True)
     for n in nodes:   # every destination checked before the first node is made
         lxc.destination(lxcpath, n["name"], force, whats[n["name"]])
     base = data["base"]

@@ -198,6 +198,9 @@ def _staging(dest: Path) -> Iterator[Path]:
     """A fresh hidden directory beside dest (mkdtemp: nobody else's, never a path an earlier run or another
     user left), removed with whatever is still in it when the block ends; what is to stay is renamed out of it
     to dest first."""
+    if not dest.parent.is_dir():
+        raise InputError(f"{dest.parent}: no such directory for the clone {dest.name}",
+                         "create it first, or give the clone a place in an existing directory")
     stage = Path(tempfile.mkdtemp(prefix=f".{dest.name}.partial-", dir=dest.parent))
     try:
         yield stage

@@ -308,8 +308,8 @@ def install(output: Path, name: str | None = None, lxcpath: str = DEFAULT_LXCPAT
     files = artifact_files(output, manifest)
     if name is None:
         name, what = manifest["name"], f"{output / 'manifest.json'}: name"
-    Path(lxcpath).mkdir(parents=True, exist_ok=True)
     dest = destination(lxcpath, name, force, what or "--name")
+    dest.parent.mkdir(parents=True, exist_ok=True)
     lxcpath = str(dest.parent)      # the config's paths must not depend on where lxc-start runs
     if request is None:
         hostname = None

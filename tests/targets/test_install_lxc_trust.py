@@ -84,6 +84,13 @@ def test_a_bad_name_is_refused_and_nothing_is_written_anywhere(site, tmp_path, n
     assert not Path(f"/tmp/imgbuild-pwned-{os.getpid()}").exists() and not Path("/etc/imgbuild-pwned").exists()
 
 
+def test_a_refused_name_does_not_even_create_the_lxcpath(site, tmp_path):
+    missing = tmp_path / "new-lxc"
+    r = imgbuild("install-lxc", site.out, "--name", "../x", "--lxcpath", missing, env=site.env)
+    refused(r, "--name")
+    assert not missing.exists() and not (tmp_path / "x").exists()
+
+
 @pytest.mark.parametrize("name", ["../escaped", "/tmp/imgbuild-abs-m", "a;$(id)", "..", "x/y", 42, None, ["a"]])
 def test_a_bad_name_in_manifest_json_is_refused_naming_the_file(site, tmp_path, name):
     m = json.loads((site.out / "manifest.json").read_text())
