@@ -286,6 +286,8 @@ def read_nodes(output: Path) -> dict | None:
         value(n, "mac", where, checks._mac)
         if not isinstance(n.get("vars", {}), dict):
             raise bad(f"{where}.vars", f"expected an object, found {type(n.get('vars')).__name__}")
+        if any(o["name"].lower() == n["name"].lower() for o in nodes[:i]):
+            raise bad(f"{where}.name", f"{n['name']} is the name of an earlier node too")
     return data
 
 

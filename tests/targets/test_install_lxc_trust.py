@@ -165,6 +165,7 @@ NODES = {
     "mac-bad": nodes_json(mac="00:16:3e:00:06"),
     "mac-multicast": nodes_json(mac="01:16:3e:00:06:01"),
     "vars-a-list": nodes_json(vars=[1, 2]),
+    "name-twice": json.dumps({"base": {}, "nodes": [json.loads(nodes_json())["nodes"][0]] * 2}),
     "base-ip-bad": json.dumps({"base": {"ip": "x"}, "nodes": [json.loads(nodes_json())["nodes"][0]]}),
 }
 
