@@ -325,14 +325,14 @@ def install(output: Path, name: str | None = None, lxcpath: str = DEFAULT_LXCPAT
         (part / "rootfs").mkdir()
         runner.run(["tar", "--numeric-owner", "--xattrs", "--xattrs-include=*", "--acls", "-xpf",
                     str(files["tarball"]), "-C", str(part / "rootfs")])
-        config = files["lxc-config"].read_text()
+        config = _text(files["lxc-config"])
         old = _config_dir(config, files["lxc-config"])
         config, dropped = adapt_cgroup(config, host_cgroup())
         if dropped:
             log.warning("this host's devices cgroup is %s: left out %s", host_cgroup(), ", ".join(dropped))
         write_atomic(part / "config", relocate(config, old, str(dest)))
         if "lxc-fstab" in files:
-            write_atomic(part / "fstab", files["lxc-fstab"].read_text().replace(old, str(dest)))
+            write_atomic(part / "fstab", _text(files["lxc-fstab"]).replace(old, str(dest)))
         staged = Guest("lxc", name, f"lxc:{dest}", part, ("lxc", part / "config"))
         destination(lxcpath, name, force, what or "--name")    # again: nothing came or started meanwhile
         try:
@@ -351,6 +351,17 @@ def install(output: Path, name: str | None = None, lxcpath: str = DEFAULT_LXCPAT
         raise
     log.info("installed %s as LXC container %s in %s", output, name, lxcpath)
     return dest
+
+
+def _text(f: Path) -> str:
+    data = f.read_bytes()
+    try:
+        if b"\0" in data:
+            raise ValueError
+        return data.decode("utf-8")
+    except ValueError:
+        raise InputError(f"{f}: not a text file (binary or not UTF-8); not an LXC config imgbuild wrote",
+                         "build the output again") from None
 
 
 def _swap_in(part: Path, dest: Path, name: str) -> None:

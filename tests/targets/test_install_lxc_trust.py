@@ -133,6 +133,15 @@ def test_a_manifest_of_the_wrong_shape_is_refused_naming_the_file(site, tmp_path
     assert snapshot(tmp_path) == before
 
 
+@pytest.mark.parametrize("config", [b"\x7fELF\x00\x01", "lxc.uts.name = t\xe9\n".encode("latin-1"),
+                                    b"lxc.uts.name = tiny\n"])
+def test_an_lxc_config_that_is_no_config_is_refused_naming_it(site, tmp_path, config):
+    (site.out / "lxc.conf").write_bytes(config)
+    before = snapshot(tmp_path)
+    refused(site.install("--name", "vm0"), str(site.out / "lxc.conf"))
+    assert snapshot(tmp_path) == before
+
+
 def test_an_artifact_that_is_a_symlink_is_refused(site, tmp_path):
     (site.out / "tiny.tar").unlink()
     (site.out / "tiny.tar").symlink_to("/etc/passwd")
