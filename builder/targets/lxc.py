@@ -285,8 +285,11 @@ def destination(lxcpath: str | os.PathLike[str], name: str, force: bool, what: s
 
 
 def _hostname_for(name: str) -> str | None:
+    """The host name a container named NAME gets, as a clone would: NAME's first label (the domain of the
+    build's host name is kept), if that is a host name."""
+    label = name.split(".")[0]
     try:
-        return checks.hostname(name) if "." not in name else None
+        return checks.hostname(label)
     except ValueError:
         return None
 
@@ -316,8 +319,8 @@ def install(output: Path, name: str | None = None, lxcpath: str = DEFAULT_LXCPAT
         if what is None:            # --name: the guest takes that host name, or is told why not
             hostname = _hostname_for(name)
             if hostname is None:
-                log.warning("--name %s is not a host name of one label (letters, digits and '-'): the container "
-                            "keeps the build's host name %s", name, manifest.get("hostname"))
+                log.warning("--name %s is not a host name (letters, digits and '-', then optionally a "
+                            "'.domain'): the container keeps the build's host name %s", name, manifest.get("hostname"))
         request = engine.Request(hostname=hostname, reset=True)
     part = Path(tempfile.mkdtemp(prefix=f".{name}.partial-", dir=lxcpath))   # hidden: not a container yet
     try:

@@ -266,6 +266,12 @@ def test_name_becomes_the_host_name_and_the_guest_is_recorded(site):
                                                             f"lxc:{c}")
 
 
+def test_a_dotted_name_gives_its_first_label_as_a_clone_does(site):
+    r = site.install("--name", "web8.prod")
+    assert r.returncode == 0, r.stderr
+    assert (site.lxcpath / "web8.prod/rootfs/etc/hostname").read_text().strip() == "web8"
+
+
 def test_a_name_that_is_no_host_name_says_why_the_host_name_is_kept(site):
     r = site.install("--name", "web_7")
     assert r.returncode == 0, r.stderr
