@@ -23,7 +23,7 @@ from .outputs import publish
 from .recipe import Loaded
 from .rootfs import RootFS
 from .steps import basefiles, cleanup, devices, files, init, network, password, templates
-from . import bcache, cluster, unpriv, uptodate
+from . import bcache, cluster, outputs, unpriv, uptodate
 from .targets import TARGETS, enabled
 
 log = logging.getLogger("imgbuild")
@@ -173,9 +173,7 @@ def build(loaded: Loaded, output: Path, keep_tree: bool = False, use_cache: bool
         publish(stage, final)
         if keep_tree:
             kept = output / f"{r.name}.rootfs"
-            if kept.exists():
-                shutil.rmtree(kept)
-            os.rename(ctx.root.path, kept)
+            outputs.keep_tree(ctx.root.path, kept)   # replaces only a tree an earlier --keep-tree left
             log.info("kept the tree at %s", kept)
     except KeyboardInterrupt:
         raise Interrupted() from None

@@ -2,19 +2,24 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import posixpath
 import re
+from pathlib import Path
 from typing import Annotated
 
+from .errors import InputError
 from .schema import Check
 
-_HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
-_MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# fullmatch everywhere: `$` alone would also accept a value ending in a newline
+_HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+_MAC = re.compile(r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+NAME_RULE = "letters, digits, '.', '_', '-'; at most 64; starting with a letter or digit"
 
 
 def hostname(v: str) -> str:
-    if len(v) > 253 or not all(_HOST_LABEL.match(label) for label in v.split(".")):
+    if not isinstance(v, str) or len(v) > 253 or not all(_HOST_LABEL.fullmatch(label) for label in v.split(".")):
         raise ValueError(f"{v!r} is not a valid host name (letters, digits and '-', labels of 1-63 characters)")
     return v
 
@@ -36,7 +41,7 @@ def _address(v: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
 
 
 def _mac(v: str) -> str:
-    if not _MAC.match(v):
+    if not isinstance(v, str) or not _MAC.fullmatch(v):
         raise ValueError(f"{v!r} is not a MAC address (six hex pairs separated by ':', e.g. 00:16:3e:00:03:02)")
     if int(v[:2], 16) & 1:
         raise ValueError(f"{v!r} is a multicast address; a NIC needs a unicast MAC (even first byte)")
@@ -66,11 +71,32 @@ def _abspath(v: str) -> str:
     return norm
 
 
-def _name(v: str) -> str:
-    if not _NAME.match(v):
-        raise ValueError(f"{v!r} is not a valid name (letters, digits, '.', '_', '-'; at most 64; "
-                         "starting with a letter or digit)")
+def name(v: str) -> str:
+    """The Name check, for every name that becomes a file or directory name: guests, containers, outputs,
+    secrets, cluster nodes. Such a name is one path component that is neither `.` nor `..` (it cannot start
+    with a dot), has no `/`, no space, no shell metacharacter and no control character."""
+    if not isinstance(v, str) or not _NAME.fullmatch(v):
+        raise ValueError(f"{v!r} is not a valid name ({NAME_RULE})")
     return v
+
+
+_name = name
+
+
+def child(parent: str | os.PathLike[str], value: str, what: str) -> Path:
+    """PARENT/VALUE for a name that must stay a direct child of PARENT (a container in an lxcpath, a secret in
+    its directory): VALUE passes the Name check, PARENT is resolved (it may itself be a symlink), and what is at
+    PARENT/VALUE, if anything, is not a symlink (which would lead elsewhere). `what` names the value in the
+    InputError: `--name`, `secrets.pw`, `/path/manifest.json: name` ..."""
+    try:
+        name(value)
+    except ValueError as e:
+        raise InputError(f"{what}: {e}", "a name is one path component; choose another name") from None
+    path = Path(os.path.realpath(parent)) / value
+    if path.is_symlink():
+        raise InputError(f"{what}: {path} is a symbolic link (to {os.readlink(path)}); imgbuild neither follows "
+                         "nor removes it", "remove the link yourself if it is stale, or choose another name")
+    return path
 
 
 def _ifname(v: str) -> str:
@@ -94,11 +120,11 @@ def _epoch(v: int) -> int:
 Hostname = Annotated[str, Check(hostname, {"pattern": r"^[A-Za-z0-9.-]+$"}, describe="host name")]
 IPInterface = Annotated[str, Check(_interface, {"format": "ip-interface"}, describe="address/prefix")]
 IPAddress = Annotated[str, Check(_address, {"format": "ip-address"}, describe="IP address")]
-MAC = Annotated[str, Check(_mac, {"pattern": _MAC.pattern}, describe="MAC address")]
+MAC = Annotated[str, Check(_mac, {"pattern": f"^{_MAC.pattern}$"}, describe="MAC address")]
 Mode = Annotated[str, Check(_mode, {"pattern": r"^0?[0-7]{3,4}$"}, describe='octal mode string ("0644")',
                             show=lambda v: f"{v:04o}", raw=True)]
 RootPath = Annotated[str, Check(_abspath, {"pattern": "^/"}, describe="absolute path in the root")]
-Name = Annotated[str, Check(_name, {"pattern": _NAME.pattern}, describe="name")]
+Name = Annotated[str, Check(name, {"pattern": f"^{_NAME.pattern}$"}, describe="name")]
 IfName = Annotated[str, Check(_ifname, {"pattern": r"^[A-Za-z0-9_.-]{1,15}$"}, describe="interface name")]
 Owner = Annotated[str, Check(_owner, {}, describe="user/group name or number")]
 Epoch = Annotated[int, Check(_epoch, {"minimum": 0}, describe="Unix time")]

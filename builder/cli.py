@@ -62,12 +62,14 @@ Exit status: 0 ok, 1 build failed, 2 bad input (recipe, options), 130 interrupte
               show_default=True, help="Directory for outputs; the build lands in OUTPUT/NAME/.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a recipe key (dotted path, VALUE read as YAML); repeatable.")
-@click.option("--keep-tree", is_flag=True, help="Also keep the finished root tree as OUTPUT/NAME.rootfs/.")
+@click.option("--keep-tree", is_flag=True, help="Also keep the finished root tree as OUTPUT/NAME.rootfs/ (replacing "
+              "only a tree an earlier --keep-tree left there).")
 @click.option("--no-cache", is_flag=True, help="Bootstrap afresh: neither use nor fill the bootstrap cache.")
 @click.option("--force", is_flag=True, help="Build even when OUTPUT/NAME is up to date (same inputs, outputs "
               "intact).")
 @click.option("--install-lxc", is_flag=True, help="Then install it as LXC container(s), as `imgbuild install-lxc` "
-              "does (a cluster: every node); replaces containers of the same names.")
+              "does (a cluster: every node); replaces containers of the same names that imgbuild installed "
+              "and that are not running.")
 @click.option("--lxcpath", default="/var/lib/lxc", show_default=True, help="With --install-lxc: LXC's directory.")
 @verbosity
 def build(recipe: Path, output: Path, overrides: tuple[str, ...], keep_tree: bool, no_cache: bool, force: bool,
@@ -96,8 +98,9 @@ def build(recipe: Path, output: Path, overrides: tuple[str, ...], keep_tree: boo
         if install_lxc:
             raise InputError("--install-lxc needs root (LXC's directory is root's)",
                              f"build without it, then as root: imgbuild install-lxc {output}/{loaded.recipe.name}")
-        if os.geteuid() != 0:
-            unpriv.reexec()   # the same command again, as root of a user namespace of its own
+    _check_build_destinations(loaded.recipe, output, keep_tree, lxcpath if install_lxc else None)
+    if os.geteuid() != 0:
+        unpriv.reexec()   # the same command again, as root of a user namespace of its own
     final = build_mod.build(loaded, output, keep_tree=keep_tree, use_cache=not no_cache, force=force)
     click.echo(str(final))
     if install_lxc:
@@ -109,6 +112,25 @@ def build(recipe: Path, output: Path, overrides: tuple[str, ...], keep_tree: boo
                 click.echo(str(d))
         else:
             click.echo(str(lxc.install(final, None, lxcpath, force=True)))
+
+
+def _check_build_destinations(r, output: Path, keep_tree: bool, lxcpath: str | None) -> None:
+    """Before building: every place the build will replace is one it may replace (OUTPUT/NAME an earlier
+    output or empty, OUTPUT/NAME.rootfs a tree --keep-tree left, LXCPATH/NAME a stopped container imgbuild
+    installed), so a refusal comes now and not after the build."""
+    from . import outputs
+
+    base = Path(output).resolve()
+    outputs.check_replaceable(base / r.name)
+    if keep_tree:
+        outputs.check_tree_replaceable(base / f"{r.name}.rootfs")
+    if lxcpath is not None:
+        from .targets import lxc
+
+        for n in (r.nodes or ()):
+            lxc.destination(lxcpath, n.name, force=True, what=f"--install-lxc: node {n.name}")
+        if not r.nodes:
+            lxc.destination(lxcpath, r.name, force=True, what="--install-lxc: name")
 
 
 @imgbuild.command()
@@ -218,9 +240,11 @@ def cache_prune(max_size: str | None, packages: bool, everything: bool, verbose:
 
 @imgbuild.command("install-lxc")
 @click.argument("output", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--name", help="Container name (default: the recipe's name).")
+@click.option("--name", help="Container name, and the guest's host name (default: the recipe's name and host "
+              "name).")
 @click.option("--lxcpath", default="/var/lib/lxc", show_default=True, help="LXC's container directory.")
-@click.option("--force", is_flag=True, help="Replace an existing container of that name.")
+@click.option("--force", is_flag=True, help="Replace an existing container of that name, if imgbuild installed it "
+              "and it is not running.")
 @click.option("--node", "nodes", multiple=True, metavar="NAME", help="A cluster build: install only this node "
               "(repeatable; default: every node).")
 @click.option("--inventory", metavar="FILE", help="Inventory of guests (cluster nodes are recorded there).")
@@ -230,6 +254,11 @@ def install_lxc(output: Path, name: str | None, lxcpath: str, force: bool, nodes
     """Install a built OUTPUT (e.g. output/debian12) as an LXC container: the rootfs unpacked with numeric
     owners under LXCPATH/NAME/rootfs and the config written with those paths. Start it with
     `lxc-start -n NAME`.
+
+    The container gets new ssh host keys and machine-id, and --name as its host name. Its MAC, IP and host
+    name are checked against the inventory and the LXC, Xen and OpenVZ configs of this host: one another guest
+    has is refused, naming both (install a copy with `imgbuild clone` instead, which gives it its own). The
+    new container is recorded in the inventory.
 
     A cluster build (a recipe with nodes:) installs every node: each its own container, with the node's
     host name, address and MAC everywhere in it, new ssh host keys and machine-id, and its templates rendered
@@ -249,7 +278,7 @@ def install_lxc(output: Path, name: str | None, lxcpath: str, force: bool, nodes
         return
     if nodes:
         raise InputError(f"--node: {output} is not a cluster build", "nodes: in the recipe makes one")
-    click.echo(str(lxc.install(output, name, lxcpath, force)))
+    click.echo(str(lxc.install(output, name, lxcpath, force, inventory)))
 
 
 CLONE_EPILOG = """\b

@@ -10,6 +10,7 @@ byte-identical. They never reach a log, the manifest or vars.yml.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import ipaddress
 import json
@@ -17,14 +18,16 @@ import logging
 import os
 import secrets as pysecrets
 import string
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Annotated, Any, Union
 
-from .checks import MAC, Hostname, IPInterface, Mode, Owner, RootPath
+from . import checks
+from .checks import MAC, IPInterface, Mode, Owner, RootPath
 from .errors import InputError
 from .run import Secret
-from .schema import opt
+from .schema import Check, opt
 
 if TYPE_CHECKING:
     from .context import Context
@@ -40,11 +43,19 @@ NODES_FILE = "nodes.json"
 _ALPHABET = string.ascii_letters + string.digits
 
 
+def _node_name(v: str) -> str:
+    """A node's name is its host name and its container's name: both checks."""
+    return checks.name(checks.hostname(v))
+
+
+NodeName = Annotated[str, Check(_node_name, {"pattern": f"^{checks._NAME.pattern}$"}, describe="node name")]
+
+
 @dataclass(frozen=True)
 class Node:
     """One node of a cluster: a clone of the build with its own identity and variables."""
 
-    name: Hostname = opt(doc="the node's name: its host name and its container's name")
+    name: NodeName = opt(doc="the node's name: its host name and its container's name")
     address: IPInterface = opt(doc="its address on the first interface, with prefix (10.0.3.11/24)")
     mac: Union[MAC, None] = opt(None, doc="its MAC (default: one derived from the recipe and node names, in "
                                           "Xen's 00:16:3e range, the same on every build)")
@@ -148,10 +159,14 @@ def secret_value(cluster: str, name: str, spec: SecretSpec, base: Path | None = 
             raise InputError(f"secrets.{name}.from_file: {spec.from_file} is empty",
                              "put the value on its first line")
         return Secret(lines[0])
-    d = (base or secrets_dir()) / cluster
-    f = d / name
+    # the cluster's directory in the secrets directory, and the secret's file in it: both names checked again
+    # here (the recipe loader checked them too), so neither can lead out of the secrets directory
+    d = checks.child(base or secrets_dir(), cluster, f"secrets.{name}: the cluster name")
+    f = checks.child(d, name, f"secrets.{name}")
     try:
-        value = f.read_text().strip()
+        fd = os.open(f, os.O_RDONLY | os.O_NOFOLLOW)
+        with os.fdopen(fd) as fh:
+            value = fh.read().strip()
         if len(value) >= 8:
             return Secret(value)
     except FileNotFoundError:
@@ -163,10 +178,15 @@ def secret_value(cluster: str, name: str, spec: SecretSpec, base: Path | None = 
     try:
         d.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(d.parent, 0o700)
-        fd = os.open(f.with_suffix(".tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(value + "\n")
-        os.replace(f.with_suffix(".tmp"), f)
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=d)   # 0600, a name of its own
+        try:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(value + "\n")
+            os.replace(tmp, f)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
     except OSError as e:
         raise InputError(f"secrets.{name}: cannot keep the generated value in {d}: {e.strerror}",
                          f"run as root, or set ${SECRETS_ENV} to a writable directory") from None
@@ -221,19 +241,62 @@ def write_nodes(ctx: "Context") -> dict[str, Path]:
 
 
 def read_nodes(output: Path) -> dict | None:
+    """OUTPUT/nodes.json (None when the output is not a cluster build), checked for the shape write_nodes
+    gives it: a file an earlier run left is not trusted, so every value is checked before it names a
+    container, a host or an address (a bad one: InputError naming the file and the key)."""
+    from .untrusted import read_json
+
     f = Path(output) / NODES_FILE
-    if not f.is_file():
+    if not os.path.lexists(f):
         return None
-    return json.loads(f.read_text())
+    hint = f"{f} is written by the build: build the recipe again"
+    if f.is_symlink() or not f.is_file():
+        raise InputError(f"{f}: not a regular file", hint)
+    data = read_json(f, what="imgbuild's nodes.json", hint=hint)
+
+    def bad(key: str, msg: str) -> InputError:
+        return InputError(f"{f}: {key}: {msg}", hint)
+
+    def value(d: dict, key: str, where: str, check, optional: bool = False):
+        v = d.get(key)
+        if v is None and optional:
+            return None
+        if not isinstance(v, str):
+            raise bad(f"{where}.{key}", f"expected a string, found {type(v).__name__}")
+        try:
+            check(v)
+        except ValueError as e:
+            raise bad(f"{where}.{key}", str(e)) from None
+        return v
+
+    base, nodes = data.get("base"), data.get("nodes")
+    if not isinstance(base, dict):
+        raise bad("base", f"expected an object, found {type(base).__name__}")
+    if not isinstance(nodes, list) or not nodes:
+        raise bad("nodes", "expected a list of nodes")
+    value(base, "ip", "base", checks._address, optional=True)
+    value(base, "mac", "base", checks._mac, optional=True)
+    value(base, "hostname", "base", checks.hostname, optional=True)
+    for i, n in enumerate(nodes):
+        where = f"nodes[{i}]"
+        if not isinstance(n, dict):
+            raise bad(where, f"expected an object, found {type(n).__name__}")
+        value(n, "name", where, _node_name)
+        value(n, "address", where, checks._interface)
+        value(n, "mac", where, checks._mac)
+        if not isinstance(n.get("vars", {}), dict):
+            raise bad(f"{where}.vars", f"expected an object, found {type(n.get('vars')).__name__}")
+        if any(o["name"].lower() == n["name"].lower() for o in nodes[:i]):
+            raise bad(f"{where}.name", f"{n['name']} is the name of an earlier node too")
+    return data
 
 
 def install_nodes(output: Path, lxcpath: str, force: bool = False, only: tuple[str, ...] = (),
                   inventory_file: str | None = None) -> list[Path]:
-    """Every node of a cluster build as an LXC container: the build unpacked under the node's name, then given
-    the node's identity and variables by the identity engine (duplicates against other guests refused)."""
+    """Every node of a cluster build as an LXC container: the build unpacked under the node's name and given
+    the node's identity and variables by the identity engine before it is moved into place (duplicates
+    against other guests refused)."""
     from .identity import engine
-    from .identity.guest import Guest
-    from .identity.reidentify import Where, reidentify
     from .targets import lxc
 
     data = read_nodes(output)
@@ -244,21 +307,18 @@ def install_nodes(output: Path, lxcpath: str, force: bool = False, only: tuple[s
     if unknown:
         raise InputError(f"--node {', '.join(sorted(unknown))}: not a node of {output}",
                          f"nodes: {', '.join(n['name'] for n in data['nodes'])}")
+    nodes_file = Path(output) / NODES_FILE
+    whats = {n["name"]: f"{nodes_file}: nodes[{data['nodes'].index(n)}].name" for n in nodes}
+    for n in nodes:   # every destination checked before the first node is made
+        lxc.destination(lxcpath, n["name"], force, whats[n["name"]])
     base = data["base"]
     made = []
     for n in nodes:
-        dest = lxc.install(output, n["name"], lxcpath, force)
-        g = Guest("lxc", n["name"], f"lxc:{dest}", dest, ("lxc", dest / "config"))
         ips = (engine.parse_ip(f"{base['ip']}={n['address']}"),) if base.get("ip") else ()
         macs = ((base["mac"], n["mac"]),) if base.get("mac") else ()
-        req = engine.Request(hostname=n["name"], ips=ips, macs=macs, variables=tuple(n["vars"].items()), reset=True)
-        try:
-            reidentify(g, req, Where(inventory_file=inventory_file, lxcpath=lxcpath), new_guest=True)
-        except BaseException:
-            import shutil
-
-            shutil.rmtree(dest, ignore_errors=True)
-            raise
+        req = engine.Request(hostname=n["name"], ips=ips, macs=macs, variables=tuple(n.get("vars", {}).items()),
+                             reset=True)
+        made.append(lxc.install(output, n["name"], lxcpath, force, inventory_file, request=req,
+                                what=whats[n["name"]]))
         log.info("node %s: %s, %s", n["name"], n["address"], n["mac"])
-        made.append(dest)
     return made

@@ -103,7 +103,7 @@ class Recipe:
                                                   "and vars; kept in the guest so clones render them anew")
     nodes: tuple[Node, ...] = opt((), doc="a cluster: each node is a clone of this build with its own name, address, "
                                           "MAC and vars (docs/clusters.md); install them with install-lxc")
-    secrets: dict[str, SecretSpec] = opt(factory=dict, doc="values every node shares (passwords, cookies), each "
+    secrets: dict[Name, SecretSpec] = opt(factory=dict, doc="values every node shares (passwords, cookies), each "
                                                            "written to a file only its service can read")
     hooks: Hooks = opt(factory=Hooks, doc="commands at fixed points of the build")
     targets: Targets = opt(factory=lambda: Targets(tarball=tarball.TarballOptions()), doc="outputs (default: a tarball)")

@@ -93,6 +93,14 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason=lxc_reason()))
 
 
+@pytest.fixture(autouse=True)
+def _own_inventory(tmp_path_factory, monkeypatch):
+    """No test reads or writes the host's guest inventory (/var/lib/imgbuild/inventory.yml): every command a
+    test runs without an inventory of its own (install-lxc records the containers it makes) gets an empty one
+    for that test alone. A test that sets IMGBUILD_INVENTORY itself overrides it."""
+    monkeypatch.setenv("IMGBUILD_INVENTORY", str(tmp_path_factory.mktemp("inventory") / "inventory.yml"))
+
+
 @pytest.fixture(scope="session")
 def debian12_build(tmp_path_factory) -> Path:
     """recipes/debian12.yml built once, as written, with the finished tree kept beside it.

@@ -118,8 +118,9 @@ def test_output_has_tarball_lxc_conf_and_manifest(out_dir: Path):
     assert sorted(p.name for p in out_dir.iterdir()) == ["debian12.tar.zst", "lxc.conf", "manifest.json"]
     for p in out_dir.iterdir():
         assert p.is_file() and p.stat().st_size > 0, p
-    # nothing half-written or left over beside it
-    assert sorted(p.name for p in out_dir.parent.iterdir()) == ["debian12", "debian12.rootfs"]
+    # nothing half-written or left over beside it (only the kept tree and the note that it is imgbuild's)
+    assert sorted(p.name for p in out_dir.parent.iterdir()) == [".debian12.rootfs.imgbuild", "debian12",
+                                                                 "debian12.rootfs"]
     conf = (out_dir / "lxc.conf").read_text()
     assert "lxc.uts.name = vm0" in conf
     assert "lxc.net.0.hwaddr = 00:16:3e:00:03:02" in conf

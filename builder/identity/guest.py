@@ -12,15 +12,18 @@ import json
 import os
 import re
 import shutil
+import stat
 import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from .. import checks
 from .. import run as runner
 from ..errors import InputError
 from ..mounts import MountStack
+from ..outputs import write_atomic
 from .tree import DirTree, ImageTree, Tree, is_ext_image
 
 
@@ -48,11 +51,22 @@ def _xen_disk(cfg: Path) -> Path:
     return Path(m.group(1))
 
 
+def _named(what: str, value: str) -> str:
+    try:
+        return checks.name(value)
+    except ValueError as e:
+        raise InputError(f"{what}: {e}", "a guest's name is one path component") from None
+
+
 def locate(target: str, lxcpath: str = "/var/lib/lxc", vzconf: str = "/etc/vz/conf") -> Guest:
     if target.startswith("lxc:"):
-        return _lxc(Path(lxcpath) / target[4:])
+        d = checks.child(lxcpath, target[4:], target)
+        if not (d / "config").is_file() or (d / "config").is_symlink():
+            raise InputError(f"{target}: no container {target[4:]} in {d.parent} (no {d / 'config'})",
+                             "give the name of an existing container, and --lxcpath if it is not in /var/lib/lxc")
+        return _lxc(d)
     if target.startswith("vz:"):
-        ctid = target[3:]
+        ctid = _named(target, target[3:])
         conf = Path(vzconf) / f"{ctid}.conf"
         if not conf.is_file():
             raise InputError(f"{target}: no {conf}", "give the container ID of an existing OpenVZ container")
@@ -63,10 +77,11 @@ def locate(target: str, lxcpath: str = "/var/lib/lxc", vzconf: str = "/etc/vz/co
     if p.is_dir() and (p / "config").is_file() and (p / "rootfs").is_dir():
         return _lxc(p.resolve())
     if p.is_dir() and (p / "manifest.json").is_file():
-        m = json.loads((p / "manifest.json").read_text())
-        conf = next((p.resolve() / a["path"] for a in m.get("artifacts", []) if a.get("kind") == "lxc-config"), None)
-        return Guest("output", m.get("name", p.name), f"output:{p.resolve()}", p.resolve(),
-                     ("lxc", conf) if conf else None)
+        from ..targets.lxc import read_manifest
+
+        m = read_manifest(p)
+        conf = next((p.resolve() / a["path"] for a in m["artifacts"] if a["kind"] == "lxc-config"), None)
+        return Guest("output", m["name"], f"output:{p.resolve()}", p.resolve(), ("lxc", conf) if conf else None)
     if p.is_dir() and (p / "etc").is_dir():
         return Guest("rootfs", p.name, f"rootfs:{p.resolve()}", p.resolve())
     if p.is_file() and p.suffix == ".cfg":
@@ -105,19 +120,27 @@ def open_tree(g: Guest, loop: bool = False, epoch: int | None = None, writeback:
         raise InputError(f"{g.path}: cannot open a {g.kind} guest")
 
 
+_COMPRESSION = {".zst": "zst", ".xz": "xz", ".gz": "gz", ".tar": "none"}
+
+
 @contextlib.contextmanager
 def _unpacked_output(g: Guest, writeback: bool) -> Iterator[Tree]:
     """An imgbuild output: its tarball unpacked; on a clean exit, packed again (same epoch, reproducible) and
     the manifest's hashes updated."""
     from ..outputs import sha256, write_atomic
+    from ..targets.lxc import read_manifest
     from ..targets.tarball import TarballOptions, pack
 
-    manifest = json.loads((g.path / "manifest.json").read_text())
+    manifest = read_manifest(g.path)
     tar = next((a for a in manifest["artifacts"] if a["kind"] == "tarball"), None)
     if tar is None:
         raise InputError(f"{g.path}: the output has no tarball to re-identify",
                          "re-identify the installed guest instead (e.g. its LXC container)")
     tarball = g.path / tar["path"]
+    epoch = manifest.get("source_date_epoch")
+    if tarball.suffix not in _COMPRESSION or not isinstance(epoch, int) or isinstance(epoch, bool):
+        raise InputError(f"{g.path / 'manifest.json'}: not what imgbuild writes (tarball {tar['path']!r}, "
+                         f"source_date_epoch {epoch!r})", "build the output again")
     # unpacked next to the output when it is packed again (same filesystem, room for it); a dry run writes
     # nothing there: its scratch copy goes to the temporary directory ($TMPDIR)
     with tempfile.TemporaryDirectory(prefix="imgbuild-output-", dir=g.path.parent if writeback else None) as d:
@@ -128,8 +151,7 @@ def _unpacked_output(g: Guest, writeback: bool) -> Iterator[Tree]:
         yield DirTree(root, "rootfs")
         if not writeback:
             return
-        comp = {".zst": "zst", ".xz": "xz", ".gz": "gz", ".tar": "none"}[tarball.suffix]
-        pack(root, tarball, manifest["source_date_epoch"], TarballOptions(compression=comp))
+        pack(root, tarball, epoch, TarballOptions(compression=_COMPRESSION[tarball.suffix]))
         old = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
         for a in manifest["artifacts"]:
             p = g.path / a["path"]
@@ -151,8 +173,20 @@ def _cp(src: Path, dest: Path) -> None:
     runner.run(["cp", "-a", "--reflink=auto", "--sparse=always", str(src), str(dest)])
 
 
+def new_name(new: str) -> str:
+    """The name a clone NEW gets (its file or directory name, without an extension such as .cfg or .ext4):
+    NEW's last component must pass the Name check, so no clone name can hold a path or shell syntax."""
+    base = _named(f"clone name {new!r}", Path(new).name)
+    return base.split(".")[0]
+
+
 def lxc_dest(new: str, lxcpath: str) -> Path:
-    return Path(os.path.abspath(Path(new) if "/" in new else Path(lxcpath) / new))
+    """Where an LXC clone NEW goes: LXCPATH/NEW (a direct child of the resolved lxcpath), or NEW itself when it
+    is a path; never through a symlink at that place."""
+    if "/" not in new:
+        return checks.child(lxcpath, new, f"clone name {new!r}")
+    p = Path(os.path.abspath(new))
+    return checks.child(p.parent, p.name, f"clone name {new!r}")
 
 
 def lxc_copy_config(text: str, dest: Path) -> str:
@@ -163,35 +197,46 @@ def lxc_copy_config(text: str, dest: Path) -> str:
     return re.sub(r"^\s*lxc\.net(?:work)?\.(?:\d+\.)?veth\.pair\s*=.*\n?", "", text, flags=re.M)
 
 
-def _cp_atomic(src: Path, dest: Path) -> None:
-    part = dest.with_name(f".{dest.name}.partial-{os.getpid()}")
+@contextlib.contextmanager
+def _staging(dest: Path) -> Iterator[Path]:
+    """A fresh hidden directory beside dest (mkdtemp: nobody else's, never a path an earlier run or another
+    user left), removed with whatever is still in it when the block ends; what is to stay is renamed out of it
+    to dest first."""
+    if not dest.parent.is_dir():
+        raise InputError(f"{dest.parent}: no such directory for the clone {dest.name}",
+                         "create it first, or give the clone a place in an existing directory")
+    stage = Path(tempfile.mkdtemp(prefix=f".{dest.name}.partial-", dir=dest.parent))
     try:
-        _cp(src, part)
-        os.rename(part, dest)
-    except BaseException:
-        if part.is_dir() and not part.is_symlink():
-            shutil.rmtree(part, ignore_errors=True)
-        elif os.path.lexists(part):
-            part.unlink()
-        raise
+        yield stage
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def _cp_atomic(src: Path, dest: Path) -> None:
+    with _staging(dest) as stage:
+        _cp(src, stage / dest.name)
+        _refuse_existing(dest)
+        os.rename(stage / dest.name, dest)
 
 
 def copy(g: Guest, new: str, lxcpath: str = "/var/lib/lxc") -> Guest:
     """A copy of the guest under a new name; the copy still has the old identity (the engine changes it)."""
+    new_name(new)
     if g.kind == "lxc":
         dest = lxc_dest(new, lxcpath)
         _refuse_existing(dest)
-        part = dest.with_name(f".{dest.name}.partial-{os.getpid()}")
-        try:
+        with _staging(dest) as stage:
+            part = stage / dest.name
             _cp(g.path, part)
             cfg = part / "config"
-            cfg.write_text(lxc_copy_config(cfg.read_text(), dest))
+            write_atomic(cfg, lxc_copy_config(cfg.read_text(), dest), stat.S_IMODE(cfg.stat().st_mode))
+            _refuse_existing(dest)
             os.rename(part, dest)
-        except BaseException:
-            shutil.rmtree(part, ignore_errors=True)
-            raise
         return _lxc(dest)
     if g.kind == "xen":
+        if "/" in new and not new.endswith(".cfg"):
+            raise InputError(f"clone name {new!r}: a Xen clone is a NAME (its config goes beside the original's) "
+                             "or the path of its new .cfg", f"e.g. {g.path.stem}2 or /etc/xen/{g.path.stem}2.cfg")
         cfg = Path(new) if new.endswith(".cfg") else g.path.with_name(f"{new}.cfg")
         disk = g.image.with_name(f"{cfg.stem}{g.image.suffix}")
         _refuse_existing(cfg)
@@ -200,7 +245,12 @@ def copy(g: Guest, new: str, lxcpath: str = "/var/lib/lxc") -> Guest:
         text = g.path.read_text().replace(str(g.image), str(disk))
         text = re.sub(r'^(\s*uuid\s*=\s*["\'])[^"\']*(["\'])', rf"\g<1>{uuid.uuid4()}\g<2>", text, flags=re.M)
         text = re.sub(r'^(\s*name\s*=\s*["\'])[^"\']*(["\'])', rf"\g<1>{cfg.stem}\g<2>", text, flags=re.M)
-        cfg.write_text(text)
+        try:
+            _refuse_existing(cfg)
+            write_atomic(cfg, text)
+        except BaseException:
+            disk.unlink()     # the copy made just now
+            raise
         return Guest("xen", cfg.stem, f"xen:{cfg.resolve()}", cfg.resolve(), ("xen", cfg.resolve()), disk)
     if g.kind in ("image", "rootfs", "output"):
         dest = Path(new)

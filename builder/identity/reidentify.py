@@ -23,7 +23,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from . import engine, inventory
-from .guest import Guest, copy, locate, open_tree, refuse_in_use
+from .guest import Guest, copy, locate, new_name, open_tree, refuse_in_use
 
 
 @dataclass(frozen=True)
@@ -119,12 +119,12 @@ def clone(src: str, new: str, req: engine.Request, where: Where, dry_run: bool =
           loop: bool = False) -> Outcome:
     """Copy SRC to NEW and give the copy its own identity; on any failure the copy is removed. A source something
     may be writing to (a running guest, a read-write mount) is refused unless `force`."""
+    name = new_name(new)     # the Name check: no path, no shell syntax in a clone's name
     g = locate(src, where.lxcpath, where.vz_dir)
     refuse_in_use(g, where.lxcpath, force, writing=False)
     with open_tree(g, loop, writeback=False) as tree:
         cur = engine.current(tree, g.config[1].read_text() if g.config else None)
     source = inventory.GuestRecord(name=g.name, hostname=cur.hostname, ips=cur.ips, macs=cur.macs, where=g.where)
-    name = Path(new).name.split(".")[0]
     req = engine.Request(hostname=req.hostname or name, ips=req.ips, macs=req.macs, mac_auto=True,
                          variables=req.variables, files=req.files, reset=True)
     config_as = None
@@ -151,14 +151,14 @@ def clone(src: str, new: str, req: engine.Request, where: Where, dry_run: bool =
 
 
 def _remove(g: Guest) -> None:
-    with contextlib.suppress(OSError):
-        if g.kind == "xen":
-            g.path.unlink()
-            g.image.unlink()
-        elif g.path.is_dir():
-            shutil.rmtree(g.path)
-        else:
-            g.path.unlink()
+    """Remove the copy clone() made just now (and nothing else): its files are unlinked (a link is removed, never
+    followed), its directory removed only while it is still a real directory."""
+    for p in (g.path, g.image) if g.kind == "xen" else (g.path,):
+        with contextlib.suppress(OSError):
+            if p.is_symlink() or not p.is_dir():
+                p.unlink()
+            else:
+                shutil.rmtree(p)
 
 
 def check_hostname(h: str | None) -> None:

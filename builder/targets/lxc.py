@@ -6,10 +6,12 @@ import logging
 import os
 import re
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from .. import checks
 from .. import run as runner
 from ..checks import IfName
 from ..errors import BuilderError, InputError
@@ -19,6 +21,7 @@ from ..steps import devices as devices_step
 
 if TYPE_CHECKING:
     from ..context import Context
+    from ..identity.engine import Request
     from ..recipe import Recipe
 
 log = logging.getLogger("imgbuild")
@@ -168,57 +171,216 @@ def relocate(config: str, old_dir: str, new_dir: str) -> str:
     return "\n".join(out) + "\n"
 
 
-def _config_dir(config: str) -> str:
+def _config_dir(config: str, where: object = "the LXC config") -> str:
     for line in config.splitlines():
         m = re.match(r"^\s*(lxc\.rootfs\.path|lxc\.rootfs)\s*=\s*(?:dir:)?(.*)/rootfs\s*$", line)
         if m:
             return m.group(2)
-    raise BuilderError("the LXC config has no rootfs line; cannot install it")
+    raise InputError(f"{where}: no rootfs line (lxc.rootfs.path = .../rootfs); cannot install it",
+                     "give a config imgbuild or LXC wrote")
 
 
-def install(output: Path, name: str | None = None, lxcpath: str = DEFAULT_LXCPATH, force: bool = False) -> Path:
-    """Unpack a built output as an LXC container: lxcpath/name/{rootfs,config}. Returns the container dir."""
-    import json
+def read_manifest(output: Path) -> dict:
+    """OUTPUT/manifest.json, checked for the shape imgbuild writes (it is a file an earlier run left, so it is
+    not trusted): an object with a valid name and artifacts, each a kind and a plain file name in OUTPUT."""
+    from ..untrusted import read_json
 
-    output = Path(output)
-    lxcpath = os.path.abspath(lxcpath)  # the config's paths must not depend on where lxc-start runs
+    f = Path(output) / "manifest.json"
+    hint = "give the directory a build wrote, e.g. output/debian12 (build again if its manifest.json was changed)"
+    if not f.is_file():
+        raise InputError(f"{output}: not an imgbuild output (no manifest.json)", hint)
+    m = read_json(f, what="an imgbuild manifest", hint=hint)
     try:
-        manifest = json.loads((output / "manifest.json").read_text())
-    except (OSError, ValueError):
-        raise InputError(f"{output}: not an imgbuild output (no readable manifest.json)",
-                         "give the directory a build wrote, e.g. output/debian12") from None
-    files = {a["kind"]: output / a["path"] for a in manifest["artifacts"]}
+        checks.name(m.get("name"))
+    except ValueError as e:
+        raise InputError(f"{f}: name: {e}", hint) from None
+    arts = m.get("artifacts")
+    if not isinstance(arts, list):
+        raise InputError(f"{f}: artifacts: expected a list, found {type(arts).__name__}", hint)
+    for i, a in enumerate(arts):
+        if not (isinstance(a, dict) and isinstance(a.get("kind"), str) and isinstance(a.get("path"), str)):
+            raise InputError(f"{f}: artifacts[{i}]: expected {{kind, path}}, found {a!r:.80}", hint)
+        if "/" in a["path"] or "\0" in a["path"] or a["path"] in ("", ".", ".."):
+            raise InputError(f"{f}: artifacts[{i}].path: {a['path']!r:.80} is not a file name in {output}", hint)
+    return m
+
+
+def artifact_files(output: Path, manifest: dict) -> dict[str, Path]:
+    files = {a["kind"]: Path(output) / a["path"] for a in manifest["artifacts"]}
     if "lxc-legacy-config" in files and host_is_legacy():
         files["lxc-config"] = files["lxc-legacy-config"]
     if "tarball" not in files or "lxc-config" not in files:
         raise InputError(f"{output}: the build has no tarball or no lxc config",
                          "add targets: {tarball: {}, lxc: {}} to the recipe and build again")
-    name = name or manifest["name"]
-    dest = Path(lxcpath) / name
-    if dest.exists() and not force:
-        raise InputError(f"{dest} already exists", "choose another --name, or --force to replace it")
-    Path(lxcpath).mkdir(parents=True, exist_ok=True)
-    part = Path(lxcpath) / f".{name}.partial-{os.getpid()}"
-    if part.exists():
-        shutil.rmtree(part)
-    (part / "rootfs").mkdir(parents=True)
-    os.chmod(part, 0o770)
+    for kind in ("tarball", "lxc-config", "lxc-fstab"):
+        f = files.get(kind)
+        if f is not None and (f.is_symlink() or not f.is_file()):
+            raise InputError(f"{f}: the output's {kind} is missing or not a regular file",
+                             "build again")
+    return files
+
+
+MARK = "# written by imgbuild"
+
+
+def installed_by_imgbuild(cdir: Path) -> bool:
+    """Whether the container directory holds a container imgbuild installed: a real directory whose config (a
+    regular file) starts with the line imgbuild writes first."""
+    cfg = cdir / "config"
+    if cdir.is_symlink() or not cdir.is_dir() or cfg.is_symlink() or not cfg.is_file():
+        return False
     try:
+        with open(cfg, "rb") as f:
+            return f.readline().startswith(MARK.encode())
+    except OSError:
+        return False
+
+
+def running(lxcpath: str | os.PathLike[str], name: str) -> str | None:
+    """Why container NAME of LXCPATH counts as running (None when it does not): its LXC monitor process
+    (`[lxc monitor] LXCPATH NAME`, found in /proc, so whatever network namespace it was started in), or
+    lxc-info's state."""
+    real = os.path.realpath(lxcpath)
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read(4096).replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            continue
+        if cmd.startswith("[lxc monitor] ") and cmd.endswith(f" {name}"):
+            path = cmd[len("[lxc monitor] "):-len(name) - 1].strip()
+            if path and os.path.realpath(path) == real:
+                return f"its LXC monitor runs (pid {pid})"
+    if runner.which("lxc-info"):
+        try:
+            state = runner.output(["lxc-info", "-P", real, "-n", name, "-s", "-H"]).strip()
+        except BuilderError:
+            state = ""
+        if state and state not in ("STOPPED", "ABORTING"):
+            return f"lxc-info says {state}"
+    return None
+
+
+def destination(lxcpath: str | os.PathLike[str], name: str, force: bool, what: str = "--name") -> Path:
+    """LXCPATH/NAME for a container install-lxc may put there: NAME passes the Name check (`what` names where
+    it came from), the result is a direct child of the resolved lxcpath and not a symlink; an existing one is
+    replaced only with force, only when imgbuild installed it, and never while it runs."""
+    dest = checks.child(lxcpath, name, what)
+    if not os.path.lexists(dest):
+        return dest
+    if not force:
+        raise InputError(f"{dest} already exists", "choose another --name, or --force to replace it")
+    if not installed_by_imgbuild(dest):
+        raise InputError(f"{dest} is not a container imgbuild installed (its config is missing or was not written "
+                         "by imgbuild); --force replaces only those",
+                         f"remove it yourself if you mean it (lxc-destroy -P {dest.parent} -n {name}), or choose "
+                         "another --name")
+    why = running(dest.parent, name)
+    if why:
+        raise InputError(f"container {name} in {dest.parent} is running ({why}); it is not replaced",
+                         f"stop it first (lxc-stop -P {dest.parent} -n {name}), or choose another --name")
+    return dest
+
+
+def _hostname_for(name: str) -> str | None:
+    """The host name a container named NAME gets, as a clone would: NAME's first label (the domain of the
+    build's host name is kept), if that is a host name."""
+    label = name.split(".")[0]
+    try:
+        return checks.hostname(label)
+    except ValueError:
+        return None
+
+
+def install(output: Path, name: str | None = None, lxcpath: str = DEFAULT_LXCPATH, force: bool = False,
+            inventory_file: str | None = None, request: "Request | None" = None, what: str | None = None) -> Path:
+    """Unpack a built output as an LXC container: lxcpath/name/{rootfs,config}. Returns the container dir.
+
+    The container is made in a temp directory beside it, given its identity there by the identity engine
+    (`request`; default: host name NAME when a name is given, new ssh host keys and machine-id) with every
+    MAC, IP and host name checked against the inventory and this host's guest configs (a taken one is
+    refused, naming both guests), recorded in the inventory, and only then moved into place."""
+    from ..identity import engine
+    from ..identity.guest import Guest
+    from ..identity.reidentify import Where, reidentify
+
+    output = Path(output)
+    manifest = read_manifest(output)
+    files = artifact_files(output, manifest)
+    if name is None:
+        name, what = manifest["name"], f"{output / 'manifest.json'}: name"
+    dest = destination(lxcpath, name, force, what or "--name")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    lxcpath = str(dest.parent)      # the config's paths must not depend on where lxc-start runs
+    if request is None:
+        hostname = None
+        if what is None:            # --name: the guest takes that host name, or is told why not
+            hostname = _hostname_for(name)
+            if hostname is None:
+                log.warning("--name %s is not a host name (letters, digits and '-', then optionally a "
+                            "'.domain'): the container keeps the build's host name %s", name, manifest.get("hostname"))
+        request = engine.Request(hostname=hostname, reset=True)
+    part = Path(tempfile.mkdtemp(prefix=f".{name}.partial-", dir=lxcpath))   # hidden: not a container yet
+    try:
+        os.chmod(part, 0o770)
+        (part / "rootfs").mkdir()
         runner.run(["tar", "--numeric-owner", "--xattrs", "--xattrs-include=*", "--acls", "-xpf",
                     str(files["tarball"]), "-C", str(part / "rootfs")])
-        config = files["lxc-config"].read_text()
-        old = _config_dir(config)
+        config = _text(files["lxc-config"])
+        old = _config_dir(config, files["lxc-config"])
         config, dropped = adapt_cgroup(config, host_cgroup())
         if dropped:
             log.warning("this host's devices cgroup is %s: left out %s", host_cgroup(), ", ".join(dropped))
-        (part / "config").write_text(relocate(config, old, str(dest)))
+        write_atomic(part / "config", relocate(config, old, str(dest)))
         if "lxc-fstab" in files:
-            (part / "fstab").write_text(files["lxc-fstab"].read_text().replace(old, str(dest)))
-        if dest.exists():
-            shutil.rmtree(dest)
-        os.rename(part, dest)
+            write_atomic(part / "fstab", _text(files["lxc-fstab"]).replace(old, str(dest)))
+        staged = Guest("lxc", name, f"lxc:{dest}", part, ("lxc", part / "config"))
+        destination(lxcpath, name, force, what or "--name")    # again: nothing came or started meanwhile
+        try:
+            reidentify(staged, request, Where(inventory_file=inventory_file, lxcpath=lxcpath), new_guest=True)
+        except InputError as e:
+            if "guests imgbuild knows of" not in e.message:
+                raise
+            raise InputError(e.message, f"install-lxc gives the container the build's own MAC and IP, and another "
+                                        f"guest has them: for another container of one build, clone the first "
+                                        f"(imgbuild clone lxc:FIRST {name} --ip OLD=NEW: a fresh MAC, the IP you "
+                                        f"give), or build it with its own network (--set network.eth0...)") from None
+        _swap_in(part, dest, name)
     except BaseException:
-        shutil.rmtree(part, ignore_errors=True)
+        if part.is_dir() and not part.is_symlink():
+            shutil.rmtree(part, ignore_errors=True)
         raise
     log.info("installed %s as LXC container %s in %s", output, name, lxcpath)
     return dest
+
+
+def _text(f: Path) -> str:
+    data = f.read_bytes()
+    try:
+        if b"\0" in data:
+            raise ValueError
+        return data.decode("utf-8")
+    except ValueError:
+        raise InputError(f"{f}: not a text file (binary or not UTF-8); not an LXC config imgbuild wrote",
+                         "build the output again") from None
+
+
+def _swap_in(part: Path, dest: Path, name: str) -> None:
+    """part becomes dest; a container replaced at dest (checked by destination()) is removed after the swap."""
+    from ..outputs import exchange
+
+    if not os.path.lexists(dest):
+        os.rename(part, dest)
+        return
+    if not exchange(part, dest):
+        old = Path(tempfile.mkdtemp(prefix=f".{name}.old-", dir=dest.parent))
+        os.rename(dest, old / name)
+        os.rename(part, dest)
+        shutil.rmtree(old)
+        return
+    if installed_by_imgbuild(part):     # what was swapped out: the container checked before
+        shutil.rmtree(part)
+    else:
+        log.warning("%s: what was at %s changed during the install; left there, not removed", part, dest)

@@ -5,12 +5,13 @@ is untrusted: nspawn ignores its network settings there), or run `systemd-nspawn
 with the file next to the tree."""
 from __future__ import annotations
 
-import shutil
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from .. import run as runner
+from ..errors import BuilderError
 from ..outputs import write_atomic
 from ..schema import opt
 from . import image
@@ -58,7 +59,8 @@ def produce(ctx: "Context", opts: NspawnOptions) -> dict[str, Path]:
         raw = image.make_image(ctx.root.path, ctx.stage / f"{name}.raw", image.ImageOptions(fstab=False), ctx.epoch)
         return {"nspawn-settings": settings, "nspawn-image": raw}
     tree = ctx.stage / name
-    if tree.exists():
-        shutil.rmtree(tree)
+    if os.path.lexists(tree):   # the stage is this build's own, fresh: nothing is ever there to replace
+        raise BuilderError(f"{tree} already exists in the build's stage directory; not replaced",
+                           "rename what another target wrote under that name")
     runner.run(["cp", "-a", "--reflink=auto", str(ctx.root.path), str(tree)], quiet=True)
     return {"nspawn-settings": settings, "nspawn-tree": tree}
