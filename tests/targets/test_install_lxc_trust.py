@@ -302,12 +302,16 @@ def test_an_identity_another_lxc_guest_has_is_refused_naming_both(site, tmp_path
 
 
 def test_an_identity_the_inventory_remembers_is_refused(site, tmp_path):
-    """A guest that lives elsewhere (a Xen guest on another host, say) but is in the inventory."""
+    """A guest the inventory remembers (a Xen guest whose config is not in the xen directory searched)."""
+    cfg = tmp_path / "elsewhere" / "www.cfg"
+    cfg.parent.mkdir()
+    cfg.write_text('name = "www"\n')
     inv = inventory.load(site.inv)
-    inv.record(inventory.GuestRecord("www", "www", (tiny_output.IP,), ("00:16:3e:00:0f:02",), "xen:/etc/xen/www.cfg"))
+    inv.record(inventory.GuestRecord("www", "www", (tiny_output.IP,), ("00:16:3e:00:0f:02",), f"xen:{cfg}"))
     inventory.save(inv)
     r = site.install("--name", "vm9")
-    refused(r, tiny_output.IP, "www (xen:/etc/xen/www.cfg)")
+    refused(r, tiny_output.IP, f"www (xen:{cfg})")
+    assert "stale" not in r.stderr
     assert not os.listdir(site.lxcpath)
     assert [g.name for g in inventory.load(site.inv).guests] == ["www"]
 
