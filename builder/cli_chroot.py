@@ -18,7 +18,9 @@ Inside the chroot, `chroot-escape` runs a command in the host's real root; `exit
 
 
 def _dest(f):
-    return click.option("--dest", required=True, metavar="DIR", help="The pushed tree on HOST (absolute).")(f)
+    return click.option("--dest", required=True, metavar="DIR",
+                        help="The pushed tree on HOST (absolute). As for push, never / or inside the running "
+                             "system's own directories, also where HOST resolves it to.")(f)
 
 
 def _remote(host, ssh, dest, dry_run=False):
