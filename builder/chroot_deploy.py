@@ -203,7 +203,7 @@ def host_state(remote: Remote, dest: str) -> HostState:
     if not st.real_dest:
         raise BuilderError(f"{remote.host}:{dest}: the host did not say where it resolves to; nothing was done",
                            "log in and check the path (readlink -f)")
-    st.real_dest = check_resolved(remote.host, dest, st.real_dest, force=False)
+    st.real_dest = check_resolved(remote.host, dest, st.real_dest, force=False, can_force=False)
     return st
 
 

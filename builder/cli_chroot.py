@@ -29,7 +29,7 @@ def _remote(host, ssh, dest, dry_run=False):
     from .push import check_dest
     from .remote import Remote
 
-    return Remote(host, ssh, dry_run=dry_run), check_dest(dest, force=False)
+    return Remote(host, ssh, dry_run=dry_run), check_dest(dest, force=False, verb="run a chroot in", can_force=False)
 
 
 def _echo(text: str) -> None:

@@ -141,7 +141,7 @@ def _plain(path: str) -> bool:
     return bool(_PATH_OK.fullmatch(path)) and ".." not in path.split("/") and "//" not in path
 
 
-def check_dest(dest: str, force: bool) -> str:
+def check_dest(dest: str, force: bool, verb: str = "push into", can_force: bool = True) -> str:
     """--dest: a plain absolute path, not the remote system's own (a system tree or anything inside one, or a
     directory that holds others' trees: / /srv /home /opt ...); --force allows the latter. Returns it normalized."""
     if not dest.startswith("/"):
@@ -152,14 +152,15 @@ def check_dest(dest: str, force: bool) -> str:
     norm = "/" + os.path.normpath(dest).lstrip("/")
     area = system_dir(norm)
     if area and not force:
-        raise InputError(f"--dest {norm}: refusing to push into the remote system's own {area}"
+        raise InputError(f"--dest {norm}: refusing to {verb} the remote system's own {area}"
                          + (f" ({norm} is inside it)" if norm != area else ""),
                          "push into a directory of its own (e.g. /srv/newos or /usr/local/newos) and start it with "
-                         "chroot-start; --force if you really mean to overwrite the running system")
+                         "chroot-start" + ("; --force if you really mean to overwrite the running system"
+                                           if can_force else ""))
     return norm
 
 
-def check_resolved(host: str, dest: str, real: str, force: bool) -> str:
+def check_resolved(host: str, dest: str, real: str, force: bool, can_force: bool = True) -> str:
     """The destination as the remote host resolved it (realpath there): the same rules as check_dest. Returns
     the path to use (the resolved one)."""
     if not real:
@@ -170,7 +171,8 @@ def check_resolved(host: str, dest: str, real: str, force: bool) -> str:
     area = system_dir(real)
     if area and not force:
         raise InputError(f"{host}:{dest} resolves to {real} there, part of the running system ({area}); "
-                         "nothing was changed", "push into a directory of its own; --force to override")
+                         "nothing was changed", "use a directory of its own (e.g. /srv/newos)"
+                         + ("; --force to override" if can_force else ""))
     return real
 
 
