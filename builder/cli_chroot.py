@@ -18,14 +18,26 @@ Inside the chroot, `chroot-escape` runs a command in the host's real root; `exit
 
 
 def _dest(f):
-    return click.option("--dest", required=True, metavar="DIR", help="The pushed tree on HOST (absolute).")(f)
+    return click.option("--dest", required=True, metavar="DIR",
+                        help="The pushed tree on HOST (absolute). As for push, never / or inside the running "
+                             "system's own directories, also where HOST resolves it to.")(f)
 
 
-def _remote(host, ssh, dest):
+def _remote(host, ssh, dest, dry_run=False):
+    """The host and the checked --dest (push's rules: never / or inside the running system's own directories;
+    checked again after the host resolves it), before any connection."""
     from .push import check_dest
     from .remote import Remote
 
-    return Remote(host, ssh), check_dest(dest, force=False)
+    return Remote(host, ssh, dry_run=dry_run), check_dest(dest, force=False, verb="run a chroot in", can_force=False)
+
+
+def _echo(text: str) -> None:
+    """Print what the host's boot script said (its output: shown without terminal control characters)."""
+    from .remote import shown
+
+    for line in text.rstrip().splitlines()[:500]:
+        click.echo(shown(line, 1000))
 
 
 @click.command("chroot-install", epilog=ORDER)
@@ -51,9 +63,11 @@ def chroot_install(host, dest, services, hostname, ssh_port, dry_run, ssh, verbo
     apply_verbosity(verbose, quiet, debug)
     from . import chroot_deploy as cd
 
-    remote, dest = _remote(host, ssh, dest)
+    remote, dest = _remote(host, ssh, dest, dry_run)
+    req = cd.InstallRequest(dest, services, hostname, ssh_port, dry_run)
+    cd.check_install(req)
     with remote.session():
-        done = cd.install(remote, cd.InstallRequest(dest, services, hostname, ssh_port, dry_run))
+        done = cd.install(remote, req)
     for line in done:
         click.echo(("would " if dry_run else "") + line)
 
@@ -79,15 +93,14 @@ def chroot_start(host, dest, ports, wait, dry_run, ssh, verbose, quiet, debug) -
     apply_verbosity(verbose, quiet, debug)
     from . import chroot_deploy as cd
 
-    remote, dest = _remote(host, ssh, dest)
+    remote, dest = _remote(host, ssh, dest, dry_run)
     with remote.session():
         r = cd.start(remote, dest, tuple(ports), dry_run, wait)
     if dry_run:
         click.echo(f"ports free for the new system on {host}: {r.new_port}"
                    f"{' (already running)' if r.already_running else ''}; would run {dest}{cd.BOOT} start")
         return
-    if r.output.strip():
-        click.echo(r.output.rstrip())
+    _echo(r.output)
     cd.check_started(r, host)
     log.info("%s: the new system answers on %s:%d (%s); the host's sshd still answers on %d",
              host, r.address, r.new_port, r.new_banner, r.backdoor_port)
@@ -105,9 +118,9 @@ def chroot_stop(host, dest, dry_run, ssh, verbose, quiet, debug) -> None:
     apply_verbosity(verbose, quiet, debug)
     from . import chroot_deploy as cd
 
-    remote, dest = _remote(host, ssh, dest)
+    remote, dest = _remote(host, ssh, dest, dry_run)
     with remote.session():
-        click.echo(cd.stop(remote, dest, dry_run).rstrip())
+        _echo(cd.stop(remote, dest, dry_run))
 
 
 @click.command("chroot-status")
@@ -121,7 +134,7 @@ def chroot_status(host, dest, ssh, verbose, quiet, debug) -> None:
     from . import chroot_deploy as cd
 
     remote, dest = _remote(host, ssh, dest)
-    click.echo(cd.status(remote, dest).rstrip())
+    _echo(cd.status(remote, dest))
 
 
 @click.command("chroot-enable", epilog=ORDER)
@@ -138,7 +151,7 @@ def chroot_enable(host, dest, via, dry_run, ssh, verbose, quiet, debug) -> None:
     apply_verbosity(verbose, quiet, debug)
     from . import chroot_deploy as cd
 
-    remote, dest = _remote(host, ssh, dest)
+    remote, dest = _remote(host, ssh, dest, dry_run)
     with remote.session():
         click.echo(cd.enable(remote, dest, via, dry_run))
 
@@ -155,7 +168,7 @@ def chroot_disable(host, dest, dry_run, ssh, verbose, quiet, debug) -> None:
     apply_verbosity(verbose, quiet, debug)
     from . import chroot_deploy as cd
 
-    remote, dest = _remote(host, ssh, dest)
+    remote, dest = _remote(host, ssh, dest, dry_run)
     with remote.session():
         done = cd.disable(remote, dest, dry_run)
     for line in done or ["nothing to undo: it is not set to start at boot"]:

@@ -14,7 +14,8 @@ def ssh_options(f):
     and keys; these only add to it."""
     @click.option("--accept-new-host-key", is_flag=True,
                   help="Accept and record the host key of a host not yet in known_hosts (a CHANGED key is still "
-                       "refused). Without it, an unknown host is refused.")
+                       "refused). Without it, an unknown host is refused. With --dry-run the key is accepted for "
+                       "that run only (a temporary known_hosts): your known_hosts is left unchanged.")
     @click.option("--ssh-option", "ssh_option", multiple=True, metavar="KEY=VALUE",
                   help="An extra ssh -o option, e.g. --ssh-option ConnectTimeout=5. Repeatable.")
     @click.option("--ssh-config", type=click.Path(dir_okay=False, exists=True), metavar="FILE",
@@ -29,6 +30,7 @@ def ssh_options(f):
 
         opts = SshOptions(port=port, config=ssh_config, identity=identity,
                           accept_new_host_key=accept_new_host_key, options=tuple(ssh_option))
+        opts.check()            # before anything else: a bad option is bad input, not "cannot connect"
         return f(*a, ssh=opts, **kw)
     return wrapper
 
@@ -46,8 +48,13 @@ left alone (a running chroot's /proc, /dev, /lib/modules).
 Protected (kept on the receiver, never sent, never deleted): /etc/hostname, /etc/machine-id, ssh host keys,
 /etc/hosts, /etc/resolv.conf, /etc/fstab, network config (interfaces, ifcfg-*, netplan, networkd, NM,
 70-persistent-net.rules). --unprotect PATH sends one of them anyway.
-Refused: --dest / or a system directory (/usr, /etc, /var ...), a --dest that is a symlink elsewhere with
---delete; --force overrides. An unknown host key is refused unless --accept-new-host-key.
+Refused (nothing changed; --force overrides): --dest / and the remote system's own trees and everything
+inside them (/usr, /etc, /boot, /root, /lib, /var/lib, /var/log ...; /usr/local/NAME is fine), the
+directories that hold others' trees themselves (/srv, /home, /opt, /mnt, /var, /usr/local), a --dest that
+resolves into any of these on HOST, --delete through a symlink, and --delete into a directory that holds files
+but no .imgbuild-push (the marker a push leaves in the empty or new directory it fills).
+Every local input (--source, --files-from, --profile, patterns) is checked before HOST is contacted.
+An unknown host key is refused unless --accept-new-host-key.
 An interrupted push keeps what arrived (in .imgbuild-partial/ directories); run it again to resume.
 
 Exit status: 0 pushed (or verified equal), 1 failed or --verify found differences, 2 bad input.
@@ -70,9 +77,10 @@ Exit status: 0 pushed (or verified equal), 1 failed or --verify found difference
 @click.option("--bwlimit", type=click.IntRange(1), metavar="KBPS", help="Bandwidth limit in KB/s (rsync --bwlimit).")
 @click.option("--delete", is_flag=True, help="Delete files under --dest that the source does not have.")
 @click.option("-n", "--dry-run", is_flag=True, help="List what would change (counts, bytes, deleted paths); "
-              "change nothing on HOST.")
+              "change nothing on HOST or here (not even known_hosts).")
 @click.option("--verify", is_flag=True, help="Afterwards, compare every file by checksum and report differences.")
-@click.option("--force", is_flag=True, help="Allow --dest / or a system directory, or --delete through a symlink.")
+@click.option("--force", is_flag=True, help="Allow --dest / or a system directory, --delete through a symlink, or "
+              "--delete into a directory no earlier push filled.")
 @click.option("--rsync-path", metavar="CMD", help="rsync on HOST, e.g. 'sudo rsync'.")
 @ssh_options
 @verbosity
@@ -88,10 +96,11 @@ def push(host, dest, source, files_from, profile, excludes, protect, unprotect, 
     from .remote import Remote
 
     dest = p.check_dest(dest, force)
-    remote = Remote(host, ssh)
+    remote = Remote(host, ssh, dry_run=dry_run)
     req = p.PushRequest(dest=dest, source=source, files_from=files_from, profile=profile, excludes=excludes,
                         protect=protect, unprotect=unprotect, bwlimit=bwlimit, delete=delete, dry_run=dry_run,
                         verify=verify, force=force, rsync_path=rsync_path)
+    p.check_request(req)        # every local input before the first connection
     with remote.session():
         _push(remote, req, source, host, dest, dry_run, verify)
 

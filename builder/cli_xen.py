@@ -18,8 +18,13 @@ Examples:
         with its own IP and MAC; the downtime is measured and reported
 
 \b
-The disks travel through --stage (default /var/lib/imgbuild/migrate/NAME/): a rerun sends only changed blocks.
-Only image files are copied (file:, tap:aio:); block devices (phy:) are refused with what to do instead.
+The disks travel through --stage (default /var/lib/imgbuild/migrate/NAME/): full copies, removed after a run
+that succeeds (the MACs chosen stay in NAME/identity.json); --keep-stage keeps them, so a rerun sends only
+changed blocks. A failed run keeps them for the rerun and says where they are.
+Only image files are copied (file:, tap:aio:); block devices (phy:) are refused with what to do instead. A disk
+that --disk-map does not move may not land inside the destination's system directories (/etc, /usr,
+/var/spool ...; /var/lib/xen is fine).
+--dry-run changes nothing on either host or here (no stage, no inventory lock, no known_hosts entry).
 Both hosts are reached with your ssh (same options for both; use your ssh config for per-host ports/keys).
 """
 
@@ -41,6 +46,8 @@ Both hosts are reached with your ssh (same options for both; use your ssh config
 @click.option("--stage", type=click.Path(file_okay=False, path_type=Path), default=Path("/var/lib/imgbuild/migrate"),
               show_default=True, help="Local staging directory (one subdirectory per guest).")
 @click.option("--xen-dir", default="/etc/xen", show_default=True, help="Where the configs are, on both hosts.")
+@click.option("--keep-stage", is_flag=True, help="Keep the staged disk copies after a run that succeeds (a rerun "
+              "then sends only changed blocks). Default: removed.")
 @click.option("--inventory", metavar="FILE", help="Inventory of guests, for duplicate checks and MAC allocation.")
 @click.option("--bwlimit", type=click.IntRange(1), metavar="KBPS", help="Bandwidth limit in KB/s.")
 @click.option("-n", "--dry-run", is_flag=True, help="Check and say what would be done; change nothing anywhere.")
@@ -48,7 +55,7 @@ Both hosts are reached with your ssh (same options for both; use your ssh config
 @ssh_options
 @verbosity
 def xen(src_host, guest, dst_host, disk_maps, bridge, bridge_maps, ips, macs, hostname, cutover, no_start, stage,
-        xen_dir, inventory, bwlimit, dry_run, force, ssh, verbose, quiet, debug) -> None:
+        xen_dir, keep_stage, inventory, bwlimit, dry_run, force, ssh, verbose, quiet, debug) -> None:
     """Move or copy the Xen 3 (xm) guest GUEST from SRC_HOST to the Xen 4 host DST_HOST.
 
     Reads the guest's xm config on SRC_HOST, copies its images sparse, converts the config to xl (as
@@ -57,8 +64,8 @@ def xen(src_host, guest, dst_host, disk_maps, bridge, bridge_maps, ips, macs, ho
     apply_verbosity(verbose, quiet, debug)
     from . import xenconf
     from .errors import InputError
-    from .remote import Remote
-    from .xenmove import XenMoveRequest, move
+    from .remote import Remote, remote_path, shown
+    from .xenmove import XenMoveRequest, check_request, move
 
     try:
         dmap = xenconf.parse_map(disk_maps, "--disk-map")
@@ -68,13 +75,15 @@ def xen(src_host, guest, dst_host, disk_maps, bridge, bridge_maps, ips, macs, ho
     if bridge:
         bmap = [*bmap, ("*", bridge)]
     req = XenMoveRequest(guest, tuple(dmap), tuple(bmap), ips, macs, hostname, cutover, not no_start, stage,
-                         xen_dir.rstrip("/"), dry_run, force, inventory, bwlimit)
-    src, dst = Remote(src_host, ssh), Remote(dst_host, ssh)
+                         remote_path(xen_dir, "--xen-dir"), dry_run, force, inventory, bwlimit, keep_stage)
+    src, dst = Remote(src_host, ssh, dry_run=dry_run), Remote(dst_host, ssh, dry_run=dry_run)
+    check_request(req)          # every local input before the first connection
     with src.session(), dst.session():
         r = move(src, dst, req)
     if dry_run:
         click.echo(f"dry run: would write {dst_host}:{r.config_path}; nothing was changed")
-        click.echo(r.config_text, nl=False)
+        for line in r.config_text.splitlines():      # made from the source's config: shown, never as escapes
+            click.echo(shown(line, 4000))
         return
     log.info("%s:%s written; disks: %s", dst_host, r.config_path, ", ".join(d.dst for d in r.disks))
     if r.identity:
@@ -103,7 +112,7 @@ is reported.
 @click.option("--bridge", default="xenbr0", show_default=True, help="The bridge to make.")
 @click.option("-o", "--output", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
               metavar="DIR", help="Local directory for the new ifcfg files.")
-@click.option("--xen-dir", default="/etc/xen", show_default=True, help="Guest configs on HOST to check.")
+@click.option("--xen-dir", default="/etc/xen", show_default=True, help="Guest configs on HOST to check (absolute).")
 @ssh_options
 @verbosity
 def xen_bridge(host, iface, bridge, out, xen_dir, ssh, verbose, quiet, debug) -> None:
@@ -111,14 +120,19 @@ def xen_bridge(host, iface, bridge, out, xen_dir, ssh, verbose, quiet, debug) ->
     holding the host's address, taken from ifcfg-IFACE) and ifcfg-IFACE enslaved to it."""
     apply_verbosity(verbose, quiet, debug)
     from . import xenbridge
-    from .errors import InputError
+    from .errors import BuilderError, InputError
     from .outputs import write_atomic
-    from .remote import Remote
+    from .remote import Remote, remote_path, shown
 
+    try:                         # every value is checked before HOST is contacted
+        xenbridge.check_names(iface, bridge)
+    except ValueError as e:
+        raise InputError(str(e), "e.g. --iface eth0 --bridge xenbr0") from None
+    xen_dir = remote_path(xen_dir, "--xen-dir")
     r = Remote(host, ssh)
     nsdir = "/etc/sysconfig/network-scripts"
-    files = r.read_glob(f"{nsdir}/ifcfg-*", f"{nsdir}/route-{iface}", f"{nsdir}/route6-{iface}",
-                        f"{nsdir}/rule-{iface}", f"{xen_dir.rstrip('/')}/*.cfg", f"{xen_dir.rstrip('/')}/xl.conf")
+    files = r.read_glob((nsdir, "ifcfg-*"), (nsdir, f"route-{iface}"), (nsdir, f"route6-{iface}"),
+                        (nsdir, f"rule-{iface}"), (xen_dir, "*.cfg"), (xen_dir, "xl.conf"))
     src = f"{nsdir}/ifcfg-{iface}"
     if src not in files:
         raise InputError(f"{host}: no {src}", "give the NIC that holds the host's address with --iface "
@@ -143,7 +157,10 @@ def xen_bridge(host, iface, bridge, out, xen_dir, ssh, verbose, quiet, debug) ->
     default = xenbridge.DEFAULT_BRIDGE
     m = re.search(r'^\s*vif\.default\.bridge\s*=\s*"?([^"\s]+)', files.get(f"{xen_dir.rstrip('/')}/xl.conf", ""), re.M)
     if m:
-        default = m.group(1)
+        try:
+            default = xenbridge.check_ifname(m.group(1), "vif.default.bridge")
+        except ValueError as e:
+            log.warning("%s: %s/xl.conf: %s (ignored)", host, xen_dir, shown(str(e)))
     host_ifcfg = {p: t for p, t in files.items() if p.startswith(f"{nsdir}/ifcfg-")}
     defined = xenbridge.bridges_defined({**host_ifcfg, **plan.files})
     used = {}
@@ -151,8 +168,8 @@ def xen_bridge(host, iface, bridge, out, xen_dir, ssh, verbose, quiet, debug) ->
         if p.endswith(".cfg"):
             try:
                 used[p] = xenbridge.bridges_used(t, default)
-            except ValueError as e:
-                log.warning("%s: %s", p, e)
+            except (ValueError, BuilderError) as e:
+                log.warning("%s: %s", p, shown(str(e)))
     for w in xenbridge.missing_bridges(used, defined):
         log.warning("%s: %s", host, w)
 

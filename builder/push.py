@@ -1,9 +1,12 @@
 """`migrate push`: a whole OS tree to a directory on a remote host, with real rsync over the user's ssh.
 
 Safety first, because the receiver is usually a running host nobody can reach by console:
-- the destination is probed before anything is sent: `/` and the system's own top-level directories are
-  refused, a symlink that would send --delete somewhere else is refused, and every mount found under the
-  destination (a running chroot's /proc, /dev, /lib/modules binds) is left alone: rsync never enters it;
+- every local input (source, list, profile, patterns) is checked before connecting;
+- the destination is probed before anything is sent: `/`, the system's own trees (/usr, /etc, /var/lib,
+  /boot, /root ... and everything inside them) are refused, also when the destination only resolves into one
+  on the remote host; a symlink that would send --delete somewhere else is refused; --delete needs an empty
+  destination or the marker an earlier push left there (MARKER); every mount found under the destination (a
+  running chroot's /proc, /dev, /lib/modules binds) is left alone: rsync never enters it;
 - the source's live filesystems (proc, sysfs, devtmpfs, tmpfs ...) and /proc, /sys, /run, /tmp contents are
   never sent;
 - per-host files (host name, ssh host keys, machine-id, network config, fstab) are protected: never sent,
@@ -24,7 +27,7 @@ from pathlib import Path
 
 from . import run as runner
 from .errors import BuilderError, CommandError, InputError
-from .remote import Remote
+from .remote import Remote, shown
 
 log = logging.getLogger("imgbuild")
 
@@ -43,9 +46,23 @@ DEFAULT_PROTECT = ("/etc/hostname", "/etc/HOSTNAME", "/etc/machine-id", "/var/li
                    "/etc/sysconfig/network-scripts/ifcfg-*", "/etc/netplan", "/etc/systemd/network",
                    "/etc/NetworkManager/system-connections", "/etc/udev/rules.d/70-persistent-net.rules")
 
-# a push there would overwrite or delete the running system itself
-SYSTEM_DIRS = frozenset({"/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib32", "/lib64", "/libx32",
-                         "/opt", "/proc", "/root", "/run", "/sbin", "/srv", "/sys", "/tmp", "/usr", "/var"})
+# a push there would overwrite or delete the running system itself: these trees and everything inside them
+SYSTEM_TREES = ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/proc", "/root", "/run",
+                "/sbin", "/sys", "/usr", "/var/account", "/var/adm", "/var/backups", "/var/cache", "/var/crash",
+                "/var/db", "/var/empty", "/var/games", "/var/kerberos", "/var/lib", "/var/local", "/var/lock",
+                "/var/log", "/var/mail", "/var/named", "/var/nis", "/var/opt", "/var/preserve", "/var/run",
+                "/var/spool", "/var/tmp", "/var/yp")
+# directories that hold others' trees: the directory itself is refused, a directory of its own inside it is not
+SYSTEM_PARENTS = frozenset({"/", "/home", "/media", "/mnt", "/opt", "/srv", "/tmp", "/var", "/usr/local"})
+# /usr/local's own directories; /usr/local/NAME for any other NAME is a place of its own (/usr/local/newos)
+USR_LOCAL_OWN = frozenset({"bin", "etc", "games", "include", "lib", "lib32", "lib64", "libexec", "man", "sbin",
+                           "share", "src"})
+
+# written into the destination by a push into an empty directory; --delete needs it (or an empty destination)
+MARKER = ".imgbuild-push"
+MARKER_TEXT = ("This directory receives OS trees from `migrate push` (imgbuild). `migrate push --delete` may delete "
+               "anything in it\nthat the pushed tree does not have. Remove this file to stop that.\n")
+MAX_PROBE_LINES = 20000
 
 # filesystems that are a running system's, not its files
 VIRTUAL_FS = frozenset({"proc", "sysfs", "devtmpfs", "devpts", "tmpfs", "cgroup", "cgroup2", "securityfs",
@@ -54,7 +71,9 @@ VIRTUAL_FS = frozenset({"proc", "sysfs", "devtmpfs", "devpts", "tmpfs", "cgroup"
 
 PROFILE_DIRS = (Path(__file__).parent / "profiles", Path("/etc/imgbuild/profiles"))
 
-_PATH_OK = re.compile(r"^/[A-Za-z0-9._+@:/,=-]*$")
+_PATH_OK = re.compile(r"/[A-Za-z0-9._+@:/,=-]*")
+_RSYNC_WORD = re.compile(r"[A-Za-z0-9_./=:+-]+")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True)
@@ -82,7 +101,10 @@ class Probe:
     exists: bool = False
     is_dir: bool = False
     real: str = ""
+    empty: bool = False                                  # an existing directory with nothing in it
+    marker: bool = False                                 # MARKER is there: an earlier push's destination
     mounts: list[str] = field(default_factory=list)     # relative to dest, with a leading /
+    odd_mounts: list[str] = field(default_factory=list)  # mount points whose names rsync cannot be given
     have_protected: list[str] = field(default_factory=list)
 
 
@@ -104,18 +126,88 @@ class Changes:
         return len(self.sent) + self.created + self.attrs + len(self.deleted)
 
 
-def check_dest(dest: str, force: bool) -> str:
+def system_dir(path: str) -> str | None:
+    """The running system's directory that `path` (absolute, normalized) is, or lies inside; None for a directory
+    of its own (/srv/newos, /usr/local/newos, /home/alice/os)."""
+    if path in SYSTEM_PARENTS:
+        return path
+    if path.startswith("/usr/local/"):
+        first = path.split("/")[3]
+        return f"/usr/local/{first}" if first in USR_LOCAL_OWN else None
+    return next((t for t in SYSTEM_TREES if path == t or path.startswith(t + "/")), None)
+
+
+def _plain(path: str) -> bool:
+    return bool(_PATH_OK.fullmatch(path)) and ".." not in path.split("/") and "//" not in path
+
+
+def check_dest(dest: str, force: bool, verb: str = "push into", can_force: bool = True) -> str:
+    """--dest: a plain absolute path, not the remote system's own (a system tree or anything inside one, or a
+    directory that holds others' trees: / /srv /home /opt ...); --force allows the latter. Returns it normalized."""
     if not dest.startswith("/"):
-        raise InputError(f"--dest {dest}: give an absolute path on the remote host", "e.g. --dest /srv/newos")
+        raise InputError(f"--dest {shown(dest)}: give an absolute path on the remote host", "e.g. --dest /srv/newos")
+    if not _PATH_OK.fullmatch(dest) or ".." in dest.split("/"):
+        raise InputError(f"--dest {shown(dest)}: only plain absolute paths are accepted (letters, digits, "
+                         "._+@:,=- and /; no spaces, quotes or ..)", "e.g. --dest /srv/newos")
     norm = "/" + os.path.normpath(dest).lstrip("/")
-    if not _PATH_OK.match(norm) or "/../" in dest + "/":
-        raise InputError(f"--dest {dest}: only plain absolute paths are accepted (no spaces, quotes, ..)",
-                         "e.g. --dest /srv/newos")
-    if norm in SYSTEM_DIRS and not force:
-        raise InputError(f"--dest {norm}: refusing to push into the remote system's own {norm}",
-                         "push into a directory of its own (e.g. /srv/newos) and start it with chroot-start; "
-                         "--force if you really mean to overwrite the running system")
+    area = system_dir(norm)
+    if area and not force:
+        raise InputError(f"--dest {norm}: refusing to {verb} the remote system's own {area}"
+                         + (f" ({norm} is inside it)" if norm != area else ""),
+                         "push into a directory of its own (e.g. /srv/newos or /usr/local/newos) and start it with "
+                         "chroot-start" + ("; --force if you really mean to overwrite the running system"
+                                           if can_force else ""))
     return norm
+
+
+def check_resolved(host: str, dest: str, real: str, force: bool, can_force: bool = True) -> str:
+    """The destination as the remote host resolved it (realpath there): the same rules as check_dest. Returns
+    the path to use (the resolved one)."""
+    if not real:
+        return dest
+    if not real.startswith("/") or not _plain(real):
+        raise InputError(f"{host}:{dest} resolves to {shown(real)!r} there, not a plain absolute path; nothing was "
+                         "changed", "give --dest as the real directory (no symlinks to odd names)")
+    area = system_dir(real)
+    if area and not force:
+        raise InputError(f"{host}:{dest} resolves to {real} there, part of the running system ({area}); "
+                         "nothing was changed", "use a directory of its own (e.g. /srv/newos)"
+                         + ("; --force to override" if can_force else ""))
+    return real
+
+
+def check_request(req: PushRequest) -> None:
+    """Everything local, before any connection: bad input exits 2 and the remote host is never contacted."""
+    if not req.source.is_dir():
+        raise InputError(f"--source {req.source}: not a directory", "give the root of the tree to push")
+    if req.files_from and req.profile:
+        raise InputError("--files-from and --profile both given", "use one of them")
+    if req.files_from and not req.files_from.is_file():
+        raise InputError(f"--files-from {req.files_from}: no such file", "give a file listing paths relative to --source")
+    if req.profile:
+        profile_rules(req.profile)
+    for flag, values in (("--exclude", req.excludes), ("--protect", req.protect), ("--unprotect", req.unprotect)):
+        for v in values:
+            if not v or _CONTROL.search(v):
+                raise InputError(f"{flag} {shown(v)!r}: an empty pattern or one with a newline or control character",
+                                 "give one rsync pattern per option")
+    _protect_list(req)
+    rsync_path(req.rsync_path)
+
+
+def rsync_path(value: str | None) -> str | None:
+    """--rsync-path: a command (`rsync`, `sudo -n rsync`, `/opt/bin/rsync`) run by the remote host's shell, so
+    only plain words are accepted."""
+    if value is None:
+        return None
+    try:
+        words = [] if _CONTROL.search(value) else shlex.split(value)
+    except ValueError:
+        words = []
+    if not words or not all(_RSYNC_WORD.fullmatch(w) for w in words):
+        raise InputError(f"--rsync-path {shown(value)!r}: only plain words are accepted (letters, digits, ._/=:+-)",
+                         "e.g. --rsync-path 'sudo -n rsync' or --rsync-path /opt/bin/rsync")
+    return " ".join(words)
 
 
 def _probe_script(dest: str, protect: list[str]) -> str:
@@ -124,16 +216,20 @@ def _probe_script(dest: str, protect: list[str]) -> str:
         f"D={d}",
         'echo "rsync=$(command -v rsync 2>/dev/null)"',
         'if [ -e "$D" ] || [ -L "$D" ]; then echo exists=1; [ -d "$D" ] && echo isdir=1; fi',
+        'if [ -d "$D" ] && [ -z "$(ls -A "$D" 2>/dev/null | head -n 1)" ]; then echo empty=1; fi',
+        f'if [ -f "$D/{MARKER}" ] && [ ! -L "$D/{MARKER}" ]; then echo marker=1; fi',
         'P="$D"; while [ ! -e "$P" ] && [ "$P" != / ]; do P=$(dirname "$P"); done',
-        'R=$(readlink -f "$P"); echo "real=$R${D#$P}"',
-        "[ -r /proc/mounts ] && awk -v d=\"$D\" -v r=\"$R${D#$P}\" "
-        "'{ if (index($2, d \"/\") == 1) print \"mount=\" substr($2, length(d) + 1);"
-        " else if (r != d && index($2, r \"/\") == 1) print \"mount=\" substr($2, length(r) + 1) }' /proc/mounts",
+        'R="$(readlink -f "$P")${D#"$P"}"; echo "real=$R"',
+        # mounts strictly below D (or below where it resolves to); "/" has every other mount below it
+        "[ -r /proc/mounts ] && D=\"$D\" R=\"$R\" awk 'BEGIN { d = ENVIRON[\"D\"]; r = ENVIRON[\"R\"];"
+        " pd = (d == \"/\") ? \"/\" : d \"/\"; pr = (r == \"/\") ? \"/\" : r \"/\" }"
+        " { if ($2 != d && index($2, pd) == 1) print \"mount=\" substr($2, length(pd));"
+        " else if (r != d && $2 != r && index($2, pr) == 1) print \"mount=\" substr($2, length(pr)) }' /proc/mounts",
     ]
     for p in protect:
         pat = p.rstrip("/")
         glob = "".join(ch if ch in "*?[]" else shlex.quote(ch) if ch != "/" else "/" for ch in pat)
-        lines.append(f'for f in "$D"{glob}; do [ -e "$f" ] && echo "have=${{f#$D}}"; done')
+        lines.append(f'for f in "$D"{glob}; do [ -e "$f" ] && echo "have=${{f#"$D"}}"; done')
     return "\n".join(lines) + "\ntrue\n"
 
 
@@ -141,25 +237,41 @@ def _unescape_mount(s: str) -> str:
     return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), s)
 
 
-def probe(remote: Remote, dest: str, protect: list[str]) -> Probe:
-    out = remote.sh(_probe_script(dest, protect), what=f"looking at {dest}").stdout
+def parse_probe(out: str) -> Probe:
+    """The probe's answer (a remote host's: untrusted): known keys only, at most MAX_PROBE_LINES lines; a value
+    that is not what the key holds is dropped (a mount point rsync cannot be told about is kept aside)."""
     p = Probe()
-    for line in out.splitlines():
+    for line in out.splitlines()[:MAX_PROBE_LINES]:
         k, _, v = line.partition("=")
         if k == "rsync":
-            p.rsync = v
+            p.rsync = v if v.startswith("/") and not _CONTROL.search(v) else ""
         elif k == "exists":
             p.exists = True
         elif k == "isdir":
             p.is_dir = True
+        elif k == "empty":
+            p.empty = True
+        elif k == "marker":
+            p.marker = True
         elif k == "real":
-            p.real = os.path.normpath(v) if v else ""
-        elif k == "mount" and v:
-            p.mounts.append(_unescape_mount(v))
+            p.real = v if v.startswith("/") else ""
+            if p.real and _plain(p.real):
+                p.real = "/" + os.path.normpath(p.real).lstrip("/")
+        elif k == "mount" and v.startswith("/"):
+            m = _unescape_mount(v)
+            if _CONTROL.search(m) or ".." in m.split("/") or "\\" in m:
+                p.odd_mounts.append(m)
+            else:
+                p.mounts.append(m)
         elif k == "have":
-            p.have_protected.append(v)
+            p.have_protected.append(shown(v, 200))
     p.mounts = sorted(set(p.mounts))
     return p
+
+
+def probe(remote: Remote, dest: str, protect: list[str]) -> Probe:
+    return parse_probe(remote.sh(_probe_script(dest, protect), what=f"looking at {dest}",
+                                 max_output=4 << 20).stdout)
 
 
 def source_mounts(source: Path) -> list[str]:
@@ -188,7 +300,11 @@ def profile_rules(name: str) -> tuple[Path, list[str]]:
     cands = [Path(name)] if "/" in name else [d / f"{name}.rules" for d in PROFILE_DIRS]
     for c in cands:
         if c.is_file():
-            rules = [ln.strip() for ln in c.read_text().splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+            try:
+                text = c.read_bytes().decode("utf-8")
+            except (OSError, UnicodeDecodeError) as e:
+                raise InputError(f"--profile {c}: cannot read it as text ({e})", "give a file of rsync filter rules")
+            rules = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
             bad = [r for r in rules if not re.match(r"^[-+PR] \S", r)]
             if bad:
                 raise InputError(f"{c}: not an rsync filter rule: {bad[0]!r}",
@@ -211,7 +327,8 @@ def _protect_list(req: PushRequest) -> list[str]:
 def filters(req: PushRequest, pr: Probe, protect: list[str]) -> list[str]:
     """Filter rules, first match wins: the receiver's mounts, protected files, the user's excludes, the live
     filesystems of the source, the default excludes, then the profile."""
-    rules = [f"- {m}" for m in pr.mounts]
+    rules = [f"- {_literal(m)}" for m in pr.mounts]
+    rules += [f"- /{MARKER}"]
     rules += [f"- {p}" for p in protect]
     rules += [f"- {e}" for e in req.excludes]
     rules += [f"- {m}/*" for m in source_mounts(req.source) if m != "/"]
@@ -219,6 +336,12 @@ def filters(req: PushRequest, pr: Probe, protect: list[str]) -> list[str]:
     if req.profile:
         rules += profile_rules(req.profile)[1]
     return rules
+
+
+def _literal(path: str) -> str:
+    """A path as an rsync pattern that matches only itself: rsync reads backslash escapes only in a pattern that
+    holds a wildcard character."""
+    return re.sub(r"([*?\[\\])", r"\\\1", path) if re.search(r"[*?\[]", path) else path
 
 
 def rsync_argv(req: PushRequest, remote: Remote, rules: list[str], *, dry_run: bool, checksum: bool = False,
@@ -236,7 +359,7 @@ def rsync_argv(req: PushRequest, remote: Remote, rules: list[str], *, dry_run: b
     if req.bwlimit:
         a.append(f"--bwlimit={req.bwlimit}")
     if req.rsync_path:
-        a.append(f"--rsync-path={req.rsync_path}")
+        a.append(f"--rsync-path={rsync_path(req.rsync_path)}")
     if req.files_from:
         a += ["-r", f"--files-from={req.files_from}"]
     a += [f"--filter={r}" for r in rules]
@@ -327,47 +450,55 @@ def _rsync(argv: list[str], remote: Remote, req: PushRequest, progress: bool) ->
                            f"what arrived is kept ({PARTIAL_DIR}/ inside the directories)",
                            "run the same command again: it resumes and converges")
     elif rc != 0:
-        raise CommandError(runner.show(argv), rc, r.tail[-12:],
+        raise CommandError(runner.show(argv), rc, [shown(t) for t in r.tail[-12:]],
                            "rsync's own messages are above; exit 23 means some files could not be read or written")
     return parse(prog.lines)
 
 
-def push(remote: Remote, req: PushRequest) -> Changes:
-    if not req.source.is_dir():
-        raise InputError(f"--source {req.source}: not a directory", "give the root of the tree to push")
-    if req.files_from and req.profile:
-        raise InputError("--files-from and --profile both given", "use one of them")
-    if req.files_from and not req.files_from.is_file():
-        raise InputError(f"--files-from {req.files_from}: no such file", "give a file listing paths relative to --source")
-    if req.profile:
-        profile_rules(req.profile)   # a bad profile fails before any connection
-    protect = _protect_list(req)
-    pr = probe(remote, req.dest, protect)
+def check_probe(remote: Remote, req: PushRequest, pr: Probe) -> None:
+    """The refusals that need the receiver's answer; each one changes nothing."""
+    where = f"{remote.host}:{req.dest}"
     if not pr.rsync:
         raise BuilderError(f"{remote.host}: rsync is not installed there; nothing was changed",
                            "install it on the host (apt-get install rsync / yum install rsync), or give --rsync-path")
     if pr.exists and not pr.is_dir:
-        raise InputError(f"{remote.host}:{req.dest} exists and is not a directory; nothing was changed",
+        raise InputError(f"{where} exists and is not a directory; nothing was changed",
                          "give a directory (or a new path) as --dest")
-    if pr.real and pr.real != req.dest:
-        if pr.real in SYSTEM_DIRS and not req.force:
-            raise InputError(f"{remote.host}:{req.dest} resolves to {pr.real}, part of the running system; "
-                             "nothing was changed", "push into a directory of its own; --force to override")
-        if req.delete and not req.force:
-            raise InputError(f"{remote.host}:{req.dest} is reached through a symlink and is really {pr.real}: "
-                             "--delete would delete there; nothing was changed",
-                             f"give --dest {pr.real} if that is meant, or --force")
+    if not pr.real:
+        raise BuilderError(f"{where}: the host did not say where it resolves to; nothing was changed",
+                           "log in and check the path (readlink -f)")
+    check_resolved(remote.host, req.dest, pr.real, req.force)
+    if pr.real != req.dest and req.delete and not req.force:
+        raise InputError(f"{where} is reached through a symlink and is really {pr.real}: "
+                         "--delete would delete there; nothing was changed",
+                         f"give --dest {pr.real} if that is meant, or --force")
+    if pr.odd_mounts:
+        raise InputError(f"{where}: {shown(pr.odd_mounts[0])} is a mount point whose name rsync cannot be told to "
+                         "leave alone; nothing was changed", "unmount it (or rename its mount point) first")
+    if req.delete and pr.exists and not (pr.empty or pr.marker) and not req.force:
+        raise InputError(f"{where} already holds files and no earlier push's {MARKER}: --delete would delete "
+                         "whatever it does not get from the source; nothing was changed",
+                         f"push into an empty or new directory (a push leaves {MARKER} there, and later --delete "
+                         "runs are allowed), or --force if everything in it may go")
+
+
+def push(remote: Remote, req: PushRequest) -> Changes:
+    check_request(req)
+    protect = _protect_list(req)
+    pr = probe(remote, req.dest, protect)
+    check_probe(remote, req, pr)
     for m in pr.mounts:
-        log.info("%s:%s%s is a mount point: left alone (not entered, not deleted)", remote.host, req.dest, m)
+        log.info("%s:%s is a mount point: left alone (not entered, not deleted)", remote.host,
+                 req.dest.rstrip("/") + shown(m))
     rules = filters(req, pr, protect)
-    if not req.dry_run and not pr.exists:
-        remote.sh(f"mkdir -p {shlex.quote(req.dest)}", what=f"creating {req.dest}")
+    if not req.dry_run and (not pr.exists or pr.empty):
+        remote.write_text(f"{req.dest}/{MARKER}", MARKER_TEXT)       # makes the directory too
     t0 = time.monotonic()
     show = req.progress and not req.dry_run and sys.stderr.isatty() and log.isEnabledFor(logging.INFO)
     changes = _rsync(rsync_argv(req, remote, rules, dry_run=req.dry_run, progress=show), remote, req, show)
     changes.stats["seconds_x1000"] = int((time.monotonic() - t0) * 1000)
     if pr.have_protected:
-        log.info("protected on %s (kept, not sent): %s", remote.host, ", ".join(pr.have_protected))
+        log.info("protected on %s (kept, not sent): %s", remote.host, ", ".join(pr.have_protected[:50]))
     return changes
 
 
@@ -381,7 +512,8 @@ def verify(remote: Remote, req: PushRequest) -> list[str]:
     if r.returncode == 255:
         raise remote.ssh_error(r.tail)
     if r.returncode not in (0, 24):
-        raise CommandError(runner.show(argv), r.returncode, r.tail[-12:], "the checksum comparison failed")
+        raise CommandError(runner.show(argv), r.returncode, [shown(t) for t in r.tail[-12:]],
+                           "the checksum comparison failed")
     c = parse(lines)
     return [n for n, _ in c.sent] + [f"(deleted on the source) {d}" for d in c.deleted] + \
         ([f"{c.created} paths missing on {remote.host}"] if c.created else []) + \

@@ -91,6 +91,7 @@ def run(
     quiet: bool = False,
     reap_group: bool = False,
     split_cr: bool = False,
+    max_output: int | None = None,
 ) -> Result:
     """Run argv, stream its output to the log, raise CommandError on failure.
 
@@ -98,6 +99,8 @@ def run(
     (e.g. to turn a tool's progress into ours). input is fed on stdin (a Secret stays out of the log).
     reap_group=True kills whatever the command left running in its process group (chroot hooks).
     split_cr=True also ends a line at a carriage return (progress meters redraw one line with \\r).
+    max_output bounds what is read from a command whose output is not ours (a remote host's answer): past that
+    many bytes of stdout the command is killed and CommandError says so. Lines are read at most 64 KiB at a time.
     """
     shown = show(argv)
     (log.debug if quiet else log.info)("+ %s", shown)
@@ -114,10 +117,18 @@ def run(
         prog = os.path.basename(os.fspath(argv[0]))
         raise ToolMissing(prog, PACKAGES.get(prog)) from None
 
+    over: list[int] = []       # not empty once max_output was passed
+    kept = [0]                 # bytes of stdout kept so far
+
     def pump(stream: IO[bytes], keep: list[bytes] | None) -> None:
-        for raw in (_cr_lines(stream) if split_cr and keep is None else iter(stream.readline, b"")):
+        for raw in (_cr_lines(stream) if split_cr and keep is None else iter(lambda: stream.readline(1 << 16), b"")):
             if keep is not None:
                 keep.append(raw)
+                kept[0] += len(raw)
+                if max_output is not None and kept[0] > max_output:
+                    over.append(1)
+                    _kill_group(proc.pid, signal.SIGKILL)
+                    break
                 continue
             line = raw.decode("utf-8", "replace").rstrip("\n")
             tail.append(line)
@@ -149,6 +160,8 @@ def run(
     if reap_group:
         _kill_group(proc.pid, signal.SIGKILL)
     stdout = b"".join(out).decode("utf-8", "replace")
+    if over:
+        raise CommandError(shown, rc, [f"more than {max_output} bytes of output: stopped reading"], hint)
     if rc != 0 and check:
         if rc == 127 and not tail:
             prog = os.path.basename(os.fspath(argv[0]))

@@ -70,7 +70,8 @@ from dataclasses import dataclass
 from . import xenconf
 from .identity.formats import _shvars
 
-__all__ = ["DEFAULT_BRIDGE", "BridgePlan", "bridges_defined", "bridges_used", "missing_bridges", "plan_bridge"]
+__all__ = ["DEFAULT_BRIDGE", "BridgePlan", "bridges_defined", "bridges_used", "check_ifname", "check_names",
+           "missing_bridges", "plan_bridge"]
 
 DEFAULT_BRIDGE = "xenbr0"      # xl's default for a vif without bridge= (and xl.conf's vif.default.bridge default)
 
@@ -93,6 +94,35 @@ _NOT_BRIDGED_SCRIPTS = {"vif-route", "vif-nat"}
 class BridgePlan:
     files: dict[str, str]        # file name ("ifcfg-xenbr0", "ifcfg-eth0") -> its full new text
     notes: list[str]             # what moved where, and what the admin must know
+
+
+def check_ifname(name: str, what: str = "--iface") -> str:
+    """An interface name as the kernel takes one (dev_valid_name: 1 to 15 bytes, not `.` or `..`, no `/`, `:`,
+    whitespace or NUL) and as initscripts and an ifcfg-NAME file name take one (letters, digits, `_`, `.`, `-`).
+    ValueError naming `what` otherwise."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"{what}: an empty interface name")
+    raw = name.encode("utf-8", "surrogateescape")
+    if len(raw) > 15:
+        raise ValueError(f"{what} {name!r}: an interface name has at most 15 characters (the kernel's IFNAMSIZ)")
+    if name in (".", "..") or any(c in name for c in "/:\0") or any(c.isspace() for c in name):
+        raise ValueError(f"{what} {name!r}: the kernel takes no interface name with '/', ':' or whitespace, "
+                         "nor '.' or '..'")
+    if not _IFNAME_NIC.fullmatch(name):
+        raise ValueError(f"{what} {name!r}: not an interface name initscripts can take (letters, digits, '_', "
+                         "'.', '-')")
+    return name
+
+
+def check_names(iface: str, bridge: str) -> None:
+    """The NIC and the bridge plan_bridge() would be given: ValueError for a name it would refuse."""
+    check_ifname(iface, "--iface")
+    check_ifname(bridge, "--bridge")
+    if not _IFNAME.fullmatch(bridge):
+        raise ValueError(f"--bridge {bridge!r} cannot be a bridge name here (initscripts would read ifcfg-{bridge} as "
+                         f"a clone file of ifcfg-{bridge.split('-')[0]}); e.g. xenbr0, br0")
+    if bridge == iface:
+        raise ValueError(f"the bridge and the interface are both named {iface!r}")
 
 
 def _side(key: str) -> str:

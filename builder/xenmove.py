@@ -8,12 +8,22 @@ first run are kept in the stage, so a rerun gives the same ones.
 
 --cutover is the final move instead: a sync while the guest runs, shutdown on SRC, a delta sync, the config
 with the ORIGINAL identity on DST, `xl create` there, and the downtime measured from the shutdown to the start.
+
+The staged disk copies are full copies of the guest's disks: after a successful run they are removed (the
+stage keeps only identity.json, the MACs chosen), unless --keep-stage; a failed run keeps them for the rerun and
+says where they are.
+
+The source's config is untrusted data (it comes from another host): the guest's name must be a plain name, every
+disk path absolute without `..`, and a disk that --disk-map does not move may not land inside the destination's
+own system directories (a config naming /var/spool/cron/crontabs/root as a disk would otherwise plant a file
+there). Every value in a remote script is quoted; a dry run writes nothing on either host or here.
 """
 from __future__ import annotations
 
 import json
 import logging
 import os
+import re
 import shlex
 import time
 from dataclasses import dataclass, field
@@ -22,12 +32,19 @@ from pathlib import Path
 from . import run as runner
 from . import xenconf
 from .errors import BuilderError, InputError
-from .remote import Remote
+from .push import system_dir
+from .remote import Remote, remote_path, shown
 
 log = logging.getLogger("imgbuild")
 
 DEFAULT_STAGE = Path("/var/lib/imgbuild/migrate")
 HEADER = "by imgbuild (migrate"
+IDENTITY = "identity.json"
+# where Xen's tools keep images: inside /var/lib, but a place for disks (a disk --disk-map does not move may go)
+IMAGE_DIRS = ("/var/lib/xen/", "/var/lib/libvirt/images/")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_FILE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,200}")
+_MAC = re.compile(r"[0-9a-f]{2}(?::[0-9a-f]{2}){5}")
 
 
 @dataclass(frozen=True)
@@ -46,6 +63,7 @@ class XenMoveRequest:
     force: bool = False
     inventory: str | None = None
     bwlimit: int | None = None
+    keep_stage: bool = False
 
 
 @dataclass
@@ -63,6 +81,40 @@ class MoveResult:
     identity: str = ""                        # what changed in the copy's identity
     downtime: float | None = None
     warnings: list[str] = field(default_factory=list)
+    stage: Path | None = None                 # where the disks were staged (None: a dry run)
+    stage_freed: int | None = None            # bytes of staged copies removed (None: kept)
+
+
+def check_request(req: XenMoveRequest) -> None:
+    """Everything local, before any connection (exit 2 and no host contacted): the guest, the paths, the maps."""
+    from .identity import engine
+    from .identity.reidentify import check_hostname
+    from .xenbridge import check_ifname
+
+    if not (_NAME.fullmatch(req.guest) or req.guest.startswith("/")):
+        raise InputError(f"GUEST {shown(req.guest)!r}: give the guest's name (as in /etc/xen) or its config's "
+                         "absolute path", "e.g. www or /etc/xen/www.cfg")
+    if req.guest.startswith("/"):
+        remote_path(req.guest, "GUEST")
+    remote_path(req.xen_dir, "--xen-dir")
+    for old, new in req.disk_map:
+        remote_path(old, "--disk-map")
+        remote_path(new, "--disk-map")
+    for old, new in req.bridge_map:
+        try:
+            check_ifname(new, "--bridge" if old == "*" else "--bridge-map")
+            if old != "*":
+                check_ifname(old, "--bridge-map")
+        except ValueError as e:
+            raise InputError(str(e), "e.g. --bridge xenbr0 or --bridge-map xenbr0=br0") from None
+    for ip in req.ips:
+        engine.parse_ip(ip)
+    for mac in req.macs:
+        if mac != "auto":
+            engine.parse_mac(mac)
+    check_hostname(req.hostname)
+    if req.stage.exists() and not req.stage.is_dir():
+        raise InputError(f"--stage {req.stage}: not a directory", "give a directory for the staged disk copies")
 
 
 def find_config(src: Remote, guest: str, xen_dir: str) -> tuple[str, str]:
@@ -75,11 +127,35 @@ def find_config(src: Remote, guest: str, xen_dir: str) -> tuple[str, str]:
                      "give the guest's name as in /etc/xen, or the config's absolute path")
 
 
+def guest_name(cfg_text: str, cfg_path: str, host: str) -> str:
+    """The guest's name from its config (the source host's data): a plain name, or InputError."""
+    name = xenconf.read_xm(cfg_text).get("name") or os.path.basename(cfg_path).removesuffix(".cfg")
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise InputError(f"{host}:{cfg_path}: the guest's name {shown(str(name))!r} is not a plain name (letters, "
+                         "digits, '.', '_', '-'); nothing was changed", "rename the guest in a copy of its config")
+    return name
+
+
+def _disk_dest(path: str, disk_map, cfg_path: str) -> str:
+    """Where a disk goes on the destination: mapped by the user's --disk-map, or, unmapped, as the source names
+    it, which must not be inside the destination's own system directories."""
+    new, mapped = xenconf.map_path(path, list(disk_map))
+    new = remote_path(new, f"{cfg_path}: disk")
+    if not mapped and system_dir(new) and not new.startswith(IMAGE_DIRS):
+        raise InputError(f"{cfg_path}: disk {new} would be written to the same path on the destination, inside "
+                         f"its own {system_dir(new)}; nothing was changed",
+                         f"move it with --disk-map {new}=/srv/xen/{os.path.basename(new)} (or another directory "
+                         "for disks)")
+    return new
+
+
 def disks_of(cfg_text: str, cfg_path: str, disk_map, stage: Path) -> list[Disk]:
     xm = xenconf.read_xm(cfg_text)
     entries = xm.get("disk") or []
     if isinstance(entries, str):
         entries = [entries]
+    if not isinstance(entries, list) or not all(isinstance(e, str) for e in entries):
+        raise InputError(f"{cfg_path}: disk must be a list of strings", "check its disk = [...] line")
     out = []
     for spec in entries:
         try:
@@ -87,15 +163,20 @@ def disks_of(cfg_text: str, cfg_path: str, disk_map, stage: Path) -> list[Disk]:
         except xenconf.DiskError as e:
             raise InputError(f"{cfg_path}: {e}", "fix the disk line in a copy of the config") from None
         if d is None:
-            raise InputError(f"{cfg_path}: disk {spec!r} is not in xm syntax", "migrate xen reads Xen 3 (xm) configs")
+            raise InputError(f"{cfg_path}: disk {shown(spec)!r} is not in xm syntax",
+                             "migrate xen reads Xen 3 (xm) configs")
         if d.target is None or d.devtype == "cdrom":
             continue
         if d.target.startswith("/dev/") or d.script:
-            raise InputError(f"{cfg_path}: disk {spec!r} is a block device; only image files are copied",
+            raise InputError(f"{cfg_path}: disk {shown(spec)!r} is a block device; only image files are copied",
                              "copy the volume yourself (e.g. dd over ssh into a new LV), then convert the config "
                              "with `migrate convert-xen --disk-map OLD=NEW`")
-        new, _ = xenconf.map_path(d.target, list(disk_map))
-        out.append(Disk(d.target, new, stage / os.path.basename(d.target)))
+        src = remote_path(d.target, f"{cfg_path}: disk")
+        base = os.path.basename(src)
+        if not _FILE.fullmatch(base):
+            raise InputError(f"{cfg_path}: disk {shown(src)}: the file name {shown(base)!r} is not a plain file name",
+                             "rename the image on the source (letters, digits, '.', '_', '+', '-')")
+        out.append(Disk(src, _disk_dest(src, disk_map, cfg_path), stage / base))
     if not out:
         raise InputError(f"{cfg_path}: the guest has no image file to copy", "check its disk = [...] line")
     names = [d.stage.name for d in out]
@@ -105,21 +186,49 @@ def disks_of(cfg_text: str, cfg_path: str, disk_map, stage: Path) -> list[Disk]:
     return out
 
 
+def _stage_dir(stage: Path) -> Path:
+    """The guest's stage directory, made 0700; one that is a symlink (not made by us) is refused."""
+    if stage.is_symlink() or (stage.exists() and not stage.is_dir()):
+        raise InputError(f"{stage}: not a directory of imgbuild's stage (a symlink or a file); nothing was changed",
+                         "move it away or give another --stage")
+    stage.parent.mkdir(parents=True, exist_ok=True)
+    stage.mkdir(mode=0o700, exist_ok=True)
+    return stage
+
+
+def clean_stage(stage: Path, disks: list[Disk]) -> int:
+    """Remove the staged disk copies and config of a finished run (identity.json stays); the bytes freed."""
+    freed = 0
+    for p in [d.stage for d in disks] + [q for q in stage.glob("*.cfg")]:
+        try:
+            if p.is_symlink() or p.is_file():
+                freed += p.lstat().st_blocks * 512
+                p.unlink()
+        except OSError as e:
+            log.warning("%s: not removed: %s", p, e.strerror)
+    return freed
+
+
 def _rsync_file(src_spec: str, dst_spec: str, remote: Remote, bwlimit: int | None) -> None:
+    # rsync escapes the remote path for the far side's shell itself (unless told not to: RSYNC_OLD_ARGS)
     argv = ["rsync", "-S", "--inplace", "-t", "--numeric-ids", "-e", remote.rsh()]
     if bwlimit:
         argv.append(f"--bwlimit={bwlimit}")
-    r = runner.run([*argv, src_spec, dst_spec], check=False)
+    env = {k: v for k, v in os.environ.items() if k not in ("RSYNC_OLD_ARGS", "RSYNC_PROTECT_ARGS")}
+    r = runner.run([*argv, "--", src_spec, dst_spec], check=False, env=env)
     if r.returncode == 255:
         raise remote.ssh_error(r.tail)
     if r.returncode != 0:
         raise BuilderError(f"{remote.host}: copying {src_spec} -> {dst_spec} failed (rsync exit {r.returncode}): "
-                           + "; ".join(r.tail[-2:]), "run the same command again: it resumes in place")
+                           + shown("; ".join(r.tail[-2:])), "run the same command again: it resumes in place")
 
 
 def _sync(src: Remote, dst: Remote, disks: list[Disk], bwlimit: int | None) -> None:
     for d in disks:
-        d.stage.parent.mkdir(parents=True, exist_ok=True)
+        _stage_dir(d.stage.parent)
+        if d.stage.is_symlink():
+            raise InputError(f"{d.stage}: a symlink in the stage (not made by imgbuild); nothing was copied",
+                             "remove it and rerun")
         log.info("copy %s:%s -> stage %s", src.host, d.src, d.stage)
         _rsync_file(src.spec(d.src), str(d.stage), src, bwlimit)
 
@@ -133,18 +242,25 @@ def _push(dst: Remote, disks: list[Disk], bwlimit: int | None) -> None:
 
 
 def _dst_bridges(dst: Remote) -> set[str]:
+    """The bridges the destination defines (its answer: only names an interface may have are kept)."""
+    from .xenbridge import check_ifname
+
     out = dst.sh("for f in /etc/sysconfig/network-scripts/ifcfg-*; do [ -f \"$f\" ] && "
                  "grep -qi '^TYPE=\"\\?bridge' \"$f\" && echo \"ifcfg=${f##*/ifcfg-}\"; done; "
                  "for b in /sys/class/net/*/bridge; do [ -d \"$b\" ] && b=${b%/bridge} && echo \"link=${b##*/}\"; done; "
                  "grep -hE '^[[:space:]]*(auto|iface)[[:space:]]' /etc/network/interfaces 2>/dev/null | "
-                 "awk '{print \"deb=\" $2}'; true", what="listing bridges").stdout
+                 "awk '{print \"deb=\" $2}'; true", what="listing bridges", max_output=1 << 20).stdout
     found = set()
-    for line in out.splitlines():
+    for line in out.splitlines()[:10000]:
         k, _, v = line.partition("=")
-        if k in ("ifcfg", "link") and v:
+        try:
+            check_ifname(v)
+        except ValueError:
+            continue
+        if k in ("ifcfg", "link"):
             found.add(v)
-        elif k == "deb" and v:
-            found.add(v) if v.startswith(("br", "xenbr", "virbr")) else None
+        elif k == "deb" and v.startswith(("br", "xenbr", "virbr")):
+            found.add(v)
     return found
 
 
@@ -155,11 +271,21 @@ def missing_bridges(xl_text: str, defined: set[str], cfg_name: str) -> list[str]
 
 
 def _identity_state(stage: Path) -> dict:
-    p = stage / "identity.json"
-    try:
-        return json.loads(p.read_text())
-    except (OSError, ValueError):
+    """What an earlier run chose (the MACs), from the stage: a file an earlier run left, so read strictly."""
+    from .untrusted import read_json
+
+    p = stage / IDENTITY
+    if not p.exists():
         return {}
+    if p.is_symlink() or not p.is_file():
+        raise InputError(f"{p}: not a file imgbuild wrote", "remove it; the rerun then chooses new MACs")
+    state = read_json(p, what="the stage's identity.json")
+    macs = state.get("macs", {})
+    if not isinstance(macs, dict) or not all(isinstance(k, str) and isinstance(v, str) and _MAC.fullmatch(k)
+                                             and _MAC.fullmatch(v) for k, v in macs.items()):
+        raise InputError(f"{p}: macs must map MAC addresses to MAC addresses",
+                         "remove the file; the rerun then chooses new MACs")
+    return {"macs": macs}
 
 
 def _reidentify(req: XenMoveRequest, dst: Remote, stage: Path, cfg_stage: Path, disks: list[Disk],
@@ -185,7 +311,9 @@ def _reidentify(req: XenMoveRequest, dst: Remote, stage: Path, cfg_stage: Path, 
     out = reidentify(g, ereq, Where(inventory_file=req.inventory), force=req.force, new_guest=True, source=source)
     if out.plan.new_macs:
         state["macs"] = {**state.get("macs", {}), **out.plan.new_macs}
-        (stage / "identity.json").write_text(json.dumps(state, indent=1) + "\n")
+        from .outputs import write_atomic
+
+        write_atomic(stage / IDENTITY, json.dumps(state, indent=1) + "\n", 0o600)
     rec = out.record
     summary = (f"IPs {', '.join(rec.ips) or '-'}, MACs {', '.join(rec.macs) or '-'}"
                + (f", host name {rec.hostname}" if rec.hostname else ""))
@@ -201,6 +329,7 @@ def _shutdown(src: Remote, name: str, timeout: int = 300) -> None:
 
 
 def move(src: Remote, dst: Remote, req: XenMoveRequest) -> MoveResult:
+    check_request(req)
     cfg_path, text = find_config(src, req.guest, req.xen_dir)
     conv = xenconf.convert_text(text, cfg_path, req.disk_map, req.bridge_map)
     for f in conv.findings:
@@ -209,7 +338,7 @@ def move(src: Remote, dst: Remote, req: XenMoveRequest) -> MoveResult:
     if conv.text is None:
         raise BuilderError(f"{src.host}:{cfg_path}: xl cannot take this config (above); nothing was changed",
                            "fix a copy of it, or convert it by hand with `migrate convert-xen`")
-    name = str(xenconf.read_xm(text).get("name") or os.path.basename(cfg_path).removesuffix(".cfg"))
+    name = guest_name(text, cfg_path, src.host)
     stage = req.stage / name
     disks = disks_of(text, cfg_path, req.disk_map, stage)
     dst_cfg = f"{req.xen_dir}/{name}.cfg"
@@ -231,9 +360,31 @@ def move(src: Remote, dst: Remote, req: XenMoveRequest) -> MoveResult:
     if req.dry_run:
         for d in disks:
             log.info("would copy %s:%s -> %s:%s (sparse, via %s)", src.host, d.src, dst.host, d.dst, d.stage)
+        log.info("the staged copies in %s would be %s after the run", stage,
+                 "kept (--keep-stage)" if req.keep_stage else "removed")
         return result
     if req.cutover:
         _need(dst, "xl") if req.start else None
+    result.stage = stage
+    try:
+        _copy(src, dst, req, result, name, cfg_path, conv.text, stage, disks, dst_cfg)
+    except BuilderError:
+        if any(d.stage.exists() for d in disks):
+            log.warning("the staged disk copies are kept in %s for the rerun (removed after a run that succeeds, "
+                        "unless --keep-stage)", stage)
+        raise
+    if req.keep_stage:
+        log.info("the staged disk copies are kept in %s (--keep-stage): a rerun sends only changed blocks", stage)
+    else:
+        result.stage_freed = clean_stage(stage, disks)
+        log.info("removed the staged disk copies in %s (%.1f MB on disk); --keep-stage keeps them", stage,
+                 result.stage_freed / (1 << 20))
+    return result
+
+
+def _copy(src: Remote, dst: Remote, req: XenMoveRequest, result: MoveResult, name: str, cfg_path: str,
+          conv_text: str, stage: Path, disks: list[Disk], dst_cfg: str) -> None:
+    """The real run's copies, config and start (move() did every check)."""
     _sync(src, dst, disks, req.bwlimit)
     cfg_stage = stage / f"{name}.cfg"
     t0 = None
@@ -247,9 +398,11 @@ def move(src: Remote, dst: Remote, req: XenMoveRequest) -> MoveResult:
         except BuilderError as e:
             raise BuilderError(f"{e.message} -- {name} is shut down on {src.host}",
                                f"rerun the same command, or start it again there: xm create {cfg_path}") from None
-        xl_text = conv.text
+        xl_text = conv_text
     else:
-        cfg_stage.write_text(conv.text)
+        if cfg_stage.is_symlink():
+            cfg_stage.unlink()
+        cfg_stage.write_text(conv_text)
         xl_text, result.identity = _reidentify(req, dst, stage, cfg_stage, disks, dst_cfg)
     _push(dst, disks, req.bwlimit)
     dst.write_text(dst_cfg, xl_text)
@@ -259,10 +412,9 @@ def move(src: Remote, dst: Remote, req: XenMoveRequest) -> MoveResult:
         result.downtime = time.monotonic() - t0
     elif req.cutover:
         result.downtime = time.monotonic() - t0
-    return result
 
 
 def _need(r: Remote, prog: str) -> None:
-    if r.sh(f"command -v {prog}", check=False).returncode != 0:
+    if r.sh(f"command -v {shlex.quote(prog)}", check=False).returncode != 0:
         raise BuilderError(f"{r.host}: no `{prog}` there; nothing was changed",
                            "install Xen's tools on the destination, or --no-start to start the guest yourself")

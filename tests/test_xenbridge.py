@@ -470,3 +470,36 @@ def test_missing_bridges_target_and_no_bridge_at_all():
         "--bridge-map br1=br0)"]
     assert missing_bridges({"g.cfg": ["xenbr0", ""]}, set()) == [
         "g.cfg: vif 0 uses bridge 'xenbr0', which the destination does not define (add ifcfg-xenbr0)"]
+
+
+# ------------------------------------------------------------------ names given on the command line
+
+
+@pytest.mark.parametrize("name", ["eth0", "em1", "enp0s25", "eth0.100", "bond0", "br_lan", "a" * 15, "veth-x"])
+def test_interface_names_the_kernel_and_initscripts_take(name):
+    from builder.xenbridge import check_ifname
+
+    assert check_ifname(name) == name
+
+
+@pytest.mark.parametrize("name, why", [
+    ("", "empty"), ("a" * 16, "at most 15"), (".", "'.'"), ("..", "'.'"), ("eth/0", "'/'"), ("eth0:1", "':'"),
+    ("eth 0", "whitespace"), ("eth\t0", "whitespace"), ("eth0\n", "whitespace"), ("eth0$(cmd)", "initscripts"),
+    ("eth0`id`", "initscripts"), ("eth0;id", "initscripts"), ("e'h", "initscripts"), ('e"h', "initscripts"),
+    ("eth*", "initscripts"), ("\x00", "'/'"), ("ëth0", "initscripts"),
+])
+def test_interface_names_refused_with_the_rule_they_break(name, why):
+    from builder.xenbridge import check_ifname
+
+    with pytest.raises(ValueError) as e:
+        check_ifname(name, "--iface")
+    assert "--iface" in str(e.value) and why in str(e.value)
+
+
+def test_bridge_names_also_refuse_a_dash_and_the_nic_itself():
+    from builder.xenbridge import check_names
+
+    check_names("eth0", "xenbr0")
+    for iface, bridge in (("eth0", "xen-br0"), ("eth0", "eth0"), ("eth0", "br$(x)"), ("eth0$(x)", "xenbr0")):
+        with pytest.raises(ValueError):
+            check_names(iface, bridge)

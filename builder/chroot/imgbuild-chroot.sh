@@ -1,19 +1,27 @@
 #!/bin/sh
-# imgbuild-chroot: run the OS installed in @ROOT@ inside a chroot of this host.
-#   imgbuild-chroot start    bind the host's @BINDS@ into it, `mount -a` inside, start its services
+# imgbuild-chroot: run the OS installed in ROOT (below) inside a chroot of this host.
+#   imgbuild-chroot start    bind the host's BINDS into it, `mount -a` inside, start its services
 #   imgbuild-chroot stop     stop its services and every process left in it, undo its mounts
 #   imgbuild-chroot status   what is mounted and running (exit 0 running, 3 stopped)
 # Written by `migrate chroot-install`. Run it by hand first (`migrate chroot-start`): if anything goes wrong, a
 # reboot brings the host back as it was. Only `migrate chroot-enable` starts it at boot.
 # start and stop are idempotent: a second start mounts nothing twice and starts nothing twice.
-ROOT='@ROOT@'
-BINDS='@BINDS@'
-SERVICES='@SERVICES@'
+ROOT=@ROOT@
+BINDS=@BINDS@
+SERVICES=@SERVICES@
 PATH=/usr/sbin:/usr/bin:/sbin:/bin
 export PATH
 say() { echo "imgbuild-chroot: $*" >&2; }
 
-mounted() { awk -v p="$1" '$2 == p { f = 1 } END { exit !f }' /proc/mounts; }
+# ROOT must still be the directory it was when this was written: not /, not reached through a symlink now
+# (stop ends every process whose root is ROOT: with / that would be every process of the host)
+real=$(readlink -f "$ROOT" 2>/dev/null)
+if [ -z "$real" ] || [ "$real" = / ] || [ "$real" != "$ROOT" ] || [ ! -d "$ROOT" ]; then
+    say "$ROOT resolves to '${real:-nothing}' now, not to itself: refusing to touch it"
+    exit 1
+fi
+
+mounted() { P="$1" awk 'BEGIN { p = ENVIRON["P"] } $2 == p { f = 1 } END { exit !f }' /proc/mounts; }
 
 # pids of the processes whose root directory is ROOT (our own script's root is the host's)
 procs() {
@@ -23,14 +31,45 @@ procs() {
 }
 
 # mounts below ROOT, deepest first
-mounts_below() { awk -v r="$ROOT" 'index($2, r "/") == 1 { print $2 }' /proc/mounts | sort -r; }
+mounts_below() { R="$ROOT" awk 'BEGIN { r = ENVIRON["R"] } index($2, r "/") == 1 { print $2 }' /proc/mounts | sort -r; }
+
+# where the host's directory $1 is bound inside ROOT, resolved; made if missing. A symlink of the tree may lead
+# elsewhere inside ROOT (a merged-usr tree's lib -> usr/lib), never out of it (an absolute /dev link would
+# otherwise mount over the host's own /dev): that is refused.
+target() {
+    t=$ROOT
+    rest=${1#/}
+    while [ -n "$rest" ]; do
+        c=${rest%%/*}
+        case "$rest" in */*) rest=${rest#*/} ;; *) rest= ;; esac
+        t=$t/$c
+        if [ -e "$t" ] || [ -L "$t" ]; then
+            t=$(readlink -f "$t") || return 1
+            case "$t" in
+                "$ROOT"/*) ;;
+                *) say "$ROOT$1 leads out of $ROOT (to $t): not mounted"; return 1 ;;
+            esac
+        else
+            mkdir "$t" || return 1
+        fi
+    done
+    [ -d "$t" ] || { say "$t is not a directory: not mounted"; return 1; }
+    case "$t" in *[[:space:]]*) say "$t: a name with a space: not mounted"; return 1 ;; esac
+    echo "$t"
+}
 
 start() {
     [ -d "$ROOT/etc" ] || { say "$ROOT is not an OS tree"; exit 1; }
+    # every target first: a tree that would lead one out of ROOT gets no mount at all
+    pairs=
     for b in $BINDS; do
         [ -e "$b" ] || continue
-        [ -d "$ROOT$b" ] || mkdir -p "$ROOT$b" || exit 1
-        mounted "$ROOT$b" || mount --bind "$b" "$ROOT$b" || { say "cannot bind $b to $ROOT$b"; exit 1; }
+        t=$(target "$b") || exit 1
+        pairs="$pairs $b=$t"
+    done
+    for p in $pairs; do
+        b=${p%%=*} t=${p#*=}
+        mounted "$t" || mount --bind "$b" "$t" || { say "cannot bind $b to $t"; exit 1; }
     done
     if grep -qsv '^[[:space:]]*\(#\|$\)' "$ROOT/etc/fstab"; then
         chroot "$ROOT" mount -a || say "mount -a inside $ROOT failed (continuing)"

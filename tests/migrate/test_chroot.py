@@ -3,6 +3,7 @@ the new system's own sshd while the host's sshd (the backdoor, port 2222) still 
 enable at boot, disable, stop. The "host" is a network namespace running a real sshd (tests/sshhost.py)."""
 from __future__ import annotations
 
+import os
 import subprocess
 
 import pytest
@@ -123,7 +124,7 @@ def test_enable_disable_edit_only_their_own_lines(deployed):
     assert r.returncode == 0, r.stderr
     unit = host.root / "etc/systemd/system/imgbuild-chroot-srv-newos.service"
     link = host.root / "etc/systemd/system/multi-user.target.wants" / unit.name
-    assert f"ExecStart={DEST}/usr/local/sbin/imgbuild-chroot start" in unit.read_text()
+    assert f'ExecStart="{DEST}/usr/local/sbin/imgbuild-chroot" start' in unit.read_text()
     assert link.is_symlink()
     r = migrate("chroot-disable", *ssh_args(host), "--dest", DEST)
     assert r.returncode == 0, r.stderr
@@ -135,3 +136,121 @@ def test_enable_disable_edit_only_their_own_lines(deployed):
 def test_start_without_install_names_what_to_do(sshhost):
     r = migrate("chroot-start", *ssh_args(sshhost), "--dest", DEST)
     assert r.returncode == 2 and "chroot-install" in r.stderr and "Traceback" not in r.stderr
+
+
+# ------------------------------------------------------------------ what the host answers is checked again
+
+
+def small_tree(host, dest: str = "/srv/t"):
+    """A tree with what chroot-install needs (etc/), made directly in the host's root."""
+    t = host.root / dest.lstrip("/")
+    (t / "etc").mkdir(parents=True)
+    (t / "usr/local/sbin").mkdir(parents=True)
+    return t
+
+
+def host_mounts(host) -> list[str]:
+    return host.ssh("awk '{print $2}' /proc/mounts").stdout.split()
+
+
+COMMANDS = (["chroot-install"], ["chroot-start"], ["chroot-stop"], ["chroot-status"], ["chroot-enable"],
+            ["chroot-disable"])
+
+
+def test_a_destination_resolving_to_the_root_or_the_system_is_refused(sshhost):
+    """chroot-stop on a --dest that resolves to / would end every process whose root is / (all of them): every
+    command checks the path the host resolved, with push's rules, before it runs anything there."""
+    fake = sshhost.root / "usr/local/sbin/imgbuild-chroot"          # what $REAL/usr/local/sbin/... would run
+    fake.write_text('#!/bin/sh\ntouch "/tmp/ran-$1"\n')
+    fake.chmod(0o755)
+    sshhost.ssh("ln -s / /srv/rootlink && ln -s /etc /srv/etclink && ln -s /usr/local /srv/locallink && "
+                "ln -s /var/lib /srv/varliblink")
+    for link, real in (("/srv/rootlink", "/"), ("/srv/etclink", "/etc"), ("/srv/locallink", "/usr/local"),
+                       ("/srv/varliblink", "/var/lib")):
+        for cmd in COMMANDS:
+            r = migrate(*cmd, *ssh_args(sshhost), "--dest", link)
+            assert r.returncode == 2, (cmd, r.stderr)
+            assert f"target:{link} resolves to {real} there, part of the running system" in r.stderr, r.stderr
+    assert not list((sshhost.root / "tmp").glob("ran-*"))
+    assert len([p for p, _ in sshhost.processes()]) >= 1 and sshhost.tcp_banner(2222).startswith("SSH-")
+
+
+def test_boot_script_refuses_a_root_that_is_no_longer_itself(sshhost):
+    small_tree(sshhost)
+    r = migrate("chroot-install", *ssh_args(sshhost), "--dest", "/srv/t")
+    assert r.returncode == 0, r.stderr
+    before = len(sshhost.processes())
+    sleeper = sshhost.ssh("nohup sleep 300 >/dev/null 2>&1 & echo $!").stdout.strip()
+    r = sshhost.ssh("mv /srv/t /srv/t2 && ln -s / /srv/t && /srv/t2/usr/local/sbin/imgbuild-chroot stop",
+                    check=False)
+    assert r.returncode == 1 and "refusing to touch it" in r.stderr, r.stderr
+    assert sshhost.ssh(f"kill -0 {sleeper} && echo alive").stdout.strip() == "alive"
+    assert len(sshhost.processes()) >= before
+    sshhost.ssh(f"kill {sleeper}")
+
+
+def test_start_never_mounts_through_a_link_out_of_the_tree(sshhost):
+    """An absolute /dev link in the tree would bind the host's /dev over the host's own directory: refused, and
+    nothing at all is mounted; a link inside the tree (a merged-usr lib -> usr/lib) is followed."""
+    tree = small_tree(sshhost)
+    r = migrate("chroot-install", *ssh_args(sshhost), "--dest", "/srv/t")
+    assert r.returncode == 0, r.stderr
+    victim = sshhost.root / "srv/victim"
+    victim.mkdir()
+    (victim / "data").write_text("host's own\n")
+    for link in ("/srv/victim", "../victim"):
+        if os.path.lexists(tree / "dev"):
+            (tree / "dev").unlink()
+        (tree / "dev").symlink_to(link)
+        r = migrate("chroot-start", *ssh_args(sshhost), "--dest", "/srv/t", "--wait", "1")
+        assert r.returncode == 1 and "leads out of /srv/t" in r.stderr, r.stderr
+        assert not [m for m in host_mounts(sshhost) if m.startswith(("/srv/t/", "/srv/victim"))]
+        assert [p.name for p in victim.iterdir()] == ["data"]
+    (tree / "dev").unlink()
+    (tree / "usr/dev").mkdir()
+    (tree / "dev").symlink_to("usr/dev")
+    r = migrate("chroot-start", *ssh_args(sshhost), "--dest", "/srv/t", "--wait", "1")
+    assert "nothing answers ssh" in r.stderr, r.stderr                     # started; no sshd in this tree
+    assert "/srv/t/usr/dev" in host_mounts(sshhost) and "/srv/victim" not in host_mounts(sshhost)
+    r = migrate("chroot-stop", *ssh_args(sshhost), "--dest", "/srv/t")
+    assert r.returncode == 0, r.stderr
+    assert not [m for m in host_mounts(sshhost) if m.startswith("/srv/t/")]
+
+
+def test_install_never_writes_through_the_trees_links(sshhost):
+    tree = small_tree(sshhost)
+    host_hostname = (sshhost.root / "etc/hostname").read_bytes()
+    host_sshd = (sshhost.root / "etc/ssh/sshd_config").read_bytes()
+    (tree / "etc/machine-id").symlink_to("/tmp/planted-machine-id")         # dangling, absolute
+    (tree / "etc/hostname").symlink_to("/etc/hostname")                     # the host's, when read on the host
+    r = migrate("chroot-install", *ssh_args(sshhost), "--dest", "/srv/t", "--hostname", "newos")
+    assert r.returncode == 0, r.stderr
+    assert not (sshhost.root / "tmp/planted-machine-id").exists()
+    assert (sshhost.root / "etc/hostname").read_bytes() == host_hostname
+    assert (tree / "etc/hostname").read_text() == "newos\n" and not (tree / "etc/hostname").is_symlink()
+    (tree / "etc/ssh").mkdir()
+    (tree / "etc/ssh/sshd_config").symlink_to("/etc/ssh/sshd_config")
+    r = migrate("chroot-install", *ssh_args(sshhost), "--dest", "/srv/t", "--ssh-port", "2299")
+    assert r.returncode == 1 and "is a symlink: Port 2299 not set" in r.stderr, r.stderr
+    assert (sshhost.root / "etc/ssh/sshd_config").read_bytes() == host_sshd
+    # the boot script's own directory reached through an absolute link: nothing written on the host
+    other = sshhost.root / "srv/u"
+    (other / "etc").mkdir(parents=True)
+    (other / "usr").mkdir()
+    (other / "usr/local").symlink_to("/usr/local")
+    listing = sorted(p.name for p in (sshhost.root / "usr/local/sbin").iterdir())
+    r = migrate("chroot-install", *ssh_args(sshhost), "--dest", "/srv/u")
+    assert r.returncode == 1 and "/srv/u/usr/local is a symlink" in r.stderr, r.stderr
+    assert sorted(p.name for p in (sshhost.root / "usr/local/sbin").iterdir()) == listing
+
+
+def test_enable_writes_rc_local_only(sshhost):
+    """An /etc/rc.local that resolves to another file (here /etc/passwd) is refused; nothing is written."""
+    small_tree(sshhost)
+    assert migrate("chroot-install", *ssh_args(sshhost), "--dest", "/srv/t").returncode == 0
+    passwd = (sshhost.root / "etc/passwd").read_bytes()
+    (sshhost.root / "etc/rc.local").symlink_to("/etc/passwd")
+    for extra in ((), ("--dry-run",)):
+        r = migrate("chroot-enable", *ssh_args(sshhost), "--dest", "/srv/t", "--via", "rc.local", *extra)
+        assert r.returncode == 2 and "/etc/rc.local resolves to /etc/passwd" in r.stderr, r.stderr
+    assert (sshhost.root / "etc/passwd").read_bytes() == passwd

@@ -71,7 +71,7 @@ def pushed(host) -> Path:
 
 
 def comparable(state: dict) -> dict:
-    skip = ("etc/hostname", "etc/ssh/ssh_host_ed25519_key", "tmp/scratch", ".")
+    skip = ("etc/hostname", "etc/ssh/ssh_host_ed25519_key", "tmp/scratch", ".", ".imgbuild-push")
     return {k: v for k, v in state.items() if k not in skip}
 
 
@@ -89,6 +89,7 @@ def test_full_push_then_no_change_then_one_percent(sshhost, source):
     assert not (dst / "etc" / "hostname").exists()                      # protected: never sent
     assert not (dst / "etc" / "ssh" / "ssh_host_ed25519_key").exists()
     assert (dst / "tmp").is_dir() and not (dst / "tmp" / "scratch").exists()
+    assert (dst / ".imgbuild-push").is_file()                            # the marker: later --delete runs may delete
     st = os.stat(dst / "var" / "lib" / "sparse.img")
     assert st.st_size == 64 << 20 and st.st_blocks * 512 < 1 << 20, "the sparse file arrived dense"
     assert "sent 6" in r.stderr                                          # "sent 6xx files"
@@ -124,6 +125,7 @@ def test_dry_run_changes_nothing_and_lists_deletions(sshhost, source):
 def test_protected_files_survive_and_mounts_are_left_alone(sshhost, source):
     dst = pushed(sshhost)
     (dst / "etc" / "ssh").mkdir(parents=True)
+    (dst / ".imgbuild-push").write_text("an earlier push\n")          # --delete may delete here
     (dst / "etc" / "hostname").write_text("target-host\n")
     (dst / "etc" / "ssh" / "ssh_host_ed25519_key").write_text("TARGET KEY\n")
     (dst / "etc" / "only-on-target").write_text("deleted by --delete\n")
@@ -205,10 +207,17 @@ def test_refusals_name_the_host_and_change_nothing(sshhost, source, tmp_path):
     r = migrate("push", *ssh_args(sshhost), "--dest", "/", "--source", source)
     assert r.returncode == 2 and "refusing to push into the remote system's own /" in r.stderr
     assert "Traceback" not in r.stderr
+    # a destination that resolves into the running system on the host: refused as if named, with or without --delete
+    sshhost.ssh("ln -s /usr/share /srv/link && ln -s /var/lib/dpkg /srv/link2 && ln -s / /srv/rootlink")
+    for link, real in (("/srv/link", "/usr/share"), ("/srv/link2", "/var/lib/dpkg"), ("/srv/rootlink", "/")):
+        for extra in ((), ("--delete",)):
+            r = migrate("push", *ssh_args(sshhost), "--dest", link, "--source", source, *extra)
+            assert r.returncode == 2, r.stderr
+            assert f"target:{link} resolves to {real} there, part of the running system" in r.stderr
     # a symlinked destination with --delete would delete elsewhere
-    sshhost.ssh("ln -s /usr/share /srv/link")
-    r = migrate("push", *ssh_args(sshhost), "--dest", "/srv/link", "--source", source, "--delete")
-    assert r.returncode == 2 and "really /usr/share" in r.stderr and "target:/srv/link" in r.stderr
+    sshhost.ssh("mkdir -p /srv/other && ln -s /srv/other /srv/otherlink")
+    r = migrate("push", *ssh_args(sshhost), "--dest", "/srv/otherlink", "--source", source, "--delete")
+    assert r.returncode == 2 and "really /srv/other" in r.stderr and "target:/srv/otherlink" in r.stderr
     # an unknown host key: refused, accepted only when asked
     cfg = tmp_path / "ssh_config"
     cfg.write_text(sshhost.ssh_config.read_text().replace(str(sshhost.known_hosts), str(tmp_path / "kh")))
@@ -217,10 +226,97 @@ def test_refusals_name_the_host_and_change_nothing(sshhost, source, tmp_path):
     assert r.returncode == 2 and "not in your known_hosts" in r.stderr and "--accept-new-host-key" in r.stderr
     assert tree_state(sshhost.root / "etc", mtime=True) == before
     assert not pushed(sshhost).exists()
-    r = migrate("push", *args, "--accept-new-host-key", "--dry-run")
+    r = migrate("push", *args, "--accept-new-host-key")
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "kh").read_text().count("ssh-ed25519") == 1
-    assert not pushed(sshhost).exists()              # a dry run creates nothing, not even DEST
+
+
+def test_delete_only_where_a_push_was_or_nothing_is(sshhost, source):
+    """--delete into a directory of someone's files (no marker of an earlier push) is refused; a push into a new
+    or empty directory leaves the marker, and from then on --delete works there."""
+    sshhost.ssh(f"mkdir -p {DEST}/data && echo precious > {DEST}/data/db && mkdir -p /srv/empty")
+    before = tree_state(pushed(sshhost), mtime=True)
+    for extra in ((), ("--dry-run",)):
+        r = migrate("push", *ssh_args(sshhost), "--dest", DEST, "--source", source, "--delete", *extra)
+        assert r.returncode == 2 and "no earlier push's .imgbuild-push" in r.stderr and "--force" in r.stderr
+    assert tree_state(pushed(sshhost), mtime=True) == before
+    r = migrate("push", *ssh_args(sshhost), "--dest", DEST, "--source", source)      # without --delete: a merge
+    assert r.returncode == 0, r.stderr
+    assert (pushed(sshhost) / "data/db").read_text() == "precious\n"
+    assert not (pushed(sshhost) / ".imgbuild-push").exists()      # not ours: still no --delete there
+    r = migrate("push", *ssh_args(sshhost), "--dest", DEST, "--source", source, "--delete")
+    assert r.returncode == 2
+    for new in ("/srv/empty", "/srv/new/os"):                    # empty or new: the push marks it
+        r = migrate("push", *ssh_args(sshhost), "--dest", new, "--source", source, "--delete")
+        assert r.returncode == 0, r.stderr
+        sshhost.ssh(f"echo stray > {new}/stray")
+        r = migrate("push", *ssh_args(sshhost), "--dest", new, "--source", source, "--delete")
+        assert r.returncode == 0, r.stderr
+        assert not (sshhost.root / new.lstrip("/") / "stray").exists()
+        assert (sshhost.root / new.lstrip("/") / ".imgbuild-push").is_file()
+    r = migrate("push", *ssh_args(sshhost), "--dest", DEST, "--source", source, "--delete", "--force")
+    assert r.returncode == 0, r.stderr
+    assert not (pushed(sshhost) / "data/db").exists()
+
+
+def test_dest_root_with_force_leaves_every_mount_alone(sshhost, source):
+    """--dest / --force --delete (dry run): the host's /proc, /sys, /dev, /dev/shm mounts are found and left
+    alone, so nothing under them would be deleted."""
+    r = migrate("push", *ssh_args(sshhost), "--dest", "/", "--source", source, "--delete", "--force", "--dry-run")
+    assert r.returncode == 0, r.stderr
+    for m in ("/proc", "/sys", "/dev", "/dev/shm"):
+        assert f"target:{m} is a mount point: left alone" in r.stderr, r.stderr
+    deleted = [ln for ln in r.stdout.splitlines() if ln.startswith("  delete ")]
+    assert deleted, "a dry run with --delete into / lists what it would delete"
+    assert not [d for d in deleted if d.split()[1].startswith(("dev/", "proc/", "sys/"))], deleted[:20]
+
+
+def test_local_input_is_checked_before_any_connection(tmp_path, source):
+    """No host at all: a bad local value exits 2 naming it (not 1 "cannot connect")."""
+    host = ["nosuch.invalid", "--ssh-option", "ConnectTimeout=1"]
+    for extra, what in (((), "--source"), (("--profile", "nosuch"), "--profile"),
+                        (("--files-from", str(tmp_path / "nosuch")), "--files-from"),
+                        (("--protect", "etc/x"), "--protect"), (("--rsync-path", "rsync;id"), "--rsync-path")):
+        src = tmp_path / "nosuch" if what == "--source" else source
+        r = migrate("push", *host, "--dest", DEST, "--source", src, *extra)
+        assert r.returncode == 2 and f"error: {what}" in r.stderr, r.stderr
+        assert "cannot connect" not in r.stderr and "Traceback" not in r.stderr
+
+
+def test_dry_run_with_a_new_host_key_writes_no_known_hosts(sshhost, source, tmp_path):
+    """--accept-new-host-key --dry-run: the key is accepted for the run only; the user's known_hosts stays byte
+    for byte as it was (also when it does not exist); a CHANGED key is still refused."""
+    kh = tmp_path / "kh"
+    cfg = tmp_path / "ssh_config"
+    cfg.write_text(sshhost.ssh_config.read_text().replace(str(sshhost.known_hosts), str(kh))
+                   .replace("UpdateHostKeys no", "UpdateHostKeys yes"))
+    args = [sshhost.alias, "--ssh-config", str(cfg), "--dest", DEST, "--source", str(source)]
+    r = migrate("push", *args, "--accept-new-host-key", "--dry-run")
+    assert r.returncode == 0, r.stderr
+    assert not kh.exists()
+    assert "accepted for this dry run only" in r.stderr and "SHA256:" in r.stderr
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "otherkey")], check=True)
+    key = " ".join((tmp_path / "otherkey.pub").read_text().split()[:2])
+    other = f"[10.231.99.2]:2222 {key}\n"            # another host's entry: must stay as it is
+    kh.write_text(other)
+    r = migrate("push", *args, "--accept-new-host-key", "--dry-run")
+    assert r.returncode == 0, r.stderr
+    assert kh.read_text() == other
+    assert not pushed(sshhost).exists()
+    for cmd in (["chroot-start"], ["chroot-stop"], ["chroot-install"], ["chroot-enable"], ["chroot-disable"]):
+        r = migrate(*cmd, sshhost.alias, "--ssh-config", str(cfg), "--dest", DEST, "--accept-new-host-key", "--dry-run")
+        assert "not in your known_hosts" not in r.stderr and kh.read_text() == other, (cmd, r.stderr)
+    # a changed key: refused, nothing written
+    changed = f"[{sshhost.addr}]:2222 " + other.split(" ", 1)[1]
+    kh.write_text(changed)
+    r = migrate("push", *args, "--accept-new-host-key", "--dry-run")
+    assert r.returncode == 2 and "CHANGED" in r.stderr
+    assert kh.read_text() == changed
+    # the real run records the key (and only then)
+    kh.write_text(other)
+    r = migrate("push", *args, "--accept-new-host-key")
+    assert r.returncode == 0, r.stderr
+    assert kh.read_text().startswith(other) and kh.read_text().count("ssh-ed25519") == 2
 
 
 def test_profiles_and_files_from_choose_what_is_sent(sshhost, source, tmp_path):

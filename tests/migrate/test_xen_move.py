@@ -118,11 +118,16 @@ def test_copy_next_to_the_original_gets_new_ip_and_mac_in_config_and_disk(xen_ho
     assert "192.0.2.20" in debugfs_cat(img, "/etc/hosts")
     assert sha(src_img) == before                        # the original is never touched
     assert (src.root / "run/xm-www").exists()           # ... and keeps running
+    # the staged full copy is gone after the run (the MACs chosen stay), and the log says where it was
+    stage = tmp_path / "stage" / "www"
+    assert sorted(p.name for p in stage.iterdir()) == ["identity.json"]
+    assert f"removed the staged disk copies in {stage}" in r.stderr
     # a rerun converges: the same MAC (kept in the stage), the same files in the disk
-    r = migrate(*args)
+    r = migrate(*args, "--keep-stage")
     assert r.returncode == 0, r.stderr
     assert (dst.root / "etc/xen/www.cfg").read_text() == cfg
     assert debugfs_cat(img, "/etc/sysconfig/network-scripts/ifcfg-eth0") == ifcfg
+    assert (stage / "www.img").is_file() and f"kept in {stage} (--keep-stage)" in r.stderr
 
 
 def test_cutover_keeps_the_identity_and_reports_downtime(xen_hosts, tmp_path):
@@ -138,6 +143,18 @@ def test_cutover_keeps_the_identity_and_reports_downtime(xen_hosts, tmp_path):
     assert sha(img) == sha(src.root / "var/xen/www.img")
     cfg = (dst.root / "etc/xen/www.cfg").read_text()
     assert f"mac={OLD_MAC}" in cfg and "xenbr0" in cfg
+    assert not (tmp_path / "stage" / "www" / "www.img").exists()
+
+
+def test_a_failed_copy_keeps_the_stage_and_says_where(xen_hosts, tmp_path):
+    src, dst = xen_hosts
+    (dst.root / "srv").mkdir(exist_ok=True)
+    (dst.root / "srv/xen").write_text("a file where the image directory should be\n")
+    r = migrate("xen", "src", "www", "--to", "dst", "--disk-map", "/var/xen=/srv/xen", "--ip", f"{OLD_IP}=192.0.2.40",
+                *xen_args(src, tmp_path))
+    assert r.returncode == 1, r.stderr
+    stage = tmp_path / "stage" / "www"
+    assert (stage / "www.img").is_file() and f"the staged disk copies are kept in {stage}" in r.stderr
 
 
 def test_refusals_and_dry_run_change_nothing(xen_hosts, tmp_path):
