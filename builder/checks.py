@@ -92,7 +92,10 @@ def child(parent: str | os.PathLike[str], value: str, what: str) -> Path:
         name(value)
     except ValueError as e:
         raise InputError(f"{what}: {e}", "a name is one path component; choose another name") from None
-    path = Path(os.path.realpath(parent)) / value
+    real = Path(os.path.realpath(parent))
+    if os.path.exists(real) and not real.is_dir():
+        raise InputError(f"{what}: {parent} is not a directory", "give the directory it belongs in")
+    path = real / value
     if path.is_symlink():
         raise InputError(f"{what}: {path} is a symbolic link (to {os.readlink(path)}); imgbuild neither follows "
                          "nor removes it", "remove the link yourself if it is stale, or choose another name")

@@ -22,6 +22,7 @@ import yaml
 
 from ..errors import InputError
 from ..outputs import write_atomic
+from ..untrusted import read_text
 from ..steps import templates as tmpl
 from . import formats
 from .tree import Meta, Tree, fresh_key
@@ -202,7 +203,7 @@ def plan(tree: Tree, req: Request, allocate: Callable[[int], list[str]], config:
          new_guest: bool = False, config_as: tuple[str, str] | None = None, keep_macs: frozenset[str] = frozenset()
          ) -> Plan:
     """Every edit the request means for this guest; nothing is written."""
-    cfg_text = config[1].read_text() if config else None
+    cfg_text = read_text(config[1], what="a guest config") if config else None
     cur = current(tree, cfg_text)
     r = rename_for(req, cur, allocate, keep_macs)
     gws = {}
