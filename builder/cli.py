@@ -120,6 +120,7 @@ def _check_build_destinations(r, output: Path, keep_tree: bool, lxcpath: str | N
     installed), so a refusal comes now and not after the build."""
     from . import outputs
 
+    _check_directory(output, "-o")
     base = Path(output).resolve()
     outputs.check_replaceable(base / r.name)
     if keep_tree:
@@ -127,10 +128,24 @@ def _check_build_destinations(r, output: Path, keep_tree: bool, lxcpath: str | N
     if lxcpath is not None:
         from .targets import lxc
 
+        if r.targets.tarball is None or r.targets.lxc is None:
+            raise InputError("--install-lxc: the recipe makes no tarball or no LXC config to install",
+                             "add targets: {tarball: {}, lxc: {}} to the recipe (or --set 'targets.lxc={}')")
+        _check_directory(lxcpath, "--lxcpath")
         for n in (r.nodes or ()):
             lxc.destination(lxcpath, n.name, force=True, what=f"--install-lxc: node {n.name}")
         if not r.nodes:
             lxc.destination(lxcpath, r.name, force=True, what="--install-lxc: name")
+
+
+def _check_directory(path: str | Path, option: str) -> None:
+    """A directory the command will create or write into: it, or the nearest part of it that exists, is a
+    directory (so a file in the way is bad input now, not a failure halfway through)."""
+    p = Path(os.path.abspath(path))
+    while not os.path.lexists(p) and p != p.parent:
+        p = p.parent
+    if not p.is_dir():
+        raise InputError(f"{option} {path}: {p} is not a directory", f"give {option} a directory (or one to create)")
 
 
 @imgbuild.command()
@@ -228,7 +243,10 @@ def cache_prune(max_size: str | None, packages: bool, everything: bool, verbose:
     apply_verbosity(verbose, quiet, debug)
     from . import bcache, pkgcache
 
-    limit = bcache.parse_size(max_size) if max_size else bcache.max_size()
+    try:
+        limit = bcache.parse_size(max_size) if max_size else bcache.max_size()
+    except InputError as e:
+        raise InputError(f"{'--max-size' if max_size else '$IMGBUILD_CACHE_MAX'}: {e.message}", e.hint) from None
     gone = bcache.prune(limit, everything=everything)
     for e in gone:
         click.echo(f"removed {e.key} ({e.meta.get('name', '?')}, {e.size / (1 << 20):.1f} MB)")
@@ -269,6 +287,7 @@ def install_lxc(output: Path, name: str | None, lxcpath: str, force: bool, nodes
     from .errors import InputError
     from .targets import lxc
 
+    _check_directory(lxcpath, "--lxcpath")
     if cluster.read_nodes(output) is not None:
         if name:
             raise InputError("--name: a cluster build installs its nodes under their own names",
