@@ -102,6 +102,17 @@ def child(parent: str | os.PathLike[str], value: str, what: str) -> Path:
     return path
 
 
+def directory(path: str | os.PathLike[str], what: str) -> None:
+    """A directory a command will create or write into: it, or else the nearest part of it that exists, is a
+    directory (a file in the way is bad input before anything is done, not a failure halfway through). `what`
+    names the option, e.g. `-o`."""
+    p = Path(os.path.abspath(path))
+    while not os.path.lexists(p) and p != p.parent:
+        p = p.parent
+    if not p.is_dir():
+        raise InputError(f"{what} {path}: {p} is not a directory", f"give {what} a directory (or one to create)")
+
+
 def _ifname(v: str) -> str:
     if not re.fullmatch(r"[A-Za-z0-9_.-]{1,15}", v):
         raise ValueError(f"{v!r} is not a network interface name (at most 15 letters, digits, '_', '.', '-')")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from . import __version__, cli_identity, unpriv
+from . import __version__, checks, cli_identity, unpriv
 from .cli_common import apply_verbosity, run_cli, verbosity
 from .errors import InputError
 
@@ -120,7 +120,7 @@ def _check_build_destinations(r, output: Path, keep_tree: bool, lxcpath: str | N
     installed), so a refusal comes now and not after the build."""
     from . import outputs
 
-    _check_directory(output, "-o")
+    checks.directory(output, "-o")
     base = Path(output).resolve()
     outputs.check_replaceable(base / r.name)
     if keep_tree:
@@ -131,21 +131,11 @@ def _check_build_destinations(r, output: Path, keep_tree: bool, lxcpath: str | N
         if r.targets.tarball is None or r.targets.lxc is None:
             raise InputError("--install-lxc: the recipe makes no tarball or no LXC config to install",
                              "add targets: {tarball: {}, lxc: {}} to the recipe (or --set 'targets.lxc={}')")
-        _check_directory(lxcpath, "--lxcpath")
+        checks.directory(lxcpath, "--lxcpath")
         for n in (r.nodes or ()):
             lxc.destination(lxcpath, n.name, force=True, what=f"--install-lxc: node {n.name}")
         if not r.nodes:
             lxc.destination(lxcpath, r.name, force=True, what="--install-lxc: name")
-
-
-def _check_directory(path: str | Path, option: str) -> None:
-    """A directory the command will create or write into: it, or the nearest part of it that exists, is a
-    directory (so a file in the way is bad input now, not a failure halfway through)."""
-    p = Path(os.path.abspath(path))
-    while not os.path.lexists(p) and p != p.parent:
-        p = p.parent
-    if not p.is_dir():
-        raise InputError(f"{option} {path}: {p} is not a directory", f"give {option} a directory (or one to create)")
 
 
 @imgbuild.command()
@@ -287,7 +277,7 @@ def install_lxc(output: Path, name: str | None, lxcpath: str, force: bool, nodes
     from .errors import InputError
     from .targets import lxc
 
-    _check_directory(lxcpath, "--lxcpath")
+    checks.directory(lxcpath, "--lxcpath")
     if cluster.read_nodes(output) is not None:
         if name:
             raise InputError("--name: a cluster build installs its nodes under their own names",

@@ -57,6 +57,11 @@ def request(hostname, ips, macs, variables, files) -> engine.Request:
         values.append((key, untrusted.load_yaml(text, f"--set {key}", what="a value",
                                                 hint=f"VALUE is read as YAML: quote it, e.g. --set '{key}=\"...\"'")
                        if text else ""))
+    for f in files:
+        parts = f.split("/")
+        if not f.startswith("/") or re.search(r"[\x00-\x1f\x7f\"]", f) or ".." in parts or "." in parts:
+            raise InputError(f"--file {f!r}: not a path inside the guest (absolute, no '..', no control characters)",
+                             "e.g. --file /etc/myapp.conf")
     return engine.Request(hostname=hostname, ips=tuple(engine.parse_ip(i) for i in ips), macs=pairs, mac_auto=auto,
                           variables=tuple(values), files=tuple(files))
 

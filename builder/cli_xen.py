@@ -119,7 +119,7 @@ def xen_bridge(host, iface, bridge, out, xen_dir, ssh, verbose, quiet, debug) ->
     """Write the EL6 dom0 network files Xen 4 needs on HOST into DIR, for review: ifcfg-BRIDGE (a bridge
     holding the host's address, taken from ifcfg-IFACE) and ifcfg-IFACE enslaved to it."""
     apply_verbosity(verbose, quiet, debug)
-    from . import xenbridge
+    from . import checks, xenbridge
     from .errors import BuilderError, InputError
     from .outputs import write_atomic
     from .remote import Remote, remote_path, shown
@@ -129,6 +129,7 @@ def xen_bridge(host, iface, bridge, out, xen_dir, ssh, verbose, quiet, debug) ->
     except ValueError as e:
         raise InputError(str(e), "e.g. --iface eth0 --bridge xenbr0") from None
     xen_dir = remote_path(xen_dir, "--xen-dir")
+    checks.directory(out, "-o")
     r = Remote(host, ssh)
     nsdir = "/etc/sysconfig/network-scripts"
     files = r.read_glob((nsdir, "ifcfg-*"), (nsdir, f"route-{iface}"), (nsdir, f"route6-{iface}"),
