@@ -5,8 +5,8 @@ Each case runs the real console script in a directory of its own, with TMPDIR, H
 and (where the command has one) --lxcpath, --stage and --inventory pointing into it, so "nothing written" is a
 snapshot of that directory before and after; the host's /var/lib/lxc, /var/lib/imgbuild and root's ~/.ssh are
 compared too. Remote commands get inputs that are refused before any connection: their host is a name that
-cannot resolve (`*.invalid`), so a refusal that came only after trying to connect would say "cannot connect"
-and not name the option. No case builds anything; each has a timeout (a fifo or /dev/zero as an input must
+is 127.0.0.1 on a port nothing listens on (added to each case that gives none), so a refusal that came only
+after trying to connect would say "cannot connect" and not name the option, and no traffic leaves loopback. No case builds anything; each has a timeout (a fifo or /dev/zero as an input must
 not hang).
 """
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import socket
 import stat
 import subprocess
 from dataclasses import dataclass
@@ -24,7 +25,9 @@ import pytest
 
 from tests.conftest import BIN
 
-HOST = "bi-nowhere.invalid"      # never resolves: nothing here may get as far as connecting
+HOST = "127.0.0.1"               # with CLOSED_PORT: nothing here may get as far as connecting
+REMOTE = {"push", "chroot-install", "chroot-start", "chroot-stop", "chroot-status", "chroot-enable",
+          "chroot-disable", "xen", "xen-bridge"}
 TIMEOUT = 30                     # a case that hangs fails instead of stalling the suite (each takes < 5 s)
 GOOD = "name: good\ndistro: debian\nrelease: bookworm\n"
 GLOBAL = [Path("/var/lib/lxc"), Path("/var/lib/imgbuild"), Path("/root/.ssh")]
@@ -374,27 +377,27 @@ OWN = [
     C("chroot-disable-dest-etc", ("migrate", "chroot-disable", HOST, "--dest", "/etc/newos"), "/etc/newos"),
     C("chroot-stop-dest-newline", ("migrate", "chroot-stop", HOST, "--dest", "/usr/local/a\nb"), "--dest"),
     # xen and xen-bridge
-    C("xen-disk-map-no-equals", ("migrate", "xen", HOST, "www", "--to", "other.invalid", "--disk-map", "/var/xen",
+    C("xen-disk-map-no-equals", ("migrate", "xen", HOST, "www", "--to", HOST, "--disk-map", "/var/xen",
                                  "--stage", "{d}/stage", *INV), "--disk-map"),
-    C("xen-disk-map-relative", ("migrate", "xen", HOST, "www", "--to", "other.invalid", "--disk-map", "xen=/srv",
+    C("xen-disk-map-relative", ("migrate", "xen", HOST, "www", "--to", HOST, "--disk-map", "xen=/srv",
                                 "--stage", "{d}/stage", *INV), "--disk-map"),
-    C("xen-guest-path", ("migrate", "xen", HOST, "../www", "--to", "other.invalid", "--stage", "{d}/stage", *INV),
+    C("xen-guest-path", ("migrate", "xen", HOST, "../www", "--to", HOST, "--stage", "{d}/stage", *INV),
       "../www"),
-    C("xen-xen-dir-relative", ("migrate", "xen", HOST, "www", "--to", "other.invalid", "--xen-dir", "etc/xen",
+    C("xen-xen-dir-relative", ("migrate", "xen", HOST, "www", "--to", HOST, "--xen-dir", "etc/xen",
                                "--stage", "{d}/stage", *INV), "--xen-dir"),
-    C("xen-ip-nonsense", ("migrate", "xen", HOST, "www", "--to", "other.invalid", "--ip", "1.2.3.4=nonsense",
+    C("xen-ip-nonsense", ("migrate", "xen", HOST, "www", "--to", HOST, "--ip", "1.2.3.4=nonsense",
                           "--stage", "{d}/stage", *INV), "--ip"),
-    C("xen-ip-twice", ("migrate", "xen", HOST, "www", "--to", "other.invalid", "--ip", "1.2.3.4=1.2.3.5", "--ip",
+    C("xen-ip-twice", ("migrate", "xen", HOST, "www", "--to", HOST, "--ip", "1.2.3.4=1.2.3.5", "--ip",
                        "1.2.3.4=1.2.3.6", "--stage", "{d}/stage", *INV), "1.2.3.4"),
     C("xen-to-host-spaces", ("migrate", "xen", HOST, "www", "--to", "other host", "--stage", "{d}/stage", *INV),
       "other host"),
-    C("xen-stage-is-file", ("migrate", "xen", HOST, "www", "--to", "other.invalid", "--stage", "{d}/afile", *INV),
+    C("xen-stage-is-file", ("migrate", "xen", HOST, "www", "--to", HOST, "--stage", "{d}/afile", *INV),
       "afile", write("afile", "x")),
     C("xen-bridge-iface-shell", ("migrate", "xen-bridge", HOST, "--iface", "eth0$(id)", "-o", "{d}/review"),
       "--iface"),
     C("xen-bridge-output-under-file", ("migrate", "xen-bridge", HOST, "-o", "{d}/afile/review"), "afile",
       write("afile", "x")),
-    C("xen-stage-under-file", ("migrate", "xen", HOST, "www", "--to", "other.invalid", "--stage",
+    C("xen-stage-under-file", ("migrate", "xen", HOST, "www", "--to", HOST, "--stage",
                                "{d}/afile/stage", *INV), "--stage", write("afile", "x")),
     C("xen-bridge-output-file", ("migrate", "xen-bridge", HOST, "-o", "{d}/afile"), "afile", write("afile", "x")),
     C("xen-bridge-xen-dir-relative", ("migrate", "xen-bridge", HOST, "--xen-dir", "xen", "-o", "{d}/review"),
@@ -431,12 +434,21 @@ def snapshot(*roots: Path) -> dict[str, tuple]:
     return out
 
 
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, then closed again)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def run_case(case: Case, d: Path) -> subprocess.CompletedProcess:
     for sub in ("tmp", "home", "cache"):
         (d / sub).mkdir(parents=True, exist_ok=True)
     if case.setup:
         case.setup(d)
     argv = [a.replace("{d}", str(d)) for a in case.argv]
+    if argv[0] == "migrate" and len(argv) > 1 and argv[1] in REMOTE and "--port" not in argv:
+        argv[2:2] = ["--port", str(closed_port())]
     env = {**os.environ, "TMPDIR": str(d / "tmp"), "HOME": str(d / "home"), "IMGBUILD_CACHE": str(d / "cache"),
            "SOURCE_DATE_EPOCH": "0", **{k: v.replace("{d}", str(d)) for k, v in case.env}}
     watched = [d, Path(os.environ["IMGBUILD_INVENTORY"]).parent, *GLOBAL]
@@ -460,6 +472,7 @@ def check_refused(case: Case, r, d: Path) -> str:
     Returns the first error: line."""
     said = f"\nexit status {r.returncode}\nstdout:\n{r.stdout[-3000:]}\nstderr:\n{r.stderr[-3000:]}"
     assert "Traceback" not in r.stderr and "internal error" not in r.stderr, said
+    assert "cannot connect" not in r.stderr and "ssh failed" not in r.stderr, said
     assert r.returncode == 2, said
     errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
     assert errors, said
