@@ -8,7 +8,8 @@ from pathlib import Path
 import click
 
 from . import __version__, checks, cli_identity, unpriv
-from .cli_common import apply_verbosity, run_cli, verbosity
+from .cli_common import NONEMPTY, apply_verbosity, run_cli, verbosity
+from .cli_common import Path as PathType
 from .errors import InputError
 
 EPILOG = """\b
@@ -58,7 +59,7 @@ Exit status: 0 ok, 1 build failed, 2 bad input (recipe, options), 130 interrupte
 
 @imgbuild.command(epilog=BUILD_EPILOG)
 @click.argument("recipe", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), default=Path("output"),
+@click.option("-o", "--output", type=PathType(file_okay=False, path_type=Path), default=Path("output"),
               show_default=True, help="Directory for outputs; the build lands in OUTPUT/NAME/.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a recipe key (dotted path, VALUE read as YAML); repeatable.")
@@ -70,7 +71,8 @@ Exit status: 0 ok, 1 build failed, 2 bad input (recipe, options), 130 interrupte
 @click.option("--install-lxc", is_flag=True, help="Then install it as LXC container(s), as `imgbuild install-lxc` "
               "does (a cluster: every node); replaces containers of the same names that imgbuild installed "
               "and that are not running.")
-@click.option("--lxcpath", default="/var/lib/lxc", show_default=True, help="With --install-lxc: LXC's directory.")
+@click.option("--lxcpath", type=NONEMPTY, default="/var/lib/lxc", show_default=True,
+              help="With --install-lxc: LXC's directory.")
 @verbosity
 def build(recipe: Path, output: Path, overrides: tuple[str, ...], keep_tree: bool, no_cache: bool, force: bool,
           install_lxc: bool, lxcpath: str, verbose: int, quiet: bool, debug: bool) -> None:
@@ -250,12 +252,13 @@ def cache_prune(max_size: str | None, packages: bool, everything: bool, verbose:
 @click.argument("output", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--name", help="Container name, and the guest's host name (default: the recipe's name and host "
               "name).")
-@click.option("--lxcpath", default="/var/lib/lxc", show_default=True, help="LXC's container directory.")
+@click.option("--lxcpath", type=NONEMPTY, default="/var/lib/lxc", show_default=True, help="LXC's container directory.")
 @click.option("--force", is_flag=True, help="Replace an existing container of that name, if imgbuild installed it "
               "and it is not running.")
 @click.option("--node", "nodes", multiple=True, metavar="NAME", help="A cluster build: install only this node "
               "(repeatable; default: every node).")
-@click.option("--inventory", metavar="FILE", help="Inventory of guests (cluster nodes are recorded there).")
+@click.option("--inventory", type=NONEMPTY, metavar="FILE",
+              help="Inventory of guests (cluster nodes are recorded there).")
 @verbosity
 def install_lxc(output: Path, name: str | None, lxcpath: str, force: bool, nodes: tuple[str, ...],
                 inventory: str | None, verbose: int, quiet: bool, debug: bool) -> None:

@@ -204,6 +204,7 @@ OWN = [
     C("build-recipe-missing", "imgbuild build {d}/missing.yml -o {d}/out", "missing.yml"),
     C("build-recipe-huge-line", "imgbuild build {d}/huge.yml -o {d}/out", "huge.yml",
       write("huge.yml", GOOD + "hostname: " + "a" * (20 << 20) + "\n")),
+    C("build-output-empty", ("imgbuild", "build", "{d}/good.yml", "-o", ""), "-o", write("good.yml", GOOD)),
     C("build-output-is-file", "imgbuild build {d}/good.yml -o {d}/afile", "afile",
       both(write("good.yml", GOOD), write("afile", "x"))),
     C("build-output-under-file", "imgbuild build {d}/good.yml -o {d}/afile/sub", "afile",
@@ -264,6 +265,8 @@ OWN = [
                                 lambda d: write("inv.yml", "guests:\n- {name: vm1, hostname: vm1, ips: [], "
                                                 "macs: ['00:16:3e:00:09:09'], where: 'lxc:" + str(d / "vm1") +
                                                 "'}\n")(d))),
+    C("install-lxc-lxcpath-empty", ("imgbuild", "install-lxc", "{d}/out/tiny", "--lxcpath", "", *INV), "--lxcpath",
+      output()),
     C("install-lxc-node-not-cluster", ("imgbuild", "install-lxc", "{d}/out/tiny", "--node", "n1", *LXC, *INV),
       "--node", output()),
     # clone
@@ -279,6 +282,8 @@ OWN = [
       "--file", guest()),
     C("clone-into-missing-directory", ("imgbuild", "clone", "{d}/guest", "{d}/no/such/copy", "--ip",
                                        "10.0.3.9=10.0.3.10", *WHERE), "no/such", guest()),
+    C("clone-inventory-empty", ("imgbuild", "clone", "{d}/guest", "{d}/copy", *LXC, "--inventory", ""),
+      "--inventory", guest()),
     C("clone-lxc-absolute", ("imgbuild", "clone", "lxc:/etc", "copy", *WHERE), "lxc:/etc"),
     # reidentify
     C("reidentify-ip-nonsense", ("migrate", "reidentify", "{d}/guest", "--ip", "1.2.3.4=nonsense", *WHERE),
@@ -360,6 +365,9 @@ OWN = [
     C("push-files-from-binary", ("migrate", "push", HOST, "--dest", "/usr/local/newos", "--source", "{d}/src",
                                  "--files-from", "{d}/list"), "list",
       both(mkdir("src"), write("list", b"\0\xff\xfe"))),
+    C("push-source-empty", ("migrate", "push", HOST, "--dest", "/usr/local/newos", "--source", ""), "--source"),
+    C("push-profile-empty", ("migrate", "push", HOST, "--dest", "/usr/local/newos", "--source", "{d}", "--profile",
+                             ""), "--profile"),
     C("push-bwlimit-zero", ("migrate", "push", HOST, "--dest", "/usr/local/newos", "--bwlimit", "0"), "--bwlimit"),
     # chroot-*
     C("chroot-install-dest-empty", ("migrate", "chroot-install", HOST, "--dest", ""), "--dest"),
@@ -399,6 +407,10 @@ OWN = [
       write("afile", "x")),
     C("xen-stage-under-file", ("migrate", "xen", HOST, "www", "--to", HOST, "--stage",
                                "{d}/afile/stage", *INV), "--stage", write("afile", "x")),
+    C("xen-stage-empty", ("migrate", "xen", HOST, "www", "--to", HOST, "--stage", "", *INV), "--stage"),
+    C("xen-bridge-output-empty", ("migrate", "xen-bridge", HOST, "-o", ""), "-o"),
+    C("xen-bridge-xen-dir-empty", ("migrate", "xen-bridge", HOST, "--xen-dir", "", "-o", "{d}/review"),
+      "--xen-dir"),
     C("xen-bridge-output-file", ("migrate", "xen-bridge", HOST, "-o", "{d}/afile"), "afile", write("afile", "x")),
     C("xen-bridge-xen-dir-relative", ("migrate", "xen-bridge", HOST, "--xen-dir", "xen", "-o", "{d}/review"),
       "--xen-dir"),
