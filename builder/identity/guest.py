@@ -158,7 +158,8 @@ def _unpacked_output(g: Guest, writeback: bool) -> Iterator[Tree]:
         root.mkdir()
         runner.run(["tar", "--numeric-owner", "--xattrs", "--xattrs-include=*", "-xpf", str(tarball), "-C",
                     str(root)], quiet=True)
-        yield DirTree(root, "rootfs")
+        tree = DirTree(root, "rootfs")
+        yield tree
         if not writeback:
             return
         pack(root, tarball, epoch, TarballOptions(compression=_COMPRESSION[tarball.suffix]))
@@ -167,9 +168,10 @@ def _unpacked_output(g: Guest, writeback: bool) -> Iterator[Tree]:
             p = g.path / a["path"]
             if p.is_file():
                 a["size"], a["sha256"] = p.stat().st_size, sha256(p)
-        hn = (root / "etc/hostname")
-        if hn.is_file() and not hn.is_symlink() and hn.read_text().strip():
-            manifest["hostname"] = hn.read_text().strip()
+        # the guest's own file (read inside its root): recorded only when it holds a host name
+        hn = (tree.read("/etc/hostname") or b"").decode("utf-8", "replace").strip()
+        with contextlib.suppress(ValueError):
+            manifest["hostname"] = checks.hostname(hn)
         new = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
         if new != old:
             write_atomic(g.path / "manifest.json", new)
