@@ -28,11 +28,14 @@ def options(f):
         click.option("--dry-run", is_flag=True, help="Show a unified diff of every change; change nothing."),
         click.option("--force", is_flag=True, help="Go on even if a MAC, IP or host name is taken, or the guest is in "
                                                    "use (mounted, attached, open, running); says who, as a warning."),
-        click.option("--inventory", type=NONEMPTY, metavar="FILE", help="Inventory of guests (default $IMGBUILD_INVENTORY, else "
-                                                         "/var/lib/imgbuild/inventory.yml)."),
-        click.option("--lxcpath", type=NONEMPTY, default="/var/lib/lxc", show_default=True, help="Where LXC containers are."),
-        click.option("--xen-dir", type=NONEMPTY, default="/etc/xen", show_default=True, help="Where Xen guest configs are."),
-        click.option("--vz-dir", type=NONEMPTY, default="/etc/vz/conf", show_default=True, help="Where OpenVZ configs are."),
+        click.option("--inventory", type=NONEMPTY, metavar="FILE",
+                     help="Inventory of guests (default $IMGBUILD_INVENTORY, else /var/lib/imgbuild/inventory.yml)."),
+        click.option("--lxcpath", type=NONEMPTY, default="/var/lib/lxc", show_default=True,
+                     help="Where LXC containers are."),
+        click.option("--xen-dir", type=NONEMPTY, default="/etc/xen", show_default=True,
+                     help="Where Xen guest configs are."),
+        click.option("--vz-dir", type=NONEMPTY, default="/etc/vz/conf", show_default=True,
+                     help="Where OpenVZ configs are."),
         click.option("--local-mac", is_flag=True, help="Allocate locally administered MACs (02:...) instead of "
                                                        "Xen's 00:16:3e."),
         click.option("--loop", is_flag=True, help="Images: loop-mount instead of editing with debugfs."),

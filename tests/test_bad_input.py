@@ -4,10 +4,10 @@ fault (the file, key, option or host), no traceback and no "internal error", and
 Each case runs the real console script in a directory of its own, with TMPDIR, HOME, the cache, the inventory
 and (where the command has one) --lxcpath, --stage and --inventory pointing into it, so "nothing written" is a
 snapshot of that directory before and after; the host's /var/lib/lxc, /var/lib/imgbuild and root's ~/.ssh are
-compared too. Remote commands get inputs that are refused before any connection: their host is a name that
-is 127.0.0.1 on a port nothing listens on (added to each case that gives none), so a refusal that came only
-after trying to connect would say "cannot connect" and not name the option, and no traffic leaves loopback. No case builds anything; each has a timeout (a fifo or /dev/zero as an input must
-not hang).
+compared too. Remote commands get inputs that are refused before any connection; their host is 127.0.0.1 on a
+port nothing listens on (added to each case that gives no --port), so a refusal that came only after trying to
+connect would say "cannot connect" and not name the option, and no traffic leaves loopback. No case builds
+anything; each has a timeout (a fifo or /dev/zero as an input must not hang) and a bound on its memory.
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ import pytest
 
 from tests.conftest import BIN
 
-HOST = "127.0.0.1"               # with CLOSED_PORT: nothing here may get as far as connecting
+HOST = "127.0.0.1"               # on closed_port(): nothing here may get as far as connecting
 REMOTE = {"push", "chroot-install", "chroot-start", "chroot-stop", "chroot-status", "chroot-enable",
           "chroot-disable", "xen", "xen-bridge"}
 TIMEOUT = 30                     # a case that hangs fails instead of stalling the suite (each takes < 5 s)
@@ -109,10 +109,6 @@ def container(name: str = "vm0") -> Callable[[Path], None]:
         (c / "config").write_text(f"lxc.uts.name = {name}\nlxc.rootfs.path = dir:{c}/rootfs\n"
                                   "lxc.net.0.type = veth\nlxc.net.0.hwaddr = 00:16:3e:00:09:09\n")
     return setup
-
-
-def xen_cfg(rel: str, text: str) -> Callable[[Path], None]:
-    return write(rel, text)
 
 
 XM = ("name = 'www'\nmemory = 512\nbootloader = 'pygrub'\ndisk = ['file:/var/xen/www.img,xvda,w']\n"
@@ -201,6 +197,8 @@ OWN = [
     C("build-recipe-is-fifo", "imgbuild build {d}/fifo.yml -o {d}/out", "fifo.yml", fifo("fifo.yml"), timeout=10),
     C("build-recipe-dev-zero", "imgbuild build /dev/zero -o {d}/out", "/dev/zero", timeout=10),
     C("validate-recipe-dev-zero", "imgbuild validate --offline /dev/zero", "/dev/zero", timeout=10),
+    C("build-recipe-links-to-dev-zero", "imgbuild build {d}/link.yml -o {d}/out", "link.yml",
+      symlink("link.yml", "/dev/zero"), timeout=10),
     C("build-recipe-missing", "imgbuild build {d}/missing.yml -o {d}/out", "missing.yml"),
     C("build-recipe-huge-line", "imgbuild build {d}/huge.yml -o {d}/out", "huge.yml",
       write("huge.yml", GOOD + "hostname: " + "a" * (20 << 20) + "\n")),
@@ -335,9 +333,9 @@ OWN = [
     C("convert-xen-directory", "migrate convert-xen {d}/dir.cfg", "dir.cfg", mkdir("dir.cfg")),
     C("convert-xen-binary", "migrate convert-xen {d}/b.cfg", "b.cfg", write("b.cfg", b"\x7fELF\0\0\xff")),
     C("convert-xen-output-missing-dir", "migrate convert-xen {d}/www.cfg -o {d}/no/such/www.cfg", "www.cfg",
-      xen_cfg("www.cfg", XM)),
+      write("www.cfg", XM)),
     C("convert-xen-bad-disk-map", "migrate convert-xen {d}/www.cfg --disk-map /var/xen", "--disk-map",
-      xen_cfg("www.cfg", XM)),
+      write("www.cfg", XM)),
     # migrate push: everything refused before connecting
     C("push-port-out-of-range", f"migrate push {HOST} --dest /usr/local/newos --port 70000", "--port"),
     C("push-host-with-spaces", ("migrate", "push", "bad host", "--dest", "/usr/local/newos", "--source", "{d}"),
