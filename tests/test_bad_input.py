@@ -179,7 +179,8 @@ ITEM14 = [
     C("clone-vars-list", ("imgbuild", "clone", "{d}/guest", "{d}/copy", *WHERE), "vars.yml",
       guest(variables="- a\n")),
     C("reidentify-templates-mode-zz", ("migrate", "reidentify", "{d}/guest", "--hostname", "g2", "--dry-run", *WHERE),
-      "templates.yml", guest(templates="- {path: /etc/x, template: /usr/share/imgbuild/templates/x.j2, mode: zz}\n")),
+      "templates.yml: [0].mode", guest(templates="- {path: /etc/x, template: /usr/share/imgbuild/templates/x.j2, "
+                                      "mode: zz, uid: 0, gid: 0}\n")),
     # a config that is one deeply nested expression
     C("convert-xen-unary-minus", "migrate convert-xen {d}/deep.cfg -o {d}/new.cfg", "deep.cfg",
       write("deep.cfg", "memory = " + "-" * 100_000 + "1\n"), xfail="fixed on the parsers branch"),
@@ -306,8 +307,8 @@ OWN = [
     C("reidentify-vars-binary", ("migrate", "reidentify", "{d}/guest", "--hostname", "g2", *WHERE), "vars.yml",
       guest(variables=b"\0\0\xff")),
     C("reidentify-templates-escape", ("migrate", "reidentify", "{d}/guest", "--hostname", "g2", *WHERE),
-      "templates.yml", guest(templates="- {path: /etc/x, template: /usr/share/imgbuild/templates/../../../../etc/"
-                                       "shadow, mode: '0644'}\n")),
+      "templates.yml: [0].template", guest(templates="- {path: /etc/x, template: /usr/share/imgbuild/templates/"
+                                                     "../../../../etc/shadow, mode: '0644', uid: 0, gid: 0}\n")),
     C("reidentify-lxc-missing", ("migrate", "reidentify", "lxc:nothere", "--hostname", "g2", *WHERE), "lxc:nothere"),
     C("reidentify-vz-bad-ctid", ("migrate", "reidentify", "vz:../1", "--hostname", "g2", *WHERE), "vz:../1"),
     C("reidentify-lxc-config-latin1", ("migrate", "reidentify", "lxc:vm0", "--hostname", "g2", *WHERE), "config",
