@@ -96,6 +96,7 @@ def build(recipe: Path, output: Path, overrides: tuple[str, ...], keep_tree: boo
     from . import recipe as recipe_mod
 
     loaded = recipe_mod.load(recipe, overrides)
+    _check_cache_limits()
     if os.geteuid() != 0 or unpriv.active():
         if install_lxc:
             raise InputError("--install-lxc needs root (LXC's directory is root's)",
@@ -114,6 +115,18 @@ def build(recipe: Path, output: Path, overrides: tuple[str, ...], keep_tree: boo
                 click.echo(str(d))
         else:
             click.echo(str(lxc.install(final, None, lxcpath, force=True)))
+
+
+def _check_cache_limits() -> None:
+    """$IMGBUILD_CACHE_MAX and $IMGBUILD_PACKAGES_MAX are read when the caches are trimmed, after the bootstrap
+    and the build: a bad one is bad input now, before anything is done."""
+    from . import bcache, pkgcache
+
+    for var, limit in (("$IMGBUILD_CACHE_MAX", bcache.max_size), ("$IMGBUILD_PACKAGES_MAX", pkgcache.max_size)):
+        try:
+            limit()
+        except InputError as e:
+            raise InputError(f"{var}: {e.message}", e.hint) from None
 
 
 def _check_build_destinations(r, output: Path, keep_tree: bool, lxcpath: str | None) -> None:

@@ -245,6 +245,10 @@ OWN = [
       env={"IMGBUILD_CACHE": "{d}/afile"}),
     C("build-cache-is-file", "imgbuild build {d}/good.yml -o {d}/out", "IMGBUILD_CACHE",
       both(write("good.yml", GOOD), write("afile", "x")), env={"IMGBUILD_CACHE": "{d}/afile"}),
+    C("build-bad-cache-max", "imgbuild build {d}/good.yml -o {d}/out", "IMGBUILD_CACHE_MAX", write("good.yml", GOOD),
+      env={"IMGBUILD_CACHE_MAX": "4 gigs"}),
+    C("build-bad-packages-max", "imgbuild build {d}/good.yml -o {d}/out --no-cache", "IMGBUILD_PACKAGES_MAX",
+      write("good.yml", GOOD), env={"IMGBUILD_PACKAGES_MAX": "-1"}),
     C("cache-prune-bad-env-size", "imgbuild cache prune", "IMGBUILD_CACHE_MAX", env={"IMGBUILD_CACHE_MAX": "lots"}),
     # install-lxc
     C("install-lxc-not-an-output", ("imgbuild", "install-lxc", "{d}/empty", *LXC, *INV), "empty", mkdir("empty")),
