@@ -150,6 +150,9 @@ class Index:
 def cache_dir() -> Path:
     env = os.environ.get("IMGBUILD_CACHE")
     if env:
+        if os.path.lexists(env) and not os.path.isdir(env):
+            raise InputError(f"$IMGBUILD_CACHE {env}: not a directory",
+                             "point $IMGBUILD_CACHE at a directory for the caches, or unset it")
         return Path(env)
     if os.geteuid() == 0:
         return Path("/var/cache/imgbuild")

@@ -92,11 +92,25 @@ def child(parent: str | os.PathLike[str], value: str, what: str) -> Path:
         name(value)
     except ValueError as e:
         raise InputError(f"{what}: {e}", "a name is one path component; choose another name") from None
-    path = Path(os.path.realpath(parent)) / value
+    real = Path(os.path.realpath(parent))
+    if os.path.exists(real) and not real.is_dir():
+        raise InputError(f"{what}: {parent} is not a directory", "give the directory it belongs in")
+    path = real / value
     if path.is_symlink():
         raise InputError(f"{what}: {path} is a symbolic link (to {os.readlink(path)}); imgbuild neither follows "
                          "nor removes it", "remove the link yourself if it is stale, or choose another name")
     return path
+
+
+def directory(path: str | os.PathLike[str], what: str) -> None:
+    """A directory a command will create or write into: it, or else the nearest part of it that exists, is a
+    directory (a file in the way is bad input before anything is done, not a failure halfway through). `what`
+    names the option, e.g. `-o`."""
+    p = Path(os.path.abspath(path))
+    while not os.path.lexists(p) and p != p.parent:
+        p = p.parent
+    if not p.is_dir():
+        raise InputError(f"{what} {path}: {p} is not a directory", f"give {what} a directory (or one to create)")
 
 
 def _ifname(v: str) -> str:

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import click
 
-from . import __version__, cli_identity, unpriv
-from .cli_common import apply_verbosity, run_cli, verbosity
+from . import __version__, checks, cli_identity, unpriv
+from .cli_common import NONEMPTY, apply_verbosity, run_cli, verbosity
+from .cli_common import Path as PathType
 from .errors import InputError
 
 EPILOG = """\b
@@ -58,7 +59,7 @@ Exit status: 0 ok, 1 build failed, 2 bad input (recipe, options), 130 interrupte
 
 @imgbuild.command(epilog=BUILD_EPILOG)
 @click.argument("recipe", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), default=Path("output"),
+@click.option("-o", "--output", type=PathType(file_okay=False, path_type=Path), default=Path("output"),
               show_default=True, help="Directory for outputs; the build lands in OUTPUT/NAME/.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a recipe key (dotted path, VALUE read as YAML); repeatable.")
@@ -70,7 +71,8 @@ Exit status: 0 ok, 1 build failed, 2 bad input (recipe, options), 130 interrupte
 @click.option("--install-lxc", is_flag=True, help="Then install it as LXC container(s), as `imgbuild install-lxc` "
               "does (a cluster: every node); replaces containers of the same names that imgbuild installed "
               "and that are not running.")
-@click.option("--lxcpath", default="/var/lib/lxc", show_default=True, help="With --install-lxc: LXC's directory.")
+@click.option("--lxcpath", type=NONEMPTY, default="/var/lib/lxc", show_default=True,
+              help="With --install-lxc: LXC's directory.")
 @verbosity
 def build(recipe: Path, output: Path, overrides: tuple[str, ...], keep_tree: bool, no_cache: bool, force: bool,
           install_lxc: bool, lxcpath: str, verbose: int, quiet: bool, debug: bool) -> None:
@@ -94,6 +96,7 @@ def build(recipe: Path, output: Path, overrides: tuple[str, ...], keep_tree: boo
     from . import recipe as recipe_mod
 
     loaded = recipe_mod.load(recipe, overrides)
+    _check_cache_limits()
     if os.geteuid() != 0 or unpriv.active():
         if install_lxc:
             raise InputError("--install-lxc needs root (LXC's directory is root's)",
@@ -114,12 +117,25 @@ def build(recipe: Path, output: Path, overrides: tuple[str, ...], keep_tree: boo
             click.echo(str(lxc.install(final, None, lxcpath, force=True)))
 
 
+def _check_cache_limits() -> None:
+    """$IMGBUILD_CACHE_MAX and $IMGBUILD_PACKAGES_MAX are read when the caches are trimmed, after the bootstrap
+    and the build: a bad one is bad input now, before anything is done."""
+    from . import bcache, pkgcache
+
+    for var, limit in (("$IMGBUILD_CACHE_MAX", bcache.max_size), ("$IMGBUILD_PACKAGES_MAX", pkgcache.max_size)):
+        try:
+            limit()
+        except InputError as e:
+            raise InputError(f"{var}: {e.message}", e.hint) from None
+
+
 def _check_build_destinations(r, output: Path, keep_tree: bool, lxcpath: str | None) -> None:
     """Before building: every place the build will replace is one it may replace (OUTPUT/NAME an earlier
     output or empty, OUTPUT/NAME.rootfs a tree --keep-tree left, LXCPATH/NAME a stopped container imgbuild
     installed), so a refusal comes now and not after the build."""
     from . import outputs
 
+    checks.directory(output, "-o")
     base = Path(output).resolve()
     outputs.check_replaceable(base / r.name)
     if keep_tree:
@@ -127,6 +143,10 @@ def _check_build_destinations(r, output: Path, keep_tree: bool, lxcpath: str | N
     if lxcpath is not None:
         from .targets import lxc
 
+        if r.targets.tarball is None or r.targets.lxc is None:
+            raise InputError("--install-lxc: the recipe makes no tarball or no LXC config to install",
+                             "add targets: {tarball: {}, lxc: {}} to the recipe (or --set 'targets.lxc={}')")
+        checks.directory(lxcpath, "--lxcpath")
         for n in (r.nodes or ()):
             lxc.destination(lxcpath, n.name, force=True, what=f"--install-lxc: node {n.name}")
         if not r.nodes:
@@ -228,7 +248,10 @@ def cache_prune(max_size: str | None, packages: bool, everything: bool, verbose:
     apply_verbosity(verbose, quiet, debug)
     from . import bcache, pkgcache
 
-    limit = bcache.parse_size(max_size) if max_size else bcache.max_size()
+    try:
+        limit = bcache.parse_size(max_size) if max_size else bcache.max_size()
+    except InputError as e:
+        raise InputError(f"{'--max-size' if max_size else '$IMGBUILD_CACHE_MAX'}: {e.message}", e.hint) from None
     gone = bcache.prune(limit, everything=everything)
     for e in gone:
         click.echo(f"removed {e.key} ({e.meta.get('name', '?')}, {e.size / (1 << 20):.1f} MB)")
@@ -242,12 +265,13 @@ def cache_prune(max_size: str | None, packages: bool, everything: bool, verbose:
 @click.argument("output", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--name", help="Container name, and the guest's host name (default: the recipe's name and host "
               "name).")
-@click.option("--lxcpath", default="/var/lib/lxc", show_default=True, help="LXC's container directory.")
+@click.option("--lxcpath", type=NONEMPTY, default="/var/lib/lxc", show_default=True, help="LXC's container directory.")
 @click.option("--force", is_flag=True, help="Replace an existing container of that name, if imgbuild installed it "
               "and it is not running.")
 @click.option("--node", "nodes", multiple=True, metavar="NAME", help="A cluster build: install only this node "
               "(repeatable; default: every node).")
-@click.option("--inventory", metavar="FILE", help="Inventory of guests (cluster nodes are recorded there).")
+@click.option("--inventory", type=NONEMPTY, metavar="FILE",
+              help="Inventory of guests (cluster nodes are recorded there).")
 @verbosity
 def install_lxc(output: Path, name: str | None, lxcpath: str, force: bool, nodes: tuple[str, ...],
                 inventory: str | None, verbose: int, quiet: bool, debug: bool) -> None:
@@ -269,6 +293,7 @@ def install_lxc(output: Path, name: str | None, lxcpath: str, force: bool, nodes
     from .errors import InputError
     from .targets import lxc
 
+    checks.directory(lxcpath, "--lxcpath")
     if cluster.read_nodes(output) is not None:
         if name:
             raise InputError("--name: a cluster build installs its nodes under their own names",

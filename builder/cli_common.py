@@ -33,6 +33,28 @@ def setup_logging(verbose: int, quiet: bool = False) -> None:
     log.propagate = False
 
 
+class Path(click.Path):
+    """click.Path that refuses an empty value: `-o "$DIR"` with DIR unset is a mistake, not the current
+    directory (pathlib reads '' as '.')."""
+
+    def convert(self, value, param, ctx):  # noqa: ANN001, ANN201 - click's signature
+        if isinstance(value, str) and not value:
+            self.fail("an empty path (an unset variable?); give a path, or . for the current directory", param, ctx)
+        return super().convert(value, param, ctx)
+
+
+class _NonEmpty(click.ParamType):
+    name = "text"
+
+    def convert(self, value, param, ctx):  # noqa: ANN001, ANN201 - click's signature
+        if isinstance(value, str) and not value:
+            self.fail("an empty value (an unset variable?)", param, ctx)
+        return value
+
+
+NONEMPTY = _NonEmpty()    # a string option ('' would silently mean a default: the host's inventory, the cwd ...)
+
+
 def verbosity(f):
     """-v/-q/--debug, accepted before or after the subcommand."""
     f = click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")(f)

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 
 import click
 
+from .cli_common import NONEMPTY
+
 if TYPE_CHECKING:   # imported when a command runs: `migrate push` does not pay for the identity engine
     from .identity import engine
     from .identity.reidentify import Outcome, Where
@@ -26,11 +28,14 @@ def options(f):
         click.option("--dry-run", is_flag=True, help="Show a unified diff of every change; change nothing."),
         click.option("--force", is_flag=True, help="Go on even if a MAC, IP or host name is taken, or the guest is in "
                                                    "use (mounted, attached, open, running); says who, as a warning."),
-        click.option("--inventory", metavar="FILE", help="Inventory of guests (default $IMGBUILD_INVENTORY, else "
-                                                         "/var/lib/imgbuild/inventory.yml)."),
-        click.option("--lxcpath", default="/var/lib/lxc", show_default=True, help="Where LXC containers are."),
-        click.option("--xen-dir", default="/etc/xen", show_default=True, help="Where Xen guest configs are."),
-        click.option("--vz-dir", default="/etc/vz/conf", show_default=True, help="Where OpenVZ configs are."),
+        click.option("--inventory", type=NONEMPTY, metavar="FILE",
+                     help="Inventory of guests (default $IMGBUILD_INVENTORY, else /var/lib/imgbuild/inventory.yml)."),
+        click.option("--lxcpath", type=NONEMPTY, default="/var/lib/lxc", show_default=True,
+                     help="Where LXC containers are."),
+        click.option("--xen-dir", type=NONEMPTY, default="/etc/xen", show_default=True,
+                     help="Where Xen guest configs are."),
+        click.option("--vz-dir", type=NONEMPTY, default="/etc/vz/conf", show_default=True,
+                     help="Where OpenVZ configs are."),
         click.option("--local-mac", is_flag=True, help="Allocate locally administered MACs (02:...) instead of "
                                                        "Xen's 00:16:3e."),
         click.option("--loop", is_flag=True, help="Images: loop-mount instead of editing with debugfs."),
@@ -57,6 +62,11 @@ def request(hostname, ips, macs, variables, files) -> engine.Request:
         values.append((key, untrusted.load_yaml(text, f"--set {key}", what="a value",
                                                 hint=f"VALUE is read as YAML: quote it, e.g. --set '{key}=\"...\"'")
                        if text else ""))
+    for f in files:
+        parts = f.split("/")
+        if not f.startswith("/") or re.search(r"[\x00-\x1f\x7f\"]", f) or ".." in parts or "." in parts:
+            raise InputError(f"--file {f!r}: not a path inside the guest (absolute, no '..', no control characters)",
+                             "e.g. --file /etc/myapp.conf")
     return engine.Request(hostname=hostname, ips=tuple(engine.parse_ip(i) for i in ips), macs=pairs, mac_auto=auto,
                           variables=tuple(values), files=tuple(files))
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from .cli_common import apply_verbosity, log, verbosity
+from .cli_common import NONEMPTY, apply_verbosity, log, verbosity
+from .cli_common import Path as PathType
 
 
 def ssh_options(f):
@@ -64,11 +65,11 @@ Exit status: 0 pushed (or verified equal), 1 failed or --verify found difference
 @click.command("push", epilog=PUSH_EPILOG)
 @click.argument("host")
 @click.option("--dest", required=True, metavar="DIR", help="Directory on HOST to push into (absolute).")
-@click.option("--source", type=click.Path(file_okay=False, path_type=Path), default=Path("/"), show_default=True,
+@click.option("--source", type=PathType(file_okay=False, path_type=Path), default=Path("/"), show_default=True,
               metavar="DIR", help="Root of the local tree to push.")
-@click.option("--files-from", type=click.Path(dir_okay=False, path_type=Path), metavar="LIST",
+@click.option("--files-from", type=PathType(dir_okay=False, path_type=Path), metavar="LIST",
               help="Push only the paths in LIST (relative to --source, one per line).")
-@click.option("--profile", metavar="NAME", help="A named set of rsync filter rules: core, os, a file in "
+@click.option("--profile", type=NONEMPTY, metavar="NAME", help="A named set of rsync filter rules: core, os, a file in "
               "/etc/imgbuild/profiles/NAME.rules, or a path.")
 @click.option("--exclude", "excludes", multiple=True, metavar="PATTERN", help="rsync exclude pattern. Repeatable.")
 @click.option("--protect", "protect", multiple=True, metavar="PATH",

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from .cli_common import apply_verbosity, log, verbosity
+from .cli_common import NONEMPTY, apply_verbosity, log, verbosity
+from .cli_common import Path as PathType
 from .cli_push import ssh_options
 
 XEN_EPILOG = """\b
@@ -43,12 +44,13 @@ Both hosts are reached with your ssh (same options for both; use your ssh config
 @click.option("--hostname", help="The copy's new host name.")
 @click.option("--cutover", is_flag=True, help="Move for good: shut down on SRC_HOST, final delta, start on DST_HOST.")
 @click.option("--no-start", is_flag=True, help="With --cutover: do not run `xl create` on DST_HOST.")
-@click.option("--stage", type=click.Path(file_okay=False, path_type=Path), default=Path("/var/lib/imgbuild/migrate"),
+@click.option("--stage", type=PathType(file_okay=False, path_type=Path), default=Path("/var/lib/imgbuild/migrate"),
               show_default=True, help="Local staging directory (one subdirectory per guest).")
 @click.option("--xen-dir", default="/etc/xen", show_default=True, help="Where the configs are, on both hosts.")
 @click.option("--keep-stage", is_flag=True, help="Keep the staged disk copies after a run that succeeds (a rerun "
               "then sends only changed blocks). Default: removed.")
-@click.option("--inventory", metavar="FILE", help="Inventory of guests, for duplicate checks and MAC allocation.")
+@click.option("--inventory", type=NONEMPTY, metavar="FILE",
+              help="Inventory of guests, for duplicate checks and MAC allocation.")
 @click.option("--bwlimit", type=click.IntRange(1), metavar="KBPS", help="Bandwidth limit in KB/s.")
 @click.option("-n", "--dry-run", is_flag=True, help="Check and say what would be done; change nothing anywhere.")
 @click.option("--force", is_flag=True, help="Overwrite a config imgbuild did not write; allow a taken IP/MAC.")
@@ -110,7 +112,7 @@ is reported.
 @click.argument("host")
 @click.option("--iface", default="eth0", show_default=True, help="The NIC that holds the host's address now.")
 @click.option("--bridge", default="xenbr0", show_default=True, help="The bridge to make.")
-@click.option("-o", "--output", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
+@click.option("-o", "--output", "out", required=True, type=PathType(file_okay=False, path_type=Path),
               metavar="DIR", help="Local directory for the new ifcfg files.")
 @click.option("--xen-dir", default="/etc/xen", show_default=True, help="Guest configs on HOST to check (absolute).")
 @ssh_options
@@ -119,7 +121,7 @@ def xen_bridge(host, iface, bridge, out, xen_dir, ssh, verbose, quiet, debug) ->
     """Write the EL6 dom0 network files Xen 4 needs on HOST into DIR, for review: ifcfg-BRIDGE (a bridge
     holding the host's address, taken from ifcfg-IFACE) and ifcfg-IFACE enslaved to it."""
     apply_verbosity(verbose, quiet, debug)
-    from . import xenbridge
+    from . import checks, xenbridge
     from .errors import BuilderError, InputError
     from .outputs import write_atomic
     from .remote import Remote, remote_path, shown
@@ -129,6 +131,7 @@ def xen_bridge(host, iface, bridge, out, xen_dir, ssh, verbose, quiet, debug) ->
     except ValueError as e:
         raise InputError(str(e), "e.g. --iface eth0 --bridge xenbr0") from None
     xen_dir = remote_path(xen_dir, "--xen-dir")
+    checks.directory(out, "-o")
     r = Remote(host, ssh)
     nsdir = "/etc/sysconfig/network-scripts"
     files = r.read_glob((nsdir, "ifcfg-*"), (nsdir, f"route-{iface}"), (nsdir, f"route6-{iface}"),

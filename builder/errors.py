@@ -39,8 +39,18 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
-        where = f"{self.file}: {self.path}" if self.path else self.file
-        return f"{where}: {self.message}"
+        where = f"{self.file}: {_short(self.path)}" if self.path else self.file
+        return f"{where}: {_short(self.message)}"
+
+
+SHOWN = 400     # characters of a message shown: a value of megabytes is shown by its ends
+
+
+def _short(text: str) -> str:
+    if len(text) <= SHOWN:
+        return text
+    half = SHOWN // 2
+    return f"{text[:half]}...[{len(text) - SHOWN:,} characters left out]...{text[-half:]}"
 
 
 class RecipeError(InputError):

@@ -61,7 +61,14 @@ def atomic_file(path: Path, mode: int | None = None) -> Iterator[IO[bytes]]:
     """`with atomic_file(p) as f: f.write(...)`: p appears complete or not at all. Its mode: mode, else what
     the umask gives a new file; it is 0600 while it is written."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    if path.is_dir() and not path.is_symlink():
+        raise InputError(f"{path}: is a directory; cannot write a file there", "give the path of a file")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    except (FileNotFoundError, NotADirectoryError) as e:     # a path the user gave, in no directory
+        why = "does not exist" if isinstance(e, FileNotFoundError) else "is not a directory"
+        raise InputError(f"{path}: cannot write it: {path.parent} {why}",
+                         "create the directory first, or give a path in an existing one") from None
     try:
         with os.fdopen(fd, "wb") as f:
             yield f

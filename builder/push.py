@@ -184,6 +184,18 @@ def check_request(req: PushRequest) -> None:
         raise InputError("--files-from and --profile both given", "use one of them")
     if req.files_from and not req.files_from.is_file():
         raise InputError(f"--files-from {req.files_from}: no such file", "give a file listing paths relative to --source")
+    if req.files_from:
+        from .untrusted import read_file
+
+        hint = "give a file listing paths relative to --source, one per line"
+        data = read_file(req.files_from, f"--files-from {req.files_from}", what="a list of paths", hint=hint)
+        try:
+            if b"\0" in data:
+                raise ValueError
+            data.decode("utf-8")
+        except ValueError:
+            raise InputError(f"--files-from {req.files_from}: not a list of paths (binary, or not UTF-8 text)",
+                             hint) from None
     if req.profile:
         profile_rules(req.profile)
     for flag, values in (("--exclude", req.excludes), ("--protect", req.protect), ("--unprotect", req.unprotect)):
@@ -300,10 +312,13 @@ def profile_rules(name: str) -> tuple[Path, list[str]]:
     cands = [Path(name)] if "/" in name else [d / f"{name}.rules" for d in PROFILE_DIRS]
     for c in cands:
         if c.is_file():
+            from .untrusted import read_file
+
             try:
-                text = c.read_bytes().decode("utf-8")
-            except (OSError, UnicodeDecodeError) as e:
-                raise InputError(f"--profile {c}: cannot read it as text ({e})", "give a file of rsync filter rules")
+                text = read_file(c, f"--profile {c}", what="a file of rsync filter rules").decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise InputError(f"--profile {c}: not UTF-8 text (byte {e.start})",
+                                 "give a file of rsync filter rules") from None
             rules = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
             bad = [r for r in rules if not re.match(r"^[-+PR] \S", r)]
             if bad:

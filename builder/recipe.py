@@ -130,10 +130,7 @@ class Recipe:
 
 
 def _read(path: Path, shown: str) -> dict:
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise InputError(f"{shown}: cannot read the recipe: {e.strerror}", "check the path") from None
+    data = untrusted.read_file(path, shown, what="a recipe", hint="check the path")
     value = untrusted.load_yaml(data, shown, what="a recipe")
     if value is None:
         value = {}

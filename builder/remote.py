@@ -80,6 +80,8 @@ class SshOptions:
         for flag, v in (("--ssh-config", self.config), ("-i", self.identity)):
             if v is not None and (_CONTROL.search(v) or not v):
                 raise InputError(f"{flag} {shown(v)}: a file name with a control character", "rename the file")
+            if v is not None and not os.path.isfile(v):     # ssh would wait forever on a fifo, read /dev/zero
+                raise InputError(f"{flag} {shown(v)}: not a regular file", "give the path of the file itself")
 
     def check(self) -> None:
         """ssh itself reads the options and the config (`ssh -G`, no connection): a bad one is bad input."""

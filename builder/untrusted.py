@@ -11,6 +11,8 @@ Problems raise RecipeError (an InputError: exit 2) naming the file, the line whe
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ from .errors import Problem, RecipeError
 
 MAX_NODES = 50_000    # nodes after alias expansion; the largest shipped recipe has a few hundred
 MAX_DEPTH = 64        # nesting of mappings and lists
+MAX_FILE = 8 << 20    # bytes of a recipe, manifest, nodes.json, inventory ... (the largest imgbuild writes are KBs)
 
 
 class StrictLoader(yaml.SafeLoader):
@@ -148,11 +151,57 @@ def load_json(data: bytes | str, shown: str, *, what: str = "a JSON file", expec
     return value
 
 
-def read_json(path: Path, shown: str | None = None, **kw: Any) -> Any:
-    """load_json of a file; an unreadable file is an InputError naming it."""
+def read_file(path: str | os.PathLike[str], shown: str | None = None, *, what: str = "the file",
+              limit: int = MAX_FILE, hint: str | None = None) -> bytes:
+    """The bytes of the regular file at path, read without blocking and at most `limit` of them: a directory,
+    fifo, socket or device (/dev/zero, a fifo no one writes to) and a file larger than `limit` are refused, as
+    is one that cannot be read; each a RecipeError (exit 2) naming it."""
     shown = shown or str(path)
+
+    def bad(msg: str) -> RecipeError:
+        return RecipeError([Problem(shown, "", msg)], hint or f"give the path of {what}")
+
     try:
-        data = path.read_bytes()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
     except OSError as e:
-        raise RecipeError([Problem(shown, "", f"cannot read: {e.strerror}")], kw.get("hint")) from None
+        raise bad(f"cannot read {what}: {e.strerror}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            kind = ("a directory" if stat.S_ISDIR(st.st_mode) else "a fifo" if stat.S_ISFIFO(st.st_mode) else
+                    "a socket" if stat.S_ISSOCK(st.st_mode) else "a device" if stat.S_ISCHR(st.st_mode) or
+                    stat.S_ISBLK(st.st_mode) else "not a regular file")
+            raise bad(f"is {kind}, not {what}")
+        chunks, size = [], 0
+        while size <= limit:
+            chunk = os.read(fd, min(1 << 20, limit + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        if size > limit:
+            raise bad(f"larger than {limit:,} bytes: too large for {what}")
+        return b"".join(chunks)
+    except OSError as e:
+        raise bad(f"cannot read {what}: {e.strerror}") from None
+    finally:
+        os.close(fd)
+
+
+def read_text(path: str | os.PathLike[str], shown: str | None = None, *, what: str = "a text file",
+              limit: int = MAX_FILE, hint: str | None = None) -> str:
+    """read_file, and the bytes must be UTF-8 text (a binary file is refused): a RecipeError naming it."""
+    shown = shown or str(path)
+    data = read_file(path, shown, what=what, limit=limit, hint=hint)
+    try:
+        return _text(data, shown, what)
+    except RecipeError as e:
+        raise RecipeError(e.problems, hint or e.hint) from None
+
+
+def read_json(path: Path, shown: str | None = None, **kw: Any) -> Any:
+    """load_json of a file (read_file: a regular file of at most MAX_FILE bytes); an unreadable file is an
+    InputError naming it."""
+    shown = shown or str(path)
+    data = read_file(path, shown, what=kw.get("what", "a JSON file"), hint=kw.get("hint"))
     return load_json(data, shown, **kw)

@@ -29,6 +29,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import checks
 from . import run as runner
 from . import xenconf
 from .errors import BuilderError, InputError
@@ -107,14 +108,10 @@ def check_request(req: XenMoveRequest) -> None:
                 check_ifname(old, "--bridge-map")
         except ValueError as e:
             raise InputError(str(e), "e.g. --bridge xenbr0 or --bridge-map xenbr0=br0") from None
-    for ip in req.ips:
-        engine.parse_ip(ip)
-    for mac in req.macs:
-        if mac != "auto":
-            engine.parse_mac(mac)
+    engine.Request(ips=tuple(engine.parse_ip(ip) for ip in req.ips),     # each valid, none twice
+                   macs=tuple(engine.parse_mac(mac) for mac in req.macs if mac != "auto"))
     check_hostname(req.hostname)
-    if req.stage.exists() and not req.stage.is_dir():
-        raise InputError(f"--stage {req.stage}: not a directory", "give a directory for the staged disk copies")
+    checks.directory(req.stage, "--stage")
 
 
 def find_config(src: Remote, guest: str, xen_dir: str) -> tuple[str, str]:

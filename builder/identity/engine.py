@@ -22,6 +22,7 @@ import yaml
 
 from ..errors import InputError
 from ..outputs import write_atomic
+from ..untrusted import read_text
 from ..steps import templates as tmpl
 from . import formats
 from .tree import Meta, Tree, fresh_key
@@ -69,6 +70,12 @@ class Request:
     files: tuple[str, ...] = ()                # more guest files to rewrite (whole-token)
     reset: bool = True                         # machine-id, ssh host keys, DHCP leases
 
+    def __post_init__(self) -> None:
+        for what, olds in (("--ip", [str(c.old) for c in self.ips]), ("--mac", [old for old, _ in self.macs])):
+            twice = next((o for o in olds if olds.count(o) > 1), None)
+            if twice is not None:
+                raise InputError(f"{what}: {twice} is changed twice", f"give {what} OLD=NEW once for each OLD")
+
 
 def parse_ip(spec: str) -> IpChange:
     """`OLD=NEW[/PREFIX][@GATEWAY]` (OLD may carry a prefix, which is ignored)."""
@@ -83,8 +90,9 @@ def parse_ip(spec: str) -> IpChange:
     except ValueError:
         raise InputError(f"--ip {spec}: expected OLD=NEW[/PREFIX][@GATEWAY], e.g. 10.0.3.2=10.0.3.3 or "
                          "10.0.3.2=192.168.1.5/24@192.168.1.1") from None
-    if old_ip.version != new_if.version:
-        raise InputError(f"--ip {spec}: the old and new addresses are of different IP versions")
+    if old_ip.version != new_if.version or (gateway is not None and gateway.version != new_if.version):
+        raise InputError(f"--ip {spec}: the old and new addresses{' and the gateway' if gateway else ''} are of "
+                         "different IP versions")
     return IpChange(old_ip, new_if, "/" in new, gateway)
 
 
@@ -202,7 +210,7 @@ def plan(tree: Tree, req: Request, allocate: Callable[[int], list[str]], config:
          new_guest: bool = False, config_as: tuple[str, str] | None = None, keep_macs: frozenset[str] = frozenset()
          ) -> Plan:
     """Every edit the request means for this guest; nothing is written."""
-    cfg_text = config[1].read_text() if config else None
+    cfg_text = read_text(config[1], what="a guest config") if config else None
     cur = current(tree, cfg_text)
     r = rename_for(req, cur, allocate, keep_macs)
     gws = {}
@@ -228,6 +236,9 @@ def plan(tree: Tree, req: Request, allocate: Callable[[int], list[str]], config:
         for path in glob(tree, pattern):
             edit_file(path, fn)
     for path in req.files:
+        if tree.read(path) is None:
+            raise InputError(f"--file {path}: no such regular file in the guest ({tree.label})",
+                             "give the path of a file inside the guest, as the guest sees it")
         edit_file(path, formats.tokens)
     if config:
         kind, cfg = config

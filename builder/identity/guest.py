@@ -37,13 +37,23 @@ class Guest:
     image: Path | None = None       # xen/image: the disk image
 
 
+def config_text(path: Path) -> str:
+    """A guest's config on this host (an LXC config, a Xen .cfg, an OpenVZ .conf) as text: a regular file of
+    UTF-8 text, else an InputError naming it (a binary file or a fifo given as a config is bad input)."""
+    from ..untrusted import read_text
+
+    return read_text(path, what="a guest config",
+                     hint="give the guest's own config (an LXC container directory, a Xen .cfg, vz:CTID)")
+
+
 def _lxc(d: Path) -> Guest:
     d = Path(os.path.abspath(d))
+    config_text(d / "config")
     return Guest("lxc", d.name, f"lxc:{d}", d, ("lxc", d / "config"))
 
 
 def _xen_disk(cfg: Path) -> Path:
-    text = cfg.read_text(errors="replace")
+    text = config_text(cfg)
     m = re.search(r"""(?:target=|file:|tap:aio:|tap2:aio:|tap:tapdisk:aio:)\s*([^,'"\]\s]+)""", text)
     if not m:
         raise InputError(f"{cfg}: no file-backed disk found in the Xen config",
@@ -70,7 +80,7 @@ def locate(target: str, lxcpath: str = "/var/lib/lxc", vzconf: str = "/etc/vz/co
         conf = Path(vzconf) / f"{ctid}.conf"
         if not conf.is_file():
             raise InputError(f"{target}: no {conf}", "give the container ID of an existing OpenVZ container")
-        m = re.search(r'^VE_PRIVATE="?([^"\n]+)', conf.read_text(), re.M)
+        m = re.search(r'^VE_PRIVATE="?([^"\n]+)', config_text(conf), re.M)
         private = Path((m.group(1) if m else "/vz/private/$VEID").replace("$VEID", ctid))
         return Guest("openvz", ctid, f"vz:{conf}", private, ("openvz", conf))
     p = Path(target)
@@ -148,7 +158,8 @@ def _unpacked_output(g: Guest, writeback: bool) -> Iterator[Tree]:
         root.mkdir()
         runner.run(["tar", "--numeric-owner", "--xattrs", "--xattrs-include=*", "-xpf", str(tarball), "-C",
                     str(root)], quiet=True)
-        yield DirTree(root, "rootfs")
+        tree = DirTree(root, "rootfs")
+        yield tree
         if not writeback:
             return
         pack(root, tarball, epoch, TarballOptions(compression=_COMPRESSION[tarball.suffix]))
@@ -157,9 +168,10 @@ def _unpacked_output(g: Guest, writeback: bool) -> Iterator[Tree]:
             p = g.path / a["path"]
             if p.is_file():
                 a["size"], a["sha256"] = p.stat().st_size, sha256(p)
-        hn = (root / "etc/hostname")
-        if hn.is_file() and not hn.is_symlink() and hn.read_text().strip():
-            manifest["hostname"] = hn.read_text().strip()
+        # the guest's own file (read inside its root): recorded only when it holds a host name
+        hn = (tree.read("/etc/hostname") or b"").decode("utf-8", "replace").strip()
+        with contextlib.suppress(ValueError):
+            manifest["hostname"] = checks.hostname(hn)
         new = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
         if new != old:
             write_atomic(g.path / "manifest.json", new)
@@ -229,7 +241,7 @@ def copy(g: Guest, new: str, lxcpath: str = "/var/lib/lxc") -> Guest:
             part = stage / dest.name
             _cp(g.path, part)
             cfg = part / "config"
-            write_atomic(cfg, lxc_copy_config(cfg.read_text(), dest), stat.S_IMODE(cfg.stat().st_mode))
+            write_atomic(cfg, lxc_copy_config(config_text(cfg), dest), stat.S_IMODE(cfg.stat().st_mode))
             _refuse_existing(dest)
             os.rename(part, dest)
         return _lxc(dest)
@@ -242,7 +254,7 @@ def copy(g: Guest, new: str, lxcpath: str = "/var/lib/lxc") -> Guest:
         _refuse_existing(cfg)
         _refuse_existing(disk)
         _cp_atomic(g.image, disk)
-        text = g.path.read_text().replace(str(g.image), str(disk))
+        text = config_text(g.path).replace(str(g.image), str(disk))
         text = re.sub(r'^(\s*uuid\s*=\s*["\'])[^"\']*(["\'])', rf"\g<1>{uuid.uuid4()}\g<2>", text, flags=re.M)
         text = re.sub(r'^(\s*name\s*=\s*["\'])[^"\']*(["\'])', rf"\g<1>{cfg.stem}\g<2>", text, flags=re.M)
         try:
@@ -293,7 +305,7 @@ def _openvz_mounted(g: Guest) -> list:
     processes' root is that mount, not VE_PRIVATE, so a mounted VE_ROOT is what says it is in use."""
     from . import inuse
 
-    text = g.config[1].read_text(errors="replace") if g.config else ""
+    text = config_text(g.config[1]) if g.config else ""
     m = re.search(r'^VE_ROOT="?([^"\n]+)', text, re.M)
     root = (m.group(1) if m else "/vz/root/$VEID").replace("$VEID", g.name).replace("${VEID}", g.name)
     if not os.path.isabs(root) or not inuse.is_mount_point(root):

@@ -62,7 +62,7 @@ import yaml
 from .. import xenconf
 from ..errors import BuilderError, InputError
 from ..outputs import write_atomic
-from ..untrusted import StrictLoader
+from ..untrusted import StrictLoader, read_file
 
 log = logging.getLogger("imgbuild")
 
@@ -366,15 +366,15 @@ def dumps(guests: Iterable[GuestRecord]) -> str:
 def load(path: str | os.PathLike[str] | None = None) -> Inventory:
     """The inventory at inventory_path(path); a missing file is an empty inventory."""
     p = inventory_path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
+    if not os.path.lexists(p):
         return Inventory(p)
+    # a regular file of bounded size, read without blocking (a fifo or /dev/zero there is bad input, not a hang)
+    data = read_file(p, str(p), what="an imgbuild inventory",
+                     hint="point $IMGBUILD_INVENTORY (or --inventory) at the inventory file")
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise InputError(f"{p}: not a text file, so not an imgbuild inventory", LOAD_HINT) from None
-    except OSError as e:
-        raise InputError(f"{p}: cannot read the inventory: {e.strerror}",
-                         "run as the user who owns it, or set $IMGBUILD_INVENTORY") from None
     return Inventory(p, parse(text, str(p)))
 
 

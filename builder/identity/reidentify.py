@@ -23,7 +23,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from . import engine, inventory
-from .guest import Guest, copy, locate, new_name, open_tree, refuse_in_use
+from .guest import Guest, config_text, copy, locate, new_name, open_tree, refuse_in_use
 
 
 @dataclass(frozen=True)
@@ -75,18 +75,23 @@ def _inventory(where: Where, dry_run: bool) -> contextlib.AbstractContextManager
 def reidentify(g: Guest, req: engine.Request, where: Where, dry_run: bool = False, force: bool = False,
                loop: bool = False, new_guest: bool = False, source: inventory.GuestRecord | None = None,
                config_as: tuple[str, str] | None = None, precheck: bool = False, alloc_key: str | None = None,
-               check_use: bool = True) -> Outcome:
+               check_use: bool = True, prechecked: bool = False) -> Outcome:
     """`alloc_key`: whose MAC draws these are (default the guest's `where`; a clone's are its destination's in the
-    dry run and the run alike). `check_use`: refuse a guest in use first (refuse_in_use)."""
+    dry run and the run alike). `check_use`: refuse a guest in use first (refuse_in_use). A run is first done
+    as a dry run (unless `prechecked`: the caller did that), so bad input (the guest's own files, a taken
+    identity, an unreadable inventory) is refused before anything is written, not even the inventory's lock."""
     if check_use:
         refuse_in_use(g, where.lxcpath, force, writing=True)
+    if not dry_run and not prechecked:
+        reidentify(g, req, where, dry_run=True, force=force, loop=loop, new_guest=new_guest, source=source,
+                   config_as=config_as, precheck=True, alloc_key=alloc_key, check_use=False)
     rng = inventory.mac_rng(alloc_key or g.where)
     with _inventory(where, dry_run) as inv:
         known = _known(inv, where) + ([source] if source else [])
         mine = inv.at(g.where)   # MACs imgbuild gave this very guest before: --mac auto keeps them
         keep = frozenset(mine.macs) if mine and not new_guest else frozenset()
         with open_tree(g, loop, writeback=not dry_run, force=force) as tree:
-            cfg_text = g.config[1].read_text() if g.config else None
+            cfg_text = config_text(g.config[1]) if g.config else None
             cur = engine.current(tree, cfg_text)
             p = engine.plan(tree, req, lambda n: inventory.allocate_macs(n, known, local=where.local_mac, rng=rng),
                             g.config, new_guest=new_guest, config_as=config_as, keep_macs=keep)
@@ -123,7 +128,7 @@ def clone(src: str, new: str, req: engine.Request, where: Where, dry_run: bool =
     g = locate(src, where.lxcpath, where.vz_dir)
     refuse_in_use(g, where.lxcpath, force, writing=False)
     with open_tree(g, loop, writeback=False) as tree:
-        cur = engine.current(tree, g.config[1].read_text() if g.config else None)
+        cur = engine.current(tree, config_text(g.config[1]) if g.config else None)
     source = inventory.GuestRecord(name=g.name, hostname=cur.hostname, ips=cur.ips, macs=cur.macs, where=g.where)
     req = engine.Request(hostname=req.hostname or name, ips=req.ips, macs=req.macs, mac_auto=True,
                          variables=req.variables, files=req.files, reset=True)
@@ -131,7 +136,7 @@ def clone(src: str, new: str, req: engine.Request, where: Where, dry_run: bool =
     if g.kind == "lxc":
         from .guest import lxc_copy_config, lxc_dest
         dest = lxc_dest(new, where.lxcpath)
-        config_as = (lxc_copy_config(g.config[1].read_text(), dest), str(dest / "config"))
+        config_as = (lxc_copy_config(config_text(g.config[1]), dest), str(dest / "config"))
     # planned on the source itself (nothing is copied), as the clone it will become: at its destination, drawing
     # its MACs as the clone will
     dest = clone_where(g, new, where.lxcpath)
@@ -144,7 +149,8 @@ def clone(src: str, new: str, req: engine.Request, where: Where, dry_run: bool =
                precheck=True, alloc_key=dest, check_use=False)
     made = copy(g, new, where.lxcpath)
     try:
-        return reidentify(made, req, where, force=force, loop=loop, new_guest=True, source=source, alloc_key=dest)
+        return reidentify(made, req, where, force=force, loop=loop, new_guest=True, source=source, alloc_key=dest,
+                          prechecked=True)
     except BaseException:
         _remove(made)
         raise

@@ -312,6 +312,13 @@ def install(output: Path, name: str | None = None, lxcpath: str = DEFAULT_LXCPAT
     if name is None:
         name, what = manifest["name"], f"{output / 'manifest.json'}: name"
     dest = destination(lxcpath, name, force, what or "--name")
+    config = _text(files["lxc-config"])
+    old = _config_dir(config, files["lxc-config"])
+    made = []                       # the lxcpath's directories made now: removed again if the install fails
+    for d in (dest.parent, *dest.parent.parents):
+        if os.path.lexists(d):
+            break
+        made.append(d)
     dest.parent.mkdir(parents=True, exist_ok=True)
     lxcpath = str(dest.parent)      # the config's paths must not depend on where lxc-start runs
     if request is None:
@@ -322,14 +329,16 @@ def install(output: Path, name: str | None = None, lxcpath: str = DEFAULT_LXCPAT
                 log.warning("--name %s is not a host name (letters, digits and '-', then optionally a "
                             "'.domain'): the container keeps the build's host name %s", name, manifest.get("hostname"))
         request = engine.Request(hostname=hostname, reset=True)
-    part = Path(tempfile.mkdtemp(prefix=f".{name}.partial-", dir=lxcpath))   # hidden: not a container yet
+    try:
+        part = Path(tempfile.mkdtemp(prefix=f".{name}.partial-", dir=lxcpath))   # hidden: not a container yet
+    except BaseException:
+        _rmdirs(made)
+        raise
     try:
         os.chmod(part, 0o770)
         (part / "rootfs").mkdir()
         runner.run(["tar", "--numeric-owner", "--xattrs", "--xattrs-include=*", "--acls", "-xpf",
                     str(files["tarball"]), "-C", str(part / "rootfs")])
-        config = _text(files["lxc-config"])
-        old = _config_dir(config, files["lxc-config"])
         config, dropped = adapt_cgroup(config, host_cgroup())
         if dropped:
             log.warning("this host's devices cgroup is %s: left out %s", host_cgroup(), ", ".join(dropped))
@@ -351,13 +360,25 @@ def install(output: Path, name: str | None = None, lxcpath: str = DEFAULT_LXCPAT
     except BaseException:
         if part.is_dir() and not part.is_symlink():
             shutil.rmtree(part, ignore_errors=True)
+        _rmdirs(made)
         raise
     log.info("installed %s as LXC container %s in %s", output, name, lxcpath)
     return dest
 
 
+def _rmdirs(made: list[Path]) -> None:
+    """Remove the directories an install made (deepest first), each only while it is empty."""
+    for d in made:
+        try:
+            os.rmdir(d)
+        except OSError:
+            break
+
+
 def _text(f: Path) -> str:
-    data = f.read_bytes()
+    from ..untrusted import read_file
+
+    data = read_file(f, what="an LXC config imgbuild wrote", hint="build the output again")
     try:
         if b"\0" in data:
             raise ValueError

@@ -104,3 +104,35 @@ def test_dirtree_reads_nothing_through_a_link_and_replaces_it_on_write(tmp_path,
     assert stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o600 and (st.st_uid, st.st_gid) == (0, 0)
     assert (root / "etc/hostname").read_bytes() == b"db1\n"
     assert not os.path.lexists(root / "etc/net")
+
+
+@pytest.mark.parametrize("link", ["etc", "etc/hostname"])
+def test_an_output_whose_etc_leads_to_the_host_records_nothing_of_the_host(tmp_path, link):
+    """Re-identifying an imgbuild output unpacks its tarball, edits it, packs it and records the guest's host name
+    in manifest.json: read inside the unpacked root, never through a link the tarball holds (/etc, or
+    /etc/hostname, pointing at a host directory whose file would otherwise end up in the manifest)."""
+    import json
+    import subprocess
+
+    host = tmp_path / "host"
+    host.mkdir()
+    (host / "hostname").write_text("hostsecret\n")
+    tree = tmp_path / "t"
+    (tree / "etc").mkdir(parents=True)
+    if link == "etc":
+        (tree / "etc").rmdir()
+        (tree / "etc").symlink_to(host)
+    else:
+        (tree / "etc/hostname").symlink_to(host / "hostname")
+    out = tmp_path / "out" / "tiny"
+    out.mkdir(parents=True)
+    subprocess.run(["tar", "-C", str(tree), "-cf", str(out / "tiny.tar"), "."], check=True)
+    (out / "lxc.conf").write_text("lxc.uts.name = tiny\nlxc.rootfs.path = dir:/var/lib/lxc/tiny/rootfs\n")
+    (out / "manifest.json").write_text(json.dumps({
+        "name": "tiny", "hostname": "tiny", "source_date_epoch": 0,
+        "artifacts": [{"kind": "lxc-config", "path": "lxc.conf"}, {"kind": "tarball", "path": "tiny.tar"}]}))
+    rid.reidentify(locate(str(out)), engine.Request(reset=False), rid.Where(lxcpath=str(tmp_path / "lxc")))
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["hostname"] == "tiny"
+    assert "hostsecret" not in (out / "manifest.json").read_text()
+    assert (host / "hostname").read_text() == "hostsecret\n"
