@@ -141,7 +141,22 @@ ROOTFS_PREFIXES = ("dir", "lvm", "btrfs", "zfs", "overlay", "overlayfs", "aufs",
 
 # ------------------------------------------------------------------------------------------------ parsing
 
-_KEY_LINE = re.compile(r"^(?P<indent>[ \t]*)(?P<key>[^=]*?)(?P<sep>[ \t]*=[ \t]*)(?P<value>.*?)(?P<tail>[ \t\r]*)$")
+MAX_BYTES = 4 << 20     # a container config is a few KB; this much is not one
+
+
+def _split_key_line(raw: str) -> tuple[str, str, str, str, str] | None:
+    """(indent, key, sep, value, tail) of `KEY = VALUE`: the key ends before the first `=` (its trailing blanks
+    go to sep), the value's trailing blanks and CR go to tail. None without `=` or key. Plain string operations:
+    linear on any line (a regex with lazy groups took quadratic time on long runs of blanks)."""
+    body = raw.lstrip(" \t")
+    indent = raw[:len(raw) - len(body)]
+    left, eq, right = body.partition("=")
+    key = left.rstrip(" \t")
+    if not eq or not key:
+        return None
+    after = right.lstrip(" \t")
+    value = after.rstrip(" \t\r")
+    return indent, key, left[len(key):] + "=" + right[:len(right) - len(after)], value, after[len(value):]
 
 
 @dataclass
@@ -159,6 +174,13 @@ class _Line:
 
 
 def _parse(text: str) -> tuple[list[_Line], bool]:
+    hint = "an LXC config has one `lxc.KEY = VALUE` per line (and comments); give a container's config file"
+    if len(text) > MAX_BYTES:
+        raise InputError(f"not an LXC config: {len(text)} characters, more than a container config has "
+                         f"({MAX_BYTES})", hint)
+    if "\0" in text:
+        raise InputError(f"not an LXC config: line {text.count(chr(10), 0, text.index(chr(0))) + 1} holds a NUL "
+                         "byte (a binary file?)", hint)
     pieces = text.split("\n")
     final_newline = text.endswith("\n")
     if final_newline:
@@ -170,12 +192,11 @@ def _parse(text: str) -> tuple[list[_Line], bool]:
         if not s or s.startswith("#"):
             lines.append(_Line(no, raw))
             continue
-        m = _KEY_LINE.match(raw)
-        if not m or not m["key"]:
+        parts = _split_key_line(raw)
+        if parts is None:
             bad.append(f"line {no}: {s[:60]!r}")
             continue
-        lines.append(_Line(no, raw, m["indent"], m["key"], m["sep"], m["value"], m["tail"]))
-    hint = "an LXC config has one `lxc.KEY = VALUE` per line (and comments); give a container's config file"
+        lines.append(_Line(no, raw, *parts))
     if bad:
         more = f" (and {len(bad) - 3} more)" if len(bad) > 3 else ""
         raise InputError("not an LXC config: neither a comment nor `key = value`: " + "; ".join(bad[:3]) + more,

@@ -151,6 +151,15 @@ _KEY = re.compile(r"(?:^|;)\s*([A-Za-z_][A-Za-z0-9_]*)\s*=", re.M)
 _LINE = re.compile(r"^[^:\n]*:(\d+)(?:\.\d+)?(?:-\d+(?:\.\d+)?)?:")
 
 
+def _bytes(text: str) -> bytes:
+    """Text as the bytes it came from (surrogateescape), or with any other lone surrogate passed through as
+    the invalid UTF-8 it is: xl's parser gets bytes and never a Python exception."""
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogatepass")
+
+
 def _line_of(message: str) -> int | None:
     m = _LINE.match(message)
     return int(m.group(1)) if m else None
@@ -237,7 +246,7 @@ def parse(text: str, name: str = "config") -> XlConfig:
     """Read a config with xl's parser. Raises XlParseError with Xen's message (and its line) if xl would
     refuse the file, XlUnavailable if the library is not installed."""
     libs = _libs()
-    data = text.encode("utf-8", "surrogateescape")
+    data = _bytes(text)
     with _lock:
         rep = _Report(libs)
         cfg = libs.xlu.xlu_cfg_init(rep.fp, name.encode())
@@ -273,7 +282,7 @@ def check_disk(spec: str) -> str | None:
         disk = ctypes.create_string_buffer(DISK_BUFFER)
         libs.xl.libxl_device_disk_init(disk)
         try:
-            specs = (ctypes.c_char_p * 1)(spec.encode("utf-8", "surrogateescape"))
+            specs = (ctypes.c_char_p * 1)(_bytes(spec))
             rc = libs.xlu.xlu_disk_parse(cfg, 1, specs, disk)
         finally:
             libs.xl.libxl_device_disk_dispose(disk)
