@@ -201,7 +201,8 @@ def _parse(text: str) -> tuple[list[_Line], bool]:
         more = f" (and {len(bad) - 3} more)" if len(bad) > 3 else ""
         raise InputError("not an LXC config: neither a comment nor `key = value`: " + "; ".join(bad[:3]) + more,
                          hint)
-    if not any(ln.key.startswith("lxc.") for ln in lines):
+    ours = tuple(COMMENT_PREFIX.values())     # a file of only lines we commented out is still our own output
+    if not any(ln.key.startswith("lxc.") or ln.raw.lstrip().startswith(ours) for ln in lines):
         raise InputError("not an LXC config: it has no lxc.* keys", hint)
     return lines, final_newline
 
@@ -330,7 +331,9 @@ def _to_legacy(out: _Out) -> None:
             epoch += 1
             continue
         m = re.fullmatch(r"lxc\.net\.(\d+)\.(.+)", ln.key)
-        if m:
+        if m and m.group(2) not in MODERN_NET:
+            out.unknown(ln)                  # kept as it is, whatever its network (also on a second run)
+        elif m:
             nics.setdefault((epoch, int(m.group(1))), []).append((ln, m.group(2)))
 
     blocks: dict[int, list[list[_Line]]] = {}       # epoch -> network blocks in N order, type line first
@@ -351,8 +354,6 @@ def _to_legacy(out: _Out) -> None:
                 continue
             if sub == "type":
                 out.comment_out(ln, f"a second type line for lxc.net.{n} would start a new legacy network")
-            elif sub not in MODERN_NET:
-                out.unknown(ln)
             elif sub not in NET_TO_LEGACY and sub not in LEGACY_NET:
                 out.comment_out(ln, f"LXC 2.0 and older have no network key {sub!r}")
             else:

@@ -307,6 +307,39 @@ def test_unknown_keys_are_kept_with_a_warning():
             (2, "lxc.bogus"), (3, "foo")]
 
 
+# Found by the property tests (tests/test_lxcconf_props.py): a second conversion to the same form changed, or
+# refused, what the first one wrote.
+
+
+@pytest.mark.parametrize("text,to", [
+    ("lxc.network.flags = up\n", "modern"),                      # every key line is commented out ...
+    ("lxc.pivotdir = lxc_putold\nlxc.kmsg = 0\n", "modern"),
+    ("lxc.net.0.flags = up\nlxc.prlimit.nofile = 1024\n", "legacy"),
+])
+def test_a_file_of_only_lines_we_commented_out_converts_again(text, to):
+    """... and the next run read the result as "not an LXC config: it has no lxc.* keys" (exit 2)."""
+    once, warnings = lxcconf.convert(text, to)
+    assert warnings and all(line.startswith(PREFIX[to]) for line in once.splitlines())
+    assert lxcconf.convert(once, to) == (once, [])
+
+
+@pytest.mark.parametrize("text", [
+    "lxc.net.0.type = veth\nlxc.net.0.n=ame = eth0\nlxc.net.0.link = br0\n",       # in a network with a type
+    "lxc.net.3.bogus = 1\nlxc.uts.name = a\n",                                   # in a network without one
+    "lxc.net.0.type = veth\nlxc.net.1.foo.bar = x\n",
+])
+def test_unknown_network_keys_stay_as_they_are_on_every_run(text):
+    """An unknown lxc.net.N.* key was kept in a network that has a type line, but commented out on the next run
+    (once its network's other lines had become lxc.network.*, it stood in a network without a type)."""
+    once, first = lxcconf.convert(text, "legacy")
+    unknown = [w.line for w in first if "not an LXC key" in w.message]
+    assert unknown
+    for no in unknown:
+        assert once.splitlines()[no - 1] == text.splitlines()[no - 1]
+    twice, second = lxcconf.convert(once, "legacy")
+    assert twice == once and [w.line for w in second] == unknown
+
+
 def test_network_line_before_any_type():
     got, warnings = lxcconf.convert("lxc.network.link = br0\nlxc.network.type = veth\n", "modern")
     assert got == PREFIX["modern"] + "lxc.network.link = br0\nlxc.net.0.type = veth\n"

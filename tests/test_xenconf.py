@@ -551,3 +551,22 @@ def test_values_beyond_xl_are_findings_not_exceptions(text):
     result = xenconf.convert_text('name = "a"\nbootloader = "pygrub"\n' + text + "\n", "vm.cfg")
     assert result.text is None
     assert any(f.line >= 3 for f in result.errors), [f.show("vm.cfg") for f in result.findings]
+
+
+@pytest.mark.parametrize("eol", ["\n", "\r\n", "\r"])
+def test_findings_name_the_lines_of_the_file(eol):
+    """Python counts a lone CR as a line end; the findings count lines as the file (grep -n, xl) does."""
+    lines = ['name = "a"', 'bootloader = "pygrub"', "memory = f()", "vcpus = 2"]
+    text = eol.join(lines) + "\n"
+    found = {f.line for f in xenconf.convert_text(text, "vm.cfg").errors}
+    assert found == ({3} if eol != "\r" else {1})
+
+
+@pytest.mark.parametrize("key,value", [("rtc_timeoffset", -3600), ("memory", 512), ("maxvcpus", 0)])
+def test_a_converted_config_converts_to_itself(key, value):
+    """A negative number is written as a string ("-3600": xl's lexer has no minus sign); reading the result
+    again took it for a string where xl wants a number (found by tests/test_xenconf_props.py)."""
+    first = xenconf.convert_text(f'name = "a"\nbootloader = "pygrub"\n{key} = {value}\n', "vm.cfg")
+    assert first.text is not None, [f.show("vm.cfg") for f in first.errors]
+    again = xenconf.convert_text(first.text, "vm.cfg")
+    assert again.text == first.text, [f.show("vm.cfg") for f in again.errors]

@@ -7,7 +7,8 @@ its mirrorlist/metalink dropped. Which sections are enabled is the recipe's choi
 
 The files come from a release package off a mirror: outside input. rewrite() returns the new text or raises
 InputError naming the file (and the line or section): a file larger than MAX_BYTES, one configparser cannot
-read, a NUL byte, or a section name that is not a repo id yum and dnf accept (letters, digits, - _ . :).
+read, a NUL byte, a section name that is not a repo id yum and dnf accept (letters, digits, - _ . :), or a
+baseurl whose path after $releasever/ would leave the mirror's tree (`..`) or carry a query.
 """
 from __future__ import annotations
 
@@ -94,6 +95,9 @@ def rewrite(text: str, file: str, mirror: str, vars: dict[str, str], want: tuple
         enabled = opts.get("enabled", "1").strip() == "1" if not want else sec in want
         if "$releasever/" in base:
             tail = base.split("$releasever/", 1)[1]
+            if ".." in tail.split("/") or any(c in tail for c in "?#\\"):
+                raise InputError(f"{file}: [{sec}] baseurl {base[:120]!r}: the part after $releasever/ must be a "
+                                 "plain path below it (no .., ? or #) to be pointed at the mirror", hint)
             url = expand(f"{mirror.rstrip('/')}/{tail}", vars).rstrip("/")
             opts["baseurl"] = url
             for k in ("mirrorlist", "metalink"):

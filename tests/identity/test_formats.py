@@ -1442,3 +1442,30 @@ def test_read_openvz():
     # host_mac= is the host's end of the veth pair, not the guest's MAC
     assert f.read_openvz(VZ_VETH) == Identity("vm0", ("vm0.example.com",), (),
                                               ("00:16:3e:00:03:02", "00:16:3e:00:03:12"))
+
+
+# A prefix length read from a guest file went through int() after str.isdigit(), which is true for "²" and other
+# non-ASCII digits that int() refuses: ValueError (exit 70) instead of a value left alone. Every format that reads a
+# prefix length or a netmask to recompute a broadcast or network address:
+ODD_PREFIXES = ["²", "٣", "2⁴", "24 ", "999", "-1", "0x18", "255.255.255.0.0", "𝟚𝟜"]
+PREFIX_READERS = {
+    "ifcfg": (f.ifcfg, "IPADDR=10.0.3.2\nPREFIX={p}\nBROADCAST=10.0.3.255\nNETWORK=10.0.3.0\n"),
+    "ifcfg-netmask": (f.ifcfg, "IPADDR=10.0.3.2\nNETMASK={p}\nBROADCAST=10.0.3.255\n"),
+    "interfaces": (f.debian_interfaces, "iface eth0 inet static\n    address 10.0.3.2/{p}\n    broadcast 10.0.3.255\n"),
+    "interfaces-netmask": (f.debian_interfaces,
+                           "iface eth0 inet static\n    address 10.0.3.2\n    netmask {p}\n    network 10.0.3.0\n"),
+    "lxc": (f.lxc_config, "lxc.net.0.ipv4.address = 10.0.3.2/{p} 10.0.3.255\n"),
+}
+
+
+@pytest.mark.parametrize("prefix", ODD_PREFIXES)
+@pytest.mark.parametrize("fmt", sorted(PREFIX_READERS))
+def test_odd_prefix_lengths_are_left_alone(fmt, prefix):
+    fn, template = PREFIX_READERS[fmt]
+    text = template.format(p=prefix)
+    out = fn(text, CLONE)
+    assert "10.0.3.3" in out                                      # the address itself still moves
+    for old, new in zip(text.splitlines(), out.splitlines()):
+        if "10.0.3.2" not in old:
+            assert new == old                                     # no broadcast made up from a prefix it cannot read
+    assert fn(out, CLONE) == out
