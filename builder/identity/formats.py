@@ -58,13 +58,14 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from .. import xenconf
+from ..errors import InputError
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 
-__all__ = ["Rename", "Identity", "hostname_file", "hosts", "sysconfig_network", "ifcfg", "debian_interfaces",
-           "networkd", "nm_keyfile", "netplan", "udev_persistent_net", "lxc_config", "xen_config", "openvz_config",
-           "tokens", "read_lxc", "read_xen", "read_openvz", "REWRITERS"]
+__all__ = ["Rename", "RenameError", "Identity", "hostname_file", "hosts", "sysconfig_network", "ifcfg",
+           "debian_interfaces", "networkd", "nm_keyfile", "netplan", "udev_persistent_net", "lxc_config",
+           "xen_config", "openvz_config", "tokens", "read_lxc", "read_xen", "read_openvz", "REWRITERS"]
 
 _LABEL = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\Z")
 _MAC = re.compile(r"^(?:[0-9A-Fa-f]{2}(?P<sep>[:-])[0-9A-Fa-f]{2}(?:(?P=sep)[0-9A-Fa-f]{2}){4}"
@@ -91,12 +92,22 @@ def _hostname_ok(name: str) -> bool:
     return len(name) <= 253 and all(_LABEL.match(label) for label in name.split("."))
 
 
+class RenameError(InputError, ValueError):
+    """A Rename that cannot be made: bad input (exit 2), also a ValueError as Rename always raised. Its values
+    may come from a guest's own files (the old host name is read from /etc/hostname), so this is not an
+    internal error."""
+
+    def __init__(self, message: str):
+        super().__init__(message, "a host name is dot-separated labels of letters, digits and '-'; addresses and "
+                                  "MACs as ip(8) writes them; the old values are read from the guest's files")
+
+
 def _chains(kind: str, pairs: Mapping) -> None:
     for old, new in pairs.items():
         if new != old and new in pairs:
-            raise ValueError(f"{kind}: {old} -> {new} and {new} -> {pairs[new]}: a new value that is also an old one "
-                             "cannot be rewritten idempotently (a second run would move it again); rename in two "
-                             "steps through an unused value")
+            raise RenameError(f"{kind}: {old} -> {new} and {new} -> {pairs[new]}: a new value that is also an old "
+                              "one cannot be rewritten idempotently (a second run would move it again); rename in "
+                              "two steps through an unused value")
 
 
 @dataclass(frozen=True)
@@ -111,14 +122,22 @@ class Rename:
     macs: Mapping[str, str] = field(default_factory=dict)         # old MAC -> new MAC, aa:bb:cc:dd:ee:ff
 
     def __post_init__(self) -> None:
+        try:
+            self._check()
+        except RenameError:
+            raise
+        except (ValueError, TypeError) as e:       # an address ipaddress cannot read, a value of the wrong kind
+            raise RenameError(str(e)) from None
+
+    def _check(self) -> None:
         put = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731
         if self.hostname is not None and not _LABEL.match(self.hostname):
-            raise ValueError(f"{self.hostname!r}: the new host name must be one label (letters, digits, '-'; "
-                             "vm1, not vm1.lxc): the domain of each old name is kept")
+            raise RenameError(f"{self.hostname!r}: the new host name must be one label (letters, digits, '-'; "
+                              "vm1, not vm1.lxc): the domain of each old name is kept")
         olds = (self.old_hostnames,) if isinstance(self.old_hostnames, str) else tuple(self.old_hostnames)
         for o in olds:
             if not _hostname_ok(o):
-                raise ValueError(f"{o!r} is not a host name")
+                raise RenameError(f"{o!r} is not a host name")
         put("old_hostnames", olds)
         ips: dict[IPAddress, IPInterface] = {}
         for old, new in dict(self.ips).items():
@@ -126,31 +145,31 @@ class Rename:
             if isinstance(new, (str, ipaddress.IPv4Address, ipaddress.IPv6Address)):
                 new = ipaddress.ip_interface(str(new))
             if old.version != new.version:
-                raise ValueError(f"{old} -> {new}: an IPv{old.version} address cannot become IPv{new.version}")
+                raise RenameError(f"{old} -> {new}: an IPv{old.version} address cannot become IPv{new.version}")
             ips[old] = new
         _chains("addresses", {o: n.ip for o, n in ips.items()})
         given = frozenset(ipaddress.ip_address(a) if isinstance(a, str) else a for a in self.prefix_given)
         if not given <= set(ips):
-            raise ValueError(f"prefix given for {', '.join(map(str, sorted(given - set(ips), key=str)))}, "
-                             "which is not an old address of the rename")
+            raise RenameError(f"prefix given for {', '.join(map(str, sorted(given - set(ips), key=str)))}, "
+                              "which is not an old address of the rename")
         gws: dict[IPAddress, IPAddress] = {}
         for old, new in dict(self.gateways).items():
             old = ipaddress.ip_address(old) if isinstance(old, str) else old
             new = ipaddress.ip_address(new) if isinstance(new, str) else new
             if old.version != new.version:
-                raise ValueError(f"gateway {old} -> {new}: not the same IP version")
+                raise RenameError(f"gateway {old} -> {new}: not the same IP version")
             gws[old] = new
         _chains("gateways", gws)
         cross = (set(gws) & set(ips)) | ({n for o, n in gws.items() if n != o} & set(ips)) \
             | ({n.ip for o, n in ips.items() if n.ip != o} & set(gws))
         if cross:
-            raise ValueError(f"{', '.join(map(str, sorted(cross, key=str)))}: both a guest address and a gateway in "
-                             "the rename (a guest is not its own gateway, and one would be rewritten twice)")
+            raise RenameError(f"{', '.join(map(str, sorted(cross, key=str)))}: both a guest address and a gateway "
+                              "in the rename (a guest is not its own gateway, and one would be rewritten twice)")
         macs: dict[str, str] = {}
         for old, new in dict(self.macs).items():
             o, n = _mac_norm(old), _mac_norm(new)
             if o is None or n is None:
-                raise ValueError(f"{old} -> {new}: not a MAC address (six hex pairs, e.g. 00:16:3e:00:03:02)")
+                raise RenameError(f"{old} -> {new}: not a MAC address (six hex pairs, e.g. 00:16:3e:00:03:02)")
             macs[o] = n
         _chains("MACs", macs)
         put("ips", types.MappingProxyType(ips))
@@ -167,10 +186,14 @@ class Rename:
         """From strings: ips={"10.0.3.2": "10.0.3.3"} keeps each file's prefix, {"10.0.3.2": "10.0.3.3/16"}
         also sets the prefix to 16."""
         ips = dict(ips or {})
+        try:
+            parsed = ({ipaddress.ip_address(o): ipaddress.ip_interface(n) for o, n in ips.items()},
+                      frozenset(ipaddress.ip_address(o) for o, n in ips.items() if "/" in str(n)))
+        except ValueError as e:
+            raise RenameError(str(e)) from None
         return cls(hostname=hostname, old_hostnames=tuple([old_hostnames] if isinstance(old_hostnames, str)
                                                           else old_hostnames),
-                   ips={ipaddress.ip_address(o): ipaddress.ip_interface(n) for o, n in ips.items()},
-                   prefix_given=frozenset(ipaddress.ip_address(o) for o, n in ips.items() if "/" in str(n)),
+                   ips=parsed[0], prefix_given=parsed[1],
                    gateways=dict(gateways or {}), macs=dict(macs or {}))
 
     @property

@@ -13,6 +13,7 @@ the old name given as an FQDN).
 from __future__ import annotations
 
 import dataclasses
+import subprocess
 from ipaddress import ip_address, ip_interface
 from pathlib import Path
 from collections.abc import Callable
@@ -21,11 +22,12 @@ from typing import NamedTuple
 import pytest
 
 from builder import recipe, xl
+from builder.errors import InputError
 from builder.identity import formats as f
 from builder.identity.formats import Identity, Rename
 from builder.steps import basefiles, network
 from builder.targets import lxc, openvz, xen
-from tests.conftest import DEFAULT_RECIPE
+from tests.conftest import BIN, DEFAULT_RECIPE
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 
@@ -1274,6 +1276,42 @@ def test_udev_never_deletes_a_rule():
 def test_rename_refuses(kwargs, message):
     with pytest.raises(ValueError, match=message):
         Rename.of(**kwargs)
+
+
+# A Rename's old values come from the guest (the old host name from its /etc/hostname): a name or address it
+# cannot take is bad input (exit 2), not an internal error (a guest whose /etc/hostname said vm_0 made
+# `migrate reidentify --dry-run` exit 70). RenameError is an InputError and still a ValueError.
+@pytest.mark.parametrize("kwargs", [
+    dict(hostname="vm1", old_hostnames=("vm_0",)), dict(hostname="vm1", old_hostnames=("vm0\n",)),
+    dict(hostname="vm1\n", old_hostnames=("vm0",)), dict(hostname="vm1", old_hostnames=("a" * 300,)),
+    dict(hostname="vm1", old_hostnames=("vm0..lan",)), dict(hostname="vm1", old_hostnames=("",)),
+])
+def test_rename_from_guest_values_is_an_input_error(kwargs):
+    with pytest.raises(InputError) as e:
+        Rename.of(**kwargs)
+    assert isinstance(e.value, ValueError) and e.value.hint
+
+
+@pytest.mark.parametrize("kwargs", [dict(ips={"10.0.3": "10.0.3.3"}), dict(gateways={"10.0.3.1": "x"}),
+                                    dict(macs={"zz": "00:16:3e:00:00:01"})])
+def test_rename_of_bad_strings_is_an_input_error(kwargs):
+    with pytest.raises(InputError):
+        Rename.of(**kwargs)
+
+
+@pytest.mark.parametrize("name", ["vm_0", "vm 0"])
+def test_reidentify_a_guest_whose_hostname_is_no_host_name_exits_2(name, tmp_path):
+    """The real `migrate reidentify --dry-run` on a container directory whose guest names itself `name`."""
+    guest = tmp_path / "vm0"
+    (guest / "rootfs" / "etc").mkdir(parents=True)
+    (guest / "rootfs" / "etc" / "hostname").write_text(name + "\n")
+    (guest / "config").write_text(f"lxc.uts.name = vm0\nlxc.rootfs.path = dir:{guest}/rootfs\n")
+    before = {p: p.read_bytes() for p in guest.rglob("*") if p.is_file()}
+    r = subprocess.run([str(BIN / "migrate"), "reidentify", str(guest), "--hostname", "vm1", "--dry-run",
+                        "--inventory", str(tmp_path / "inventory.json")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.startswith("error: ") and "\nhint: " in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert {p: p.read_bytes() for p in guest.rglob("*") if p.is_file()} == before
 
 
 def test_prefix_given_must_be_an_old_address():
