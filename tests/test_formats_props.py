@@ -169,3 +169,23 @@ def test_readers_return_an_identity(text):
         assert isinstance(ident, f.Identity)
         assert all(isinstance(x, str) for x in (*ident.hostnames, *ident.ips, *ident.macs))
         assert ident.name is None or isinstance(ident.name, str)
+
+
+names = st.one_of(st.sampled_from(["vm0", "vm0.example.com", "vm_0", "-vm", "vm0.", "a" * 64, ""]), one_line(20))
+addresses = st.one_of(st.sampled_from(["10.0.3.2", "10.0.3.3/24", "fd00::2", "fd00::3/64", "10.0.3.2/33", "x",
+                                       "10.0.3", "::ffff:10.0.3.2"]), one_line(16))
+macs = st.one_of(st.sampled_from(["00:16:3e:00:03:02", "00-16-3E-00-03-03", "0016.3e00.0304", "zz", ""]),
+                 one_line(17))
+
+
+@given(st.one_of(st.none(), names), st.lists(names, max_size=2), st.dictionaries(addresses, addresses, max_size=2),
+       st.dictionaries(addresses, addresses, max_size=2), st.dictionaries(macs, macs, max_size=2))
+def test_a_rename_is_made_or_refused_as_bad_input(hostname, old_names, ips, gateways, mac_map):
+    """Old names come from the guest's files: Rename.of makes a Rename or raises RenameError (an InputError)."""
+    try:
+        r = f.Rename.of(hostname=hostname, old_hostnames=tuple(old_names), ips=ips, gateways=gateways, macs=mac_map)
+    except f.RenameError as e:
+        assert isinstance(e, InputError) and e.message
+        return
+    for fn in f.REWRITERS.values():
+        assert fn("\n".join(["vm0 10.0.3.2 00:16:3e:00:03:02"] * 2), r) is not None
