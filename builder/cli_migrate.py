@@ -164,7 +164,7 @@ def convert_xen(old: Path, disk_maps: tuple[str, ...], bridge_maps: tuple[str, .
     The old file is read, never run: Python in it (imports, expressions, conditionals) is reported line by
     line. Warnings go to stderr as `warning: FILE:LINE: message`; if xl cannot take something, or xl's own
     parser would refuse the result, nothing is written and the exit status is 1. A file that is no xm config
-    (binary, larger than 1 MB, expressions nested deeper than 50 levels) exits 2. Every file written is named
+    (binary, larger than 256 KB, expressions nested deeper than 50 levels) exits 2. Every file written is named
     on stderr.
     """
     from . import xenconf

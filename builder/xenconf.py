@@ -34,9 +34,9 @@ log = logging.getLogger("imgbuild")
 
 Value = Union[str, int, list["Value"]]
 
-MAX_BYTES = 1 << 20        # an xm config is a few KB; a computed value may not grow past this either
+MAX_BYTES = 256 << 10      # an xm config is a few KB; a computed value may not grow past this either
 MAX_DEPTH = 50             # expression nesting (real configs nest 3 to 5 deep)
-MAX_UNREADABLE = 50        # lines Python cannot read before the file is refused as not an xm config
+MAX_UNREADABLE = 20        # lines Python cannot read before the file is refused as not an xm config
 MAX_INT = 1 << 64          # xl reads numbers as C longs
 MAX_FORMAT_WIDTH = 1000    # a width or precision in a % format (`%08x` is 8)
 Level = Literal["note", "warning", "error"]
