@@ -7,6 +7,10 @@ libxenlight (for the disk structure `xlu_disk_parse` fills in). No hypervisor is
 
 `available()` says whether the libraries load (xen-utils-4.17); without them nothing here works and callers
 skip the check, saying so.
+
+The C code does not survive every input, and when it fails it takes the whole process with it: a NUL inside a
+quoted string fails an assertion in xlu__cfgl_dequote (abort), and a control character in a disk spec jams the
+disk lexer (flex exits with status 2). Both are refused here before the library sees them.
 """
 from __future__ import annotations
 
@@ -247,6 +251,9 @@ def parse(text: str, name: str = "config") -> XlConfig:
     refuse the file, XlUnavailable if the library is not installed."""
     libs = _libs()
     data = _bytes(text)
+    if b"\0" in data:                 # libxlutil aborts the process on it (an assertion in its dequoting)
+        line = data.count(b"\n", 0, data.index(b"\0")) + 1
+        raise XlParseError(f"{name}:{line}: a NUL byte", line, errno.EINVAL)
     with _lock:
         rep = _Report(libs)
         cfg = libs.xlu.xlu_cfg_init(rep.fp, name.encode())
@@ -276,6 +283,9 @@ def parse(text: str, name: str = "config") -> XlConfig:
 def check_disk(spec: str) -> str | None:
     """None if xl's disk parser (xlu_disk_parse) accepts the spec, else its message."""
     libs = _libs()
+    bad = next((c for c in spec if ord(c) < 32 or c == "\x7f"), None)
+    if bad is not None:               # xl's disk lexer jams on some of them and exits the process
+        return f"a control character ({bad!r}) in the disk spec"
     with _lock:
         rep = _Report(libs)
         cfg = libs.xlu.xlu_cfg_init(rep.fp, b"disk")
