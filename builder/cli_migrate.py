@@ -115,22 +115,28 @@ def _write_output(out: Path, data: bytes, source: str, limit: int) -> list[str]:
         st = None
     except OSError as e:
         raise InputError(f"{out}: cannot write it: {e.strerror or e}", hint) from None
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        raise InputError(f"{out}: not a regular file; nothing written", hint)
+    backup = None
     try:
         if st is not None:
-            if not stat.S_ISREG(st.st_mode):
-                raise InputError(f"{out}: not a regular file; nothing written", hint)
             mode = st.st_mode & 0o7777
             old = _read_input(str(out), limit, hint)
             if old == data:
                 return written
             if old:
-                written.append(f"{_keep_backup(out, old, mode)} ({out} as it was)")
+                backup = _keep_backup(out, old, mode)
+                written.append(f"{backup} ({out} as it was)")
         else:
             mode = _new_file_mode(source)
         write_atomic(out, data, mode)
-    except OSError as e:
-        raise InputError(f"{out}: cannot write it: {e.strerror or e}", "choose an -o OUT in a writable directory"
-                         ) from None
+    except BaseException as e:
+        if backup is not None:            # OUT is unchanged: its copy is not needed, nothing is left behind
+            backup.unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise InputError(f"{out}: cannot write it: {e.strerror or e}",
+                             "choose an -o OUT in a writable directory") from None
+        raise
     written.append(str(out))
     return written
 
