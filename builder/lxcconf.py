@@ -141,7 +141,22 @@ ROOTFS_PREFIXES = ("dir", "lvm", "btrfs", "zfs", "overlay", "overlayfs", "aufs",
 
 # ------------------------------------------------------------------------------------------------ parsing
 
-_KEY_LINE = re.compile(r"^(?P<indent>[ \t]*)(?P<key>[^=]*?)(?P<sep>[ \t]*=[ \t]*)(?P<value>.*?)(?P<tail>[ \t\r]*)$")
+MAX_BYTES = 4 << 20     # a container config is a few KB; this much is not one
+
+
+def _split_key_line(raw: str) -> tuple[str, str, str, str, str] | None:
+    """(indent, key, sep, value, tail) of `KEY = VALUE`: the key ends before the first `=` (its trailing blanks
+    go to sep), the value's trailing blanks and CR go to tail. None without `=` or key. Plain string operations:
+    linear on any line (a regex with lazy groups took quadratic time on long runs of blanks)."""
+    body = raw.lstrip(" \t")
+    indent = raw[:len(raw) - len(body)]
+    left, eq, right = body.partition("=")
+    key = left.rstrip(" \t")
+    if not eq or not key:
+        return None
+    after = right.lstrip(" \t")
+    value = after.rstrip(" \t\r")
+    return indent, key, left[len(key):] + "=" + right[:len(right) - len(after)], value, after[len(value):]
 
 
 @dataclass
@@ -159,6 +174,13 @@ class _Line:
 
 
 def _parse(text: str) -> tuple[list[_Line], bool]:
+    hint = "an LXC config has one `lxc.KEY = VALUE` per line (and comments); give a container's config file"
+    if len(text) > MAX_BYTES:
+        raise InputError(f"not an LXC config: {len(text)} characters, more than a container config has "
+                         f"({MAX_BYTES})", hint)
+    if "\0" in text:
+        raise InputError(f"not an LXC config: line {text.count(chr(10), 0, text.index(chr(0))) + 1} holds a NUL "
+                         "byte (a binary file?)", hint)
     pieces = text.split("\n")
     final_newline = text.endswith("\n")
     if final_newline:
@@ -170,17 +192,17 @@ def _parse(text: str) -> tuple[list[_Line], bool]:
         if not s or s.startswith("#"):
             lines.append(_Line(no, raw))
             continue
-        m = _KEY_LINE.match(raw)
-        if not m or not m["key"]:
+        parts = _split_key_line(raw)
+        if parts is None:
             bad.append(f"line {no}: {s[:60]!r}")
             continue
-        lines.append(_Line(no, raw, m["indent"], m["key"], m["sep"], m["value"], m["tail"]))
-    hint = "an LXC config has one `lxc.KEY = VALUE` per line (and comments); give a container's config file"
+        lines.append(_Line(no, raw, *parts))
     if bad:
         more = f" (and {len(bad) - 3} more)" if len(bad) > 3 else ""
         raise InputError("not an LXC config: neither a comment nor `key = value`: " + "; ".join(bad[:3]) + more,
                          hint)
-    if not any(ln.key.startswith("lxc.") for ln in lines):
+    ours = tuple(COMMENT_PREFIX.values())     # a file of only lines we commented out is still our own output
+    if not any(ln.key.startswith("lxc.") or ln.raw.lstrip().startswith(ours) for ln in lines):
         raise InputError("not an LXC config: it has no lxc.* keys", hint)
     return lines, final_newline
 
@@ -309,7 +331,9 @@ def _to_legacy(out: _Out) -> None:
             epoch += 1
             continue
         m = re.fullmatch(r"lxc\.net\.(\d+)\.(.+)", ln.key)
-        if m:
+        if m and m.group(2) not in MODERN_NET:
+            out.unknown(ln)                  # kept as it is, whatever its network (also on a second run)
+        elif m:
             nics.setdefault((epoch, int(m.group(1))), []).append((ln, m.group(2)))
 
     blocks: dict[int, list[list[_Line]]] = {}       # epoch -> network blocks in N order, type line first
@@ -330,8 +354,6 @@ def _to_legacy(out: _Out) -> None:
                 continue
             if sub == "type":
                 out.comment_out(ln, f"a second type line for lxc.net.{n} would start a new legacy network")
-            elif sub not in MODERN_NET:
-                out.unknown(ln)
             elif sub not in NET_TO_LEGACY and sub not in LEGACY_NET:
                 out.comment_out(ln, f"LXC 2.0 and older have no network key {sub!r}")
             else:

@@ -10,6 +10,11 @@ Then the xm idioms are moved to xl's: disks to xl-disk-configuration(5) specs (`
 access=rw, target=/new/path`, backendtype=phy for block devices) with --disk-map applied, the hard-coded
 pygrub path to `pygrub`, vif bridges through --bridge-map; the rest is carried over. The result is read back
 with xl's own parser (builder.xl) and is only handed out if xl reads it back as intended.
+
+The old file is outside input (it may come from a guest host being moved): read_xm() returns settings and
+findings, or raises InputError (exit 2) naming the line for a file no xm config looks like: larger than
+MAX_BYTES, expressions nested deeper than MAX_DEPTH, more than MAX_UNREADABLE lines Python cannot read, or text
+that is not UTF-8. Values are bounded too: numbers to 64 bits, computed strings and lists to MAX_BYTES.
 """
 from __future__ import annotations
 
@@ -18,14 +23,22 @@ import logging
 import posixpath
 import re
 import shlex
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Literal, Union
 
 from . import xl
+from .errors import InputError
 
 log = logging.getLogger("imgbuild")
 
 Value = Union[str, int, list["Value"]]
+
+MAX_BYTES = 256 << 10      # an xm config is a few KB; a computed value may not grow past this either
+MAX_DEPTH = 50             # expression nesting (real configs nest 3 to 5 deep)
+MAX_UNREADABLE = 20        # lines Python cannot read before the file is refused as not an xm config
+MAX_INT = 1 << 64          # xl reads numbers as C longs
+MAX_FORMAT_WIDTH = 1000    # a width or precision in a % format (`%08x` is 8)
 Level = Literal["note", "warning", "error"]
 
 # keys whose value xl reads as a number
@@ -136,6 +149,8 @@ def _evaluate(node: ast.AST, env: dict[str, Any]) -> tuple[Any, bool]:
     """The value of an expression made of literals, names assigned earlier and a few operators.
     Returns (value, computed) where computed says something beyond a literal was involved."""
     if isinstance(node, ast.Constant):
+        if isinstance(node.value, int) and not isinstance(node.value, bool) and abs(node.value) >= MAX_INT:
+            raise _NotConstant("a number larger than 64 bits")
         if isinstance(node.value, (str, int, float, bool)) or node.value is None:
             return node.value, False
         raise _NotConstant(f"a {type(node.value).__name__} literal")
@@ -158,25 +173,71 @@ def _evaluate(node: ast.AST, env: dict[str, Any]) -> tuple[Any, bool]:
         num = lambda x: isinstance(x, int) and not isinstance(x, bool)  # noqa: E731
         if op is ast.Add and ((num(a) and num(b)) or (isinstance(a, str) and isinstance(b, str))
                               or (isinstance(a, list) and isinstance(b, list))):
-            return a + b, True
+            if not num(a) and _size(a) + _size(b) > MAX_BYTES:
+                raise _NotConstant(f"a value larger than {MAX_BYTES} bytes")
+            return _bounded(a + b), True
         if op in (ast.Sub, ast.Mult, ast.FloorDiv) and num(a) and num(b):
             if op is ast.FloorDiv and b == 0:
                 raise _NotConstant("a division by zero")
-            return {ast.Sub: a - b, ast.Mult: a * b, ast.FloorDiv: a // b if b else 0}[op], True
+            return _bounded({ast.Sub: a - b, ast.Mult: a * b, ast.FloorDiv: a // b if b else 0}[op]), True
         if op is ast.Div and num(a) and num(b) and b and a % b == 0:
             return a // b, True
         if op is ast.Mod and isinstance(a, str):
             args = tuple(b) if isinstance(node.right, ast.Tuple) else b
+            _check_format(a, args)
             try:
-                return a % args, True
-            except (TypeError, ValueError) as e:
+                return _bounded(a % args), True
+            except (TypeError, ValueError, OverflowError) as e:
                 raise _NotConstant(f"a % format that fails ({e})") from None
         if op is ast.Mod and num(a) and num(b) and b:
             return a % b, True
         raise _NotConstant(f"the operator {op.__name__} on these values")
     if isinstance(node, ast.Call):
-        raise _NotConstant(f"a call of {ast.unparse(node.func)}()")
-    raise _NotConstant(f"`{ast.unparse(node)}`")
+        raise _NotConstant(f"a call of {_unparse(node.func)}()")
+    raise _NotConstant(f"`{_unparse(node)}`")
+
+
+def _unparse(node: ast.AST, limit: int = 70) -> str:
+    """Source text for a message, shortened; never fails (a huge number literal cannot be unparsed)."""
+    try:
+        s = ast.unparse(node)
+    except (ValueError, RecursionError):
+        s = f"a {type(node).__name__} expression"
+    return s if len(s) <= limit else s[:limit - 3] + "..."
+
+
+def _size(v: Any) -> int:
+    """Roughly the bytes a value takes when written out: string lengths plus list items (bounded depth)."""
+    if isinstance(v, str):
+        return len(v)
+    if isinstance(v, list):
+        return len(v) + sum(_size(x) for x in v)
+    return 8
+
+
+def _bounded(v: Any) -> Any:
+    if isinstance(v, int) and not isinstance(v, bool) and abs(v) >= MAX_INT:
+        raise _NotConstant("a number larger than 64 bits")
+    if isinstance(v, (str, list)) and _size(v) > MAX_BYTES:
+        raise _NotConstant(f"a value larger than {MAX_BYTES} bytes")
+    return v
+
+
+_FORMAT_SPEC = re.compile(r"%(?:\([^)]*\))?[#0 +-]*(\*|\d+)?(?:\.(\*|\d*))?[hlL]?(.?)", re.S)
+
+
+def _check_format(fmt: str, args: Any) -> None:
+    """Refuse a % format whose output would be huge (`%0999999999d`) before Python builds it."""
+    total = len(fmt) + _size(list(args) if isinstance(args, tuple) else args)
+    for m in _FORMAT_SPEC.finditer(fmt):
+        for part in (m.group(1), m.group(2)):
+            if part == "*":
+                raise _NotConstant("a % format with a * width")
+            if part and (len(part) > 4 or int(part) > MAX_FORMAT_WIDTH):
+                raise _NotConstant(f"a % format with a width of {part[:12]}")
+            total += int(part) if part and part != "*" else 0
+    if total > MAX_BYTES:
+        raise _NotConstant(f"a value larger than {MAX_BYTES} bytes")
 
 
 def _assigned_names(nodes: Iterable[ast.AST]) -> list[str]:
@@ -192,14 +253,93 @@ def _assigned_names(nodes: Iterable[ast.AST]) -> list[str]:
     return out
 
 
-def _parse_tolerant(text: str, findings: list[Finding]) -> ast.Module:
+def _refuse_at(source: str | None, line: int, what: str) -> InputError:
+    where = (f"{source}:{line}" if line else source) if source else (f"line {line}" if line else "the config")
+    return InputError(f"{where}: not an xm domain config: {what}",
+                      "give the domain's config file (KEY = VALUE lines, e.g. /etc/xen/NAME.cfg); xm configs are "
+                      "small and flat")
+
+
+def _deepest_line(text: str) -> int:
+    """The line whose statement nests deepest, by its tokens (for a file Python's parser cannot even build:
+    ast.parse runs out of stack on `- - - ... 1`). 0 if the tokens do not tell."""
+    import io
+    import tokenize
+
+    nesting = {"(", "[", "{", "-", "+", "~", "*", "/", "//", "%", "**", "<<", ">>", "&", "|", "^", "@", ".",
+               "not", "lambda", "if", "and", "or", "await"}
+    best, best_line, count, start = 0, 0, 0, 0
+    try:
+        for tok in tokenize.generate_tokens(io.StringIO(text).readline):
+            if tok.type in (tokenize.NEWLINE, tokenize.ENDMARKER):
+                count, start = 0, 0
+                continue
+            if not start and tok.type not in (tokenize.NL, tokenize.COMMENT, tokenize.INDENT, tokenize.DEDENT):
+                start = tok.start[0]
+            if tok.string in nesting:
+                count += 1
+                if count > best:
+                    best, best_line = count, start
+    except (tokenize.TokenError, SyntaxError, ValueError, RecursionError, MemoryError):
+        pass
+    return best_line
+
+
+def _depth(tree: ast.AST) -> tuple[int, int]:
+    """(how deep the tree nests, the line of its deepest node), without recursion."""
+    deepest, line = 0, 0
+    stack = [(tree, 0, 0)]
+    while stack:
+        node, d, ln = stack.pop()
+        ln = getattr(node, "lineno", ln) or ln
+        if d > deepest:
+            deepest, line = d, ln
+            if d > MAX_DEPTH:
+                break
+        stack.extend((child, d + 1, ln) for child in ast.iter_child_nodes(node))
+    return deepest, line
+
+
+def _universal(text: str) -> tuple[str, list[int]]:
+    """The text with Python's line ends (CRLF, a lone CR, LF) all as LF, and for each of its lines (index
+    n - 1) the line of the file as grep -n, editors and xl count them (by LF)."""
+    parts = re.split(r"(\r\n|\r|\n)", text)
+    lines, seps = parts[0::2], parts[1::2]
+    file_line, numbers = 1, [1]
+    for sep in seps:
+        file_line += "\n" in sep
+        numbers.append(file_line)
+    return "\n".join(lines), numbers
+
+
+def _parse_tolerant(text: str, findings: list[Finding], source: str | None = None,
+                    numbers: list[int] | None = None) -> ast.Module:
     """ast.parse, blanking lines Python 3 cannot read (a Python 2 print statement, 0644-style octals ...) one
-    at a time, each reported as an error."""
+    at a time, each reported as an error. InputError for what no xm config is (see the module docstring)."""
     lines = text.split("\n")
+    unreadable = 0
+
+    def _refuse(source: str | None, line: int, what: str) -> InputError:
+        return _refuse_at(source, numbers[line - 1] if numbers and 0 < line <= len(numbers) else line, what)
+
     for _ in range(len(lines) + 1):
         try:
-            return ast.parse("\n".join(lines))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")        # SyntaxWarning for `1if x`: the findings say what counts
+                tree = ast.parse("\n".join(lines))
+        except (MemoryError, RecursionError):
+            # CPython's parser gives up on deep nesting with these (its own stack is bounded)
+            raise _refuse(source, _deepest_line("\n".join(lines)),
+                          f"expressions nested too deeply for Python's parser (more than {MAX_DEPTH} levels are "
+                          "refused)") from None
         except SyntaxError as e:
+            if e.msg in ("too many nested parentheses", "too many levels of indentation"):
+                raise _refuse(source, e.lineno or 0, f"{e.msg} (more than {MAX_DEPTH} levels are refused)"
+                              ) from None
+            unreadable += 1
+            if unreadable > MAX_UNREADABLE:
+                raise _refuse(source, e.lineno or 0, f"more than {MAX_UNREADABLE} lines are not readable as "
+                                                     "Python") from None
             n = e.lineno or 1
             if n > len(lines):
                 n = len(lines)
@@ -212,20 +352,39 @@ def _parse_tolerant(text: str, findings: list[Finding]) -> ast.Module:
             if n < 1 or lines[n - 1] == "":
                 break
             lines[n - 1] = ""
+            continue
+        depth, line = _depth(tree)
+        if depth > MAX_DEPTH:
+            raise _refuse(source, line, f"expressions nested more than {MAX_DEPTH} levels deep")
+        return tree
     return ast.Module(body=[], type_ignores=[])
 
 
-def read_xm(text: str) -> XmConfig:
-    """The settings an xm config makes, without running it; findings for the rest."""
+def _check_text(text: str, source: str | None) -> None:
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > MAX_BYTES:
+        raise _refuse_at(source, 0, f"{size} bytes, more than the {MAX_BYTES} an xm config can be")
+    if "\0" in text:
+        raise _refuse_at(source, text.count("\n", 0, text.index("\0")) + 1, "it holds a NUL byte (a binary file?)")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise _refuse_at(source, text.count("\n", 0, e.start) + 1, "it is not UTF-8 text") from None
+
+
+def read_xm(text: str, source: str | None = None) -> XmConfig:
+    """The settings an xm config makes, without running it; findings for the rest. InputError (naming `source`
+    and the line) for a text no xm config looks like: see the module docstring."""
+    _check_text(text, source)
+    text, numbers = _universal(text)
     cfg = XmConfig()
-    tree = _parse_tolerant(text, cfg.findings)
+    tree = _parse_tolerant(text, cfg.findings, source, numbers)
     cfg.referenced = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
     env: dict[str, Any] = {}
     src = text.split("\n")
 
     def shown(node: ast.AST) -> str:
-        s = ast.unparse(node)
-        return s if len(s) <= 70 else s[:67] + "..."
+        return _unparse(node)
 
     def store(name: str, value: Any, line: int) -> None:
         env[name] = value
@@ -300,6 +459,11 @@ def read_xm(text: str) -> XmConfig:
             else:
                 cfg.findings.append(Finding(line, "warning", f"{first!r}: {kind}, dropped (xl configs run no "
                                                              "Python)"))
+    # Python counts a lone CR as a line end too; findings name the file's lines
+    at = lambda n: numbers[n - 1] if 0 < n <= len(numbers) else n  # noqa: E731
+    cfg.findings = [Finding(at(f.line), f.level, f.message) for f in cfg.findings]
+    for setting in cfg.settings.values():
+        setting.line = at(setting.line)
     return cfg
 
 
@@ -309,7 +473,8 @@ def _is_setting(name: str) -> bool:
 
 
 def _show(v: Any) -> str:
-    return repr(v) if not isinstance(v, str) else f'"{v}"'
+    s = repr(v) if not isinstance(v, str) else f'"{v}"'
+    return s if len(s) <= 80 else s[:77] + "..."
 
 
 # ------------------------------------------------------------------ xm idioms -> xl
@@ -508,7 +673,7 @@ def convert(cfg: XmConfig, disk_map: Iterable[tuple[str, str]] = (), bridge_map:
         if key == "restart":
             table = {"onreboot": ("destroy", "restart", "destroy"), "always": ("restart",) * 3,
                      "never": ("destroy",) * 3}
-            if v not in table:
+            if not isinstance(v, str) or v not in table:
                 note(s, f"restart = {_show(v)}: unknown (onreboot, always, never)", "error")
                 continue
             for k, action in zip(("on_poweroff", "on_reboot", "on_crash"), table[v]):
@@ -518,15 +683,20 @@ def convert(cfg: XmConfig, disk_map: Iterable[tuple[str, str]] = (), bridge_map:
             continue
         if key.startswith("on_") and key in ("on_poweroff", "on_reboot", "on_crash", "on_watchdog",
                                              "on_soft_reset"):
-            if v not in ACTIONS:
+            if not isinstance(v, str) or v not in ACTIONS:
                 note(s, f"{key} = {_show(v)}: not an action xl knows ({', '.join(sorted(ACTIONS))})", "error")
                 continue
         if key == "cpu_cap":
             key = "cap"
             note(s, "cpu_cap: written as cap (xl's name)")
         if key == "bootargs":
-            if isinstance(v, str):
-                add("bootloader_args", shlex.split(v), s.line)
+            try:
+                args = shlex.split(v) if isinstance(v, str) else None
+            except ValueError as e:
+                note(s, f"bootargs = {_show(v)}: not shell words ({e})", "error")
+                continue
+            if args is not None:
+                add("bootloader_args", args, s.line)
                 note(s, "bootargs: written as bootloader_args, a list (xl's name and form)")
             else:
                 note(s, "bootargs must be a string", "error")
@@ -541,8 +711,8 @@ def convert(cfg: XmConfig, disk_map: Iterable[tuple[str, str]] = (), bridge_map:
             note(s, f"{key} {v} is read from the new host's filesystem: copy it there (or boot with pygrub)",
                  "warning")
         if key in NUMERIC:
-            if isinstance(v, str) and re.fullmatch(r"\d+", v.strip()):
-                v = int(v.strip())
+            if isinstance(v, str) and re.fullmatch(r"-?\d{1,18}", v.strip(), re.ASCII):
+                v = int(v.strip())       # also "-1": how this module writes a negative number (xl has no minus)
             elif not isinstance(v, int):
                 note(s, f"{key} = {_show(v)}: xl wants a whole number", "error")
                 continue
@@ -625,9 +795,13 @@ def convert(cfg: XmConfig, disk_map: Iterable[tuple[str, str]] = (), bridge_map:
         findings.append(Finding(maxmem.line, "error", f"maxmem {maxmem.value} is below memory {mem}; xl wants "
                                                       "maxmem >= memory"))
     for s in out:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", s.key, re.ASCII):
+            findings.append(Finding(s.line, "error", f"{_show(s.key)}: xl keys are ASCII letters, digits and _"))
         for text in _flatten(s.value):
             if isinstance(text, str) and (any(ord(c) < 32 for c in text) or "\x7f" in text):
-                findings.append(Finding(s.line, "error", f"{s.key}: a control character in {text!r}"))
+                findings.append(Finding(s.line, "error", f"{s.key}: a control character in {_show(text)}"))
+            elif isinstance(text, str) and any(0xD800 <= ord(c) <= 0xDFFF for c in text):
+                findings.append(Finding(s.line, "error", f"{s.key}: {_show(text)} is not UTF-8 text"))
     findings.sort(key=lambda f: (f.line, {"error": 0, "warning": 1, "note": 2}[f.level]))
     return out, findings
 
@@ -701,10 +875,11 @@ def verify(text: str, settings: list[Setting]) -> list[Finding]:
 def convert_text(text: str, source: str = "config", disk_map: Iterable[tuple[str, str]] = (),
                  bridge_map: Iterable[tuple[str, str]] = ()) -> Conversion:
     """The whole move: read (never run) the xm config, convert, render, check with xl's parser."""
-    settings, findings = convert(read_xm(text), disk_map, bridge_map)
+    settings, findings = convert(read_xm(text, source), disk_map, bridge_map)
     if any(f.level == "error" for f in findings):
         return Conversion(settings, findings, None)
-    out = render(settings, [f"converted from {posixpath.basename(source)} (xm, Xen 3) by imgbuild "
+    base = "".join(c if c.isprintable() else "?" for c in posixpath.basename(source))
+    out = render(settings, [f"converted from {base} (xm, Xen 3) by imgbuild "
                             "(migrate convert-xen): xl syntax, Xen 4"])
     if not xl.available():
         findings.append(Finding(0, "warning", f"not checked with xl's parser: {xl.why_unavailable()}"))

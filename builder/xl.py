@@ -7,6 +7,10 @@ libxenlight (for the disk structure `xlu_disk_parse` fills in). No hypervisor is
 
 `available()` says whether the libraries load (xen-utils-4.17); without them nothing here works and callers
 skip the check, saying so.
+
+The C code does not survive every input, and when it fails it takes the whole process with it: a NUL inside a
+quoted string fails an assertion in xlu__cfgl_dequote (abort), and a control character in a disk spec jams the
+disk lexer (flex exits with status 2). Both are refused here before the library sees them.
 """
 from __future__ import annotations
 
@@ -151,6 +155,15 @@ _KEY = re.compile(r"(?:^|;)\s*([A-Za-z_][A-Za-z0-9_]*)\s*=", re.M)
 _LINE = re.compile(r"^[^:\n]*:(\d+)(?:\.\d+)?(?:-\d+(?:\.\d+)?)?:")
 
 
+def _bytes(text: str) -> bytes:
+    """Text as the bytes it came from (surrogateescape), or with any other lone surrogate passed through as
+    the invalid UTF-8 it is: xl's parser gets bytes and never a Python exception."""
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogatepass")
+
+
 def _line_of(message: str) -> int | None:
     m = _LINE.match(message)
     return int(m.group(1)) if m else None
@@ -237,7 +250,10 @@ def parse(text: str, name: str = "config") -> XlConfig:
     """Read a config with xl's parser. Raises XlParseError with Xen's message (and its line) if xl would
     refuse the file, XlUnavailable if the library is not installed."""
     libs = _libs()
-    data = text.encode("utf-8", "surrogateescape")
+    data = _bytes(text)
+    if b"\0" in data:                 # libxlutil aborts the process on it (an assertion in its dequoting)
+        line = data.count(b"\n", 0, data.index(b"\0")) + 1
+        raise XlParseError(f"{name}:{line}: a NUL byte", line, errno.EINVAL)
     with _lock:
         rep = _Report(libs)
         cfg = libs.xlu.xlu_cfg_init(rep.fp, name.encode())
@@ -267,13 +283,16 @@ def parse(text: str, name: str = "config") -> XlConfig:
 def check_disk(spec: str) -> str | None:
     """None if xl's disk parser (xlu_disk_parse) accepts the spec, else its message."""
     libs = _libs()
+    bad = next((c for c in spec if ord(c) < 32 or c == "\x7f"), None)
+    if bad is not None:               # xl's disk lexer jams on some of them and exits the process
+        return f"a control character ({bad!r}) in the disk spec"
     with _lock:
         rep = _Report(libs)
         cfg = libs.xlu.xlu_cfg_init(rep.fp, b"disk")
         disk = ctypes.create_string_buffer(DISK_BUFFER)
         libs.xl.libxl_device_disk_init(disk)
         try:
-            specs = (ctypes.c_char_p * 1)(spec.encode("utf-8", "surrogateescape"))
+            specs = (ctypes.c_char_p * 1)(_bytes(spec))
             rc = libs.xlu.xlu_disk_parse(cfg, 1, specs, disk)
         finally:
             libs.xl.libxl_device_disk_dispose(disk)

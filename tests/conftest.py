@@ -13,6 +13,18 @@ from pathlib import Path
 
 import pytest
 
+# Property tests (hypothesis): a bounded run in the suite; `pytest --hypothesis-profile=long` (bench/fuzz_parsers.sh)
+# runs thousands of examples per test ($IMGBUILD_FUZZ_EXAMPLES, default 5000). No example database in the tree:
+# a failure prints its reproduce blob.
+from hypothesis import HealthCheck, settings as _hypothesis  # noqa: E402
+
+_hypothesis.register_profile("suite", max_examples=100, deadline=None, database=None, print_blob=True,
+                             suppress_health_check=[HealthCheck.too_slow])
+_hypothesis.register_profile("long", max_examples=int(os.environ.get("IMGBUILD_FUZZ_EXAMPLES", "5000")),
+                             deadline=None, database=None, print_blob=True,
+                             suppress_health_check=[HealthCheck.too_slow])
+_hypothesis.load_profile("suite")
+
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 DEFAULT_RECIPE = REPO / "recipes" / "debian12.yml"

@@ -12,6 +12,7 @@ import os
 import re
 import secrets
 import shutil
+import stat
 import subprocess
 from collections import Counter
 from pathlib import Path
@@ -306,6 +307,39 @@ def test_unknown_keys_are_kept_with_a_warning():
             (2, "lxc.bogus"), (3, "foo")]
 
 
+# Found by the property tests (tests/test_lxcconf_props.py): a second conversion to the same form changed, or
+# refused, what the first one wrote.
+
+
+@pytest.mark.parametrize("text,to", [
+    ("lxc.network.flags = up\n", "modern"),                      # every key line is commented out ...
+    ("lxc.pivotdir = lxc_putold\nlxc.kmsg = 0\n", "modern"),
+    ("lxc.net.0.flags = up\nlxc.prlimit.nofile = 1024\n", "legacy"),
+])
+def test_a_file_of_only_lines_we_commented_out_converts_again(text, to):
+    """... and the next run read the result as "not an LXC config: it has no lxc.* keys" (exit 2)."""
+    once, warnings = lxcconf.convert(text, to)
+    assert warnings and all(line.startswith(PREFIX[to]) for line in once.splitlines())
+    assert lxcconf.convert(once, to) == (once, [])
+
+
+@pytest.mark.parametrize("text", [
+    "lxc.net.0.type = veth\nlxc.net.0.n=ame = eth0\nlxc.net.0.link = br0\n",       # in a network with a type
+    "lxc.net.3.bogus = 1\nlxc.uts.name = a\n",                                   # in a network without one
+    "lxc.net.0.type = veth\nlxc.net.1.foo.bar = x\n",
+])
+def test_unknown_network_keys_stay_as_they_are_on_every_run(text):
+    """An unknown lxc.net.N.* key was kept in a network that has a type line, but commented out on the next run
+    (once its network's other lines had become lxc.network.*, it stood in a network without a type)."""
+    once, first = lxcconf.convert(text, "legacy")
+    unknown = [w.line for w in first if "not an LXC key" in w.message]
+    assert unknown
+    for no in unknown:
+        assert once.splitlines()[no - 1] == text.splitlines()[no - 1]
+    twice, second = lxcconf.convert(once, "legacy")
+    assert twice == once and [w.line for w in second] == unknown
+
+
 def test_network_line_before_any_type():
     got, warnings = lxcconf.convert("lxc.network.link = br0\nlxc.network.type = veth\n", "modern")
     assert got == PREFIX["modern"] + "lxc.network.link = br0\nlxc.net.0.type = veth\n"
@@ -526,9 +560,11 @@ def test_cli_writes_out_atomically(tmp_path):
     assert r.returncode == 0, r.stderr
     assert r.stdout == ""
     assert out.read_text() == (case / "expected.conf").read_text()
-    assert len(r.stderr.splitlines()) == len((case / "warnings.txt").read_text().splitlines())
+    warnings = [line for line in r.stderr.splitlines() if line.startswith("warning: ")]
+    assert len(warnings) == len((case / "warnings.txt").read_text().splitlines())
+    assert r.stderr.splitlines()[len(warnings):] == [f"wrote {out}"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["legacy.conf"]   # no temp file left
-    assert out.stat().st_mode & 0o777 == 0o644
+    assert out.stat().st_mode & 0o777 == (case / "in.conf").stat().st_mode & 0o777
 
 
 def test_cli_in_place_keeps_a_backup(tmp_path):
@@ -540,11 +576,93 @@ def test_cli_in_place_keeps_a_backup(tmp_path):
         [str(BIN / "migrate"), "convert-lxc", "config", "--to", "modern", "-o", str(conf)],
         capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    assert (r.stdout, r.stderr) == ("", "")
+    assert (r.stdout, r.stderr) == ("", f"wrote {conf}.backup ({conf} as it was)\nwrote {conf}\n")
     assert conf.read_text() == (case / "expected.conf").read_text()
     assert (tmp_path / "config.backup").read_bytes() == (case / "in.conf").read_bytes()
     assert conf.stat().st_mode & 0o777 == 0o640
+    assert (tmp_path / "config.backup").stat().st_mode & 0o777 == 0o640
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config", "config.backup"]
+
+
+# `convert-lxc F --to X -o F` twice: the second run converted nothing, yet it replaced F.backup (the only copy of
+# the original) with the first run's output, and neither run said what it wrote. As a class: no run of the
+# converter ever replaces a file it did not mean to change, a backup is never overwritten, a config already in the
+# target form is left alone (and said so), and every file written is named on stderr.
+
+
+@pytest.mark.parametrize("case", ["legacy-seed-0.7", "legacy-quirks", "modern-renames", "modern-lxc5-download"])
+def test_cli_in_place_twice_keeps_the_original(case, tmp_path):
+    conf = tmp_path / "config"
+    shutil.copy(DATA / case / "in.conf", conf)
+    first = migrate("convert-lxc", conf, "--to", target(case), "-o", conf)
+    assert first.returncode == 0, first.stderr
+    assert f"wrote {conf}.backup ({conf} as it was)\nwrote {conf}\n" in first.stderr
+    converted = conf.read_bytes()
+    second = migrate("convert-lxc", conf, "--to", target(case), "-o", conf)
+    assert second.returncode == 0, second.stderr
+    assert second.stderr.splitlines()[-1] == f"{conf}: already {target(case)}, nothing written"
+    assert "wrote" not in second.stderr
+    assert (tmp_path / "config.backup").read_bytes() == (DATA / case / "in.conf").read_bytes()
+    assert conf.read_bytes() == converted
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config", "config.backup"]
+
+
+def test_cli_never_overwrites_a_backup(tmp_path):
+    """A config.backup already there (an earlier conversion's, or the admin's own) stays; the next free
+    config.backup.N takes the input; each run names what it wrote."""
+    conf = tmp_path / "config"
+    backups = {"config.backup": b"# the LXC 1.0 original\nlxc.utsname = vm0\n", "config.backup.1": b"# kept too\n"}
+    for name, data in backups.items():
+        (tmp_path / name).write_bytes(data)
+    for n, case in enumerate(["legacy-seed-0.7", "legacy-quirks"], start=2):
+        shutil.copy(DATA / case / "in.conf", conf)
+        r = migrate("convert-lxc", conf, "--to", "modern", "-o", conf)
+        assert r.returncode == 0, r.stderr
+        assert f"wrote {conf}.backup.{n} ({conf} as it was)\nwrote {conf}\n" in r.stderr
+        assert (tmp_path / f"config.backup.{n}").read_bytes() == (DATA / case / "in.conf").read_bytes()
+        assert conf.read_text() == (DATA / case / "expected.conf").read_text()
+    for name, data in backups.items():
+        assert (tmp_path / name).read_bytes() == data
+
+
+def test_cli_output_over_another_file_keeps_it(tmp_path):
+    """-o onto an existing different file (an installed container's config): the file there is kept as a backup;
+    the same output again writes nothing."""
+    out = tmp_path / "config"
+    out.write_text("lxc.uts.name = installed\n")
+    out.chmod(0o600)
+    src = DATA / "legacy-static-net" / "in.conf"
+    r = migrate("convert-lxc", src, "--to", "modern", "-o", out)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.splitlines()[-2:] == [f"wrote {out}.backup ({out} as it was)", f"wrote {out}"]
+    assert (tmp_path / "config.backup").read_text() == "lxc.uts.name = installed\n"
+    assert out.read_text() == (DATA / "legacy-static-net" / "expected.conf").read_text()
+    assert out.stat().st_mode & 0o777 == 0o600 and (tmp_path / "config.backup").stat().st_mode & 0o777 == 0o600
+    again = migrate("convert-lxc", src, "--to", "modern", "-o", out)
+    assert again.returncode == 0 and again.stderr.splitlines()[-1] == \
+        f"{out}: already holds the modern config, nothing written"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config", "config.backup"]
+
+
+@pytest.mark.parametrize("what", ["device", "fifo", "directory"])
+def test_cli_refuses_an_output_that_is_no_regular_file(what, tmp_path):
+    """-o /dev/null renamed a regular file over the device node (as root). The test makes its own node (a copy
+    of /dev/null's major:minor in tmp_path), so a regression cannot touch the host's /dev."""
+    out = tmp_path / what
+    if what == "device":
+        if os.geteuid() != 0:
+            pytest.skip("making a device node needs root")
+        os.mknod(out, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    if what == "fifo":
+        os.mkfifo(out)
+    if what == "directory":
+        out.mkdir()
+    before = sorted(p.name for p in tmp_path.iterdir())
+    r = migrate("convert-lxc", DATA / "legacy-seed-0.7" / "in.conf", "--to", "modern", "-o", out)
+    assert r.returncode == 2 and r.stderr.startswith(f"error: {out}: not a regular file"), r.stderr
+    assert "Traceback" not in r.stderr and "wrote" not in r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    assert out.is_char_device() if what == "device" else out.is_fifo() if what == "fifo" else out.is_dir()
 
 
 def test_cli_reads_stdin():
@@ -564,11 +682,30 @@ def test_cli_bad_input_exits_2(what, tmp_path):
     out = tmp_path / "out.conf"
     r = migrate("convert-lxc", path, "--to", "modern", "-o", out)
     assert r.returncode == 2, r.stdout + r.stderr
-    assert r.stderr.startswith(f"error: {path}: ") and "\nhint: " in r.stderr, r.stderr
+    assert re.match(rf"error: {re.escape(str(path))}(:\d+)?: ", r.stderr) and "\nhint: " in r.stderr, r.stderr
     assert "Traceback" not in r.stderr
     if what not in ("missing", "directory"):
         assert "not an LXC config" in r.stderr
     assert not out.exists()
+
+
+@pytest.mark.parametrize("what", ["nul", "huge", "zero-device", "latin1"])
+def test_cli_hostile_input_exits_2_naming_it(what, tmp_path):
+    """Input no LXC config is: exit 2 naming the file (and the line where there is one), nothing written."""
+    path = {"zero-device": Path("/dev/zero")}.get(what, tmp_path / "config")
+    if what == "nul":
+        path.write_bytes(b"lxc.utsname = a\nlxc.tty = 1\x00\n")
+    if what == "huge":
+        path.write_bytes(b"lxc.utsname = a\n" + b"# padding padding padding\n" * 200_000)
+    if what == "latin1":
+        path.write_bytes(b"lxc.utsname = a\n# caf\xe9\n")
+    out = tmp_path / "out.conf"
+    r = migrate("convert-lxc", path, "--to", "modern", "-o", out)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.startswith(f"error: {path}") and "\nhint: " in r.stderr, r.stderr
+    if what in ("nul", "latin1"):
+        assert r.stderr.startswith(f"error: {path}:2: ") or "line 2 " in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and not out.exists()
 
 
 def test_cli_unwritable_output_exits_2(tmp_path):
@@ -615,7 +752,8 @@ def convert_into_place(legacy: Path, cdir: Path, bridge: str) -> str:
     """`migrate convert-lxc LEGACY --to modern -o CDIR/config`, then the one link line pointed at the test's bridge
     (the host has no lxcbr0 and the test must not touch the host's network)."""
     r = migrate("convert-lxc", legacy, "--to", "modern", "-o", cdir / "config")
-    assert (r.returncode, r.stdout, r.stderr) == (0, "", ""), r.stderr
+    assert (r.returncode, r.stdout) == (0, ""), r.stderr
+    assert r.stderr == f"wrote {cdir}/config.backup ({cdir}/config as it was)\nwrote {cdir}/config\n"
     config = (cdir / "config").read_text()
     assert not [k for k, _ in key_values(config) if k in lxcconf.RENAMED or k.startswith("lxc.network.")], config
     assert re.findall(r"^lxc\.net\.0\.link\s*=\s*(.*)$", config, re.M) == ["lxcbr0"], config

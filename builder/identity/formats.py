@@ -58,17 +58,22 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from .. import xenconf
+from ..errors import InputError
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 
-__all__ = ["Rename", "Identity", "hostname_file", "hosts", "sysconfig_network", "ifcfg", "debian_interfaces",
-           "networkd", "nm_keyfile", "netplan", "udev_persistent_net", "lxc_config", "xen_config", "openvz_config",
-           "tokens", "read_lxc", "read_xen", "read_openvz", "REWRITERS"]
+__all__ = ["Rename", "RenameError", "Identity", "hostname_file", "hosts", "sysconfig_network", "ifcfg",
+           "debian_interfaces", "networkd", "nm_keyfile", "netplan", "udev_persistent_net", "lxc_config",
+           "xen_config", "openvz_config", "tokens", "read_lxc", "read_xen", "read_openvz", "REWRITERS"]
 
-_LABEL = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+_LABEL = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\Z")
 _MAC = re.compile(r"^(?:[0-9A-Fa-f]{2}(?P<sep>[:-])[0-9A-Fa-f]{2}(?:(?P=sep)[0-9A-Fa-f]{2}){4}"
-                  r"|[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4})$")
+                  r"|[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4})\Z")
+# The value of a `KEY = VALUE` line and the blanks after it: VALUE is everything up to the last non-blank. Written
+# greedy-then-back-off (linear); the lazy `(.*?)([ \t\r]*)$` it replaces took quadratic time on long runs of
+# blanks inside a value, and guest files are outside input.
+_VALUE = r"(?P<val>(?:.*[^ \t\r])?)(?P<post>[ \t\r]*)$"
 
 
 # ------------------------------------------------------------------------------------------------ the change
@@ -87,12 +92,22 @@ def _hostname_ok(name: str) -> bool:
     return len(name) <= 253 and all(_LABEL.match(label) for label in name.split("."))
 
 
+class RenameError(InputError, ValueError):
+    """A Rename that cannot be made: bad input (exit 2), also a ValueError as Rename always raised. Its values
+    may come from a guest's own files (the old host name is read from /etc/hostname), so this is not an
+    internal error."""
+
+    def __init__(self, message: str):
+        super().__init__(message, "a host name is dot-separated labels of letters, digits and '-'; addresses and "
+                                  "MACs as ip(8) writes them; the old values are read from the guest's files")
+
+
 def _chains(kind: str, pairs: Mapping) -> None:
     for old, new in pairs.items():
         if new != old and new in pairs:
-            raise ValueError(f"{kind}: {old} -> {new} and {new} -> {pairs[new]}: a new value that is also an old one "
-                             "cannot be rewritten idempotently (a second run would move it again); rename in two "
-                             "steps through an unused value")
+            raise RenameError(f"{kind}: {old} -> {new} and {new} -> {pairs[new]}: a new value that is also an old "
+                              "one cannot be rewritten idempotently (a second run would move it again); rename in "
+                              "two steps through an unused value")
 
 
 @dataclass(frozen=True)
@@ -107,14 +122,22 @@ class Rename:
     macs: Mapping[str, str] = field(default_factory=dict)         # old MAC -> new MAC, aa:bb:cc:dd:ee:ff
 
     def __post_init__(self) -> None:
+        try:
+            self._check()
+        except RenameError:
+            raise
+        except (ValueError, TypeError) as e:       # an address ipaddress cannot read, a value of the wrong kind
+            raise RenameError(str(e)) from None
+
+    def _check(self) -> None:
         put = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731
         if self.hostname is not None and not _LABEL.match(self.hostname):
-            raise ValueError(f"{self.hostname!r}: the new host name must be one label (letters, digits, '-'; "
-                             "vm1, not vm1.lxc): the domain of each old name is kept")
+            raise RenameError(f"{self.hostname!r}: the new host name must be one label (letters, digits, '-'; "
+                              "vm1, not vm1.lxc): the domain of each old name is kept")
         olds = (self.old_hostnames,) if isinstance(self.old_hostnames, str) else tuple(self.old_hostnames)
         for o in olds:
             if not _hostname_ok(o):
-                raise ValueError(f"{o!r} is not a host name")
+                raise RenameError(f"{o!r} is not a host name")
         put("old_hostnames", olds)
         ips: dict[IPAddress, IPInterface] = {}
         for old, new in dict(self.ips).items():
@@ -122,31 +145,31 @@ class Rename:
             if isinstance(new, (str, ipaddress.IPv4Address, ipaddress.IPv6Address)):
                 new = ipaddress.ip_interface(str(new))
             if old.version != new.version:
-                raise ValueError(f"{old} -> {new}: an IPv{old.version} address cannot become IPv{new.version}")
+                raise RenameError(f"{old} -> {new}: an IPv{old.version} address cannot become IPv{new.version}")
             ips[old] = new
         _chains("addresses", {o: n.ip for o, n in ips.items()})
         given = frozenset(ipaddress.ip_address(a) if isinstance(a, str) else a for a in self.prefix_given)
         if not given <= set(ips):
-            raise ValueError(f"prefix given for {', '.join(map(str, sorted(given - set(ips), key=str)))}, "
-                             "which is not an old address of the rename")
+            raise RenameError(f"prefix given for {', '.join(map(str, sorted(given - set(ips), key=str)))}, "
+                              "which is not an old address of the rename")
         gws: dict[IPAddress, IPAddress] = {}
         for old, new in dict(self.gateways).items():
             old = ipaddress.ip_address(old) if isinstance(old, str) else old
             new = ipaddress.ip_address(new) if isinstance(new, str) else new
             if old.version != new.version:
-                raise ValueError(f"gateway {old} -> {new}: not the same IP version")
+                raise RenameError(f"gateway {old} -> {new}: not the same IP version")
             gws[old] = new
         _chains("gateways", gws)
         cross = (set(gws) & set(ips)) | ({n for o, n in gws.items() if n != o} & set(ips)) \
             | ({n.ip for o, n in ips.items() if n.ip != o} & set(gws))
         if cross:
-            raise ValueError(f"{', '.join(map(str, sorted(cross, key=str)))}: both a guest address and a gateway in "
-                             "the rename (a guest is not its own gateway, and one would be rewritten twice)")
+            raise RenameError(f"{', '.join(map(str, sorted(cross, key=str)))}: both a guest address and a gateway "
+                              "in the rename (a guest is not its own gateway, and one would be rewritten twice)")
         macs: dict[str, str] = {}
         for old, new in dict(self.macs).items():
             o, n = _mac_norm(old), _mac_norm(new)
             if o is None or n is None:
-                raise ValueError(f"{old} -> {new}: not a MAC address (six hex pairs, e.g. 00:16:3e:00:03:02)")
+                raise RenameError(f"{old} -> {new}: not a MAC address (six hex pairs, e.g. 00:16:3e:00:03:02)")
             macs[o] = n
         _chains("MACs", macs)
         put("ips", types.MappingProxyType(ips))
@@ -163,10 +186,14 @@ class Rename:
         """From strings: ips={"10.0.3.2": "10.0.3.3"} keeps each file's prefix, {"10.0.3.2": "10.0.3.3/16"}
         also sets the prefix to 16."""
         ips = dict(ips or {})
+        try:
+            parsed = ({ipaddress.ip_address(o): ipaddress.ip_interface(n) for o, n in ips.items()},
+                      frozenset(ipaddress.ip_address(o) for o, n in ips.items() if "/" in str(n)))
+        except ValueError as e:
+            raise RenameError(str(e)) from None
         return cls(hostname=hostname, old_hostnames=tuple([old_hostnames] if isinstance(old_hostnames, str)
                                                           else old_hostnames),
-                   ips={ipaddress.ip_address(o): ipaddress.ip_interface(n) for o, n in ips.items()},
-                   prefix_given=frozenset(ipaddress.ip_address(o) for o, n in ips.items() if "/" in str(n)),
+                   ips=parsed[0], prefix_given=parsed[1],
                    gateways=dict(gateways or {}), macs=dict(macs or {}))
 
     @property
@@ -187,7 +214,7 @@ def _ip(s: str) -> IPAddress | None:
 def _plen(s: str, version: int = 4) -> int | None:
     """A prefix length from "24" or from a dotted netmask."""
     s = s.strip()
-    if s.isdigit():
+    if s.isascii() and s.isdigit():
         return int(s)
     if version == 4 and _ip(s) is not None:
         try:
@@ -387,26 +414,79 @@ def hosts(text: str, r: Rename) -> str:
     for i, ip, (a0, a1, addr), names, own in entries:
         if not own or (knows_new and not ip.is_loopback):
             continue
-        edits = [(s, e, _host_value(r, w)) for s, e, w in names] + [(a0, a1, _addr_value(r, addr))]
-        line = lines[i]
-        for s, e, new in sorted(edits, reverse=True):
+        edits = [(a0, a1, _addr_value(r, addr))] + [(s, e, _host_value(r, w)) for s, e, w in names]
+        line, pieces, at = lines[i], [], 0
+        for s, e, new in edits:                # in order, not overlapping: one pass (a line may be long)
             if new is not None:
-                line = line[:s] + new + line[e:]
-        lines[i] = line
+                pieces += [line[at:s], new]
+                at = e
+        lines[i] = "".join(pieces) + line[at:]
     return "\n".join(lines)
 
 
 # ------------------------------------------------------------------------------------------------ shell vars
 
-_SHVAR = re.compile(r"""^(?P<pre>[ \t]*(?:export[ \t]+)?)(?P<key>[A-Za-z_][A-Za-z0-9_]*)=(?P<q>["']?)(?P<val>.*?)"""
-                    r"""(?P=q)(?P<post>(?:[ \t]+#.*)?[ \t\r]*)$""")
+_SHVAR_HEAD = re.compile(r"""^(?P<pre>[ \t]*(?:export[ \t]+)?)(?P<key>[A-Za-z_][A-Za-z0-9_]*)=""")
 
 
-def _shvars(text: str) -> tuple[list[str], list[tuple[int, re.Match]]]:
+class _ShMatch:
+    """A `NAME=VALUE` line split into pre, key, q (the quote, or ""), val and post, with re.Match's group(),
+    start() and end(): what `^PRE NAME=(["']?)(.*?)\1((?:[ \t]+#.*)?[ \t\r]*)$` matches, found in linear
+    time (that regex backtracks quadratically on long runs of blanks)."""
+
+    def __init__(self, line: str, spans: dict[str, tuple[int, int]]):
+        self.string = line
+        self.spans = spans
+
+    def group(self, name: str) -> str:
+        a, b = self.spans[name]
+        return self.string[a:b]
+
+    def start(self, name: str) -> int:
+        return self.spans[name][0]
+
+    def end(self, name: str) -> int:
+        return self.spans[name][1]
+
+
+def _shvar(line: str) -> _ShMatch | None:
+    head = _SHVAR_HEAD.match(line)
+    if head is None:
+        return None
+    at = head.end()
+    n = len(line)
+    trail = len(line.rstrip(" \t\r"))            # from here on only blanks: a value may end anywhere after
+    after_blanks = [n] * (n + 1)                 # after_blanks[j]: first index >= j that is not a space or tab
+    for j in range(n - 1, at - 1, -1):
+        after_blanks[j] = after_blanks[j + 1] if line[j] in " \t" else j
+
+    def rest_ok(j: int) -> bool:                 # line[j:] is (blanks + #comment)? + trailing blanks
+        if j >= trail:
+            return True
+        k = after_blanks[j]
+        return k > j and k < n and line[k] == "#"
+
+    spans = {"pre": head.span("pre"), "key": head.span("key")}
+    if at < n and line[at] in "\"'":
+        q = line[at]
+        j = line.find(q, at + 1)
+        while j != -1:
+            if rest_ok(j + 1):
+                spans.update(q=(at, at + 1), val=(at + 1, j), post=(j + 1, n))
+                return _ShMatch(line, spans)
+            j = line.find(q, j + 1)
+    for j in range(at, n + 1):
+        if rest_ok(j):
+            spans.update(q=(at, at), val=(at, j), post=(j, n))
+            return _ShMatch(line, spans)
+    return None                                   # not reached: rest_ok(n) holds
+
+
+def _shvars(text: str) -> tuple[list[str], list[tuple[int, _ShMatch]]]:
     lines = _lines(text)
     found = []
     for i, line in enumerate(lines):
-        m = _SHVAR.match(line)          # a comment never matches: the name must start the line
+        m = _shvar(line)                # a comment never matches: the name must start the line
         if m:
             found.append((i, m))
     return lines, found
@@ -493,16 +573,14 @@ def ifcfg(text: str, r: Rename) -> str:
             new = _host_value(r, val)
         if new is not None and new != val:
             lines[i] = _splice(lines[i], m, "val", new)
-    for i in sorted(inserts, reverse=True):
-        lines.insert(i + 1, inserts[i])
-    return "\n".join(lines)
+    return "\n".join(x for i, line in enumerate(lines) for x in ((line, inserts[i]) if i in inserts else (line,)))
 
 
 # ------------------------------------------------------------------------------------------------ Debian
 
 _IFUPDOWN_STANZA = re.compile(r"^[ \t]*(iface|mapping|auto|allow-\S+|source|source-directory|rename|no-auto-down|"
                               r"no-scripts)(?:[ \t]|$)")
-_IFUPDOWN_OPT = re.compile(r"^(?P<pre>[ \t]*)(?P<key>[A-Za-z0-9_-]+)(?P<sep>[ \t]+)(?P<val>.*?)(?P<post>[ \t\r]*)$")
+_IFUPDOWN_OPT = re.compile(r"^(?P<pre>[ \t]*)(?P<key>[A-Za-z0-9_-]+)(?P<sep>[ \t]+)" + _VALUE)
 _COMMAND_KEYS = {"up", "down", "pre-up", "post-up", "pre-down", "post-down"}
 
 
@@ -575,7 +653,7 @@ def debian_interfaces(text: str, r: Rename) -> str:
 # ------------------------------------------------------------------------------------------------ INI-like
 
 _INI_SECTION = re.compile(r"^[ \t]*\[(?P<name>[^\]]*)\][ \t\r]*$")
-_INI_KEY = re.compile(r"^(?P<pre>[ \t]*)(?P<key>[^=\s\[#;][^=]*?)(?P<sep>[ \t]*=[ \t]*)(?P<val>.*?)(?P<post>[ \t\r]*)$")
+_INI_KEY = re.compile(r"^(?P<pre>[ \t]*)(?P<key>[^=\s\[#;](?:[^=]*[^= \t])?)(?P<sep>[ \t]*=[ \t]*)" + _VALUE)
 
 
 def _ini(text: str, edit: Callable[[str, str, str], str | None], comments: str) -> str:
@@ -700,8 +778,9 @@ def nm_keyfile(text: str, r: Rename) -> str:
 
 # ------------------------------------------------------------------------------------------------ netplan
 
-_YAML_SCALAR = re.compile(r"""^(?P<q>["']?)(?P<v>[^"'#\s\[\]{},]+)(?P=q)(?P<post>[ \t]*(?:#.*)?[ \t\r]*)$""")
-_YAML_KEY = re.compile(r"""^(?P<key>"[^"]*"|'[^']*'|[^\s#'"\[\]{},:][^#:]*?)[ \t]*:(?:[ \t]+(?P<val>.*?))?[ \t\r]*$""")
+_YAML_SCALAR = re.compile(r"""^(?P<q>["']?)(?P<v>[^"'#\s\[\]{},]+)(?P=q)(?P<post>[ \t]*+(?:#.*)?[ \t\r]*+)$""")
+_YAML_KEY = re.compile(r"""^(?P<key>"[^"]*"|'[^']*'|[^\s#'"\[\]{},:](?:[^#:]*[^#: \t])?)[ \t]*:"""
+                       r"""(?:[ \t]+(?P<val>(?:.*[^ \t\r])?))?[ \t\r]*$""")
 
 
 def _yaml_scalar(value: str, fn: Callable[[str], str | None]) -> str | None:
@@ -820,8 +899,7 @@ def udev_persistent_net(text: str, r: Rename) -> str:
 
 # ------------------------------------------------------------------------------------------------ guest configs
 
-_LXC_KEY = re.compile(r"^(?P<pre>[ \t]*)(?P<key>lxc\.[A-Za-z0-9_.-]+)(?P<sep>[ \t]*=[ \t]*)(?P<val>.*?)"
-                      r"(?P<post>[ \t\r]*)$")
+_LXC_KEY = re.compile(r"^(?P<pre>[ \t]*)(?P<key>lxc\.[A-Za-z0-9_.-]+)(?P<sep>[ \t]*=[ \t]*)" + _VALUE)
 _LXC_UTS = re.compile(r"lxc\.(?:uts\.name|utsname)")
 _LXC_HWADDR = re.compile(r"lxc\.(?:net\.\d+|network(?:\.\d+)?)\.hwaddr")
 _LXC_ADDRESS = re.compile(r"lxc\.(?:net\.\d+\.ipv[46]\.address|network(?:\.\d+)?\.ipv[46])")
@@ -876,7 +954,7 @@ def lxc_config(text: str, r: Rename) -> str:
 
 
 _PY_TOKEN = re.compile(r"""(?P<comment>\#[^\n]*)"""
-                       r"""|(?P<str>'(?:[^'\\\n]|\\.)*'|"(?:[^"\\\n]|\\.)*")"""
+                       r"""|(?P<str>'(?:[^'\\\n]|\\.)*+'|"(?:[^"\\\n]|\\.)*+")|(?P<open_quote>['"][^\n]*)"""
                        r"""|(?P<open>[\[({])|(?P<close>[\])}])"""
                        r"""|(?P<assign>^[ \t]*(?P<key>[A-Za-z_]\w*)[ \t]*=(?!=))""", re.MULTILINE)
 
@@ -901,7 +979,8 @@ def _xen_strings(text: str) -> list[tuple[str, int, int]]:
 def _xen_vif(r: Rename, spec: str) -> str:
     pieces = spec.split(",")
     for n, piece in enumerate(pieces):
-        m = re.match(r"^(?P<pre>[ \t]*)(?P<key>\w+)(?P<sep>[ \t]*=[ \t]*)(?P<val>.*?)(?P<post>[ \t]*)$", piece)
+        m = re.match(r"^(?P<pre>[ \t]*)(?P<key>\w+)(?P<sep>[ \t]*=[ \t]*)(?P<val>(?:.*[^ \t])?)(?P<post>[ \t]*)$",
+                     piece)
         if not m:
             continue
         key, val = m.group("key"), m.group("val")
@@ -940,9 +1019,11 @@ def xen_config(text: str, r: Rename) -> str:
             new = str(r.ips[kernel_ip].netmask)
         if new is not None and new != val:
             edits.append((s, e, new))
-    for s, e, new in reversed(edits):
-        text = text[:s] + new + text[e:]
-    return text
+    pieces, at = [], 0
+    for s, e, new in edits:                    # in order: one pass (a file may hold many)
+        pieces += [text[at:s], new]
+        at = e
+    return "".join(pieces) + text[at:]
 
 
 def _netif(r: Rename, value: str) -> str:

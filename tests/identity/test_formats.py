@@ -13,6 +13,7 @@ the old name given as an FQDN).
 from __future__ import annotations
 
 import dataclasses
+import subprocess
 from ipaddress import ip_address, ip_interface
 from pathlib import Path
 from collections.abc import Callable
@@ -21,11 +22,12 @@ from typing import NamedTuple
 import pytest
 
 from builder import recipe, xl
+from builder.errors import InputError
 from builder.identity import formats as f
 from builder.identity.formats import Identity, Rename
 from builder.steps import basefiles, network
 from builder.targets import lxc, openvz, xen
-from tests.conftest import DEFAULT_RECIPE
+from tests.conftest import BIN, DEFAULT_RECIPE
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 
@@ -1276,6 +1278,42 @@ def test_rename_refuses(kwargs, message):
         Rename.of(**kwargs)
 
 
+# A Rename's old values come from the guest (the old host name from its /etc/hostname): a name or address it
+# cannot take is bad input (exit 2), not an internal error (a guest whose /etc/hostname said vm_0 made
+# `migrate reidentify --dry-run` exit 70). RenameError is an InputError and still a ValueError.
+@pytest.mark.parametrize("kwargs", [
+    dict(hostname="vm1", old_hostnames=("vm_0",)), dict(hostname="vm1", old_hostnames=("vm0\n",)),
+    dict(hostname="vm1\n", old_hostnames=("vm0",)), dict(hostname="vm1", old_hostnames=("a" * 300,)),
+    dict(hostname="vm1", old_hostnames=("vm0..lan",)), dict(hostname="vm1", old_hostnames=("",)),
+])
+def test_rename_from_guest_values_is_an_input_error(kwargs):
+    with pytest.raises(InputError) as e:
+        Rename.of(**kwargs)
+    assert isinstance(e.value, ValueError) and e.value.hint
+
+
+@pytest.mark.parametrize("kwargs", [dict(ips={"10.0.3": "10.0.3.3"}), dict(gateways={"10.0.3.1": "x"}),
+                                    dict(macs={"zz": "00:16:3e:00:00:01"})])
+def test_rename_of_bad_strings_is_an_input_error(kwargs):
+    with pytest.raises(InputError):
+        Rename.of(**kwargs)
+
+
+@pytest.mark.parametrize("name", ["vm_0", "vm 0"])
+def test_reidentify_a_guest_whose_hostname_is_no_host_name_exits_2(name, tmp_path):
+    """The real `migrate reidentify --dry-run` on a container directory whose guest names itself `name`."""
+    guest = tmp_path / "vm0"
+    (guest / "rootfs" / "etc").mkdir(parents=True)
+    (guest / "rootfs" / "etc" / "hostname").write_text(name + "\n")
+    (guest / "config").write_text(f"lxc.uts.name = vm0\nlxc.rootfs.path = dir:{guest}/rootfs\n")
+    before = {p: p.read_bytes() for p in guest.rglob("*") if p.is_file()}
+    r = subprocess.run([str(BIN / "migrate"), "reidentify", str(guest), "--hostname", "vm1", "--dry-run",
+                        "--inventory", str(tmp_path / "inventory.json")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.startswith("error: ") and "\nhint: " in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert {p: p.read_bytes() for p in guest.rglob("*") if p.is_file()} == before
+
+
 def test_prefix_given_must_be_an_old_address():
     with pytest.raises(ValueError, match="prefix given"):
         Rename(ips={ip_address("10.0.3.2"): ip_interface("10.0.3.3/24")},
@@ -1442,3 +1480,30 @@ def test_read_openvz():
     # host_mac= is the host's end of the veth pair, not the guest's MAC
     assert f.read_openvz(VZ_VETH) == Identity("vm0", ("vm0.example.com",), (),
                                               ("00:16:3e:00:03:02", "00:16:3e:00:03:12"))
+
+
+# A prefix length read from a guest file went through int() after str.isdigit(), which is true for "²" and other
+# non-ASCII digits that int() refuses: ValueError (exit 70) instead of a value left alone. Every format that reads a
+# prefix length or a netmask to recompute a broadcast or network address:
+ODD_PREFIXES = ["²", "٣", "2⁴", "24 ", "999", "-1", "0x18", "255.255.255.0.0", "𝟚𝟜"]
+PREFIX_READERS = {
+    "ifcfg": (f.ifcfg, "IPADDR=10.0.3.2\nPREFIX={p}\nBROADCAST=10.0.3.255\nNETWORK=10.0.3.0\n"),
+    "ifcfg-netmask": (f.ifcfg, "IPADDR=10.0.3.2\nNETMASK={p}\nBROADCAST=10.0.3.255\n"),
+    "interfaces": (f.debian_interfaces, "iface eth0 inet static\n    address 10.0.3.2/{p}\n    broadcast 10.0.3.255\n"),
+    "interfaces-netmask": (f.debian_interfaces,
+                           "iface eth0 inet static\n    address 10.0.3.2\n    netmask {p}\n    network 10.0.3.0\n"),
+    "lxc": (f.lxc_config, "lxc.net.0.ipv4.address = 10.0.3.2/{p} 10.0.3.255\n"),
+}
+
+
+@pytest.mark.parametrize("prefix", ODD_PREFIXES)
+@pytest.mark.parametrize("fmt", sorted(PREFIX_READERS))
+def test_odd_prefix_lengths_are_left_alone(fmt, prefix):
+    fn, template = PREFIX_READERS[fmt]
+    text = template.format(p=prefix)
+    out = fn(text, CLONE)
+    assert "10.0.3.3" in out                                      # the address itself still moves
+    for old, new in zip(text.splitlines(), out.splitlines()):
+        if "10.0.3.2" not in old:
+            assert new == old                                     # no broadcast made up from a prefix it cannot read
+    assert fn(out, CLONE) == out

@@ -450,3 +450,33 @@ def test_point_repos_leaves_other_packages_repo_files_alone(tmp_path, method):
     seed.point_repos(ctx, plan)
     assert (d / "epel.repo").read_text() == EPEL7
     assert (d / "CentOS-Base.repo").read_bytes() == plan.files["/etc/yum.repos.d/CentOS-Base.repo"]
+
+
+# The release package's repo files come off a mirror: outside input. What yum or dnf could not take, or what would
+# point a repo outside the mirror's tree, is refused naming the file; nothing else escapes as an exception.
+BAD_REPO_FILES = {
+    "repo id with a slash": "[../../etc]\nbaseurl=http://m/$releasever/os/\n",
+    "repo id with a blank": "[my repo]\nbaseurl=http://m/$releasever/os/\n",
+    "repo id with a dollar": "[x$(id)]\nbaseurl=http://m/$releasever/os/\n",
+    "dot-dot after releasever": "[base]\nbaseurl=http://m/centos/$releasever/../../../etc/\n",
+    "query after releasever": "[base]\nbaseurl=http://m/centos/$releasever/os/?x=1\n",
+    "NUL byte": "[base]\nname=a\x00b\nbaseurl=http://m/$releasever/os/\n",
+    "too large": "[base]\nbaseurl=http://m/$releasever/os/\n" + "# padding\n" * 200_000,
+    "no section": "baseurl=http://m/$releasever/os/\n",
+    "no delimiter": "[base]\nbaseurl\n",
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_REPO_FILES))
+def test_rewrite_refuses_what_yum_cannot_take(case):
+    with pytest.raises(InputError) as e:
+        repofiles.rewrite(BAD_REPO_FILES[case], "CentOS-Base.repo", MIRROR, repofiles.variables("6", "x86_64"))
+    assert e.value.message.startswith("CentOS-Base.repo")
+
+
+def test_repo_ids_dnf_takes_are_kept():
+    text = "".join(f"[{i}]\nbaseurl=http://m/centos/$releasever/os/$basearch/\n"
+                   for i in ("base", "c6-media", "C6.0-base", "centos_kernel", "rhel:7"))
+    _, repos = repofiles.rewrite(text, "x.repo", MIRROR, repofiles.variables("6", "x86_64"))
+    assert [r.id for r in repos] == ["base", "c6-media", "C6.0-base", "centos_kernel", "rhel:7"]
+    assert all(r.baseurl == f"{MIRROR}/os/x86_64" for r in repos)
