@@ -36,17 +36,17 @@ def migrate(verbose: int, quiet: bool, debug: bool) -> None:
 
 def _read_input(name: str, limit: int, hint: str) -> bytes:
     """The bytes of the file `name` (- for standard input), at most `limit` of them (InputError beyond: the
-    file is outside input, /dev/zero is a file too)."""
+    file is outside input: a device, fifo or directory is refused)."""
     import sys
 
     from .errors import InputError
 
+    from .untrusted import read_file
+
+    if name != "-":     # a regular file only, opened without blocking (a fifo no one writes to is refused)
+        return read_file(name, what="the config", limit=limit, hint=hint)
     try:
-        if name == "-":
-            data = sys.stdin.buffer.read(limit + 1)
-        else:
-            with open(name, "rb") as f:
-                data = f.read(limit + 1)
+        data = sys.stdin.buffer.read(limit + 1)
     except OSError as e:
         raise InputError(f"{name}: cannot read the config: {e.strerror or e}", hint) from None
     if len(data) > limit:

@@ -183,7 +183,7 @@ ITEM14 = [
                                       "mode: zz, uid: 0, gid: 0}\n")),
     # a config that is one deeply nested expression
     C("convert-xen-unary-minus", "migrate convert-xen {d}/deep.cfg -o {d}/new.cfg", "deep.cfg",
-      write("deep.cfg", "memory = " + "-" * 100_000 + "1\n"), xfail="fixed on the parsers branch"),
+      write("deep.cfg", "memory = " + "-" * 100_000 + "1\n")),
     # click's own usage errors
     C("usage-unknown-option", "imgbuild build --bogus {d}/x.yml", "--bogus"),
     C("usage-missing-argument", "imgbuild install-lxc", "OUTPUT"),
@@ -330,10 +330,8 @@ OWN = [
     C("convert-lxc-output-missing-dir", "migrate convert-lxc {d}/c --to modern -o {d}/no/such/out", "out",
       write("c", "lxc.utsname = vm0\n")),
     C("convert-lxc-fifo", "migrate convert-lxc {d}/fifo --to modern", "fifo", fifo("fifo"),
-      xfail="convert-lxc's reading is the parsers branch's (untrusted.read_file reads without blocking)",
       timeout=10),
     C("convert-xen-fifo", "migrate convert-xen {d}/fifo.cfg", "fifo.cfg", fifo("fifo.cfg"),
-      xfail="convert-xen's reading is the parsers branch's (untrusted.read_file reads without blocking)",
       timeout=10),
     C("convert-xen-directory", "migrate convert-xen {d}/dir.cfg", "dir.cfg", mkdir("dir.cfg")),
     C("convert-xen-binary", "migrate convert-xen {d}/b.cfg", "b.cfg", write("b.cfg", b"\x7fELF\0\0\xff")),

@@ -428,7 +428,7 @@ def test_cli_refuses_with_status_1_and_writes_nothing(case, tmp_path):
 
 def test_cli_unreadable_input_is_status_2(tmp_path):
     r = migrate("convert-xen", tmp_path / "missing.cfg")
-    assert r.returncode == 2 and "cannot read the config" in r.stderr
+    assert r.returncode == 2 and "cannot read the config" in r.stderr and "missing.cfg" in r.stderr
     binary = tmp_path / "binary.cfg"
     binary.write_bytes(b"\xff\xfe\x00name")
     r = migrate("convert-xen", binary)
