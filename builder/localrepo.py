@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Iterator
 import requests
 
 from . import debprep, debresolve, pkgcache
+from . import run as runner
 from .apt import archive_name, give_back_memory
 from .errors import MirrorError
 
@@ -137,6 +138,8 @@ class _Fetcher:
                     raise MirrorError(f"{url}: HTTP {r.status_code}", "the mirror may be syncing; retry")
                 with open(tmp, "wb") as f:
                     for block in r.iter_content(1 << 16):
+                        if runner.interrupted():
+                            raise concurrent.futures.CancelledError()
                         f.write(block)
                         h.update(block)
                         size += len(block)
@@ -155,6 +158,8 @@ class _Fetcher:
             self.bytes += size
 
     def __call__(self, stanza: debresolve.Stanza) -> tuple[str, str, int]:
+        if runner.interrupted():    # Ctrl-C: the main thread is on its way out; no more work here
+            raise concurrent.futures.CancelledError()
         name = archive_name(stanza.name, stanza.version, stanza.arch)
         got = _check_prepared(pkgcache.prepared_dir() / name)
         if got is None:
@@ -228,6 +233,11 @@ def prepared(ctx: "Context") -> Iterator[Plan | None]:
     from .apt import deb_checksums
 
     sums = deb_checksums(ctx.index, {archive_name(s.name, s.version, s.arch) for s in res.stanzas})
+    with pkgcache.using():   # until both stages' files are linked out: no prune removes them meanwhile
+        yield from _prepared(ctx, res, sums)
+
+
+def _prepared(ctx: "Context", res, sums: dict[str, tuple[str, int]]) -> Iterator[Plan]:
     fetch = _Fetcher(ctx.index, sums)
     repo, debs, later = ctx.work / "repo", ctx.work / "debs-prepared", ctx.work / "debs-stage2"
     debs.mkdir(parents=True, exist_ok=True)
@@ -280,7 +290,7 @@ def prepared(ctx: "Context") -> Iterator[Plan | None]:
     finally:
         for f in done1 + done2:
             f.cancel()
-        pool.shutdown(wait=True)
+        pool.shutdown(wait=True, cancel_futures=True)   # running ones stop at their next block on an interrupt
         give_back_memory()
         if bar:
             bar.close()

@@ -8,6 +8,11 @@ directory, so the cache itself is never written by apt, dpkg or debootstrap.
 
 (EL packages have their own verified caches: rpm-native's under CACHE/el/rpms, named by checksum; dnf's and
 yum's keepcache directories under CACHE/el/, which those tools verify themselves.)
+
+Builds share the cache (builder/locks.py): a build holds CACHE/packages/.lock shared while it takes files from
+the cache or adds to it (its temps are .part-PID-... names, renamed when whole), so builds run side by side;
+removing packages (`fit` after a build, `imgbuild cache prune --packages`) holds it exclusively: prune waits
+for the builds using the cache (and says for which), fit leaves the cache as it is for this time.
 """
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
+from . import locks
 from .apt import cache_dir, deb_checksums
 
 if TYPE_CHECKING:
@@ -30,6 +36,17 @@ log = logging.getLogger("imgbuild")
 
 def deb_dir() -> Path:
     return cache_dir() / "packages" / "deb"
+
+
+def _lock(shared: bool) -> locks.Lock:
+    return locks.Lock(deb_dir().parent / ".lock", shared=shared, what="removing packages from the package cache")
+
+
+@contextlib.contextmanager
+def using() -> Iterator[None]:
+    """Hold the package cache for reading and adding (shared with other builds; removal waits)."""
+    with _lock(shared=True):
+        yield
 
 
 def _sha256(path: Path) -> str:
@@ -153,11 +170,30 @@ def used(path: Path) -> None:
 
 def fit(limit: int, keep: set[str] = frozenset()) -> tuple[int, int]:
     """Remove the least recently used packages (each .deb with its prepared copy) until the cache fits limit;
-    the packages named in keep (those of the build that just ran) stay. Returns (packages, bytes) removed."""
+    the packages named in keep (those of the build that just ran) stay. Returns (packages, bytes) removed.
+    While another build uses the cache, nothing is removed (the next build trims it)."""
+    if not deb_dir().parent.is_dir():
+        return 0, 0
+    lock = _lock(shared=False)
+    if not lock.acquire(wait=False):
+        log.debug("package cache: in use by another imgbuild (%s); not trimmed now",
+                  locks.describe(lock.holders(), lock.path))
+        return 0, 0
+    try:
+        return _fit(limit, keep)
+    finally:
+        lock.release()
+
+
+def _fit(limit: int, keep: set[str]) -> tuple[int, int]:
     groups: dict[str, list[tuple[Path, os.stat_result]]] = {}
     for d in (deb_dir(), prepared_dir()):
         with contextlib.suppress(OSError):
             for e in os.scandir(d):
+                if e.name.startswith(".part-"):     # we hold the cache alone: a temp of a killed run
+                    with contextlib.suppress(OSError):
+                        os.unlink(e.path)
+                    continue
                 if e.name.startswith("."):
                     continue
                 name = e.name[:-len(".sha256")] if e.name.endswith(".deb.sha256") else e.name
@@ -182,10 +218,17 @@ def fit(limit: int, keep: set[str] = frozenset()) -> tuple[int, int]:
 
 
 def prune() -> tuple[int, int]:
-    """Empty the package cache; returns (files, bytes) removed."""
-    files, total = size()
-    shutil.rmtree(deb_dir(), ignore_errors=True)
-    shutil.rmtree(prepared_dir(), ignore_errors=True)
+    """Empty the package cache; returns (files, bytes) removed. Waits (and says so) while builds use it."""
+    if not deb_dir().parent.is_dir():
+        return 0, 0
+    lock = _lock(shared=False)
+    lock.wait("package cache: in use by a running imgbuild")
+    try:
+        files, total = size()
+        shutil.rmtree(deb_dir(), ignore_errors=True)
+        shutil.rmtree(prepared_dir(), ignore_errors=True)
+    finally:
+        lock.release()
     return files, total
 
 
@@ -195,14 +238,16 @@ def for_build(index: "Index | None", work: Path) -> Iterator[Path]:
     WORK/debs-out) is kept in the cache afterwards, if the bootstrap succeeded."""
     sums = deb_checksums(index) if index is not None else {}
     din = work / "debs-in"
-    got = stage_in(sums, din)
+    with using():
+        got = stage_in(sums, din)
     if got.files:
         log.info("package cache: %d packages (%.1f MB) verified and taken from the cache", got.files,
                  got.bytes / 1e6)
     yield din
-    kept = store(sums, din)
     out = work / "debs-out"
-    kept2 = store(sums, out)
+    with using():
+        kept = store(sums, din)
+        kept2 = store(sums, out)
     if kept.files + kept2.files:
         log.info("package cache: kept %d new packages (%.1f MB)", kept.files + kept2.files,
                  (kept.bytes + kept2.bytes) / 1e6)
