@@ -97,7 +97,7 @@ def _check_prepared(path: Path) -> tuple[str, int] | None:
 def _keep_prepared(original: Path, name: str) -> tuple[str, int]:
     dest = pkgcache.prepared_dir()
     dest.mkdir(parents=True, exist_ok=True)
-    tmp = dest / f".part-{os.getpid()}-{threading.get_ident()}-{name}"
+    tmp = pkgcache.temp_in(dest, name)
     try:
         sha, size = debprep.prepare_file(original, tmp)
         os.chmod(tmp, 0o644)
@@ -130,7 +130,7 @@ class _Fetcher:
         url = f"{self.index.mirror.rstrip('/')}/{filename}"
         dest = pkgcache.deb_dir()
         dest.mkdir(parents=True, exist_ok=True)
-        tmp = dest / f".part-{os.getpid()}-{threading.get_ident()}-{name}"
+        tmp = pkgcache.temp_in(dest, name)
         h, size = hashlib.sha256(), 0
         try:
             with self._session().get(url, timeout=60, stream=True) as r:

@@ -20,6 +20,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import secrets
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,6 +105,12 @@ def stage_in(checksums: dict[str, tuple[str, int]], dest: Path) -> Stats:
     return stats
 
 
+def temp_in(d: Path, name: str) -> Path:
+    """A temp name in d for name, unique to this writer (.part-PID-RANDOM-NAME: builds in separate pid
+    namespaces can share a pid). Renamed into place when whole; a killed run's go with fit and prune."""
+    return d / f".part-{os.getpid()}-{secrets.token_hex(8)}-{name}"
+
+
 def store(checksums: dict[str, tuple[str, int]], src: Path) -> Stats:
     """Keep the .debs in src that the cache lacks and the index vouches for; returns what was added."""
     stats = Stats()
@@ -119,7 +126,7 @@ def store(checksums: dict[str, tuple[str, int]], src: Path) -> Stats:
             log.warning("package cache: not keeping %s: its checksum differs from the index", path.name)
             continue
         dest.mkdir(parents=True, exist_ok=True)
-        tmp = dest / f".part-{os.getpid()}-{path.name}"
+        tmp = temp_in(dest, path.name)
         try:
             link_or_copy(path, tmp)
             os.chmod(tmp, 0o644)
