@@ -11,9 +11,17 @@ An entry is CACHE/bootstrap/KEY/{tree.tar.zst, meta.json}: the tree as GNU tar k
 mtimes, xattrs, ACLs, devices, hardlinks), and its sha256. An entry whose archive does not match its sha256 is
 reported, removed and rebuilt, never used. The cache is bounded ($IMGBUILD_CACHE_MAX, default 4G): the
 least recently used entries go first.
+
+Builds share the cache (builder/locks.py): a build reading an entry holds it shared (CACHE/bootstrap/.KEY.lock)
+from the check of its sha256 to the end of the restore; removing an entry (prune, a damaged entry, replacing
+one) needs it unheld, and an entry in use is left alone and said so. A new entry is written in a temp
+directory its build claims, then renamed into place (the first of two builds saving one key wins); prune
+removes only temps whose build is dead.
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import logging
@@ -25,9 +33,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import locks, unpriv
 from . import run as runner
-from . import unpriv
-from .errors import CommandError, InputError
+from .errors import BuilderError, CommandError, InputError
 from .outputs import sha256 as _sha256
 
 if TYPE_CHECKING:
@@ -91,6 +99,8 @@ def entries(base: Path | None = None) -> list[Entry]:
     base = base or root_dir()
     out = []
     for d in sorted(base.iterdir()) if base.is_dir() else ():
+        if d.name.startswith("."):       # lock files, temps
+            continue
         try:
             meta = json.loads((d / META).read_text())
         except (OSError, ValueError):
@@ -125,8 +135,22 @@ def explain(new: dict[str, Any], name: str, base: Path | None = None) -> str:
     return ", ".join(parts) or "the cache entry was removed"
 
 
+class Damaged(Exception):
+    """The entry's archive does not match its sha256."""
+
+
 def lookup(data: dict[str, Any], name: str) -> Entry | None:
-    """The entry for these inputs, checked against its sha256; None (with the reason logged) if there is none."""
+    """The entry for these inputs, checked against its sha256; None (with the reason logged) if there is none.
+    A damaged entry is removed (unless another build holds it: then it is only not used). Call it holding
+    the entry (`locks.using`), as fetch() does, when the entry is to be read afterwards."""
+    try:
+        return _check(data, name)
+    except Damaged:
+        _remove_damaged(root_dir() / key_of(data))
+        return None
+
+
+def _check(data: dict[str, Any], name: str) -> Entry | None:
     key = key_of(data)
     d = root_dir() / key
     try:
@@ -140,18 +164,49 @@ def lookup(data: dict[str, Any], name: str) -> Entry | None:
     if meta is None or not e.archive.is_file() or _sha256(e.archive) != meta.get("sha256"):
         log.warning("bootstrap cache entry %s is damaged (its archive does not match its sha256): removed, "
                     "bootstrapping again", key)
-        shutil.rmtree(d, ignore_errors=True)
-        return None
+        raise Damaged(key)
     meta["last_used"] = time.time()
-    _write_meta(d, meta)
+    with contextlib.suppress(OSError):     # a read-only cache is still a cache
+        _write_meta(d, meta)
     log.info("cache hit: bootstrap %s (%s)", key, _human(e.size))
     return e
 
 
+def _remove_damaged(d: Path) -> None:
+    with locks.removable(d) as free:
+        if free:
+            shutil.rmtree(d, ignore_errors=True)
+        else:
+            log.info("bootstrap cache: %s is in use by another imgbuild (%s); not removed now", d.name,
+                     locks.owner(d))
+
+
+def fetch(data: dict[str, Any], name: str, root: Path) -> Entry | None:
+    """The tree of the entry for these inputs restored into root, or None on a miss. The entry is held from
+    the check of its sha256 to the end of the restore, so no prune removes it meanwhile."""
+    d = root_dir() / key_of(data)
+    if not (d / META).exists():
+        log.info("cache miss: %s", explain(data, name))
+        return None
+    try:
+        with locks.using(d):
+            e = _check(data, name)
+            if e is not None:
+                restore(e, root)
+            return e
+    except Damaged:
+        _remove_damaged(d)
+        return None
+
+
 def _write_meta(d: Path, meta: dict) -> None:
-    tmp = d / f".{META}.tmp"
-    tmp.write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, d / META)
+    tmp = d / f".{META}.{os.getpid()}.tmp"     # builds reading the same entry update it side by side
+    try:
+        tmp.write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
+        os.replace(tmp, d / META)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
 
 
 def restore(e: Entry, root: Path) -> None:
@@ -164,28 +219,56 @@ def save(data: dict[str, Any], name: str, root: Path) -> Entry | None:
     the build itself goes on."""
     base = root_dir()
     key = key_of(data)
+    final = base / key
     tmp = base / f".{key}.{os.getpid()}.tmp"
     try:
         base.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(base, 0o700)      # entries are whole trees (their /etc/shadow ...): root's (or yours) only
-        tmp.mkdir(mode=0o700)
-        runner.run(["sh", "-c", f'tar -C "$1" -cpf - {" ".join(TAR_FLAGS)} . | zstd -q -T0 -3 -o "$2"',
-                    "sh", str(root), str(tmp / ARCHIVE)], quiet=True)
-        os.chmod(tmp / ARCHIVE, 0o600)
-        meta = {"name": name, "inputs": data, "created": time.time(), "last_used": time.time(),
-                "size": (tmp / ARCHIVE).stat().st_size, "sha256": _sha256(tmp / ARCHIVE)}
-        _write_meta(tmp, meta)
-        final = base / key
-        if final.exists():
-            shutil.rmtree(final)
-        os.rename(tmp, final)
-    except (OSError, CommandError) as e:
-        shutil.rmtree(tmp, ignore_errors=True)
+        with locks.claim(tmp, what=f"saving bootstrap {key}", leftover=_rmtree):
+            try:
+                os.chmod(tmp, 0o700)
+                runner.run(["sh", "-c", f'tar -C "$1" -cpf - {" ".join(TAR_FLAGS)} . | zstd -q -T0 -3 -o "$2"',
+                            "sh", str(root), str(tmp / ARCHIVE)], quiet=True)
+                os.chmod(tmp / ARCHIVE, 0o600)
+                meta = {"name": name, "inputs": data, "created": time.time(), "last_used": time.time(),
+                        "size": (tmp / ARCHIVE).stat().st_size, "sha256": _sha256(tmp / ARCHIVE)}
+                _write_meta(tmp, meta)
+                if not _put(tmp, final):
+                    return None
+            finally:
+                _rmtree(tmp)
+    except (OSError, CommandError, BuilderError) as e:
+        if runner.interrupted():
+            raise
         log.warning("could not keep the bootstrap in the cache (%s); the build goes on", e)
         return None
     log.info("bootstrap kept in the cache as %s (%s)", key, _human(meta["size"]))
     prune(max_size(), keep={key})
     return Entry(key, final, meta)
+
+
+def _rmtree(d: Path) -> None:
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def _put(tmp: Path, final: Path) -> bool:
+    """Rename the finished temp to its key. When another build saved the same key meanwhile (or a damaged entry
+    is there), replace it unless a build is reading it: then that one stays and ours goes."""
+    try:
+        os.rename(tmp, final)
+        return True
+    except OSError as e:
+        if e.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+            raise
+    with locks.removable(final) as free:
+        if not free:
+            log.info("bootstrap cache: %s was saved meanwhile by another build, which is using it", final.name)
+            return False
+        old = final.with_name(f".{final.name}.old-{os.getpid()}")
+        os.rename(final, old)
+        os.rename(tmp, final)
+        _rmtree(old)
+    return True
 
 
 def max_size() -> int:
@@ -202,7 +285,10 @@ def parse_size(text: str) -> int:
 
 
 def prune(limit: int | None, keep: set[str] = frozenset(), everything: bool = False) -> list[Entry]:
-    """Remove the least recently used entries until the cache fits `limit` (or all with everything=True)."""
+    """Remove the least recently used entries until the cache fits `limit` (or all with everything=True).
+    Entries a running build is reading, and the temps of running builds, stay (said at info level); temps and
+    lock files of dead runs go."""
+    base = root_dir()
     es = sorted(entries(), key=lambda e: e.meta.get("last_used", 0))
     total = sum(e.size for e in es)
     gone = []
@@ -210,11 +296,21 @@ def prune(limit: int | None, keep: set[str] = frozenset(), everything: bool = Fa
         if e.key in keep:
             continue
         if everything or (limit is not None and total > limit):
-            shutil.rmtree(e.path, ignore_errors=True)
+            with locks.removable(e.path) as free:
+                if not free:
+                    log.info("bootstrap cache: kept %s (%s): in use by a running imgbuild (%s)", e.key,
+                             e.meta.get("name", "?"), locks.owner(e.path))
+                    continue
+                shutil.rmtree(e.path, ignore_errors=True)
             total -= e.size
             gone.append(e)
-    for d in root_dir().glob(".*.tmp") if root_dir().is_dir() else ():   # left by a killed run
-        shutil.rmtree(d, ignore_errors=True)
+    if base.is_dir():
+        for d in [*base.glob(".*.tmp"), *base.glob(".*.old-*")]:
+            if d.is_dir() and not d.is_symlink():
+                with locks.removable(d) as dead:
+                    if dead:                      # left by a killed run; a running build's stays
+                        shutil.rmtree(d, ignore_errors=True)
+        locks.clean_orphan_locks(base)
     return gone
 
 

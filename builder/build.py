@@ -1,8 +1,11 @@
 """The build, top to bottom: check -> bootstrap -> steps -> hooks -> cleanup -> targets -> manifest -> publish.
 
 Everything that can be checked without building is checked before anything is written. The tree is built in a
-work directory and the outputs in a stage directory; only a complete build is moved to OUTPUT/NAME, in one step.
-On any failure or Ctrl-C, mounts are taken down and the work and stage directories removed.
+work directory (OUTPUT/.work/NAME-PID, with the outputs staged in its stage/); only a complete build is moved to
+OUTPUT/NAME, in one step. On any failure or Ctrl-C, mounts are taken down and the work directory removed.
+A build holds the lock of OUTPUT/NAME for its whole run and the lock of its work directory (builder/locks.py):
+what it finds in OUTPUT/.work unheld was left by a dead run and is unmounted and removed; what another running
+build holds is never touched.
 """
 from __future__ import annotations
 
@@ -15,9 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from . import apt, bootstrap, hooks, inventory, manifest, mounts, pkgcache
+from . import apt, bootstrap, hooks, inventory, locks, manifest, mounts, pkgcache
+from . import run as runner
 from .context import Context
-from .errors import InputError, Interrupted, Problem, RecipeError
+from .errors import BuilderError, InputError, Interrupted, Problem, RecipeError
 from .families import family_of
 from .outputs import publish
 from .recipe import Loaded
@@ -31,6 +35,7 @@ log = logging.getLogger("imgbuild")
 
 @contextlib.contextmanager
 def phase(ctx: Context, name: str, detail: str = "") -> Iterator[None]:
+    runner.check_interrupt()      # an interrupt that reached us while no child ran stops the build here
     log.info("==> %s%s", name, f" ({detail})" if detail else "")
     t = time.monotonic()
     try:
@@ -90,98 +95,157 @@ def preflight(loaded: Loaded) -> Preflight:
     return Preflight(method, mirror, epoch, index=index)
 
 
+def _take_down(d: Path) -> None:
+    """Unmount what is mounted under d, then remove d; never removes through a mount that stayed."""
+    mounts.clean_stale(d)
+    left = mounts.mounted_under(d)
+    if left:
+        raise BuilderError(f"{d}: {left[0]} is still mounted under it, so it is not removed",
+                           f"unmount it (umount -l {left[0]}); the next build removes {d}")
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def _remove_dead_dir(d: Path) -> None:
+    """A directory of a dead run (we hold its lock, or the lock of the output it belongs to)."""
+    log.info("removing %s, left by an interrupted run", d)
+    _take_down(d)
+
+
 def _clean_leftovers(output: Path, name: str) -> None:
-    """Unmount and remove what a killed run of this recipe left behind."""
+    """Unmount and remove what killed runs left in OUTPUT: work directories that no live process holds (of
+    any recipe; a running build holds its own, see builder/locks.py), and this recipe's stage and old-output
+    directories (made only by builds of OUTPUT/NAME, which hold its lock; we hold it now)."""
     work = output / ".work"
-    mounts.clean_stale(work)
-    for d in list(work.glob(f"{name}-*")) + list(output.glob(f".{name}.partial-*")):
-        pid = d.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
-            log.info("removing %s, left by an interrupted run", d)
-            shutil.rmtree(d, ignore_errors=True)
+    if work.is_dir():
+        for d in sorted(work.iterdir()):
+            if d.name.startswith(".") or not d.is_dir() or d.is_symlink():
+                continue
+            with locks.removable(d) as dead:
+                if dead:
+                    _remove_dead_dir(d)
+        locks.clean_orphan_locks(work)
+    for pattern in (f".{name}.partial-*", f".{name}.old-*"):
+        for d in output.glob(pattern):
+            if d.is_dir() and not d.is_symlink():
+                _remove_dead_dir(d)
 
 
 def build(loaded: Loaded, output: Path, keep_tree: bool = False, use_cache: bool = True, force: bool = False) -> Path:
     """Build the recipe; returns OUTPUT/NAME. Raises BuilderError (or Interrupted) with nothing left behind.
 
     Unless force, no_cache or keep_tree: an OUTPUT/NAME built from the same inputs, its outputs intact, is kept
-    as it is (builder/uptodate.py)."""
+    as it is (builder/uptodate.py).
+
+    One build of OUTPUT/NAME at a time: the build holds OUTPUT/.NAME.lock from before the up-to-date check to
+    the end; another build of the same OUTPUT/NAME meanwhile stops at once (exit 1) naming the running one's
+    pid. Builds of other recipes, or into other directories, run side by side."""
     r = loaded.recipe
     t0 = time.monotonic()
     pre = preflight(loaded)
-    method = pre.method
     output = Path(output).resolve()
-    build_key = uptodate.key(loaded, pre)
-    if build_key and use_cache and not (force or keep_tree) and uptodate.current(output / r.name, build_key):
-        log.info("%s is up to date: the recipe, its files, the bootstrap inputs and the mirror index are "
-                 "unchanged and every output matches its sha256 (--force builds it again)", output / r.name)
-        return output / r.name
-
     if unpriv.active() and (output == Path("/dev/shm") or Path("/dev/shm") in output.parents):
         raise InputError(f"{output}: an unprivileged build cannot work under /dev/shm (mmdebstrap bind-mounts "
                          "the host's /dev/shm into the tree)", "choose another output directory with -o")
+    final = output / r.name
     output.mkdir(parents=True, exist_ok=True)
+    lock = locks.Lock(locks.lock_path(final), what=f"building {final}", remove=True)
+    if not lock.acquire(wait=False):
+        raise locks.Busy(f"another imgbuild ({locks.describe(lock.holders(), lock.path)}) is building {final}",
+                         "wait for it to finish (or stop it), then build again; a build into another directory "
+                         "(-o) can run meanwhile")
+    try:
+        return _build_locked(loaded, pre, output, t0, keep_tree, use_cache, force)
+    finally:
+        lock.release()
+
+
+def _build_locked(loaded: Loaded, pre: Preflight, output: Path, t0: float, keep_tree: bool, use_cache: bool,
+                  force: bool) -> Path:
+    r = loaded.recipe
+    final = output / r.name
+    build_key = uptodate.key(loaded, pre)
+    if build_key and use_cache and not (force or keep_tree) and uptodate.current(final, build_key):
+        log.info("%s is up to date: the recipe, its files, the bootstrap inputs and the mirror index are "
+                 "unchanged and every output matches its sha256 (--force builds it again)", final)
+        return final
     _clean_leftovers(output, r.name)
-    work = output / ".work" / f"{r.name}-{os.getpid()}"
-    stage = output / f".{r.name}.partial-{os.getpid()}"
-    work.mkdir(parents=True, mode=0o700)    # the tree: its /etc/shadow, its secrets
-    stage.mkdir(mode=0o700)                 # opened up as the umask says at the end, unless it holds a secret
+    try:
+        with locks.claim(output / ".work" / f"{r.name}-{os.getpid()}", what=f"building {final}",
+                         leftover=_remove_dead_dir) as work:
+            try:
+                _run(loaded, pre, output, work, t0, keep_tree, use_cache, build_key)
+            except BaseException as e:
+                if isinstance(e, KeyboardInterrupt) or (runner.interrupted() and not isinstance(e, Interrupted)):
+                    raise Interrupted() from None
+                raise
+            finally:
+                with runner.cleanup():     # a Ctrl-C now waits until the mounts and the work dir are gone
+                    try:
+                        _take_down(work)
+                    except BuilderError as e:
+                        log.warning("%s (hint: %s)", e.message, e.hint)
+    finally:
+        with contextlib.suppress(OSError):
+            (output / ".work").rmdir()     # fails while another build works there
+    runner.check_interrupt()
+    log.info("built %s in %.1f s", final, time.monotonic() - t0)
+    return final
+
+
+def _run(loaded: Loaded, pre: Preflight, output: Path, work: Path, t0: float, keep_tree: bool, use_cache: bool,
+         build_key) -> None:
+    r = loaded.recipe
+    method = pre.method
+    final = output / r.name
+    os.chmod(work, 0o700)       # the tree: its /etc/shadow, its secrets
+    stage = work / "stage"      # the outputs; in the work directory, so the work directory's lock covers it
+    stage.mkdir(mode=0o700)     # opened up as the umask says at the end, unless it holds a secret
     ctx = Context(recipe=r, source=loaded.path.resolve(), root=RootFS(work / "rootfs"), work=work, stage=stage,
                   epoch=pre.epoch, family=family_of(r.distro), mirror=pre.mirror, index=pre.index,
                   method=method.name, plan=pre.plan, build_key=build_key)
     ctx.timings["preflight"] = round(time.monotonic() - t0, 3)
-    final = output / r.name
-    try:
-        with phase(ctx, "bootstrap", f"{method.name} {r.distro} {r.release} {r.arch}"):
-            key_inputs = bcache.inputs(r, pre)
-            entry = bcache.lookup(key_inputs, r.name) if use_cache else None
-            if entry is not None:
-                bcache.restore(entry, work / "rootfs")
-                ctx.cache = f"hit {entry.key}"
-            else:
-                method.bootstrap(ctx)
-                saved = bcache.save(key_inputs, r.name, work / "rootfs") if use_cache else None
-                ctx.cache = f"miss, kept as {saved.key}" if saved else "off" if not use_cache else "miss"
-            ctx.root = RootFS(work / "rootfs")
-            if unpriv.active():
-                devices.run(ctx, devices.MMDEBSTRAP)   # what mmdebstrap makes in /dev when it can mknod
-            ctx.packages = inventory.installed(ctx.root, ctx.family.package_db)
-            if ctx.family.name == "debian":
-                pkgcache.fit(pkgcache.max_size(), keep=set(ctx.packages))   # never the packages just used
-        with phase(ctx, "hooks post-bootstrap"):
-            hooks.run_phase(ctx, "post-bootstrap")
-        with phase(ctx, "steps"):
-            devices.run(ctx, r.devices)
-            basefiles.run(ctx)
-            network.run(ctx)
-            password.run(ctx, r.root_password)
-            init.run(ctx, r.init)
-            files.run(ctx, r.files)
-            cluster.run(ctx)
-            templates.run(ctx, r.templates)
-        with phase(ctx, "hooks post-files"):
-            hooks.run_phase(ctx, "post-files")
-        with phase(ctx, "hooks pre-pack"):
-            hooks.run_phase(ctx, "pre-pack")
-        with phase(ctx, "cleanup"):
-            cleanup.run(ctx)
-        for name, opts in enabled(r.targets):
-            with phase(ctx, f"target {name}"):
-                ctx.artifacts.update(TARGETS[name].produce(ctx, opts))
-        ctx.timings["total"] = round(time.monotonic() - t0, 3)
-        manifest.write(ctx, loaded)
+    with phase(ctx, "bootstrap", f"{method.name} {r.distro} {r.release} {r.arch}"):
+        key_inputs = bcache.inputs(r, pre)
+        entry = bcache.fetch(key_inputs, r.name, work / "rootfs") if use_cache else None
+        if entry is not None:
+            ctx.cache = f"hit {entry.key}"
+        else:
+            method.bootstrap(ctx)
+            runner.check_interrupt()
+            saved = bcache.save(key_inputs, r.name, work / "rootfs") if use_cache else None
+            ctx.cache = f"miss, kept as {saved.key}" if saved else "off" if not use_cache else "miss"
+        ctx.root = RootFS(work / "rootfs")
+        if unpriv.active():
+            devices.run(ctx, devices.MMDEBSTRAP)   # what mmdebstrap makes in /dev when it can mknod
+        ctx.packages = inventory.installed(ctx.root, ctx.family.package_db)
+        if ctx.family.name == "debian":
+            pkgcache.fit(pkgcache.max_size(), keep=set(ctx.packages))   # never the packages just used
+    with phase(ctx, "hooks post-bootstrap"):
+        hooks.run_phase(ctx, "post-bootstrap")
+    with phase(ctx, "steps"):
+        devices.run(ctx, r.devices)
+        basefiles.run(ctx)
+        network.run(ctx)
+        password.run(ctx, r.root_password)
+        init.run(ctx, r.init)
+        files.run(ctx, r.files)
+        cluster.run(ctx)
+        templates.run(ctx, r.templates)
+    with phase(ctx, "hooks post-files"):
+        hooks.run_phase(ctx, "post-files")
+    with phase(ctx, "hooks pre-pack"):
+        hooks.run_phase(ctx, "pre-pack")
+    with phase(ctx, "cleanup"):
+        cleanup.run(ctx)
+    for name, opts in enabled(r.targets):
+        with phase(ctx, f"target {name}"):
+            ctx.artifacts.update(TARGETS[name].produce(ctx, opts))
+    ctx.timings["total"] = round(time.monotonic() - t0, 3)
+    manifest.write(ctx, loaded)
+    runner.check_interrupt()
+    with runner.cleanup():      # not cut in two by a Ctrl-C: the previous output or the new one, whole
         publish(stage, final)
         if keep_tree:
             kept = output / f"{r.name}.rootfs"
             outputs.keep_tree(ctx.root.path, kept)   # replaces only a tree an earlier --keep-tree left
             log.info("kept the tree at %s", kept)
-    except KeyboardInterrupt:
-        raise Interrupted() from None
-    finally:
-        mounts.clean_stale(work)
-        shutil.rmtree(work, ignore_errors=True)
-        shutil.rmtree(stage, ignore_errors=True)
-        with contextlib.suppress(OSError):
-            (output / ".work").rmdir()
-    log.info("built %s in %.1f s", final, time.monotonic() - t0)
-    return final

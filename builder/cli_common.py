@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import logging
-import signal
 import sys
 import traceback
 
 import click
 
-from .errors import BuilderError
+from . import run as runner
+from .errors import BuilderError, Interrupted
 
 log = logging.getLogger("imgbuild")
 
@@ -73,8 +73,12 @@ def apply_verbosity(verbose: int, quiet: bool, debug: bool) -> None:
     setup_logging(v, quiet and not v)
 
 
-def _terminate(signum, frame):
-    raise KeyboardInterrupt
+def _interrupted_by(what: str) -> None:
+    """An interrupt arrived and something else failed on the way out (a child stopped for it, an unmount):
+    the interrupt is what happened (exit 130); the other failure is said as a hint."""
+    print("error: interrupted", file=sys.stderr)
+    print(f"hint: while stopping: {what}", file=sys.stderr)
+    sys.exit(130)
 
 
 # click >= 8.2 raises this for a group run without a command; it carries the help text, not an error
@@ -94,8 +98,9 @@ def run_cli(group: click.Group) -> None:
     1 for a failed job, 130 for Ctrl-C; a traceback only with --debug."""
     debug = "--debug" in sys.argv[1:]
     setup_logging(0)
-    # SIGTERM (kill, systemd, CI timeouts) unwinds like Ctrl-C, so mounts and partial outputs are cleaned up.
-    signal.signal(signal.SIGTERM, _terminate)
+    # Ctrl-C, SIGTERM (kill, systemd, CI timeouts) and SIGHUP stop the children and unwind, so mounts and
+    # partial outputs are cleaned up; SIGINT also when the shell started us with it ignored (a background job).
+    runner.install_signal_handlers()
     try:
         group.main(standalone_mode=False)
     except click.exceptions.Exit as e:
@@ -117,6 +122,8 @@ def run_cli(group: click.Group) -> None:
     except BuilderError as e:
         if debug:
             traceback.print_exc()
+        if runner.interrupted() and not isinstance(e, Interrupted):
+            _interrupted_by(e.message)
         print(f"error: {e.message}", file=sys.stderr)
         if e.hint:
             print(f"hint: {e.hint}", file=sys.stderr)
@@ -124,6 +131,8 @@ def run_cli(group: click.Group) -> None:
     except Exception as e:  # noqa: BLE001 - the last line of defence
         if debug:
             traceback.print_exc()
+        if runner.interrupted():
+            _interrupted_by(f"{e.__class__.__name__}: {e}")
         print(f"error: internal error: {e.__class__.__name__}: {e}", file=sys.stderr)
         print("hint: this is a bug in imgbuild; run again with --debug and report the traceback",
               file=sys.stderr)

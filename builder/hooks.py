@@ -5,7 +5,8 @@
   host:   shell on the build host, with the root's path in $IMGBUILD_ROOT
 
 Chroot hooks run with a policy-rc.d that stops package scripts from starting services. Mounts are always taken
-down, on failure and on Ctrl-C too. A failing hook stops the build and shows the tail of its output.
+down, on failure and on Ctrl-C too. A failing hook stops the build and shows the tail of its output; a hook
+stopped by Ctrl-C (or SIGTERM) is an interrupted build (exit 130), not a failing hook (builder/run.py).
 """
 from __future__ import annotations
 
@@ -102,6 +103,7 @@ def run_hook(ctx: "Context", phase: str, n: int, hook: Hook) -> None:
 
 def run_phase(ctx: "Context", phase: str) -> None:
     for n, hook in enumerate(ctx.recipe.hooks.phase(phase)):
+        runner.check_interrupt()     # no further hook after an interrupt
         what = hook.run or hook.host or " ".join([hook.script, *map(shlex.quote, hook.args)])
         log.info("hook %s[%d]: %s", phase, n, what)
         try:

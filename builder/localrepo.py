@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Iterator
 import requests
 
 from . import debprep, debresolve, pkgcache
+from . import run as runner
 from .apt import archive_name, give_back_memory
 from .errors import MirrorError
 from .outputs import file_mode
@@ -109,7 +110,7 @@ def _keep_prepared(original: Path, name: str, want: tuple[str, int]) -> tuple[st
     original's sha256 beside it."""
     dest = pkgcache.prepared_dir()
     dest.mkdir(parents=True, exist_ok=True)
-    tmp = dest / f".part-{os.getpid()}-{threading.get_ident()}-{name}"
+    tmp = pkgcache.temp_in(dest, name)
     try:
         sha, size = debprep.prepare_file(original, tmp)
         os.chmod(tmp, file_mode())
@@ -142,7 +143,7 @@ class _Fetcher:
         url = f"{self.index.mirror.rstrip('/')}/{filename}"
         dest = pkgcache.deb_dir()
         dest.mkdir(parents=True, exist_ok=True)
-        tmp = dest / f".part-{os.getpid()}-{threading.get_ident()}-{name}"
+        tmp = pkgcache.temp_in(dest, name)
         h, size = hashlib.sha256(), 0
         try:
             with self._session().get(url, timeout=60, stream=True) as r:
@@ -150,6 +151,8 @@ class _Fetcher:
                     raise MirrorError(f"{url}: HTTP {r.status_code}", "the mirror may be syncing; retry")
                 with open(tmp, "wb") as f:
                     for block in r.iter_content(1 << 16):
+                        if runner.interrupted():
+                            raise concurrent.futures.CancelledError()
                         f.write(block)
                         h.update(block)
                         size += len(block)
@@ -168,6 +171,8 @@ class _Fetcher:
             self.bytes += size
 
     def __call__(self, stanza: debresolve.Stanza) -> tuple[str, str, int]:
+        if runner.interrupted():    # Ctrl-C: the main thread is on its way out; no more work here
+            raise concurrent.futures.CancelledError()
         name = archive_name(stanza.name, stanza.version, stanza.arch)
         want = self.sums.get(name)
         if want is None:
@@ -241,6 +246,11 @@ def prepared(ctx: "Context") -> Iterator[Plan | None]:
     from .apt import deb_checksums
 
     sums = deb_checksums(ctx.index, {archive_name(s.name, s.version, s.arch) for s in res.stanzas})
+    with pkgcache.using():   # until both stages' files are linked out: no prune removes them meanwhile
+        yield from _prepared(ctx, res, sums)
+
+
+def _prepared(ctx: "Context", res, sums: dict[str, tuple[str, int]]) -> Iterator[Plan]:
     fetch = _Fetcher(ctx.index, sums)
     repo, debs, later = ctx.work / "repo", ctx.work / "debs-prepared", ctx.work / "debs-stage2"
     debs.mkdir(parents=True, exist_ok=True)
@@ -293,7 +303,7 @@ def prepared(ctx: "Context") -> Iterator[Plan | None]:
     finally:
         for f in done1 + done2:
             f.cancel()
-        pool.shutdown(wait=True)
+        pool.shutdown(wait=True, cancel_futures=True)   # running ones stop at their next block on an interrupt
         give_back_memory()
         if bar:
             bar.close()

@@ -8,6 +8,11 @@ directory, so the cache itself is never written by apt, dpkg or debootstrap.
 
 (EL packages have their own verified caches: rpm-native's under CACHE/el/rpms, named by checksum; dnf's and
 yum's keepcache directories under CACHE/el/, which those tools verify themselves.)
+
+Builds share the cache (builder/locks.py): a build holds CACHE/packages/.lock shared while it takes files from
+the cache or adds to it (its temps are .part-PID-... names, renamed when whole), so builds run side by side;
+removing packages (`fit` after a build, `imgbuild cache prune --packages`) holds it exclusively: prune waits
+for the builds using the cache (and says for which), fit leaves the cache as it is for this time.
 """
 from __future__ import annotations
 
@@ -15,11 +20,13 @@ import contextlib
 import hashlib
 import logging
 import os
+import secrets
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
+from . import locks
 from .apt import cache_dir, deb_checksums
 from .outputs import file_mode
 
@@ -31,6 +38,17 @@ log = logging.getLogger("imgbuild")
 
 def deb_dir() -> Path:
     return cache_dir() / "packages" / "deb"
+
+
+def _lock(shared: bool) -> locks.Lock:
+    return locks.Lock(deb_dir().parent / ".lock", shared=shared, what="removing packages from the package cache")
+
+
+@contextlib.contextmanager
+def using() -> Iterator[None]:
+    """Hold the package cache for reading and adding (shared with other builds; removal waits)."""
+    with _lock(shared=True):
+        yield
 
 
 def _sha256(path: Path) -> str:
@@ -88,6 +106,12 @@ def stage_in(checksums: dict[str, tuple[str, int]], dest: Path) -> Stats:
     return stats
 
 
+def temp_in(d: Path, name: str) -> Path:
+    """A temp name in d for name, unique to this writer (.part-PID-RANDOM-NAME: builds in separate pid
+    namespaces can share a pid). Renamed into place when whole; a killed run's go with fit and prune."""
+    return d / f".part-{os.getpid()}-{secrets.token_hex(8)}-{name}"
+
+
 def store(checksums: dict[str, tuple[str, int]], src: Path) -> Stats:
     """Keep the .debs in src that the cache lacks and the index vouches for; returns what was added."""
     stats = Stats()
@@ -103,7 +127,7 @@ def store(checksums: dict[str, tuple[str, int]], src: Path) -> Stats:
             log.warning("package cache: not keeping %s: its checksum differs from the index", path.name)
             continue
         dest.mkdir(parents=True, exist_ok=True)
-        tmp = dest / f".part-{os.getpid()}-{path.name}"
+        tmp = temp_in(dest, path.name)
         try:
             link_or_copy(path, tmp)
             os.chmod(tmp, file_mode())     # a public package: as the umask says
@@ -154,11 +178,30 @@ def used(path: Path) -> None:
 
 def fit(limit: int, keep: set[str] = frozenset()) -> tuple[int, int]:
     """Remove the least recently used packages (each .deb with its prepared copy) until the cache fits limit;
-    the packages named in keep (those of the build that just ran) stay. Returns (packages, bytes) removed."""
+    the packages named in keep (those of the build that just ran) stay. Returns (packages, bytes) removed.
+    While another build uses the cache, nothing is removed (the next build trims it)."""
+    if not deb_dir().parent.is_dir():
+        return 0, 0
+    lock = _lock(shared=False)
+    if not lock.acquire(wait=False):
+        log.debug("package cache: in use by another imgbuild (%s); not trimmed now",
+                  locks.describe(lock.holders(), lock.path))
+        return 0, 0
+    try:
+        return _fit(limit, keep)
+    finally:
+        lock.release()
+
+
+def _fit(limit: int, keep: set[str]) -> tuple[int, int]:
     groups: dict[str, list[tuple[Path, os.stat_result]]] = {}
     for d in (deb_dir(), prepared_dir()):
         with contextlib.suppress(OSError):
             for e in os.scandir(d):
+                if e.name.startswith(".part-"):     # we hold the cache alone: a temp of a killed run
+                    with contextlib.suppress(OSError):
+                        os.unlink(e.path)
+                    continue
                 if e.name.startswith("."):
                     continue
                 name = e.name[:-len(".sha256")] if e.name.endswith(".deb.sha256") else e.name
@@ -183,10 +226,17 @@ def fit(limit: int, keep: set[str] = frozenset()) -> tuple[int, int]:
 
 
 def prune() -> tuple[int, int]:
-    """Empty the package cache; returns (files, bytes) removed."""
-    files, total = size()
-    shutil.rmtree(deb_dir(), ignore_errors=True)
-    shutil.rmtree(prepared_dir(), ignore_errors=True)
+    """Empty the package cache; returns (files, bytes) removed. Waits (and says so) while builds use it."""
+    if not deb_dir().parent.is_dir():
+        return 0, 0
+    lock = _lock(shared=False)
+    lock.wait("package cache: in use by a running imgbuild")
+    try:
+        files, total = size()
+        shutil.rmtree(deb_dir(), ignore_errors=True)
+        shutil.rmtree(prepared_dir(), ignore_errors=True)
+    finally:
+        lock.release()
     return files, total
 
 
@@ -196,14 +246,16 @@ def for_build(index: "Index | None", work: Path) -> Iterator[Path]:
     WORK/debs-out) is kept in the cache afterwards, if the bootstrap succeeded."""
     sums = deb_checksums(index) if index is not None else {}
     din = work / "debs-in"
-    got = stage_in(sums, din)
+    with using():
+        got = stage_in(sums, din)
     if got.files:
         log.info("package cache: %d packages (%.1f MB) verified and taken from the cache", got.files,
                  got.bytes / 1e6)
     yield din
-    kept = store(sums, din)
     out = work / "debs-out"
-    kept2 = store(sums, out)
+    with using():
+        kept = store(sums, din)
+        kept2 = store(sums, out)
     if kept.files + kept2.files:
         log.info("package cache: kept %d new packages (%.1f MB)", kept.files + kept2.files,
                  (kept.bytes + kept2.bytes) / 1e6)

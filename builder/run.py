@@ -2,20 +2,33 @@
 
 Every command is logged as `+ argv` (secrets shown as ***), its output is streamed to the debug log and the last
 lines are kept, so a failure can say what went wrong without the user re-running anything.
+
+Interrupts (Ctrl-C, SIGTERM, SIGHUP): the console scripts install `install_signal_handlers()`, whatever
+disposition they inherited (a job started in the background by a shell inherits SIGINT ignored, and Python then
+keeps it ignored). Every child runs in its own process group, registered here while it runs. The first signal
+marks the process interrupted, sends SIGTERM to the group of every child started before it and raises
+KeyboardInterrupt; a child that ends while an interrupt is marked ends its run() with KeyboardInterrupt whatever
+its exit status (a hook killed by us is not "a failing hook"), and `check_interrupt()` between phases stops
+a build that an interrupt reached while no child ran. Code that must finish (unmounting, removing a work
+directory) runs in `with cleanup():` - a signal there is held until the block ends, and the children it starts
+are never killed by one. Later signals do not raise again (the cleanup must complete); they SIGKILL children
+started before the first one.
 """
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import os
 import re
 import shlex
 import signal
 import subprocess
+import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Callable, Iterable, Sequence
+from typing import IO, Callable, Iterable, Iterator, Sequence
 
 from .errors import CommandError, ToolMissing
 
@@ -78,6 +91,109 @@ class Result:
     tail: list[str]
 
 
+# ------------------------------------------------------------------------------------------------ interrupts
+
+_SIGNALS = {signal.SIGINT: "SIGINT", signal.SIGTERM: "SIGTERM", signal.SIGHUP: "SIGHUP"}
+
+
+class _State:
+    interrupts = 0        # signals received
+    hold = 0              # > 0: a child is being started or stopped: the handler does not raise
+    cleaning = 0          # > 0: in cleanup(): the handler does not raise, new children are not killable
+    pending = False       # a signal came while held: raise when it is safe
+
+
+_S = _State()
+
+
+@dataclass
+class _Child:
+    proc: subprocess.Popen
+    killable: bool        # started before any interrupt, outside cleanup(): an interrupt stops it
+
+
+_children: dict[int, _Child] = {}
+
+
+def _on_signal(signum: int, frame) -> None:
+    _S.interrupts += 1
+    first = _S.interrupts == 1
+    for c in list(_children.values()):
+        if c.killable:
+            _kill_group(c.proc.pid, signal.SIGTERM if first else signal.SIGKILL)
+    if not first:
+        log.warning("%s again: still cleaning up (mounts, work directory); the children are killed",
+                    _SIGNALS.get(signum, signum))
+        return
+    if _S.hold or _S.cleaning:
+        _S.pending = True
+        return
+    raise KeyboardInterrupt
+
+
+def install_signal_handlers() -> None:
+    """SIGINT, SIGTERM (and SIGHUP unless ignored, as under nohup) stop the command as Ctrl-C does."""
+    signal.signal(signal.SIGINT, _on_signal)       # also when inherited as ignored
+    signal.signal(signal.SIGTERM, _on_signal)
+    if signal.getsignal(signal.SIGHUP) != signal.SIG_IGN:
+        signal.signal(signal.SIGHUP, _on_signal)
+
+
+def interrupted() -> bool:
+    """An interrupt signal has arrived (the command is stopping)."""
+    return _S.interrupts > 0
+
+
+def check_interrupt() -> None:
+    """Raise KeyboardInterrupt if an interrupt arrived (between phases; a no-op inside cleanup())."""
+    if _S.interrupts and not _S.cleaning and not _S.hold:
+        _S.pending = False
+        raise KeyboardInterrupt
+
+
+def _raise_pending() -> None:
+    if _S.pending and not _S.hold and not _S.cleaning:
+        _S.pending = False
+        raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _held() -> Iterator[None]:
+    _S.hold += 1
+    try:
+        yield
+    finally:
+        _S.hold -= 1
+
+
+@contextlib.contextmanager
+def cleanup() -> Iterator[None]:
+    """Code that must run to its end (unmount, remove a work directory): an interrupt signal during it is held
+    and raised when it ends (unless another exception is on its way already), and its children are not killed."""
+    _S.cleaning += 1
+    try:
+        yield
+    finally:
+        _S.cleaning -= 1
+    if sys.exc_info()[0] is None:
+        _raise_pending()
+
+
+def _register(proc: subprocess.Popen) -> _Child:
+    c = _Child(proc, killable=not _S.cleaning and not _S.interrupts)
+    _children[proc.pid] = c
+    return c
+
+
+def _unregister(c: _Child) -> None:
+    _children.pop(c.proc.pid, None)
+
+
+def _was_interrupted(c: _Child) -> bool:
+    """An interrupt arrived while this child ran: it was (or is being) stopped for it."""
+    return c.killable and _S.interrupts > 0
+
+
 def run(
     argv: Sequence[Arg],
     *,
@@ -105,17 +221,19 @@ def run(
     shown = show(argv)
     (log.debug if quiet else log.info)("+ %s", shown)
     tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
-    try:
-        # Own process group: Ctrl-C reaches only us, and we stop the child with all of its children.
-        proc = subprocess.Popen(
-            _real(argv), cwd=cwd, env=env,
-            stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE if capture else subprocess.STDOUT,
-            start_new_session=True,
-        )
-    except FileNotFoundError:
-        prog = os.path.basename(os.fspath(argv[0]))
-        raise ToolMissing(prog, PACKAGES.get(prog)) from None
+    with _held():    # a signal now is raised only once the child is registered (and so stopped with us)
+        try:
+            # Own process group: Ctrl-C reaches only us, and we stop the child with all of its children.
+            proc = subprocess.Popen(
+                _real(argv), cwd=cwd, env=env,
+                stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE if capture else subprocess.STDOUT,
+                start_new_session=True,
+            )
+        except FileNotFoundError:
+            prog = os.path.basename(os.fspath(argv[0]))
+            raise ToolMissing(prog, PACKAGES.get(prog)) from None
+        child = _register(proc)
 
     over: list[int] = []       # not empty once max_output was passed
     kept = [0]                 # bytes of stdout kept so far
@@ -141,6 +259,7 @@ def run(
     if capture:
         threads.append(threading.Thread(target=pump, args=(proc.stderr, None), daemon=True))
     try:
+        _raise_pending()
         for t in threads:
             t.start()
         if input is not None:
@@ -154,11 +273,15 @@ def run(
         rc = proc.wait()
         for t in threads:
             t.join()
+        if reap_group:
+            _kill_group(proc.pid, signal.SIGKILL)
     except BaseException:
         _stop(proc)
         raise
-    if reap_group:
-        _kill_group(proc.pid, signal.SIGKILL)
+    finally:
+        _unregister(child)
+    if _was_interrupted(child):
+        raise KeyboardInterrupt      # stopped for the interrupt, whatever its exit status says
     stdout = b"".join(out).decode("utf-8", "replace")
     if over:
         raise CommandError(shown, rc, [f"more than {max_output} bytes of output: stopped reading"], hint)
@@ -189,32 +312,47 @@ def _kill_group(pgid: int, sig: int) -> None:
 
 
 def _stop(proc: subprocess.Popen) -> None:
-    """Stop a child we started and everything it started (Ctrl-C, error): TERM, then KILL, always reaped."""
-    _kill_group(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        pass
-    _kill_group(proc.pid, signal.SIGKILL)
-    proc.wait()
+    """Stop a child we started and everything it started (Ctrl-C, error): TERM, then KILL, always reaped.
+    A signal meanwhile does not cut this short (it is raised afterwards, or the exception on its way wins)."""
+    with _held():
+        _kill_group(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+        _kill_group(proc.pid, signal.SIGKILL)
+        proc.wait()
+    if sys.exc_info()[0] is None:
+        _raise_pending()
 
 
 def start(argv: Sequence[Arg]) -> subprocess.Popen:
     """A long-lived helper process (an ssh control master): stdout discarded, stderr kept for its error, its own
     process group. End it with stop()."""
     log.debug("+ %s &", show(argv))
+    with _held():
+        try:
+            proc = subprocess.Popen(_real(argv), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.PIPE, start_new_session=True)
+        except FileNotFoundError:
+            prog = os.path.basename(os.fspath(argv[0]))
+            raise ToolMissing(prog, PACKAGES.get(prog)) from None
+        _register(proc)
     try:
-        return subprocess.Popen(_real(argv), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE, start_new_session=True)
-    except FileNotFoundError:
-        prog = os.path.basename(os.fspath(argv[0]))
-        raise ToolMissing(prog, PACKAGES.get(prog)) from None
+        _raise_pending()
+    except BaseException:
+        stop(proc)
+        raise
+    return proc
 
 
 def stop(proc: subprocess.Popen) -> None:
     """End a process start() began (TERM, then KILL), and its group."""
-    if proc.poll() is None:
-        _stop(proc)
+    try:
+        if proc.poll() is None:
+            _stop(proc)
+    finally:
+        _children.pop(proc.pid, None)
 
 
 def output(argv: Sequence[Arg], **kw) -> str:
@@ -247,28 +385,45 @@ class Pipe:
             fcntl.fcntl(w, 1031, 1 << 20)  # F_SETPIPE_SZ: fewer wakeups between us and the compressor
         except OSError:
             pass
-        try:
-            self.proc = subprocess.Popen(_real(self.argv), stdin=r, stdout=self.stdout, stderr=subprocess.PIPE,
-                                         start_new_session=True)
-        except FileNotFoundError:
+        with _held():
+            try:
+                self.proc = subprocess.Popen(_real(self.argv), stdin=r, stdout=self.stdout,
+                                             stderr=subprocess.PIPE, start_new_session=True)
+            except FileNotFoundError:
+                os.close(r)
+                os.close(w)
+                prog = os.path.basename(os.fspath(self.argv[0]))
+                raise ToolMissing(prog, PACKAGES.get(prog)) from None
             os.close(r)
-            os.close(w)
-            prog = os.path.basename(os.fspath(self.argv[0]))
-            raise ToolMissing(prog, PACKAGES.get(prog)) from None
-        os.close(r)
-        self.fd = w
+            self.fd = w
+            self.child = _register(self.proc)
+        try:
+            _raise_pending()
+        except BaseException:
+            self.__exit__(*sys.exc_info())
+            raise
         return w
 
     def __exit__(self, et, ev, tb) -> None:
         try:
-            os.close(self.fd)
-        except OSError:
-            pass
-        if et is not None:
+            try:
+                os.close(self.fd)
+            except OSError:
+                pass
+            if et is not None:
+                _stop(self.proc)
+                if _was_interrupted(self.child) and issubclass(et, OSError):
+                    raise KeyboardInterrupt from None   # a write into the compressor we stopped for it
+                return
+            err = self.proc.stderr.read().decode("utf-8", "replace")
+            rc = self.proc.wait()
+        except BaseException:
             _stop(self.proc)
-            return
-        err = self.proc.stderr.read().decode("utf-8", "replace")
-        rc = self.proc.wait()
+            raise
+        finally:
+            _unregister(self.child)
+        if _was_interrupted(self.child):
+            raise KeyboardInterrupt
         if rc != 0:
             raise CommandError(show(self.argv), rc, err.splitlines()[-TAIL_LINES:])
 

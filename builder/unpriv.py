@@ -79,7 +79,7 @@ def check(uid: int | None = None, subuid: Path = SUBUID, subgid: Path = SUBGID) 
 
 
 def reexec() -> NoReturn:
-    """Start this very command again as root of a new user namespace (never returns)."""
+    """Run this very command again as root of a new user namespace; exit with its status (never returns)."""
     check()
     from .apt import cache_dir
     from .cluster import SECRETS_ENV
@@ -94,4 +94,50 @@ def reexec() -> NoReturn:
             "--propagation", "private", "--", *sys.orig_argv]
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execvpe("unshare", argv, env)
+    sys.exit(_run_forwarding(argv, env))
+
+
+_SI_KERNEL = 0x80     # si_code of a signal the kernel sent (a terminal's Ctrl-C, a hangup), not kill(2)
+
+
+def _run_forwarding(argv: list[str], env: dict[str, str]) -> int:
+    """Run unshare as our child and return the build's exit status. unshare blocks SIGINT and SIGTERM while it
+    waits, so a `kill` of the command the user started (had we exec'd unshare) would never reach the build:
+    the stop signals sent to us with kill(2) are passed on to the build inside. A terminal's Ctrl-C reaches the
+    build itself (the same process group) and is not passed on again. unshare dies with us, and then
+    --kill-child stops the build (which cleans up)."""
+    import signal
+    import subprocess
+
+    def die_with_parent() -> None:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
+
+    stops = {signal.SIGINT, signal.SIGTERM}
+    if signal.getsignal(signal.SIGHUP) != signal.SIG_IGN:     # nohup: stays ignored
+        stops.add(signal.SIGHUP)
+    proc = subprocess.Popen(argv, env=env, preexec_fn=die_with_parent)
+    waited = stops | {signal.SIGCHLD}
+    signal.pthread_sigmask(signal.SIG_BLOCK, waited)
+    try:
+        while proc.poll() is None:
+            info = signal.sigtimedwait(waited, 1.0)
+            if info is None or info.si_signo == signal.SIGCHLD or info.si_code == _SI_KERNEL:
+                continue
+            for pid in _children(proc.pid):
+                try:
+                    os.kill(pid, info.si_signo)
+                except ProcessLookupError:
+                    pass
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, waited)
+    rc = proc.returncode
+    return rc if rc >= 0 else 128 - rc
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(x) for x in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except (OSError, ValueError):
+        return []

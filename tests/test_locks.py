@@ -1,0 +1,299 @@
+"""Locks between imgbuild processes (builder/locks.py) and what they protect: another process holds a lock
+(a real process, started here, using builder.locks as the build does), and this one must wait, refuse or
+leave its directories alone; once that process is dead - killed with SIGKILL, no chance to clean up - its
+leftovers are removable. The caches: `imgbuild cache prune` leaves entries in use and live temps alone and
+removes what dead runs left. (Builds side by side, for real: tests/test_concurrent_builds.py.)"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import select
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from builder import bcache, locks, pkgcache
+from builder.errors import BuilderError
+from tests.conftest import BIN, REPO
+
+
+class Holder:
+    """Another process that takes a lock with builder.locks, says so on stdout, and holds it until told to
+    let go (a line on stdin) or killed."""
+
+    def __init__(self, code: str, env: dict | None = None):
+        prog = ("import sys\nsys.path.insert(0, %r)\nfrom builder import locks, bcache, pkgcache\n" % str(REPO)
+                + code + "\nprint('holding', flush=True)\nsys.stdin.readline()\n")
+        self.proc = subprocess.Popen([sys.executable, "-c", prog], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True, env=env)
+        line = self.proc.stdout.readline()       # blocks until the lock is held (or the process failed)
+        assert line == "holding\n", self.proc.communicate()[1]
+        self.pid = self.proc.pid
+
+    def release(self) -> None:
+        self.proc.communicate("go\n", timeout=60)
+        assert self.proc.returncode == 0
+
+    def kill(self) -> None:
+        self.proc.kill()          # SIGKILL: no cleanup of its own
+        self.proc.wait()
+
+    def __enter__(self) -> "Holder":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.proc.poll() is None:
+            self.kill()
+
+
+def test_an_exclusive_lock_is_refused_while_its_holder_lives_and_free_once_it_is_killed(tmp_path):
+    path = tmp_path / ".out.lock"
+    with Holder(f"l = locks.Lock({str(path)!r}, what='building x'); l.acquire()") as h:
+        mine = locks.Lock(path)
+        assert not mine.acquire(wait=False)
+        assert mine.holders() == [h.pid]
+        assert locks.describe(mine.holders(), path) == f"pid {h.pid}"
+        assert path.read_text() == f"{h.pid} building x\n"
+        assert not locks.Lock(path, shared=True).acquire(wait=False)
+        h.kill()
+        assert mine.acquire(wait=False), "the lock of a killed process is still held"
+        assert mine.holders() == [os.getpid()]
+        mine.release()
+
+
+def test_shared_holders_exclude_only_exclusive_ones(tmp_path):
+    d = tmp_path / "entry"
+    d.mkdir()
+    with Holder(f"l = locks.Lock({str(locks.lock_path(d))!r}, shared=True); l.acquire()") as h:
+        with locks.using(d):                                   # another reader: fine
+            pass
+        with locks.removable(d) as free:
+            assert not free
+        assert not locks.is_stale(d)
+        assert locks.owner(d) == f"pid {h.pid}"
+        h.release()
+    with locks.removable(d) as free:
+        assert free
+    assert not locks.lock_path(d).exists(), "the remover's lock file stays behind"
+
+
+def test_a_claimed_directory_is_stale_only_when_its_owner_is_dead(tmp_path):
+    d = tmp_path / ".work" / "debian12-4242"
+    code = f"c = locks.claim(__import__('pathlib').Path({str(d)!r})); c.__enter__()"
+    with Holder(code) as h:
+        assert d.is_dir() and locks.lock_path(d).exists()
+        assert not locks.is_stale(d)
+        with locks.removable(d) as free:
+            assert not free
+        h.kill()
+        assert locks.is_stale(d)
+        with locks.removable(d) as free:
+            assert free
+            d.rmdir()
+    assert os.listdir(d.parent) == [], "a lock file was left"
+    assert not locks.is_stale(d), "a directory that is not there is not stale"
+
+
+def test_a_lock_file_removed_by_its_holder_is_not_the_one_a_waiter_ends_up_holding(tmp_path):
+    """The holder removes its lock file on release; a waiter blocked on that file must not think it holds the
+    lock (a third process could then take a fresh file at the same path alongside it)."""
+    path = tmp_path / ".x.lock"
+    first = locks.Lock(path, remove=True)
+    assert first.acquire(wait=False)
+    waiter = subprocess.Popen([sys.executable, "-c", (
+        f"import sys; sys.path.insert(0, {str(REPO)!r}); from builder import locks\n"
+        f"l = locks.Lock({str(path)!r}); print('waiting', flush=True); l.acquire(); print('got', flush=True);"
+        f" sys.stdin.readline()")], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert waiter.stdout.readline() == "waiting\n"
+        deadline = time.monotonic() + 120
+        while waiter.pid not in _waiters(path):      # until it is blocked in flock() on the file we hold
+            assert waiter.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        first.release()
+        assert waiter.stdout.readline() == "got\n"
+        assert path.exists(), "the waiter holds a lock on a file that is no longer there"
+        assert locks.holders(path) == [waiter.pid]
+        assert not locks.Lock(path).acquire(wait=False)
+    finally:
+        waiter.kill()
+        waiter.wait()
+
+
+def _waiters(path: Path) -> list[int]:
+    st = os.stat(path)
+    want = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    out = []
+    for line in Path("/proc/locks").read_text().splitlines():
+        parts = line.split()
+        if len(parts) > 6 and parts[1] == "->" and parts[6] == want:
+            out.append(int(parts[5]))
+    return out
+
+
+def test_a_symlink_in_place_of_a_lock_file_is_refused_not_followed(tmp_path):
+    victim = tmp_path / "victim"
+    victim.write_text("keep me\n")
+    path = tmp_path / ".out.lock"
+    path.symlink_to(victim)
+    with pytest.raises(BuilderError, match="symbolic link"):
+        locks.Lock(path).acquire()
+    assert victim.read_text() == "keep me\n" and path.is_symlink()
+
+
+def test_lock_files_are_private_and_orphans_go(tmp_path):
+    d = tmp_path / "w"
+    with locks.claim(d):
+        assert os.stat(locks.lock_path(d)).st_mode & 0o777 == 0o600
+        d.rmdir()
+    orphan = tmp_path / ".gone.lock"
+    orphan.write_text("")
+    held = tmp_path / ".busy.lock"
+    with Holder(f"l = locks.Lock({str(held)!r}); l.acquire()"):
+        locks.clean_orphan_locks(tmp_path)
+        assert not orphan.exists() and held.exists()
+
+
+# ------------------------------------------------------------------------------------ the bootstrap cache
+
+
+def _entry(base: Path, name: str, key: str, used: float) -> Path:
+    d = base / key
+    d.mkdir(parents=True)
+    (d / bcache.ARCHIVE).write_bytes(b"archive of " + key.encode())
+    (d / bcache.META).write_text(json.dumps({
+        "name": name, "inputs": {}, "created": used, "last_used": used, "size": 100,
+        "sha256": hashlib.sha256(b"archive of " + key.encode()).hexdigest()}))
+    return d
+
+
+def _cli(*args: str, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "imgbuild"), *args], capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_cache_prune_leaves_entries_in_use_and_live_temps_alone(tmp_path):
+    env = {**os.environ, "IMGBUILD_CACHE": str(tmp_path / "cache")}
+    base = tmp_path / "cache" / "bootstrap"
+    used = _entry(base, "web", "a" * 24, 1)
+    idle = _entry(base, "db", "b" * 24, 2)
+    live_tmp = base / f".{'c' * 24}.4242.tmp"
+    dead_tmp = base / f".{'d' * 24}.4343.tmp"
+    (dead_tmp).mkdir()
+    (dead_tmp / bcache.ARCHIVE).write_bytes(b"half")
+    reader = Holder(f"c = locks.using({str(used)!r}); c.__enter__()", env=env)          # a build restoring
+    saver = Holder(f"c = locks.claim(__import__('pathlib').Path({str(live_tmp)!r})); c.__enter__()", env=env)
+    try:
+        (live_tmp / bcache.ARCHIVE).write_bytes(b"being written")
+        r = _cli("cache", "prune", "--all", env=env)
+        assert r.returncode == 0, r.stderr
+        assert f"removed {'b' * 24} (db" in r.stdout and "a" * 24 not in r.stdout
+        assert f"kept {'a' * 24} (web): in use by a running imgbuild (pid {reader.pid})" in r.stderr
+        assert used.is_dir() and (used / bcache.ARCHIVE).exists(), "prune removed an entry a build is reading"
+        assert live_tmp.is_dir() and (live_tmp / bcache.ARCHIVE).read_bytes() == b"being written", \
+            "prune removed the temp of a running build"
+        assert not idle.exists() and not dead_tmp.exists()
+        assert [e.key for e in bcache.entries(base)] == ["a" * 24]
+        # the reader is done, the saver killed: now both go
+        reader.release()
+        saver.kill()
+        r = _cli("cache", "prune", "--all", env=env)
+        assert r.returncode == 0 and f"removed {'a' * 24} (web" in r.stdout, r.stderr
+        assert sorted(os.listdir(base)) == [], "left behind: temps or lock files"
+    finally:
+        reader.__exit__()
+        saver.__exit__()
+
+
+def test_a_damaged_entry_in_use_is_not_removed_under_its_reader(tmp_path, monkeypatch):
+    monkeypatch.setenv("IMGBUILD_CACHE", str(tmp_path / "cache"))
+    data = {"format": bcache.FORMAT, "x": 1}
+    d = _entry(bcache.root_dir(), "web", bcache.key_of(data), 1)
+    (d / bcache.ARCHIVE).write_bytes(b"damaged")
+    with Holder(f"c = locks.using({str(d)!r}); c.__enter__()", env=dict(os.environ)) as h:
+        assert bcache.fetch(data, "web", tmp_path / "root") is None     # not used: a miss
+        assert d.is_dir(), "removed while another build holds it"
+        h.release()
+    assert bcache.fetch(data, "web", tmp_path / "root") is None
+    assert not d.exists()
+
+
+def test_two_saves_of_one_key_the_first_stays_while_it_is_read(tmp_path, monkeypatch):
+    """Two builds that missed the same key both save it: the entry another build is reading is not replaced."""
+    monkeypatch.setenv("IMGBUILD_CACHE", str(tmp_path / "cache"))
+    data = {"format": bcache.FORMAT, "x": 2}
+    tree = tmp_path / "tree"
+    (tree / "etc").mkdir(parents=True)
+    (tree / "etc" / "hostname").write_text("one\n")
+    first = bcache.save(data, "web", tree)
+    assert first is not None
+    (tree / "etc" / "hostname").write_text("two\n")
+    with Holder(f"c = locks.using({str(first.path)!r}); c.__enter__()", env=dict(os.environ)) as h:
+        assert bcache.save(data, "web", tree) is None
+        assert json.loads((first.path / bcache.META).read_text())["sha256"] == first.meta["sha256"]
+        h.release()
+    again = bcache.save(data, "web", tree)             # nobody reads it now: replaced
+    assert again is not None and again.meta["sha256"] != first.meta["sha256"]
+    assert sorted(p.name for p in bcache.root_dir().iterdir()) == [bcache.key_of(data)]
+
+
+# -------------------------------------------------------------------------------------- the package cache
+
+
+def _debs(cache: Path) -> list[Path]:
+    d = cache / "packages" / "deb"
+    d.mkdir(parents=True)
+    out = []
+    for n in ("vim_1_amd64.deb", "less_1_amd64.deb"):
+        (d / n).write_bytes(n.encode())
+        out.append(d / n)
+    return out
+
+
+def test_package_cache_prune_waits_for_the_builds_using_it(tmp_path):
+    env = {**os.environ, "IMGBUILD_CACHE": str(tmp_path / "cache")}
+    debs = _debs(tmp_path / "cache")
+    with Holder("c = pkgcache.using(); c.__enter__()", env=env) as h:
+        prune = subprocess.Popen([str(BIN / "imgbuild"), "cache", "prune", "--packages"], stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True, env=env)
+        try:
+            line = _line(prune.stderr, "package cache")
+            assert f"in use by a running imgbuild (pid {h.pid}); waiting" in line
+            assert prune.poll() is None and all(p.exists() for p in debs), "pruned under a build using them"
+            h.release()
+            out, err = prune.communicate(timeout=120)
+        finally:
+            if prune.poll() is None:
+                prune.kill()
+                prune.wait()
+    assert prune.returncode == 0, err
+    assert "removed 2 packages" in out and not any(p.exists() for p in debs)
+
+
+def test_fit_leaves_a_cache_in_use_as_it_is(tmp_path, monkeypatch):
+    monkeypatch.setenv("IMGBUILD_CACHE", str(tmp_path / "cache"))
+    debs = _debs(tmp_path / "cache")
+    dead_part = debs[0].with_name(".part-4242-1-x.deb")
+    dead_part.write_bytes(b"half")
+    with Holder("c = pkgcache.using(); c.__enter__()", env=dict(os.environ)) as h:
+        assert pkgcache.fit(0) == (0, 0)
+        assert all(p.exists() for p in debs) and dead_part.exists()
+        h.release()
+    assert pkgcache.fit(0)[0] == 2
+    assert not any(p.exists() for p in debs) and not dead_part.exists()
+
+
+def _line(stream, word: str, timeout: float = 120) -> str:
+    """The first line of stream holding word (blocking; fails after timeout or at its end)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        r, _, _ = select.select([stream], [], [], 1)
+        if r:
+            line = stream.readline()
+            assert line, f"ended without a line containing {word!r}"
+            if word in line:
+                return line
+    pytest.fail(f"no line containing {word!r}")
