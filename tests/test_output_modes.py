@@ -172,8 +172,8 @@ def test_a_build_with_a_password_is_private_and_an_unsigned_build_says_so(debian
     r["root_password"] = {"from_file": str(tmp_path / "pw")}
     r["targets"]["image"] = {}
     seen = tmp_path / "during"
-    r["hooks"]["post-files"].append({"host": f'stat -c %a "$IMGBUILD_ROOT/.." "$IMGBUILD_ROOT"/../../../'
-                                             f'.modes.partial-* > {seen}'})
+    r["hooks"]["post-files"].append({"host": f'stat -c %a "$IMGBUILD_ROOT/.." "$IMGBUILD_ROOT"/../stage '
+                                             f'> {seen}'})
     recipe = tmp_path / "modes.yml"
     recipe.write_text(yaml.safe_dump(r))
     out = tmp_path / "out"
