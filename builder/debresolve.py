@@ -178,6 +178,9 @@ def apt_conf(top: Path, repo: Path, suite: str, arch: str, status: Path) -> Path
         "Dir::Cache": top / "cache", "Dir::Log": top, "APT::Architecture": arch,
         "APT::Install-Recommends": "false", "Acquire::Languages": "none", "Debug::NoLocking": "true",
         "pkgCacheGen::ForceEssential": ",",
+        # a simulation over a file:// repository in a private (0700) directory: nothing is downloaded, and the
+        # _apt user could not read it anyway (apt would warn and fall back to root)
+        "APT::Sandbox::User": "root",
     }
     conf = top / "apt.conf"
     body = "".join(f'{k} "{v}";\n' for k, v in lines.items()) + f'APT::Architectures {{ "{arch}"; }};\n'

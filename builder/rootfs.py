@@ -267,9 +267,10 @@ class RootFS:
         st = self.stat(path)
         return st is not None and stat.S_ISDIR(st.st_mode)
 
-    def read_bytes(self, path: str, *, follow_last: bool = True) -> bytes | None:
+    def read_bytes(self, path: str, *, follow_last: bool = True, limit: int | None = None) -> bytes | None:
         """A regular file's bytes (links followed inside the tree, the last one only with follow_last); None for
-        anything else: missing, a directory, a device node, a fifo."""
+        anything else: missing, a directory, a device node, a fifo. With limit, at most limit + 1 bytes are read
+        (more than limit: the caller refuses the file)."""
         loc = self._find(path, follow_last)
         if loc is None:
             return None
@@ -279,7 +280,7 @@ class RootFS:
             except (FileNotFoundError, _NotRegular):
                 return None
             with os.fdopen(fd, "rb") as f:
-                return f.read()
+                return f.read() if limit is None else f.read(limit + 1)
 
     def read_text(self, path: str, *, follow_last: bool = True) -> str | None:
         data = self.read_bytes(path, follow_last=follow_last)

@@ -24,6 +24,7 @@ from .. import run as runner
 from ..errors import InputError
 from ..mounts import MountStack
 from ..outputs import write_atomic
+from ..rootfs import RootFS
 from .tree import DirTree, ImageTree, Tree, is_ext_image
 
 
@@ -91,8 +92,10 @@ def locate(target: str, lxcpath: str = "/var/lib/lxc", vzconf: str = "/etc/vz/co
 
         m = read_manifest(p)
         conf = next((p.resolve() / a["path"] for a in m["artifacts"] if a["kind"] == "lxc-config"), None)
+        if conf is not None:
+            _regular_artifact(conf, "lxc-config")
         return Guest("output", m["name"], f"output:{p.resolve()}", p.resolve(), ("lxc", conf) if conf else None)
-    if p.is_dir() and (p / "etc").is_dir():
+    if p.is_dir() and RootFS(p).is_dir("/etc"):       # the tree's own /etc (a link in it resolved inside it)
         return Guest("rootfs", p.name, f"rootfs:{p.resolve()}", p.resolve())
     if p.is_file() and p.suffix == ".cfg":
         disk = _xen_disk(p)
@@ -133,6 +136,26 @@ def open_tree(g: Guest, loop: bool = False, epoch: int | None = None, writeback:
 _COMPRESSION = {".zst": "zst", ".xz": "xz", ".gz": "gz", ".tar": "none"}
 
 
+def _valid_hostname(h: str) -> bool:
+    try:
+        checks.hostname(h)
+        return True
+    except ValueError:
+        return False
+
+
+def _regular_artifact(p: Path, kind: str) -> None:
+    """An output's artifact is a regular file in the output directory itself: a link there (to a host file, say)
+    is never read, hashed or written through."""
+    try:
+        st = os.lstat(p)
+    except FileNotFoundError:
+        st = None
+    if st is None or not stat.S_ISREG(st.st_mode):
+        raise InputError(f"{p}: the output's {kind} is {'missing' if st is None else 'not a regular file'}",
+                         "build the output again")
+
+
 @contextlib.contextmanager
 def _unpacked_output(g: Guest, writeback: bool) -> Iterator[Tree]:
     """An imgbuild output: its tarball unpacked; on a clean exit, packed again (same epoch, reproducible) and
@@ -147,6 +170,7 @@ def _unpacked_output(g: Guest, writeback: bool) -> Iterator[Tree]:
         raise InputError(f"{g.path}: the output has no tarball to re-identify",
                          "re-identify the installed guest instead (e.g. its LXC container)")
     tarball = g.path / tar["path"]
+    _regular_artifact(tarball, "tarball")
     epoch = manifest.get("source_date_epoch")
     if tarball.suffix not in _COMPRESSION or not isinstance(epoch, int) or isinstance(epoch, bool):
         raise InputError(f"{g.path / 'manifest.json'}: not what imgbuild writes (tarball {tar['path']!r}, "
@@ -166,12 +190,13 @@ def _unpacked_output(g: Guest, writeback: bool) -> Iterator[Tree]:
         old = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
         for a in manifest["artifacts"]:
             p = g.path / a["path"]
-            if p.is_file():
-                a["size"], a["sha256"] = p.stat().st_size, sha256(p)
-        # the guest's own file (read inside its root): recorded only when it holds a host name
+            st = os.lstat(p) if os.path.lexists(p) else None
+            if st is not None and stat.S_ISREG(st.st_mode):      # never a host file through a link
+                a["size"], a["sha256"] = st.st_size, sha256(p)
+        # the unpacked tree is the guest's: read inside it (a link there, /etc itself too, never leads out)
         hn = (tree.read("/etc/hostname") or b"").decode("utf-8", "replace").strip()
-        with contextlib.suppress(ValueError):
-            manifest["hostname"] = checks.hostname(hn)
+        if hn and _valid_hostname(hn):
+            manifest["hostname"] = hn
         new = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
         if new != old:
             write_atomic(g.path / "manifest.json", new)

@@ -2,17 +2,17 @@
 image (edited with debugfs). One small interface, so the identity engine does not care which."""
 from __future__ import annotations
 
-import re
 import stat as statmod
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from .. import e2fs
 from .. import run as runner
-from ..errors import UnsafePath
+from ..errors import InputError, UnsafePath
 from ..rootfs import RootFS
-from ..targets import image as img
+from ..steps.templates import MAX_GUEST_FILE
 
 
 @dataclass(frozen=True)
@@ -36,10 +36,36 @@ class Tree(Protocol):
     def meta(self, path: str) -> Meta | None: ...
 
 
+# the most imgbuild reads of one file in a guest (its identity files, templates, leases are small text): a larger
+# one is refused before it is read (a sparse 100 GB /etc/hosts would otherwise fill memory or the host's /tmp)
+MAX_READ = MAX_GUEST_FILE
+
+READ_HINT = ("a file imgbuild edits in a guest is small text; look at what the guest has there (remove or "
+             "shrink it), or leave the guest as it is")
+
+
+def _too_large(where: str, size: int) -> InputError:
+    return InputError(f"{where}: {size:,} bytes, more than the {MAX_READ:,} imgbuild reads of a file in a guest",
+                      READ_HINT)
+
+
+def _write_meta(meta: Meta | None) -> Meta:
+    """The mode and owner a write gives the new file: meta's when it is a regular file's (the file it replaces,
+    or what the engine asks for); nothing there: 0644, root's; a link, device or directory lends none of its
+    own: 0600, root's (it may stand where a private key was)."""
+    if meta is None:
+        return Meta(0o100644, 0, 0)
+    if not statmod.S_ISREG(meta.mode):
+        return Meta(0o100600, 0, 0)
+    return meta
+
+
 class DirTree:
-    """A root directory (a guest's: untrusted), through RootFS: no path ever leaves the tree. The last component
-    of a path is never followed: a link reads as nothing and is replaced by a write, never written through (a
-    guest's /etc/hostname linked to the host's /etc/shadow stays a link in the guest, the host file untouched)."""
+    """A root directory (a guest's: untrusted), through RootFS: no path ever leaves the tree. Links on the way
+    are followed inside the tree (as in a chroot of it, at most 40). The last component of a path is never
+    followed: a link reads as nothing and is replaced by a write, never written through (a guest's /etc/hostname
+    linked to the host's /etc/shadow stays a link in the guest, the host file untouched). A file larger than
+    MAX_READ is refused (InputError), at most that much of it read."""
 
     def __init__(self, root: Path | str, label: str | None = None):
         self.root = RootFS(root)
@@ -47,9 +73,13 @@ class DirTree:
 
     def read(self, path: str) -> bytes | None:
         try:
-            return self.root.read_bytes(path, follow_last=False)   # regular files only
+            data = self.root.read_bytes(path, follow_last=False, limit=MAX_READ)   # regular files only
         except UnsafePath:   # a path that escapes is simply not there
             return None
+        if data is not None and len(data) > MAX_READ:
+            st = self.root.lstat(path)
+            raise _too_large(f"{self.root.path}:{path}", st.st_size if st is not None else len(data))
+        return data
 
     def meta(self, path: str) -> Meta | None:
         if not path.strip("/"):
@@ -61,14 +91,9 @@ class DirTree:
         return None if st is None else Meta(st.st_mode, st.st_uid, st.st_gid)
 
     def write(self, path: str, data: bytes, meta: Meta | None = None) -> None:
-        """Replace path by a regular file (a link there is replaced, never written through). Mode and owner from
-        meta (or the file there now) when that is a regular file; nothing there: 0644, root's; a link, device or
-        directory lends none of its own: 0600, root's (it may stand where a private key was)."""
-        meta = meta or self.meta(path)
-        if meta is None:
-            meta = Meta(0o100644, 0, 0)
-        elif not statmod.S_ISREG(meta.mode):
-            meta = Meta(0o100600, 0, 0)
+        """Replace path by a regular file (a link there is replaced, never written through); mode and owner: see
+        _write_meta (meta, or the file there now)."""
+        meta = _write_meta(meta or self.meta(path))
         self.root.write(path, data, statmod.S_IMODE(meta.mode), meta.uid, meta.gid)
 
     def remove(self, path: str) -> None:
@@ -85,11 +110,12 @@ class DirTree:
         return self.root.listdir(path if path.strip("/") else "/")
 
 
-_LS = re.compile(r"^/(\d+)/(\d+)/(\d+)/(\d+)/(.*)/(\d*)/$")
-
-
 class ImageTree:
-    """An unmounted ext2/3/4 filesystem image, read and written with debugfs (nothing is mounted)."""
+    """An unmounted ext2/3/4 filesystem image, read and written with debugfs (nothing is mounted), answering as
+    DirTree does: paths resolved inside the image as in a chroot of it (builder/e2fs.py: links on the way followed
+    inside the image, at most 40; the last component never followed), every name quoted for debugfs or refused
+    (InputError) when it cannot be, a file's size checked before it is read (more than MAX_READ: InputError,
+    nothing dumped), a write replacing a link rather than writing through it."""
 
     def __init__(self, image: Path, label: str | None = None, epoch: int | None = None, force: bool = False):
         self.image = Path(image)
@@ -109,43 +135,29 @@ class ImageTree:
         self._free = True
 
     def read(self, path: str) -> bytes | None:
-        m = self.meta(path)
-        if m is None or not statmod.S_ISREG(m.mode):
+        ino = e2fs.lookup(self.image, path)
+        if ino is None or not ino.is_reg:
             return None
-        return img.e2read(self.image, path)
+        if ino.size > MAX_READ:
+            raise _too_large(f"{self.image}:{path}", ino.size)
+        return e2fs.read_inode(self.image, ino, MAX_READ, path)
 
     def meta(self, path: str) -> Meta | None:
-        r = runner.run(["debugfs", "-R", f'stat "{path}"', str(self.image)], capture=True, check=False, quiet=True)
-        out = r.stdout
-        mode = re.search(r"Mode:\s+(\d+)", out)
-        ids = re.search(r"User:\s+(\d+)\s+Group:\s+(\d+)", out)
-        kind = re.search(r"Type:\s+(\w+)", out)
-        if not (mode and ids and kind):
-            return None
-        fmt = {"regular": statmod.S_IFREG, "directory": statmod.S_IFDIR, "symlink": statmod.S_IFLNK,
-               "character": statmod.S_IFCHR, "block": statmod.S_IFBLK, "FIFO": statmod.S_IFIFO,
-               "socket": statmod.S_IFSOCK}.get(kind.group(1), 0)
-        return Meta(fmt | int(mode.group(1), 8), int(ids.group(1)), int(ids.group(2)))
+        ino = e2fs.lookup(self.image, path)
+        return None if ino is None else Meta(ino.mode, ino.uid, ino.gid)
 
     def write(self, path: str, data: bytes, meta: Meta | None = None) -> None:
         self._writable()
-        meta = meta or self.meta(path) or Meta(0o100644, 0, 0)
-        img.e2write(self.image, path, data, statmod.S_IMODE(meta.mode), meta.uid, meta.gid, self.epoch)
+        meta = _write_meta(meta or self.meta(path))
+        e2fs.write(self.image, path, data, statmod.S_IMODE(meta.mode), meta.uid, meta.gid, self.epoch)
 
     def remove(self, path: str) -> None:
         if self.meta(path) is not None:
             self._writable()
-            img.debugfs(self.image, [f'rm "{path}"'], self.epoch)
+            e2fs.remove(self.image, path, self.epoch)
 
     def listdir(self, path: str) -> list[str]:
-        r = runner.run(["debugfs", "-R", f'ls -p "{path}"', str(self.image)], capture=True, check=False,
-                       quiet=True)
-        names = []
-        for line in r.stdout.splitlines():
-            m = _LS.match(line.strip())
-            if m and m.group(5) not in (".", ".."):
-                names.append(m.group(5))
-        return sorted(names)
+        return e2fs.listdir(self.image, path)
 
 
 def is_ext_image(path: Path) -> bool:

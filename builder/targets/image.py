@@ -13,15 +13,15 @@ import os
 import posixpath
 import re
 import stat
-import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
 
+from .. import e2fs
 from .. import run as runner
 from .. import tarwriter
-from ..errors import BuilderError
+from ..errors import BuilderError, InputError
 from ..schema import Check, opt
 
 if TYPE_CHECKING:
@@ -84,55 +84,29 @@ def fstab(label: str, fs: str) -> str:
 
 
 def _env(epoch: int | None) -> dict[str, str]:
-    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
-    if epoch is not None:
-        env["E2FSPROGS_FAKE_TIME"] = str(epoch)   # the superblock's and new inodes' times: reproducible
-    return env
+    return e2fs.env(epoch)
 
 
 def debugfs(image: Path, commands: list[str], epoch: int | None = None) -> None:
-    """Run debugfs commands on an image, writable. debugfs exits 0 even when a command fails, so its error
-    lines (it prints them as "CMD: message") are turned into a BuilderError here."""
-    with tempfile.NamedTemporaryFile("w", suffix=".debugfs") as f:
-        f.write("\n".join(commands) + "\n")
-        f.flush()
-        r = runner.run(["debugfs", "-w", "-f", f.name, str(image)], capture=True, check=False, quiet=True,
-                       env=_env(epoch))
-    verbs = {c.split()[0] for c in commands if c.strip()}
-    errors = [line for line in r.tail if line.split(":", 1)[0] in verbs and not line.startswith("debugfs ")]
-    if r.returncode != 0 or errors:
-        raise BuilderError(f"debugfs on {image.name}: " + ("; ".join(errors) or f"exit {r.returncode}"),
-                           "is the image full? give the target a larger size")
+    """Run debugfs commands on an image, writable (see builder/e2fs.py: every name in them quoted with
+    e2fs.quote); a failed command is a BuilderError."""
+    e2fs.script(image, commands, epoch)
 
 
 def e2write(image: Path, path: str, data: bytes, mode: int = 0o644, uid: int = 0, gid: int = 0,
             epoch: int | None = None) -> None:
     """Replace (or create) a regular file inside an unmounted ext2/3/4 image, with debugfs; read back."""
-    if "\n" in path or '"' in path:
-        raise BuilderError(f"{path!r}: cannot be written into an image")
-    with tempfile.NamedTemporaryFile() as src:
-        src.write(data)
-        src.flush()
-        t = [f'sif "{path}" {f} @{epoch}' for f in ("atime", "mtime", "ctime")] if epoch is not None else []
-        debugfs(image, [f'rm "{path}"' if e2exists(image, path) else "", f'write "{src.name}" "{path}"',
-                        f'sif "{path}" mode 0{0o100000 | mode:o}', f'sif "{path}" uid {uid}',
-                        f'sif "{path}" gid {gid}', *t], epoch)
-    if e2read(image, path) != data:
-        raise BuilderError(f"writing {path} into {image.name} failed (debugfs)", "is the image full? give the "
-                                                                                 "target a larger size")
+    e2fs.write(image, path, data, mode, uid, gid, epoch)
 
 
 def e2exists(image: Path, path: str) -> bool:
-    r = runner.run(["debugfs", "-R", f'stat "{path}"', str(image)], capture=True, check=False, quiet=True)
-    return r.returncode == 0 and "Inode:" in r.stdout
+    return e2fs.exists(image, path)
 
 
-def e2read(image: Path, path: str) -> bytes | None:
-    """A file's exact bytes from an unmounted ext2/3/4 image, or None if it is not there."""
-    with tempfile.TemporaryDirectory() as d:
-        out = Path(d) / "f"
-        runner.run(["debugfs", "-R", f'dump "{path}" "{out}"', str(image)], capture=True, check=False, quiet=True)
-        return out.read_bytes() if out.exists() else None
+def e2read(image: Path, path: str, limit: int = 64 << 20) -> bytes | None:
+    """A regular file's exact bytes from an unmounted ext2/3/4 image, or None if it is not there (or not a
+    regular file); InputError when it is larger than limit."""
+    return e2fs.read(image, path, limit)
 
 
 def _devices(image: Path, items: list, epoch: int) -> None:
@@ -144,13 +118,13 @@ def _devices(image: Path, items: list, epoch: int) -> None:
             continue
         p = e.name[1:]
         parent, name = posixpath.split(p)
-        if re.search(r'[\s"]', p):
-            raise BuilderError(f"{p!r}: a device node with this name cannot be put into an image without root")
+        q = e2fs.quote(p, image)
         kind, major, minor = dev
         mode = (stat.S_IFCHR if kind == "c" else stat.S_IFBLK) | stat.S_IMODE(e.st.st_mode)
         # debugfs's mknod makes its name in the current directory
-        cmds += [f'rm "{p}"', f'cd "{parent}"', f"mknod {name} {kind} {major} {minor}", "cd /",
-                 f'sif "{p}" mode 0{mode:o}', f'sif "{p}" uid {e.st.st_uid}', f'sif "{p}" gid {e.st.st_gid}']
+        cmds += [f"rm {q}", f"cd {e2fs.quote(parent, image)}",
+                 f"mknod {e2fs.quote(name, image)} {kind} {major} {minor}", "cd /",
+                 f"sif {q} mode 0{mode:o}", f"sif {q} uid {e.st.st_uid}", f"sif {q} gid {e.st.st_gid}"]
     if cmds:
         debugfs(image, cmds, epoch)
 
@@ -162,9 +136,12 @@ def _clamp_times(image: Path, items: list, root: Path, epoch: int) -> None:
     for e in items:
         t = min(int(e.st.st_mtime), epoch)
         p = "/" if e.name == "." else e.name[1:]
-        if '"' in p or "\n" in p:
+        try:
+            q = e2fs.quote(p, image)
+        except InputError:     # a name with a line break: debugfs cannot be handed it; its times stay mke2fs's
+            log.warning("image: %r keeps the time it has in the tree (debugfs cannot be handed its name)", p)
             continue
-        cmds += [f'sif "{p}" {field} @{t}' for field in ("atime", "mtime", "ctime", "crtime")]
+        cmds += [f"sif {q} {field} @{t}" for field in ("atime", "mtime", "ctime", "crtime")]
     debugfs(image, cmds, epoch)
 
 

@@ -189,6 +189,8 @@ def read_manifest(output: Path) -> dict:
     hint = "give the directory a build wrote, e.g. output/debian12 (build again if its manifest.json was changed)"
     if not f.is_file():
         raise InputError(f"{output}: not an imgbuild output (no manifest.json)", hint)
+    if f.is_symlink():       # never a host file read (and its values shown or copied) through a link
+        raise InputError(f"{f}: a symbolic link, not the manifest a build writes", hint)
     m = read_json(f, what="an imgbuild manifest", hint=hint)
     try:
         checks.name(m.get("name"))

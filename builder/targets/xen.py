@@ -14,11 +14,11 @@ from __future__ import annotations
 import logging
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
 
+from .. import e2fs
 from .. import run as runner
 from .. import xenconf, xl
 from ..errors import BuilderError, InputError
@@ -314,14 +314,10 @@ def _e2mkdir(img: Path, path: str, epoch: int) -> None:
         d = "/" + "/".join(parts[:i])
         if not cmds and _e2isdir(img, d):
             continue
-        cmds += [f'mkdir "{d}"', f'sif "{d}" mode 040755', f'sif "{d}" uid 0', f'sif "{d}" gid 0']
-    if not cmds:
-        return
-    with tempfile.NamedTemporaryFile("w", suffix=".debugfs") as f:
-        f.write("\n".join(cmds) + "\n")
-        f.flush()
-        runner.run(["debugfs", "-w", "-f", f.name, str(img)], quiet=True,
-                   env={"E2FSPROGS_FAKE_TIME": str(epoch), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+        q = e2fs.quote(d, img)
+        cmds += [f"mkdir {q}", f"sif {q} mode 040755", f"sif {q} uid 0", f"sif {q} gid 0"]
+    if cmds:
+        e2fs.script(img, cmds, epoch)
     if not _e2isdir(img, path):
         raise BuilderError(f"xen: could not make {path} in {img.name} (debugfs)", "is the image full? set "
                                                                                  "targets.xen.size larger")
@@ -336,8 +332,7 @@ def _e2put(img: Path, path: str, data: bytes, mode: int = 0o644) -> None:
 
 
 def _e2isdir(img: Path, path: str) -> bool:
-    r = runner.run(["debugfs", "-R", f'stat "{path}"', str(img)], capture=True, check=False, quiet=True)
-    return r.returncode == 0 and "Type: directory" in r.stdout
+    return e2fs.is_dir(img, path)
 
 
 def produce(ctx: "Context", opts: XenOptions) -> dict[str, Path]:
@@ -381,7 +376,7 @@ def produce(ctx: "Context", opts: XenOptions) -> dict[str, Path]:
             _e2put(dest, f"/boot/grub/{name}", body.encode())
     securetty = ctx.root.read_text("/etc/securetty")
     if securetty is not None and console not in securetty.split():
-        mode = ctx.root.resolve("/etc/securetty").stat().st_mode & 0o777
+        mode = ctx.root.stat("/etc/securetty").st_mode & 0o777
         _e2put(dest, "/etc/securetty", (securetty.rstrip("\n") + f"\n{console}\n").encode(), mode=mode)
         log.info("xen: added %s to the image's /etc/securetty (root may log in on the Xen console)", console)
     runner.run(["e2fsck", "-fn", str(dest)], quiet=True)
