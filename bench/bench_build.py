@@ -31,8 +31,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from builder import apt, recipe  # noqa: E402
-from builder.targets.tarball import TarballOptions, pack  # noqa: E402
+from builder.debian import apt
+from builder.build import recipe  # noqa: E402
+from builder.build.targets.tarball import TarballOptions, pack  # noqa: E402
 from bench.report import write_section  # noqa: E402
 
 IMGBUILD = Path(sys.executable).parent / "imgbuild"

@@ -46,7 +46,7 @@ def sha256(path: Path) -> str:
 
 
 def mounts_under(path: Path) -> list[str]:
-    """Mount points at or below path in this mount namespace (read independently of builder.mounts)."""
+    """Mount points at or below path in this mount namespace (read independently of builder.core.mounts)."""
     base = os.path.realpath(path)
     out = []
     with open("/proc/self/mountinfo") as f:
@@ -63,7 +63,7 @@ def mirror_reason() -> str | None:
     try:
         import requests
 
-        from builder.apt import host_mirror
+        from builder.debian.apt import host_mirror
 
         url = host_mirror("bookworm") + "/dists/bookworm/InRelease"
         r = requests.head(url, timeout=10)

@@ -177,7 +177,7 @@ def base_tree() -> Path:
     global _base
     if _base is not None and _base.is_dir():
         return _base
-    from builder.apt import host_mirror
+    from builder.debian.apt import host_mirror
 
     work = work_dir()
     target, log = work / "base", work / "base.log"

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from builder import apt
-from builder.errors import InputError
+from builder.debian import apt
+from builder.core.errors import InputError
 
 
 def _apt(tmp_path, sources_list="", files=None):

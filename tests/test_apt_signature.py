@@ -1,4 +1,4 @@
-"""The Debian mirror's signed index (builder/apt.py): only the text gpgv verified is read, a file with anything
+"""The Debian mirror's signed index (builder/debian/apt.py): only the text gpgv verified is read, a file with anything
 outside its one signed block is refused, no gpgv or no keyring refuses the build (exit 2), and an unsigned local
 mirror needs the recipe's explicit `bootstrap.unsigned: true`.
 
@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from builder import apt
-from builder.errors import InputError, MirrorError
+from builder.debian import apt
+from builder.core.errors import InputError, MirrorError
 from tests.conftest import imgbuild
 
 pytestmark = pytest.mark.skipif(not shutil.which("gpg") or not shutil.which("gpgv"),
@@ -399,7 +399,7 @@ def test_console_the_opt_out_is_a_warning(mirror, tmp_path):
 
 
 def test_the_unsigned_key_is_in_the_schema_and_its_docs():
-    from builder.recipe import Bootstrap
+    from builder.build.recipe import Bootstrap
 
     assert Bootstrap().unsigned is False
     text = (Path(__file__).resolve().parent.parent / "docs" / "recipes.md").read_text()
@@ -442,7 +442,7 @@ def test_an_unsigned_local_mirror_builds_with_mmdebstraps_own_downloads(tmp_path
     """bootstrap.unsigned: true against a mirror that has no signature at all, mmdebstrap downloading itself
     (IMGBUILD_PREPARED=0, no bootstrap cache): apt is told the mirror is trusted=yes, the build warns, the
     manifest records it and the guest's sources.list says what it was given."""
-    from builder.apt import host_mirror
+    from builder.debian.apt import host_mirror
 
     handler = type("P", (_Proxy,), {"upstream": host_mirror("bookworm")})
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)

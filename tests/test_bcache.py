@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from builder import bcache
-from builder.errors import InputError
+from builder.build import bootcache as bcache
+from builder.core.errors import InputError
 from tests.conftest import DEFAULT_RECIPE, imgbuild, sha256
 
 BASE = {"format": 2, "method": "mmdebstrap", "distro": "debian", "release": "bookworm", "arch": "amd64",

@@ -157,7 +157,7 @@ def test_manifest_packages_match_the_tree(manifest: dict, tree: Path):
 
 @needs_build
 def test_manifest_recipe_tools_timings(manifest: dict):
-    from builder.recipe import load
+    from builder.build.recipe import load
 
     assert manifest["name"] == "debian12" and manifest["release"] == "bookworm" and manifest["hostname"] == "vm0"
     assert manifest["recipe"]["sha256"] == load(DEFAULT_RECIPE).sha256
@@ -411,8 +411,8 @@ CAP_NET_RAW = 13
 
 @pytest.mark.root
 def test_tarwriter_keeps_capability_hardlinks_and_special_files(tmp_path: Path):
-    """builder.tarwriter on a small tree; GNU tar --xattrs extracts it with the capability intact."""
-    from builder import tarwriter
+    """builder.core.tarwriter on a small tree; GNU tar --xattrs extracts it with the capability intact."""
+    from builder.core import tarwriter
 
     src = tmp_path / "src"
     (src / "bin").mkdir(parents=True)

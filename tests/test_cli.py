@@ -359,7 +359,7 @@ def test_build_help_teaches():
     """`imgbuild build --help` is where a user lands from `Try 'imgbuild build --help'`: it must show examples
     and the exit statuses too.
 
-    Currently FAILS: the build command in builder/cli.py has no epilog (only the group has EPILOG).
+    Currently FAILS: the build command in builder/cli/imgbuild.py has no epilog (only the group has EPILOG).
     """
     r = imgbuild("build", "--help")
     assert r.returncode == 0
@@ -522,7 +522,7 @@ def test_docs_intro_covers_the_essentials():
 
 def test_docs_extends_example_loads(tmp_path):
     """The `extends` example of the introduction is a working recipe."""
-    from builder import recipe
+    from builder.build import recipe
 
     intro = DOCS.read_text().split(MARKER, 1)[0]
     example = next(b for b in re.findall(r"```yaml\n(.*?)```", intro, re.S) if b.startswith("# sites/web1.yml"))

@@ -1,4 +1,4 @@
-"""Prepared .debs (builder/debprep.py): the same package, data.tar uncompressed; dpkg reads it alike."""
+"""Prepared .debs (builder/debian/prepared.py): the same package, data.tar uncompressed; dpkg reads it alike."""
 from __future__ import annotations
 
 import gzip
@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from builder import debprep
+from builder.debian import prepared as debprep
 
 
 def _deb(tmp_path, compression="xz"):

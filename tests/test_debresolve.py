@@ -1,4 +1,4 @@
-"""Which packages mmdebstrap will install (builder/debresolve.py): the host's real apt-get answers mmdebstrap's
+"""Which packages mmdebstrap will install (builder/debian/resolve.py): the host's real apt-get answers mmdebstrap's
 two requests on a small synthetic suite, so every choice below is apt's own."""
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import hashlib
 
 import pytest
 
-from builder import apt, debresolve
+from builder.debian import apt, resolve as debresolve
 
 SUITE = """\
 Package: base-a

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, strategies as st
 
-from builder.errors import InputError
+from builder.core.errors import InputError
 from builder.identity import formats as f
 from tests.identity import test_formats as golden
 from tests.strategies import WORDS, lines_of, mutated, one_line, outside_text, renames

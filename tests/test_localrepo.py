@@ -1,4 +1,4 @@
-"""The local repository of prepared packages (builder/localrepo.py): what apt reads from it, and how a failure
+"""The local repository of prepared packages (builder/debian/localrepo.py): what apt reads from it, and how a failure
 while mmdebstrap runs comes out. The whole path is built for real in test_bcache and test_unprivileged; here a
 download fails on purpose (a refused connection on loopback)."""
 from __future__ import annotations
@@ -9,8 +9,8 @@ import types
 
 import pytest
 
-from builder import apt, debresolve, localrepo, pkgcache
-from builder.errors import CommandError, MirrorError
+from builder.debian import apt, resolve as debresolve, localrepo, pkgcache
+from builder.core.errors import CommandError, MirrorError
 
 STANZAS = {
     "ess": "Package: ess\nVersion: 1\nArchitecture: amd64\nEssential: yes\nPriority: required\n",
@@ -138,7 +138,7 @@ def real(tmp_path, monkeypatch):
 def _check_repository(plan, real) -> None:
     """Every file apt will be given is the prepared form of the .deb the index lists, and the repository's
     Packages names exactly that file's sha256 (apt checks it again)."""
-    from builder import debprep
+    from builder.debian import prepared as debprep
 
     packages = (plan.repo / "dists/bookworm/main/binary-amd64/Packages").read_bytes()
     for name, (v, a, data) in real.debs.items():
@@ -156,7 +156,7 @@ def _check_repository(plan, real) -> None:
 @pytest.mark.parametrize("stale", ["from-another-original", "old-sidecar-without-original", "tampered-content",
                                    "none"])
 def test_every_file_in_the_trusted_repository_traces_to_the_signed_index(real, stale):
-    from builder import debprep
+    from builder.debian import prepared as debprep
 
     prepared = pkgcache.prepared_dir()
     prepared.mkdir(parents=True)

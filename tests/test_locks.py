@@ -1,5 +1,5 @@
-"""Locks between imgbuild processes (builder/locks.py) and what they protect: another process holds a lock
-(a real process, started here, using builder.locks as the build does), and this one must wait, refuse or
+"""Locks between imgbuild processes (builder/core/locks.py) and what they protect: another process holds a lock
+(a real process, started here, using builder.core.locks as the build does), and this one must wait, refuse or
 leave its directories alone; once that process is dead - killed with SIGKILL, no chance to clean up - its
 leftovers are removable. The caches: `imgbuild cache prune` leaves entries in use and live temps alone and
 removes what dead runs left. (Builds side by side, for real: tests/test_concurrent_builds.py.)"""
@@ -16,17 +16,19 @@ from pathlib import Path
 
 import pytest
 
-from builder import bcache, locks, pkgcache
-from builder.errors import BuilderError
+from builder.build import bootcache as bcache
+from builder.core import locks
+from builder.debian import pkgcache
+from builder.core.errors import BuilderError
 from tests.conftest import BIN, REPO
 
 
 class Holder:
-    """Another process that takes a lock with builder.locks, says so on stdout, and holds it until told to
+    """Another process that takes a lock with builder.core.locks, says so on stdout, and holds it until told to
     let go (a line on stdin) or killed."""
 
     def __init__(self, code: str, env: dict | None = None):
-        prog = ("import sys\nsys.path.insert(0, %r)\nfrom builder import locks, bcache, pkgcache\n" % str(REPO)
+        prog = ("import sys\nsys.path.insert(0, %r)\nfrom builder.core import locks\nfrom builder.build import bootcache as bcache\nfrom builder.debian import pkgcache\n" % str(REPO)
                 + code + "\nprint('holding', flush=True)\nsys.stdin.readline()\n")
         self.proc = subprocess.Popen([sys.executable, "-c", prog], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True, env=env)
@@ -105,7 +107,7 @@ def test_a_lock_file_removed_by_its_holder_is_not_the_one_a_waiter_ends_up_holdi
     first = locks.Lock(path, remove=True)
     assert first.acquire(wait=False)
     waiter = subprocess.Popen([sys.executable, "-c", (
-        f"import sys; sys.path.insert(0, {str(REPO)!r}); from builder import locks\n"
+        f"import sys; sys.path.insert(0, {str(REPO)!r}); from builder.core import locks\n"
         f"l = locks.Lock({str(path)!r}); print('waiting', flush=True); l.acquire(); print('got', flush=True);"
         f" sys.stdin.readline()")], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:

@@ -16,8 +16,9 @@ from tests.conftest import REPO
 
 N = 100_000
 SCRIPT = textwrap.dedent(f"""
-    from builder import lxcconf, xenconf, xenbridge
-    from builder.errors import InputError
+    from builder.guestconf import lxc as lxcconf, xen as xenconf
+    from builder.migrate import xenbridge
+    from builder.core.errors import InputError
     from builder.identity import formats as f
     from builder.rpm import repofiles
 

@@ -1,4 +1,4 @@
-"""LXC config conversion (builder/lxcconf.py, `migrate convert-lxc`): golden files both ways, agreement with LXC's
+"""LXC config conversion (builder/guestconf/lxc.py, `migrate convert-lxc`): golden files both ways, agreement with LXC's
 own `lxc-update-config`, LXC 5's parser on what we write, the warnings, the CLI, and real boots of converted
 legacy configs under lxc-start.
 
@@ -22,9 +22,10 @@ from tests.conftest import BIN, DEFAULT_RECIPE, REPO, imgbuild
 from tests.lxc_helpers import lock_dir, lxc_netns, remove_lock_dir, run
 from tests.targets.test_lxc_boot import ADDRESS, HOSTNAME, MAC, wait_running
 
-from builder import lxcconf, recipe
-from builder.errors import InputError
-from builder.targets import lxc
+from builder.guestconf import lxc as lxcconf
+from builder.build import recipe
+from builder.core.errors import InputError
+from builder.build.targets import lxc
 
 DATA = Path(__file__).resolve().parent / "data" / "lxc-convert"
 CASES = sorted(p.name for p in DATA.iterdir())

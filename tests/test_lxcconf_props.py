@@ -1,4 +1,4 @@
-"""Property tests for the LXC config converter (builder/lxcconf.py): an LXC config is outside input (a container
+"""Property tests for the LXC config converter (builder/guestconf/lxc.py): an LXC config is outside input (a container
 moved from an old host, a guest's own config), so on any text, in both directions,
 
 - convert returns the converted text and warnings, or raises InputError; never another exception;
@@ -20,8 +20,8 @@ from pathlib import Path
 
 from hypothesis import assume, given, strategies as st
 
-from builder import lxcconf
-from builder.errors import InputError
+from builder.guestconf import lxc as lxcconf
+from builder.core.errors import InputError
 from tests.strategies import config_text, lines_of, one_line
 
 DATA = Path(__file__).resolve().parent / "data" / "lxc-convert"

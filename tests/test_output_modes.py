@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from builder import manifest, outputs
-from builder.apt import Index
+from builder.build import manifest
+from builder.core import outputs
+from builder.debian.apt import Index
 from tests.conftest import BIN, DEFAULT_RECIPE
 from tests.steps.conftest import ctx_for  # noqa: F401 - the fixture
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from builder import outputs
-from builder.errors import InputError
+from builder.core import outputs
+from builder.core.errors import InputError
 from tests.conftest import imgbuild
 
 DEAD = "http://127.0.0.1:9/debian"     # nobody listens: a build that started anyway would fail at the mirror

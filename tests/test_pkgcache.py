@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from builder import apt, pkgcache
+from builder.debian import apt, pkgcache
 
 
 def _sums(*files: tuple[str, bytes]) -> dict[str, tuple[str, int]]:

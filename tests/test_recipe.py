@@ -1,4 +1,4 @@
-"""builder.recipe.load: good recipes, bad recipes (every problem with its exact key path), extends, --set, secrets.
+"""builder.build.recipe.load: good recipes, bad recipes (every problem with its exact key path), extends, --set, secrets.
 
 Recipes are written into tmp_path from the tables below, so each case reads as the YAML a user would write.
 """
@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from builder import recipe
-from builder.errors import InputError, RecipeError
-from builder.run import Secret
+from builder.build import recipe
+from builder.core.errors import InputError, RecipeError
+from builder.core.proc import Secret
 from tests.conftest import DEFAULT_RECIPE
 
 
@@ -84,7 +84,7 @@ BAD = [
     ("mode-not-octal", "files: [{path: /etc/x, content: x, mode: rw-r--r--}]\n", "files[0].mode",
      'write it quoted, e.g. "0644"'),
     ("mode-unquoted-0755", "files: [{path: /etc/x, content: x, mode: 0755}]\n", "files[0].mode", "quoted"),
-    # BUG (builder/checks.py _mode + schema.Loader str coercion): 0644 -> 420 -> "420" -> mode 0o420, accepted
+    # BUG (builder/core/checks.py _mode + schema.Loader str coercion): 0644 -> 420 -> "420" -> mode 0o420, accepted
     ("mode-unquoted-0644", "files: [{path: /etc/x, content: x, mode: 0644}]\n", "files[0].mode", "quoted"),
     ("device-mode-unquoted-01777", "devices: [{path: /dev/shm, type: dir, mode: 01777}]\n", "devices[0].mode",
      "quoted"),

@@ -14,7 +14,7 @@ import configparser
 
 from hypothesis import given, strategies as st
 
-from builder.errors import InputError
+from builder.core.errors import InputError
 from builder.rpm import repofiles
 from tests.rpm import test_repofiles as golden
 from tests.strategies import config_text, lines_of, one_line

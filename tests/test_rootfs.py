@@ -12,8 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from builder.errors import UnsafePath
-from builder.rootfs import RootFS
+from builder.core.errors import UnsafePath
+from builder.core.rootfs import RootFS
 
 
 @pytest.fixture

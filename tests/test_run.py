@@ -5,9 +5,9 @@ import logging
 
 import pytest
 
-from builder import run as runner
-from builder.errors import CommandError, ToolMissing
-from builder.run import Secret
+from builder.core import proc as runner
+from builder.core.errors import CommandError, ToolMissing
+from builder.core.proc import Secret
 
 
 def test_secret_never_logged(caplog):

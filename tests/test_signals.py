@@ -1,6 +1,6 @@
-"""Interrupts reach every child, at once, however the command was started (builder/run.py).
+"""Interrupts reach every child, at once, however the command was started (builder/core/proc.py).
 
-Each test runs a small driver (a real Python process using builder.run as the console scripts do), waits until
+Each test runs a small driver (a real Python process using builder.core.proc as the console scripts do), waits until
 its child says it runs (the child writes its pid into a fifo: no sleeps, no polling), sends the signal and
 checks that the driver stops the way a Ctrl-C should: exit 130 and the child gone. Every case is run with
 SIGINT inherited as the default and as ignored - a job a non-interactive shell starts in the background gets
@@ -26,8 +26,8 @@ PRELUDE = """
 import os, sys
 sys.path.insert(0, {repo!r})
 import click
-from builder import run as r
-from builder.cli_common import run_cli
+from builder.core import proc as r
+from builder.cli.common import run_cli
 FIFO, OUT = {fifo!r}, {out!r}
 
 @click.command()

@@ -10,8 +10,8 @@ import tarfile
 
 import pytest
 
-from builder import tarwriter
-from builder.targets.tarball import TarballOptions, pack
+from builder.core import tarwriter
+from builder.build.targets.tarball import TarballOptions, pack
 
 EPOCH = 1_700_000_000
 # security.capability for cap_net_raw=ep (VFS_CAP_REVISION_2)
@@ -161,7 +161,7 @@ def test_what_ustar_cannot_hold_goes_to_pax_records(tmp_path):
 
 
 def test_header_is_ustar_with_a_valid_checksum():
-    from builder.tarwriter import REG, header
+    from builder.core.tarwriter import REG, header
     h = header(b"./etc/passwd", 0o644, 0, 0, 5, EPOCH, REG)
     assert len(h) == 512 and h[257:265] == b"ustar\x0000"
     stored = int(h[148:154], 8)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 
-from builder import manifest
+from builder.build import manifest
 
 
 def test_versions_are_asked_once_per_program_file(tmp_path, monkeypatch):

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from builder import unpriv
-from builder.errors import InputError
+from builder.build import unprivileged as unpriv
+from builder.core.errors import InputError
 from tests.conftest import DEFAULT_RECIPE, REPO, imgbuild, sha256
 
 USER = "ibunpriv"
@@ -156,8 +156,8 @@ def test_what_needs_root_is_refused(user):
 def test_a_placeholder_becomes_a_device_node_in_the_tarball(tmp_path, monkeypatch):
     """Where mknod is refused, RootFS leaves a marked empty file; the tarball holds the real node, unmarked,
     exactly as for a node made by mknod."""
-    from builder import tarwriter
-    from builder.rootfs import RootFS
+    from builder.core import tarwriter
+    from builder.core.rootfs import RootFS
 
     def refuse(*a, **k):
         raise PermissionError(1, "Operation not permitted")

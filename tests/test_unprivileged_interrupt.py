@@ -1,6 +1,6 @@
 """An unprivileged build stops on a signal sent to the command the user started, like a root build.
 
-The build runs again inside `unshare` (builder/unpriv.py), and unshare blocks SIGINT and SIGTERM while it
+The build runs again inside `unshare` (builder/build/unprivileged.py), and unshare blocks SIGINT and SIGTERM while it
 waits for its child: when imgbuild exec'd unshare, `kill PID` of the user's own command never reached the
 build, which ran on. The user (made by tests/test_unprivileged.py's fixture) builds with a chroot hook that
 blocks; the test sends SIGTERM (as systemd, `timeout` or a CI runner do) to the user's imgbuild process and

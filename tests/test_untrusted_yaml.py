@@ -1,4 +1,4 @@
-"""Every YAML file imgbuild reads goes through one strict reader (builder/untrusted.py): alias bombs, recursive
+"""Every YAML file imgbuild reads goes through one strict reader (builder/core/untrusted.py): alias bombs, recursive
 aliases, duplicate keys, binary and non-UTF-8 files are refused with exit status 2, `error:` and a hint naming the
 file (and line), fast and without a traceback, and nothing is written. Also click's own usage errors in the
 project's error:/hint: form, and property tests of the readers.
@@ -17,10 +17,11 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from builder import recipe, untrusted
-from builder.errors import InputError, RecipeError
+from builder.build import recipe
+from builder.core import untrusted
+from builder.core.errors import InputError, RecipeError
 from builder.identity import inventory
-from builder.steps import templates as tmpl
+from builder.build.steps import templates as tmpl
 from tests.conftest import BIN, REPO
 
 GUARD = 60      # seconds: a hang fails the test instead of stalling the suite

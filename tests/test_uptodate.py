@@ -1,4 +1,4 @@
-"""The no-change rebuild check (builder/uptodate.py): the build key follows every input, and an output whose
+"""The no-change rebuild check (builder/build/uptodate.py): the build key follows every input, and an output whose
 artifacts no longer match their sha256 is built again. (The real no-change rebuild is in test_bcache.)"""
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import hashlib
 import json
 from pathlib import Path
 
-from builder import recipe, uptodate
-from builder.bootstrap.mmdebstrap import METHOD
-from builder.build import Preflight
+from builder.build import recipe, uptodate
+from builder.build.bootstrap.mmdebstrap import METHOD
+from builder.build.pipeline import Preflight
 from tests.conftest import DEFAULT_RECIPE
 
 

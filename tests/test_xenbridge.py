@@ -1,4 +1,4 @@
-"""builder.xenbridge: the EL6 host's xenbr0 (ifcfg-xenbr0 + the NIC as its port) made from the host's ifcfg-eth0,
+"""builder.migrate.xenbridge: the EL6 host's xenbr0 (ifcfg-xenbr0 + the NIC as its port) made from the host's ifcfg-eth0,
 and the check that every bridge a moved guest's vifs name exists on the destination (seed 004).
 
 Golden cases are compared with the exact expected texts; every generated file is also read by bash (`bash -n`, then
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.xenbridge import BridgePlan, bridges_defined, bridges_used, missing_bridges, plan_bridge
+from builder.migrate.xenbridge import BridgePlan, bridges_defined, bridges_used, missing_bridges, plan_bridge
 
 DATA = Path(__file__).resolve().parent / "data" / "xen"
 BASH = shutil.which("bash")
@@ -477,7 +477,7 @@ def test_missing_bridges_target_and_no_bridge_at_all():
 
 @pytest.mark.parametrize("name", ["eth0", "em1", "enp0s25", "eth0.100", "bond0", "br_lan", "a" * 15, "veth-x"])
 def test_interface_names_the_kernel_and_initscripts_take(name):
-    from builder.xenbridge import check_ifname
+    from builder.migrate.xenbridge import check_ifname
 
     assert check_ifname(name) == name
 
@@ -489,7 +489,7 @@ def test_interface_names_the_kernel_and_initscripts_take(name):
     ("eth*", "initscripts"), ("\x00", "'/'"), ("ëth0", "initscripts"),
 ])
 def test_interface_names_refused_with_the_rule_they_break(name, why):
-    from builder.xenbridge import check_ifname
+    from builder.migrate.xenbridge import check_ifname
 
     with pytest.raises(ValueError) as e:
         check_ifname(name, "--iface")
@@ -497,7 +497,7 @@ def test_interface_names_refused_with_the_rule_they_break(name, why):
 
 
 def test_bridge_names_also_refuse_a_dash_and_the_nic_itself():
-    from builder.xenbridge import check_names
+    from builder.migrate.xenbridge import check_names
 
     check_names("eth0", "xenbr0")
     for iface, bridge in (("eth0", "xen-br0"), ("eth0", "eth0"), ("eth0", "br$(x)"), ("eth0$(x)", "xenbr0")):

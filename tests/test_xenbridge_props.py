@@ -1,4 +1,4 @@
-"""Property tests for the Xen bridge readers (builder/xenbridge.py): the host's ifcfg files and the guests' xm/xl
+"""Property tests for the Xen bridge readers (builder/migrate/xenbridge.py): the host's ifcfg files and the guests' xm/xl
 configs are outside input (they come from the remote host `migrate xen-bridge` and `migrate xen` work on), so on
 any text
 
@@ -17,8 +17,8 @@ from pathlib import Path
 
 from hypothesis import given, strategies as st
 
-from builder import xenbridge
-from builder.errors import InputError
+from builder.migrate import xenbridge
+from builder.core.errors import InputError
 from builder.identity.formats import _shvars
 from tests import test_xenbridge as golden
 from tests.strategies import config_text, lines_of, one_line

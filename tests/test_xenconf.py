@@ -1,4 +1,4 @@
-"""Xen 3 (xm) -> Xen 4 (xl) config conversion, checked by Xen's own parser (libxlutil through builder.xl).
+"""Xen 3 (xm) -> Xen 4 (xl) config conversion, checked by Xen's own parser (libxlutil through builder.guestconf.xl).
 
 Golden cases: tests/data/xen/<case>/in.cfg (an xm config) and expected.cfg (the xl config `migrate convert-xen`
 writes); a case without expected.cfg must be refused. Every converted config is read back by libxlutil and
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from builder import xenconf, xl
+from builder.guestconf import xen as xenconf, xl
 from tests.conftest import BIN, REPO
 
 DATA = Path(__file__).resolve().parent / "data" / "xen"
@@ -575,7 +575,7 @@ def test_a_converted_config_converts_to_itself(key, value):
 
 # Xen's C parser took the whole process down on some input: a control character in a disk spec jammed its disk
 # lexer (flex printed "flex scanner jammed" and exited 2, past every `finally`), a NUL in a quoted string failed an
-# assertion (abort). builder.xl refuses both before the library sees them. Run in a child: a regression must fail
+# assertion (abort). builder.guestconf.xl refuses both before the library sees them. Run in a child: a regression must fail
 # this test, not end the test run (the property tests found it that way).
 CRASHERS = [("check_disk", "=\n"), ("check_disk", "j,=\n\nWg{#\x1a"), ("check_disk", "access=rw,=\n"),
             ("check_disk", "vdev=xvda,\x17%l=\n"), ("parse", 'a = "x\x00y"\n'), ("parse", "name = 'a'\nb = '\x00'\n")]
@@ -584,7 +584,7 @@ CRASHERS = [("check_disk", "=\n"), ("check_disk", "j,=\n\nWg{#\x1a"), ("check_di
 @needs_xl
 @pytest.mark.parametrize("fn,text", CRASHERS)
 def test_xl_library_never_takes_the_process_down(fn, text):
-    code = (f"from builder import xl\ntry:\n    r = xl.{fn}({text!r})\nexcept xl.XlParseError as e:\n"
+    code = (f"from builder.guestconf import xl\ntry:\n    r = xl.{fn}({text!r})\nexcept xl.XlParseError as e:\n"
             f"    r = e.xen_message\nprint('survived', r is None or isinstance(r, str))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO)
     assert (r.returncode, r.stdout) == (0, "survived True\n"), r.stderr

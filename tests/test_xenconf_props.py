@@ -1,4 +1,4 @@
-"""Property tests for the xm reader and converter (builder.xenconf) and Xen's parser wrapper (builder.xl): an xm
+"""Property tests for the xm reader and converter (builder.guestconf.xen) and Xen's parser wrapper (builder.guestconf.xl): an xm
 config is outside input (it comes from the host a guest is moved off), so on any text
 
 - read_xm returns settings and findings, or raises InputError; never another exception;
@@ -16,8 +16,8 @@ from pathlib import Path
 
 from hypothesis import assume, given, strategies as st
 
-from builder import xenconf, xl
-from builder.errors import InputError
+from builder.guestconf import xen as xenconf, xl
+from builder.core.errors import InputError
 from tests.strategies import config_text, lines_of, one_line
 
 DATA = Path(__file__).resolve().parent / "data" / "xen"
@@ -138,7 +138,7 @@ def test_a_converted_config_converts_to_itself(text):
 
 @given(st.text(max_size=60))
 def test_xl_parser_takes_any_text_without_a_python_exception(text):
-    """builder.xl hands Xen's C parser bytes (also lone surrogates); only its own errors come back."""
+    """builder.guestconf.xl hands Xen's C parser bytes (also lone surrogates); only its own errors come back."""
     if not xl.available():
         return
     try:

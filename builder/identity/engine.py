@@ -20,12 +20,12 @@ from typing import Any, Callable
 
 import yaml
 
-from ..errors import InputError
-from ..outputs import write_atomic
-from ..untrusted import read_text
-from ..steps import templates as tmpl
-from . import formats
-from .tree import Meta, Tree, fresh_key
+from builder.core.errors import InputError
+from builder.core.outputs import write_atomic
+from builder.core.untrusted import read_text
+from builder.build.steps import templates as tmpl
+from builder.identity import formats
+from builder.identity.tree import Meta, Tree, fresh_key
 
 log = logging.getLogger("imgbuild")
 
@@ -97,7 +97,7 @@ def parse_ip(spec: str) -> IpChange:
 
 
 def parse_mac(spec: str) -> tuple[str, str]:
-    from ..checks import _mac
+    from builder.core.checks import _mac
 
     try:
         old, new = spec.split("=", 1)

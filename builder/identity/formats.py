@@ -22,7 +22,7 @@ comments. A round trip through configparser, a YAML dumper or a shell parser los
 spacing (and PyYAML cannot keep comments at all), which is what the admin reading the clone's files later needs
 most. So each function works line by line with a regex built for its format, edits only the values of the keys
 that carry identity, and leaves every other byte alone. Xen configs are the exception for reading: read_xen uses
-builder.xenconf's ast-based reader (the file is Python for xm); rewriting stays textual, inside string literals.
+builder.guestconf.xen's ast-based reader (the file is Python for xm); rewriting stays textual, inside string literals.
 
 What is deliberately NOT changed (the clone's caller decides about these):
 
@@ -41,7 +41,7 @@ What is deliberately NOT changed (the clone's caller decides about these):
   the old name (veth-vm0) is not the guest's identity but a name on the host, which must be unique there while
   both guests run: the clone tool has to choose it (at most 15 characters), this module cannot.
 - LXC rootfs/mount paths and Xen disk paths: they hold the container or domain name, not the host name, and are
-  moved by builder.targets.lxc.relocate and the Xen disk map. Xen uuid= likewise (a clone needs a new one).
+  moved by builder.build.targets.lxc.relocate and the Xen disk map. Xen uuid= likewise (a clone needs a new one).
 - lines that are comments, in every format but `tokens` (which is for arbitrary files and knows no comments).
 - udev rules: the rule for the old MAC gets the new MAC, so eth0 stays eth0. A rule is never deleted: deleting
   70-persistent-net.rules (the usual advice) renumbers NICs at the next boot when the guest has several.
@@ -57,8 +57,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from .. import xenconf
-from ..errors import InputError
+from builder.guestconf import xen as xenconf
+from builder.core.errors import InputError
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
@@ -1151,7 +1151,7 @@ def read_lxc(text: str) -> Identity:
 
 
 def read_xen(text: str) -> Identity:
-    """A Xen config, xl or xm: read with builder.xenconf's reader (never run), so computed values count too.
+    """A Xen config, xl or xm: read with builder.guestconf.xen's reader (never run), so computed values count too.
     name, xm's hostname (kernel IP), the vifs' mac= and ip= and xm's ip."""
     cfg = xenconf.read_xm(text)
     name = cfg.get("name")

@@ -35,8 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from .. import run as runner
-from ..errors import BuilderError, InputError
+from builder.core import proc as runner
+from builder.core.errors import BuilderError, InputError
 
 log = logging.getLogger("imgbuild")
 
@@ -361,7 +361,7 @@ def xen_domains() -> list[tuple[str, list[str]]]:
                                f"{' '.join(r.tail[-2:]) or r.returncode}")
         log.debug("xl list -l failed (%s): not a Xen dom0, no domains", r.returncode)
         return []
-    from ..untrusted import load_json
+    from builder.core.untrusted import load_json
 
     try:
         data = load_json(r.stdout or "[]", "the output of `xl list -l`", expect=list)

@@ -59,10 +59,10 @@ from typing import Any, Callable, Iterable, Iterator, Literal, Mapping, Protocol
 
 import yaml
 
-from .. import xenconf
-from ..errors import BuilderError, InputError
-from ..outputs import write_atomic
-from ..untrusted import StrictLoader, read_file
+from builder.guestconf import xen as xenconf
+from builder.core.errors import BuilderError, InputError
+from builder.core.outputs import write_atomic
+from builder.core.untrusted import StrictLoader, read_file
 
 log = logging.getLogger("imgbuild")
 
@@ -513,7 +513,7 @@ def read_lxc_config(text: str) -> ScannedIdentity:
 
 
 def read_xen_config(text: str) -> ScannedIdentity:
-    """A Xen domain config, xm (Python, Xen 3) or xl (Xen 4) syntax, read with builder.xenconf (never run): the
+    """A Xen domain config, xm (Python, Xen 3) or xl (Xen 4) syntax, read with builder.guestconf.xen (never run): the
     domain's name, the `hostname`/`ip` kernel settings of xm configs, and each vif's mac= and ip= (several
     addresses in one ip= are separated by spaces)."""
     cfg = xenconf.read_xm(text)

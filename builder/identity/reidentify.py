@@ -21,9 +21,9 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import InputError
-from . import engine, inventory
-from .guest import Guest, config_text, copy, locate, new_name, open_tree, refuse_in_use
+from builder.core.errors import InputError
+from builder.identity import engine, inventory
+from builder.identity.guest import Guest, config_text, copy, locate, new_name, open_tree, refuse_in_use
 
 
 @dataclass(frozen=True)
@@ -107,7 +107,7 @@ def reidentify(g: Guest, req: engine.Request, where: Where, dry_run: bool = Fals
 def clone_where(g: Guest, new: str, lxcpath: str) -> str:
     """The `where` the clone of `g` named `new` will have (as copy() places it): its inventory key, and the key of
     its MAC draws in the dry run and the run alike."""
-    from .guest import lxc_dest
+    from builder.identity.guest import lxc_dest
 
     if g.kind == "lxc":
         return inventory.normalize_where(f"lxc:{lxc_dest(new, lxcpath)}")
@@ -134,7 +134,7 @@ def clone(src: str, new: str, req: engine.Request, where: Where, dry_run: bool =
                          variables=req.variables, files=req.files, reset=True)
     config_as = None
     if g.kind == "lxc":
-        from .guest import lxc_copy_config, lxc_dest
+        from builder.identity.guest import lxc_copy_config, lxc_dest
         dest = lxc_dest(new, where.lxcpath)
         config_as = (lxc_copy_config(config_text(g.config[1]), dest), str(dest / "config"))
     # planned on the source itself (nothing is copied), as the clone it will become: at its destination, drawing
@@ -168,7 +168,7 @@ def _remove(g: Guest) -> None:
 
 
 def check_hostname(h: str | None) -> None:
-    from ..checks import hostname
+    from builder.core.checks import hostname
 
     if h is not None:
         try:

@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from .. import e2fs
-from .. import run as runner
-from ..errors import InputError, UnsafePath
-from ..rootfs import RootFS
-from ..steps.templates import MAX_GUEST_FILE
+from builder.core import e2fs
+from builder.core import proc as runner
+from builder.core.errors import InputError, UnsafePath
+from builder.core.rootfs import RootFS
+from builder.build.steps.templates import MAX_GUEST_FILE
 
 
 @dataclass(frozen=True)
@@ -129,7 +129,7 @@ class ImageTree:
         journal must not need recovery - else InputError naming the image and the holder."""
         if self._free or self.force:
             return
-        from . import inuse
+        from builder.identity import inuse
 
         inuse.refuse(self.image, inuse.image_holders(self.image, xen=False), force=False)
         self._free = True

@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING
 import requests
 from tqdm import tqdm
 
-from ..errors import MirrorError
-from .repodata import HASHES
+from builder.core.errors import MirrorError
+from builder.rpm.repodata import HASHES
 
 if TYPE_CHECKING:
-    from .repodata import Package
+    from builder.rpm.repodata import Package
 
 log = logging.getLogger("imgbuild")
 WORKERS = 6

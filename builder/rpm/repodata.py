@@ -25,7 +25,7 @@ from typing import IO
 
 import requests
 
-from ..errors import BuilderError, MirrorError
+from builder.core.errors import BuilderError, MirrorError
 
 log = logging.getLogger("imgbuild")
 

@@ -17,7 +17,7 @@ import io
 import re
 from dataclasses import dataclass
 
-from ..errors import InputError
+from builder.core.errors import InputError
 
 MAX_BYTES = 1 << 20          # a .repo file is a few KB
 REPO_ID = re.compile(r"[A-Za-z0-9_.:-]+")    # what dnf accepts as a repo id (yum takes the same)

@@ -19,8 +19,8 @@ import re
 from collections import deque
 from collections.abc import Iterable, Sequence
 
-from ..errors import InputError
-from .repodata import Dep, Group, Package, Repo
+from builder.core.errors import InputError
+from builder.rpm.repodata import Dep, Group, Package, Repo
 
 log = logging.getLogger("imgbuild")
 

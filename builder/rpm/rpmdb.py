@@ -16,12 +16,12 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .. import run as runner
-from ..errors import CommandError
-from ..mounts import chroot_mounts
+from builder.core import proc as runner
+from builder.core.errors import CommandError
+from builder.core.mounts import chroot_mounts
 
 if TYPE_CHECKING:
-    from ..context import Context
+    from builder.build.context import Context
 
 log = logging.getLogger("imgbuild")
 DBPATH = "/var/lib/rpm"

@@ -16,15 +16,15 @@ from functools import cmp_to_key
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import InputError, Problem, RecipeError
-from . import fetch, repofiles
-from .repodata import Package, Repo, fetch_repo
-from .resolve import Resolver, ResolveError, evr_cmp
-from .unpack import read_files
+from builder.core.errors import InputError, Problem, RecipeError
+from builder.rpm import fetch, repofiles
+from builder.rpm.repodata import Package, Repo, fetch_repo
+from builder.rpm.resolve import Resolver, ResolveError, evr_cmp
+from builder.rpm.unpack import read_files
 
 if TYPE_CHECKING:
-    from ..context import Context
-    from ..recipe import Loaded
+    from builder.build.context import Context
+    from builder.build.recipe import Loaded
 
 log = logging.getLogger("imgbuild")
 REPO_DIR = "/etc/yum.repos.d"
@@ -78,8 +78,8 @@ def rewrite_all(files: dict[str, str], mirror: str, vars: dict[str, str], want: 
 
 def _key_bytes(rid: str, gpgkey: str, source: str) -> bytes:
     if "://" in gpgkey:
-        from ..apt import _get
-        from ..errors import MirrorError
+        from builder.debian.apt import _get
+        from builder.core.errors import MirrorError
 
         try:
             data = _get(gpgkey)

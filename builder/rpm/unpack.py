@@ -17,8 +17,8 @@ from pathlib import Path
 
 import rpmfile
 
-from ..errors import BuilderError, UnsafePath
-from ..rootfs import RootFS
+from builder.core.errors import BuilderError, UnsafePath
+from builder.core.rootfs import RootFS
 
 log = logging.getLogger("imgbuild")
 GHOST = 1 << 6   # RPMFILE_GHOST

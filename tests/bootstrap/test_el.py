@@ -410,8 +410,8 @@ def test_extra_repo_is_written_and_used(el_repo, tmp_path, method):
 
 
 def test_extra_repos_are_checked_when_the_recipe_loads(tmp_path):
-    from builder import recipe as recipe_mod
-    from builder.errors import RecipeError
+    from builder.build import recipe as recipe_mod
+    from builder.core.errors import RecipeError
 
     p = write_recipe(tmp_path, "http://127.0.0.1:9/6", "rpm-native",
                      extra_repos={"a": {"baseurl": "not a url"}, "b": {"baseurl": "http://x/y"}})

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from builder.bootstrap.mmdebstrap import APT_CONF, SANDBOX, Mmdebstrap, _link_out, apt_settled, link_out
-from builder.rootfs import RootFS
+from builder.build.bootstrap.mmdebstrap import APT_CONF, SANDBOX, Mmdebstrap, _link_out, apt_settled, link_out
+from builder.core.rootfs import RootFS
 from tests.conftest import mirror_reason
 
 ARCH = "var/cache/apt/archives"
@@ -149,7 +149,7 @@ def test_mmdebstrap_in_a_private_work_directory_downloads_without_the_sandbox_wa
     OUTPUT/.work/NAME-PID is): no warning, and after apt_settled the tree keeps apt's sandbox."""
     if mirror_reason():
         pytest.skip(mirror_reason())
-    from builder.apt import host_mirror
+    from builder.debian.apt import host_mirror
 
     work = tmp_path / "work"
     work.mkdir()

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from builder import cluster, recipe
-from builder.errors import InputError, RecipeError
+from builder.build import cluster, recipe
+from builder.core.errors import InputError, RecipeError
 from tests.conftest import REPO
 
 RECIPES = ["galera.yml", "mariadb-replication.yml", "rabbitmq.yml", "memcached.yml", "lvs.yml", "galera-centos6.yml"]
@@ -123,7 +123,7 @@ def test_the_el6_galera_variant_renders_the_seeds_settings_per_node():
     for every node as the build and install-lxc would, and its EL6 hook is checked by sh."""
     import subprocess
 
-    from builder.steps import templates
+    from builder.build.steps import templates
 
     r = recipe.load(REPO / "recipes/galera-centos6.yml").recipe
     assert r.bootstrap.extra_repos["percona"].gpgkey.startswith("https://")

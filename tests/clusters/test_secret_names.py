@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from builder import cluster
-from builder.errors import InputError
+from builder.build import cluster
+from builder.core.errors import InputError
 from tests.conftest import REPO, imgbuild
 
 BAD = ["../../imgbuild-pwned", "/tmp/imgbuild-pwned-abs", "..", ".", ".hidden", "a/b", "a;$(id)", "$(id)", "a b",

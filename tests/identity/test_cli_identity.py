@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from builder.identity import inventory
-from builder.targets import image as img
+from builder.build.targets import image as img
 from tests.conftest import BIN, DEFAULT_RECIPE, REPO, imgbuild, mirror_reason
 from tests.identity.test_engine import (EPOCH, OLD_HOST, OLD_IP, OLD_MAC, debugfs_cat, debugfs_stat, file_sha, fsck,
                                         interfaces, make_container, make_root, tree_state)

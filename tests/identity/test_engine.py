@@ -19,13 +19,13 @@ from pathlib import Path
 
 import pytest
 
-from builder import xenconf
-from builder.errors import BuilderError, InputError
+from builder.guestconf import xen as xenconf
+from builder.core.errors import BuilderError, InputError
 from builder.identity import engine, inventory
 from builder.identity import reidentify as rid
 from builder.identity.guest import locate, open_tree
 from builder.identity.tree import DirTree, ImageTree, Meta
-from builder.targets import image as img
+from builder.build.targets import image as img
 
 OLD_MAC, OLD_IP, OLD_HOST = "00:16:3e:00:03:02", "10.0.3.2", "vm0"     # recipes/debian12.yml
 EPOCH = 1700000000

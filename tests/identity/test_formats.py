@@ -21,12 +21,13 @@ from typing import NamedTuple
 
 import pytest
 
-from builder import recipe, xl
-from builder.errors import InputError
+from builder.build import recipe
+from builder.guestconf import xl
+from builder.core.errors import InputError
 from builder.identity import formats as f
 from builder.identity.formats import Identity, Rename
-from builder.steps import basefiles, network
-from builder.targets import lxc, openvz, xen
+from builder.build.steps import basefiles, network
+from builder.build.targets import lxc, openvz, xen
 from tests.conftest import BIN, DEFAULT_RECIPE
 
 DATA = Path(__file__).resolve().parent.parent / "data"

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from builder.errors import InputError
+from builder.core.errors import InputError
 from builder.identity import inventory
-from builder.steps import templates as tmpl
+from builder.build.steps import templates as tmpl
 from tests.conftest import BIN, REPO
 from tests.identity.test_engine import make_container, tree_state
 

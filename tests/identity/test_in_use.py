@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.errors import InputError
+from builder.core.errors import InputError
 from builder.identity import inventory
 from builder.identity.tree import ImageTree
 from tests.conftest import BIN, REPO, imgbuild

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from builder import recipe
-from builder.errors import BuilderError, InputError
+from builder.build import recipe
+from builder.core.errors import BuilderError, InputError
 from builder.identity import inventory as inv
 from builder.identity.inventory import Conflict, GuestRecord
-from builder.targets import lxc, openvz, xen
+from builder.build.targets import lxc, openvz, xen
 from tests.conftest import DEFAULT_RECIPE
 
 DATA = Path(__file__).resolve().parent.parent / "data"
@@ -783,7 +783,7 @@ def test_seeded_rng_is_deterministic_and_the_default_is_not():
 
 
 def test_allocated_macs_are_valid_for_recipes_and_records():
-    from builder.checks import _mac
+    from builder.core.checks import _mac
 
     for m in inv.allocate_macs(20, rng=random.Random(9)) + inv.allocate_macs(20, local=True, rng=random.Random(9)):
         assert _mac(m) == m

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.errors import InputError
+from builder.core.errors import InputError
 from builder.identity import engine, inventory
 from builder.identity import reidentify as rid
 from builder.identity.guest import locate

@@ -26,9 +26,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from builder import e2fs
-from builder import run as runner
-from builder.errors import BuilderError, InputError, UnsafePath
+from builder.core import e2fs
+from builder.core import proc as runner
+from builder.core.errors import BuilderError, InputError, UnsafePath
 from builder.identity import engine, inventory
 from builder.identity import reidentify as rid
 from builder.identity.guest import locate
@@ -55,7 +55,7 @@ def mkimage(root: Path, image: Path, size: str = "64M") -> Path:
 
 
 def inode(image: Path, path: str) -> tuple[str, int, int, int]:
-    """(type, permission bits, uid, gid) of path as debugfs's stat says, read independently of builder.e2fs."""
+    """(type, permission bits, uid, gid) of path as debugfs's stat says, read independently of builder.core.e2fs."""
     out = subprocess.run(["debugfs", "-R", f'stat "{path}"', str(image)], capture_output=True, text=True).stdout
     m = re.search(r"Type: (\w+)\s+Mode:\s+(\d+).*?User:\s+(\d+)\s+Group:\s+(\d+)", out, re.S)
     assert m, f"{path} is not in the image:\n{out}"
@@ -164,7 +164,7 @@ def big(tmp_path) -> tuple[Path, Path]:
 
 
 def _dumps(monkeypatch) -> list[tuple[str, int, int]]:
-    """Spy on the commands builder.e2fs runs: for each debugfs `dump`, the directory it dumps into (mode, owner),
+    """Spy on the commands builder.core.e2fs runs: for each debugfs `dump`, the directory it dumps into (mode, owner),
     seen while the dump runs."""
     seen: list[tuple[str, int, int]] = []
     real = runner.run
@@ -384,7 +384,7 @@ def test_any_name_is_written_literally_or_refused(named, name):
 
 
 def test_every_debugfs_line_is_one_command(tmp_path):
-    """The last guard: builder.e2fs never hands debugfs a line that is not exactly one command of its own."""
+    """The last guard: builder.core.e2fs never hands debugfs a line that is not exactly one command of its own."""
     image = mkimage(make_root(tmp_path / "r"), tmp_path / "x.ext4", "16M")
     for bad in ["!touch x", "#x", "rm /a\nrm /b", "stat /a\r!id", "x" * 5000, " !id"]:
         with pytest.raises(BuilderError):

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from builder import chroot_deploy as cd
-from builder.errors import InputError
+from builder.migrate import chroot as cd
+from builder.core.errors import InputError
 
 RC_DEBIAN = """#!/bin/sh -e
 #

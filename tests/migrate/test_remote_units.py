@@ -1,12 +1,12 @@
-"""builder.remote without a network: host names and ssh options checked, the scripts it sends run by a local sh
+"""builder.migrate.remote without a network: host names and ssh options checked, the scripts it sends run by a local sh
 (so their quoting is exercised by a real shell), and a host's answers shown without control characters."""
 from __future__ import annotations
 
 import pytest
 
-from builder import remote as rm
-from builder import run as runner
-from builder.errors import BuilderError, InputError
+from builder.migrate import remote as rm
+from builder.core import proc as runner
+from builder.core.errors import BuilderError, InputError
 
 PAYLOADS = ["x$(touch {m})y", "x`touch {m}`y", "x';touch {m};'y", 'x";touch {m};"y', "x* y|touch {m};"]
 

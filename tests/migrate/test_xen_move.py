@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from builder import xl
+from builder.guestconf import xl
 from tests.migrate.test_push import migrate
 
 pytestmark = [pytest.mark.root]

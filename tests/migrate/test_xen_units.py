@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from builder import xenmove
-from builder.errors import InputError
+from builder.migrate import xen as xenmove
+from builder.core.errors import InputError
 
 
 def cfg(disk: str, name: str = "www") -> str:

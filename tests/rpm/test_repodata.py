@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from builder.errors import MirrorError
+from builder.core.errors import MirrorError
 from builder.rpm.repodata import Dep, Package, fetch_repo, parse_comps, parse_primary
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "rpm"

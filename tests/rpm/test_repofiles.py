@@ -6,7 +6,7 @@ import configparser
 
 import pytest
 
-from builder.errors import InputError, RecipeError
+from builder.core.errors import InputError, RecipeError
 from builder.rpm import repofiles, seed
 
 MIRROR = "https://vault.example.org/centos/6.10"
@@ -404,10 +404,10 @@ gpgcheck=1
 
 def _point_repos_ctx(tmp_path, files: dict[str, str]):
     """A root after the install, a Plan as seed.plan() makes it for CENTOS7_BASE, and the Context."""
-    from builder.context import Context
-    from builder.families import family_of
-    from builder.recipe import load
-    from builder.rootfs import RootFS
+    from builder.build.context import Context
+    from builder.build.families import family_of
+    from builder.build.recipe import load
+    from builder.core.rootfs import RootFS
     from builder.rpm.repodata import Package
 
     recipe = tmp_path / "c7.yml"

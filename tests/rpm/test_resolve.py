@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from builder.errors import InputError
+from builder.core.errors import InputError
 from builder.rpm.repodata import Dep, Group, Package, Repo, fetch_repo, parse_primary
 from builder.rpm.resolve import ResolveError, Resolver, evr_cmp, satisfies, vercmp
 

@@ -14,7 +14,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from builder.rootfs import RootFS
+from builder.core.rootfs import RootFS
 from builder.rpm import rpmdb
 from builder.rpm.unpack import Owners, unpack
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from builder.errors import BuilderError
-from builder.rootfs import RootFS
+from builder.core.errors import BuilderError
+from builder.core.rootfs import RootFS
 from builder.rpm.unpack import Owners, read_files, unpack
 
 # Which packages go into one root, by (repo, name). testos-base comes along everywhere: it carries the root's

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from builder.errors import BuilderError
-from builder.rootfs import RootFS
+from builder.core.errors import BuilderError
+from builder.core.rootfs import RootFS
 from builder.rpm.unpack import Owners, unpack
 from tests.rpmrepo import _Pkg, _rpmbuild, _workdir, missing_tools
 

@@ -5,11 +5,11 @@ from pathlib import Path
 
 import pytest
 
-from builder import schema
-from builder.context import Context
-from builder.families import family_of
-from builder.recipe import Recipe
-from builder.rootfs import RootFS
+from builder.core import schema
+from builder.build.context import Context
+from builder.build.families import family_of
+from builder.build.recipe import Recipe
+from builder.core.rootfs import RootFS
 
 BASE = {"name": "t1", "distro": "debian", "release": "bookworm"}
 PASSWD = "root:x:0:0:root:/root:/bin/bash\nsshd:x:100:65534::/run/sshd:/usr/sbin/nologin\n"

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import os
 
-from builder.steps import basefiles
+from builder.build.steps import basefiles
 
 
 def test_files_from_the_recipe(ctx_for, tmp_path):

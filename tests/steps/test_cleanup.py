@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import os
 
-from builder.steps import cleanup
+from builder.build.steps import cleanup
 
 
 def test_cleanup(ctx_for):

@@ -5,8 +5,8 @@ import stat
 
 import pytest
 
-from builder.errors import InputError
-from builder.steps import devices
+from builder.core.errors import InputError
+from builder.build.steps import devices
 
 
 @pytest.mark.root

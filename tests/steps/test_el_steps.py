@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from builder import bootstrap, recipe
-from builder.context import Context
-from builder.errors import InputError
-from builder.families import family_of
-from builder.rootfs import RootFS
-from builder.steps import basefiles, init, network
-from builder.targets import lxc
+from builder.build import bootstrap, recipe
+from builder.build.context import Context
+from builder.core.errors import InputError
+from builder.build.families import family_of
+from builder.core.rootfs import RootFS
+from builder.build.steps import basefiles, init, network
+from builder.build.targets import lxc
 from tests.conftest import REPO, imgbuild
 
 GOLDEN = Path(__file__).resolve().parent.parent / "data" / "centos6"

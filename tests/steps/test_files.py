@@ -4,8 +4,8 @@ import stat
 
 import pytest
 
-from builder.errors import InputError
-from builder.steps import files
+from builder.core.errors import InputError
+from builder.build.steps import files
 
 
 def test_inline_and_source(ctx_for, tmp_path):

@@ -4,8 +4,8 @@ import os
 
 import pytest
 
-from builder.errors import InputError
-from builder.steps import init
+from builder.core.errors import InputError
+from builder.build.steps import init
 
 
 def test_systemd_container(ctx_for):

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import logging
 
-from builder.steps import network
+from builder.build.steps import network
 
 
 def test_static_with_mac(ctx_for):

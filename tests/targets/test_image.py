@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from builder import tarwriter
-from builder.errors import BuilderError
-from builder.targets import image
+from builder.core import tarwriter
+from builder.core.errors import BuilderError
+from builder.build.targets import image
 from tests.conftest import DEFAULT_RECIPE, imgbuild, mounts_under, sha256
 from tests.qemu_helpers import qemu, qemu_kernel  # noqa: F401  (qemu_kernel is a session fixture)
 

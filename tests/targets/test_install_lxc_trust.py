@@ -341,7 +341,7 @@ def test_the_default_build_installed_twice_is_refused(debian12_build, tmp_path):
 
 @pytest.mark.lxc
 def test_force_refuses_a_running_container(site, tmp_path):
-    from builder.targets import lxc
+    from builder.build.targets import lxc
     from tests.lxc_helpers import lxc_netns
 
     name = f"ib-run-{os.getpid()}"

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from builder import recipe
-from builder.targets import lxc
+from builder.build import recipe
+from builder.build.targets import lxc
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "lxc"
 

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from builder import recipe
-from builder.targets import nspawn
+from builder.build import recipe
+from builder.build.targets import nspawn
 from tests.conftest import DEFAULT_RECIPE, imgbuild, mounts_under
 
 NSPAWN_RUN = Path("/run/systemd/nspawn")

@@ -22,9 +22,9 @@ import subprocess
 
 import pytest
 
-from builder import recipe
-from builder.errors import RecipeError
-from builder.targets import openvz
+from builder.build import recipe
+from builder.core.errors import RecipeError
+from builder.build.targets import openvz
 from tests.conftest import DEFAULT_RECIPE, imgbuild, mounts_under, sha256
 
 

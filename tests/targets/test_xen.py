@@ -16,12 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from builder import recipe, xenconf, xl
-from builder.context import Context
-from builder.errors import InputError, RecipeError
-from builder.families import family_of
-from builder.rootfs import RootFS
-from builder.targets import xen
+from builder.build import recipe
+from builder.guestconf import xen as xenconf, xl
+from builder.build.context import Context
+from builder.core.errors import InputError, RecipeError
+from builder.build.families import family_of
+from builder.core.rootfs import RootFS
+from builder.build.targets import xen
 from tests.conftest import imgbuild
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "xen" / "target-debian12"

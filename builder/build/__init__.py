@@ -1,0 +1,1 @@
+"""The build pipeline: recipe, context, families, bootstrap methods, steps, targets."""

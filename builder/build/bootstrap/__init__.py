@@ -1,0 +1,62 @@
+"""Bootstrap methods: one module each, behind one Protocol. METHODS is the registry.
+
+A method fills an empty directory with a minimal system of the recipe's distro, release and arch, with the
+recipe's extra packages. `choose()` resolves `method: auto` to what works on this host.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Protocol
+
+from builder.core.errors import InputError
+from builder.core.schema import Check
+from builder.build.bootstrap import debootstrap, dnf, mmdebstrap, rpm_native
+
+if TYPE_CHECKING:
+    from builder.build.context import Context
+    from builder.build.recipe import Recipe
+
+
+class Method(Protocol):
+    name: str
+    doc: str
+    program: str                 # the host program it needs
+    families: tuple[str, ...]
+    variants: tuple[str, ...]    # first one is the default
+
+    def available(self) -> bool: ...
+
+    def bootstrap(self, ctx: "Context") -> None: ...
+
+
+METHODS: dict[str, Method] = {m.name: m for m in (mmdebstrap.METHOD, debootstrap.METHOD, dnf.YUM, dnf.DNF,
+                                                  rpm_native.METHOD)}
+# What `auto` tries, per family, in order: the distro's own tool first where the host has it.
+AUTO: dict[str, tuple[str, ...]] = {"debian": ("mmdebstrap", "debootstrap"), "rhel": ("yum", "dnf", "rpm-native")}
+# Releases `auto` leaves to rpm-native: EL5's repodata ("sha" checksums) and packages (MD5/SHA1 digests, V3
+# signatures) predate what a current host dnf/yum reads.
+AUTO_NATIVE_UP_TO = {"rhel": 5}
+
+MethodName = Annotated[str, Check(choices=lambda: ["auto", *METHODS])]
+
+
+def choose(recipe: "Recipe", family: str) -> Method:
+    name = recipe.bootstrap.method
+    if name != "auto":
+        m = METHODS[name]
+        if not m.available():
+            from builder.core.proc import PACKAGES
+
+            raise InputError(f"bootstrap.method: {name} needs {m.program}, which is not installed",
+                             f"apt-get install {PACKAGES.get(m.program, m.program)}, or use method: auto")
+        return m
+    candidates = AUTO.get(family, ())
+    limit = AUTO_NATIVE_UP_TO.get(family)
+    major = recipe.release.split(".")[0]
+    if limit is not None and major.isdigit() and int(major) <= limit:
+        candidates = ("rpm-native",)
+    for candidate in candidates:
+        if METHODS[candidate].available():
+            return METHODS[candidate]
+    tried = ", ".join(AUTO.get(family, ())) or "none"
+    raise InputError(f"bootstrap.method: auto found no usable method for {family} on this host (tried {tried})",
+                     "install one of them (see README: scripts/setup.sh)")

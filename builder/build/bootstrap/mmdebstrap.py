@@ -1,0 +1,182 @@
+"""mmdebstrap: the fast Debian bootstrap (apt resolves, parallel downloads, reproducible with SOURCE_DATE_EPOCH)."""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shlex
+import stat
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+from builder.debian import apt, localrepo, pkgcache
+from builder.core import proc as runner
+from builder.core.rootfs import RootFS
+
+if TYPE_CHECKING:
+    from builder.build.context import Context
+
+log = logging.getLogger("imgbuild")
+
+
+def debian_argv(ctx: "Context") -> tuple[list[str], list[str]]:
+    """The options both Debian methods share: (options, positional release/target/mirror)."""
+    b = ctx.recipe.bootstrap
+    opts = [f"--arch={ctx.recipe.arch}", f"--components={','.join(b.components)}"]
+    if b.packages:
+        opts.append("--include=" + ",".join(b.packages))
+    if os.environ.get(apt.KEYRING_ENV) and not b.unsigned:
+        opts.append(f"--keyring={apt.keyring()}")      # the keyring imgbuild checked the index with
+    return opts, [ctx.recipe.release, str(ctx.root.path), ctx.mirror]
+
+
+def progress(pattern: str) -> Callable[[str], None]:
+    """An on_line callback that shows the bootstrap tool's stage lines (those matching pattern) at INFO."""
+    rx = re.compile(pattern)
+
+    def show(line: str) -> None:
+        if rx.match(line):
+            log.info("  %s", line)
+    return show
+
+
+class Mmdebstrap:
+    name = "mmdebstrap"
+    doc = "mmdebstrap (Debian family): apt-based, fast, reproducible"
+    program = "mmdebstrap"
+    families = ("debian",)
+    variants = ("minbase", "required", "important", "standard", "buildd", "essential", "apt", "debootstrap",
+                "extract", "custom")
+
+    def available(self) -> bool:
+        return runner.which(self.program) is not None
+
+    @staticmethod
+    def base(variant: str) -> list[str]:
+        """mmdebstrap and the options every build gives it. force-unsafe-io: dpkg skips its fsyncs (the tree is
+        scratch space; the outputs are fsynced). SANDBOX: apt's downloads run as root, said up front (see
+        SANDBOX); apt_settled() takes it out of the tree afterwards."""
+        return ["mmdebstrap", f"--variant={variant}", "--format=directory", "--aptopt=Acquire::Retries \"3\"",
+                f"--aptopt={SANDBOX}", "--dpkgopt=force-unsafe-io"]
+
+    def bootstrap(self, ctx: "Context") -> None:
+        opts, pos = debian_argv(ctx)
+        env = dict(os.environ, SOURCE_DATE_EPOCH=str(ctx.epoch))
+        base = self.base(ctx.recipe.bootstrap.variant or self.variants[0])
+        with localrepo.prepared(ctx) as plan:
+            if plan is not None:
+                # the local repository of prepared packages (builder/debian/localrepo.py); its files linked into the
+                # archive directory, where apt checks them against the repository's index and uses them
+                argv = [*base, "--skip=essential/unlink", _link_in(plan.debs), plan.essential_hook, *opts, *pos[:2],
+                        plan.line]
+                runner.run(argv, env=env, on_line=progress(r"^[IWE]: "),
+                           hint="run with -v to see mmdebstrap's full output; IMGBUILD_PREPARED=0 makes "
+                                "mmdebstrap download from the mirror itself")
+                localrepo.real_sources(ctx)
+                apt_settled(ctx.root)
+                return
+        with pkgcache.for_build(ctx.index, ctx.work) as debs:
+            # the package cache: verified .debs linked in before apt runs (apt checks them against the index
+            # again), the ones apt used linked out before mmdebstrap's cleanup empties the archive directory
+            # (read through RootFS: the tree's packages are in it by then)
+            cache = ["--skip=essential/unlink", _link_in(debs), _link_out(ctx.work / "debs-out")]
+            if ctx.recipe.bootstrap.unsigned:      # the recipe's explicit opt-out: apt takes the mirror unsigned
+                pos[2] = localrepo.sources_line(ctx)
+            runner.run([*base, *cache, *opts, *pos], env=env, on_line=progress(r"^[IWE]: "),
+                       hint="run with -v to see mmdebstrap's full output")
+        apt_settled(ctx.root)
+
+
+def _link_in(debs) -> str:
+    """A setup hook that links the .debs of a directory into the tree's apt archive directory. (It runs before
+    any package is in the tree: nothing there can lead elsewhere yet.)"""
+    return (f"--setup-hook=mkdir -p \"$1\"/var/cache/apt/archives && "
+            f"cp -al {shlex.quote(str(debs))}/. \"$1\"/var/cache/apt/archives/")
+
+
+ARCHIVES = "/var/cache/apt/archives"
+
+
+def _link_out(out: Path) -> str:
+    """A customize hook (the tree's packages are installed by then) that hard-links the .debs apt left in the
+    tree's archive directory into OUT: link_out, run by this very Python."""
+    code = "import sys; from builder.build.bootstrap.mmdebstrap import link_out; link_out(sys.argv[1], sys.argv[2])"
+    return (f"--customize-hook={shlex.quote(sys.executable)} -c {shlex.quote(code)} \"$1\" "
+            f"{shlex.quote(str(out))}")
+
+
+def link_out(root: str | os.PathLike, out: str | os.PathLike) -> int:
+    """Hard-link the .debs in the tree's /var/cache/apt/archives into OUT (made if missing); returns how many.
+
+    The tree holds its packages' files by now, so it is read through RootFS: links on the way to the archive
+    directory are resolved inside the tree (never on the host), and only regular files there are linked - a link
+    named *.deb is skipped, not followed (it could name any host file)."""
+    tree = RootFS(root)
+    os.makedirs(out, mode=0o700, exist_ok=True)
+    n = 0
+    for name in tree.listdir(ARCHIVES):
+        if not name.endswith(".deb"):
+            continue
+        path = f"{ARCHIVES}/{name}"
+        st = tree.lstat(path)
+        if st is None or not stat.S_ISREG(st.st_mode):
+            continue
+        d, last = tree.parent_of(path)                   # the archive directory itself, resolved inside the tree
+        dfd = os.open(d, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            if not os.path.samestat(os.stat(last, dir_fd=dfd, follow_symlinks=False), st):
+                continue                                 # not what was looked at: left alone
+            os.link(last, os.path.join(out, last), src_dir_fd=dfd, follow_symlinks=False)
+        except FileExistsError:
+            pass
+        finally:
+            os.close(dfd)
+        n += 1
+    return n
+
+
+# apt drops its downloads to the _apt user when _apt can reach the tree. The build's work directory is private
+# (0700: no other user reaches a package's setuid files or device nodes while it is built), so it cannot:
+# mmdebstrap would find that out, warn and fall back to root. Said up front instead, it is the same download
+# without the warning. In the default path apt only copies .debs from imgbuild's own local repository (file://);
+# when mmdebstrap downloads from the mirror itself (IMGBUILD_PREPARED=0), apt's http method runs as root, as
+# mmdebstrap's fallback had it. Every package apt installs is checked against the mirror's signed index either
+# way. (An ACL letting _apt into the work directory was not taken: it would not reach an output under a directory
+# _apt cannot search, such as /root, nor an unprivileged build's namespace, and it would let _apt into the tree.)
+SANDBOX = 'APT::Sandbox::User "root"'
+APT_CONF = "/etc/apt/apt.conf.d/99mmdebstrap"
+
+
+def apt_settled(root: "RootFS") -> None:
+    """After mmdebstrap: the tree's apt as on an installed system (see apt_partial_owner), and the sandbox
+    setting of the build taken out of the options mmdebstrap leaves in the tree (the guest's apt keeps its
+    sandbox)."""
+    text = root.read_text(APT_CONF, follow_last=False)
+    if text is not None:
+        kept = [line for line in text.splitlines(keepends=True) if line.strip() not in (SANDBOX, SANDBOX + ";")]
+        if kept != text.splitlines(keepends=True):
+            st = root.lstat(APT_CONF)
+            if kept:
+                root.write(APT_CONF, "".join(kept), stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid)
+                root.utime(APT_CONF, (st.st_atime, st.st_mtime))
+            else:
+                root.remove(APT_CONF)
+    apt_partial_owner(root)
+
+
+def apt_partial_owner(root: "RootFS") -> None:
+    """apt gives its partial directories to _apt only when _apt can reach the tree (every parent directory of
+    the output searchable), else leaves them root's: made _apt's always, as on an installed system, so the
+    tarball does not depend on where it was built."""
+    try:
+        uid = root.uid("_apt")
+    except KeyError:
+        return
+    for d in ("/var/cache/apt/archives/partial", "/var/lib/apt/lists/partial"):
+        st = root.lstat(d)
+        if st is not None and stat.S_ISDIR(st.st_mode):
+            root.chown(d, uid, 0)
+
+
+METHOD = Mmdebstrap()

@@ -1,0 +1,51 @@
+"""What a build step sees: the recipe, the root tree, where outputs go, and what the build learnt so far."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from builder.core.errors import InputError
+from builder.core.rootfs import RootFS
+
+if TYPE_CHECKING:
+    from builder.debian.apt import Index
+    from builder.build.families import Family
+    from builder.build.recipe import Recipe
+
+
+@dataclass
+class Context:
+    recipe: "Recipe"
+    source: Path                 # the recipe file
+    root: RootFS                 # the tree being built
+    work: Path                   # scratch space for this build (removed at the end)
+    stage: Path                  # outputs are written here, then moved into place together
+    epoch: int                   # SOURCE_DATE_EPOCH: mtimes are clamped to it
+    family: "Family"
+    mirror: str = ""
+    index: "Index | None" = None
+    method: str = ""
+    packages: dict[str, str] = field(default_factory=dict)   # installed package -> version
+    timings: dict[str, float] = field(default_factory=dict)
+    artifacts: dict[str, Path] = field(default_factory=dict)  # kind -> file in stage
+    tools: dict[str, Any] = field(default_factory=dict)
+    plan: Any = None             # what the family's preflight worked out (EL: repos, resolved packages)
+    cache: str = ""              # the bootstrap cache: "hit KEY", "miss, kept as KEY", "off"
+    build_key: str | None = None  # builder/build/uptodate.py: every input of this build, hashed
+
+    def ids(self, owner: str, group: str, where: str) -> tuple[int, int]:
+        """uid and gid from the root's own user database; a name it lacks is the recipe's error."""
+        try:
+            uid = self.root.uid(owner)
+        except KeyError:
+            raise InputError(f"{self.source}: {where}.owner: no user {owner!r} in the root's /etc/passwd",
+                             "create the user in a post-bootstrap hook, or use a number") from None
+        try:
+            gid = self.root.gid(group)
+        except KeyError:
+            if group == "tty":
+                return uid, 5  # fixed on Debian and RHEL
+            raise InputError(f"{self.source}: {where}.group: no group {group!r} in the root's /etc/group",
+                             "create the group in a post-bootstrap hook, or use a number") from None
+        return uid, gid

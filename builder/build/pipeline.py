@@ -1,0 +1,254 @@
+"""The build, top to bottom: check -> bootstrap -> steps -> hooks -> cleanup -> targets -> manifest -> publish.
+
+Everything that can be checked without building is checked before anything is written. The tree is built in a
+work directory (OUTPUT/.work/NAME-PID, with the outputs staged in its stage/); only a complete build is moved to
+OUTPUT/NAME, in one step. On any failure or Ctrl-C, mounts are taken down and the work directory removed.
+A build holds the lock of OUTPUT/NAME for its whole run and the lock of its work directory (builder/core/locks.py):
+what it finds in OUTPUT/.work unheld was left by a dead run and is unmounted and removed; what another running
+build holds is never touched.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from builder.debian import apt, pkgcache
+from builder.build import bootstrap, hooks, packages as inventory, manifest
+from builder.core import locks, mounts
+from builder.core import proc as runner
+from builder.build.context import Context
+from builder.core.errors import BuilderError, InputError, Interrupted, Problem, RecipeError
+from builder.build.families import family_of
+from builder.core.outputs import publish
+from builder.build.recipe import Loaded
+from builder.core.rootfs import RootFS
+from builder.build.steps import basefiles, cleanup, devices, files, init, network, password, templates
+from builder.build import bootcache as bcache, cluster, unprivileged as unpriv, uptodate
+from builder.core import outputs
+from builder.build.targets import TARGETS, enabled
+
+log = logging.getLogger("imgbuild")
+
+
+@contextlib.contextmanager
+def phase(ctx: Context, name: str, detail: str = "") -> Iterator[None]:
+    runner.check_interrupt()      # an interrupt that reached us while no child ran stops the build here
+    log.info("==> %s%s", name, f" ({detail})" if detail else "")
+    t = time.monotonic()
+    try:
+        yield
+    finally:
+        ctx.timings[name] = round(time.monotonic() - t, 3)
+        log.debug("    %s took %.1f s", name, ctx.timings[name])
+
+
+@dataclass
+class Preflight:
+    method: bootstrap.Method
+    mirror: str
+    epoch: int
+    index: apt.Index | None = None    # Debian: the mirror's index
+    plan: object = None               # EL: repos, release package, resolved packages (builder.rpm.seed.Plan)
+
+
+def preflight(loaded: Loaded) -> Preflight:
+    """Everything checked before the build writes anything: method, mirror, packages, epoch."""
+    r = loaded.recipe
+    family = family_of(r.distro)
+    method = bootstrap.choose(r, family.name)
+    if unpriv.active() and method.name != "mmdebstrap":
+        raise InputError(f"bootstrap.method: {method.name} needs root; an unprivileged build runs Debian recipes "
+                         "with mmdebstrap", "build as root, or set bootstrap.method: mmdebstrap (Debian recipes)")
+    mirror = r.bootstrap.mirror
+    env_epoch = os.environ.get("SOURCE_DATE_EPOCH", "")
+    epoch = r.epoch if r.epoch is not None else int(env_epoch) if env_epoch.isdigit() else None
+    if family.name == "rhel":
+        from builder.rpm import seed
+
+        plan = seed.plan(loaded, apt.cache_dir() / "el")
+        stamps = [x.timestamp for x in plan.repodata if x.timestamp]   # the repos' own age, like Debian's Date
+        return Preflight(method, mirror, epoch if epoch is not None else max(stamps, default=int(time.time())),
+                         plan=plan)
+    if mirror == "auto":
+        mirror = apt.host_mirror(r.release)
+    index = None
+    if family.name == "debian":
+        try:
+            index = apt.fetch_index(mirror, r.release, r.arch, r.bootstrap.components,
+                                    unsigned=r.bootstrap.unsigned)
+        except apt.UnknownSuite as e:
+            raise RecipeError([Problem(str(loaded.path), e.key, e.message)], e.hint) from None
+        missing = index.missing(list(r.bootstrap.packages))
+        if missing:
+            problems = []
+            for i, p in enumerate(r.bootstrap.packages):
+                if p in missing:
+                    close = f"; close: {', '.join(missing[p])}" if missing[p] else ""
+                    problems.append(Problem(str(loaded.path), f"bootstrap.packages[{i}]",
+                                            f"no package {p!r} in {r.release}/{r.arch} ({', '.join(r.bootstrap.components)}){close}"))
+            raise RecipeError(problems, "check the spelling, the release and bootstrap.components")
+    if epoch is None:
+        epoch = index.date if index else int(time.time())
+    return Preflight(method, mirror, epoch, index=index)
+
+
+def _take_down(d: Path) -> None:
+    """Unmount what is mounted under d, then remove d; never removes through a mount that stayed."""
+    mounts.clean_stale(d)
+    left = mounts.mounted_under(d)
+    if left:
+        raise BuilderError(f"{d}: {left[0]} is still mounted under it, so it is not removed",
+                           f"unmount it (umount -l {left[0]}); the next build removes {d}")
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def _remove_dead_dir(d: Path) -> None:
+    """A directory of a dead run (we hold its lock, or the lock of the output it belongs to)."""
+    log.info("removing %s, left by an interrupted run", d)
+    _take_down(d)
+
+
+def _clean_leftovers(output: Path, name: str) -> None:
+    """Unmount and remove what killed runs left in OUTPUT: work directories that no live process holds (of
+    any recipe; a running build holds its own, see builder/core/locks.py), and this recipe's stage and old-output
+    directories (made only by builds of OUTPUT/NAME, which hold its lock; we hold it now)."""
+    work = output / ".work"
+    if work.is_dir():
+        for d in sorted(work.iterdir()):
+            if d.name.startswith(".") or not d.is_dir() or d.is_symlink():
+                continue
+            with locks.removable(d) as dead:
+                if dead:
+                    _remove_dead_dir(d)
+        locks.clean_orphan_locks(work)
+    for pattern in (f".{name}.partial-*", f".{name}.old-*"):
+        for d in output.glob(pattern):
+            if d.is_dir() and not d.is_symlink():
+                _remove_dead_dir(d)
+
+
+def build(loaded: Loaded, output: Path, keep_tree: bool = False, use_cache: bool = True, force: bool = False) -> Path:
+    """Build the recipe; returns OUTPUT/NAME. Raises BuilderError (or Interrupted) with nothing left behind.
+
+    Unless force, no_cache or keep_tree: an OUTPUT/NAME built from the same inputs, its outputs intact, is kept
+    as it is (builder/build/uptodate.py).
+
+    One build of OUTPUT/NAME at a time: the build holds OUTPUT/.NAME.lock from before the up-to-date check to
+    the end; another build of the same OUTPUT/NAME meanwhile stops at once (exit 1) naming the running one's
+    pid. Builds of other recipes, or into other directories, run side by side."""
+    r = loaded.recipe
+    t0 = time.monotonic()
+    pre = preflight(loaded)
+    output = Path(output).resolve()
+    if unpriv.active() and (output == Path("/dev/shm") or Path("/dev/shm") in output.parents):
+        raise InputError(f"{output}: an unprivileged build cannot work under /dev/shm (mmdebstrap bind-mounts "
+                         "the host's /dev/shm into the tree)", "choose another output directory with -o")
+    final = output / r.name
+    output.mkdir(parents=True, exist_ok=True)
+    lock = locks.Lock(locks.lock_path(final), what=f"building {final}", remove=True)
+    if not lock.acquire(wait=False):
+        raise locks.Busy(f"another imgbuild ({locks.describe(lock.holders(), lock.path)}) is building {final}",
+                         "wait for it to finish (or stop it), then build again; a build into another directory "
+                         "(-o) can run meanwhile")
+    try:
+        return _build_locked(loaded, pre, output, t0, keep_tree, use_cache, force)
+    finally:
+        lock.release()
+
+
+def _build_locked(loaded: Loaded, pre: Preflight, output: Path, t0: float, keep_tree: bool, use_cache: bool,
+                  force: bool) -> Path:
+    r = loaded.recipe
+    final = output / r.name
+    build_key = uptodate.key(loaded, pre)
+    if build_key and use_cache and not (force or keep_tree) and uptodate.current(final, build_key):
+        log.info("%s is up to date: the recipe, its files, the bootstrap inputs and the mirror index are "
+                 "unchanged and every output matches its sha256 (--force builds it again)", final)
+        return final
+    _clean_leftovers(output, r.name)
+    try:
+        with locks.claim(output / ".work" / f"{r.name}-{os.getpid()}", what=f"building {final}",
+                         leftover=_remove_dead_dir) as work:
+            try:
+                _run(loaded, pre, output, work, t0, keep_tree, use_cache, build_key)
+            except BaseException as e:
+                if isinstance(e, KeyboardInterrupt) or (runner.interrupted() and not isinstance(e, Interrupted)):
+                    raise Interrupted() from None
+                raise
+            finally:
+                with runner.cleanup():     # a Ctrl-C now waits until the mounts and the work dir are gone
+                    try:
+                        _take_down(work)
+                    except BuilderError as e:
+                        log.warning("%s (hint: %s)", e.message, e.hint)
+    finally:
+        with contextlib.suppress(OSError):
+            (output / ".work").rmdir()     # fails while another build works there
+    runner.check_interrupt()
+    log.info("built %s in %.1f s", final, time.monotonic() - t0)
+    return final
+
+
+def _run(loaded: Loaded, pre: Preflight, output: Path, work: Path, t0: float, keep_tree: bool, use_cache: bool,
+         build_key) -> None:
+    r = loaded.recipe
+    method = pre.method
+    final = output / r.name
+    os.chmod(work, 0o700)       # the tree: its /etc/shadow, its secrets
+    stage = work / "stage"      # the outputs; in the work directory, so the work directory's lock covers it
+    stage.mkdir(mode=0o700)     # opened up as the umask says at the end, unless it holds a secret
+    ctx = Context(recipe=r, source=loaded.path.resolve(), root=RootFS(work / "rootfs"), work=work, stage=stage,
+                  epoch=pre.epoch, family=family_of(r.distro), mirror=pre.mirror, index=pre.index,
+                  method=method.name, plan=pre.plan, build_key=build_key)
+    ctx.timings["preflight"] = round(time.monotonic() - t0, 3)
+    with phase(ctx, "bootstrap", f"{method.name} {r.distro} {r.release} {r.arch}"):
+        key_inputs = bcache.inputs(r, pre)
+        entry = bcache.fetch(key_inputs, r.name, work / "rootfs") if use_cache else None
+        if entry is not None:
+            ctx.cache = f"hit {entry.key}"
+        else:
+            method.bootstrap(ctx)
+            runner.check_interrupt()
+            saved = bcache.save(key_inputs, r.name, work / "rootfs") if use_cache else None
+            ctx.cache = f"miss, kept as {saved.key}" if saved else "off" if not use_cache else "miss"
+        ctx.root = RootFS(work / "rootfs")
+        if unpriv.active():
+            devices.run(ctx, devices.MMDEBSTRAP)   # what mmdebstrap makes in /dev when it can mknod
+        ctx.packages = inventory.installed(ctx.root, ctx.family.package_db)
+        if ctx.family.name == "debian":
+            pkgcache.fit(pkgcache.max_size(), keep=set(ctx.packages))   # never the packages just used
+    with phase(ctx, "hooks post-bootstrap"):
+        hooks.run_phase(ctx, "post-bootstrap")
+    with phase(ctx, "steps"):
+        devices.run(ctx, r.devices)
+        basefiles.run(ctx)
+        network.run(ctx)
+        password.run(ctx, r.root_password)
+        init.run(ctx, r.init)
+        files.run(ctx, r.files)
+        cluster.run(ctx)
+        templates.run(ctx, r.templates)
+    with phase(ctx, "hooks post-files"):
+        hooks.run_phase(ctx, "post-files")
+    with phase(ctx, "hooks pre-pack"):
+        hooks.run_phase(ctx, "pre-pack")
+    with phase(ctx, "cleanup"):
+        cleanup.run(ctx)
+    for name, opts in enabled(r.targets):
+        with phase(ctx, f"target {name}"):
+            ctx.artifacts.update(TARGETS[name].produce(ctx, opts))
+    ctx.timings["total"] = round(time.monotonic() - t0, 3)
+    manifest.write(ctx, loaded)
+    runner.check_interrupt()
+    with runner.cleanup():      # not cut in two by a Ctrl-C: the previous output or the new one, whole
+        publish(stage, final)
+        if keep_tree:
+            kept = output / f"{r.name}.rootfs"
+            outputs.keep_tree(ctx.root.path, kept)   # replaces only a tree an earlier --keep-tree left
+            log.info("kept the tree at %s", kept)

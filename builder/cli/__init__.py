@@ -1,0 +1,1 @@
+"""The command line: click commands only, each calling one library function."""

@@ -1,0 +1,132 @@
+"""`migrate push`, and the ssh options every remote command shares."""
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import click
+
+from builder.cli.common import NONEMPTY, apply_verbosity, log, verbosity
+from builder.cli.common import Path as PathType
+
+
+def ssh_options(f):
+    """--port, -i, --ssh-config, --ssh-option, --accept-new-host-key: ssh is the user's own, with their config
+    and keys; these only add to it."""
+    @click.option("--accept-new-host-key", is_flag=True,
+                  help="Accept and record the host key of a host not yet in known_hosts (a CHANGED key is still "
+                       "refused). Without it, an unknown host is refused. With --dry-run the key is accepted for "
+                       "that run only (a temporary known_hosts): your known_hosts is left unchanged.")
+    @click.option("--ssh-option", "ssh_option", multiple=True, metavar="KEY=VALUE",
+                  help="An extra ssh -o option, e.g. --ssh-option ConnectTimeout=5. Repeatable.")
+    @click.option("--ssh-config", type=click.Path(dir_okay=False, exists=True), metavar="FILE",
+                  help="Use this ssh config instead of ~/.ssh/config (ssh -F).")
+    @click.option("-i", "--identity", type=click.Path(dir_okay=False, exists=True), metavar="KEY",
+                  help="Private key to log in with (ssh -i).")
+    @click.option("--port", type=click.IntRange(1, 65535), metavar="N",
+                  help="ssh port of the host (default: your ssh config, else 22).")
+    @functools.wraps(f)
+    def wrapper(*a, port, identity, ssh_config, ssh_option, accept_new_host_key, **kw):
+        from builder.migrate.remote import SshOptions
+
+        opts = SshOptions(port=port, config=ssh_config, identity=identity,
+                          accept_new_host_key=accept_new_host_key, options=tuple(ssh_option))
+        opts.check()            # before anything else: a bad option is bad input, not "cannot connect"
+        return f(*a, ssh=opts, **kw)
+    return wrapper
+
+
+PUSH_EPILOG = """\b
+Examples:
+  migrate push vps1 --port 3843 --dest /usr/local/newos --source /srv/images/newos --dry-run
+  migrate push vps1 --port 3843 --dest /usr/local/newos --source /srv/images/newos --delete --verify
+  migrate push web2 --dest /srv/os --profile core --bwlimit 20000      (20 MB/s, the seed's "core64" idea)
+
+\b
+Never sent (the contents of): /proc /sys /run /tmp /var/tmp /mnt /media, and every live filesystem
+(proc, sysfs, devtmpfs, tmpfs ...) mounted under the source; on the receiver, every mount under --dest is
+left alone (a running chroot's /proc, /dev, /lib/modules).
+Protected (kept on the receiver, never sent, never deleted): /etc/hostname, /etc/machine-id, ssh host keys,
+/etc/hosts, /etc/resolv.conf, /etc/fstab, network config (interfaces, ifcfg-*, netplan, networkd, NM,
+70-persistent-net.rules). --unprotect PATH sends one of them anyway.
+Refused (nothing changed; --force overrides): --dest / and the remote system's own trees and everything
+inside them (/usr, /etc, /boot, /root, /lib, /var/lib, /var/log ...; /usr/local/NAME is fine), the
+directories that hold others' trees themselves (/srv, /home, /opt, /mnt, /var, /usr/local), a --dest that
+resolves into any of these on HOST, --delete through a symlink, and --delete into a directory that holds files
+but no .imgbuild-push (the marker a push leaves in the empty or new directory it fills).
+Every local input (--source, --files-from, --profile, patterns) is checked before HOST is contacted.
+An unknown host key is refused unless --accept-new-host-key.
+An interrupted push keeps what arrived (in .imgbuild-partial/ directories); run it again to resume.
+
+Exit status: 0 pushed (or verified equal), 1 failed or --verify found differences, 2 bad input.
+"""
+
+
+@click.command("push", epilog=PUSH_EPILOG)
+@click.argument("host")
+@click.option("--dest", required=True, metavar="DIR", help="Directory on HOST to push into (absolute).")
+@click.option("--source", type=PathType(file_okay=False, path_type=Path), default=Path("/"), show_default=True,
+              metavar="DIR", help="Root of the local tree to push.")
+@click.option("--files-from", type=PathType(dir_okay=False, path_type=Path), metavar="LIST",
+              help="Push only the paths in LIST (relative to --source, one per line).")
+@click.option("--profile", type=NONEMPTY, metavar="NAME", help="A named set of rsync filter rules: core, os, a file in "
+              "/etc/imgbuild/profiles/NAME.rules, or a path.")
+@click.option("--exclude", "excludes", multiple=True, metavar="PATTERN", help="rsync exclude pattern. Repeatable.")
+@click.option("--protect", "protect", multiple=True, metavar="PATH",
+              help="Also keep PATH on the receiver (not sent, not deleted). Repeatable.")
+@click.option("--unprotect", multiple=True, metavar="PATH", help="Send a default-protected PATH anyway.")
+@click.option("--bwlimit", type=click.IntRange(1), metavar="KBPS", help="Bandwidth limit in KB/s (rsync --bwlimit).")
+@click.option("--delete", is_flag=True, help="Delete files under --dest that the source does not have.")
+@click.option("-n", "--dry-run", is_flag=True, help="List what would change (counts, bytes, deleted paths); "
+              "change nothing on HOST or here (not even known_hosts).")
+@click.option("--verify", is_flag=True, help="Afterwards, compare every file by checksum and report differences.")
+@click.option("--force", is_flag=True, help="Allow --dest / or a system directory, --delete through a symlink, or "
+              "--delete into a directory no earlier push filled.")
+@click.option("--rsync-path", metavar="CMD", help="rsync on HOST, e.g. 'sudo rsync'.")
+@ssh_options
+@verbosity
+def push(host, dest, source, files_from, profile, excludes, protect, unprotect, bwlimit, delete, dry_run, verify,
+         force, rsync_path, ssh, verbose, quiet, debug) -> None:
+    """Push the OS tree at --source to DIR on HOST with rsync over ssh (-aHAXS --numeric-ids: owners, modes,
+    hardlinks, ACLs, xattrs, device nodes and sparse files kept), safely for a running host.
+
+    A second push sends only what changed; an interrupted one resumes. Use --dry-run first.
+    """
+    apply_verbosity(verbose, quiet, debug)
+    from builder.migrate import push as p
+    from builder.migrate.remote import Remote
+
+    dest = p.check_dest(dest, force)
+    remote = Remote(host, ssh, dry_run=dry_run)
+    req = p.PushRequest(dest=dest, source=source, files_from=files_from, profile=profile, excludes=excludes,
+                        protect=protect, unprotect=unprotect, bwlimit=bwlimit, delete=delete, dry_run=dry_run,
+                        verify=verify, force=force, rsync_path=rsync_path)
+    p.check_request(req)        # every local input before the first connection
+    with remote.session():
+        _push(remote, req, source, host, dest, dry_run, verify)
+
+
+def _push(remote, req, source, host, dest, dry_run, verify) -> None:
+    from builder.migrate import push as p
+    from builder.core.errors import BuilderError
+
+    changes = p.push(remote, req)
+    where = f"{host}:{dest}"
+    if dry_run:
+        click.echo(f"dry run: {source} -> {where}; nothing was changed")
+        for line in p.summary(changes, True):
+            click.echo(f"  {line}")
+        for d in changes.deleted:
+            click.echo(f"  delete {d}")
+        return
+    for line in p.summary(changes, False):
+        log.info("%s: %s", where, line)
+    if verify:
+        diffs = p.verify(remote, req)
+        if diffs:
+            for d in diffs[:50]:
+                log.error("verify: differs: %s", d)
+            raise BuilderError(f"{where}: --verify found {len(diffs)} difference(s) after the push",
+                               "run the push again; if they stay, files changed during the push or the receiver "
+                               "cannot store them (xattrs/ACLs on its filesystem)")
+        log.info("%s: verify: every file equal by checksum", where)

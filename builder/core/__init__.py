@@ -1,0 +1,1 @@
+"""What every domain uses: errors, the subprocess wrapper, schema, checks, safe file access."""

@@ -1,0 +1,1 @@
+"""Guest config formats: LXC, Xen xm/xl."""

@@ -1,0 +1,1 @@
+"""Moving OS trees and guests between hosts over ssh."""

@@ -1,4 +1,0 @@
-"""Build steps: one small module each, with an options dataclass and `run(ctx, opts)`.
-
-The order they run in is in builder/build.py; each is callable on a temp tree in a test.
-"""
