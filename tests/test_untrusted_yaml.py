@@ -21,7 +21,7 @@ from builder.build import recipe
 from builder.core import untrusted
 from builder.core.errors import InputError, RecipeError
 from builder.identity import inventory
-from builder.build.steps import templates as tmpl
+from builder.identity import kept
 from tests.conftest import BIN, REPO
 
 GUARD = 60      # seconds: a hang fails the test instead of stalling the suite
@@ -113,17 +113,17 @@ def test_an_alias_bomb_in_the_inventory_or_a_guests_vars_is_refused(case, tmp_pa
 
     # the same bomb in the guest's own vars.yml
     inv.unlink()
-    (cdir / "rootfs" / tmpl.STORE.lstrip("/")).mkdir(parents=True)
-    kept = f"{tmpl.STORE}/0-app.j2"
-    (cdir / "rootfs" / kept.lstrip("/")).write_text("{{ hostname }}\n")
+    (cdir / "rootfs" / kept.STORE.lstrip("/")).mkdir(parents=True)
+    source = f"{kept.STORE}/0-app.j2"
+    (cdir / "rootfs" / source.lstrip("/")).write_text("{{ hostname }}\n")
     (cdir / "rootfs/etc/imgbuild").mkdir()
-    (cdir / "rootfs" / tmpl.INDEX.lstrip("/")).write_text(
-        f"- {{path: /etc/app, template: {kept}, mode: '0644', uid: 0, gid: 0}}\n")
-    (cdir / "rootfs" / tmpl.VARS.lstrip("/")).write_text(BOMBS[case].replace("  a", "a"))
+    (cdir / "rootfs" / kept.INDEX.lstrip("/")).write_text(
+        f"- {{path: /etc/app, template: {source}, mode: '0644', uid: 0, gid: 0}}\n")
+    (cdir / "rootfs" / kept.VARS.lstrip("/")).write_text(BOMBS[case].replace("  a", "a"))
     before = tree_state(tmp_path / "lxc")
     for dry in (["--dry-run"], []):
         r = run("migrate", "reidentify", cdir, "--hostname", "web1", *dry, *opts, cwd=tmp_path, env=env)
-        refused(r, f"rootfs:{tmpl.VARS}: line ", "expands to more than")
+        refused(r, f"rootfs:{kept.VARS}: line ", "expands to more than")
     assert tree_state(tmp_path / "lxc") == before
     assert not inv.exists()
 
@@ -296,7 +296,7 @@ def test_the_inventory_reader_gives_guests_or_an_input_error(text):
 @PROPERTY
 @given(st.one_of(YAMLISH, _data().map(yaml.safe_dump)))
 def test_the_guest_template_readers_give_entries_or_an_input_error(text):
-    for read in (tmpl.read_index, tmpl.read_vars):
+    for read in (kept.read_index, kept.read_vars):
         try:
             value = read(text.encode("utf-8", "surrogatepass"), "rootfs:/etc/imgbuild/x.yml")
         except InputError as e:

@@ -53,7 +53,7 @@ TAR_FLAGS = ["--numeric-owner", "--xattrs", "--xattrs-include=*", "--acls"]
 
 
 def root_dir() -> Path:
-    from builder.debian.apt import cache_dir
+    from builder.core.paths import cache_dir
 
     return cache_dir() / "bootstrap"
 

@@ -27,6 +27,7 @@ from builder.core import checks
 from builder.core.checks import MAC, IPInterface, Mode, Owner, RootPath
 from builder.core.errors import InputError
 from builder.core.proc import Secret
+from builder.core.paths import DEFAULT_SECRETS_DIR, SECRETS_ENV
 from builder.core.schema import Check, opt
 
 if TYPE_CHECKING:
@@ -35,8 +36,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("imgbuild")
 
-SECRETS_ENV = "IMGBUILD_SECRETS_DIR"
-DEFAULT_SECRETS_DIR = "/var/lib/imgbuild/secrets"
 HOSTS_BEGIN = "# BEGIN imgbuild cluster nodes"
 HOSTS_END = "# END imgbuild cluster nodes"
 NODES_FILE = "nodes.json"

@@ -12,12 +12,15 @@ import logging
 import os
 import platform
 import resource
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from builder import __version__
+from builder.core import checks
 from builder.core import proc as runner
-from builder.core.errors import UnsafePath
+from builder.core.errors import InputError, UnsafePath
 from builder.core.outputs import set_modes, sha256, write_atomic
+from builder.core.untrusted import read_json
 
 if TYPE_CHECKING:
     from builder.build.context import Context
@@ -100,7 +103,7 @@ def tool_versions(programs: list[str]) -> dict[str, str]:
     (`mmdebstrap --version` alone starts perl: 0.2 s a build)."""
     import os
 
-    from builder.debian.apt import cache_dir
+    from builder.core.paths import cache_dir
 
     store = cache_dir() / "tool-versions.json"
     try:
@@ -162,3 +165,28 @@ def write(ctx: "Context", loaded: "Loaded") -> None:
     if ctx.index is not None and not ctx.index.signed_by:
         log.warning("built from an unsigned index (bootstrap.unsigned: true): %s; recorded in manifest.json",
                     ctx.mirror)
+
+
+def read_manifest(output: Path) -> dict:
+    """OUTPUT/manifest.json, checked for the shape imgbuild writes (it is a file an earlier run left, so it is
+    not trusted): an object with a valid name and artifacts, each a kind and a plain file name in OUTPUT."""
+    f = Path(output) / "manifest.json"
+    hint = "give the directory a build wrote, e.g. output/debian12 (build again if its manifest.json was changed)"
+    if not f.is_file():
+        raise InputError(f"{output}: not an imgbuild output (no manifest.json)", hint)
+    if f.is_symlink():       # never a host file read (and its values shown or copied) through a link
+        raise InputError(f"{f}: a symbolic link, not the manifest a build writes", hint)
+    m = read_json(f, what="an imgbuild manifest", hint=hint)
+    try:
+        checks.name(m.get("name"))
+    except ValueError as e:
+        raise InputError(f"{f}: name: {e}", hint) from None
+    arts = m.get("artifacts")
+    if not isinstance(arts, list):
+        raise InputError(f"{f}: artifacts: expected a list, found {type(arts).__name__}", hint)
+    for i, a in enumerate(arts):
+        if not (isinstance(a, dict) and isinstance(a.get("kind"), str) and isinstance(a.get("path"), str)):
+            raise InputError(f"{f}: artifacts[{i}]: expected {{kind, path}}, found {a!r:.80}", hint)
+        if "/" in a["path"] or "\0" in a["path"] or a["path"] in ("", ".", ".."):
+            raise InputError(f"{f}: artifacts[{i}].path: {a['path']!r:.80} is not a file name in {output}", hint)
+    return m

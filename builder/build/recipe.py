@@ -25,7 +25,8 @@ from builder.build.steps.files import FileSpec
 from builder.build.steps.init import SHIMS, ShimName
 from builder.build.steps.network import Interface
 from builder.build.steps.password import RootPassword
-from builder.build.steps.templates import Template, undefined
+from builder.build.steps.templates import Template
+from builder.core.templating import undefined
 from builder.build.targets import Targets, tarball
 from builder.build.cluster import CLUSTER_BUILTINS, Node, SecretSpec, check_nodes
 

@@ -25,18 +25,11 @@ from pathlib import Path
 from typing import NoReturn
 
 from builder.core.errors import InputError
+from builder.core.paths import SECRETS_ENV, cache_dir, user_secrets_dir
+from builder.core.userns import in_userns
 
 ENV = "IMGBUILD_USERNS"
 SUBUID, SUBGID = Path("/etc/subuid"), Path("/etc/subgid")
-
-
-def in_userns() -> bool:
-    """True inside a user namespace that does not map the whole uid range (not the initial one)."""
-    try:
-        with open("/proc/self/uid_map") as f:
-            return f.read().split() != ["0", "0", "4294967295"]
-    except OSError:
-        return False
 
 
 def active() -> bool:
@@ -81,15 +74,10 @@ def check(uid: int | None = None, subuid: Path = SUBUID, subgid: Path = SUBGID) 
 def reexec() -> NoReturn:
     """Run this very command again as root of a new user namespace; exit with its status (never returns)."""
     check()
-    from builder.debian.apt import cache_dir
-    from builder.build.cluster import SECRETS_ENV
-
-    home = Path.home()
     env = dict(os.environ, **{ENV: "1"})
     # decided now, as the user: inside, euid 0 would pick root's places
     env.setdefault("IMGBUILD_CACHE", str(cache_dir()))
-    env.setdefault(SECRETS_ENV, str(Path(os.environ.get("XDG_DATA_HOME", home / ".local/share")) /
-                                    "imgbuild" / "secrets"))
+    env.setdefault(SECRETS_ENV, str(user_secrets_dir()))
     argv = ["unshare", "--map-root-user", "--map-auto", "--mount", "--pid", "--fork", "--kill-child=SIGTERM", "--mount-proc",
             "--propagation", "private", "--", *sys.orig_argv]
     sys.stdout.flush()

@@ -4,7 +4,10 @@ from __future__ import annotations
 import click
 
 from builder.cli.common import apply_verbosity, log, verbosity
-from builder.cli.push import ssh_options
+from builder.cli.ssh import ssh_options
+from builder.migrate import chroot as cd
+from builder.migrate.push import check_dest
+from builder.migrate.remote import Remote, shown
 
 ORDER = """\b
 The safe order (seed 001: a VPS without a console, the host's sshd kept on a backdoor port):
@@ -26,16 +29,11 @@ def _dest(f):
 def _remote(host, ssh, dest, dry_run=False):
     """The host and the checked --dest (push's rules: never / or inside the running system's own directories;
     checked again after the host resolves it), before any connection."""
-    from builder.migrate.push import check_dest
-    from builder.migrate.remote import Remote
-
     return Remote(host, ssh, dry_run=dry_run), check_dest(dest, force=False, verb="run a chroot in", can_force=False)
 
 
 def _echo(text: str) -> None:
     """Print what the host's boot script said (its output: shown without terminal control characters)."""
-    from builder.migrate.remote import shown
-
     for line in text.rstrip().splitlines()[:500]:
         click.echo(shown(line, 1000))
 
@@ -61,8 +59,6 @@ def chroot_install(host, dest, services, hostname, ssh_port, dry_run, ssh, verbo
     nothing starts at boot: see chroot-start and chroot-enable.
     """
     apply_verbosity(verbose, quiet, debug)
-    from builder.migrate import chroot as cd
-
     remote, dest = _remote(host, ssh, dest, dry_run)
     req = cd.InstallRequest(dest, services, hostname, ssh_port, dry_run)
     cd.check_install(req)
@@ -91,8 +87,6 @@ def chroot_start(host, dest, ports, wait, dry_run, ssh, verbose, quiet, debug) -
     still answer. Nothing is set to start at boot: a reboot brings the old state back.
     """
     apply_verbosity(verbose, quiet, debug)
-    from builder.migrate import chroot as cd
-
     remote, dest = _remote(host, ssh, dest, dry_run)
     with remote.session():
         r = cd.start(remote, dest, tuple(ports), dry_run, wait)
@@ -116,8 +110,6 @@ def chroot_start(host, dest, ports, wait, dry_run, ssh, verbose, quiet, debug) -
 def chroot_stop(host, dest, dry_run, ssh, verbose, quiet, debug) -> None:
     """Stop the OS in DIR on HOST: its services, every process left in it, and its mounts."""
     apply_verbosity(verbose, quiet, debug)
-    from builder.migrate import chroot as cd
-
     remote, dest = _remote(host, ssh, dest, dry_run)
     with remote.session():
         _echo(cd.stop(remote, dest, dry_run))
@@ -131,8 +123,6 @@ def chroot_stop(host, dest, dry_run, ssh, verbose, quiet, debug) -> None:
 def chroot_status(host, dest, ssh, verbose, quiet, debug) -> None:
     """What of the OS in DIR on HOST is mounted and running."""
     apply_verbosity(verbose, quiet, debug)
-    from builder.migrate import chroot as cd
-
     remote, dest = _remote(host, ssh, dest)
     _echo(cd.status(remote, dest))
 
@@ -149,8 +139,6 @@ def chroot_enable(host, dest, via, dry_run, ssh, verbose, quiet, debug) -> None:
     """Start the OS in DIR at HOST's boot: a systemd unit, or a marked block in rc.local (nothing else in it is
     touched). Do this only after chroot-start worked."""
     apply_verbosity(verbose, quiet, debug)
-    from builder.migrate import chroot as cd
-
     remote, dest = _remote(host, ssh, dest, dry_run)
     with remote.session():
         click.echo(cd.enable(remote, dest, via, dry_run))
@@ -166,8 +154,6 @@ def chroot_disable(host, dest, dry_run, ssh, verbose, quiet, debug) -> None:
     """Undo chroot-enable: remove exactly the unit or the rc.local block it wrote. A running chroot keeps
     running (chroot-stop stops it)."""
     apply_verbosity(verbose, quiet, debug)
-    from builder.migrate import chroot as cd
-
     remote, dest = _remote(host, ssh, dest, dry_run)
     with remote.session():
         done = cd.disable(remote, dest, dry_run)
@@ -175,4 +161,3 @@ def chroot_disable(host, dest, dry_run, ssh, verbose, quiet, debug) -> None:
         click.echo(("would " if dry_run and done else "") + line)
 
 
-chroot_commands = (chroot_install, chroot_start, chroot_stop, chroot_status, chroot_enable, chroot_disable)

@@ -1,17 +1,19 @@
-"""The options `imgbuild clone` and `migrate reidentify` share, and how they become an identity Request."""
+"""`imgbuild clone` and `migrate reidentify`: their shared options, and how they become an identity Request."""
 from __future__ import annotations
 
 import re
 import sys
-from typing import TYPE_CHECKING
 
 import click
 
-from builder.cli.common import NONEMPTY
-
-if TYPE_CHECKING:   # imported when a command runs: `migrate push` does not pay for the identity engine
-    from builder.identity import engine
-    from builder.identity.reidentify import Outcome, Where
+from builder.cli.common import NONEMPTY, apply_verbosity, verbosity
+from builder.core import untrusted
+from builder.core.errors import InputError
+from builder.identity import engine
+from builder.identity.guest import locate
+from builder.identity.reidentify import Outcome, Where, check_hostname
+from builder.identity.reidentify import clone as do_clone
+from builder.identity.reidentify import reidentify as do
 
 
 def options(f):
@@ -45,11 +47,6 @@ def options(f):
 
 
 def request(hostname, ips, macs, variables, files) -> engine.Request:
-    from builder.core import untrusted
-    from builder.core.errors import InputError
-    from builder.identity import engine
-    from builder.identity.reidentify import check_hostname
-
     check_hostname(hostname)
     auto = "auto" in macs
     pairs = tuple(engine.parse_mac(m) for m in macs if m != "auto")
@@ -72,8 +69,6 @@ def request(hostname, ips, macs, variables, files) -> engine.Request:
 
 
 def where(inventory, lxcpath, xen_dir, vz_dir, local_mac) -> Where:
-    from builder.identity.reidentify import Where
-
     return Where(inventory, lxcpath, xen_dir, vz_dir, local_mac)
 
 
@@ -90,3 +85,63 @@ def report(o: Outcome, dry_run: bool) -> None:
     click.echo(str(o.guest.path))
 
 
+CLONE_EPILOG = """\b
+Examples:
+  imgbuild clone /var/lib/lxc/vm0 vm1 --ip 10.0.3.2=10.0.3.3            LXC container vm0 -> vm1, new MAC
+  imgbuild clone lxc:vm0 vm2 --ip 10.0.3.2=10.0.3.4 --set server_id=3   also re-render the guest's templates
+  imgbuild clone /etc/xen/www.cfg www2 --ip 192.0.2.10=192.0.2.11 --dry-run
+  imgbuild clone output/debian12/debian12.ext4 /srv/img/web1.ext4 --hostname web1
+
+SRC: an LXC container (dir or lxc:NAME), a Xen .cfg (its image is copied too), an ext2/3/4 image, an imgbuild
+output directory or a root directory. Every MAC gets a fresh one (unless given); IPs change as --ip says.
+"""
+
+
+@click.command("clone", epilog=CLONE_EPILOG)
+@click.argument("src")
+@click.argument("new")
+@options
+@verbosity
+def clone(src, new, hostname, ips, macs, variables, files, dry_run, force, inventory, lxcpath, xen_dir, vz_dir,
+          local_mac, loop, verbose, quiet, debug) -> None:
+    """Copy SRC to NEW and give the copy its own identity: host name (default: NEW's name), IPs, MACs (fresh
+    ones), machine-id, ssh host keys, DHCP leases, and the guest's templates, in the guest and in its config.
+
+    A MAC, IP or host name another guest already has (in the inventory, or in the LXC, Xen and OpenVZ configs
+    of this host) is refused, naming both guests. The copy keeps owners, devices, hardlinks and xattrs (cp -a,
+    reflinks where the filesystem has them). The new guest is recorded in the inventory.
+    """
+    apply_verbosity(verbose, quiet, debug)
+    req = request(hostname, ips, macs, variables, files)
+    w = where(inventory, lxcpath, xen_dir, vz_dir, local_mac)
+    report(do_clone(src, new, req, w, dry_run=dry_run, force=force, loop=loop), dry_run)
+
+
+REIDENTIFY_EPILOG = """\b
+Examples:
+  migrate reidentify /var/lib/lxc/vm1 --hostname vm1 --ip 10.0.3.2=10.0.3.3 --mac auto
+  migrate reidentify /etc/xen/www.cfg --ip 192.0.2.10=198.51.100.10/24@198.51.100.1 --mac auto --dry-run
+  migrate reidentify /srv/img/web1.ext4 --hostname web1          (edited with debugfs, nothing mounted)
+
+Run twice with the same options, the second run changes nothing.
+"""
+
+
+@click.command("reidentify", epilog=REIDENTIFY_EPILOG)
+@click.argument("target")
+@options
+@verbosity
+def reidentify(target, hostname, ips, macs, variables, files, dry_run, force, inventory, lxcpath, xen_dir, vz_dir,
+               local_mac, loop, verbose, quiet, debug) -> None:
+    """Give the guest at TARGET a new identity in place: host name, IPs, MACs, in the guest's files (hostname,
+    hosts, ifcfg, interfaces, networkd, NetworkManager, netplan, udev rules) and in its config (LXC, Xen,
+    OpenVZ); machine-id emptied, ssh host keys made anew, DHCP leases dropped, templates rendered again.
+
+    A MAC, IP or host name that another guest has is refused, naming both. --dry-run shows every change as a
+    unified diff and writes nothing.
+    """
+    apply_verbosity(verbose, quiet, debug)
+    req = request(hostname, ips, macs, variables, files)
+    w = where(inventory, lxcpath, xen_dir, vz_dir, local_mac)
+    g = locate(target, lxcpath, vz_dir)
+    report(do(g, req, w, dry_run=dry_run, force=force, loop=loop), dry_run)

@@ -1,40 +1,16 @@
-"""`migrate push`, and the ssh options every remote command shares."""
+"""`migrate push`: a whole OS tree to a directory on a host, over the user's own ssh."""
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
 import click
 
 from builder.cli.common import NONEMPTY, apply_verbosity, log, verbosity
 from builder.cli.common import Path as PathType
-
-
-def ssh_options(f):
-    """--port, -i, --ssh-config, --ssh-option, --accept-new-host-key: ssh is the user's own, with their config
-    and keys; these only add to it."""
-    @click.option("--accept-new-host-key", is_flag=True,
-                  help="Accept and record the host key of a host not yet in known_hosts (a CHANGED key is still "
-                       "refused). Without it, an unknown host is refused. With --dry-run the key is accepted for "
-                       "that run only (a temporary known_hosts): your known_hosts is left unchanged.")
-    @click.option("--ssh-option", "ssh_option", multiple=True, metavar="KEY=VALUE",
-                  help="An extra ssh -o option, e.g. --ssh-option ConnectTimeout=5. Repeatable.")
-    @click.option("--ssh-config", type=click.Path(dir_okay=False, exists=True), metavar="FILE",
-                  help="Use this ssh config instead of ~/.ssh/config (ssh -F).")
-    @click.option("-i", "--identity", type=click.Path(dir_okay=False, exists=True), metavar="KEY",
-                  help="Private key to log in with (ssh -i).")
-    @click.option("--port", type=click.IntRange(1, 65535), metavar="N",
-                  help="ssh port of the host (default: your ssh config, else 22).")
-    @functools.wraps(f)
-    def wrapper(*a, port, identity, ssh_config, ssh_option, accept_new_host_key, **kw):
-        from builder.migrate.remote import SshOptions
-
-        opts = SshOptions(port=port, config=ssh_config, identity=identity,
-                          accept_new_host_key=accept_new_host_key, options=tuple(ssh_option))
-        opts.check()            # before anything else: a bad option is bad input, not "cannot connect"
-        return f(*a, ssh=opts, **kw)
-    return wrapper
-
+from builder.cli.ssh import ssh_options
+from builder.core.errors import BuilderError
+from builder.migrate import push as p
+from builder.migrate.remote import Remote
 
 PUSH_EPILOG = """\b
 Examples:
@@ -93,9 +69,6 @@ def push(host, dest, source, files_from, profile, excludes, protect, unprotect, 
     A second push sends only what changed; an interrupted one resumes. Use --dry-run first.
     """
     apply_verbosity(verbose, quiet, debug)
-    from builder.migrate import push as p
-    from builder.migrate.remote import Remote
-
     dest = p.check_dest(dest, force)
     remote = Remote(host, ssh, dry_run=dry_run)
     req = p.PushRequest(dest=dest, source=source, files_from=files_from, profile=profile, excludes=excludes,
@@ -107,9 +80,6 @@ def push(host, dest, source, files_from, profile, excludes, protect, unprotect, 
 
 
 def _push(remote, req, source, host, dest, dry_run, verify) -> None:
-    from builder.migrate import push as p
-    from builder.core.errors import BuilderError
-
     changes = p.push(remote, req)
     where = f"{host}:{dest}"
     if dry_run:

@@ -8,7 +8,7 @@ import click
 
 from builder.cli.common import NONEMPTY, apply_verbosity, log, verbosity
 from builder.cli.common import Path as PathType
-from builder.cli.push import ssh_options
+from builder.cli.ssh import ssh_options
 
 XEN_EPILOG = """\b
 Examples:
@@ -64,8 +64,8 @@ def xen(src_host, guest, dst_host, disk_maps, bridge, bridge_maps, ips, macs, ho
     convert-xen does, checked by xl's own parser) and writes it to DST_HOST's /etc/xen/NAME.cfg.
     """
     apply_verbosity(verbose, quiet, debug)
-    from builder.guestconf import xen as xenconf
     from builder.core.errors import InputError
+    from builder.guestconf import xen as xenconf
     from builder.migrate.remote import Remote, remote_path, shown
     from builder.migrate.xen import XenMoveRequest, check_request, move
 
@@ -122,9 +122,9 @@ def xen_bridge(host, iface, bridge, out, xen_dir, ssh, verbose, quiet, debug) ->
     holding the host's address, taken from ifcfg-IFACE) and ifcfg-IFACE enslaved to it."""
     apply_verbosity(verbose, quiet, debug)
     from builder.core import checks
-    from builder.migrate import xenbridge
     from builder.core.errors import BuilderError, InputError
     from builder.core.outputs import write_atomic
+    from builder.migrate import xenbridge
     from builder.migrate.remote import Remote, remote_path, shown
 
     try:                         # every value is checked before HOST is contacted
@@ -178,4 +178,3 @@ def xen_bridge(host, iface, bridge, out, xen_dir, ssh, verbose, quiet, debug) ->
         log.warning("%s: %s", host, w)
 
 
-xen_commands = (xen, xen_bridge)

@@ -24,7 +24,7 @@ from typing import Iterator
 from builder.core import proc as runner
 from builder.core.errors import CommandError, UnsafePath
 from builder.core.rootfs import RootFS
-from builder.build.unprivileged import in_userns
+from builder.core.userns import in_userns
 
 log = logging.getLogger("imgbuild")
 

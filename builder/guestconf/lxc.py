@@ -411,3 +411,30 @@ def convert(text: str, to: str) -> tuple[str, list[LxcWarning]]:
     (_to_modern if to == "modern" else _to_legacy)(out)
     result = "\n".join(out.text[ln.no] for ln in lines) + ("\n" if final_newline else "")
     return result, sorted(out.warnings, key=lambda w: w.line)
+
+
+# ------------------------------------------------------------------ moving a container
+
+
+PATH_KEYS = ("lxc.rootfs.path", "lxc.rootfs", "lxc.mount", "lxc.mount.fstab")
+
+
+def relocate(config: str, old_dir: str, new_dir: str) -> str:
+    """The config with its container paths moved from old_dir to new_dir."""
+    out = []
+    for line in config.splitlines():
+        m = re.match(r"^\s*([a-z0-9_.]+)\s*=\s*(.*)$", line)
+        if m and m.group(1) in PATH_KEYS:
+            line = f"{m.group(1)} = {m.group(2).replace(old_dir, new_dir, 1)}"
+        out.append(line)
+    return "\n".join(out) + "\n"
+
+
+def config_dir(config: str, where: object = "the LXC config") -> str:
+    """The container directory a config names (its rootfs line's parent)."""
+    for line in config.splitlines():
+        m = re.match(r"^\s*(lxc\.rootfs\.path|lxc\.rootfs)\s*=\s*(?:dir:)?(.*)/rootfs\s*$", line)
+        if m:
+            return m.group(2)
+    raise InputError(f"{where}: no rootfs line (lxc.rootfs.path = .../rootfs); cannot install it",
+                     "give a config imgbuild or LXC wrote")

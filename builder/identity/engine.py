@@ -23,7 +23,8 @@ import yaml
 from builder.core.errors import InputError
 from builder.core.outputs import write_atomic
 from builder.core.untrusted import read_text
-from builder.build.steps import templates as tmpl
+from builder.core import templating
+from builder.identity import kept
 from builder.identity import formats
 from builder.identity.tree import Meta, Tree, fresh_key
 
@@ -310,37 +311,37 @@ def _reset(tree: Tree, hostname: str, p: Plan, force_keys: bool) -> None:
 
 
 def _templates(tree: Tree, req: Request, r: formats.Rename, cur: Current, p: Plan) -> None:
-    index = tree.read(tmpl.INDEX)
+    index = tree.read(kept.INDEX)
     if index is None:
         if req.variables:
             raise InputError("--set: this guest has no imgbuild templates to render variables into",
                              "templates come from a recipe's `templates:`; edit the files with --file instead")
         return
     # the guest's own files: untrusted data, read strictly; its templates render in the sandbox
-    kept = tmpl.read_index(index, f"{tree.label}:{tmpl.INDEX}")
-    variables = tmpl.read_vars(tree.read(tmpl.VARS) or b"", f"{tree.label}:{tmpl.VARS}")
+    entries = kept.read_index(index, f"{tree.label}:{kept.INDEX}")
+    variables = kept.read_vars(tree.read(kept.VARS) or b"", f"{tree.label}:{kept.VARS}")
     variables.update(dict(req.variables))
     ips = [str(r.ips.get(ipaddress.ip_address(a), ipaddress.ip_interface(a)).ip) for a in cur.ips]
     hostname = r.hostname or cur.hostname or ""
     addresses = {f"eth{n}": a for n, a in enumerate(ips)}
     macs = {f"eth{n}": r.macs.get(m, m) for n, m in enumerate(cur.macs)}
-    ctx = tmpl.context(hostname, None, addresses, macs, variables)
-    for entry in kept:
+    ctx = templating.context(hostname, None, addresses, macs, variables)
+    for entry in entries:
         shown = f"{tree.label}:{entry.template}"
         hint = (f"the template is the guest's own ({shown}, rendered to {entry.path}): fix it there, or remove "
-                f"its entry from {tmpl.INDEX}")
+                f"its entry from {kept.INDEX}")
         raw = tree.read(entry.template)
         if raw is None:
-            raise InputError(f"{tree.label}:{tmpl.INDEX}: the template for {entry.path} is missing: no file "
+            raise InputError(f"{tree.label}:{kept.INDEX}: the template for {entry.path} is missing: no file "
                              f"{entry.template} in the guest", hint)
         try:
-            source = tmpl.guest_file(raw, shown).decode("utf-8")
+            source = kept.guest_file(raw, shown).decode("utf-8")
         except UnicodeDecodeError:
             raise InputError(f"{shown}: not UTF-8 text, so not a template", hint) from None
-        new = tmpl.render(source, ctx, f"{shown} (for {entry.path})", hint=hint).encode()
+        new = templating.render(source, ctx, f"{shown} (for {entry.path})", hint=hint).encode()
         there = tree.meta(entry.path)
         if there is not None and statmod.S_ISDIR(there.mode):
-            raise InputError(f"{tree.label}:{tmpl.INDEX}: the template {entry.template} renders to {entry.path}, "
+            raise InputError(f"{tree.label}:{kept.INDEX}: the template {entry.template} renders to {entry.path}, "
                              "which is a directory in the guest", hint)
         old = tree.read(entry.path)
         if new != old:
@@ -349,11 +350,11 @@ def _templates(tree: Tree, req: Request, r: formats.Rename, cur: Current, p: Pla
                                 lambda path=entry.path, new=new, meta=meta: tree.write(path, new, meta)))
     if req.variables:
         data = yaml.safe_dump(variables, sort_keys=True).encode()
-        old = tree.read(tmpl.VARS)
+        old = tree.read(kept.VARS)
         if data != old:
-            meta = tree.meta(tmpl.VARS)
-            p.edits.append(Edit(f"{tree.label}:{tmpl.VARS}", old, data,
-                                lambda: tree.write(tmpl.VARS, data, meta), secret=True))
+            meta = tree.meta(kept.VARS)
+            p.edits.append(Edit(f"{tree.label}:{kept.VARS}", old, data,
+                                lambda: tree.write(kept.VARS, data, meta), secret=True))
 
 
 def apply(p: Plan) -> int:

@@ -88,7 +88,7 @@ def locate(target: str, lxcpath: str = "/var/lib/lxc", vzconf: str = "/etc/vz/co
     if p.is_dir() and (p / "config").is_file() and (p / "rootfs").is_dir():
         return _lxc(p.resolve())
     if p.is_dir() and (p / "manifest.json").is_file():
-        from builder.build.targets.lxc import read_manifest
+        from builder.build.manifest import read_manifest
 
         m = read_manifest(p)
         conf = next((p.resolve() / a["path"] for a in m["artifacts"] if a["kind"] == "lxc-config"), None)
@@ -161,7 +161,7 @@ def _unpacked_output(g: Guest, writeback: bool) -> Iterator[Tree]:
     """An imgbuild output: its tarball unpacked; on a clean exit, packed again (same epoch, reproducible) and
     the manifest's hashes updated."""
     from builder.core.outputs import sha256, write_atomic
-    from builder.build.targets.lxc import read_manifest
+    from builder.build.manifest import read_manifest
     from builder.build.targets.tarball import TarballOptions, pack
 
     manifest = read_manifest(g.path)
@@ -228,9 +228,9 @@ def lxc_dest(new: str, lxcpath: str) -> Path:
 
 def lxc_copy_config(text: str, dest: Path) -> str:
     """A container config as its copy at dest has it: paths moved to dest, no host-side veth names."""
-    from builder.build.targets.lxc import _config_dir, relocate
+    from builder.guestconf.lxc import config_dir, relocate
 
-    text = relocate(text, _config_dir(text), str(dest))
+    text = relocate(text, config_dir(text), str(dest))
     return re.sub(r"^\s*lxc\.net(?:work)?\.(?:\d+\.)?veth\.pair\s*=.*\n?", "", text, flags=re.M)
 
 

@@ -12,7 +12,7 @@ from builder.core import e2fs
 from builder.core import proc as runner
 from builder.core.errors import InputError, UnsafePath
 from builder.core.rootfs import RootFS
-from builder.build.steps.templates import MAX_GUEST_FILE
+from builder.identity.kept import MAX_GUEST_FILE
 
 
 @dataclass(frozen=True)

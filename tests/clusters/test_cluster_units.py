@@ -123,7 +123,7 @@ def test_the_el6_galera_variant_renders_the_seeds_settings_per_node():
     for every node as the build and install-lxc would, and its EL6 hook is checked by sh."""
     import subprocess
 
-    from builder.build.steps import templates
+    from builder.core import templating as templates
 
     r = recipe.load(REPO / "recipes/galera-centos6.yml").recipe
     assert r.bootstrap.extra_repos["percona"].gpgkey.startswith("https://")

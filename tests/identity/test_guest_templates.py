@@ -17,13 +17,14 @@ import yaml
 
 from builder.core.errors import InputError
 from builder.identity import inventory
-from builder.build.steps import templates as tmpl
+from builder.core import templating
+from builder.identity import kept
 from tests.conftest import BIN, REPO
 from tests.identity.test_engine import make_container, tree_state
 
 pytestmark = pytest.mark.root      # the guest's files are owned by root, as in a real container
 
-KEPT = f"{tmpl.STORE}/0123456789abcdef-app.conf.j2"
+KEPT = f"{kept.STORE}/0123456789abcdef-app.conf.j2"
 GOOD = "# {{ hostname }} at {{ ip }}, server {{ server_id }}\n"
 
 
@@ -53,8 +54,8 @@ def guest(tmp_path: Path, template: str = GOOD, index: str | None = None, variab
     (root / "etc/imgbuild").mkdir()
     if index is None:
         index = f"- {{path: /etc/app.conf, template: {KEPT}, mode: '0644', uid: 0, gid: 0}}\n"
-    (root / tmpl.INDEX.lstrip("/")).write_text(index)
-    (root / tmpl.VARS.lstrip("/")).write_text(variables)
+    (root / kept.INDEX.lstrip("/")).write_text(index)
+    (root / kept.VARS.lstrip("/")).write_text(variables)
     return cdir
 
 
@@ -75,7 +76,7 @@ def test_a_good_guest_template_is_rendered_for_the_dry_run_and_the_real_run(tmp_
     r = run("migrate", "reidentify", cdir, "--hostname", "web1", "--set", "server_id=7", *opts, env=env)
     assert r.returncode == 0, r.stderr
     assert (cdir / "rootfs/etc/app.conf").read_text() == "# web1 at 10.0.3.2, server 7\n"
-    assert yaml.safe_load((cdir / "rootfs" / tmpl.VARS.lstrip("/")).read_text()) == {"server_id": 7}
+    assert yaml.safe_load((cdir / "rootfs" / kept.VARS.lstrip("/")).read_text()) == {"server_id": 7}
 
 
 # ================================================================== code execution (server-side template injection)
@@ -178,26 +179,26 @@ def test_a_guest_template_that_never_ends_or_grows_without_bound_is_refused(case
 def test_recipe_templates_render_in_the_same_sandbox():
     """The build renders a recipe's templates through the same render(): the same refusals, the same limits."""
     marker = Path("/tmp") / f"imgbuild-pwned-{os.getpid()}"
-    ctx = tmpl.context("vm0", None, {"eth0": "10.0.3.2"}, {}, {"server_id": 1})
-    assert tmpl.render(GOOD, ctx, "ok.j2") == "# vm0 at 10.0.3.2, server 1\n"
+    ctx = templating.context("vm0", None, {"eth0": "10.0.3.2"}, {}, {"server_id": 1})
+    assert templating.render(GOOD, ctx, "ok.j2") == "# vm0 at 10.0.3.2, server 1\n"
     for case, source in payloads(marker).items():
         with pytest.raises(InputError) as e:
-            tmpl.render(source, ctx, "node.cnf.j2")
+            templating.render(source, ctx, "node.cnf.j2")
         assert e.value.message.startswith("template node.cnf.j2"), (case, e.value.message)
         assert e.value.exit_code == 2
     for case, (source, says) in BOMBS.items():
         with pytest.raises(InputError) as e:
-            tmpl.render(source, ctx, "node.cnf.j2")
+            templating.render(source, ctx, "node.cnf.j2")
         assert says in e.value.message, (case, e.value.message)
     assert not marker.exists()
 
 
 def test_template_errors_name_the_line():
-    ctx = tmpl.context("vm0", None, {}, {}, {})
+    ctx = templating.context("vm0", None, {}, {}, {})
     for source, line in (("a\nb\n{{ 1/0 }}\n", 3), ("x\n{{ nope }}\n", 2), ("\n\n\n{{ cycler.__init__ }}", 4),
                          ("{% for x in range(3) %}\n{{ x.__class__ }}\n{% endfor %}", 2), ("\n{{ x ", 2)):
         with pytest.raises(InputError) as e:
-            tmpl.render(source, ctx, "t.j2")
+            templating.render(source, ctx, "t.j2")
         assert e.value.message.startswith(f"template t.j2 line {line}: "), (source, e.value.message)
 
 
@@ -242,7 +243,7 @@ BAD_INDEX = {
                       "[0].path: "),
     "template-elsewhere": ("- {path: /etc/app.conf, template: /etc/shadow, mode: '0644', uid: 0, gid: 0}\n",
                            "[0].template: "),
-    "template-dotdot": (f"- {{path: /etc/app.conf, template: '{tmpl.STORE}/../../../etc/shadow', mode: '0644', "
+    "template-dotdot": (f"- {{path: /etc/app.conf, template: '{kept.STORE}/../../../etc/shadow', mode: '0644', "
                         "uid: 0, gid: 0}\n", "[0].template: "),
     "negative-uid": (f"- {{path: /etc/app.conf, template: {KEPT}, mode: '0644', uid: -1, gid: 0}}\n", "[0].uid: "),
     "huge-gid": (f"- {{path: /etc/app.conf, template: {KEPT}, mode: '0644', uid: 0, gid: {2**40}}}\n", "[0].gid: "),
@@ -263,9 +264,9 @@ def test_a_bad_templates_yml_is_refused_naming_the_file_in_the_guest(case, tmp_p
     before = tree_state(tmp_path / "lxc")
     for dry in (["--dry-run"], []):
         r = run("migrate", "reidentify", cdir, "--hostname", "web1", *dry, *opts, env=env)
-        refused(r, f"rootfs:{tmpl.INDEX}: ", says)
+        refused(r, f"rootfs:{kept.INDEX}: ", says)
     r = run("imgbuild", "clone", "lxc:vm0", "vm1", "--ip", "10.0.3.2=10.0.3.9", *opts, env=env)
-    refused(r, f"rootfs:{tmpl.INDEX}: ")
+    refused(r, f"rootfs:{kept.INDEX}: ")
     assert tree_state(tmp_path / "lxc") == before
     assert not (tmp_path / "inventory.yml").exists()
 
@@ -286,13 +287,13 @@ BAD_VARS = {
 def test_a_bad_vars_yml_is_refused_naming_the_file_in_the_guest(case, tmp_path, env, opts):
     text, says = BAD_VARS[case]
     cdir = guest(tmp_path)
-    (cdir / "rootfs" / tmpl.VARS.lstrip("/")).write_bytes(text.encode("utf-8", "surrogateescape"))
+    (cdir / "rootfs" / kept.VARS.lstrip("/")).write_bytes(text.encode("utf-8", "surrogateescape"))
     before = tree_state(tmp_path / "lxc")
     for args in (["--dry-run"], [], ["--set", "server_id=3"]):
         r = run("migrate", "reidentify", cdir, "--hostname", "web1", *args, *opts, env=env)
-        refused(r, f"rootfs:{tmpl.VARS}: ", says)
+        refused(r, f"rootfs:{kept.VARS}: ", says)
     r = run("imgbuild", "clone", "lxc:vm0", "vm1", "--ip", "10.0.3.2=10.0.3.9", "--dry-run", *opts, env=env)
-    refused(r, f"rootfs:{tmpl.VARS}: ")
+    refused(r, f"rootfs:{kept.VARS}: ")
     assert tree_state(tmp_path / "lxc") == before
 
 

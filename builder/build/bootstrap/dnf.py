@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from builder.core import proc as runner
-from builder.debian.apt import cache_dir
+from builder.core.paths import cache_dir
 from builder.rpm import rpmdb, seed
 
 if TYPE_CHECKING:

@@ -17,6 +17,8 @@ from builder.core.checks import IfName
 from builder.core.errors import BuilderError, InputError
 from builder.core.outputs import write_atomic
 from builder.core.schema import opt
+from builder.build.manifest import read_manifest
+from builder.guestconf.lxc import config_dir, relocate
 from builder.build.steps import devices as devices_step
 
 if TYPE_CHECKING:
@@ -157,56 +159,6 @@ def host_is_legacy() -> bool:
 # ------------------------------------------------------------------ install
 
 
-_PATH_KEYS = ("lxc.rootfs.path", "lxc.rootfs", "lxc.mount", "lxc.mount.fstab")
-
-
-def relocate(config: str, old_dir: str, new_dir: str) -> str:
-    """The config with its container paths moved from old_dir to new_dir."""
-    out = []
-    for line in config.splitlines():
-        m = re.match(r"^\s*([a-z0-9_.]+)\s*=\s*(.*)$", line)
-        if m and m.group(1) in _PATH_KEYS:
-            line = f"{m.group(1)} = {m.group(2).replace(old_dir, new_dir, 1)}"
-        out.append(line)
-    return "\n".join(out) + "\n"
-
-
-def _config_dir(config: str, where: object = "the LXC config") -> str:
-    for line in config.splitlines():
-        m = re.match(r"^\s*(lxc\.rootfs\.path|lxc\.rootfs)\s*=\s*(?:dir:)?(.*)/rootfs\s*$", line)
-        if m:
-            return m.group(2)
-    raise InputError(f"{where}: no rootfs line (lxc.rootfs.path = .../rootfs); cannot install it",
-                     "give a config imgbuild or LXC wrote")
-
-
-def read_manifest(output: Path) -> dict:
-    """OUTPUT/manifest.json, checked for the shape imgbuild writes (it is a file an earlier run left, so it is
-    not trusted): an object with a valid name and artifacts, each a kind and a plain file name in OUTPUT."""
-    from builder.core.untrusted import read_json
-
-    f = Path(output) / "manifest.json"
-    hint = "give the directory a build wrote, e.g. output/debian12 (build again if its manifest.json was changed)"
-    if not f.is_file():
-        raise InputError(f"{output}: not an imgbuild output (no manifest.json)", hint)
-    if f.is_symlink():       # never a host file read (and its values shown or copied) through a link
-        raise InputError(f"{f}: a symbolic link, not the manifest a build writes", hint)
-    m = read_json(f, what="an imgbuild manifest", hint=hint)
-    try:
-        checks.name(m.get("name"))
-    except ValueError as e:
-        raise InputError(f"{f}: name: {e}", hint) from None
-    arts = m.get("artifacts")
-    if not isinstance(arts, list):
-        raise InputError(f"{f}: artifacts: expected a list, found {type(arts).__name__}", hint)
-    for i, a in enumerate(arts):
-        if not (isinstance(a, dict) and isinstance(a.get("kind"), str) and isinstance(a.get("path"), str)):
-            raise InputError(f"{f}: artifacts[{i}]: expected {{kind, path}}, found {a!r:.80}", hint)
-        if "/" in a["path"] or "\0" in a["path"] or a["path"] in ("", ".", ".."):
-            raise InputError(f"{f}: artifacts[{i}].path: {a['path']!r:.80} is not a file name in {output}", hint)
-    return m
-
-
 def artifact_files(output: Path, manifest: dict) -> dict[str, Path]:
     files = {a["kind"]: Path(output) / a["path"] for a in manifest["artifacts"]}
     if "lxc-legacy-config" in files and host_is_legacy():
@@ -315,7 +267,7 @@ def install(output: Path, name: str | None = None, lxcpath: str = DEFAULT_LXCPAT
         name, what = manifest["name"], f"{output / 'manifest.json'}: name"
     dest = destination(lxcpath, name, force, what or "--name")
     config = _text(files["lxc-config"])
-    old = _config_dir(config, files["lxc-config"])
+    old = config_dir(config, files["lxc-config"])
     made = []                       # the lxcpath's directories made now: removed again if the install fails
     for d in (dest.parent, *dest.parent.parents):
         if os.path.lexists(d):

@@ -1,0 +1,162 @@
+"""`imgbuild build` (also `imgbuild RECIPE`), `validate` and `schema`: recipes in, outputs out."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import click
+
+from builder.build import bootcache as bcache
+from builder.build import cluster
+from builder.build import pipeline as build_mod
+from builder.build import recipe as recipe_mod
+from builder.build import unprivileged as unpriv
+from builder.build.targets import lxc
+from builder.cli.common import NONEMPTY, apply_verbosity, verbosity
+from builder.cli.common import Path as PathType
+from builder.core import checks, outputs
+from builder.core.errors import BuilderError, InputError, RecipeError
+from builder.debian import pkgcache
+
+BUILD_EPILOG = """\b
+Examples:
+  imgbuild build recipes/debian12.yml            (same as: imgbuild recipes/debian12.yml)
+  imgbuild recipes/debian12.yml -o /srv/images --set hostname=web1
+  imgbuild recipes/debian12.yml --set 'bootstrap.packages=[systemd-sysv, vim]' -v
+
+Exit status: 0 ok, 1 build failed, 2 bad input (recipe, options), 130 interrupted.
+"""
+
+
+@click.command("build", epilog=BUILD_EPILOG)
+@click.argument("recipe", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-o", "--output", type=PathType(file_okay=False, path_type=Path), default=Path("output"),
+              show_default=True, help="Directory for outputs; the build lands in OUTPUT/NAME/.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a recipe key (dotted path, VALUE read as YAML); repeatable.")
+@click.option("--keep-tree", is_flag=True, help="Also keep the finished root tree as OUTPUT/NAME.rootfs/ (replacing "
+              "only a tree an earlier --keep-tree left there).")
+@click.option("--no-cache", is_flag=True, help="Bootstrap afresh: neither use nor fill the bootstrap cache.")
+@click.option("--force", is_flag=True, help="Build even when OUTPUT/NAME is up to date (same inputs, outputs "
+              "intact).")
+@click.option("--install-lxc", is_flag=True, help="Then install it as LXC container(s), as `imgbuild install-lxc` "
+              "does (a cluster: every node); replaces containers of the same names that imgbuild installed "
+              "and that are not running.")
+@click.option("--lxcpath", type=NONEMPTY, default="/var/lib/lxc", show_default=True,
+              help="With --install-lxc: LXC's directory.")
+@verbosity
+def build(recipe: Path, output: Path, overrides: tuple[str, ...], keep_tree: bool, no_cache: bool, force: bool,
+          install_lxc: bool, lxcpath: str, verbose: int, quiet: bool, debug: bool) -> None:
+    """Build RECIPE into OUTPUT/NAME/ (tarball, guest configs, manifest.json).
+
+    Everything that can be checked first is: the recipe, the bootstrap method, the mirror and every requested
+    package. A failed or interrupted build leaves the previous output untouched and nothing mounted.
+
+    Packages come from a verified package cache and the tree after the bootstrap from the bootstrap cache, both
+    under $IMGBUILD_CACHE (root: /var/cache/imgbuild, others: ~/.cache/imgbuild); see `imgbuild cache`.
+    A build whose inputs (recipe, the files it names, packages, mirror index) are unchanged and whose outputs
+    still match their sha256 is not done again: --force does it anyway. Recipes with secrets are always built.
+
+    Without root, the build runs in a user namespace of your own (Debian recipes with mmdebstrap; needs uidmap
+    and 65536 ids for you in /etc/subuid and /etc/subgid): device nodes go into the tarball and image as they
+    would as root (the same tarball), /sys in hooks is the host's; --install-lxc, other bootstrap methods and
+    an output directory under /dev/shm need root.
+    """
+    apply_verbosity(verbose, quiet, debug)
+    loaded = recipe_mod.load(recipe, overrides)
+    _check_cache_limits()
+    if os.geteuid() != 0 or unpriv.active():
+        if install_lxc:
+            raise InputError("--install-lxc needs root (LXC's directory is root's)",
+                             f"build without it, then as root: imgbuild install-lxc {output}/{loaded.recipe.name}")
+    _check_build_destinations(loaded.recipe, output, keep_tree, lxcpath if install_lxc else None)
+    if os.geteuid() != 0:
+        unpriv.reexec()   # the same command again, as root of a user namespace of its own
+    final = build_mod.build(loaded, output, keep_tree=keep_tree, use_cache=not no_cache, force=force)
+    click.echo(str(final))
+    if install_lxc:
+        if cluster.read_nodes(final) is not None:
+            for d in cluster.install_nodes(final, lxcpath, force=True):
+                click.echo(str(d))
+        else:
+            click.echo(str(lxc.install(final, None, lxcpath, force=True)))
+
+
+def _check_cache_limits() -> None:
+    """$IMGBUILD_CACHE_MAX and $IMGBUILD_PACKAGES_MAX are read when the caches are trimmed, after the bootstrap
+    and the build: a bad one is bad input now, before anything is done."""
+    for var, limit in (("$IMGBUILD_CACHE_MAX", bcache.max_size), ("$IMGBUILD_PACKAGES_MAX", pkgcache.max_size)):
+        try:
+            limit()
+        except InputError as e:
+            raise InputError(f"{var}: {e.message}", e.hint) from None
+
+
+def _check_build_destinations(r, output: Path, keep_tree: bool, lxcpath: str | None) -> None:
+    """Before building: every place the build will replace is one it may replace (OUTPUT/NAME an earlier
+    output or empty, OUTPUT/NAME.rootfs a tree --keep-tree left, LXCPATH/NAME a stopped container imgbuild
+    installed), so a refusal comes now and not after the build."""
+    checks.directory(output, "-o")
+    base = Path(output).resolve()
+    outputs.check_replaceable(base / r.name)
+    if keep_tree:
+        outputs.check_tree_replaceable(base / f"{r.name}.rootfs")
+    if lxcpath is not None:
+        if r.targets.tarball is None or r.targets.lxc is None:
+            raise InputError("--install-lxc: the recipe makes no tarball or no LXC config to install",
+                             "add targets: {tarball: {}, lxc: {}} to the recipe (or --set 'targets.lxc={}')")
+        checks.directory(lxcpath, "--lxcpath")
+        for n in (r.nodes or ()):
+            lxc.destination(lxcpath, n.name, force=True, what=f"--install-lxc: node {n.name}")
+        if not r.nodes:
+            lxc.destination(lxcpath, r.name, force=True, what="--install-lxc: name")
+
+
+@click.command("validate")
+@click.argument("recipes", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a recipe key.")
+@click.option("--offline", is_flag=True, help="Do not ask the mirror whether the packages exist.")
+@verbosity
+def validate(recipes: tuple[Path, ...], overrides: tuple[str, ...], offline: bool, verbose: int, quiet: bool,
+             debug: bool) -> None:
+    """Check RECIPES without building: keys, types, values, files they name and (unless --offline) that the
+    mirror has every package. Prints one line per recipe; exit 2 if any is bad."""
+    apply_verbosity(verbose, quiet, debug)
+    failed: list[BuilderError] = []
+    broken: list[Exception] = []      # a bug met on one recipe: reported, and the others are still checked
+    for path in recipes:
+        try:
+            loaded = recipe_mod.load(path, overrides)
+            if not offline:
+                build_mod.preflight(loaded)   # mirror, release, packages (writes nothing but caches)
+            click.echo(f"{path}: ok")
+        except BuilderError as e:
+            failed.append(e)
+            click.echo(f"{path}: invalid", err=True)
+        except Exception as e:  # noqa: BLE001 - one recipe's internal error must not hide the others' results
+            broken.append(e)
+            click.echo(f"{path}: internal error: {e.__class__.__name__}: {e}", err=True)
+    if broken:
+        for e in failed:
+            click.echo(f"error: {e.message}", err=True)
+        raise broken[0]
+    if len(failed) == 1:
+        raise failed[0]
+    if failed:
+        problems = [p for e in failed if isinstance(e, RecipeError) for p in e.problems]
+        others = [e for e in failed if not isinstance(e, RecipeError)]
+        if problems and not others:
+            raise RecipeError(problems, failed[0].hint)
+        raise InputError(f"{len(failed)} of {len(recipes)} recipes are invalid:\n" +
+                         "\n".join(str(e) for e in failed), failed[0].hint)
+
+
+@click.command("schema")
+@click.option("--markdown", is_flag=True, help="The reference tables of docs/recipes.md instead.")
+def schema(markdown: bool) -> None:
+    """Print the recipe JSON Schema (for editors and CI)."""
+    if markdown:
+        click.echo(recipe_mod.markdown(), nl=False)
+    else:
+        click.echo(json.dumps(recipe_mod.json_schema(), indent=2))

@@ -1,0 +1,58 @@
+"""`imgbuild cache list|prune`: the bootstrap and package caches."""
+from __future__ import annotations
+
+import click
+
+from builder.build import bootcache as bcache
+from builder.cli.common import apply_verbosity, verbosity
+from builder.core.errors import InputError
+from builder.debian import pkgcache
+
+
+@click.group("cache")
+def cache_group() -> None:
+    """The caches: trees right after the bootstrap, reused by rebuilds with the same inputs; and the .debs
+    builds downloaded, each verified against the mirror's index on the way in and on the way out, with their
+    prepared copies (data.tar uncompressed, so dpkg never decompresses xz; each with its own sha256).
+
+    Where: $IMGBUILD_CACHE/bootstrap and $IMGBUILD_CACHE/packages (default /var/cache/imgbuild as root,
+    ~/.cache/imgbuild for others). The bootstrap cache is bounded by $IMGBUILD_CACHE_MAX (default 4G; least
+    recently used entries go first); the package cache by $IMGBUILD_PACKAGES_MAX (default 2G, least recently
+    used packages first, after each build); `prune --packages` empties it.
+    """
+
+
+@cache_group.command("list")
+@verbosity
+def cache_list(verbose: int, quiet: bool, debug: bool) -> None:
+    """Every entry: key, recipe, size, last use, what it was bootstrapped with."""
+    apply_verbosity(verbose, quiet, debug)
+    es = sorted(bcache.entries(), key=lambda e: -e.meta.get("last_used", 0))
+    for e in es:
+        click.echo(bcache.describe(e))
+    click.echo(f"{len(es)} entries, {sum(e.size for e in es) / (1 << 20):.1f} MB in {bcache.root_dir()}", err=True)
+    files, size = pkgcache.size()
+    click.echo(f"package cache: {files} packages, {size / (1 << 20):.1f} MB (with their prepared copies) in "
+               f"{pkgcache.deb_dir().parent}", err=True)
+
+
+@cache_group.command("prune")
+@click.option("--max-size", metavar="SIZE", help="Keep at most this much (500M, 4G); default $IMGBUILD_CACHE_MAX.")
+@click.option("--packages", is_flag=True, help="Also empty the package cache.")
+@click.option("--all", "everything", is_flag=True, help="Remove every entry, and the package cache.")
+@verbosity
+def cache_prune(max_size: str | None, packages: bool, everything: bool, verbose: int, quiet: bool,
+                debug: bool) -> None:
+    """Remove the least recently used bootstrap entries until the cache fits."""
+    apply_verbosity(verbose, quiet, debug)
+    try:
+        limit = bcache.parse_size(max_size) if max_size else bcache.max_size()
+    except InputError as e:
+        raise InputError(f"{'--max-size' if max_size else '$IMGBUILD_CACHE_MAX'}: {e.message}", e.hint) from None
+    gone = bcache.prune(limit, everything=everything)
+    for e in gone:
+        click.echo(f"removed {e.key} ({e.meta.get('name', '?')}, {e.size / (1 << 20):.1f} MB)")
+    click.echo(f"{len(gone)} removed", err=True)
+    if packages or everything:
+        files, size = pkgcache.prune()
+        click.echo(f"removed {files} packages ({size / (1 << 20):.1f} MB) from {pkgcache.deb_dir().parent}")
