@@ -2,7 +2,7 @@
 """Benchmark: `migrate push` against plain rsync with the same flags, in one run on this machine.
 
   full push       a ~200 MB Debian tree (mmdebstrap minbase + openssh-server, rsync ...) into an empty directory
-                  on a "remote" host: a network namespace running a real sshd (tests/sshhost.py), over a veth
+                  on a "remote" host: a network namespace running a real sshd (tests/support/sshhost.py), over a veth
   no-change push  the same push again, nothing to send
 
 Peer: `rsync -aHAXS --numeric-ids -e 'ssh -F CONFIG' SRC/ HOST:DEST/` (the flags migrate push runs rsync with).
@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.report import write_section  # noqa: E402
-from tests.sshhost import base_tree, free_index, remove_work_dir, ssh_host  # noqa: E402
+from tests.support.sshhost import base_tree, free_index, remove_work_dir, ssh_host  # noqa: E402
 
 MIGRATE = Path(sys.executable).parent / "migrate"
 DEST = "/srv/bench"

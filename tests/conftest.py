@@ -131,10 +131,10 @@ def debian12_build(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def el_repo(tmp_path_factory):
-    """A signed EL-like distribution ("testos" 6, x86_64; see tests/rpmrepo.py) built once and served on
+    """A signed EL-like distribution ("testos" 6, x86_64; see tests/support/rpmrepo.py) built once and served on
     127.0.0.1 for the whole session. Yields its RepoInfo with `url` = http://127.0.0.1:PORT, the directory that
     holds 6/os/x86_64/ and 6/updates/x86_64/."""
-    from tests.rpmrepo import build_repo, missing_tools, serve
+    from tests.support.rpmrepo import build_repo, missing_tools, serve
 
     missing = missing_tools()
     if missing:

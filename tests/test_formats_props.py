@@ -25,7 +25,7 @@ from hypothesis import given, strategies as st
 from builder.core.errors import InputError
 from builder.identity import formats as f
 from tests.identity import test_formats as golden
-from tests.strategies import WORDS, lines_of, mutated, one_line, outside_text, renames
+from tests.support.strategies import WORDS, lines_of, mutated, one_line, outside_text, renames
 
 DATA = Path(__file__).resolve().parent / "data"
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from tests.conftest import BIN, DEFAULT_RECIPE, REPO, imgbuild
-from tests.lxc_helpers import lock_dir, lxc_netns, remove_lock_dir, run
+from tests.support.lxc import lock_dir, lxc_netns, remove_lock_dir, run
 from tests.targets.test_lxc_boot import ADDRESS, HOSTNAME, MAC, wait_running
 
 from builder.guestconf import lxc as lxcconf
@@ -733,7 +733,7 @@ def test_cli_usage():
 
 @pytest.fixture
 def sandbox(tmp_path):
-    """tests/lxc_helpers.py's network namespace with a bridge (every container stopped and destroyed, the namespace
+    """tests/support/lxc.py's network namespace with a bridge (every container stopped and destroyed, the namespace
     deleted, teardown fails on leftovers); afterwards also LXC's lock files of the sandbox's lxcpath."""
     with lxc_netns(tmp_path / "lxc-sandbox", bridge_cidr="10.0.3.1/24") as sb:
         yield sb

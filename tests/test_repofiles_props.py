@@ -17,7 +17,7 @@ from hypothesis import given, strategies as st
 from builder.core.errors import InputError
 from builder.rpm import repofiles
 from tests.rpm import test_repofiles as golden
-from tests.strategies import config_text, lines_of, one_line
+from tests.support.strategies import config_text, lines_of, one_line
 
 MIRROR = "https://vault.example.org/centos/6.10"
 VARS = repofiles.variables("6", "x86_64")

@@ -1,4 +1,4 @@
-"""The el_repo fixture (tests/rpmrepo.py) is a real, signed, dnf-installable EL-like distribution.
+"""The el_repo fixture (tests/support/rpmrepo.py) is a real, signed, dnf-installable EL-like distribution.
 
 Checked with the real tools: rpm reads payloads, signatures and metadata; createrepo_c's repodata matches the files;
 dnf installs comps groups from the served URL with gpgcheck on and picks the newer package from the updates repo;
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.rpmrepo import (KEY_NAME, TMP_PREFIX, DnfRoot, corrupt_copy, port_is_closed, primary_packages, serve,
+from tests.support.rpmrepo import (KEY_NAME, TMP_PREFIX, DnfRoot, corrupt_copy, port_is_closed, primary_packages, serve,
                            sha256_file, throwaway_public_key)
 
 ALL_OS = {"testos-release", "testos-base", "testos-tools", "testos-net", "testos-extra", "testos-broken"}

@@ -1,4 +1,4 @@
-"""The test hosts of tests/sshhost.py are what other tests take them for: a real sshd as pid 1 of its own root,
+"""The test hosts of tests/support/sshhost.py are what other tests take them for: a real sshd as pid 1 of its own root,
 reachable only over the test's veth, separate from each other, and gone without a trace when the test ends;
 and tree_state notices every kind of difference rsync -aHAX must carry over.
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.sshhost import (  # noqa: F401  (fixtures)
+from tests.support.sshhost import (  # noqa: F401  (fixtures)
     SSH_PORT,
     link_exists,
     mounts_under,

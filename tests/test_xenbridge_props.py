@@ -21,7 +21,7 @@ from builder.migrate import xenbridge
 from builder.core.errors import InputError
 from builder.identity.formats import _shvars
 from tests import test_xenbridge as golden
-from tests.strategies import config_text, lines_of, one_line
+from tests.support.strategies import config_text, lines_of, one_line
 
 DATA = Path(__file__).resolve().parent / "data"
 IFCFG_SEEDS = [(DATA / "centos6" / "ifcfg-eth0").read_text()] + \

@@ -18,7 +18,7 @@ from hypothesis import assume, given, strategies as st
 
 from builder.guestconf import xen as xenconf, xl
 from builder.core.errors import InputError
-from tests.strategies import config_text, lines_of, one_line
+from tests.support.strategies import config_text, lines_of, one_line
 
 DATA = Path(__file__).resolve().parent / "data" / "xen"
 SEEDS = [p.read_text() for p in sorted(DATA.glob("*/*.cfg"))]

@@ -1,5 +1,5 @@
 """EL builds for real, with the `imgbuild` console script, against the signed "testos" 6 repository that the el_repo
-fixture serves on 127.0.0.1 (tests/rpmrepo.py): both EL methods (the host's dnf, and rpm-native), the tree they
+fixture serves on 127.0.0.1 (tests/support/rpmrepo.py): both EL methods (the host's dnf, and rpm-native), the tree they
 make, the seeded repo files, the rpm database and manifest, the network files, and the errors before and during
 the bootstrap (each leaving no output, no work directory and nothing bad in the package cache)."""
 from __future__ import annotations
@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from tests.conftest import imgbuild, mounts_under, sha256
-from tests.rpmrepo import KEY_NAME, primary_packages, serve
+from tests.support.rpmrepo import KEY_NAME, primary_packages, serve
 
 METHODS = ["dnf", "rpm-native"]
 NAME = "el6"

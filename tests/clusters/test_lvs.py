@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.clusters.helpers import build, env_with, install, journal, remove, shm_dir, wait_running
-from tests.lxc_helpers import lxc_netns
+from tests.support.clusters import build, env_with, install, journal, remove, shm_dir, wait_running
+from tests.support.lxc import lxc_netns
 
 pytestmark = [pytest.mark.root, pytest.mark.network, pytest.mark.lxc, pytest.mark.slow]
 NODES = ["director", "real1", "real2"]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.clusters.helpers import build, env_with, install, remove, shm_dir, wait_for, wait_running
-from tests.lxc_helpers import lxc_netns
+from tests.support.clusters import build, env_with, install, remove, shm_dir, wait_for, wait_running
+from tests.support.lxc import lxc_netns
 
 pytestmark = [pytest.mark.root, pytest.mark.network, pytest.mark.lxc, pytest.mark.slow]
 

@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from tests.clusters.helpers import (assert_no_secret, build, env_with, install, journal, remove, shm_dir, wait_for,
+from tests.support.clusters import (assert_no_secret, build, env_with, install, journal, remove, shm_dir, wait_for,
                                     wait_running)
-from tests.lxc_helpers import lxc_netns
+from tests.support.lxc import lxc_netns
 
 pytestmark = [pytest.mark.root, pytest.mark.network, pytest.mark.lxc, pytest.mark.slow]
 

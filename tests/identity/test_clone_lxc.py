@@ -3,7 +3,7 @@ three times with `imgbuild clone`; the three clones boot together on one bridge 
 its own host name, address, MAC and ssh host keys, and reach each other.
 
 Seed 004: a copied guest that kept its original's MAC took a LAN down for two days. Here the clones share one
-L2 segment (a bridge inside a network namespace this test creates; see tests/lxc_helpers.py): a duplicate MAC or
+L2 segment (a bridge inside a network namespace this test creates; see tests/support/lxc.py): a duplicate MAC or
 address would show up as a clone that cannot reach another.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ import pytest
 
 from builder.identity import inventory
 from tests.conftest import imgbuild
-from tests.lxc_helpers import container_cgroups, lxc_netns, tcp_banner
+from tests.support.lxc import container_cgroups, lxc_netns, tcp_banner
 
 OLD_MAC, OLD_IP = "00:16:3e:00:03:02", "10.0.3.2"      # recipes/debian12.yml
 CLONES = {"vmA": "10.0.3.11", "vmB": "10.0.3.12", "vmC": "10.0.3.13"}

@@ -32,7 +32,7 @@ from builder.identity.tree import ImageTree
 from tests.conftest import BIN, REPO, imgbuild
 from tests.identity.test_engine import (OLD_HOST, OLD_MAC, debugfs_cat, file_sha, make_container, make_root,
                                         tree_state)
-from tests.lxc_helpers import lxc_netns
+from tests.support.lxc import lxc_netns
 
 pytestmark = pytest.mark.root
 

@@ -1,6 +1,6 @@
 """Chroot deploy on a real host (seed 001): push an OS tree, install the boot script, start it by hand, reach
 the new system's own sshd while the host's sshd (the backdoor, port 2222) still answers, escape to the real root,
-enable at boot, disable, stop. The "host" is a network namespace running a real sshd (tests/sshhost.py)."""
+enable at boot, disable, stop. The "host" is a network namespace running a real sshd (tests/support/sshhost.py)."""
 from __future__ import annotations
 
 import os
@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 from tests.migrate.test_push import migrate, ssh_args
-from tests.sshhost import base_tree, tree_state
+from tests.support.sshhost import base_tree, tree_state
 
 pytestmark = [pytest.mark.root]
 

@@ -1,14 +1,14 @@
 """A dry run changes nothing anywhere: for every remote command with --dry-run, the test host's destination tree,
 /tmp, /etc, /root, /srv, /usr/local and /var/tmp are compared entry by entry (content, mode, owner, mtime) before
 and after, and so are the local files a command could write (known_hosts, the stage, the inventory and its lock).
-Real hosts in network namespaces (tests/sshhost.py)."""
+Real hosts in network namespaces (tests/support/sshhost.py)."""
 from __future__ import annotations
 
 import pytest
 
 from tests.migrate.test_push import DEST, make_tree, migrate, ssh_args
 from tests.migrate.test_xen_move import OLD_IP, xen_args, xen_hosts  # noqa: F401  (the fixture)
-from tests.sshhost import tree_diff, tree_state
+from tests.support.sshhost import tree_diff, tree_state
 
 pytestmark = [pytest.mark.root]
 

@@ -1,4 +1,4 @@
-"""Shell metacharacters in every option of every remote command, against real hosts (tests/sshhost.py).
+"""Shell metacharacters in every option of every remote command, against real hosts (tests/support/sshhost.py).
 
 Each value is a payload that runs `touch MARKER` if it ever reaches a shell unquoted: `$(...)`, backticks, `;`
 with a single or a double quote to break out of quoting, a newline, and `*`, a space and `|`. Every command must

@@ -1,4 +1,4 @@
-"""migrate push against a real sshd + rsync in a network namespace the test makes (tests/sshhost.py).
+"""migrate push against a real sshd + rsync in a network namespace the test makes (tests/support/sshhost.py).
 
 Every check compares real trees: the source, and the receiver's files as the test sees them (host.root/DEST)."""
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import BIN
-from tests.sshhost import tree_diff, tree_state
+from tests.support.sshhost import tree_diff, tree_state
 
 pytestmark = [pytest.mark.root]
 

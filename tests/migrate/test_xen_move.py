@@ -1,4 +1,4 @@
-"""migrate xen between two real hosts (network namespaces with real sshd, tests/sshhost.py): a Xen 3 source
+"""migrate xen between two real hosts (network namespaces with real sshd, tests/support/sshhost.py): a Xen 3 source
 holding an xm config and an ext4 disk image; a Xen 4 destination.
 
 MOCK, said plainly: there is no Xen hypervisor here, so `xm` on the source and `xl` on the destination are small

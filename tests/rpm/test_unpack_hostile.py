@@ -1,7 +1,7 @@
 """Hostile package contents: whatever links, modes, hard links and device nodes packages ship, unpacking them
 into a root changes nothing outside it.
 
-Real packages, built with rpmbuild (tests/rpmrepo.py's helpers), unpacked in order into one root with
+Real packages, built with rpmbuild (tests/support/rpmrepo.py's helpers), unpacked in order into one root with
 builder.rpm.unpack, then Owners.apply(). A directory beside the root stands in for the host; its files must keep
 their content, mode, owner, mtime and link count, and nothing may appear in it. The classic attack: package A
 ships /opt/x mode 0666, package B ships /opt/x -> a host file; after both, the host file must not be 0666.
@@ -18,7 +18,7 @@ import pytest
 from builder.core.errors import BuilderError
 from builder.core.rootfs import RootFS
 from builder.rpm.unpack import Owners, unpack
-from tests.rpmrepo import _Pkg, _rpmbuild, _workdir, missing_tools
+from tests.support.rpmrepo import _Pkg, _rpmbuild, _workdir, missing_tools
 
 UP = "../" * 12          # enough `..` to reach / from anywhere in the root, for a relative link out of it
 

@@ -1,6 +1,6 @@
 """The image target: an ext2/3/4 filesystem image made from a tree with `mke2fs -d`, checked with e2fsprogs' own
 tools (e2fsck, debugfs, dumpe2fs), and the default recipe's image booted for real under qemu (TCG) with a Debian
-kernel to systemd (tests/qemu_helpers.py downloads the kernel and builds the initramfs).
+kernel to systemd (tests/support/qemu.py downloads the kernel and builds the initramfs).
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from builder.core import tarwriter
 from builder.core.errors import BuilderError
 from builder.build.targets import image
 from tests.conftest import DEFAULT_RECIPE, imgbuild, mounts_under, sha256
-from tests.qemu_helpers import qemu, qemu_kernel  # noqa: F401  (qemu_kernel is a session fixture)
+from tests.support.qemu import qemu, qemu_kernel  # noqa: F401  (qemu_kernel is a session fixture)
 
 EPOCH = 1700000000          # 2023-11-14 22:13:20 UTC
 MiB = 1 << 20

@@ -3,7 +3,7 @@ the lxcpath; a symlink at LXCPATH/NAME is neither followed nor deleted; --force 
 imgbuild installed; manifest.json and nodes.json are files an earlier run left, read as untrusted; the new
 container goes through the duplicate guard (inventory and the host's guest configs) and is recorded.
 
-The output installed here is tests/tiny_output.py's (a busybox tree made by hand, so no build is needed);
+The output installed here is tests/support/tiny_output.py's (a busybox tree made by hand, so no build is needed);
 tar, the identity engine, the inventory and lxc-start are real. One test uses the real default build for the
 exact case of a second container of output/debian12."""
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from builder.identity import inventory
-from tests import tiny_output
+from tests.support import tiny_output
 from tests.conftest import imgbuild
 
 pytestmark = pytest.mark.root
@@ -342,7 +342,7 @@ def test_the_default_build_installed_twice_is_refused(debian12_build, tmp_path):
 @pytest.mark.lxc
 def test_force_refuses_a_running_container(site, tmp_path):
     from builder.build.targets import lxc
-    from tests.lxc_helpers import lxc_netns
+    from tests.support.lxc import lxc_netns
 
     name = f"ib-run-{os.getpid()}"
     with lxc_netns(tmp_path / "sandbox", bridge_cidr="10.0.3.1/24") as sb:

@@ -2,7 +2,7 @@
 under the real lxc-start to systemd `running`, with the recipe's hostname, address, MAC, sshd and hook result.
 
 Network: the container's NIC hangs on a bridge (10.0.3.1/24) inside a network namespace this test creates; every
-packet stays in that namespace (see tests/lxc_helpers.py for how LXC is run there and how it is cleaned up).
+packet stays in that namespace (see tests/support/lxc.py for how LXC is run there and how it is cleaned up).
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from tests.conftest import imgbuild
-from tests.lxc_helpers import lxc_netns, tcp_banner
+from tests.support.lxc import lxc_netns, tcp_banner
 
 
 ADDRESS, MAC, HOSTNAME = "10.0.3.2", "00:16:3e:00:03:02", "vm0"  # from recipes/debian12.yml

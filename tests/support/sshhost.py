@@ -27,7 +27,7 @@ How a host is made (`ssh_host`):
   pid a parent-death signal too (it survives the execs), so even a SIGKILLed pytest ends its hosts (only the
   named netns, a mount in /run/netns, would be left then).
 
-Fixtures (import them: `from tests.sshhost import sshhost, two_sshhosts`): `sshhost` is one host with alias
+Fixtures (import them: `from tests.support.sshhost import sshhost, two_sshhosts`): `sshhost` is one host with alias
 "target"; `two_sshhosts` is (src, dst), with aliases "src" and "dst" in ONE ssh_config, one key and one
 known_hosts. They depend on no conftest fixture, so importing the two names is enough. The base tree is cached
 at module level (a session fixture imported into several modules would be built once per module) and removed at
@@ -347,7 +347,7 @@ class SshHost:
 
 
 SSHD_CONFIG_HEAD = """\
-# imgbuild test host (tests/sshhost.py). sshd takes the first value it reads, so these come first
+# imgbuild test host (tests/support/sshhost.py). sshd takes the first value it reads, so these come first
 # (and a test's own sshd_options before them).
 {extra}
 Port {port}

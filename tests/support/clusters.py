@@ -1,5 +1,5 @@
 """Cluster recipes, built for real and booted in real LXC containers on a bridge inside a network namespace the
-test makes (tests/lxc_helpers.py). Builds and containers live on /dev/shm: this VM's disk is rate-limited."""
+test makes (tests/support/lxc.py). Builds and containers live on /dev/shm: this VM's disk is rate-limited."""
 from __future__ import annotations
 
 import os
