@@ -1,4 +1,5 @@
-"""`migrate chroot-*`: run a pushed OS in a chroot on a remote host, in the seed's safe order."""
+"""`migrate chroot-*`: run a pushed OS in a chroot on a remote host, in the safe order
+(an OpenVZ VPS without a console: one wrong step locks you out)."""
 from __future__ import annotations
 
 import click
@@ -10,7 +11,7 @@ from builder.migrate.push import check_dest
 from builder.migrate.remote import Remote, shown
 
 ORDER = """\b
-The safe order (seed 001: a VPS without a console, the host's sshd kept on a backdoor port):
+The safe order (a VPS without a console: the host's sshd kept on a backdoor port):
   migrate push HOST --port 3843 --dest /usr/local/newos --source TREE
   migrate chroot-install HOST --port 3843 --dest /usr/local/newos --hostname chiyoda
   migrate chroot-start HOST --port 3843 --dest /usr/local/newos     (by hand: a reboot undoes it)

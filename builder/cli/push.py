@@ -16,7 +16,7 @@ PUSH_EPILOG = """\b
 Examples:
   migrate push vps1 --port 3843 --dest /usr/local/newos --source /srv/images/newos --dry-run
   migrate push vps1 --port 3843 --dest /usr/local/newos --source /srv/images/newos --delete --verify
-  migrate push web2 --dest /srv/os --profile core --bwlimit 20000      (20 MB/s, the seed's "core64" idea)
+  migrate push web2 --dest /srv/os --profile core --bwlimit 20000      (20 MB/s, the OS without data)
 
 \b
 Never sent (the contents of): /proc /sys /run /tmp /var/tmp /mnt /media, and every live filesystem

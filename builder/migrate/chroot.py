@@ -1,6 +1,5 @@
-"""Run a pushed OS inside a chroot on a remote host (seed 001: an OpenVZ VPS without a console).
-
-The order is the seed's, made into commands that cannot skip a step:
+"""Run a pushed OS inside a chroot on a remote host (an OpenVZ VPS without a console, where
+one wrong step locks you out). The safe order, made into commands that cannot skip a step:
 1. `chroot-install` writes the boot script (ROOT/usr/local/sbin/imgbuild-chroot) and the escape helper
    (ROOT/usr/local/sbin/chroot-escape) into the pushed tree and gives it what the push protected: ssh host
    keys of its own, a machine-id, the host's name, resolv.conf and hosts.

@@ -1,5 +1,5 @@
 #!/bin/sh
-# Role hook: galera, EL6 (sysvinit/upstart) variant -- a Percona XtraDB Cluster node as in seed 000 (CentOS 6).
+# Role hook: galera, EL6 (sysvinit/upstart) variant -- a Percona XtraDB Cluster node on CentOS 6.
 #
 # Use in a recipe (see recipes/galera-centos6.yml):
 #   hooks:     {post-files: [{script: galera/setup-el6.sh}]}
@@ -10,7 +10,7 @@
 # Template variables: galera_cluster_name, galera_sst_method (rsync), galera_provider, galera_slave_threads (2),
 # galera_bootstrap_node (0).
 # At boot, /etc/init.d/imgbuild-galera starts MySQL: the bootstrap node the first time with an empty cluster
-# address (--wsrep-cluster-address=gcomm://, the seed's way of starting a new cluster), afterwards and on the
+# address (--wsrep-cluster-address=gcomm://, the usual way of starting a new cluster), afterwards and on the
 # other nodes as a plain start, retried until a primary component answers. The package's own mysql service is
 # switched off: this one decides how it starts.
 set -eu

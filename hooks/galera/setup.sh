@@ -1,5 +1,5 @@
 #!/bin/sh
-# Role hook: galera -- a MariaDB Galera cluster node (Debian: mariadb-server + galera-4; seed 000 used Percona
+# Role hook: galera -- a MariaDB Galera cluster node (Debian: mariadb-server + galera-4; on CentOS 6, Percona
 # XtraDB Cluster on CentOS 6: the same wsrep settings work there, see docs/clusters.md).
 #
 # Use in a recipe (post-files), with its two templates:

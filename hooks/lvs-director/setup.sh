@@ -1,5 +1,5 @@
 #!/bin/sh
-# Role hook: lvs-director -- an LVS director in front of real servers (seed 003): ip_forward, the virtual IP,
+# Role hook: lvs-director -- an LVS director in front of real servers: ip_forward, the virtual IP,
 # ipvsadm rules (NAT, the chosen scheduler) in the format ipvsadm-restore reads, and an ldirectord.cf with the
 # real servers and an HTTP health check. Every node of the cluster gets the same image; a node's var
 # `lvs_role` (director or real) decides what it runs. A real server serves /var/www/index.html ("ok NODE", the

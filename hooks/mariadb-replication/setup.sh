@@ -1,5 +1,5 @@
 #!/bin/sh
-# Role hook: mariadb-replication -- MariaDB primary/replica (seed 002): a unique server-id per node, the binary
+# Role hook: mariadb-replication -- MariaDB primary/replica: a unique server-id per node, the binary
 # log, a replication user made on the primary, the replica started from the primary's GTID position and
 # read-only.
 #

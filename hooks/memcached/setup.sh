@@ -1,5 +1,5 @@
 #!/bin/sh
-# Role hook: memcached -- memcached with raised file-descriptor limits (seed 002): the same number in
+# Role hook: memcached -- memcached with raised file-descriptor limits: the same number in
 # /etc/security/limits.conf (nofile), the systemd unit (LimitNOFILE) and the daemon's -c (max connections).
 #
 # Use in a recipe:

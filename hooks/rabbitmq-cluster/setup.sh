@@ -1,5 +1,5 @@
 #!/bin/sh
-# Role hook: rabbitmq-cluster -- a RabbitMQ cluster (seed 002): one erlang cookie on every node (owner rabbitmq,
+# Role hook: rabbitmq-cluster -- a RabbitMQ cluster: one erlang cookie on every node (owner rabbitmq,
 # mode 0400), the other nodes join the first, an HA policy on the first.
 #
 # Use in a recipe:

@@ -1,6 +1,6 @@
 """Init shims for the EL family (CentOS/RHEL 5, 6, 7) in containers.
 
-What the lxc-centos template and the seed's hand-made root do, as data: an upstart job that starts the console
+What the lxc-centos template and a hand-made CentOS root for LXC do, as data: an upstart job that starts the console
 getty and runlevel 3 (EL6), an inittab with a console getty only (EL5), a clean shutdown on SIGPWR (what
 lxc-stop sends to init), and the boot-time pieces that fail in a container switched off (udev start,
 SELinux, pam_loginuid).
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 SHM_LINE = "none\t/dev/shm\ttmpfs\tnosuid,nodev\t0 0\n"
 
-UPSTART_SYSINIT = """# written by imgbuild: upstart in an LXC container (EL6), after the seed and lxc-centos
+UPSTART_SYSINIT = """# written by imgbuild: upstart in an LXC container (EL6), as lxc-centos sets it up
 start on startup
 env container
 

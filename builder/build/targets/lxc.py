@@ -32,7 +32,7 @@ DOC = "an LXC container config (modern or legacy keys, cgroup v1 and v2 device r
 DEFAULT_LXCPATH = "/var/lib/lxc"
 LINUX_ARCH = {"amd64": "x86_64", "i386": "i686", "arm64": "aarch64", "armhf": "armv7l", "armel": "armv5tel",
               "ppc64el": "ppc64le", "s390x": "s390x", "riscv64": "riscv64", "mips64el": "mips64"}
-# what every container may use: LXC's own common.conf list, plus tun (the seed's allow-list)
+# what every container may use: LXC's own common.conf list, plus tun (for VPN guests)
 ALLOW = ("c *:* m", "b *:* m", "c 1:3 rwm", "c 1:5 rwm", "c 1:7 rwm", "c 1:8 rwm", "c 1:9 rwm", "c 5:0 rwm",
          "c 5:1 rwm", "c 5:2 rwm", "c 136:* rwm", "c 10:229 rwm", "c 10:200 rwm")
 CAP_DROP = "sys_module mac_admin mac_override sys_time sys_rawio"
