@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 import re
 import shlex
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -491,12 +490,3 @@ def check_started(r: StartResult, host: str) -> None:
                            f"the host's sshd on {r.backdoor_port} still answers",
                            "look at the boot script's output above; `migrate chroot-stop` undoes the start, "
                            "a reboot does too (nothing starts it at boot yet)")
-
-
-def wait_gone(remote: Remote, dest: str, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not host_state(remote, dest).chroot_pids:
-            return True
-        time.sleep(0.5)
-    return False
