@@ -172,10 +172,6 @@ def _stats(image: Path, specs: list[str]) -> list[Inode | None]:
     return found
 
 
-def stat_inode(image: Path, ino: int) -> Inode | None:
-    return _stats(image, [f"<{ino}>"])[0]
-
-
 def _split(path: str) -> list[str]:
     return [c for c in path.split("/") if c not in ("", ".")]
 

@@ -83,32 +83,6 @@ def fstab(label: str, fs: str) -> str:
             "tmpfs\t/dev/shm\ttmpfs\tnosuid,nodev\t0 0\n")
 
 
-def _env(epoch: int | None) -> dict[str, str]:
-    return e2fs.env(epoch)
-
-
-def debugfs(image: Path, commands: list[str], epoch: int | None = None) -> None:
-    """Run debugfs commands on an image, writable (see builder/e2fs.py: every name in them quoted with
-    e2fs.quote); a failed command is a BuilderError."""
-    e2fs.script(image, commands, epoch)
-
-
-def e2write(image: Path, path: str, data: bytes, mode: int = 0o644, uid: int = 0, gid: int = 0,
-            epoch: int | None = None) -> None:
-    """Replace (or create) a regular file inside an unmounted ext2/3/4 image, with debugfs; read back."""
-    e2fs.write(image, path, data, mode, uid, gid, epoch)
-
-
-def e2exists(image: Path, path: str) -> bool:
-    return e2fs.exists(image, path)
-
-
-def e2read(image: Path, path: str, limit: int = 64 << 20) -> bytes | None:
-    """A regular file's exact bytes from an unmounted ext2/3/4 image, or None if it is not there (or not a
-    regular file); InputError when it is larger than limit."""
-    return e2fs.read(image, path, limit)
-
-
 def _devices(image: Path, items: list, epoch: int) -> None:
     """Where the tree has placeholders for device nodes (an unprivileged build), put the real nodes."""
     cmds = []
@@ -126,7 +100,7 @@ def _devices(image: Path, items: list, epoch: int) -> None:
                  f"mknod {e2fs.quote(name, image)} {kind} {major} {minor}", "cd /",
                  f"sif {q} mode 0{mode:o}", f"sif {q} uid {e.st.st_uid}", f"sif {q} gid {e.st.st_gid}"]
     if cmds:
-        debugfs(image, cmds, epoch)
+        e2fs.script(image, cmds, epoch)
 
 
 def _clamp_times(image: Path, items: list, root: Path, epoch: int) -> None:
@@ -142,7 +116,7 @@ def _clamp_times(image: Path, items: list, root: Path, epoch: int) -> None:
             log.warning("image: %r keeps the time it has in the tree (debugfs cannot be handed its name)", p)
             continue
         cmds += [f"sif {q} {field} @{t}" for field in ("atime", "mtime", "ctime", "crtime")]
-    debugfs(image, cmds, epoch)
+    e2fs.script(image, cmds, epoch)
 
 
 def make_image(root: Path, dest: Path, opts: ImageOptions, epoch: int) -> Path:
@@ -165,11 +139,11 @@ def make_image(root: Path, dest: Path, opts: ImageOptions, epoch: int) -> Path:
         inodes = int(len(items) * 1.3) + 1024
         runner.run(["mke2fs", "-q", "-F", "-t", opts.fs, "-L", opts.label, "-N", str(inodes), "-d", str(root),
                     "-E", f"root_owner=0:0,hash_seed={_uuid('hash:' + opts.label, epoch)}",
-                    "-U", _uuid(opts.label, epoch), str(tmp)], env=_env(epoch))
+                    "-U", _uuid(opts.label, epoch), str(tmp)], env=e2fs.env(epoch))
         _devices(tmp, items, epoch)
         _clamp_times(tmp, items, root, epoch)
         if opts.fstab:
-            e2write(tmp, "/etc/fstab", fstab(opts.label, opts.fs).encode(), epoch=epoch)
+            e2fs.write(tmp, "/etc/fstab", fstab(opts.label, opts.fs).encode(), 0o644, 0, 0, epoch)
         runner.run(["e2fsck", "-fn", str(tmp)], quiet=True)
         tmp.rename(dest)
     except BaseException:

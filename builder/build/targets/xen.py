@@ -324,9 +324,9 @@ def _e2mkdir(img: Path, path: str, epoch: int) -> None:
 
 
 def _e2put(img: Path, path: str, data: bytes, mode: int = 0o644) -> None:
-    """e2write, then read it back: debugfs exits 0 even when a write is lost (a full image ...)."""
-    image.e2write(img, path, data, mode=mode)
-    if image.e2read(img, path) != data:
+    """Write into the image, then read it back: debugfs exits 0 even when a write is lost (a full image ...)."""
+    e2fs.write(img, path, data, mode, 0, 0)
+    if e2fs.read(img, path, 64 << 20) != data:
         raise BuilderError(f"xen: writing {path} into {img.name} failed (debugfs)", "is the image full? set "
                                                                                      "targets.xen.size larger")
 
