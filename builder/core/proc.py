@@ -220,56 +220,16 @@ def run(
     """
     shown = show(argv)
     (log.debug if quiet else log.info)("+ %s", shown)
-    tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
-    with _held():    # a signal now is raised only once the child is registered (and so stopped with us)
-        try:
-            # Own process group: Ctrl-C reaches only us, and we stop the child with all of its children.
-            proc = subprocess.Popen(
-                _real(argv), cwd=cwd, env=env,
-                stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE if capture else subprocess.STDOUT,
-                start_new_session=True,
-            )
-        except FileNotFoundError:
-            prog = os.path.basename(os.fspath(argv[0]))
-            raise ToolMissing(prog, PACKAGES.get(prog)) from None
-        child = _register(proc)
-
-    over: list[int] = []       # not empty once max_output was passed
-    kept = [0]                 # bytes of stdout kept so far
-
-    def pump(stream: IO[bytes], keep: list[bytes] | None) -> None:
-        for raw in (_cr_lines(stream) if split_cr and keep is None else iter(lambda: stream.readline(1 << 16), b"")):
-            if keep is not None:
-                keep.append(raw)
-                kept[0] += len(raw)
-                if max_output is not None and kept[0] > max_output:
-                    over.append(1)
-                    _kill_group(proc.pid, signal.SIGKILL)
-                    break
-                continue
-            line = raw.decode("utf-8", "replace").rstrip("\n")
-            tail.append(line)
-            log.debug("  %s", line)
-            if on_line:
-                on_line(line)
-
-    out: list[bytes] = []
-    threads = []
-    if capture:
-        threads.append(threading.Thread(target=pump, args=(proc.stderr, None), daemon=True))
+    proc, child = _start(argv, cwd, env, input is not None, capture)
+    reader = _Reader(proc, on_line, split_cr, max_output)
+    threads = [threading.Thread(target=reader.pump, args=(proc.stderr, False), daemon=True)] if capture else []
     try:
         _raise_pending()
         for t in threads:
             t.start()
         if input is not None:
-            data = input.reveal() if isinstance(input, Secret) else input
-            try:
-                proc.stdin.write(data.encode() if isinstance(data, str) else data)
-                proc.stdin.close()
-            except BrokenPipeError:
-                pass
-        pump(proc.stdout, out if capture else None)
+            _feed(proc, input)
+        reader.pump(proc.stdout, capture)
         rc = proc.wait()
         for t in threads:
             t.join()
@@ -282,15 +242,71 @@ def run(
         _unregister(child)
     if _was_interrupted(child):
         raise KeyboardInterrupt      # stopped for the interrupt, whatever its exit status says
-    stdout = b"".join(out).decode("utf-8", "replace")
-    if over:
+    stdout = b"".join(reader.out).decode("utf-8", "replace")
+    if reader.over:
         raise CommandError(shown, rc, [f"more than {max_output} bytes of output: stopped reading"], hint)
     if rc != 0 and check:
-        if rc == 127 and not tail:
+        if rc == 127 and not reader.tail:
             prog = os.path.basename(os.fspath(argv[0]))
             raise ToolMissing(prog, PACKAGES.get(prog))
-        raise CommandError(shown, rc, list(tail) or stdout.splitlines()[-TAIL_LINES:], hint)
-    return Result(rc, stdout, list(tail))
+        raise CommandError(shown, rc, list(reader.tail) or stdout.splitlines()[-TAIL_LINES:], hint)
+    return Result(rc, stdout, list(reader.tail))
+
+
+def _start(argv: Sequence[Arg], cwd: str | Path | None, env: dict[str, str] | None, stdin: bool,
+           capture: bool) -> tuple[subprocess.Popen, _Child]:
+    """The child, started in a process group of its own and registered (so an interrupt stops it with us)."""
+    with _held():    # a signal now is raised only once the child is registered (and so stopped with us)
+        try:
+            # Own process group: Ctrl-C reaches only us, and we stop the child with all of its children.
+            proc = subprocess.Popen(
+                _real(argv), cwd=cwd, env=env,
+                stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE if capture else subprocess.STDOUT,
+                start_new_session=True,
+            )
+        except FileNotFoundError:
+            prog = os.path.basename(os.fspath(argv[0]))
+            raise ToolMissing(prog, PACKAGES.get(prog)) from None
+        return proc, _register(proc)
+
+
+def _feed(proc: subprocess.Popen, input: str | bytes | Secret) -> None:
+    data = input.reveal() if isinstance(input, Secret) else input
+    try:
+        proc.stdin.write(data.encode() if isinstance(data, str) else data)
+        proc.stdin.close()
+    except BrokenPipeError:
+        pass
+
+
+class _Reader:
+    """A child's output: lines to the log, the tail and on_line; or (kept) stdout's bytes, at most max_output."""
+
+    def __init__(self, proc: subprocess.Popen, on_line: Callable[[str], None] | None, split_cr: bool,
+                 max_output: int | None) -> None:
+        self.proc, self.on_line, self.split_cr, self.max_output = proc, on_line, split_cr, max_output
+        self.tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
+        self.out: list[bytes] = []
+        self.kept = 0               # bytes of stdout kept so far
+        self.over = False           # max_output was passed: the command was killed
+
+    def pump(self, stream: IO[bytes], keep: bool) -> None:
+        lines = _cr_lines(stream) if self.split_cr and not keep else iter(lambda: stream.readline(1 << 16), b"")
+        for raw in lines:
+            if keep:
+                self.out.append(raw)
+                self.kept += len(raw)
+                if self.max_output is not None and self.kept > self.max_output:
+                    self.over = True
+                    _kill_group(self.proc.pid, signal.SIGKILL)
+                    break
+                continue
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            self.tail.append(line)
+            log.debug("  %s", line)
+            if self.on_line:
+                self.on_line(line)
 
 
 def _cr_lines(stream: IO[bytes]) -> Iterable[bytes]:
