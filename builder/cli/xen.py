@@ -96,7 +96,7 @@ def xen(src_host, guest, dst_host, disk_maps, bridge, bridge_maps, ips, macs, ho
 
 
 XEN_BRIDGE_EPILOG = """\b
-Example (seed 004: a CentOS 6 dom0 for Xen 4, where xl no longer makes xenbr0):
+Example (a Xen 3 guest moving to a CentOS 6 dom0 with Xen 4, where xl no longer makes xenbr0):
   migrate xen-bridge xen4host --iface eth0 -o review/
   (read review/ifcfg-xenbr0 and review/ifcfg-eth0, then copy them to
    /etc/sysconfig/network-scripts/ on the host from its console; chkconfig NetworkManager off)

@@ -1,4 +1,5 @@
-"""`migrate xen`: a Xen 3 (xm) guest from one host to a Xen 4 (xl) host (seed 004).
+"""`migrate xen`: a Xen 3 (xm) guest from one host to a Xen 4 (xl) host (a CentOS 5 dom0's guests moving to
+CentOS 6 and Xen 4, say).
 
 The disk images travel through a local staging directory: SRC -> stage -> DST, each leg rsync `-S --inplace`
 (sparse, and a rerun sends only the blocks that changed). The stage is where the copy's identity is changed,

@@ -1,71 +1,14 @@
-"""The Xen bridge on an EL6 host: `migrate xen-bridge` (pure text -> text; no I/O, no subprocess).
-
-Xen 3's xend ran the network-bridge script at start, which renamed eth0 to peth0 and put a bridge xenbr0 between
-it and the guests. Xen 4's xl runs no such script: it never creates a bridge (xl-network-configuration(5):
-"The bridge must be configured using your distribution's network configuration tools"), so a guest moved from
-CentOS 5 + Xen 3 to CentOS 6 + Xen 4 fails with "xenbr0 does not exist" until the host's own network config
-defines it (seed 004). On EL6 that is two initscripts files in /etc/sysconfig/network-scripts, as the RHEL 6
-Deployment Guide (11.2.6 Network Bridge) and initscripts' sysconfig.txt give them:
-
-    ifcfg-xenbr0                      ifcfg-eth0
-    DEVICE=xenbr0                     DEVICE=eth0
-    TYPE=Bridge    (case-sensitive)   HWADDR=00:1E:...   (binds the file to the NIC: stays here)
-    BOOTPROTO=static                  BOOTPROTO=none
-    IPADDR=... NETMASK=... GATEWAY=.. ONBOOT=yes
-    ONBOOT=yes                        NM_CONTROLLED=no
-    DELAY=0                           BRIDGE=xenbr0
-    STP=off
-    NM_CONTROLLED=no
-
-plan_bridge() makes both files from the host's current ifcfg-eth0. Which key goes where:
-
-- to the bridge (the interface that now holds the address): the IPv4 and IPv6 settings and everything about
-  getting or using an address: BOOTPROTO, IPADDRn, NETMASKn, PREFIXn, GATEWAYn, BROADCAST, NETWORK, METRIC,
-  SRCADDR, SCOPE, DNSn, DOMAIN, PEERDNS, PEERROUTES, DEFROUTE, GATEWAYDEV, ARP, ARPCHECK, NOZEROCONF, ZONE,
-  IPV4_FAILURE_FATAL, DHCP_* / DHCLIENT* / PERSISTENT_DHCLIENT, IPV6* and DHCPV6*. A DHCP host stays a DHCP host:
-  the bridge asks for the lease. GATEWAYDEV / IPV6_DEFAULTDEV naming the NIC are changed to name the bridge.
-- to both: ONBOOT and USERCTL (as the source has them: a bridge whose port stays down is useless, and the other
-  way round), NM_CONTROLLED (always written as "no" in both: EL6's NetworkManager does not handle bridges; the
-  `network` service must bring them up).
-- the NIC keeps the rest: DEVICE, HWADDR (it names the NIC; on the bridge ifup would refuse the device when the
-  MACs differ), MACADDR, UUID and NAME (NetworkManager's profile of this NIC), TYPE=Ethernet, MTU, ETHTOOL_OPTS,
-  LINKDELAY, BONDING_OPTS, VLAN settings, and every key this module does not know. It gets BOOTPROTO=none and
-  BRIDGE=<bridge>. (initscripts' ifup-eth enslaves a BRIDGE= port and exits before any address handling, so an
-  address left on the port would be ignored anyway; MACADDR and MTU are applied to the port before it joins.)
-- the bridge file gets DEVICE=<bridge>, TYPE=Bridge, DELAY=0 (no 15 s forwarding delay: the host's own DHCP or
-  first packets on the new bridge would otherwise be lost) and STP=off (one uplink: no loop to break; STP
-  would also delay the port). initscripts passes them to `brctl setfd` and `brctl stp`.
-
-Comments: a comment block at the top of the file (CentOS 5's anaconda writes the NIC's model there) is the file's
-header and stays with the NIC, like every comment that is not directly above a setting; a comment block directly
-above a setting (no blank line between) moves with that setting (to both files when the setting goes to both).
-A trailing `# ...` on a setting's line moves with the line. Lines are moved verbatim: quoting, spacing and order
-are kept; the lines this module writes itself take the quoting most of the file's settings use.
-
-Refused with ValueError, naming the key: a file that is already a port (BRIDGE=; the idempotency check: a second
-run on the output says "eth0 is already a port of xenbr0"), a bridge itself (TYPE=Bridge), a bond slave
-(MASTER=/SLAVE=: bridge the bond instead), a DEVICE= other than the interface asked for; and names that
-initscripts or the kernel cannot take (more than 15 characters, a `-` in the bridge name: initscripts reads
-ifcfg-xen-br0 as the clone file "br0" of ifcfg-xen, which is why Xen's own script was changed from xen-br0 to
-xenbr0).
-
-bridges_used() reads a guest config (xm or xl) with builder.guestconf.xen's reader, never running it; a vif without
-bridge= goes to xl's default bridge, xenbr0 (xl-network-configuration(5): "The default is xenbr0"), unless the
-host's /etc/xen/xl.conf sets vif.default.bridge (pass it as `default`). xend (Xen 3) instead used the bridge its
-vif-bridge script found, which on a network-bridge host was xenbr0 too.
-
-Sources: RHEL 6 Deployment Guide 11.2.6 (https://access.redhat.com/documentation/en-us/red_hat_enterprise_linux/
-6/html/deployment_guide/s2-networkscripts-interfaces_network-bridge), initscripts doc/sysconfig.txt
-("Bridge-specific items: TYPE=Bridge, STP=off|on, DELAY=") and sysconfig/network-scripts/ifup-eth,
-network-functions (https://github.com/fedora-sysv/initscripts), xl-network-configuration(5)
-(https://xenbits.xenproject.org/docs/4.2-testing/misc/xl-network-configuration.html) and xl.conf(5).
+"""The Xen bridge on an EL6 host: `migrate xen-bridge` (pure text -> text; no I/O, no subprocess). Xen 4's xl
+never creates the bridge Xen 3's network-bridge script made, so the host's own ifcfg files must define it:
+plan_bridge() writes them from the host's ifcfg-eth0, and bridges_used() / bridges_defined() find the bridges
+guests use that a host lacks. What goes where, and why: docs/xen-bridge.md.
 """
 from __future__ import annotations
 
 import posixpath
 import re
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from builder.guestconf import xen as xenconf
 from builder.identity.formats import _shvars
@@ -139,9 +82,23 @@ def _assign(pre: str, key: str, value: str, q: str) -> str:
 
 def plan_bridge(ifcfg_text: str, iface: str = "eth0", bridge: str = DEFAULT_BRIDGE,
                 source: str = "ifcfg-eth0") -> BridgePlan:
-    """ifcfg-<bridge> (new) and ifcfg-<iface> (rewritten) from the host's ifcfg-<iface> text; see the module
-    docstring for what goes where. ValueError for what cannot be bridged (the message names the key)."""
+    """ifcfg-<bridge> (new) and ifcfg-<iface> (rewritten) from the host's ifcfg-<iface> text; docs/xen-bridge.md
+    says what goes where. ValueError for what cannot be bridged (the message names the key)."""
     src = posixpath.basename(source) or source
+    _check_plan_names(iface, bridge)
+    lines, found = _shvars(ifcfg_text)
+    if ifcfg_text.endswith("\n"):
+        lines = lines[:-1]
+    var: dict[str, str] = {}
+    for _, m in found:
+        var[m.group("key")] = m.group("val")       # the last assignment wins, as in the shell
+    device = _check_bridgeable(var, iface, bridge, src)
+    plan = _Plan(lines, dict(found), var, iface, bridge, src, device, _quote_style(found))
+    plan.deal()
+    return BridgePlan({f"ifcfg-{bridge}": plan.bridge_file(), f"ifcfg-{iface}": plan.nic_file()}, plan.notes())
+
+
+def _check_plan_names(iface: str, bridge: str) -> None:
     if not _IFNAME_NIC.fullmatch(iface):
         raise ValueError(f"{iface!r} is not an interface name (letters, digits, '_', '.', '-'; at most 15)")
     if not _IFNAME.fullmatch(bridge):
@@ -151,15 +108,9 @@ def plan_bridge(ifcfg_text: str, iface: str = "eth0", bridge: str = DEFAULT_BRID
     if bridge == iface:
         raise ValueError(f"the bridge and the interface are both named {iface!r}")
 
-    lines, found = _shvars(ifcfg_text)
-    final_newline = ifcfg_text.endswith("\n")
-    if final_newline:
-        lines = lines[:-1]
-    matches = dict(found)
-    var: dict[str, str] = {}
-    for _, m in found:
-        var[m.group("key")] = m.group("val")       # the last assignment wins, as in the shell
 
+def _check_bridgeable(var: dict[str, str], iface: str, bridge: str, src: str) -> str | None:
+    """The file's DEVICE=, after refusing a file that is not iface's, a bridge, a port already or a bond slave."""
     device = var.get("DEVICE")
     if device is not None and device != iface:
         raise ValueError(f"{src}: DEVICE={device}, not {iface}: this is not {iface}'s file (use --iface {device})")
@@ -177,12 +128,18 @@ def plan_bridge(ifcfg_text: str, iface: str = "eth0", bridge: str = DEFAULT_BRID
         master = var.get("MASTER") or "its bond"
         raise ValueError(f"{src}: MASTER={var.get('MASTER', '')} SLAVE={var.get('SLAVE', '')}: {name} is a slave of "
                          f"{master}; bridge the bond instead (--iface {var.get('MASTER') or 'bondN'})")
+    return device
 
+
+def _quote_style(found: list[tuple[int, re.Match]]) -> str:
+    """The quote most of the file's settings use, for the lines written here."""
     quotes = Counter(m.group("q") for _, m in found)
-    q = '"' if quotes['"'] > quotes[""] + quotes["'"] else ("'" if quotes["'"] > quotes[""] + quotes['"'] else "")
+    return '"' if quotes['"'] > quotes[""] + quotes["'"] else ("'" if quotes["'"] > quotes[""] + quotes['"'] else "")
 
-    # who owns each line: an assignment its key's side; a comment block directly above an assignment that
-    # assignment's side (unless it opens the file); everything else the NIC
+
+def _comment_owners(lines: list[str], matches: dict[int, re.Match]) -> list[int | None]:
+    """For each line, the assignment whose comment block it is: a comment block directly above an assignment
+    (unless it opens the file); None for every other line."""
     owner: list[int | None] = [None] * len(lines)
     i = 0
     while i < len(lines):
@@ -197,113 +154,150 @@ def plan_bridge(ifcfg_text: str, iface: str = "eth0", bridge: str = DEFAULT_BRID
             i = j
         else:
             i += 1
+    return owner
 
-    def side_of(n: int) -> str:
-        k = n if n in matches else owner[n]
-        return _side(matches[k].group("key")) if k is not None else "nic"
 
-    def rewrite(n: int) -> str | None:
+@dataclass
+class _Plan:
+    """The source's lines dealt out to the bridge's file and the NIC's, and which keys went where."""
+
+    lines: list[str]
+    matches: dict[int, re.Match]
+    var: dict[str, str]
+    iface: str
+    bridge: str
+    src: str
+    device: str | None
+    q: str                       # the quote for the lines written here
+    moved: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)
+    both: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    written_br: set[str] = field(default_factory=set)
+    written_nic: set[str] = field(default_factory=set)
+    bridge_body: list[str] = field(default_factory=list)
+    nic_body: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.device or self.iface
+
+    def deal(self) -> None:
+        """Each line to its side: an assignment its key's side, a comment block its assignment's, the rest the
+        NIC's."""
+        owner = _comment_owners(self.lines, self.matches)
+        dropped = False
+        for n, line in enumerate(self.lines):
+            k = n if n in self.matches else owner[n]
+            side = _side(self.matches[k].group("key")) if k is not None else "nic"
+            m = self.matches.get(n)
+            key = m.group("key") if m else None
+            if side in ("bridge", "both"):
+                self.to_bridge(n, side, key)
+            if side == "bridge":
+                if key == "BOOTPROTO" and "BOOTPROTO" not in self.written_nic:
+                    self.nic_body.append(_assign(m.group("pre"), "BOOTPROTO", "none", m.group("q")))
+                    self.written_nic.add("BOOTPROTO")
+                dropped = True
+                continue
+            if not line.strip() and dropped and (not self.nic_body or not self.nic_body[-1].strip()):
+                continue             # a blank line left doubled (or leading) by the lines moved away
+            kept = self.to_nic(line, side, m, key)
+            if kept is not None and kept.strip():
+                dropped = False
+        while self.nic_body and not self.nic_body[-1].strip():
+            self.nic_body.pop()
+
+    def to_bridge(self, n: int, side: str, key: str | None) -> None:
+        new = self.bridge_line(n)
+        if new is not None:
+            self.bridge_body.append(new)
+        if key:
+            self.written_br.add(key)
+            (self.moved if side == "bridge" else self.both).append(key)
+
+    def bridge_line(self, n: int) -> str | None:
         """The line for the bridge file (moved verbatim, or with its value made right for the bridge)."""
-        m = matches.get(n)
+        m = self.matches.get(n)
         if m is None:
-            return lines[n]
+            return self.lines[n]
         key = m.group("key")
         if key == "NM_CONTROLLED":
-            return _assign(m.group("pre"), key, "no", m.group("q")) if "NM_CONTROLLED" not in written_br else None
-        if key in _DEV_VALUED and m.group("val") == name:
-            changed.append(f"{key}={name} -> {bridge}")
-            return lines[n][:m.start("val")] + bridge + lines[n][m.end("val"):]
-        return lines[n]
+            return _assign(m.group("pre"), key, "no", m.group("q")) if "NM_CONTROLLED" not in self.written_br else None
+        if key in _DEV_VALUED and m.group("val") == self.name:
+            self.changed.append(f"{key}={self.name} -> {self.bridge}")
+            return self.lines[n][:m.start("val")] + self.bridge + self.lines[n][m.end("val"):]
+        return self.lines[n]
 
-    moved: list[str] = []
-    kept: list[str] = []
-    both: list[str] = []
-    changed: list[str] = []
-    written_br: set[str] = set()
-    written_nic: set[str] = set()
-    bridge_body: list[str] = []
-    nic_body: list[str] = []
-    dropped = False
-    for n, line in enumerate(lines):
-        side = side_of(n)
-        m = matches.get(n)
-        key = m.group("key") if m else None
-        if side in ("bridge", "both"):
-            new = rewrite(n)
-            if new is not None:
-                bridge_body.append(new)
-            if key:
-                written_br.add(key)
-                (moved if side == "bridge" else both).append(key)
-        if side == "bridge":
-            if key == "BOOTPROTO" and "BOOTPROTO" not in written_nic:
-                nic_body.append(_assign(m.group("pre"), "BOOTPROTO", "none", m.group("q")))
-                written_nic.add("BOOTPROTO")
-            dropped = True
-            continue
-        if not line.strip() and dropped and (not nic_body or not nic_body[-1].strip()):
-            continue             # a blank line left doubled (or leading) by the lines moved away
+    def to_nic(self, line: str, side: str, m: re.Match | None, key: str | None) -> str | None:
+        """The line as the NIC's file keeps it (appended), or None when it is left out."""
         if key == "NM_CONTROLLED":
-            if "NM_CONTROLLED" in written_nic:
-                continue
+            if "NM_CONTROLLED" in self.written_nic:
+                return None
             line = _assign(m.group("pre"), key, "no", m.group("q"))
         if key:
-            written_nic.add(key)
+            self.written_nic.add(key)
             if side == "nic":
-                kept.append(key)
-        nic_body.append(line)
-        if line.strip():
-            dropped = False
-    while nic_body and not nic_body[-1].strip():
-        nic_body.pop()
+                self.kept.append(key)
+        self.nic_body.append(line)
+        return line
 
-    # the NIC: DEVICE made explicit, BOOTPROTO=none, NM_CONTROLLED=no, BRIDGE= last
-    if "DEVICE" not in written_nic:
-        first = next((k for k, line in enumerate(nic_body) if line.strip() and not line.lstrip().startswith("#")),
-                     len(nic_body))
-        nic_body.insert(first, _assign("", "DEVICE", iface, q))
-    if "BOOTPROTO" not in written_nic:
-        nic_body.append(_assign("", "BOOTPROTO", "none", q))
-    if "NM_CONTROLLED" not in written_nic:
-        nic_body.append(_assign("", "NM_CONTROLLED", "no", q))
-    nic_body.append(f"# a port of the Xen bridge {bridge}: its IP settings are in ifcfg-{bridge}")
-    nic_body.append(_assign("", "BRIDGE", bridge, q))
+    def nic_file(self) -> str:
+        """The NIC's file: DEVICE made explicit, BOOTPROTO=none, NM_CONTROLLED=no, BRIDGE= last."""
+        body, q = list(self.nic_body), self.q
+        if "DEVICE" not in self.written_nic:
+            first = next((k for k, line in enumerate(body) if line.strip() and not line.lstrip().startswith("#")),
+                         len(body))
+            body.insert(first, _assign("", "DEVICE", self.iface, q))
+        if "BOOTPROTO" not in self.written_nic:
+            body.append(_assign("", "BOOTPROTO", "none", q))
+        if "NM_CONTROLLED" not in self.written_nic:
+            body.append(_assign("", "NM_CONTROLLED", "no", q))
+        body.append(f"# a port of the Xen bridge {self.bridge}: its IP settings are in ifcfg-{self.bridge}")
+        body.append(_assign("", "BRIDGE", self.bridge, q))
+        return "\n".join(body) + "\n"
 
-    bridge_text = [f"# {bridge}: the Xen guests' bridge; {name}'s IP settings (from {src}) are here now",
-                   _assign("", "DEVICE", bridge, q), _assign("", "TYPE", "Bridge", q)] + bridge_body
-    bridge_text += [_assign("", "DELAY", "0", q), _assign("", "STP", "off", q)]
-    if "NM_CONTROLLED" not in written_br:
-        bridge_text.append(_assign("", "NM_CONTROLLED", "no", q))
+    def bridge_file(self) -> str:
+        bridge, q = self.bridge, self.q
+        text = [f"# {bridge}: the Xen guests' bridge; {self.name}'s IP settings (from {self.src}) are here now",
+                _assign("", "DEVICE", bridge, q), _assign("", "TYPE", "Bridge", q)] + self.bridge_body
+        text += [_assign("", "DELAY", "0", q), _assign("", "STP", "off", q)]
+        if "NM_CONTROLLED" not in self.written_br:
+            text.append(_assign("", "NM_CONTROLLED", "no", q))
+        return "\n".join(text) + "\n"
 
-    def uniq(keys: list[str]) -> str:
-        return ", ".join(dict.fromkeys(keys)) or "none"
+    def notes(self) -> list[str]:
+        """What moved where, and what the admin must know."""
+        var, name, bridge, iface, src = self.var, self.name, self.bridge, self.iface, self.src
+        bootproto = var.get("BOOTPROTO", "")
+        has_ip = any(re.fullmatch(r"IPADDR\d*|IPV6ADDR", k) for k in var)
+        notes = [(f"ifcfg-{bridge}: new bridge {bridge} (TYPE=Bridge, DELAY=0, STP=off) with {name}'s address "
+                  f"settings from {src}: {_uniq(self.moved)}"),
+                 f"ifcfg-{iface}: now a port of {bridge} (BRIDGE={bridge}, BOOTPROTO=none); kept: {_uniq(self.kept)}"]
+        if self.both:
+            notes.append(f"in both files: {_uniq(self.both)}")
+        notes += self.changed
+        if bootproto.lower() in ("dhcp", "bootp"):
+            notes.append(f"BOOTPROTO={bootproto}: {bridge} asks for the lease now; it uses the lowest MAC of its "
+                         f"ports, which is {name}'s (Xen's backend vifs have fe:ff:ff:ff:ff:ff), so a reservation "
+                         f"for {name}'s MAC still applies")
+        elif not has_ip:
+            notes.append(f"{src} has no address (no IPADDR, BOOTPROTO={bootproto or 'unset'}): {bridge} gets none "
+                         "either; the host is not reachable over it")
+        notes.append("NM_CONTROLLED=no in both: EL6's NetworkManager does not manage bridges; the `network` service "
+                     "must bring them up (chkconfig NetworkManager off; chkconfig network on)")
+        if "MTU" in var:
+            notes.append(f"MTU={var['MTU']} stays on {name}; a bridge takes the smallest MTU of its ports, so give "
+                         f"the guests' vifs mtu={var['MTU']} too, or {bridge} drops to 1500 when a guest starts")
+        if var.get("HWADDR") is None and var.get("MACADDR") is None:
+            notes.append(f"{src} has no HWADDR: {iface} is matched by name only")
+        if self.device is None:
+            notes.append(f"{src} had no DEVICE=: DEVICE={iface} written into ifcfg-{iface}")
+        return notes
 
-    bootproto = var.get("BOOTPROTO", "")
-    has_ip = any(re.fullmatch(r"IPADDR\d*|IPV6ADDR", k) for k in var)
-    notes = [(f"ifcfg-{bridge}: new bridge {bridge} (TYPE=Bridge, DELAY=0, STP=off) with {name}'s address "
-              f"settings from {src}: {uniq(moved)}"),
-             f"ifcfg-{iface}: now a port of {bridge} (BRIDGE={bridge}, BOOTPROTO=none); kept: {uniq(kept)}"]
-    if both:
-        notes.append(f"in both files: {uniq(both)}")
-    notes += changed
-    if bootproto.lower() in ("dhcp", "bootp"):
-        notes.append(f"BOOTPROTO={bootproto}: {bridge} asks for the lease now; it uses the lowest MAC of its ports, "
-                     f"which is {name}'s (Xen's backend vifs have fe:ff:ff:ff:ff:ff), so a reservation for "
-                     f"{name}'s MAC still applies")
-    elif not has_ip:
-        notes.append(f"{src} has no address (no IPADDR, BOOTPROTO={bootproto or 'unset'}): {bridge} gets none "
-                     "either; the host is not reachable over it")
-    notes.append("NM_CONTROLLED=no in both: EL6's NetworkManager does not manage bridges; the `network` service "
-                 "must bring them up (chkconfig NetworkManager off; chkconfig network on)")
-    if "MTU" in var:
-        notes.append(f"MTU={var['MTU']} stays on {name}; a bridge takes the smallest MTU of its ports, so give the "
-                     f"guests' vifs mtu={var['MTU']} too, or {bridge} drops to 1500 when a guest starts")
-    if var.get("HWADDR") is None and var.get("MACADDR") is None:
-        notes.append(f"{src} has no HWADDR: {iface} is matched by name only")
-    if device is None:
-        notes.append(f"{src} had no DEVICE=: DEVICE={iface} written into ifcfg-{iface}")
-    return BridgePlan({f"ifcfg-{bridge}": "\n".join(bridge_text) + "\n", f"ifcfg-{iface}": "\n".join(nic_body) + "\n"},
-                      notes)
+
+def _uniq(keys: list[str]) -> str:
+    return ", ".join(dict.fromkeys(keys)) or "none"
 
 
 def bridges_defined(ifcfg_files: dict[str, str]) -> set[str]:

@@ -248,7 +248,7 @@ def settings(r: "Recipe", opts: XenOptions, console: str) -> list[xenconf.Settin
         out.append(S("extra", " ".join(x for x in (f"console={console}", opts.extra) if x)))
     path = disk_path(r, opts)
     if opts.toolstack == "xl":
-        disk = xenconf._Disk(path, opts.vdev, "rw").spec()
+        disk = xenconf.Disk(path, opts.vdev, "rw").spec()
     else:
         disk = f"{'phy' if opts.disk == 'phy' else 'file'}:{path},{opts.vdev},w"
     out.append(S("disk", [disk]))
