@@ -9,7 +9,7 @@ import types
 
 import pytest
 
-from builder.debian import apt, resolve as debresolve, localrepo, pkgcache
+from builder.debian import apt, resolve as debresolve, localrepo, pkgcache, repoindex
 from builder.core.errors import CommandError, MirrorError
 
 STANZAS = {
@@ -51,7 +51,7 @@ def test_the_repository_lists_the_prepared_files(setup):
     res = debresolve.resolve(setup.index, "minbase", ["two"])
     assert [s.name for s in res.stanzas] == ["ess", "two"] and res.first == {"ess"}
     repo = setup.work / "repo"
-    localrepo.write_index(repo, setup.index, [s.text for s in res.stanzas],
+    repoindex.write_index(repo, setup.index, [s.text for s in res.stanzas],
                           {b"ess": ("pool/ess_1_amd64.deb", "cd" * 32, 7), b"two": ("pool/two_2_all.deb", "ef" * 32, 9)})
     packages = (repo / "dists/bookworm/main/binary-amd64/Packages").read_bytes()
     assert packages.count(b"Filename:") == 2 and b"pool/main/" not in packages and b"ab" * 32 not in packages

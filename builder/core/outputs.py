@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import hashlib
 import json
 import logging
 import os
@@ -15,6 +14,7 @@ from pathlib import Path
 from typing import IO, Iterator
 
 from builder.core.errors import InputError
+from builder.core.net import file_digest
 
 log = logging.getLogger("imgbuild")
 
@@ -241,8 +241,5 @@ def keep_tree(tree: Path, kept: Path) -> None:
 
 
 def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    """An output's sha256, as manifests and caches record it (net.file_digest, the one digest function)."""
+    return file_digest(path)

@@ -26,11 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-import requests
 from debian import deb822
 
-from builder.core import proc as runner
-from builder.core.errors import CommandError, InputError, MirrorError, ToolMissing
+from builder.core import net, proc as runner
+from builder.core.errors import InputError, MirrorError
 from builder.core.outputs import write_atomic
 
 log = logging.getLogger("imgbuild")
@@ -38,7 +37,6 @@ log = logging.getLogger("imgbuild")
 APT_DIR = Path("/etc/apt")
 KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
 KEYRING_ENV = "IMGBUILD_KEYRING"
-TIMEOUT = 30
 
 
 @dataclass(frozen=True)
@@ -159,15 +157,12 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "imgbuild"
 
 
+_HINTS = {"hint": "check the mirror URL and the network, or set bootstrap.mirror",
+          "status_hint": "check the release name and the mirror URL"}
+
+
 def _get(url: str) -> bytes:
-    try:
-        r = requests.get(url, timeout=TIMEOUT)
-    except requests.RequestException as e:
-        raise MirrorError(f"cannot reach {url}: {e.__class__.__name__}",
-                          "check the mirror URL and the network, or set bootstrap.mirror") from None
-    if r.status_code != 200:
-        raise MirrorError(f"{url}: HTTP {r.status_code}", "check the release name and the mirror URL")
-    return r.content
+    return net.get(url, **_HINTS)
 
 
 class Unverifiable(InputError):
@@ -261,13 +256,6 @@ def _status(out: str) -> tuple[list[str], list[str]]:
         elif word == "ERRSIG" and len(args) >= 6 and args[5] != "9":    # 9: no public key, handled above
             problems.append(f"cannot check the signature by {args[0]} (gpgv error {args[5]})")
     return good, problems
-
-
-def _exists(url: str) -> bool:
-    try:
-        return requests.head(url, timeout=TIMEOUT, allow_redirects=True).status_code == 200
-    except requests.RequestException:
-        return False
 
 
 def _verify(inrelease: bytes, url: str) -> tuple[bytes, tuple[str, ...]]:
@@ -427,7 +415,7 @@ def fetch_index(mirror: str, suite: str, arch: str, components: tuple[str, ...] 
     except MirrorError as e:
         if "HTTP 404" not in str(e):
             raise
-        if not unsigned and _exists(f"{base}/Release"):
+        if not unsigned and net.exists(f"{base}/Release"):
             raise UnknownSuite("bootstrap.unsigned", f"{base} has no signed index (InRelease), only an unsigned "
                                "Release file", "sign the mirror's index (InRelease), or, for a local mirror you "
                                "trust, set bootstrap.unsigned: true") from None
@@ -561,10 +549,11 @@ def deb_checksums(index: Index, only: set[str] | None = None) -> dict[str, tuple
 
 
 def _download_index(url: str, sha256: str, size: int | None = None) -> bytes:
-    data = _get(url)
-    if (size is not None and len(data) != size) or hashlib.sha256(data).hexdigest() != sha256:
-        raise MirrorError(f"{url}: checksum differs from the Release file", "the mirror may be syncing; retry")
-    return data
+    try:
+        return net.get_verified(url, "sha256", sha256, size, **_HINTS)
+    except net.Mismatch:
+        raise MirrorError(f"{url}: checksum differs from the Release file", "the mirror may be syncing; retry"
+                          ) from None
 
 
 def packages_text(index: Index) -> bytes | bytearray:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import hashlib
 import logging
 import os
 import shlex
@@ -31,45 +30,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
-import requests
-
-from builder.debian import prepared as debprep, resolve as debresolve, pkgcache
-from builder.core import proc as runner
-from builder.debian.apt import archive_name, give_back_memory
+from builder.core import net, proc as runner
 from builder.core.errors import MirrorError
 from builder.core.outputs import file_mode
+from builder.debian import prepared as debprep, resolve as debresolve, pkgcache
+from builder.debian.apt import archive_name, deb_checksums, give_back_memory
+from builder.debian.repoindex import write_index
 
 if TYPE_CHECKING:
+    import requests
+
     from builder.debian.apt import Index
     from builder.build.context import Context
 
 log = logging.getLogger("imgbuild")
 WORKERS = 4
-_STRIP = (b"Filename:", b"Size:", b"MD5sum:", b"SHA1:", b"SHA256:", b"SHA512:")
-
-
-def write_index(repo: Path, index: "Index", texts: list[bytes], files: dict[bytes, tuple[str, str, int]] | None = None
-                ) -> None:
-    """A repository's dists/SUITE/{Release, main/binary-ARCH/Packages} for the stanzas given; files maps a
-    package name to (Filename, sha256, size) to put in its stanza."""
-    rel = repo / "dists" / index.suite
-    pdir = rel / "main" / f"binary-{index.arch}"
-    pdir.mkdir(parents=True, exist_ok=True)
-    out = []
-    for text in texts:
-        lines = text.split(b"\n")
-        if files is not None:
-            lines = [ln for ln in lines if not ln.startswith(_STRIP)]
-            name = lines[0].split(b":", 1)[1].strip()
-            fn, sha, size = files[name]
-            lines += [f"Filename: {fn}".encode(), f"Size: {size}".encode(), f"SHA256: {sha}".encode()]
-        out.append(b"\n".join(lines) + b"\n")
-    packages = b"\n".join(out)
-    (pdir / "Packages").write_bytes(packages)
-    head = "".join(f"{k}: {v}\n" for k, v in index.release)
-    (rel / "Release").write_text(
-        f"{head}Architectures: {index.arch}\nComponents: main\nSHA256:\n"
-        f" {hashlib.sha256(packages).hexdigest()} {len(packages)} main/binary-{index.arch}/Packages\n")
 
 
 # ------------------------------------------------------------------ prepared packages in the package cache
@@ -133,39 +108,22 @@ class _Fetcher:
         self.lock = threading.Lock()
         self.cpus = threading.Semaphore(os.cpu_count() or 1)   # downloads wait on the network, preparing on a CPU
 
-    def _session(self) -> requests.Session:
+    def _session(self) -> "requests.Session":
         if not hasattr(self.local, "s"):
-            self.local.s = requests.Session()
+            self.local.s = net.open_session(1)
         return self.local.s
 
     def _download(self, filename: str, want: tuple[str, int], name: str) -> None:
-        """Into the package cache, streamed (temp name, checked, then renamed)."""
+        """Into the package cache, verified against the index (net.download: nothing left on a failure)."""
         url = f"{self.index.mirror.rstrip('/')}/{filename}"
         dest = pkgcache.deb_dir()
         dest.mkdir(parents=True, exist_ok=True)
-        tmp = pkgcache.temp_in(dest, name)
-        h, size = hashlib.sha256(), 0
         try:
-            with self._session().get(url, timeout=60, stream=True) as r:
-                if r.status_code != 200:
-                    raise MirrorError(f"{url}: HTTP {r.status_code}", "the mirror may be syncing; retry")
-                with open(tmp, "wb") as f:
-                    for block in r.iter_content(1 << 16):
-                        if runner.interrupted():
-                            raise concurrent.futures.CancelledError()
-                        f.write(block)
-                        h.update(block)
-                        size += len(block)
-            if size != want[1] or h.hexdigest() != want[0]:
-                raise MirrorError(f"{url}: checksum differs from the index", "the mirror may be syncing; retry")
-            os.chmod(tmp, file_mode())
-            os.rename(tmp, dest / name)
-        except requests.RequestException as e:
-            raise MirrorError(f"cannot download {url}: {e.__class__.__name__}",
-                              "check the mirror and the network") from None
-        finally:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
+            size = net.download(url, dest / name, "sha256", want[0], want[1], session=self._session(),
+                                mode=file_mode(), on_chunk=_stop_on_interrupt, hint="check the mirror and the network",
+                                status_hint="the mirror may be syncing; retry")
+        except net.Mismatch:
+            raise MirrorError(f"{url}: checksum differs from the index", "the mirror may be syncing; retry") from None
         with self.lock:
             self.downloaded += 1
             self.bytes += size
@@ -243,8 +201,6 @@ def prepared(ctx: "Context") -> Iterator[Plan | None]:
         log.info("package set: %s; mmdebstrap downloads from the mirror itself", e)
         yield None
         return
-    from builder.debian.apt import deb_checksums
-
     sums = deb_checksums(ctx.index, {archive_name(s.name, s.version, s.arch) for s in res.stanzas})
     with pkgcache.using():   # until both stages' files are linked out: no prune removes them meanwhile
         yield from _prepared(ctx, res, sums)
@@ -313,6 +269,12 @@ def _prepared(ctx: "Context", res, sums: dict[str, tuple[str, int]]) -> Iterator
         log.info("downloaded %d packages (%.1f MB), each checked against the index", fetch.downloaded,
                  fetch.bytes / 1e6)
     log.info("packages: %d prepared now, %d from the cache", fetch.made, len(res.stanzas) - fetch.made)
+
+
+def _stop_on_interrupt(_: int) -> None:
+    """Ctrl-C: a download stops at its next block (the main thread is on its way out)."""
+    if runner.interrupted():
+        raise concurrent.futures.CancelledError()
 
 
 def q(p: Path) -> str:

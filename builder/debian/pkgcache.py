@@ -17,16 +17,15 @@ for the builds using the cache (and says for which), fit leaves the cache as it 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
-import secrets
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
 from builder.core import locks
+from builder.core.net import file_digest, temp_beside
 from builder.debian.apt import cache_dir, deb_checksums
 from builder.core.outputs import file_mode
 
@@ -51,17 +50,9 @@ def using() -> Iterator[None]:
         yield
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
-
-
 def good(path: Path, want: tuple[str, int]) -> bool:
     try:
-        return path.stat().st_size == want[1] and _sha256(path) == want[0]
+        return path.stat().st_size == want[1] and file_digest(path) == want[0]
     except OSError:
         return False
 
@@ -108,8 +99,9 @@ def stage_in(checksums: dict[str, tuple[str, int]], dest: Path) -> Stats:
 
 def temp_in(d: Path, name: str) -> Path:
     """A temp name in d for name, unique to this writer (.part-PID-RANDOM-NAME: builds in separate pid
-    namespaces can share a pid). Renamed into place when whole; a killed run's go with fit and prune."""
-    return d / f".part-{os.getpid()}-{secrets.token_hex(8)}-{name}"
+    namespaces can share a pid; net.download's temps too). Renamed into place when whole; a killed run's go with
+    fit and prune."""
+    return temp_beside(d / name)
 
 
 def store(checksums: dict[str, tuple[str, int]], src: Path) -> Stats:

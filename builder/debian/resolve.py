@@ -26,6 +26,9 @@ from typing import TYPE_CHECKING
 
 from builder.core import proc as runner
 from builder.core.errors import BuilderError
+from builder.core.outputs import write_atomic
+from builder.debian.apt import cache_dir, give_back_memory, packages_text
+from builder.debian.repoindex import write_index
 
 if TYPE_CHECKING:
     from builder.debian.apt import Index
@@ -152,8 +155,6 @@ def seeds(universe: Universe, variant: str, include: list[str]) -> tuple[list[st
 
 
 def _repo(d: Path, index: "Index", stanzas_: list[Stanza]) -> None:
-    from builder.debian.localrepo import write_index
-
     write_index(d, index, [s.text for s in stanzas_])
 
 
@@ -200,9 +201,6 @@ class Resolution:
 
 def resolve(index: "Index", variant: str, include: list[str]) -> Resolution:
     """Every package mmdebstrap would install for this request; cached by the index and the request."""
-    from builder.debian.apt import cache_dir, give_back_memory, packages_text
-    from builder.core.outputs import write_atomic
-
     if variant not in PRIORITIES or any(p.startswith((".", "/")) or "?" in p for p in include):
         raise Unresolved(f"variant {variant!r} or a file/pattern in --include: not modelled")
     key = hashlib.sha256(json.dumps([FORMAT, index.ids, index.arch, index.suite, variant, include]).encode()

@@ -6,75 +6,49 @@ file is used only under its checksum's name, so a corrupted entry cannot be mist
 """
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
-import tempfile
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import requests
 from tqdm import tqdm
 
+from builder.core import net
 from builder.core.errors import MirrorError
 from builder.rpm.repodata import HASHES
 
 if TYPE_CHECKING:
+    import requests
+
     from builder.rpm.repodata import Package
 
 log = logging.getLogger("imgbuild")
 WORKERS = 6
-TIMEOUT = 60
 
 
 def cached_name(pkg: "Package") -> str:
     return f"{HASHES.get(pkg.checksum_type, pkg.checksum_type)}-{pkg.checksum}.rpm"
 
 
-def _download(pkg: "Package", dest: Path, session: requests.Session, bar: tqdm) -> Path:
+def _download(pkg: "Package", dest: Path, session: "requests.Session", bar: tqdm) -> Path:
     final = dest / cached_name(pkg)
     algo = HASHES.get(pkg.checksum_type)
     if algo is None:
         raise MirrorError(f"{pkg.nevra}: unknown checksum type {pkg.checksum_type!r} in the repodata")
     if final.exists():
-        if _hash(final, algo) == pkg.checksum:
+        if net.file_digest(final, algo) == pkg.checksum:
             bar.update(pkg.size)
             return final
         log.warning("cache: %s is damaged (checksum differs); downloading it again", final.name)
         final.unlink()
-    h = hashlib.new(algo)
-    fd, tmp = tempfile.mkstemp(prefix=".download-", dir=dest)
     try:
-        try:
-            with session.get(pkg.url, stream=True, timeout=TIMEOUT) as r:
-                if r.status_code != 200:
-                    raise MirrorError(f"{pkg.url}: HTTP {r.status_code}", "check the mirror URL and repo paths")
-                with os.fdopen(fd, "wb") as f:
-                    for chunk in r.iter_content(1 << 16):
-                        f.write(chunk)
-                        h.update(chunk)
-                        bar.update(len(chunk))
-        except requests.RequestException as e:
-            raise MirrorError(f"cannot download {pkg.url}: {e.__class__.__name__}",
-                              "check the mirror URL and the network") from None
-        if h.hexdigest() != pkg.checksum:
-            raise MirrorError(f"{pkg.url}: checksum mismatch ({pkg.checksum_type} {h.hexdigest()}, the repodata "
-                              f"says {pkg.checksum}); the file was refused",
-                              "the mirror may be syncing or tampered with; retry later or use another mirror")
-        os.rename(tmp, final)
-        return final
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def _hash(path: Path, algo: str) -> str:
-    h = hashlib.new(algo)
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        net.download(pkg.url, final, algo, pkg.checksum, pkg.size or None, session=session, on_chunk=bar.update,
+                     hint="check the mirror URL and the network", status_hint="check the mirror URL and repo paths")
+    except net.Mismatch as e:
+        raise MirrorError(f"{pkg.url}: checksum mismatch ({pkg.checksum_type} {e.actual}, the repodata "
+                          f"says {pkg.checksum}); the file was refused",
+                          "the mirror may be syncing or tampered with; retry later or use another mirror") from None
+    return final
 
 
 def download(packages: list["Package"], cache: Path) -> dict[str, Path]:
@@ -86,10 +60,8 @@ def download(packages: list["Package"], cache: Path) -> dict[str, Path]:
         log.info("downloading %d packages (%.1f MB), %d already cached", len(missing),
                  sum(p.size for p in missing) / 1e6, len(packages) - len(missing))
     out: dict[str, Path] = {}
-    with requests.Session() as session, tqdm(total=total, unit="B", unit_scale=True, desc="packages",
-                                             leave=False, disable=None) as bar:
-        session.mount("http://", requests.adapters.HTTPAdapter(pool_maxsize=WORKERS))
-        session.mount("https://", requests.adapters.HTTPAdapter(pool_maxsize=WORKERS))
+    with net.open_session(WORKERS) as session, tqdm(total=total, unit="B", unit_scale=True, desc="packages",
+                                                    leave=False, disable=None) as bar:
         with ThreadPoolExecutor(WORKERS) as pool:
             futures = {pool.submit(_download, p, cache, session, bar): p for p in packages}
             try:

@@ -12,25 +12,21 @@ from __future__ import annotations
 
 import bz2
 import gzip
-import hashlib
 import logging
 import lzma
-import os
 import sys
-import tempfile
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
-import requests
-
+from builder.core import net
 from builder.core.errors import BuilderError, MirrorError
 
-log = logging.getLogger("imgbuild")
+if TYPE_CHECKING:
+    import requests
 
-TIMEOUT = 30
-CHUNK = 1 << 20
+log = logging.getLogger("imgbuild")
 
 _REPO = "{http://linux.duke.edu/metadata/repo}"
 _COMMON = "{http://linux.duke.edu/metadata/common}"
@@ -300,29 +296,13 @@ def _parse_repomd(raw: bytes, url: str) -> dict[str, _Data]:
     return out
 
 
-def _get(session: requests.Session, url: str, stream: bool = False) -> requests.Response:
-    try:
-        r = session.get(url, timeout=TIMEOUT, stream=stream)
-    except requests.RequestException as e:
-        raise MirrorError(f"cannot reach {url}: {e.__class__.__name__}",
-                          "check the repository's base URL and the network") from None
-    if r.status_code != 200:
-        r.close()
-        hint = ("the base URL must be the directory that holds repodata/" if url.endswith("/repomd.xml")
-                else "the mirror may be syncing; retry, or use another mirror")
-        raise MirrorError(f"{url}: HTTP {r.status_code}", hint)
-    return r
+def _hints(url: str) -> dict[str, str]:
+    return {"hint": "check the repository's base URL and the network",
+            "status_hint": "the base URL must be the directory that holds repodata/" if url.endswith("/repomd.xml")
+            else "the mirror may be syncing; retry, or use another mirror"}
 
 
-def _hash_file(path: Path, algo: str) -> str:
-    h = hashlib.new(algo)
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(CHUNK), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _cached(session: requests.Session, base_url: str, data: _Data, cache_dir: Path) -> Path:
+def _cached(session: "requests.Session", base_url: str, data: _Data, cache_dir: Path) -> Path:
     """The verified local copy of one metadata file: from the cache, or downloaded into it."""
     url = f"{base_url}/{data.location}"
     algo = HASHES.get(data.checksum_type)
@@ -333,39 +313,22 @@ def _cached(session: requests.Session, base_url: str, data: _Data, cache_dir: Pa
     ext = next((e for e in COMPRESSED if name.endswith(e)), "")
     path = cache_dir / f"{data.checksum}-{data.type}{ext}"
     if path.exists():
-        if _hash_file(path, algo) == data.checksum:
+        if net.file_digest(path, algo) == data.checksum:
             log.debug("cached: %s (%s)", url, path)
             return path
         log.warning("cached %s does not match its checksum; fetching it again", path)
         path.unlink(missing_ok=True)
+    log.info("reading %s", url)
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=".part-")
+        net.download(url, path, algo, data.checksum, session=session, **_hints(url))
     except OSError as e:
         raise BuilderError(f"cannot write the metadata cache {cache_dir}: {e.strerror}",
                            "check the cache directory's permissions and free space") from None
-    log.info("reading %s", url)
-    try:
-        h = hashlib.new(algo)
-        with os.fdopen(fd, "wb") as out:
-            r = _get(session, url, stream=True)
-            try:
-                for chunk in r.iter_content(CHUNK):
-                    h.update(chunk)
-                    out.write(chunk)
-            except requests.RequestException as e:
-                raise MirrorError(f"cannot read {url}: {e.__class__.__name__}",
-                                  "the connection broke off; retry") from None
-            finally:
-                r.close()
-        actual = h.hexdigest()
-        if actual != data.checksum:
-            raise MirrorError(f"{url}: checksum mismatch ({data.checksum_type}): repomd.xml says {data.checksum}, "
-                              f"the file has {actual}", "the mirror may be syncing; retry, or use another mirror")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    except net.Mismatch as e:
+        raise MirrorError(f"{url}: checksum mismatch ({data.checksum_type}): repomd.xml says {data.checksum}, "
+                          f"the file has {e.actual}", "the mirror may be syncing; retry, or use another mirror"
+                          ) from None
     return path
 
 
@@ -392,16 +355,16 @@ def _open(path: Path, what: str) -> IO[bytes]:
     return open(path, "rb")
 
 
-def fetch_repo(repo_id: str, base_url: str, cache_dir: Path, session: requests.Session | None = None) -> Repo:
+def fetch_repo(repo_id: str, base_url: str, cache_dir: Path, session: "requests.Session | None" = None
+               ) -> Repo:
     """Read a repository's metadata: packages from primary, groups from comps (when the repo has one)."""
     base = base_url.rstrip("/")
     cache_dir = Path(cache_dir)
     own = session is None
-    s = session or requests.Session()
+    s = session or net.open_session()
     try:
         repomd_url = f"{base}/repodata/repomd.xml"
-        r = _get(s, repomd_url)
-        entries = _parse_repomd(r.content, repomd_url)
+        entries = _parse_repomd(net.get(repomd_url, session=s, **_hints(repomd_url)), repomd_url)
         primary = entries.get("primary")
         if primary is None:
             raise MirrorError(f"{repomd_url} lists no primary metadata",

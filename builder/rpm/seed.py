@@ -16,7 +16,8 @@ from functools import cmp_to_key
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from builder.core.errors import InputError, Problem, RecipeError
+from builder.core import net
+from builder.core.errors import InputError, MirrorError, Problem, RecipeError
 from builder.rpm import fetch, repofiles
 from builder.rpm.repodata import Package, Repo, fetch_repo
 from builder.rpm.resolve import Resolver, ResolveError, evr_cmp
@@ -78,11 +79,8 @@ def rewrite_all(files: dict[str, str], mirror: str, vars: dict[str, str], want: 
 
 def _key_bytes(rid: str, gpgkey: str, source: str) -> bytes:
     if "://" in gpgkey:
-        from builder.debian.apt import _get
-        from builder.core.errors import MirrorError
-
         try:
-            data = _get(gpgkey)
+            data = net.get(gpgkey)
         except MirrorError as e:
             raise RecipeError([Problem(source, f"bootstrap.extra_repos.{rid}.gpgkey", e.message)],
                               "check the URL") from None
