@@ -29,6 +29,7 @@ from typing import IO
 from debian import deb822
 
 from builder.core import net, proc as runner
+from builder.core.paths import cache_dir
 from builder.core.errors import InputError, MirrorError
 from builder.core.outputs import write_atomic
 
@@ -143,18 +144,6 @@ class Index:
             if name not in self.names:
                 out[p] = difflib.get_close_matches(name, self.names, n=3, cutoff=0.75)
         return out
-
-
-def cache_dir() -> Path:
-    env = os.environ.get("IMGBUILD_CACHE")
-    if env:
-        if os.path.lexists(env) and not os.path.isdir(env):
-            raise InputError(f"$IMGBUILD_CACHE {env}: not a directory",
-                             "point $IMGBUILD_CACHE at a directory for the caches, or unset it")
-        return Path(env)
-    if os.geteuid() == 0:
-        return Path("/var/cache/imgbuild")
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "imgbuild"
 
 
 _HINTS = {"hint": "check the mirror URL and the network, or set bootstrap.mirror",

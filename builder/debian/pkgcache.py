@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING, Iterator
 
 from builder.core import locks
 from builder.core.net import file_digest, temp_beside
-from builder.debian.apt import cache_dir, deb_checksums
+from builder.core.paths import cache_dir
+from builder.debian.apt import deb_checksums
 from builder.core.outputs import file_mode
 
 if TYPE_CHECKING:

@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING
 from builder.core import proc as runner
 from builder.core.errors import BuilderError
 from builder.core.outputs import write_atomic
-from builder.debian.apt import cache_dir, give_back_memory, packages_text
+from builder.core.paths import cache_dir
+from builder.debian.apt import give_back_memory, packages_text
 from builder.debian.repoindex import write_index
 
 if TYPE_CHECKING:
