@@ -251,6 +251,7 @@ def prepared(ctx: "Context") -> Iterator[Plan | None]:
 
 
 def _prepared(ctx: "Context", res, sums: dict[str, tuple[str, int]]) -> Iterator[Plan]:
+    index = ctx.plan.index
     fetch = _Fetcher(index, sums)
     repo, debs, later = ctx.work / "repo", ctx.work / "debs-prepared", ctx.work / "debs-stage2"
     debs.mkdir(parents=True, exist_ok=True)
