@@ -11,6 +11,7 @@ import pytest
 
 from builder.debian import apt, resolve as debresolve, localrepo, pkgcache, repoindex
 from builder.core.errors import CommandError, MirrorError
+from builder.build.families import Plan
 
 STANZAS = {
     "ess": "Package: ess\nVersion: 1\nArchitecture: amd64\nEssential: yes\nPriority: required\n",
@@ -44,7 +45,7 @@ def setup(tmp_path, monkeypatch):
     work = tmp_path / "work"
     work.mkdir()
     recipe = types.SimpleNamespace(bootstrap=types.SimpleNamespace(variant="minbase", packages=("two",)))
-    return types.SimpleNamespace(index=index, recipe=recipe, work=work)
+    return types.SimpleNamespace(index=index, plan=Plan(index=index), recipe=recipe, work=work)
 
 
 def test_the_repository_lists_the_prepared_files(setup):
@@ -131,7 +132,7 @@ def real(tmp_path, monkeypatch):
     work = tmp_path / "work"
     work.mkdir()
     recipe = types.SimpleNamespace(bootstrap=types.SimpleNamespace(variant="minbase", packages=("two",)))
-    ctx = types.SimpleNamespace(index=index, recipe=recipe, work=work)
+    ctx = types.SimpleNamespace(plan=Plan(index=index), recipe=recipe, work=work)
     return types.SimpleNamespace(ctx=ctx, debs=debs, tmp=tmp_path)
 
 

@@ -15,6 +15,7 @@ import yaml
 
 from builder.build import manifest
 from builder.core import outputs
+from builder.build.families import Plan
 from builder.debian.apt import Index
 from tests.conftest import BIN, DEFAULT_RECIPE
 from tests.steps.conftest import ctx_for  # noqa: F401 - the fixture
@@ -118,8 +119,8 @@ def _built(ctx, tmp_path, umask, shadow):
     for p in ctx.artifacts.values():
         p.write_text("x")
         p.chmod(0o600)
-    ctx.index = Index("http://127.0.0.1:9/debian", "bookworm", "amd64", 0, ("a" * 64,), frozenset(),
-                      signed_by=("F" * 40,), keyring="/k.gpg")
+    ctx.plan = Plan(index=Index("http://127.0.0.1:9/debian", "bookworm", "amd64", 0, ("a" * 64,), frozenset(),
+                                signed_by=("F" * 40,), keyring="/k.gpg"))
     loaded = types.SimpleNamespace(path=tmp_path / "t1.yml", sha256="0" * 64)
     manifest.write(ctx, loaded)
     return json.loads((ctx.stage / "manifest.json").read_text())

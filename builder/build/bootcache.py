@@ -65,15 +65,15 @@ def inputs(r: "Recipe", pre: "Preflight") -> dict[str, Any]:
         "mirror": pre.mirror, "variant": b.variant, "components": list(b.components),
         "packages": sorted(b.packages), "epoch": pre.epoch,
     }
-    if pre.index is not None:
-        data["index"] = list(pre.index.ids)
+    if pre.plan.index is not None:
+        data["index"] = list(pre.plan.index.ids)
     if unpriv.active():
         data["unprivileged"] = True     # no device nodes in the tree: not the tree a root build caches
-    if pre.plan is not None:
+    if pre.plan.seed is not None:
         data.update({"groups": sorted(b.groups), "release_package": b.release_package, "seed_repo": b.seed_repo,
                      "repos": sorted(b.repos), "releasever": b.releasever, "gpgcheck": b.gpgcheck,
                      "extra_repos": {k: [x.baseurl, x.gpgkey, x.gpgcheck] for k, x in sorted(b.extra_repos.items())},
-                     "index": sorted(f"{x.id}:{x.revision}" for x in pre.plan.repodata)})
+                     "index": sorted(f"{x.id}:{x.revision}" for x in pre.plan.seed.repodata)})
     return data
 
 

@@ -5,11 +5,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from builder.build.families.base import Plan
 from builder.core.errors import InputError
 from builder.core.rootfs import RootFS
 
 if TYPE_CHECKING:
-    from builder.debian.apt import Index
     from builder.build.families import Family
     from builder.build.recipe import Recipe
 
@@ -24,13 +24,12 @@ class Context:
     epoch: int                   # SOURCE_DATE_EPOCH: mtimes are clamped to it
     family: "Family"
     mirror: str = ""
-    index: "Index | None" = None
+    plan: Plan = field(default_factory=Plan)   # what the family's preflight worked out (Debian: the index)
     method: str = ""
     packages: dict[str, str] = field(default_factory=dict)   # installed package -> version
     timings: dict[str, float] = field(default_factory=dict)
     artifacts: dict[str, Path] = field(default_factory=dict)  # kind -> file in stage
     tools: dict[str, Any] = field(default_factory=dict)
-    plan: Any = None             # what the family's preflight worked out (EL: repos, resolved packages)
     cache: str = ""              # the bootstrap cache: "hit KEY", "miss, kept as KEY", "off"
     build_key: str | None = None  # builder/build/uptodate.py: every input of this build, hashed
 

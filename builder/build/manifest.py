@@ -65,11 +65,12 @@ def secret_kinds(ctx: "Context", found: list[str]) -> set[str]:
 
 
 def _signature(ctx: "Context") -> dict | None:
-    if ctx.index is None:
+    index = ctx.plan.index
+    if index is None:
         return None
-    if not ctx.index.signed_by:
+    if not index.signed_by:
         return {"checked": False, "why": "bootstrap.unsigned: true"}
-    return {"checked": True, "keyring": ctx.index.keyring, "signed_by": list(ctx.index.signed_by)}
+    return {"checked": True, "keyring": index.keyring, "signed_by": list(index.signed_by)}
 
 
 def data(ctx: "Context", loaded: "Loaded", found: list[str] | None = None) -> dict:
@@ -78,7 +79,7 @@ def data(ctx: "Context", loaded: "Loaded", found: list[str] | None = None) -> di
     secret = secret_kinds(ctx, found)
     artifacts = [{**_artifact(kind, p), "secret": kind in secret} for kind, p in sorted(ctx.artifacts.items())]
     bootstrap = {"method": ctx.method, "mirror": ctx.mirror, "variant": r.bootstrap.variant,
-                 "index": list(ctx.index.ids) if ctx.index else [], "cache": ctx.cache}
+                 "index": list(ctx.plan.index.ids) if ctx.plan.index else [], "cache": ctx.cache}
     if _signature(ctx) is not None:
         bootstrap["signature"] = _signature(ctx)
     tools = {"imgbuild": __version__, "python": platform.python_version()}
@@ -162,7 +163,7 @@ def write(ctx: "Context", loaded: "Loaded") -> None:
     if secret:
         log.info("%s hold secrets (%s): mode 0600, in a 0700 directory", ", ".join(sorted(secret)),
                  "; ".join(found[:3]) + (" ..." if len(found) > 3 else ""))
-    if ctx.index is not None and not ctx.index.signed_by:
+    if ctx.plan.index is not None and not ctx.plan.index.signed_by:
         log.warning("built from an unsigned index (bootstrap.unsigned: true): %s; recorded in manifest.json",
                     ctx.mirror)
 

@@ -14,22 +14,21 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
-from builder.debian import apt, pkgcache
 from builder.build import bootstrap, hooks, packages as inventory, manifest
 from builder.core import locks, mounts
 from builder.core import proc as runner
 from builder.build.context import Context
-from builder.core.errors import BuilderError, InputError, Interrupted, Problem, RecipeError
-from builder.build.families import family_of
+from builder.core.errors import BuilderError, InputError, Interrupted
+from builder.build.families import Plan, family_of
 from builder.core.outputs import publish
 from builder.build.recipe import Loaded
 from builder.core.rootfs import RootFS
-from builder.build.steps import basefiles, cleanup, devices, files, init, network, password, templates
-from builder.build import bootcache as bcache, cluster, unprivileged as unpriv, uptodate
+from builder.build.steps import basefiles, cleanup, cluster, devices, files, init, network, password, templates
+from builder.build import bootcache as bcache, unprivileged as unpriv, uptodate
 from builder.core import outputs
 from builder.build.targets import TARGETS, enabled
 
@@ -53,8 +52,7 @@ class Preflight:
     method: bootstrap.Method
     mirror: str
     epoch: int
-    index: apt.Index | None = None    # Debian: the mirror's index
-    plan: object = None               # EL: repos, release package, resolved packages (builder.rpm.seed.Plan)
+    plan: Plan = field(default_factory=Plan)   # the family's: Debian's index, EL's repos and packages
 
 
 def preflight(loaded: Loaded) -> Preflight:
@@ -65,37 +63,37 @@ def preflight(loaded: Loaded) -> Preflight:
     if unpriv.active() and method.name != "mmdebstrap":
         raise InputError(f"bootstrap.method: {method.name} needs root; an unprivileged build runs Debian recipes "
                          "with mmdebstrap", "build as root, or set bootstrap.method: mmdebstrap (Debian recipes)")
-    mirror = r.bootstrap.mirror
     env_epoch = os.environ.get("SOURCE_DATE_EPOCH", "")
     epoch = r.epoch if r.epoch is not None else int(env_epoch) if env_epoch.isdigit() else None
-    if family.name == "rhel":
-        from builder.rpm import seed
+    mirror, epoch, plan = family.preflight(loaded, epoch)
+    return Preflight(method, mirror, epoch, plan)
 
-        plan = seed.plan(loaded, apt.cache_dir() / "el")
-        stamps = [x.timestamp for x in plan.repodata if x.timestamp]   # the repos' own age, like Debian's Date
-        return Preflight(method, mirror, epoch if epoch is not None else max(stamps, default=int(time.time())),
-                         plan=plan)
-    if mirror == "auto":
-        mirror = apt.host_mirror(r.release)
-    index = None
-    if family.name == "debian":
-        try:
-            index = apt.fetch_index(mirror, r.release, r.arch, r.bootstrap.components,
-                                    unsigned=r.bootstrap.unsigned)
-        except apt.UnknownSuite as e:
-            raise RecipeError([Problem(str(loaded.path), e.key, e.message)], e.hint) from None
-        missing = index.missing(list(r.bootstrap.packages))
-        if missing:
-            problems = []
-            for i, p in enumerate(r.bootstrap.packages):
-                if p in missing:
-                    close = f"; close: {', '.join(missing[p])}" if missing[p] else ""
-                    problems.append(Problem(str(loaded.path), f"bootstrap.packages[{i}]",
-                                            f"no package {p!r} in {r.release}/{r.arch} ({', '.join(r.bootstrap.components)}){close}"))
-            raise RecipeError(problems, "check the spelling, the release and bootstrap.components")
-    if epoch is None:
-        epoch = index.date if index else int(time.time())
-    return Preflight(method, mirror, epoch, index=index)
+
+@dataclass(frozen=True)
+class Step:
+    """One build step: its module's run(ctx, opts), with opts the recipe's value for `option` (None: no options)."""
+
+    name: str
+    run: Callable[[Context, Any], None]
+    option: str | None = None
+
+
+# The steps, in the order they run ("==> steps"): each is builder/build/steps/NAME.py.
+STEPS: tuple[Step, ...] = (
+    Step("devices", devices.run, "devices"),
+    Step("basefiles", basefiles.run),
+    Step("network", network.run),
+    Step("password", password.run, "root_password"),
+    Step("init", init.run, "init"),
+    Step("files", files.run, "files"),
+    Step("cluster", cluster.run),
+    Step("templates", templates.run, "templates"),
+)
+
+
+def run_steps(ctx: Context) -> None:
+    for step in STEPS:
+        step.run(ctx, getattr(ctx.recipe, step.option) if step.option else None)
 
 
 def _take_down(d: Path) -> None:
@@ -204,8 +202,8 @@ def _run(loaded: Loaded, pre: Preflight, output: Path, work: Path, t0: float, ke
     stage = work / "stage"      # the outputs; in the work directory, so the work directory's lock covers it
     stage.mkdir(mode=0o700)     # opened up as the umask says at the end, unless it holds a secret
     ctx = Context(recipe=r, source=loaded.path.resolve(), root=RootFS(work / "rootfs"), work=work, stage=stage,
-                  epoch=pre.epoch, family=family_of(r.distro), mirror=pre.mirror, index=pre.index,
-                  method=method.name, plan=pre.plan, build_key=build_key)
+                  epoch=pre.epoch, family=family_of(r.distro), mirror=pre.mirror, plan=pre.plan,
+                  method=method.name, build_key=build_key)
     ctx.timings["preflight"] = round(time.monotonic() - t0, 3)
     with phase(ctx, "bootstrap", f"{method.name} {r.distro} {r.release} {r.arch}"):
         key_inputs = bcache.inputs(r, pre)
@@ -221,19 +219,11 @@ def _run(loaded: Loaded, pre: Preflight, output: Path, work: Path, t0: float, ke
         if unpriv.active():
             devices.run(ctx, devices.MMDEBSTRAP)   # what mmdebstrap makes in /dev when it can mknod
         ctx.packages = inventory.installed(ctx.root, ctx.family.package_db)
-        if ctx.family.name == "debian":
-            pkgcache.fit(pkgcache.max_size(), keep=set(ctx.packages))   # never the packages just used
+        ctx.family.after_bootstrap(ctx)
     with phase(ctx, "hooks post-bootstrap"):
         hooks.run_phase(ctx, "post-bootstrap")
     with phase(ctx, "steps"):
-        devices.run(ctx, r.devices)
-        basefiles.run(ctx)
-        network.run(ctx)
-        password.run(ctx, r.root_password)
-        init.run(ctx, r.init)
-        files.run(ctx, r.files)
-        cluster.run(ctx)
-        templates.run(ctx, r.templates)
+        run_steps(ctx)
     with phase(ctx, "hooks post-files"):
         hooks.run_phase(ctx, "post-files")
     with phase(ctx, "hooks pre-pack"):

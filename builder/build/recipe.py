@@ -17,7 +17,8 @@ from builder.core import checks, schema, untrusted
 from builder.build.bootstrap import AUTO, METHODS, MethodName
 from builder.core.checks import Epoch, Hostname, IfName, IPAddress, Name
 from builder.core.errors import InputError, Problem, RecipeError
-from builder.build.families import DistroName, family_of
+from builder.build.families import FAMILIES, DistroName, Family, family_of
+from builder.build.families.debian import DEBIAN
 from builder.build.hooks import PHASES, Hooks
 from builder.core.schema import opt
 from builder.build.steps.devices import Device, Preset
@@ -263,97 +264,104 @@ def apply_set(data: dict, assignment: str) -> None:
 # ------------------------------------------------------------------ checks beyond types
 
 
-# Bootstrap keys that only one family reads: set for another family, they are an error, not silently ignored.
-FAMILY_KEYS = {"components": ("debian",), "groups": ("rhel",), "release_package": ("rhel",),
-               "seed_repo": ("rhel",), "repos": ("rhel",), "releasever": ("rhel",), "gpgcheck": ("rhel",),
-               "extra_repos": ("rhel",)}
-
-
 def _semantics(v: dict[str, Any]) -> list[tuple[str, str]]:
     """Checks that need registries or the file system: (key path, message) pairs.
 
     `v` maps Recipe field names to loaded values; a field that failed to load is INVALID and its checks are
     skipped, so these problems are reported together with the type problems of other keys.
     """
-    out: list[tuple[str, str]] = []
     ok = lambda *names: all(v.get(n) is not schema.INVALID for n in names)  # noqa: E731
     fam = family_of(v["distro"]) if ok("distro") else None
+    out: list[tuple[str, str]] = []
     if fam and ok("arch") and v["arch"] is not None and v["arch"] not in fam.archs:
         out.append(("arch", f"{v['arch']!r} is not a {fam.name} architecture ({', '.join(fam.archs)})"))
-    b = v.get("bootstrap")
     if fam and ok("bootstrap"):
-        methods = [METHODS[b.method]] if b.method != "auto" else [METHODS[m] for m in AUTO.get(fam.name, ())]
-        if b.method != "auto" and fam.name not in methods[0].families:
-            out.append(("bootstrap.method", f"{b.method} cannot bootstrap {v['distro']}"))
-        elif b.variant is not None and methods and not any(b.variant in m.variants for m in methods):
-            variants = sorted({x for m in methods for x in m.variants})
-            what = ", ".join(variants) if variants else "it takes no variant"
-            out.append(("bootstrap.variant", f"{b.variant!r} is not a variant of "
-                                             f"{'/'.join(m.name for m in methods)} ({what})"))
-        for key in FAMILY_KEYS:
-            default = getattr(Bootstrap, key) if hasattr(Bootstrap, key) else None
-            if fam.name not in FAMILY_KEYS[key] and getattr(b, key) not in (default, (), {}, None):
-                out.append((f"bootstrap.{key}", f"is for {' and '.join(FAMILY_KEYS[key])} recipes, not "
-                                                f"{v['distro']}"))
-        if fam.name == "rhel":
-            if b.mirror == "auto":
-                out.append(("bootstrap.mirror", "EL recipes need the mirror's URL (the release's tree, e.g. "
-                                                "https://vault.centos.org/6.10)"))
-            if not b.release_package:
-                out.append(("bootstrap.release_package", "EL recipes name their release package (e.g. "
-                                                         "centos-release)"))
+        out += _bootstrap_checks(v["bootstrap"], v["distro"], fam)
     if ok("bootstrap"):
-        # Debian names are lower case (with :arch, =version or /release); RPM names may have capitals and _
-        name_re = (r"[A-Za-z0-9_][A-Za-z0-9_+.-]*" if fam and fam.name == "rhel"
-                   else r"[a-z0-9][a-z0-9+.-]*(:[a-z0-9]+)?([=/][A-Za-z0-9.+~:-]+)?")
-        for i, p in enumerate(b.packages):
-            if not re.fullmatch(name_re, p):
-                out.append((f"bootstrap.packages[{i}]", f"{p!r} is not a package name"))
+        out += _package_names(v["bootstrap"], fam)
     if fam and ok("init"):
         init = v["init"] or fam.default_init
-        if fam.name not in SHIMS[init].families:
+        if not fam.takes(SHIMS[init]):
             out.append(("init", f"{init} is not for {v['distro']}"))
     if ok("network"):
-        macs: dict[str, str] = {}
-        for ifname, iface in v["network"].items():
-            if iface.mac and iface.mac in macs:
-                out.append((f"network.{ifname}.mac", f"{iface.mac} is also the MAC of {macs[iface.mac]}"))
-            if iface.mac:
-                macs[iface.mac] = ifname
+        out += _shared_macs(v["network"])
     if ok("hooks"):
-        for phase in PHASES:
-            for i, h in enumerate(v["hooks"].phase(phase)):
-                if h.script is not None and not Path(h.script).is_file():
-                    out.append((f"hooks.{phase}[{i}].script", f"{h.script}: no such file"))
+        out += [(f"hooks.{phase}[{i}].script", f"{h.script}: no such file") for phase in PHASES
+                for i, h in enumerate(v["hooks"].phase(phase)) if h.script is not None and not Path(h.script).is_file()]
     for key in ("files", "templates"):
         if ok(key):
-            for i, f in enumerate(v[key]):
-                if f.source is not None and not Path(f.source).is_file():
-                    out.append((f"{key}[{i}].source", f"{f.source}: no such file"))
-                elif key == "templates" and ok("vars", "nodes"):
-                    # a cluster's templates see the cluster's variables and each node's vars
-                    scopes = [({**v["vars"], **n.vars, **dict.fromkeys(CLUSTER_BUILTINS)}, f" (node {n.name})")
-                              for n in v["nodes"]] or [(v["vars"], "")]
-                    for scope, who in scopes:
-                        try:
-                            missing = undefined(Path(f.source).read_text(errors="replace"), scope)
-                        except ValueError as e:
-                            out.append((f"templates[{i}].source", f"{f.source}: {e}"))
-                            break
-                        if missing:
-                            out.append((f"templates[{i}].source", f"{f.source} uses {', '.join(sorted(missing))}, "
-                                                                  f"which vars does not define{who}"))
-                            break
+            out += _sources(v, key, ok("vars", "nodes"))
     if ok("nodes", "network", "name", "hostname"):
         out += check_nodes(v["name"], v["hostname"], v["network"], v["nodes"])
     if ok("secrets"):
-        for name, spec in v["secrets"].items():
-            if spec.from_file is not None and not Path(spec.from_file).is_file():
-                out.append((f"secrets.{name}.from_file", f"{spec.from_file}: no such file"))
+        out += [(f"secrets.{name}.from_file", f"{spec.from_file}: no such file") for name, spec in v["secrets"].items()
+                if spec.from_file is not None and not Path(spec.from_file).is_file()]
     rp = v.get("root_password")
     if ok("root_password") and rp.from_file is not None and not Path(rp.from_file).is_file():
         out.append(("root_password.from_file", f"{rp.from_file}: no such file"))
     return out
+
+
+def _bootstrap_checks(b: Bootstrap, distro: str, fam: Family) -> list[tuple[str, str]]:
+    """The bootstrap method and variant fit the family; keys of another family are an error, not ignored."""
+    out = []
+    methods = [METHODS[b.method]] if b.method != "auto" else [METHODS[m] for m in AUTO.get(fam.name, ())]
+    if b.method != "auto" and not fam.takes(methods[0]):
+        out.append(("bootstrap.method", f"{b.method} cannot bootstrap {distro}"))
+    elif b.variant is not None and methods and not any(b.variant in m.variants for m in methods):
+        variants = sorted({x for m in methods for x in m.variants})
+        what = ", ".join(variants) if variants else "it takes no variant"
+        out.append(("bootstrap.variant", f"{b.variant!r} is not a variant of "
+                                         f"{'/'.join(m.name for m in methods)} ({what})"))
+    for key in (k for f in FAMILIES.values() for k in f.bootstrap_keys):
+        default = getattr(Bootstrap, key) if hasattr(Bootstrap, key) else None
+        if key not in fam.bootstrap_keys and getattr(b, key) not in (default, (), {}, None):
+            owners = [f.name for f in FAMILIES.values() if key in f.bootstrap_keys]
+            out.append((f"bootstrap.{key}", f"is for {' and '.join(owners)} recipes, not {distro}"))
+    return out + fam.check_bootstrap(b)
+
+
+def _package_names(b: Bootstrap, fam: Family | None) -> list[tuple[str, str]]:
+    name_re = (fam or DEBIAN).package_name
+    return [(f"bootstrap.packages[{i}]", f"{p!r} is not a package name") for i, p in enumerate(b.packages)
+            if not re.fullmatch(name_re, p)]
+
+
+def _shared_macs(network: dict[str, Interface]) -> list[tuple[str, str]]:
+    out = []
+    macs: dict[str, str] = {}
+    for ifname, iface in network.items():
+        if iface.mac and iface.mac in macs:
+            out.append((f"network.{ifname}.mac", f"{iface.mac} is also the MAC of {macs[iface.mac]}"))
+        if iface.mac:
+            macs[iface.mac] = ifname
+    return out
+
+
+def _sources(v: dict[str, Any], key: str, scoped: bool) -> list[tuple[str, str]]:
+    """Each source file of files or templates exists; a template uses only variables it is given."""
+    out = []
+    for i, f in enumerate(v[key]):
+        if f.source is not None and not Path(f.source).is_file():
+            out.append((f"{key}[{i}].source", f"{f.source}: no such file"))
+        elif key == "templates" and scoped:
+            out += _template_vars(i, f, v)
+    return out
+
+
+def _template_vars(i: int, f: Template, v: dict[str, Any]) -> list[tuple[str, str]]:
+    # a cluster's templates see the cluster's variables and each node's vars
+    scopes = [({**v["vars"], **n.vars, **dict.fromkeys(CLUSTER_BUILTINS)}, f" (node {n.name})")
+              for n in v["nodes"]] or [(v["vars"], "")]
+    for scope, who in scopes:
+        try:
+            missing = undefined(Path(f.source).read_text(errors="replace"), scope)
+        except ValueError as e:
+            return [(f"templates[{i}].source", f"{f.source}: {e}")]
+        if missing:
+            return [(f"templates[{i}].source", f"{f.source} uses {', '.join(sorted(missing))}, "
+                                               f"which vars does not define{who}")]
+    return []
 
 
 def _fields(data: dict, recipe: Any) -> dict[str, Any]:

@@ -191,23 +191,24 @@ class _SecondStage(threading.Thread):
 @contextlib.contextmanager
 def prepared(ctx: "Context") -> Iterator[Plan | None]:
     """The local repository for ctx's bootstrap, or None when this recipe goes the ordinary way."""
-    b = ctx.recipe.bootstrap
-    if ctx.index is None or not ctx.index.urls or os.environ.get("IMGBUILD_PREPARED") == "0":
+    b, index = ctx.recipe.bootstrap, ctx.plan.index
+    if index is None or not index.urls or os.environ.get("IMGBUILD_PREPARED") == "0":
         yield None
         return
     try:
-        res = debresolve.resolve(ctx.index, b.variant or "minbase", list(b.packages))
+        res = debresolve.resolve(index, b.variant or "minbase", list(b.packages))
     except debresolve.Unresolved as e:
         log.info("package set: %s; mmdebstrap downloads from the mirror itself", e)
         yield None
         return
-    sums = deb_checksums(ctx.index, {archive_name(s.name, s.version, s.arch) for s in res.stanzas})
+    sums = deb_checksums(index, {archive_name(s.name, s.version, s.arch) for s in res.stanzas})
     with pkgcache.using():   # until both stages' files are linked out: no prune removes them meanwhile
         yield from _prepared(ctx, res, sums)
 
 
 def _prepared(ctx: "Context", res, sums: dict[str, tuple[str, int]]) -> Iterator[Plan]:
-    fetch = _Fetcher(ctx.index, sums)
+    index = ctx.plan.index
+    fetch = _Fetcher(index, sums)
     repo, debs, later = ctx.work / "repo", ctx.work / "debs-prepared", ctx.work / "debs-stage2"
     debs.mkdir(parents=True, exist_ok=True)
     first = [s for s in res.stanzas if s.name in res.first]
@@ -236,16 +237,16 @@ def _prepared(ctx: "Context", res, sums: dict[str, tuple[str, int]]) -> Iterator
             if name not in sums:
                 raise MirrorError(f"{name}: not in the index's checksums", "run with --no-cache, or retry")
             files[s.name.encode()] = (f"pool/{name}", *sums[name])
-        write_index(repo, ctx.index, texts, dict(files))
+        write_index(repo, index, texts, dict(files))
         marker = ctx.work / "stage2"
-        stage2 = _SecondStage(done2, second, (repo, ctx.index, texts, files), later, marker)
+        stage2 = _SecondStage(done2, second, (repo, index, texts, files), later, marker)
         stage2.start()
         hook = (f"--essential-hook=i=0; while [ ! -e {q(marker)}.done ] && [ ! -e {q(marker)}.failed ] && "
                 f"[ $i -lt 36000 ]; do sleep 0.05; i=$((i+1)); done; [ -e {q(marker)}.done ] || exit 1; "
                 f"cp -al {q(later)}/. \"$1\"/var/cache/apt/archives/ && "
                 "APT_CONFIG=\"$MMDEBSTRAP_APT_CONFIG\" apt-get -qq update")
         try:
-            yield Plan(repo, debs, f"deb [trusted=yes] file://{repo} {ctx.index.suite} main", hook)
+            yield Plan(repo, debs, f"deb [trusted=yes] file://{repo} {index.suite} main", hook)
         except BaseException:
             for f in done2:
                 f.cancel()

@@ -33,7 +33,7 @@ class Debootstrap:
         variant = ctx.recipe.bootstrap.variant or self.variants[0]
         vopt = [] if variant == "important" else [f"--variant={variant}"]
         env = dict(os.environ, SOURCE_DATE_EPOCH=str(ctx.epoch))
-        with pkgcache.for_build(ctx.index, ctx.work) as debs:
+        with pkgcache.for_build(ctx.plan.index, ctx.work) as debs:
             # debootstrap checks each file of its cache directory against the index, downloads what is missing
             runner.run(["debootstrap", *vopt, f"--cache-dir={debs}", *opts, *pos], env=env, on_line=progress(STAGES),
                        hint="run with -v to see debootstrap's full output; its log is in the root's "

@@ -71,7 +71,7 @@ class HostTool:
         return runner.which(self.program) is not None
 
     def bootstrap(self, ctx: "Context") -> None:
-        b, r, plan = ctx.recipe.bootstrap, ctx.recipe, ctx.plan
+        b, r, plan = ctx.recipe.bootstrap, ctx.recipe, ctx.plan.seed
         seed.apply(ctx, plan)
         reposdir = host_repos(ctx, plan, ctx.work / "repos.d")
         pkgcache = cache_dir() / "el" / self.name

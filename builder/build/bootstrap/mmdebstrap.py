@@ -76,7 +76,7 @@ class Mmdebstrap:
                 localrepo.real_sources(ctx)
                 apt_settled(ctx.root)
                 return
-        with pkgcache.for_build(ctx.index, ctx.work) as debs:
+        with pkgcache.for_build(ctx.plan.index, ctx.work) as debs:
             # the package cache: verified .debs linked in before apt runs (apt checks them against the index
             # again), the ones apt used linked out before mmdebstrap's cleanup empties the archive directory
             # (read through RootFS: the tree's packages are in it by then)

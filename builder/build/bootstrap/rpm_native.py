@@ -57,7 +57,7 @@ class RpmNative:
         return True   # pure Python; the host's rpm is only a fallback for roots without their own
 
     def bootstrap(self, ctx: "Context") -> None:
-        b, plan = ctx.recipe.bootstrap, ctx.plan
+        b, plan = ctx.recipe.bootstrap, ctx.plan.seed
         seed.apply(ctx, plan)
         packages = list(plan.packages)
         log.info("%d packages to install", len(packages))

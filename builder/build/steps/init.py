@@ -48,8 +48,7 @@ def _unit_dir(root: "RootFS") -> str:
 def _systemd_container(ctx: "Context") -> None:
     root = ctx.root
     units = _unit_dir(root)
-    if ctx.family.name == "rhel":
-        init_el.container_fixes(root)
+    ctx.family.systemd_container(root)
     for unit in SYSTEMD_MASK:
         root.symlink("/dev/null", f"/etc/systemd/system/{unit}")
     root.remove("/etc/systemd/system/getty.target.wants/getty@tty1.service")
@@ -74,14 +73,17 @@ c:2345:respawn:/sbin/getty --noclear 38400 console
 """
 
 
-def _sysvinit_container(ctx: "Context") -> None:
-    if ctx.family.name == "rhel":
-        return init_el.sysvinit_container(ctx)
+def write_inittab(ctx: "Context") -> None:
+    """Debian's sysvinit in a container: the inittab above."""
     root = ctx.root
     if not root.exists("/etc/init.d/rc") or not root.exists("/sbin/init"):
         raise InputError("init: sysvinit-container, but the root has no sysvinit",
                          "add sysvinit-core to bootstrap.packages, or choose another init")
     root.write("/etc/inittab", INITTAB)
+
+
+def _sysvinit_container(ctx: "Context") -> None:
+    ctx.family.sysvinit_container(ctx)
 
 
 def _none(ctx: "Context") -> None:

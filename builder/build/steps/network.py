@@ -1,9 +1,10 @@
-"""Guest network configuration: one writer per distro family (Debian: ifupdown's /etc/network/interfaces)."""
+"""Guest network configuration: one writer per distro family (Debian: ifupdown's /etc/network/interfaces; EL:
+sysconfig's ifcfg files); the family (builder/build/families/) says which, and when."""
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Mapping
+from typing import TYPE_CHECKING, Mapping
 
 from builder.core.checks import MAC, IPAddress, IPInterface
 from builder.core.schema import FieldError, opt
@@ -49,7 +50,8 @@ def debian_interfaces(network: Mapping[str, Interface]) -> str:
     return "\n".join(out) + "\n"
 
 
-def _debian(ctx: "Context") -> None:
+def write_interfaces(ctx: "Context") -> None:
+    """Debian: /etc/network/interfaces."""
     ctx.root.write("/etc/network/interfaces", debian_interfaces(ctx.recipe.network))
     if any(i.dhcp for i in ctx.recipe.network.values()) and not any(
             ctx.root.exists(p) for p in ("/sbin/dhclient", "/usr/sbin/dhclient", "/sbin/udhcpc", "/usr/sbin/udhcpc")):
@@ -82,7 +84,8 @@ def rhel_ifcfg(name: str, i: Interface) -> str:
     return "\n".join(out) + "\n"
 
 
-def _rhel(ctx: "Context") -> None:
+def write_sysconfig(ctx: "Context") -> None:
+    """EL: /etc/sysconfig/network and an ifcfg file per interface."""
     r = ctx.recipe
     ctx.root.write("/etc/sysconfig/network", rhel_network(r.hostname, r.domain))
     for name, iface in r.network.items():
@@ -92,9 +95,5 @@ def _rhel(ctx: "Context") -> None:
                     "bootstrap.packages")
 
 
-WRITERS: dict[str, Callable[["Context"], None]] = {"debian": _debian, "rhel": _rhel}
-
-
 def run(ctx: "Context", _opts: None = None) -> None:
-    if ctx.recipe.network or ctx.family.name == "rhel":  # EL's sysconfig/network also carries the hostname
-        WRITERS[ctx.family.name](ctx)
+    ctx.family.write_network(ctx)

@@ -30,14 +30,10 @@ if TYPE_CHECKING:
 
 CRYPT = re.compile(r"^\$(1|2[abxy]|5|6|y|gy|7)\$[./A-Za-z0-9$=,]+$")
 
-# The scheme each family's own tools use for a new password (pam_unix, login.defs ENCRYPT_METHOD), at its
-# default cost: the crypt(3) prefix and the cost crypt_gensalt gets (0: the scheme's default; yescrypt's is 5,
-# written $y$j9T$; SHA-512's is 5000 rounds, not written).
+# The schemes the families' own tools use for a new password (pam_unix, login.defs ENCRYPT_METHOD; a family's
+# password_scheme names one), at their default cost: the crypt(3) prefix and the cost crypt_gensalt gets (0: the
+# scheme's default; yescrypt's is 5, written $y$j9T$; SHA-512's is 5000 rounds, not written).
 SCHEMES = {"yescrypt": (b"$y$", 0), "sha512": (b"$6$", 0)}
-FAMILY_SCHEME = {"debian": "yescrypt", "rhel": "sha512"}
-# Debian releases before bullseye (11) make SHA-512 hashes and their libc reads no yescrypt
-DEBIAN_SHA512 = frozenset({"etch", "lenny", "squeeze", "wheezy", "jessie", "stretch", "buster",
-                           "4", "5", "6", "7", "8", "9", "10"})
 SALT_BYTES = 16
 HOST_KEY = ".password-salt.key"    # in the secrets directory; no cluster is called that (names start alphanumeric)
 HOST_KEY_BYTES = 32
@@ -130,11 +126,8 @@ def host_key(base: Path | None = None) -> bytes:
 
 
 def scheme(ctx: "Context") -> str:
-    """The target's default password scheme."""
-    name = FAMILY_SCHEME.get(ctx.family.name, "sha512")
-    if ctx.family.name == "debian" and ctx.recipe.release.split(".")[0] in DEBIAN_SHA512:
-        return "sha512"
-    return name
+    """The target's default password scheme (its family's, for its release)."""
+    return ctx.family.password_scheme(ctx.recipe.release)
 
 
 def salt_bytes(ctx: "Context", kind: str, key: bytes | None = None) -> bytes:

@@ -190,12 +190,7 @@ def pick_console(opts: XenOptions, kernel: Kernel | None) -> str:
 
 
 def kernel_hint(r: "Recipe") -> str:
-    if family_of(r.distro).name == "debian":
-        flavour = {"amd64": "amd64", "i386": "686-pae", "arm64": "arm64"}.get(r.arch, r.arch)
-        return (f"add a kernel to bootstrap.packages (linux-image-{flavour}, which brings initramfs-tools), or "
-                "set targets.xen.boot: kernel with a kernel on the Xen host")
-    return ("add a kernel to bootstrap.packages (EL5: kernel-xen; EL6 and later: kernel), or set "
-            "targets.xen.boot: kernel with a kernel on the Xen host")
+    return family_of(r.distro).xen_kernel_hint(r.arch)
 
 
 # ------------------------------------------------------------------ what goes into the image
