@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from builder.build.families.base import Family, Plan
 from builder.build.steps import init_el, network
-from builder.debian.apt import cache_dir
+from builder.core.paths import cache_dir
 from builder.rpm import seed
 
 if TYPE_CHECKING:
