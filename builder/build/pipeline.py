@@ -59,7 +59,7 @@ def preflight(loaded: Loaded) -> Preflight:
     """Everything checked before the build writes anything: method, mirror, packages, epoch."""
     r = loaded.recipe
     family = family_of(r.distro)
-    method = bootstrap.choose(r, family.name)
+    method = bootstrap.choose(r, family)
     if unpriv.active() and method.name != "mmdebstrap":
         raise InputError(f"bootstrap.method: {method.name} needs root; an unprivileged build runs Debian recipes "
                          "with mmdebstrap", "build as root, or set bootstrap.method: mmdebstrap (Debian recipes)")

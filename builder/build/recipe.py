@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from builder.core import checks, schema, untrusted
-from builder.build.bootstrap import AUTO, METHODS, MethodName
+from builder.build.bootstrap import METHODS, MethodName
 from builder.core.checks import Epoch, Hostname, IfName, IPAddress, Name
 from builder.core.errors import InputError, Problem, RecipeError
 from builder.build.families import FAMILIES, DistroName, Family, family_of
@@ -305,7 +305,7 @@ def _semantics(v: dict[str, Any]) -> list[tuple[str, str]]:
 def _bootstrap_checks(b: Bootstrap, distro: str, fam: Family) -> list[tuple[str, str]]:
     """The bootstrap method and variant fit the family; keys of another family are an error, not ignored."""
     out = []
-    methods = [METHODS[b.method]] if b.method != "auto" else [METHODS[m] for m in AUTO.get(fam.name, ())]
+    methods = [METHODS[b.method]] if b.method != "auto" else [METHODS[m] for m in fam.auto_methods]
     if b.method != "auto" and not fam.takes(methods[0]):
         out.append(("bootstrap.method", f"{b.method} cannot bootstrap {distro}"))
     elif b.variant is not None and methods and not any(b.variant in m.variants for m in methods):

@@ -235,7 +235,7 @@ class Remote:
         argv = [*self.ssh_argv(), self.host, "sh -c " + shlex.quote(script)]
         try:
             r = runner.run(argv, capture=True, quiet=True, check=False, input=input, max_output=max_output)
-        except CommandError as e:
+        except CommandError:
             raise BuilderError(f"{self.host}: {what}: the host answered with more than {max_output} bytes; "
                                "nothing more was done", "log in and check the host") from None
         if r.returncode == SSH_FAILED:

@@ -14,7 +14,7 @@ import pytest
 from builder.build import bootstrap, recipe
 from builder.build.context import Context
 from builder.core.errors import InputError
-from builder.build.families import family_of
+from builder.build.families import FAMILIES, family_of
 from builder.core.rootfs import RootFS
 from builder.build.steps import basefiles, init, network
 from builder.build.targets import lxc
@@ -391,4 +391,4 @@ def test_centos5_is_left_to_rpm_native():
     """EL5's repodata and packages predate what the host's dnf reads: `method: auto` picks rpm-native."""
     r = recipe.load(RECIPES / "centos5.yml").recipe
     assert r.bootstrap.method == "auto"
-    assert bootstrap.choose(r, "rhel").name == "rpm-native"
+    assert bootstrap.choose(r, FAMILIES["rhel"]).name == "rpm-native"

@@ -13,6 +13,7 @@ from builder.build.bootstrap import debootstrap, dnf, mmdebstrap, rpm_native
 
 if TYPE_CHECKING:
     from builder.build.context import Context
+    from builder.build.families import Family
     from builder.build.recipe import Recipe
 
 
@@ -30,16 +31,12 @@ class Method(Protocol):
 
 METHODS: dict[str, Method] = {m.name: m for m in (mmdebstrap.METHOD, debootstrap.METHOD, dnf.YUM, dnf.DNF,
                                                   rpm_native.METHOD)}
-# What `auto` tries, per family, in order: the distro's own tool first where the host has it.
-AUTO: dict[str, tuple[str, ...]] = {"debian": ("mmdebstrap", "debootstrap"), "rhel": ("yum", "dnf", "rpm-native")}
-# Releases `auto` leaves to rpm-native: EL5's repodata ("sha" checksums) and packages (MD5/SHA1 digests, V3
-# signatures) predate what a current host dnf/yum reads.
-AUTO_NATIVE_UP_TO = {"rhel": 5}
 
 MethodName = Annotated[str, Check(choices=lambda: ["auto", *METHODS])]
 
 
-def choose(recipe: "Recipe", family: str) -> Method:
+def choose(recipe: "Recipe", family: "Family") -> Method:
+    """The recipe's method, or for `auto` the first of the family's auto_methods this host has."""
     name = recipe.bootstrap.method
     if name != "auto":
         m = METHODS[name]
@@ -49,14 +46,14 @@ def choose(recipe: "Recipe", family: str) -> Method:
             raise InputError(f"bootstrap.method: {name} needs {m.program}, which is not installed",
                              f"apt-get install {PACKAGES.get(m.program, m.program)}, or use method: auto")
         return m
-    candidates = AUTO.get(family, ())
-    limit = AUTO_NATIVE_UP_TO.get(family)
+    candidates = family.auto_methods
+    limit = family.auto_native_up_to
     major = recipe.release.split(".")[0]
     if limit is not None and major.isdigit() and int(major) <= limit:
         candidates = ("rpm-native",)
     for candidate in candidates:
         if METHODS[candidate].available():
             return METHODS[candidate]
-    tried = ", ".join(AUTO.get(family, ())) or "none"
-    raise InputError(f"bootstrap.method: auto found no usable method for {family} on this host (tried {tried})",
+    tried = ", ".join(family.auto_methods) or "none"
+    raise InputError(f"bootstrap.method: auto found no usable method for {family.name} on this host (tried {tried})",
                      "install one of them (see README: scripts/setup.sh)")

@@ -30,6 +30,8 @@ class Family:
     skel_to_root: bool = False      # copy /etc/skel into /root (EL bootstraps leave /root empty)
     bootstrap_keys: tuple[str, ...] = ()   # recipe bootstrap keys only this family reads
     package_name: str               # a package name in bootstrap.packages, as a regular expression
+    auto_methods: tuple[str, ...] = ()     # what bootstrap `auto` tries, in order: the distro's own tool first
+    auto_native_up_to: int | None = None   # releases up to this major one are left to rpm-native
 
     def __repr__(self) -> str:
         return f"<family {self.name}>"

@@ -22,6 +22,7 @@ class Debian(Family):
     name = "debian"
     archs = ("amd64", "arm64", "armhf", "armel", "i386", "mips64el", "ppc64el", "riscv64", "s390x")
     package_db = "dpkg"
+    auto_methods = ("mmdebstrap", "debootstrap")
     bootstrap_keys = ("components",)
     # lower case, with :arch, =version or /release
     package_name = r"[a-z0-9][a-z0-9+.-]*(:[a-z0-9]+)?([=/][A-Za-z0-9.+~:-]+)?"

@@ -19,6 +19,10 @@ class Rhel(Family):
     name = "rhel"
     archs = ("x86_64", "i386", "i686", "aarch64", "ppc64le", "s390x")
     package_db = "rpm"
+    auto_methods = ("yum", "dnf", "rpm-native")
+    # EL5's repodata ("sha" checksums) and packages (MD5/SHA1 digests, V3 signatures) predate what a current
+    # host dnf/yum reads
+    auto_native_up_to = 5
     skel_to_root = True
     bootstrap_keys = ("groups", "release_package", "seed_repo", "repos", "releasever", "gpgcheck", "extra_repos")
     package_name = r"[A-Za-z0-9_][A-Za-z0-9_+.-]*"      # RPM names may have capitals and _
