@@ -1,6 +1,6 @@
 """EL planning and release seeding.
 
-What users do by hand (seed 000): download centos-release, rpm2cpio | cpio it, sed $releasever, then yum.
+What users do by hand: download centos-release, rpm2cpio | cpio it, sed $releasever, then yum.
 Here `plan()` does everything that can fail before the build writes anything: read the seed repo's repodata,
 find and download the release package (checksum-verified, cached), read its repo files and GPG keys with
 rpmfile, point every repo at the recipe's mirror, read the enabled repos' repodata and resolve the requested
