@@ -60,9 +60,10 @@ from typing import Any, Callable, Iterable, Iterator, Literal, Mapping, Protocol
 import yaml
 
 from builder.guestconf import xen as xenconf
-from builder.core.errors import BuilderError, InputError
+from builder.core.checks import mac_norm
+from builder.core.errors import BuilderError, InputError, RecipeError
 from builder.core.outputs import write_atomic
-from builder.core.untrusted import StrictLoader, read_file
+from builder.core.untrusted import StrictLoader, load_yaml, read_file
 
 log = logging.getLogger("imgbuild")
 
@@ -86,13 +87,11 @@ LOAD_HINT = ("the inventory is YAML: guests: [{name, hostname, ips: [...], macs:
 # ------------------------------------------------------------------ values
 
 
-_MAC = re.compile(r"^[0-9a-f]{2}([:-])[0-9a-f]{2}(\1[0-9a-f]{2}){4}$", re.I)
-
-
 def normalize_mac(value: object) -> str | None:
-    """`value` as a MAC in lower case with colons (00:16:3E:0A:00:01 -> 00:16:3e:0a:00:01); None if it is none."""
-    s = str(value).strip()
-    return s.replace("-", ":").lower() if _MAC.match(s) else None
+    """`value` as a MAC in lower case with colons (00:16:3E:0A:00:01 -> 00:16:3e:0a:00:01); None if it is none.
+    Colon and dash notation only: the inventory holds MACs as six pairs."""
+    s = str(value)
+    return mac_norm(s) if "." not in s else None
 
 
 def normalize_ip(value: object) -> str | None:
@@ -322,15 +321,12 @@ def _guest(item: Any, source: str, line: int) -> GuestRecord:
 def parse(text: str, source: str) -> list[GuestRecord]:
     """The guests of an inventory file's text; InputError naming `source` and the line for anything wrong."""
     try:
-        data = yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader)
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        what = " ".join(x for x in (e.context, e.problem) if x)
-        raise _bad(source, mark.line + 1 if mark else 0, f"not valid YAML: {what}") from None
-    except yaml.YAMLError as e:
-        raise _bad(source, 0, f"not valid YAML: {e}") from None
-    except RecursionError:
-        raise _bad(source, 0, "not valid YAML: nested too deeply") from None
+        data = load_yaml(text, source, what="an imgbuild inventory", loader=_Loader, hint=LOAD_HINT)
+    except RecipeError as e:        # the strict reader's "FILE: line L, column C: YAML ...: what", as FILE:L: ...
+        p = e.problems[0]
+        line = re.match(r"line (\d+)", p.path)
+        what = re.sub(r"^YAML(?: syntax)?:? ", "", p.message)
+        raise _bad(source, int(line.group(1)) if line else 0, f"not valid YAML: {what}") from None
     if data is None:
         return []
     if not isinstance(data, dict):
