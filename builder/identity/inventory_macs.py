@@ -9,6 +9,7 @@ import hmac
 import random
 import re
 import socket
+import string
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -17,6 +18,7 @@ from builder.core.errors import BuilderError, InputError
 from builder.identity.inventory_records import GuestRecord, normalize_mac
 
 XEN_OUI = "00:16:3e"
+_HEX_DIGITS = frozenset(string.hexdigits)
 
 
 MACHINE_ID = Path("/etc/machine-id")
@@ -54,7 +56,7 @@ def used_macs(known: Iterable[GuestRecord | str]) -> set[str]:
 
 def _octets(prefix: str) -> list[int]:
     parts = re.split(r"[:-]", prefix.strip()) if prefix.strip() else []
-    if not 1 <= len(parts) <= 5 or not all(re.fullmatch(r"[0-9a-fA-F]{2}", p) for p in parts):
+    if not 1 <= len(parts) <= 5 or not all(len(p) == 2 and set(p) <= _HEX_DIGITS for p in parts):
         raise InputError(f"MAC prefix {prefix!r}: expected one to five hex octets, e.g. {XEN_OUI}")
     octets = [int(p, 16) for p in parts]
     if octets[0] & 1:
