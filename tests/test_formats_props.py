@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, strategies as st
 
+from builder.core.checks import mac_norm
 from builder.core.errors import InputError
 from builder.identity import formats as f
 from tests.identity import test_formats as golden
@@ -103,7 +104,7 @@ def holds_identity(line: str, r: f.Rename) -> bool:
     """Whether the line holds an old name, address, gateway or MAC in any notation (conservative: any run of
     address characters is tried at every boundary)."""
     low = line.lower()
-    if any(n in low for n in r._names):
+    if any(n in low for n in r.match_names):
         return True
     olds = set(r.ips) | set(r.gateways)
     for m in re.finditer(r"[0-9A-Fa-f:.\-]+", line):
@@ -116,7 +117,7 @@ def holds_identity(line: str, r: f.Rename) -> bool:
                         return True
                 except ValueError:
                     pass
-                if f._mac_norm(cand) in r.macs:
+                if mac_norm(cand) in r.macs:
                     return True
     for m in re.finditer(r"\d{1,3}(?:;\d{1,3}){5}", line):
         octets = [int(x) for x in m.group().split(";")]

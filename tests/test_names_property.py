@@ -128,5 +128,5 @@ def test_read_nodes_gives_checked_nodes_or_an_input_error(out, data):
         checks.name(n["name"])
         checks.hostname(n["name"])
         checks._interface(n["address"])
-        checks._mac(n["mac"])
+        checks.mac(n["mac"])
         assert isinstance(n.get("vars", {}), dict)

@@ -19,7 +19,7 @@ from hypothesis import given, strategies as st
 
 from builder.migrate import xenbridge
 from builder.core.errors import InputError
-from builder.identity.formats import _shvars
+from builder.identity.formats import shvars as _shvars
 from tests import test_xenbridge as golden
 from tests.support.strategies import config_text, lines_of, one_line
 

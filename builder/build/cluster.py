@@ -274,7 +274,7 @@ def read_nodes(output: Path) -> dict | None:
     if not isinstance(nodes, list) or not nodes:
         raise bad("nodes", "expected a list of nodes")
     value(base, "ip", "base", checks._address, optional=True)
-    value(base, "mac", "base", checks._mac, optional=True)
+    value(base, "mac", "base", checks.mac, optional=True)
     value(base, "hostname", "base", checks.hostname, optional=True)
     for i, n in enumerate(nodes):
         where = f"nodes[{i}]"
@@ -282,7 +282,7 @@ def read_nodes(output: Path) -> dict | None:
             raise bad(where, f"expected an object, found {type(n).__name__}")
         value(n, "name", where, _node_name)
         value(n, "address", where, checks._interface)
-        value(n, "mac", where, checks._mac)
+        value(n, "mac", where, checks.mac)
         if not isinstance(n.get("vars", {}), dict):
             raise bad(f"{where}.vars", f"expected an object, found {type(n.get('vars')).__name__}")
         if any(o["name"].lower() == n["name"].lower() for o in nodes[:i]):

@@ -13,7 +13,13 @@ from builder.core.schema import Check
 
 # fullmatch everywhere: `$` alone would also accept a value ending in a newline
 _HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
-_MAC = re.compile(r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}")
+_HEX = "[0-9a-fA-F]"
+# The one MAC pattern: six hex pairs joined by ':' or '-' (one separator throughout; group `sep`), or the dotted
+# aabb.ccdd.eeff notation (Cisco, systemd.link). MAC_PAIRS is the first form alone, for searching free text.
+MAC_PAIRS = rf"{_HEX}{{2}}(?P<sep>[:-]){_HEX}{{2}}(?:(?P=sep){_HEX}{{2}}){{4}}"
+MAC_RE = re.compile(rf"(?:{MAC_PAIRS}|{_HEX}{{4}}\.{_HEX}{{4}}\.{_HEX}{{4}})")
+# A recipe's MAC, as JSON Schema reads it (ECMA regex has no named back-reference): the colon form mac() accepts
+_MAC_SCHEMA = f"^{_HEX}{{2}}(:{_HEX}{{2}}){{5}}$"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 NAME_RULE = "letters, digits, '.', '_', '-'; at most 64; starting with a letter or digit"
 
@@ -40,8 +46,20 @@ def _address(v: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
         raise ValueError(f"{v!r} is not an IP address") from None
 
 
-def _mac(v: str) -> str:
-    if not isinstance(v, str) or not _MAC.fullmatch(v):
+def mac_norm(value: str) -> str | None:
+    """aa:bb:cc:dd:ee:ff for a MAC in colon, dash or dotted notation, any case, blanks around it ignored; else
+    None."""
+    s = value.strip()
+    if not MAC_RE.fullmatch(s):
+        return None
+    digits = re.sub(r"[:.-]", "", s).lower()
+    return ":".join(digits[i:i + 2] for i in range(0, 12, 2))
+
+
+def mac(v: str) -> str:
+    """A NIC's MAC as a recipe or the command line gives it: colon notation, unicast; returned in lower case."""
+    m = MAC_RE.fullmatch(v) if isinstance(v, str) else None
+    if m is None or m.group("sep") != ":":
         raise ValueError(f"{v!r} is not a MAC address (six hex pairs separated by ':', e.g. 00:16:3e:00:03:02)")
     if int(v[:2], 16) & 1:
         raise ValueError(f"{v!r} is a multicast address; a NIC needs a unicast MAC (even first byte)")
@@ -134,7 +152,7 @@ def _epoch(v: int) -> int:
 Hostname = Annotated[str, Check(hostname, {"pattern": r"^[A-Za-z0-9.-]+$"}, describe="host name")]
 IPInterface = Annotated[str, Check(_interface, {"format": "ip-interface"}, describe="address/prefix")]
 IPAddress = Annotated[str, Check(_address, {"format": "ip-address"}, describe="IP address")]
-MAC = Annotated[str, Check(_mac, {"pattern": f"^{_MAC.pattern}$"}, describe="MAC address")]
+MAC = Annotated[str, Check(mac, {"pattern": _MAC_SCHEMA}, describe="MAC address")]
 Mode = Annotated[str, Check(_mode, {"pattern": r"^0?[0-7]{3,4}$"}, describe='octal mode string ("0644")',
                             show=lambda v: f"{v:04o}", raw=True)]
 RootPath = Annotated[str, Check(_abspath, {"pattern": "^/"}, describe="absolute path in the root")]

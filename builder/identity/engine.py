@@ -98,7 +98,7 @@ def parse_ip(spec: str) -> IpChange:
 
 
 def parse_mac(spec: str) -> tuple[str, str]:
-    from builder.core.checks import _mac
+    from builder.core.checks import mac as _mac
 
     try:
         old, new = spec.split("=", 1)

@@ -11,7 +11,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from builder.guestconf import xen as xenconf
-from builder.identity.formats import _shvars
+from builder.identity.formats import shvars as _shvars
 
 __all__ = ["DEFAULT_BRIDGE", "BridgePlan", "bridges_defined", "bridges_used", "check_ifname", "check_names",
            "missing_bridges", "plan_bridge"]

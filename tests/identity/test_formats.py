@@ -6,9 +6,10 @@ Xen xm and xl, OpenVZ), each rewritten by one Rename and compared with the exact
 also checked for idempotence, and every function on every input for "a Rename that does not apply changes nothing"
 and "a second run changes nothing" (also with CRLF line ends and without a final newline).
 
-The renames: CLONE is seed 000's clone (vm0 -> vm1, 10.0.3.2 -> 10.0.3.3 in the same /24, new MACs for both NICs,
-the gateway kept); MOVE is seed 004's move to another network (new /16 and /56 prefixes, new gateways, a new MAC,
-the old name given as an FQDN).
+The renames: CLONE is a cluster node copied from vm0 (vm0 -> vm1, 10.0.3.2 -> 10.0.3.3 in the same /24, new MACs for
+both NICs, the gateway kept); MOVE is a Xen guest moved to another network (new /16 and /56 prefixes, new gateways,
+a new MAC, the old name given as an FQDN). The expected outputs of the golden cases are in
+tests/data/identity-formats/<case id>.expected.
 """
 from __future__ import annotations
 
@@ -53,6 +54,14 @@ class Case(NamedTuple):
     rename: Rename
     text: str
     expected: str
+
+
+GOLDEN = DATA / "identity-formats"      # <case id>.expected: the exact text a golden case's rewrite gives
+
+
+def golden_case(id: str, fn: Callable[[str, Rename], str], rename: Rename, text: str) -> Case:
+    """A golden case, its expected text read byte for byte (no newline translation) from GOLDEN."""
+    return Case(id, fn, rename, text, (GOLDEN / f"{id}.expected").read_bytes().decode("utf-8"))
 
 
 # ------------------------------------------------------------------------------------------------ inputs
@@ -504,504 +513,42 @@ bind-address=10.0.3.2
 # ------------------------------------------------------------------------------------------------ golden cases
 
 CASES = [
-    Case('ifcfg-el5-xen-clone', f.ifcfg, CLONE, IFCFG_EL5, """\
-# Xen Virtual Ethernet
-DEVICE=eth0
-BOOTPROTO=static
-BROADCAST=10.0.3.255
-HWADDR=00:16:3E:00:03:03
-IPADDR=10.0.3.3
-NETMASK=255.255.255.0
-NETWORK=10.0.3.0
-ONBOOT=yes
-"""),
-    Case('ifcfg-el5-xen-move', f.ifcfg, MOVE, IFCFG_EL5, """\
-# Xen Virtual Ethernet
-DEVICE=eth0
-BOOTPROTO=static
-BROADCAST=192.168.255.255
-HWADDR=00:16:3E:05:00:20
-IPADDR=192.168.5.20
-NETMASK=255.255.0.0
-NETWORK=192.168.0.0
-ONBOOT=yes
-"""),
-    Case('ifcfg-el6-move', f.ifcfg, MOVE, IFCFG_EL6, """\
-DEVICE=eth0
-HWADDR=00:16:3E:05:00:20
-TYPE=Ethernet
-UUID=5fb06bd0-0bb0-7ffb-45f1-d6edd65f3e03
-ONBOOT=yes
-NM_CONTROLLED=yes
-BOOTPROTO=none
-IPADDR=192.168.5.20
-PREFIX=16
-GATEWAY=192.168.0.1
-DNS1=10.0.3.1
-DEFROUTE=yes
-IPV4_FAILURE_FATAL=yes
-IPV6INIT=no
-NAME="System eth0"
-"""),
-    Case('ifcfg-el7-quoted-move', f.ifcfg, MOVE, IFCFG_EL7, """\
-TYPE="Ethernet"
-PROXY_METHOD="none"
-BROWSER_ONLY="no"
-BOOTPROTO="none"
-DEFROUTE="yes"
-IPV4_FAILURE_FATAL="no"
-IPV6INIT="yes"
-IPV6_AUTOCONF="no"
-IPV6_DEFROUTE="yes"
-IPV6_FAILURE_FATAL="no"
-IPV6_ADDR_GEN_MODE="stable-privacy"
-NAME="eth0"
-UUID="0c9e3a55-6d1f-4b3e-9f47-2a8e1c5d7b90"
-DEVICE="eth0"
-ONBOOT="yes"
-IPADDR0="192.168.5.20"
-PREFIX0="16"
-GATEWAY0="192.168.0.1"
-DNS1="10.0.3.1"
-IPV6ADDR="fd00:5::20/56"
-IPV6_DEFAULTGW="fd00:5::1"
-HWADDR="00:16:3e:05:00:20"
-DHCP_HOSTNAME=vm7.example.com
-"""),
-    Case('ifcfg-seed-no-netmask-move', f.ifcfg, MOVE, IFCFG_SEED, """\
-DEVICE=eth0
-ONBOOT=yes
-BOOTPROTO=static
-IPADDR=192.168.5.20
-NETMASK=255.255.0.0
-GATEWAY=192.168.0.1
-"""),
-    Case('ifcfg-imgbuild-clone', f.ifcfg, CLONE, IFCFG_IMGBUILD, """\
-DEVICE=eth0
-TYPE=Ethernet
-ONBOOT=yes
-NM_CONTROLLED=no
-HWADDR=00:16:3E:00:03:03
-BOOTPROTO=none
-IPADDR=10.0.3.3
-NETMASK=255.255.255.0
-PREFIX=24
-GATEWAY=10.0.3.1
-"""),
-    Case('sysconfig-network-el5-move', f.sysconfig_network, MOVE, NETWORK_EL5, """\
-NETWORKING=yes
-NETWORKING_IPV6=no
-HOSTNAME=vm7.example.com
-GATEWAY=192.168.0.1
-"""),
-    Case('sysconfig-network-imgbuild-clone', f.sysconfig_network, CLONE, NETWORK_IMGBUILD, """\
-NETWORKING=yes
-HOSTNAME=vm1
-"""),
-    Case('hostname-short-clone', f.hostname_file, CLONE, HOSTNAME_SHORT, """\
-vm1
-"""),
-    Case('hostname-fqdn-move', f.hostname_file, MOVE, HOSTNAME_FQDN, """\
-# set by anaconda
-vm7.example.com
-"""),
-    Case('hosts-debian-clone', f.hosts, CLONE, HOSTS_DEBIAN, """\
-127.0.0.1\tlocalhost
-127.0.1.1\tvm1.example.com\tvm1
-
-# The following lines are desirable for IPv6 capable hosts
-::1     localhost ip6-localhost ip6-loopback
-ff02::1 ip6-allnodes
-ff02::2 ip6-allrouters
-"""),
-    Case('hosts-aliases-clone', f.hosts, CLONE, HOSTS_ALIASES, """\
-# /etc/hosts on vm0
-127.0.0.1   localhost localhost.localdomain localhost4 localhost4.localdomain4
-::1         localhost localhost.localdomain localhost6 localhost6.localdomain6
-10.0.3.3    vm1.example.com vm1 db-master   # this guest, not vm0-old
-10.0.3.20   vm01.example.com vm01
-110.0.3.2   far-away
-10.0.3.1    gw.example.com gw xvm0
-fd00:3::2   vm0-v6 vm1.example.com
-"""),
-    Case('hosts-aliases-move', f.hosts, MOVE, HOSTS_ALIASES, """\
-# /etc/hosts on vm0
-127.0.0.1   localhost localhost.localdomain localhost4 localhost4.localdomain4
-::1         localhost localhost.localdomain localhost6 localhost6.localdomain6
-192.168.5.20    vm7.example.com vm7 db-master   # this guest, not vm0-old
-10.0.3.20   vm01.example.com vm01
-110.0.3.2   far-away
-10.0.3.1    gw.example.com gw xvm0
-fd00:5::20   vm0-v6 vm7.example.com
-"""),
-    Case('hosts-el5-loopback-move', f.hosts, MOVE, HOSTS_EL5, """\
-# Do not remove the following line, or various programs
-# that require network functionality will fail.
-127.0.0.1\t\tvm7.example.com vm7 localhost.localdomain localhost
-::1\t\tlocalhost6.localdomain6 localhost6
-"""),
-    Case('hosts-cluster-clone', f.hosts, CLONE, HOSTS_CLUSTER, """\
-127.0.0.1   localhost
-127.0.1.1   vm1
-10.0.3.2 vm0
-10.0.3.3 vm1
-10.0.3.4 vm2
-"""),
-    Case('interfaces-clone', f.debian_interfaces, CLONE, INTERFACES, """\
-# This file describes the network interfaces available on your system
-# and how to activate them. For more information, see interfaces(5).
-
-source interfaces.d/*
-
-# The loopback network interface
-auto lo
-iface lo inet loopback
-
-# The primary network interface
-auto eth0
-iface eth0 inet static
-\taddress 10.0.3.3
-\tnetmask 255.255.255.0
-\tnetwork 10.0.3.0
-\tbroadcast 10.0.3.255
-\tgateway 10.0.3.1
-\thwaddress ether 00:16:3e:00:03:03
-\t# dns-* options are implemented by the resolvconf package, if installed
-\tdns-nameservers 10.0.3.1 10.0.3.2
-\tdns-search example.com
-
-iface eth0 inet6 static
-\taddress fd00:3::2
-\tnetmask 64
-\tgateway fd00:3::1
-
-allow-hotplug eth1
-iface eth1 inet dhcp
-\thostname vm1
-\thwaddress 00:16:3E:00:03:13
-"""),
-    Case('interfaces-move', f.debian_interfaces, MOVE, INTERFACES, """\
-# This file describes the network interfaces available on your system
-# and how to activate them. For more information, see interfaces(5).
-
-source interfaces.d/*
-
-# The loopback network interface
-auto lo
-iface lo inet loopback
-
-# The primary network interface
-auto eth0
-iface eth0 inet static
-\taddress 192.168.5.20
-\tnetmask 255.255.0.0
-\tnetwork 192.168.0.0
-\tbroadcast 192.168.255.255
-\tgateway 192.168.0.1
-\thwaddress ether 00:16:3e:05:00:20
-\t# dns-* options are implemented by the resolvconf package, if installed
-\tdns-nameservers 10.0.3.1 10.0.3.2
-\tdns-search example.com
-
-iface eth0 inet6 static
-\taddress fd00:5::20
-\tnetmask 56
-\tgateway fd00:5::1
-
-allow-hotplug eth1
-iface eth1 inet dhcp
-\thostname vm7
-\thwaddress 00:16:3E:00:03:12
-"""),
-    Case('interfaces.d-move', f.debian_interfaces, MOVE, INTERFACES_D, """\
-# /etc/network/interfaces.d/eth0-storage
-auto eth0:1
-iface eth0:1 inet static
-    address 192.168.5.21/24
-    up ip addr add 10.0.3.130/24 dev eth0 label eth0:2
-    up ip route add 10.9.0.0/16 via 192.168.0.1 src 192.168.5.21
-"""),
-    Case('netplan-clone', f.netplan, CLONE, NETPLAN, """\
-# This file describes the network interfaces available on your system
-# For more information, see netplan(5).
-network:
-  version: 2
-  renderer: networkd
-  ethernets:
-    eth0:
-      match:
-        macaddress: 00:16:3e:00:03:03
-      set-name: eth0
-      addresses: [10.0.3.3/24, 'fd00:3::2/64']
-      gateway4: 10.0.3.1
-      gateway6: "fd00:3::1"
-      nameservers:
-        search: [example.com]
-        addresses: [10.0.3.1, 10.0.3.2]
-    eth1:
-      match:
-        macaddress: "00:16:3E:00:03:13"
-      set-name: eth1
-      dhcp4: true
-      dhcp4-overrides:
-        hostname: vm1
-      addresses:
-        - 10.0.3.13/24   # storage
-        - 10.0.3.130/24
-      routes:
-        - to: 10.9.0.0/16
-          via: 10.0.3.1
-"""),
-    Case('netplan-move', f.netplan, MOVE, NETPLAN, """\
-# This file describes the network interfaces available on your system
-# For more information, see netplan(5).
-network:
-  version: 2
-  renderer: networkd
-  ethernets:
-    eth0:
-      match:
-        macaddress: 00:16:3e:05:00:20
-      set-name: eth0
-      addresses: [192.168.5.20/16, 'fd00:5::20/56']
-      gateway4: 192.168.0.1
-      gateway6: "fd00:5::1"
-      nameservers:
-        search: [example.com]
-        addresses: [10.0.3.1, 10.0.3.2]
-    eth1:
-      match:
-        macaddress: "00:16:3E:00:03:12"
-      set-name: eth1
-      dhcp4: true
-      dhcp4-overrides:
-        hostname: vm7
-      addresses:
-        - 192.168.5.21/24   # storage
-        - 10.0.3.130/24
-      routes:
-        - to: 10.9.0.0/16
-          via: 192.168.0.1
-"""),
-    Case('netplan-cloud-init-move', f.netplan, MOVE, NETPLAN_CLOUD, """\
-network:
-  ethernets:
-    ens3:
-      addresses:
-      - 192.168.5.20/16
-      match:
-        macaddress: 00:16:3e:05:00:20
-      nameservers:
-        addresses:
-        - 10.0.3.2
-        - 10.0.3.1
-      routes:
-      - to: default
-        via: 192.168.0.1
-      set-name: ens3
-  version: 2
-"""),
-    Case('nm-el8-move', f.nm_keyfile, MOVE, NM_EL8, """\
-[connection]
-id=eth0
-uuid=5fb06bd0-0bb0-7ffb-45f1-d6edd65f3e03
-type=ethernet
-autoconnect-priority=-999
-interface-name=eth0
-permissions=
-timestamp=1650000000
-
-[ethernet]
-mac-address=00:16:3E:05:00:20
-mac-address-blacklist=
-
-[ipv4]
-address1=192.168.5.20/16,192.168.0.1
-dns=10.0.3.1;
-dns-search=
-method=manual
-route1=10.9.0.0/16,192.168.0.1
-
-[ipv6]
-addr-gen-mode=stable-privacy
-address1=fd00:5::20/56,fd00:5::1
-dns-search=
-method=manual
-
-[proxy]
-"""),
-    Case('nm-bytes-clone', f.nm_keyfile, CLONE, NM_OLD, """\
-[connection]
-id=Wired connection 1
-uuid=aa8527a7-294c-4456-95fd-b924c285609e
-type=802-3-ethernet
-autoconnect=true
-timestamp=0
-
-[802-3-ethernet]
-speed=0
-duplex=full
-auto-negotiate=true
-mac-address=0;22;62;0;3;3;
-mtu=0
-
-[ipv4]
-method=manual
-addresses1=10.0.3.3;24;10.0.3.1;
-dhcp-hostname=vm1
-"""),
-    Case('networkd-move', f.networkd, MOVE, NETWORKD, """\
-# /etc/systemd/network/10-eth0.network
-[Match]
-MACAddress=00:16:3e:05:00:20
-
-[Network]
-Address=192.168.5.20/16
-Gateway=192.168.0.1
-DNS=10.0.3.1
-Domains=example.com
-
-[Address]
-Address = fd00:5::20/56
-
-[Route]
-Destination=10.9.0.0/16
-Gateway=192.168.0.1
-PreferredSource=192.168.5.20
-
-[DHCPv4]
-Hostname=vm7
-"""),
-    Case('networkd-link-clone', f.networkd, CLONE, NETWORKD_LINK, """\
-# /etc/systemd/network/10-lan0.link
-[Match]
-MACAddress=00-16-3E-00-03-03 0016.3e00.0313
-
-[Link]
-Name=lan0
-"""),
-    Case('udev-el6-clone', f.udev_persistent_net, CLONE, UDEV_EL6, """\
-# This file was automatically generated by the /lib/udev/write_net_rules
-# program, run by the persistent-net-generator.rules rules file.
-#
-# You can modify it, as long as you keep each rule on a single
-# line, and change only the value of the NAME= key.
-
-# PCI device 0x8086:0x100f (e1000)
-SUBSYSTEM=="net", ACTION=="add", DRIVERS=="?*", ATTR{address}=="00:16:3e:00:03:03", ATTR{type}=="1", KERNEL=="eth*", NAME="eth0"
-
-# PCI device 0x8086:0x100f (e1000)
-SUBSYSTEM=="net", ACTION=="add", DRIVERS=="?*", ATTR{address}=="00:16:3e:00:03:13", ATTR{type}=="1", KERNEL=="eth*", NAME="eth1"
-"""),
-    Case('udev-debian-move', f.udev_persistent_net, MOVE, UDEV_DEBIAN, """\
-# This file was automatically generated by the /lib/udev/write_net_rules
-# program, run by the persistent-net-generator.rules rules file.
-#
-# You can modify it, as long as you keep each rule on a single
-# line, and change only the value of the NAME= key.
-
-# Xen virtual interface, replaced by hand (was: ATTR{address}=="00:16:3e:00:03:02")
-#SUBSYSTEM=="net", ACTION=="add", DRIVERS=="?*", ATTR{address}=="00:16:3e:00:03:02", NAME="eth9"
-
-# PCI device 0x10ec:0x8139 (8139too)
-SUBSYSTEM=="net", ACTION=="add", DRIVERS=="?*", ATTR{address}=="00:16:3E:05:00:20", ATTR{dev_id}=="0x0", ATTR{type}=="1", KERNEL=="eth*", NAME="eth0"
-"""),
-    Case('lxc-legacy-move', f.lxc_config, MOVE, LXC_LEGACY, """\
-# static addressing, set up by LXC before init runs (LXC 0.7.5 / 1.0)
-lxc.utsname = vm7
-lxc.tty = 4
-lxc.rootfs = /var/lib/lxc/vm0/rootfs
-lxc.network.type = veth
-lxc.network.flags = up
-lxc.network.link = lxcbr0
-lxc.network.name = eth0
-lxc.network.veth.pair = veth-vm0
-lxc.network.hwaddr = 00:16:3e:05:00:20
-lxc.network.ipv4 = 192.168.5.20/16 192.168.255.255
-lxc.network.ipv4 = 192.168.5.21/24
-lxc.network.ipv4.gateway = 192.168.0.1
-lxc.network.ipv6 = fd00:5::20/56
-lxc.network.ipv6.gateway = fd00:5::1
-# lxc.network.hwaddr = 00:16:3e:00:03:02
-"""),
-    Case('lxc-modern-clone', f.lxc_config, CLONE, LXC_MODERN, """\
-lxc.uts.name=vm1
-lxc.rootfs.path = dir:/var/lib/lxc/vm0/rootfs
-lxc.net.0.type = veth
-lxc.net.0.link = lxcbr0
-lxc.net.0.veth.pair = veth-vm0
-lxc.net.0.hwaddr  =  00:16:3E:00:03:03
-lxc.net.0.ipv4.address = 10.0.3.3/24 10.0.3.255
-lxc.net.0.ipv4.gateway = auto
-lxc.net.1.type = veth
-lxc.net.1.hwaddr = 00:16:3e:xx:xx:xx
-lxc.net.1.ipv4.address = 10.0.3.20/24
-"""),
-    Case('xm-seed-clone', f.xen_config, CLONE, XM_SEED, """\
-# vm0: CentOS 5 guest on a CentOS 5 + Xen 3 host (xm)
-name = "vm1"
-uuid = "7c9d1f4e-2a3b-4c5d-8e6f-0a1b2c3d4e5f"
-memory = 512
-bootloader = "/usr/bin/pygrub"
-disk = [ 'file:/var/xen/vm0.img,xvda,w' ]
-vif = [ 'mac=00:16:3e:00:03:03, bridge=xenbr0, ip=10.0.3.3',
-        "mac=00:16:3E:00:03:13,bridge=xenbr1,vifname=vm0-eth1" ]
-# vif = [ 'mac=00:16:3e:00:03:02' ]   the line before the move
-"""),
-    Case('xm-kernel-ip-move', f.xen_config, MOVE, XM_KERNEL, """\
-kernel = "/boot/vmlinuz-2.6.18-xen"
-ramdisk = "/boot/initrd-2.6.18-xen.img"
-name = "vm7.example.com"
-memory = 256
-vif = [ '' ]
-ip = "192.168.5.20"
-netmask = "255.255.0.0"
-gateway = "192.168.0.1"
-hostname = "vm7.example.com"
-extra = "4"
-"""),
-    Case('xl-move', f.xen_config, MOVE, XL, """\
-name        = "vm7"
-memory      = 512
-bootloader  = "pygrub"
-disk        = [ "format=raw, vdev=xvda, access=rw, target=/var/lib/xen/images/vm0.img" ]
-vif         = [ "mac=00:16:3e:05:00:20,bridge=xenbr0,ip=192.168.5.20/16" ]
-"""),
-    Case('openvz-venet-move', f.openvz_config, MOVE, VZ_VENET, """\
-# written by imgbuild for debian12: /etc/vz/conf/101.conf
-ONBOOT=yes
-VE_ROOT="/vz/root/$VEID"
-VE_PRIVATE="/vz/private/$VEID"
-OSTEMPLATE="debian-bookworm-x86_64"
-HOSTNAME="vm7"
-IP_ADDRESS="192.168.5.20 10.0.3.20 fd00:5::20"
-NAMESERVER="10.0.3.1"
-"""),
-    Case('openvz-veth-clone', f.openvz_config, CLONE, VZ_VETH, """\
-NAME="vm1"
-HOSTNAME="vm1.example.com"
-NETIF="ifname=eth0,bridge=vmbr0,mac=00:16:3E:00:03:03,host_ifname=veth101.0,host_mac=FE:FF:FF:00:03:02;ifname=eth1,bridge=vmbr0,mac=00:16:3E:00:03:13,host_ifname=veth101.1"
-"""),
-    Case('tokens-vhost-clone', f.tokens, CLONE, VHOST, """\
-<VirtualHost 10.0.3.3:80>
-    ServerName vm1.example.com
-    ServerAlias vm1 www.vm0.example.com vm01
-    # listens on 10.0.3.3 only, not 10.0.3.20 or 110.0.3.2
-    Header set X-Node "vm1 (00:16:3E:00:03:03)"
-    CustomLog /var/log/apache2/vm0_access.log combined
-    ErrorLog /var/log/apache2/vm1/error.log
-</VirtualHost>
-"""),
-    Case('tokens-mycnf-clone', f.tokens, CLONE, MYCNF, """\
-[mysqld]
-binlog_format=ROW
-wsrep_provider=/usr/lib64/libgalera_smm.so
-wsrep_cluster_address=gcomm://10.0.3.20,10.0.3.30
-wsrep_node_address=10.0.3.3:4567
-wsrep_node_name=vm1
-# vm1 listens on 10.0.3.3 (not on 10.0.3.20)
-bind-address=10.0.3.3
-"""),
+    golden_case('ifcfg-el5-xen-clone', f.ifcfg, CLONE, IFCFG_EL5),
+    golden_case('ifcfg-el5-xen-move', f.ifcfg, MOVE, IFCFG_EL5),
+    golden_case('ifcfg-el6-move', f.ifcfg, MOVE, IFCFG_EL6),
+    golden_case('ifcfg-el7-quoted-move', f.ifcfg, MOVE, IFCFG_EL7),
+    golden_case('ifcfg-seed-no-netmask-move', f.ifcfg, MOVE, IFCFG_SEED),
+    golden_case('ifcfg-imgbuild-clone', f.ifcfg, CLONE, IFCFG_IMGBUILD),
+    golden_case('sysconfig-network-el5-move', f.sysconfig_network, MOVE, NETWORK_EL5),
+    golden_case('sysconfig-network-imgbuild-clone', f.sysconfig_network, CLONE, NETWORK_IMGBUILD),
+    golden_case('hostname-short-clone', f.hostname_file, CLONE, HOSTNAME_SHORT),
+    golden_case('hostname-fqdn-move', f.hostname_file, MOVE, HOSTNAME_FQDN),
+    golden_case('hosts-debian-clone', f.hosts, CLONE, HOSTS_DEBIAN),
+    golden_case('hosts-aliases-clone', f.hosts, CLONE, HOSTS_ALIASES),
+    golden_case('hosts-aliases-move', f.hosts, MOVE, HOSTS_ALIASES),
+    golden_case('hosts-el5-loopback-move', f.hosts, MOVE, HOSTS_EL5),
+    golden_case('hosts-cluster-clone', f.hosts, CLONE, HOSTS_CLUSTER),
+    golden_case('interfaces-clone', f.debian_interfaces, CLONE, INTERFACES),
+    golden_case('interfaces-move', f.debian_interfaces, MOVE, INTERFACES),
+    golden_case('interfaces.d-move', f.debian_interfaces, MOVE, INTERFACES_D),
+    golden_case('netplan-clone', f.netplan, CLONE, NETPLAN),
+    golden_case('netplan-move', f.netplan, MOVE, NETPLAN),
+    golden_case('netplan-cloud-init-move', f.netplan, MOVE, NETPLAN_CLOUD),
+    golden_case('nm-el8-move', f.nm_keyfile, MOVE, NM_EL8),
+    golden_case('nm-bytes-clone', f.nm_keyfile, CLONE, NM_OLD),
+    golden_case('networkd-move', f.networkd, MOVE, NETWORKD),
+    golden_case('networkd-link-clone', f.networkd, CLONE, NETWORKD_LINK),
+    golden_case('udev-el6-clone', f.udev_persistent_net, CLONE, UDEV_EL6),
+    golden_case('udev-debian-move', f.udev_persistent_net, MOVE, UDEV_DEBIAN),
+    golden_case('lxc-legacy-move', f.lxc_config, MOVE, LXC_LEGACY),
+    golden_case('lxc-modern-clone', f.lxc_config, CLONE, LXC_MODERN),
+    golden_case('xm-seed-clone', f.xen_config, CLONE, XM_SEED),
+    golden_case('xm-kernel-ip-move', f.xen_config, MOVE, XM_KERNEL),
+    golden_case('xl-move', f.xen_config, MOVE, XL),
+    golden_case('openvz-venet-move', f.openvz_config, MOVE, VZ_VENET),
+    golden_case('openvz-veth-clone', f.openvz_config, CLONE, VZ_VETH),
+    golden_case('tokens-vhost-clone', f.tokens, CLONE, VHOST),
+    golden_case('tokens-mycnf-clone', f.tokens, CLONE, MYCNF),
 ]
 INPUTS = {"IFCFG_EL5": IFCFG_EL5, "IFCFG_EL6": IFCFG_EL6, "IFCFG_EL7": IFCFG_EL7, "IFCFG_SEED": IFCFG_SEED,
           "IFCFG_IMGBUILD": IFCFG_IMGBUILD, "NETWORK_EL5": NETWORK_EL5, "NETWORK_IMGBUILD": NETWORK_IMGBUILD,

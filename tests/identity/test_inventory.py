@@ -783,7 +783,7 @@ def test_seeded_rng_is_deterministic_and_the_default_is_not():
 
 
 def test_allocated_macs_are_valid_for_recipes_and_records():
-    from builder.core.checks import _mac
+    from builder.core.checks import mac as _mac
 
     for m in inv.allocate_macs(20, rng=random.Random(9)) + inv.allocate_macs(20, local=True, rng=random.Random(9)):
         assert _mac(m) == m
