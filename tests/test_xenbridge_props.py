@@ -19,7 +19,7 @@ from hypothesis import given, strategies as st
 
 from builder.migrate import xenbridge
 from builder.core.errors import InputError
-from builder.identity.formats import shvars as _shvars
+from builder.identity.formats import shvars
 from tests import test_xenbridge as golden
 from tests.support.strategies import config_text, lines_of, one_line
 
@@ -48,8 +48,8 @@ def test_plan_bridge_returns_files_or_value_error(text, iface, bridge):
     except ValueError:
         return
     assert set(plan.files) == {f"ifcfg-{bridge}", f"ifcfg-{iface}"}
-    written = [m.group("key") + "=" + m.group("val") for t in plan.files.values() for _, m in _shvars(t)[1]]
-    for _, m in _shvars(text)[1]:
+    written = [m.group("key") + "=" + m.group("val") for t in plan.files.values() for _, m in shvars(t)[1]]
+    for _, m in shvars(text)[1]:
         key, val = m.group("key"), m.group("val")
         if key not in ("NM_CONTROLLED", "BOOTPROTO", "GATEWAYDEV", "IPV6_DEFAULTDEV", "DEVICE", "TYPE"):
             assert f"{key}={val}" in written, (key, val)

@@ -19,7 +19,8 @@ _HEX = "[0-9a-fA-F]"
 MAC_PAIRS = rf"{_HEX}{{2}}(?P<sep>[:-]){_HEX}{{2}}(?:(?P=sep){_HEX}{{2}}){{4}}"
 MAC_RE = re.compile(rf"(?:{MAC_PAIRS}|{_HEX}{{4}}\.{_HEX}{{4}}\.{_HEX}{{4}})")
 # A recipe's MAC, as JSON Schema reads it (ECMA regex has no named back-reference): the colon form mac() accepts
-_MAC_SCHEMA = f"^{_HEX}{{2}}(:{_HEX}{{2}}){{5}}$"
+MAC_COLON = f"{_HEX}{{2}}(?::{_HEX}{{2}}){{5}}"    # the colon form alone, no groups (to embed)
+_MAC_SCHEMA = f"^{MAC_COLON}$"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 NAME_RULE = "letters, digits, '.', '_', '-'; at most 64; starting with a letter or digit"
 

@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 import yaml
 
+from builder.core.checks import MAC_COLON, mac
 from builder.core.errors import InputError
 from builder.core.outputs import write_atomic
 from builder.core.untrusted import read_text
@@ -98,11 +99,10 @@ def parse_ip(spec: str) -> IpChange:
 
 
 def parse_mac(spec: str) -> tuple[str, str]:
-    from builder.core.checks import mac as _mac
 
     try:
         old, new = spec.split("=", 1)
-        return _mac(old.strip()), (new.strip().lower() if new.strip() == "auto" else _mac(new.strip()))
+        return mac(old.strip()), (new.strip().lower() if new.strip() == "auto" else mac(new.strip()))
     except ValueError as e:
         raise InputError(f"--mac {spec}: {e if '=' in spec else 'expected OLD=NEW or auto'}") from None
 
@@ -119,7 +119,7 @@ class Current:
 
 _IP_KEYS = re.compile(r"^\s*(?:IPADDR\d*=\"?|address\s+|Address=|address\d+=)([0-9a-fA-F.:]+)", re.M)
 _MAC_KEYS = re.compile(r"(?i)(?:HWADDR=\"?|MACADDR=\"?|hwaddress\s+(?:ether\s+)?|MACAddress=|mac-address=|"
-                       r"macaddress:\s*|ATTR\{address\}==\"|hwaddr\s*=\s*|mac=)([0-9a-f]{2}(?::[0-9a-f]{2}){5})")
+                       r"macaddress:\s*|ATTR\{address\}==\"|hwaddr\s*=\s*|mac=)(" + MAC_COLON + ")")
 
 
 def glob(tree: Tree, pattern: str) -> list[str]:

@@ -46,7 +46,6 @@ IDENTITY = "identity.json"
 IMAGE_DIRS = ("/var/lib/xen/", "/var/lib/libvirt/images/")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _FILE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,200}")
-_MAC = re.compile(r"[0-9a-f]{2}(?::[0-9a-f]{2}){5}")
 
 
 @dataclass(frozen=True)
@@ -279,8 +278,8 @@ def _identity_state(stage: Path) -> dict:
         raise InputError(f"{p}: not a file imgbuild wrote", "remove it; the rerun then chooses new MACs")
     state = read_json(p, what="the stage's identity.json")
     macs = state.get("macs", {})
-    if not isinstance(macs, dict) or not all(isinstance(k, str) and isinstance(v, str) and _MAC.fullmatch(k)
-                                             and _MAC.fullmatch(v) for k, v in macs.items()):
+    if not isinstance(macs, dict) or not all(isinstance(k, str) and isinstance(v, str) and checks.mac_norm(k) == k
+                                             and checks.mac_norm(v) == v for k, v in macs.items()):
         raise InputError(f"{p}: macs must map MAC addresses to MAC addresses",
                          "remove the file; the rerun then chooses new MACs")
     return {"macs": macs}

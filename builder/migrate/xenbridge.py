@@ -11,7 +11,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from builder.guestconf import xen as xenconf
-from builder.identity.formats import shvars as _shvars
+from builder.identity.formats import shvars
 
 __all__ = ["DEFAULT_BRIDGE", "BridgePlan", "bridges_defined", "bridges_used", "check_ifname", "check_names",
            "missing_bridges", "plan_bridge"]
@@ -86,7 +86,7 @@ def plan_bridge(ifcfg_text: str, iface: str = "eth0", bridge: str = DEFAULT_BRID
     says what goes where. ValueError for what cannot be bridged (the message names the key)."""
     src = posixpath.basename(source) or source
     _check_plan_names(iface, bridge)
-    lines, found = _shvars(ifcfg_text)
+    lines, found = shvars(ifcfg_text)
     if ifcfg_text.endswith("\n"):
         lines = lines[:-1]
     var: dict[str, str] = {}
@@ -311,7 +311,7 @@ def bridges_defined(ifcfg_files: dict[str, str]) -> set[str]:
         base = posixpath.basename(path)
         if not base.startswith("ifcfg-") or _IGNORED.search(base) or ":" in base:
             continue
-        _, found = _shvars(text)
+        _, found = shvars(text)
         var = {m.group("key"): m.group("val") for _, m in found}
         if var.get("TYPE") in ("Bridge", "OVSBridge"):
             out.add(var.get("DEVICE") or base[len("ifcfg-"):])
