@@ -346,6 +346,11 @@ class SshHost:
         return left
 
 
+def ssh_args(host: SshHost) -> list[str]:
+    """How a `migrate` command names the host: its alias and `--ssh-config CONFIG`."""
+    return [host.alias, "--ssh-config", str(host.ssh_config)]
+
+
 SSHD_CONFIG_HEAD = """\
 # imgbuild test host (tests/support/sshhost.py). sshd takes the first value it reads, so these come first
 # (and a test's own sshd_options before them).
