@@ -16,6 +16,9 @@ import pytest
 from tests.support.contexts import small_context
 from tests.support.unprivileged import ordinary_user
 
+# the test hosts `sshhost` and `two_sshhosts` (real sshd in network namespaces), for every test
+pytest_plugins = ["tests.support.sshhost"]
+
 # Property tests (hypothesis): a bounded run in the suite; `pytest --hypothesis-profile=long` (bench/fuzz_parsers.sh)
 # runs thousands of examples per test ($IMGBUILD_FUZZ_EXAMPLES, default 5000). No example database in the tree:
 # a failure prints its reproduce blob.

@@ -1,9 +1,8 @@
-"""The migrate tests' hosts: real sshd in network namespaces (tests/support/sshhost.py), and the Xen pair."""
+"""The migrate xen tests' pair of hosts (tests/support/sshhost.py, tests/support/xenguest.py)."""
 import subprocess
 
 import pytest
 
-from tests.support.sshhost import sshhost, two_sshhosts  # noqa: F401  (fixtures for every test here)
 from tests.support.xenguest import FAKE_XL, FAKE_XM, XM_CFG, make_guest_image
 
 
