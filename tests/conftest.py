@@ -13,6 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.contexts import small_context
+from tests.support.unprivileged import ordinary_user
+
+# the test hosts `sshhost` and `two_sshhosts` (real sshd in network namespaces), for every test
+pytest_plugins = ["tests.support.sshhost"]
+
 # Property tests (hypothesis): a bounded run in the suite; `pytest --hypothesis-profile=long` (bench/fuzz_parsers.sh)
 # runs thousands of examples per test ($IMGBUILD_FUZZ_EXAMPLES, default 5000). No example database in the tree:
 # a failure prints its reproduce blob.
@@ -35,6 +41,12 @@ def imgbuild(*args: str, cwd: Path | None = None, env: dict | None = None, timeo
     """Run the installed `imgbuild` console script; text output captured."""
     return subprocess.run([str(BIN / "imgbuild"), *map(str, args)], cwd=cwd or REPO, capture_output=True,
                           text=True, timeout=timeout, env=env)
+
+
+def migrate(*args: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run the installed `migrate` console script; text output captured."""
+    return subprocess.run([str(BIN / "migrate"), *map(str, args)], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout, env=env)
 
 
 def sha256(path: Path) -> str:
@@ -127,6 +139,22 @@ def debian12_build(tmp_path_factory) -> Path:
     r = imgbuild(DEFAULT_RECIPE, "-o", out, "--keep-tree")
     assert r.returncode == 0, r.stderr
     return out / "debian12"
+
+
+@pytest.fixture
+def ctx_for(tmp_path):
+    """`ctx_for(**recipe keys)`: a build Context on a small temp tree, no bootstrap (tests/support/contexts.py)."""
+    def make(**over):
+        return small_context(tmp_path, **over)
+    return make
+
+
+@pytest.fixture(scope="module")
+def user():
+    """An ordinary user with a subordinate id range, a world-readable copy of imgbuild and its libraries, and a
+    directory of its own; all removed afterwards (tests/support/unprivileged.py)."""
+    with ordinary_user(REPO) as u:
+        yield u
 
 
 @pytest.fixture(scope="session")

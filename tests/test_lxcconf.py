@@ -19,8 +19,7 @@ from pathlib import Path
 
 import pytest
 from tests.conftest import BIN, DEFAULT_RECIPE, REPO, imgbuild
-from tests.support.lxc import lock_dir, lxc_netns, remove_lock_dir, run
-from tests.targets.test_lxc_boot import ADDRESS, HOSTNAME, MAC, wait_running
+from tests.support.lxc import ADDRESS, HOSTNAME, MAC, lock_dir, lxc_netns, remove_lock_dir, run, wait_running
 
 from builder.guestconf import lxc as lxcconf
 from builder.build import recipe

@@ -18,7 +18,6 @@ from builder.core import outputs
 from builder.build.families import Plan
 from builder.debian.apt import Index
 from tests.conftest import BIN, DEFAULT_RECIPE
-from tests.steps.conftest import ctx_for  # noqa: F401 - the fixture
 
 LOCKED = "root:!*:19000:0:99999:7:::\nsshd:!:19000::::::\ndaemon:*:19000::::::\n"
 HASHED = "root:$y$j9T$abcdefghijklmnopqrstuv$0123456789abcdefghijklmnopqrstuvwxyzABCDE:19000:0:99999:7:::\n"
@@ -95,13 +94,13 @@ SECRET_TREES = {
 
 
 @pytest.mark.parametrize("case", SECRET_TREES)
-def test_what_counts_as_a_secret(ctx_for, case):  # noqa: F811
+def test_what_counts_as_a_secret(ctx_for, case):
     tree, recipe, want = SECRET_TREES[case]
     ctx = _tree(ctx_for(**recipe), **tree)
     assert manifest.tree_secrets(ctx) == want
 
 
-def test_an_ssh_directory_leading_out_of_the_tree_is_not_followed(ctx_for, tmp_path):  # noqa: F811
+def test_an_ssh_directory_leading_out_of_the_tree_is_not_followed(ctx_for, tmp_path):
     outside = tmp_path / "host-ssh"
     outside.mkdir()
     (outside / "ssh_host_rsa_key").write_text("host's own")
@@ -126,7 +125,7 @@ def _built(ctx, tmp_path, umask, shadow):
     return json.loads((ctx.stage / "manifest.json").read_text())
 
 
-def test_the_manifest_says_which_artifacts_hold_secrets(ctx_for, tmp_path, umask):  # noqa: F811
+def test_the_manifest_says_which_artifacts_hold_secrets(ctx_for, tmp_path, umask):
     ctx = ctx_for()
     m = _built(ctx, tmp_path, umask, HASHED)
     assert m["secrets"] == {"artifacts": ["tarball"], "found": ["/etc/shadow: a password hash for root"]}
@@ -137,7 +136,7 @@ def test_the_manifest_says_which_artifacts_hold_secrets(ctx_for, tmp_path, umask
     assert m["bootstrap"]["signature"] == {"checked": True, "keyring": "/k.gpg", "signed_by": ["F" * 40]}
 
 
-def test_without_a_secret_the_umask_rules(ctx_for, tmp_path, umask):  # noqa: F811
+def test_without_a_secret_the_umask_rules(ctx_for, tmp_path, umask):
     ctx = ctx_for()
     m = _built(ctx, tmp_path, umask, LOCKED)
     assert m["secrets"] == {"artifacts": [], "found": []}

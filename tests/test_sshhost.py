@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.sshhost import (  # noqa: F401  (fixtures)
+from tests.support.sshhost import (
     SSH_PORT,
     link_exists,
     mounts_under,
@@ -21,10 +21,8 @@ from tests.support.sshhost import (  # noqa: F401  (fixtures)
     pid_alive,
     require_base,
     ssh_host,
-    sshhost,
     tree_diff,
     tree_state,
-    two_sshhosts,
 )
 
 
@@ -125,7 +123,7 @@ def test_tree_state_mtime_only_when_asked(tmp_path):
 
 @pytest.mark.root
 @pytest.mark.network
-def test_host_runs_sshd_as_pid_1_of_its_own_root(sshhost):  # noqa: F811
+def test_host_runs_sshd_as_pid_1_of_its_own_root(sshhost):
     h = sshhost
     assert h.ssh("id -u").stdout.strip() == "0"
     assert h.ssh("readlink /proc/1/root").stdout.strip() == "/"
@@ -163,7 +161,7 @@ def test_host_runs_sshd_as_pid_1_of_its_own_root(sshhost):  # noqa: F811
 
 @pytest.mark.root
 @pytest.mark.network
-def test_host_checks_its_host_key(sshhost, tmp_path):  # noqa: F811
+def test_host_checks_its_host_key(sshhost, tmp_path):
     """StrictHostKeyChecking really applies: the same config with another host key in known_hosts is refused."""
     other = tmp_path / "other"
     sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", other)
@@ -177,7 +175,7 @@ def test_host_checks_its_host_key(sshhost, tmp_path):  # noqa: F811
 
 @pytest.mark.root
 @pytest.mark.network
-def test_a_chroot_inside_the_host_gets_back_through_proc_1_root(sshhost):  # noqa: F811
+def test_a_chroot_inside_the_host_gets_back_through_proc_1_root(sshhost):
     h = sshhost
     h.ssh("mkdir -p /jail/usr /jail/proc && mount --bind /usr /jail/usr && mount -t proc proc /jail/proc && "
           "ln -s usr/bin /jail/bin && ln -s usr/lib /jail/lib && ln -s usr/lib64 /jail/lib64")
@@ -188,7 +186,7 @@ def test_a_chroot_inside_the_host_gets_back_through_proc_1_root(sshhost):  # noq
 
 @pytest.mark.root
 @pytest.mark.network
-def test_rsync_push_into_the_host_keeps_everything(sshhost, tmp_path):  # noqa: F811
+def test_rsync_push_into_the_host_keeps_everything(sshhost, tmp_path):
     h = sshhost
     src = make_sample_tree(tmp_path / "src")
     want = tree_state(src, mtime=True)
@@ -208,7 +206,7 @@ def test_rsync_push_into_the_host_keeps_everything(sshhost, tmp_path):  # noqa: 
 
 @pytest.mark.root
 @pytest.mark.network
-def test_an_index_in_use_is_refused(sshhost, request):  # noqa: F811
+def test_an_index_in_use_is_refused(sshhost, request):
     index = int(sshhost.addr.split(".")[2])
     with pytest.raises(AssertionError, match="already in use"), ssh_host(require_base(request), index):
         pass
@@ -220,7 +218,7 @@ def test_an_index_in_use_is_refused(sshhost, request):  # noqa: F811
 
 @pytest.mark.root
 @pytest.mark.network
-def test_two_hosts_share_one_config_and_nothing_else(two_sshhosts):  # noqa: F811
+def test_two_hosts_share_one_config_and_nothing_else(two_sshhosts):
     src, dst = two_sshhosts
     assert src.ssh_config == dst.ssh_config and src.key == dst.key and src.known_hosts == dst.known_hosts
     config = src.ssh_config.read_text()

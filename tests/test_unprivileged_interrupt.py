@@ -2,8 +2,8 @@
 
 The build runs again inside `unshare` (builder/build/unprivileged.py), and unshare blocks SIGINT and SIGTERM while it
 waits for its child: when imgbuild exec'd unshare, `kill PID` of the user's own command never reached the
-build, which ran on. The user (made by tests/test_unprivileged.py's fixture) builds with a chroot hook that
-blocks; the test sends SIGTERM (as systemd, `timeout` or a CI runner do) to the user's imgbuild process and
+build, which ran on. The user (the fixture `user`, tests/support/unprivileged.py) builds with a chroot hook
+that blocks; the test sends SIGTERM (as systemd, `timeout` or a CI runner do) to the user's imgbuild process and
 expects exit 130 with everything cleaned up. The pause is a fifo: no timing."""
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 from tests.conftest import mounts_under
-from tests.test_unprivileged import USER, user  # noqa: F401 - the fixture
+from tests.support.unprivileged import USER
 
 pytestmark = [pytest.mark.root, pytest.mark.network, pytest.mark.slow]
 
@@ -70,7 +70,7 @@ def _alive(procs: dict[int, int]) -> list[int]:
     return left
 
 
-def test_sigterm_to_the_users_command_stops_an_unprivileged_build(user, tmp_path):  # noqa: F811
+def test_sigterm_to_the_users_command_stops_an_unprivileged_build(user, tmp_path):
     home = Path(user["home"])
     ready = home / "ready"
     os.mkfifo(ready)

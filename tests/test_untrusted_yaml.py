@@ -23,6 +23,7 @@ from builder.core.errors import InputError, RecipeError
 from builder.identity import inventory
 from builder.identity import kept
 from tests.conftest import BIN, REPO
+from tests.support.guests import make_container, tree_state
 
 GUARD = 60      # seconds: a hang fails the test instead of stalling the suite
 DEAD_MIRROR = "http://127.0.0.1:9/debian"
@@ -92,8 +93,6 @@ def test_an_alias_bomb_in_an_extended_recipe_or_a_set_value_is_refused(tmp_path)
 @pytest.mark.root
 @pytest.mark.parametrize("case", ["1e6", "1e8"])
 def test_an_alias_bomb_in_the_inventory_or_a_guests_vars_is_refused(case, tmp_path):
-    from tests.identity.test_engine import make_container, tree_state
-
     cdir = make_container(tmp_path / "lxc", "vm0")
     opts = ["--lxcpath", tmp_path / "lxc", "--xen-dir", tmp_path / "xen", "--vz-dir", tmp_path / "vz"]
     inv = tmp_path / "inventory.yml"

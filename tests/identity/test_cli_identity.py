@@ -21,16 +21,11 @@ import yaml
 
 from builder.identity import inventory
 from builder.build.targets import image as img
-from tests.conftest import BIN, DEFAULT_RECIPE, REPO, imgbuild, mirror_reason
-from tests.identity.test_engine import (EPOCH, OLD_HOST, OLD_IP, OLD_MAC, debugfs_cat, debugfs_stat, file_sha, fsck,
-                                        interfaces, make_container, make_root, tree_state)
+from tests.conftest import DEFAULT_RECIPE, imgbuild, migrate, mirror_reason
+from tests.support.guests import (EPOCH, OLD_HOST, OLD_IP, OLD_MAC, debugfs_cat, debugfs_stat, file_sha, fsck,
+                                  interfaces, make_container, make_root, tree_state)
 
 OTHER_MAC, OTHER_IP = "00:16:3e:00:0a:50", "10.0.3.50"
-
-
-def migrate(*args: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / "migrate"), *map(str, args)], cwd=REPO, capture_output=True, text=True,
-                          timeout=timeout, env=env)
 
 
 @pytest.fixture(autouse=True)

@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import imgbuild
-from tests.identity.test_cli_identity import migrate
-from tests.identity.test_engine import make_container
+from tests.conftest import imgbuild, migrate
+from tests.support.guests import make_container
 
 pytestmark = pytest.mark.root
 

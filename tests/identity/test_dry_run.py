@@ -19,7 +19,7 @@ import pytest
 from builder.identity import inventory
 from builder.build.targets import image as img
 from tests.conftest import BIN, REPO, imgbuild
-from tests.identity.test_engine import EPOCH, OLD_IP, OLD_MAC, debugfs_cat, make_container, make_root, tree_state
+from tests.support.guests import EPOCH, OLD_IP, OLD_MAC, debugfs_cat, make_container, make_root, tree_state
 
 pytestmark = pytest.mark.root
 

@@ -20,7 +20,7 @@ from builder.identity import inventory
 from builder.core import templating
 from builder.identity import kept
 from tests.conftest import BIN, REPO
-from tests.identity.test_engine import make_container, tree_state
+from tests.support.guests import make_container, tree_state
 
 pytestmark = pytest.mark.root      # the guest's files are owned by root, as in a real container
 

@@ -30,8 +30,7 @@ from builder.core.errors import InputError
 from builder.identity import inventory
 from builder.identity.tree import ImageTree
 from tests.conftest import BIN, REPO, imgbuild
-from tests.identity.test_engine import (OLD_HOST, OLD_MAC, debugfs_cat, file_sha, make_container, make_root,
-                                        tree_state)
+from tests.support.guests import OLD_HOST, OLD_MAC, debugfs_cat, file_sha, make_container, make_root, tree_state
 from tests.support.lxc import lxc_netns
 
 pytestmark = pytest.mark.root

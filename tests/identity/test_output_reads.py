@@ -20,7 +20,7 @@ from builder.identity import engine, inventory
 from builder.identity import reidentify as rid
 from builder.identity.guest import locate
 from tests.conftest import BIN, REPO
-from tests.identity.test_engine import tree_state
+from tests.support.guests import tree_state
 
 pytestmark = pytest.mark.root
 

@@ -34,7 +34,7 @@ from builder.identity import reidentify as rid
 from builder.identity.guest import locate
 from builder.identity.tree import MAX_READ, DirTree, ImageTree, Meta
 from tests.conftest import BIN, REPO
-from tests.identity.test_engine import EPOCH, OLD_MAC, fsck, make_root
+from tests.support.guests import EPOCH, OLD_MAC, fsck, make_root
 
 pytestmark = pytest.mark.root
 

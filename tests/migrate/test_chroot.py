@@ -8,8 +8,8 @@ import subprocess
 
 import pytest
 
-from tests.migrate.test_push import migrate, ssh_args
-from tests.support.sshhost import base_tree, tree_state
+from tests.conftest import migrate
+from tests.support.sshhost import base_tree, ssh_args, tree_state
 
 pytestmark = [pytest.mark.root]
 

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import pytest
 
-from tests.migrate.test_push import DEST, make_tree, migrate, ssh_args
-from tests.migrate.test_xen_move import OLD_IP, xen_args, xen_hosts  # noqa: F401  (the fixture)
-from tests.support.sshhost import tree_diff, tree_state
+from tests.conftest import migrate
+from tests.support.pushtree import DEST, make_tree
+from tests.support.sshhost import ssh_args, tree_diff, tree_state
+from tests.support.xenguest import OLD_IP, xen_args
 
 pytestmark = [pytest.mark.root]
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import BIN
-from tests.migrate.test_push import DEST, make_tree
-from tests.migrate.test_xen_move import OLD_IP, xen_hosts  # noqa: F401  (the fixture)
+from tests.support.pushtree import DEST, make_tree
+from tests.support.xenguest import OLD_IP
 
 pytestmark = [pytest.mark.root]
 

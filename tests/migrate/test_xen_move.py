@@ -10,89 +10,20 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from builder.guestconf import xl
-from tests.migrate.test_push import migrate
+from tests.conftest import migrate
+from tests.support.guests import debugfs_cat
+from tests.support.xenguest import OLD_IP, OLD_MAC, xen_args
 
 pytestmark = [pytest.mark.root]
-
-OLD_MAC, OLD_IP = "00:16:3e:11:22:33", "192.0.2.10"
-XM_CFG = f"""# Xen 3 guest (xm)
-name = "www"
-memory = 512
-vcpus = 1
-bootloader = "/usr/bin/pygrub"
-disk = ['tap:aio:/var/xen/www.img,xvda1,w']
-vif = ['mac={OLD_MAC}, bridge=xenbr0']
-on_reboot = 'restart'
-"""
-FAKE_XM = """#!/bin/sh
-# MOCK xm (no hypervisor here): `xm list NAME` succeeds while /run/xm-NAME exists; `xm shutdown -w NAME` ends it
-case "$1" in
-  list) [ -e "/run/xm-$2" ] ;;
-  shutdown) [ "$2" = -w ] && shift; rm -f "/run/xm-$2"; echo "$(date +%s.%N)" > "/run/xm-$2.shutdown" ;;
-  *) exit 1 ;;
-esac
-"""
-FAKE_XL = """#!/bin/sh
-# MOCK xl (no hypervisor here): `xl create CFG` records CFG
-[ "$1" = create ] && echo "$2" >> /run/xl-created
-"""
 
 
 def sha(p: Path) -> str:
     return hashlib.sha256(p.read_bytes()).hexdigest()
-
-
-def debugfs_cat(image: Path, path: str) -> str:
-    r = subprocess.run(["debugfs", "-R", f"cat {path}", str(image)], capture_output=True, text=True, check=True)
-    return r.stdout
-
-
-def make_guest_image(tmp: Path) -> Path:
-    root = tmp / "guest"
-    nets = root / "etc/sysconfig/network-scripts"
-    nets.mkdir(parents=True)
-    (nets / "ifcfg-eth0").write_text(f"DEVICE=eth0\nBOOTPROTO=static\nHWADDR={OLD_MAC.upper()}\nIPADDR={OLD_IP}\n"
-                                     "NETMASK=255.255.255.0\nGATEWAY=192.0.2.1\nONBOOT=yes\n")
-    (root / "etc/sysconfig/network").write_text("NETWORKING=yes\nHOSTNAME=www.example.org\n")
-    (root / "etc/hosts").write_text(f"127.0.0.1 localhost\n{OLD_IP} www.example.org www\n")
-    (root / "etc/hostname").write_text("www\n")
-    (root / "etc/udev/rules.d").mkdir(parents=True)
-    (root / "etc/udev/rules.d/70-persistent-net.rules").write_text(
-        f'SUBSYSTEM=="net", ACTION=="add", DRIVERS=="?*", ATTR{{address}}=="{OLD_MAC}", ATTR{{type}}=="1", '
-        'KERNEL=="eth*", NAME="eth0"\n')
-    img = tmp / "www.img"
-    subprocess.run(["mke2fs", "-q", "-F", "-t", "ext4", "-d", str(root), str(img), "64M"], check=True)
-    return img
-
-
-@pytest.fixture
-def xen_hosts(two_sshhosts, tmp_path):
-    src, dst = two_sshhosts
-    img = make_guest_image(tmp_path)
-    (src.root / "var/xen").mkdir(parents=True)
-    subprocess.run(["cp", "--sparse=always", str(img), str(src.root / "var/xen/www.img")], check=True)
-    (src.root / "etc/xen").mkdir(parents=True)
-    (src.root / "etc/xen/www.cfg").write_text(XM_CFG)
-    for host, name, text in ((src, "xm", FAKE_XM), (dst, "xl", FAKE_XL)):
-        p = host.root / "usr/sbin" / name
-        p.write_text(text)
-        p.chmod(0o755)
-    (src.root / "run/xm-www").write_text("running\n")
-    nets = dst.root / "etc/sysconfig/network-scripts"
-    nets.mkdir(parents=True)
-    (nets / "ifcfg-xenbr0").write_text("DEVICE=xenbr0\nTYPE=Bridge\nBOOTPROTO=none\nONBOOT=yes\n")
-    return src, dst
-
-
-def xen_args(src, tmp_path) -> list[str]:
-    return ["--ssh-config", str(src.ssh_config), "--stage", str(tmp_path / "stage"),
-            "--inventory", str(tmp_path / "inventory.yml")]
 
 
 def test_copy_next_to_the_original_gets_new_ip_and_mac_in_config_and_disk(xen_hosts, tmp_path):

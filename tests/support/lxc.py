@@ -24,6 +24,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+ADDRESS, MAC, HOSTNAME = "10.0.3.2", "00:16:3e:00:03:02", "vm0"  # the container recipes/debian12.yml makes
+BOOT_TIMEOUT = 60
 
 
 def run(cmd: list[str], timeout: float = 60, check: bool = False) -> subprocess.CompletedProcess:
@@ -289,3 +291,16 @@ def tcp_banner(sandbox: LxcNetns, host: str, port: int, timeout: float = 20) -> 
         last = last[0]
         time.sleep(0.5)
     return f"(no banner: {last})"
+
+
+def wait_running(sb, name: str, timeout: float = BOOT_TIMEOUT) -> tuple[str, float]:
+    """Poll `systemctl is-system-running` in the container until `running` (or a state it will not leave)."""
+    t0 = time.monotonic()
+    state = ""
+    while time.monotonic() - t0 < timeout:
+        r = sb.attach(name, "systemctl", "is-system-running")
+        state = r.stdout.strip() or r.stderr.strip()
+        if state in ("running", "degraded", "maintenance", "stopping"):
+            break
+        time.sleep(0.5)
+    return state, time.monotonic() - t0

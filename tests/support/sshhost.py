@@ -27,9 +27,9 @@ How a host is made (`ssh_host`):
   pid a parent-death signal too (it survives the execs), so even a SIGKILLed pytest ends its hosts (only the
   named netns, a mount in /run/netns, would be left then).
 
-Fixtures (import them: `from tests.support.sshhost import sshhost, two_sshhosts`): `sshhost` is one host with alias
-"target"; `two_sshhosts` is (src, dst), with aliases "src" and "dst" in ONE ssh_config, one key and one
-known_hosts. They depend on no conftest fixture, so importing the two names is enough. The base tree is cached
+Fixtures (tests/conftest.py loads this module as a plugin, so every test has them): `sshhost` is one host with
+alias "target"; `two_sshhosts` is (src, dst), with aliases "src" and "dst" in ONE ssh_config, one key and one
+known_hosts. They depend on no conftest fixture. The base tree is cached
 at module level (a session fixture imported into several modules would be built once per module) and removed at
 the end of the session (config cleanup) or at exit.
 """
@@ -344,6 +344,11 @@ class SshHost:
         if os.path.lexists(self.root):
             left.append(f"root copy {self.root}")
         return left
+
+
+def ssh_args(host: SshHost) -> list[str]:
+    """How a `migrate` command names the host: its alias and `--ssh-config CONFIG`."""
+    return [host.alias, "--ssh-config", str(host.ssh_config)]
 
 
 SSHD_CONFIG_HEAD = """\

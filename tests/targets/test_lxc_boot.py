@@ -9,16 +9,11 @@ from __future__ import annotations
 import os
 import re
 import secrets
-import time
 from pathlib import Path
 
 import pytest
 from tests.conftest import imgbuild
-from tests.support.lxc import lxc_netns, tcp_banner
-
-
-ADDRESS, MAC, HOSTNAME = "10.0.3.2", "00:16:3e:00:03:02", "vm0"  # from recipes/debian12.yml
-BOOT_TIMEOUT = 60
+from tests.support.lxc import ADDRESS, HOSTNAME, MAC, lxc_netns, tcp_banner, wait_running
 
 
 @pytest.fixture
@@ -27,19 +22,6 @@ def sandbox(tmp_path):
     namespace deleted, whatever the test does (teardown fails if anything is left behind)."""
     with lxc_netns(tmp_path / "lxc-sandbox", bridge_cidr="10.0.3.1/24") as sb:
         yield sb
-
-
-def wait_running(sb, name: str, timeout: float = BOOT_TIMEOUT) -> tuple[str, float]:
-    """Poll `systemctl is-system-running` in the container until `running` (or a state it will not leave)."""
-    t0 = time.monotonic()
-    state = ""
-    while time.monotonic() - t0 < timeout:
-        r = sb.attach(name, "systemctl", "is-system-running")
-        state = r.stdout.strip() or r.stderr.strip()
-        if state in ("running", "degraded", "maintenance", "stopping"):
-            break
-        time.sleep(0.5)
-    return state, time.monotonic() - t0
 
 
 @pytest.mark.root
