@@ -31,10 +31,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from builder.debian import apt
-from builder.build import recipe  # noqa: E402
-from builder.build.targets.tarball import TarballOptions, pack  # noqa: E402
-from bench.report import write_section  # noqa: E402
+from bench.report import write_section  # noqa: E402 - after sys.path gets the checkout
+from builder.build import recipe  # noqa: E402 - after sys.path gets the checkout
+from builder.core.tarwriter import pack  # noqa: E402 - after sys.path gets the checkout
+from builder.debian import apt  # noqa: E402 - after sys.path gets the checkout
 
 IMGBUILD = Path(sys.executable).parent / "imgbuild"
 
@@ -104,7 +104,7 @@ def main() -> None:
         # writers take turns on it
         subprocess.run([str(IMGBUILD), args.recipe, "-o", str(work / "tree"), "--keep-tree", "-q"], check=True, env=env)
         # warm: the package cache (filled by that build) used, the bootstrap cache not
-        for n in range(args.rounds):
+        for _ in range(args.rounds):
             results["imgbuild-warm"].append(
                 timed([str(IMGBUILD), args.recipe, "-o", str(work / "warm"), "-q", "--no-cache"], env))
         # rebuilds from the bootstrap cache: a changed file, and no change at all
@@ -118,9 +118,9 @@ def main() -> None:
         manifest = json.loads((work / "tree" / r.name / "manifest.json").read_text())
         tree = work / "tree" / f"{r.name}.rootfs"
         epoch = manifest["source_date_epoch"]
-        for n in range(max(args.rounds, 5)):
+        for _ in range(max(args.rounds, 5)):
             t = time.monotonic()
-            entries = pack(tree, work / "ours.tar.zst", epoch, TarballOptions(compression="zst"))
+            entries = pack(tree, work / "ours.tar.zst", epoch, "zst")
             results["tar-imgbuild"].append(time.monotonic() - t)
             results["tar-gnu"].append(timed(["sh", "-c", (
                 f"tar -C {tree} --sort=name --numeric-owner --xattrs --xattrs-include='*' --format=posix "
@@ -141,7 +141,8 @@ def main() -> None:
         ("cold build: imgbuild / debootstrap", med["imgbuild"] / med["debootstrap"], "-"),
         ("cold build: imgbuild / imgbuild with mmdebstrap downloading itself (IMGBUILD_PREPARED=0)",
          med["imgbuild"] / med["imgbuild-unprepared"], "-"),
-        ("tarball: imgbuild writer into zstd -T0 / GNU tar --sort=name into zstd -T0", med["tar-imgbuild"] / med["tar-gnu"],
+        ("tarball: imgbuild writer into zstd -T0 / GNU tar --sort=name into zstd -T0",
+         med["tar-imgbuild"] / med["tar-gnu"],
          "1.1"),
         ("rebuild after changing a file (bootstrap cached) / imgbuild cold", med["imgbuild-rebuild-file"] /
          med["imgbuild"], "0.25"),
@@ -150,7 +151,8 @@ def main() -> None:
     lines = [
         "## Building: imgbuild against mmdebstrap and debootstrap", "",
         f"Measured {datetime.date.today().isoformat()} with `{cmd}` (as root), all numbers from that one run; "
-        f"each time is the median of {args.rounds} rounds in which the tools take turns (the order rotates every round).", "",
+        f"each time is the median of {args.rounds} rounds in which the tools take turns "
+        "(the order rotates every round).", "",
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, Linux {platform.release()}, "
         f"Python {platform.python_version()}; {version('mmdebstrap')}; {version('debootstrap')}; "
         f"{version('tar')}; {version('zstd')}. Builds on a tmpfs (see the script for why).",
@@ -158,8 +160,10 @@ def main() -> None:
         f"{r.bootstrap.variant}, packages {', '.join(r.bootstrap.packages) or 'none'}); the peers get the same "
         "release, variant, packages and mirror (the host's own, read from its apt sources).", "",
         "| measure | ratio | target |", "|---|---|---|",
-        *[f"| {name} | **{ratio:.2f}** | {'at most ' + target if target != '-' else ''} |" for name, ratio, target in rows],
-        f"| imgbuild peak RSS (its own process, ru_maxrss) | **{statistics.median(rss) / 1024:.0f} MB** | under 150 MB |",
+        *[f"| {name} | **{ratio:.2f}** | {'at most ' + target if target != '-' else ''} |" for name, ratio,
+          target in rows],
+        f"| imgbuild peak RSS (its own process, ru_maxrss) | **{statistics.median(rss) / 1024:.0f} MB** "
+        "| under 150 MB |",
         f"| no-change rebuild (up to date: checked, not built again) | **{med['imgbuild-rebuild-none']:.2f} s** | "
         "under 3 s |",
         "", "Times in seconds (median; all rounds in brackets):", "",

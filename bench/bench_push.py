@@ -26,8 +26,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.report import write_section  # noqa: E402
-from tests.support.sshhost import base_tree, free_index, remove_work_dir, ssh_host  # noqa: E402
+from bench.report import write_section  # noqa: E402 - after sys.path gets the checkout
+from tests.support.sshhost import base_tree, free_index, remove_work_dir, ssh_host  # noqa: E402 - after sys.path gets the checkout
 
 MIGRATE = Path(sys.executable).parent / "migrate"
 DEST = "/srv/bench"
@@ -97,7 +97,8 @@ def main() -> None:
         f"({files} files, {size / 1e6:.0f} MB), pushed to a real sshd in a network namespace over a veth pair, "
         "everything on tmpfs.", "",
         "| measure | result | target |", "|---|---|---|",
-        f"| full push: migrate push / rsync -aHAXS --numeric-ids | **{med['full: migrate push'] / med['full: rsync']:.2f}**"
+        "| full push: migrate push / rsync -aHAXS --numeric-ids | "
+        f"**{med['full: migrate push'] / med['full: rsync']:.2f}**"
         " | at most 1.05 |",
         f"| no-change push: migrate push | **{med['no-change: migrate push']:.2f} s** | under 1 s |",
         f"| no-change push: migrate push / rsync | {med['no-change: migrate push'] / med['no-change: rsync']:.2f} | |",

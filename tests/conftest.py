@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck
+from hypothesis import settings as _hypothesis
 
 from tests.support.contexts import small_context
 from tests.support.unprivileged import ordinary_user
@@ -22,8 +24,6 @@ pytest_plugins = ["tests.support.sshhost"]
 # Property tests (hypothesis): a bounded run in the suite; `pytest --hypothesis-profile=long` (bench/fuzz_parsers.sh)
 # runs thousands of examples per test ($IMGBUILD_FUZZ_EXAMPLES, default 5000). No example database in the tree:
 # a failure prints its reproduce blob.
-from hypothesis import HealthCheck, settings as _hypothesis  # noqa: E402
-
 _hypothesis.register_profile("suite", max_examples=100, deadline=None, database=None, print_blob=True,
                              suppress_health_check=[HealthCheck.too_slow])
 _hypothesis.register_profile("long", max_examples=int(os.environ.get("IMGBUILD_FUZZ_EXAMPLES", "5000")),
@@ -80,7 +80,7 @@ def mirror_reason() -> str | None:
         url = host_mirror("bookworm") + "/dists/bookworm/InRelease"
         r = requests.head(url, timeout=10)
         return None if r.status_code == 200 else f"{url}: HTTP {r.status_code}"
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:  # noqa: BLE001 - any failure means: no usable mirror (the reason is shown)
         return f"the host's Debian mirror is not usable: {e}"
 
 

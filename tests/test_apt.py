@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from builder.debian import apt
 from builder.core.errors import InputError
+from builder.debian import apt
 
 
 def _apt(tmp_path, sources_list="", files=None):

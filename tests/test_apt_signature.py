@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from builder.debian import apt
 from builder.core.errors import InputError, MirrorError
+from builder.debian import apt
 from tests.conftest import imgbuild
 
 pytestmark = pytest.mark.skipif(not shutil.which("gpg") or not shutil.which("gpgv"),

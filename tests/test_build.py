@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from tests.conftest import DEFAULT_RECIPE, imgbuild, mounts_under, sha256
 
+from tests.conftest import DEFAULT_RECIPE, imgbuild, mounts_under, sha256
 
 # One line of `tar -tv`: mode, owner/group, size or "major,minor", date, time, name (with "-> x" / "link to x").
 TV_LINE = re.compile(r"^(?P<mode>\S{10})\s+(?P<owner>[^/\s]+)/(?P<group>\S+)\s+"
@@ -261,7 +261,7 @@ def test_hardlinks_are_hardlinks(archive, tree: Path):
     members, _ = archive
     by_name = {m.name: m for m in members}
     groups: dict[tuple[int, int], list[str]] = {}
-    for dirpath, dirnames, filenames in os.walk(tree):
+    for dirpath, _dirnames, filenames in os.walk(tree):
         for f in filenames:
             p = os.path.join(dirpath, f)
             st = os.lstat(p)

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from tests.conftest import BIN, DEFAULT_RECIPE, REPO, imgbuild
 
+from tests.conftest import BIN, DEFAULT_RECIPE, REPO, imgbuild
 
 DOCS = REPO / "docs" / "recipes.md"
 MARKER = "<!-- generated: imgbuild schema --markdown -->"

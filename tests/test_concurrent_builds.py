@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from tests.conftest import BIN, DEFAULT_RECIPE, REPO, mounts_under
 
 SMALL = ("--set", "bootstrap.packages=[]", "--set", "init=none")

@@ -6,7 +6,8 @@ import hashlib
 
 import pytest
 
-from builder.debian import apt, resolve as debresolve
+from builder.debian import apt
+from builder.debian import resolve as debresolve
 
 SUITE = """\
 Package: base-a

@@ -20,7 +20,8 @@ import re
 from pathlib import Path
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from builder.core.checks import mac_norm
 from builder.core.errors import InputError

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from tests.conftest import BIN, DEFAULT_RECIPE, REPO, imgbuild, mounts_under, sha256
 
 # what the acceptance points here do not depend on: a smaller package set and no init shim

@@ -70,7 +70,9 @@ def _imports(name: str, path: Path) -> tuple[set[str], list[str]]:
             visit(child)
 
     visit(ast.parse(path.read_text(), str(path)))
-    found.discard(name)
+    # importing a.b.c first runs the packages a and a.b (their __init__): edges to them too
+    found |= {".".join(m.split(".")[:i]) for m in found for i in range(2, m.count(".") + 1)}
+    found -= {name, *(".".join(name.split(".")[:i]) for i in range(1, name.count(".") + 1))}
     return {m for m in found if m in MODULES}, private
 
 

@@ -18,8 +18,8 @@ import pytest
 
 from builder.build import bootcache as bcache
 from builder.core import locks
-from builder.debian import pkgcache
 from builder.core.errors import BuilderError
+from builder.debian import pkgcache
 from tests.conftest import BIN, REPO
 
 
@@ -28,7 +28,8 @@ class Holder:
     let go (a line on stdin) or killed."""
 
     def __init__(self, code: str, env: dict | None = None):
-        prog = ("import sys\nsys.path.insert(0, %r)\nfrom builder.core import locks\nfrom builder.build import bootcache as bcache\nfrom builder.debian import pkgcache\n" % str(REPO)
+        prog = ("import sys\nsys.path.insert(0, %r)\nfrom builder.core import locks\n"
+                "from builder.build import bootcache as bcache\nfrom builder.debian import pkgcache\n" % str(REPO)
                 + code + "\nprint('holding', flush=True)\nsys.stdin.readline()\n")
         self.proc = subprocess.Popen([sys.executable, "-c", prog], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True, env=env)

@@ -74,5 +74,6 @@ def test_every_parser_is_linear_on_hostile_lines():
     try:
         r = subprocess.run([sys.executable, "-c", SCRIPT], cwd=REPO, capture_output=True, text=True, timeout=600)
     except subprocess.TimeoutExpired:
-        raise AssertionError("a parser took more than 10 minutes on 200 KB lines: it backtracks quadratically")
+        raise AssertionError("a parser took more than 10 minutes on 200 KB lines: it backtracks quadratically") \
+            from None
     assert (r.returncode, r.stdout) == (0, "ok\n"), r.stderr[-3000:]

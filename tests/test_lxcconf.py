@@ -18,13 +18,13 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+
+from builder.build import recipe
+from builder.build.targets import lxc
+from builder.core.errors import InputError
+from builder.guestconf import lxc as lxcconf
 from tests.conftest import BIN, DEFAULT_RECIPE, REPO, imgbuild
 from tests.support.lxc import ADDRESS, HOSTNAME, MAC, lock_dir, lxc_netns, remove_lock_dir, run, wait_running
-
-from builder.guestconf import lxc as lxcconf
-from builder.build import recipe
-from builder.core.errors import InputError
-from builder.build.targets import lxc
 
 DATA = Path(__file__).resolve().parent / "data" / "lxc-convert"
 CASES = sorted(p.name for p in DATA.iterdir())

@@ -18,10 +18,11 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from hypothesis import assume, given, strategies as st
+from hypothesis import assume, given
+from hypothesis import strategies as st
 
-from builder.guestconf import lxc as lxcconf
 from builder.core.errors import InputError
+from builder.guestconf import lxc as lxcconf
 from tests.support.strategies import config_text, lines_of, one_line
 
 DATA = Path(__file__).resolve().parent / "data" / "lxc-convert"

@@ -10,10 +10,10 @@ import pytest
 import yaml
 
 from builder.build import hooks
-from builder.core import mounts
 from builder.build.context import Context
-from builder.core.errors import UnsafePath
 from builder.build.families import family_of
+from builder.core import mounts
+from builder.core.errors import UnsafePath
 from builder.core.rootfs import RootFS
 from tests.conftest import DEFAULT_RECIPE, imgbuild
 
@@ -140,8 +140,8 @@ def stat_mode(p: Path) -> int:
 @pytest.mark.parametrize("point,target", [("proc", "../../.."), ("dev", "OUTSIDE")])
 def test_a_chroot_hook_refuses_a_tree_whose_mount_point_is_a_link(tmp_path, point, target):
     """hooks.run_hook: the hook never runs, nothing is mounted, the policy-rc.d it wrote is gone again."""
-    from builder.core import schema
     from builder.build.recipe import Recipe
+    from builder.core import schema
 
     root, outside = _linked_tree(tmp_path, point, target)
     loader = schema.Loader("test.yml")

@@ -15,10 +15,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from builder.core import checks
 from builder.build import cluster
-from builder.core.errors import InputError
 from builder.build.targets import lxc
+from builder.core import checks
+from builder.core.errors import InputError
 
 SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 

@@ -50,7 +50,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def do_HEAD(self) -> None:   # noqa: N802
+    def do_HEAD(self) -> None:   # noqa: N802 - the name http.server calls
         self.send_response(200 if self.path == "/file" else 404)
         self.end_headers()
 

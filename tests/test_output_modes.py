@@ -14,8 +14,8 @@ import pytest
 import yaml
 
 from builder.build import manifest
-from builder.core import outputs
 from builder.build.families import Plan
+from builder.core import outputs
 from builder.debian.apt import Index
 from tests.conftest import BIN, DEFAULT_RECIPE
 
@@ -83,8 +83,10 @@ def _tree(ctx, shadow=LOCKED, gshadow="root:*::\n", ssh=()):
 SECRET_TREES = {
     "locked-root": (dict(), {}, []),
     "root-hash": (dict(shadow=HASHED), {}, ["/etc/shadow: a password hash for root"]),
-    "locked-but-hashed": (dict(shadow="root:!$6$salt$hash:19000::::::\n"), {}, ["/etc/shadow: a password hash for root"]),
-    "a-hook-made-user": (dict(shadow=LOCKED + "app:$6$s$h:19000::::::\n"), {}, ["/etc/shadow: a password hash for app"]),
+    "locked-but-hashed": (dict(shadow="root:!$6$salt$hash:19000::::::\n"), {},
+                          ["/etc/shadow: a password hash for root"]),
+    "a-hook-made-user": (dict(shadow=LOCKED + "app:$6$s$h:19000::::::\n"), {},
+                         ["/etc/shadow: a password hash for app"]),
     "group-password": (dict(gshadow="admins:$6$s$h::\n"), {}, ["/etc/gshadow: a password hash for admins"]),
     "ssh-host-key": (dict(ssh=("ssh_host_ed25519_key", "ssh_host_ed25519_key.pub")), {},
                      ["/etc/ssh/ssh_host_ed25519_key: an ssh host private key"]),

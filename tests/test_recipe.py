@@ -1,4 +1,5 @@
-"""builder.build.recipe.load: good recipes, bad recipes (every problem with its exact key path), extends, --set, secrets.
+"""builder.build.recipe.load: good recipes, bad recipes (every problem with its exact key path), extends, --set,
+secrets.
 
 Recipes are written into tmp_path from the tables below, so each case reads as the YAML a user would write.
 """
@@ -14,7 +15,6 @@ from builder.build import recipe
 from builder.core.errors import InputError, RecipeError
 from builder.core.proc import Secret
 from tests.conftest import DEFAULT_RECIPE
-
 
 BASE = "name: t\ndistro: debian\nrelease: bookworm\n"
 HASH = "$6$saltsalt$Qm9vYmFyYmF6cXV4cXV1eHF1dXhxdXV4cXV1eHF1dXhxdXV4cXV1eHF1dXhxdXV4cXV1eHF1dXg"

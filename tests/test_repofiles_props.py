@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import configparser
 
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from builder.core.errors import InputError
 from builder.rpm import repofiles

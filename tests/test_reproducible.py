@@ -12,6 +12,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+
 from tests.conftest import BIN, DEFAULT_RECIPE, REPO, sha256
 
 

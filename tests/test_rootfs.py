@@ -281,7 +281,7 @@ def test_a_tree_that_changes_meanwhile_still_keeps_writes_inside(tmp_path):
     t = threading.Thread(target=swapper, daemon=True)
     t.start()
     try:
-        for i in range(300):
+        for _ in range(300):
             for op in (lambda: root.write("/etc/f", "in\n", 0o666), lambda: root.chmod("/etc/f", 0o666),
                        lambda: root.utime("/etc/f", (5, 5)), lambda: root.symlink("/x", "/etc/f"),
                        lambda: root.remove("/etc/f")):
@@ -316,7 +316,8 @@ def _trees(draw):
 
 
 _OP_NAMES = st.sampled_from(sorted(OPS) + ["read", "mkdir"])
-_PATHS = st.lists(st.sampled_from(["a", "b", "c", "..", "secret"]), min_size=1, max_size=4).map(lambda x: "/" + "/".join(x))
+_PATHS = st.lists(st.sampled_from(["a", "b", "c", "..", "secret"]), min_size=1,
+                  max_size=4).map(lambda x: "/" + "/".join(x))
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -20,8 +20,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.rpmrepo import (KEY_NAME, TMP_PREFIX, DnfRoot, corrupt_copy, port_is_closed, primary_packages, serve,
-                           sha256_file, throwaway_public_key)
+from tests.support.rpmrepo import (
+    KEY_NAME,
+    TMP_PREFIX,
+    DnfRoot,
+    corrupt_copy,
+    port_is_closed,
+    primary_packages,
+    serve,
+    sha256_file,
+    throwaway_public_key,
+)
 
 ALL_OS = {"testos-release", "testos-base", "testos-tools", "testos-net", "testos-extra", "testos-broken"}
 

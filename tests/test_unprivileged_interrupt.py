@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from tests.conftest import mounts_under
 from tests.support.unprivileged import USER
 

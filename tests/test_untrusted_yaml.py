@@ -20,9 +20,8 @@ from hypothesis import strategies as st
 from builder.build import recipe
 from builder.core import untrusted
 from builder.core.errors import InputError, RecipeError
-from builder.identity import inventory
-from builder.identity import kept
-from tests.conftest import BIN, REPO
+from builder.identity import inventory, kept
+from tests.conftest import BIN
 from tests.support.guests import make_container, tree_state
 
 GUARD = 60      # seconds: a hang fails the test instead of stalling the suite

@@ -1,4 +1,5 @@
-"""builder.migrate.xenbridge: the EL6 host's xenbr0 (ifcfg-xenbr0 + the NIC as its port) made from the host's ifcfg-eth0,
+"""builder.migrate.xenbridge: the EL6 host's xenbr0 (ifcfg-xenbr0 + the NIC as its port) made from the host's
+ifcfg-eth0,
 and the check that every bridge a moved guest's vifs name exists on the destination (seed 004).
 
 Golden cases are compared with the exact expected texts; every generated file is also read by bash (`bash -n`, then

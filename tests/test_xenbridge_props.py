@@ -1,4 +1,5 @@
-"""Property tests for the Xen bridge readers (builder/migrate/xenbridge.py): the host's ifcfg files and the guests' xm/xl
+"""Property tests for the Xen bridge readers (builder/migrate/xenbridge.py): the host's ifcfg files and the guests'
+xm/xl
 configs are outside input (they come from the remote host `migrate xen-bridge` and `migrate xen` work on), so on
 any text
 
@@ -15,11 +16,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
-from builder.migrate import xenbridge
 from builder.core.errors import InputError
 from builder.identity.formats import shvars
+from builder.migrate import xenbridge
 from tests import test_xenbridge as golden
 from tests.support.strategies import config_text, lines_of, one_line
 

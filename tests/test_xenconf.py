@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from builder.guestconf import xen as xenconf, xl
+from builder.guestconf import xen as xenconf
+from builder.guestconf import xl
 from tests.conftest import BIN, REPO
 
 DATA = Path(__file__).resolve().parent / "data" / "xen"
@@ -575,7 +576,8 @@ def test_a_converted_config_converts_to_itself(key, value):
 
 # Xen's C parser took the whole process down on some input: a control character in a disk spec jammed its disk
 # lexer (flex printed "flex scanner jammed" and exited 2, past every `finally`), a NUL in a quoted string failed an
-# assertion (abort). builder.guestconf.xl refuses both before the library sees them. Run in a child: a regression must fail
+# assertion (abort). builder.guestconf.xl refuses both before the library sees them. Run in a child: a regression
+# must fail
 # this test, not end the test run (the property tests found it that way).
 CRASHERS = [("check_disk", "=\n"), ("check_disk", "j,=\n\nWg{#\x1a"), ("check_disk", "access=rw,=\n"),
             ("check_disk", "vdev=xvda,\x17%l=\n"), ("parse", 'a = "x\x00y"\n'), ("parse", "name = 'a'\nb = '\x00'\n")]

@@ -1,4 +1,5 @@
-"""Property tests for the xm reader and converter (builder.guestconf.xen) and Xen's parser wrapper (builder.guestconf.xl): an xm
+"""Property tests for the xm reader and converter (builder.guestconf.xen) and Xen's parser wrapper
+(builder.guestconf.xl): an xm
 config is outside input (it comes from the host a guest is moved off), so on any text
 
 - read_xm returns settings and findings, or raises InputError; never another exception;
@@ -14,10 +15,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hypothesis import assume, given, strategies as st
+from hypothesis import assume, given
+from hypothesis import strategies as st
 
-from builder.guestconf import xen as xenconf, xl
 from builder.core.errors import InputError
+from builder.guestconf import xen as xenconf
+from builder.guestconf import xl
 from tests.support.strategies import config_text, lines_of, one_line
 
 DATA = Path(__file__).resolve().parent / "data" / "xen"

@@ -33,11 +33,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from builder.core import locks
 from builder.build import unprivileged as unpriv
+from builder.core import locks
 from builder.core import proc as runner
 from builder.core.errors import BuilderError, CommandError, InputError
 from builder.core.outputs import sha256 as _sha256
+from builder.core.paths import cache_dir
 
 if TYPE_CHECKING:
     from builder.build.pipeline import Preflight
@@ -53,8 +54,6 @@ TAR_FLAGS = ["--numeric-owner", "--xattrs", "--xattrs-include=*", "--acls"]
 
 
 def root_dir() -> Path:
-    from builder.core.paths import cache_dir
-
     return cache_dir() / "bootstrap"
 
 

@@ -23,12 +23,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Union
 
+from builder.build.targets import lxc
 from builder.core import checks
 from builder.core.checks import MAC, IPInterface, Mode, Owner, RootPath
 from builder.core.errors import InputError
-from builder.core.proc import Secret
+from builder.core.outputs import write_atomic
 from builder.core.paths import DEFAULT_SECRETS_DIR, SECRETS_ENV
+from builder.core.proc import Secret
 from builder.core.schema import Check, opt
+from builder.core.untrusted import read_json
+from builder.identity import engine
 
 if TYPE_CHECKING:
     from builder.build.context import Context
@@ -224,8 +228,6 @@ def run(ctx: "Context") -> None:
 
 def write_nodes(ctx: "Context") -> dict[str, Path]:
     """OUTPUT/NAME/nodes.json: what install-lxc needs to make the nodes (no secrets in it)."""
-    from builder.core.outputs import write_atomic
-
     r = ctx.recipe
     ifname, ip, mac = base_identity(r)
     data = {"base": {"interface": ifname, "ip": ip, "mac": mac, "hostname": r.hostname},
@@ -243,8 +245,6 @@ def read_nodes(output: Path) -> dict | None:
     """OUTPUT/nodes.json (None when the output is not a cluster build), checked for the shape write_nodes
     gives it: a file an earlier run left is not trusted, so every value is checked before it names a
     container, a host or an address (a bad one: InputError naming the file and the key)."""
-    from builder.core.untrusted import read_json
-
     f = Path(output) / NODES_FILE
     if not os.path.lexists(f):
         return None
@@ -295,9 +295,6 @@ def install_nodes(output: Path, lxcpath: str, force: bool = False, only: tuple[s
     """Every node of a cluster build as an LXC container: the build unpacked under the node's name and given
     the node's identity and variables by the identity engine before it is moved into place (duplicates
     against other guests refused)."""
-    from builder.identity import engine
-    from builder.build.targets import lxc
-
     data = read_nodes(output)
     if data is None:
         raise InputError(f"{output}: not a cluster build (no {NODES_FILE})", "give nodes: in the recipe")

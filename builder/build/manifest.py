@@ -20,6 +20,7 @@ from builder.core import checks
 from builder.core import proc as runner
 from builder.core.errors import InputError, UnsafePath
 from builder.core.outputs import set_modes, sha256, write_atomic
+from builder.core.paths import cache_dir
 from builder.core.untrusted import read_json
 
 if TYPE_CHECKING:
@@ -102,9 +103,6 @@ def data(ctx: "Context", loaded: "Loaded", found: list[str] | None = None) -> di
 def tool_versions(programs: list[str]) -> dict[str, str]:
     """runner.versions, remembered by each program's path, size and mtime in CACHE/tool-versions.json
     (`mmdebstrap --version` alone starts perl: 0.2 s a build)."""
-    import os
-
-    from builder.core.paths import cache_dir
 
     store = cache_dir() / "tool-versions.json"
     try:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from debian import deb822
 
+from builder.core import proc as runner
+from builder.core.errors import CommandError
 from builder.core.rootfs import RootFS
 
 
@@ -21,9 +23,6 @@ def dpkg(root: RootFS) -> dict[str, str]:
 def rpm(root: RootFS) -> dict[str, str]:
     """Installed packages from the root's rpm database: the root's own rpm when it has one (the database is in
     its format), else the host's rpm with --dbpath /var/lib/rpm."""
-    from builder.core import proc as runner
-    from builder.core.errors import CommandError
-
     qf = "%{NAME} %|EPOCH?{%{EPOCH}:}:{}|%{VERSION}-%{RELEASE}\\n"
     own = next((p for p in ("/usr/bin/rpm", "/bin/rpm") if root.exists(p)), None)
     argv = (["chroot", str(root.path), own, "-qa", "--qf", qf] if own else

@@ -18,19 +18,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from builder.build import bootstrap, hooks, packages as inventory, manifest
-from builder.core import locks, mounts
-from builder.core import proc as runner
+from builder.build import bootcache as bcache
+from builder.build import bootstrap, hooks, manifest, uptodate
+from builder.build import packages as inventory
+from builder.build import unprivileged as unpriv
 from builder.build.context import Context
-from builder.core.errors import BuilderError, InputError, Interrupted
 from builder.build.families import Plan, family_of
-from builder.core.outputs import publish
 from builder.build.recipe import Loaded
-from builder.core.rootfs import RootFS
 from builder.build.steps import basefiles, cleanup, cluster, devices, files, init, network, password, templates
-from builder.build import bootcache as bcache, unprivileged as unpriv, uptodate
-from builder.core import outputs
 from builder.build.targets import TARGETS, enabled
+from builder.core import locks, mounts, outputs
+from builder.core import proc as runner
+from builder.core.errors import BuilderError, InputError, Interrupted
+from builder.core.outputs import publish
+from builder.core.rootfs import RootFS
 
 log = logging.getLogger("imgbuild")
 

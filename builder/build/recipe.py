@@ -13,23 +13,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from builder.core import checks, schema, untrusted
 from builder.build.bootstrap import METHODS, MethodName
-from builder.core.checks import Epoch, Hostname, IfName, IPAddress, Name
-from builder.core.errors import InputError, Problem, RecipeError
+from builder.build.cluster import CLUSTER_BUILTINS, Node, SecretSpec, check_nodes
 from builder.build.families import FAMILIES, DistroName, Family, family_of
 from builder.build.families.debian import DEBIAN
 from builder.build.hooks import PHASES, Hooks
-from builder.core.schema import opt
 from builder.build.steps.devices import Device, Preset
 from builder.build.steps.files import FileSpec
 from builder.build.steps.init import SHIMS, ShimName
 from builder.build.steps.network import Interface
 from builder.build.steps.password import RootPassword
 from builder.build.steps.templates import Template
-from builder.core.templating import undefined
 from builder.build.targets import Targets, tarball
-from builder.build.cluster import CLUSTER_BUILTINS, Node, SecretSpec, check_nodes
+from builder.core import checks, schema, untrusted
+from builder.core.checks import Epoch, Hostname, IfName, IPAddress, Name
+from builder.core.errors import InputError, Problem, RecipeError
+from builder.core.schema import opt
+from builder.core.templating import undefined
 
 PROJECT = Path(__file__).resolve().parents[2]
 SHIPPED_HOOKS = PROJECT / "hooks"
@@ -108,7 +108,8 @@ class Recipe:
     secrets: dict[Name, SecretSpec] = opt(factory=dict, doc="values every node shares (passwords, cookies), each "
                                                            "written to a file only its service can read")
     hooks: Hooks = opt(factory=Hooks, doc="commands at fixed points of the build")
-    targets: Targets = opt(factory=lambda: Targets(tarball=tarball.TarballOptions()), doc="outputs (default: a tarball)")
+    targets: Targets = opt(factory=lambda: Targets(tarball=tarball.TarballOptions()),
+                           doc="outputs (default: a tarball)")
     epoch: Epoch | None = opt(None, doc="SOURCE_DATE_EPOCH for the build (default: $SOURCE_DATE_EPOCH, else the "
                                         "mirror's Release date, so rebuilds are byte-identical)")
     extends: str | None = opt(None, doc="a recipe this one is based on (path relative to this file); mappings "
@@ -270,7 +271,7 @@ def _semantics(v: dict[str, Any]) -> list[tuple[str, str]]:
     `v` maps Recipe field names to loaded values; a field that failed to load is INVALID and its checks are
     skipped, so these problems are reported together with the type problems of other keys.
     """
-    ok = lambda *names: all(v.get(n) is not schema.INVALID for n in names)  # noqa: E731
+    ok = lambda *names: all(v.get(n) is not schema.INVALID for n in names)
     fam = family_of(v["distro"]) if ok("distro") else None
     out: list[tuple[str, str]] = []
     if fam and ok("arch") and v["arch"] is not None and v["arch"] not in fam.archs:

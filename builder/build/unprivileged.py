@@ -17,9 +17,12 @@ namespace cannot do is worked around where the result allows it, and refused whe
 """
 from __future__ import annotations
 
+import ctypes
 import os
 import pwd
 import shutil
+import signal
+import subprocess
 import sys
 from pathlib import Path
 from typing import NoReturn
@@ -78,7 +81,8 @@ def reexec() -> NoReturn:
     # decided now, as the user: inside, euid 0 would pick root's places
     env.setdefault("IMGBUILD_CACHE", str(cache_dir()))
     env.setdefault(SECRETS_ENV, str(user_secrets_dir()))
-    argv = ["unshare", "--map-root-user", "--map-auto", "--mount", "--pid", "--fork", "--kill-child=SIGTERM", "--mount-proc",
+    argv = ["unshare", "--map-root-user", "--map-auto", "--mount", "--pid", "--fork", "--kill-child=SIGTERM",
+            "--mount-proc",
             "--propagation", "private", "--", *sys.orig_argv]
     sys.stdout.flush()
     sys.stderr.flush()
@@ -94,12 +98,7 @@ def _run_forwarding(argv: list[str], env: dict[str, str]) -> int:
     the stop signals sent to us with kill(2) are passed on to the build inside. A terminal's Ctrl-C reaches the
     build itself (the same process group) and is not passed on again. unshare dies with us, and then
     --kill-child stops the build (which cleans up)."""
-    import signal
-    import subprocess
-
     def die_with_parent() -> None:
-        import ctypes
-
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
 
     stops = {signal.SIGINT, signal.SIGTERM}

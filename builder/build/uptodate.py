@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from builder import __version__
-from builder.build import bootcache as bcache, unprivileged as unpriv
+from builder.build import bootcache as bcache
+from builder.build import unprivileged as unpriv
 from builder.core.outputs import sha256
 
 if TYPE_CHECKING:

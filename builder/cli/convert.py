@@ -2,6 +2,9 @@
 the original (a backup beside it) and saying what was written."""
 from __future__ import annotations
 
+import os
+import stat
+import sys
 from pathlib import Path
 
 import click
@@ -17,8 +20,6 @@ from builder.guestconf.lxc import MAX_BYTES, convert
 def _read_input(name: str, limit: int, hint: str) -> bytes:
     """The bytes of the file `name` (- for standard input), at most `limit` of them (InputError beyond: the
     file is outside input: a device, fifo or directory is refused)."""
-    import sys
-
     if name != "-":     # a regular file only, opened without blocking (a fifo no one writes to is refused)
         return read_file(name, what="the config", limit=limit, hint=hint)
     try:
@@ -33,8 +34,6 @@ def _read_input(name: str, limit: int, hint: str) -> bytes:
 def _new_file_mode(source: str) -> int:
     """The mode for a new output made from `source`: the source's own permission bits (a config may hold a
     password: a copy is no more readable than the original), or what the umask gives for standard input."""
-    import os
-
     if source != "-":
         try:
             return os.stat(source).st_mode & 0o777
@@ -48,8 +47,6 @@ def _new_file_mode(source: str) -> int:
 def _keep_backup(path: Path, data: bytes, mode: int) -> Path:
     """`data` (the file as it was) at PATH.backup, or PATH.backup.1, .2 ... when that exists: a backup is never
     overwritten (a second run must not replace the original with what the first run wrote)."""
-    import os
-
     for n in range(1000):
         cand = path.with_name(f"{path.name}.backup" + (f".{n}" if n else ""))
         try:
@@ -75,9 +72,6 @@ def _keep_backup(path: Path, data: bytes, mode: int) -> Path:
 def _write_output(out: Path, data: bytes, source: str, limit: int) -> list[str]:
     """Write `data` at `out` (atomically). A different file already there is kept first (_keep_backup).
     Returns what was written, in order: [] when `out` already holds exactly `data`."""
-    import os
-    import stat
-
     hint = "give a file path as -o OUT, or leave -o out to write to standard output"
     written: list[str] = []
     try:
@@ -113,8 +107,6 @@ def _write_output(out: Path, data: bytes, source: str, limit: int) -> list[str]:
 
 
 def _same_file(a: str, b: Path) -> bool:
-    import os
-
     try:
         return a != "-" and os.path.samefile(a, b)
     except OSError:

@@ -39,7 +39,8 @@ class _DefaultToBuild(LazyGroup):
         return super().resolve_command(ctx, args)
 
 
-@click.group(cls=_DefaultToBuild, lazy=COMMANDS, epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_DefaultToBuild, lazy=COMMANDS, epilog=EPILOG, context_settings={"help_option_names": ["-h",
+                                                                                                        "--help"]})
 @click.version_option(__version__, prog_name="imgbuild")
 @verbosity
 def imgbuild(verbose: int, quiet: bool, debug: bool) -> None:

@@ -9,6 +9,13 @@ import click
 from builder.cli.common import NONEMPTY, apply_verbosity, log, verbosity
 from builder.cli.common import Path as PathType
 from builder.cli.ssh import ssh_options
+from builder.core import checks
+from builder.core.errors import BuilderError, InputError
+from builder.core.outputs import write_atomic
+from builder.guestconf import xen as xenconf
+from builder.migrate import xenbridge
+from builder.migrate.remote import Remote, remote_path, shown
+from builder.migrate.xen import XenMoveRequest, check_request, move
 
 XEN_EPILOG = """\b
 Examples:
@@ -64,11 +71,6 @@ def xen(src_host, guest, dst_host, disk_maps, bridge, bridge_maps, ips, macs, ho
     convert-xen does, checked by xl's own parser) and writes it to DST_HOST's /etc/xen/NAME.cfg.
     """
     apply_verbosity(verbose, quiet, debug)
-    from builder.core.errors import InputError
-    from builder.guestconf import xen as xenconf
-    from builder.migrate.remote import Remote, remote_path, shown
-    from builder.migrate.xen import XenMoveRequest, check_request, move
-
     try:
         dmap = xenconf.parse_map(disk_maps, "--disk-map")
         bmap = xenconf.parse_map(bridge_maps, "--bridge-map")
@@ -121,12 +123,6 @@ def xen_bridge(host, iface, bridge, out, xen_dir, ssh, verbose, quiet, debug) ->
     """Write the EL6 dom0 network files Xen 4 needs on HOST into DIR, for review: ifcfg-BRIDGE (a bridge
     holding the host's address, taken from ifcfg-IFACE) and ifcfg-IFACE enslaved to it."""
     apply_verbosity(verbose, quiet, debug)
-    from builder.core import checks
-    from builder.core.errors import BuilderError, InputError
-    from builder.core.outputs import write_atomic
-    from builder.migrate import xenbridge
-    from builder.migrate.remote import Remote, remote_path, shown
-
     try:                         # every value is checked before HOST is contacted
         xenbridge.check_names(iface, bridge)
     except ValueError as e:

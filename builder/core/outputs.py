@@ -15,6 +15,7 @@ from typing import IO, Iterator
 
 from builder.core.errors import InputError
 from builder.core.net import file_digest
+from builder.core.untrusted import read_json
 
 log = logging.getLogger("imgbuild")
 
@@ -112,8 +113,6 @@ def previous_output(final: Path) -> dict | None:
     """final's manifest when final is an output imgbuild wrote: a real directory (not a symlink) whose
     manifest.json is an object naming it, with a list of artifacts that are plain file names in it. None when
     there is no manifest.json; InputError (naming the file) when there is one of another shape."""
-    from builder.core.untrusted import read_json
-
     f = Path(final) / "manifest.json"
     if not f.is_file() or f.is_symlink():
         return None
@@ -201,8 +200,6 @@ def _tree_marker(kept: Path) -> Path:
 def check_tree_replaceable(kept: Path) -> None:
     """Refuse to replace OUTPUT/NAME.rootfs unless it is absent, empty, or the very tree an earlier --keep-tree
     left (its marker beside it, .NAME.rootfs.imgbuild, names its device and inode)."""
-    from builder.core.untrusted import read_json
-
     kept = Path(kept)
     if not os.path.lexists(kept):
         return

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import fcntl
 import logging
 import os
 import re
@@ -25,9 +26,11 @@ import shlex
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from shutil import which as _which
 from typing import IO, Callable, Iterable, Iterator, Sequence
 
 from builder.core.errors import CommandError, ToolMissing
@@ -377,8 +380,6 @@ def output(argv: Sequence[Arg], **kw) -> str:
 
 
 def which(program: str) -> str | None:
-    from shutil import which as _which
-
     return _which(program)
 
 
@@ -396,8 +397,6 @@ class Pipe:
         log.debug("+ %s", show(self.argv))
         r, w = os.pipe()
         try:
-            import fcntl
-
             fcntl.fcntl(w, 1031, 1 << 20)  # F_SETPIPE_SZ: fewer wakeups between us and the compressor
         except OSError:
             pass
@@ -446,8 +445,6 @@ class Pipe:
 
 def versions(programs: Iterable[str]) -> dict[str, str]:
     """First line of `PROGRAM --version` for each installed program (for the manifest)."""
-    import tempfile
-
     found = {}
     with tempfile.TemporaryDirectory(prefix="imgbuild-home-") as home:
         env = dict(os.environ, HOME=home)   # Debian's dnf/rpm create ~/.rpmdb even for --version

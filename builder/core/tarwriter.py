@@ -20,6 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from tqdm import tqdm
+
+from builder.core import proc as runner
+from builder.core.outputs import atomic_file
 from builder.core.rootfs import DEVICE_XATTR
 
 BLOCK = 512
@@ -254,3 +258,28 @@ def data_size(items: list[Entry]) -> int:
             seen.add((e.st.st_dev, e.st.st_ino))
             total += e.st.st_size
     return total
+
+
+def compressor(kind: str, level: int | None) -> list[str] | None:
+    """The command that compresses a tar stream on all cores (None: no compression)."""
+    lv = [f"-{level}"] if level is not None else []
+    if kind in ("zst", "zstd"):
+        return ["zstd", "-T0", "-q", "-c", *(["--ultra"] if (level or 0) > 19 else []), *lv]
+    if kind == "xz":
+        return ["xz", "-T0", "-c", *lv]
+    if kind == "gz":
+        return ["pigz" if runner.which("pigz") else "gzip", "-n", "-c", *lv]
+    return None
+
+
+def pack(root: Path, dest: Path, epoch: int, compression: str = "zst", level: int | None = None) -> int:
+    """Write root as a reproducible tarball at dest (atomically), compressed; returns the number of entries."""
+    items = entries(root)
+    total = data_size(items)
+    argv = compressor(compression, level)
+    with atomic_file(dest) as f, tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, leave=False,
+                                      disable=None) as bar:
+        if argv is None:
+            return write(items, f.fileno(), epoch, bar.update)
+        with runner.Pipe(argv, f) as fd:
+            return write(items, fd, epoch, bar.update)

@@ -15,16 +15,16 @@ from __future__ import annotations
 
 import json
 import os
+import pprint  # noqa: F401 - the same, for the `pprint` filter
 import re
 import resource
 import signal
+import textwrap  # noqa: F401 - the same, for the `wordwrap` filter
 import traceback
 from typing import Any, Iterator, Mapping
 
 import jinja2
 import jinja2.debug  # noqa: F401 - used when a render fails; imported here, before the child may open no file
-import pprint  # noqa: F401 - the same, for the `pprint` filter
-import textwrap  # noqa: F401 - the same, for the `wordwrap` filter
 from jinja2 import meta, nodes
 from jinja2.exceptions import SecurityError
 from jinja2.runtime import LoopContext

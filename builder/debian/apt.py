@@ -11,6 +11,7 @@ localrepo). A local mirror without a signature needs the recipe's explicit `boot
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import difflib
 import email.utils
 import gzip
@@ -28,10 +29,11 @@ from typing import IO
 
 from debian import deb822
 
-from builder.core import net, proc as runner
-from builder.core.paths import cache_dir
+from builder.core import net
+from builder.core import proc as runner
 from builder.core.errors import InputError, MirrorError
 from builder.core.outputs import write_atomic
+from builder.core.paths import cache_dir
 
 log = logging.getLogger("imgbuild")
 
@@ -473,8 +475,6 @@ def _cached_names(url: str, sha256: str, ext: str, size: int | None = None) -> s
 def give_back_memory() -> None:
     """Return the heap's free memory to the system (glibc malloc_trim): reading a 50 MB index leaves the
     heap fragmented, and the build's peak memory would carry it to its end."""
-    import ctypes
-
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None).malloc_trim(0)
 

@@ -30,18 +30,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
-from builder.core import net, proc as runner
+from builder.core import net
+from builder.core import proc as runner
 from builder.core.errors import MirrorError
 from builder.core.outputs import file_mode
-from builder.debian import prepared as debprep, resolve as debresolve, pkgcache
+from builder.debian import pkgcache
+from builder.debian import prepared as debprep
+from builder.debian import resolve as debresolve
 from builder.debian.apt import archive_name, deb_checksums, give_back_memory
 from builder.debian.repoindex import write_index
 
 if TYPE_CHECKING:
     import requests
 
-    from builder.debian.apt import Index
     from builder.build.context import Context
+    from builder.debian.apt import Index
 
 log = logging.getLogger("imgbuild")
 WORKERS = 4

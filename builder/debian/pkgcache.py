@@ -24,11 +24,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
+from builder.build.bootcache import parse_size
 from builder.core import locks
 from builder.core.net import file_digest, temp_beside
+from builder.core.outputs import file_mode
 from builder.core.paths import cache_dir
 from builder.debian.apt import deb_checksums
-from builder.core.outputs import file_mode
 
 if TYPE_CHECKING:
     from builder.debian.apt import Index
@@ -157,8 +158,6 @@ DEFAULT_MAX = 2 << 30
 
 def max_size() -> int:
     """The package cache's bound: $IMGBUILD_PACKAGES_MAX (500M, 4G ...), default 2G."""
-    from builder.build.bootcache import parse_size
-
     v = os.environ.get("IMGBUILD_PACKAGES_MAX")
     return parse_size(v) if v else DEFAULT_MAX
 

@@ -41,7 +41,8 @@ FORMAT = 2
 PRIORITIES = {"essential": (), "required": ("required",), "minbase": ("required",), "buildd": ("required",),
               "important": ("required", "important"), "debootstrap": ("required", "important"),
               "-": ("required", "important"), "standard": ("required", "important", "standard")}
-_FIELD = re.compile(rb"^(Package|Filename|Version|Architecture|Provides|Depends|Pre-Depends|Essential|Priority): ?(.*)$",
+_FIELD = re.compile(rb"^(Package|Filename|Version|Architecture|Provides|Depends|Pre-Depends|Essential|Priority)"
+                    rb": ?(.*)$",
                     re.M)
 _INST = re.compile(r"^Inst (\S+) \((\S+) ", re.M)
 
@@ -227,7 +228,8 @@ def resolve(index: "Index", variant: str, include: list[str]) -> Resolution:
             # the second stage runs on top of the first, as mmdebstrap's does inside the chroot
             status.write_bytes(b"".join(sub[n].text + b"\nStatus: install ok installed\n\n" for n in one))
             prio = PRIORITIES[variant]
-            extra = [f"{narrow}?and(?or({','.join(f'?priority({p})' for p in prio)}),?not(?essential)))"] if prio else []
+            priorities = ",".join(f"?priority({p})" for p in prio)
+            extra = [f"{narrow}?and(?or({priorities}),?not(?essential)))"] if prio else []
             two = _installed(_apt(conf, ["install", *include, *extra])) if include or extra else []
         except BuilderError as e:
             raise Unresolved(f"apt could not resolve the package set: {e}") from None

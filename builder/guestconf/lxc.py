@@ -367,7 +367,7 @@ def _to_legacy(out: _Out) -> None:
             out.warn(first, f"legacy networks have no index, they are numbered in order: lxc.net.{n} becomes "
                             f"network {pos} (lxc.net indices here: {indices})")
     # each epoch's network lines go, in block order, into the places its network lines had in the file
-    for ep, bl in blocks.items():
+    for bl in blocks.values():
         seq = [ln for block in bl for ln in block]
         slots = sorted(ln.no for ln in seq)
         texts = {ln.no: out.text[ln.no] for ln in seq}

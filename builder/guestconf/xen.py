@@ -14,8 +14,18 @@ from typing import Iterable
 
 from builder.guestconf import xl
 from builder.guestconf.xlwrite import quote, render, value_text, verify
-from builder.guestconf.xm import (MAX_BYTES, XEND_ONLY, XL_KEYS, XM_KEYS, XM_KERNEL_IP, Finding, Setting, Value,
-                                  XmConfig, read_xm)
+from builder.guestconf.xm import (
+    MAX_BYTES,
+    XEND_ONLY,
+    XL_KEYS,
+    XM_KERNEL_IP,
+    XM_KEYS,
+    Finding,
+    Setting,
+    Value,
+    XmConfig,
+    read_xm,
+)
 from builder.guestconf.xmdevices import Disk, DiskError, convert_disk, map_path, parse_map, parse_vif, xm_disk
 from builder.guestconf.xmtoxl import convert
 

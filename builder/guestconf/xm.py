@@ -14,7 +14,9 @@ that is not UTF-8. Values are bounded too: numbers to 64 bits, computed strings 
 from __future__ import annotations
 
 import ast
+import io
 import re
+import tokenize
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Literal, Union
@@ -131,7 +133,7 @@ def _evaluate(node: ast.AST, env: dict[str, Any]) -> tuple[Any, bool]:
         a, _ = _evaluate(node.left, env)
         b, _ = _evaluate(node.right, env)
         op = type(node.op)
-        num = lambda x: isinstance(x, int) and not isinstance(x, bool)  # noqa: E731
+        num = lambda x: isinstance(x, int) and not isinstance(x, bool)
         if op is ast.Add and ((num(a) and num(b)) or (isinstance(a, str) and isinstance(b, str))
                               or (isinstance(a, list) and isinstance(b, list))):
             if not num(a) and _size(a) + _size(b) > MAX_BYTES:
@@ -224,9 +226,6 @@ def _refuse_at(source: str | None, line: int, what: str) -> InputError:
 def _deepest_line(text: str) -> int:
     """The line whose statement nests deepest, by its tokens (for a file Python's parser cannot even build:
     ast.parse runs out of stack on `- - - ... 1`). 0 if the tokens do not tell."""
-    import io
-    import tokenize
-
     nesting = {"(", "[", "{", "-", "+", "~", "*", "/", "//", "%", "**", "<<", ">>", "&", "|", "^", "@", ".",
                "not", "lambda", "if", "and", "or", "await"}
     best, best_line, count, start = 0, 0, 0, 0
@@ -345,7 +344,7 @@ def read_xm(text: str, source: str | None = None) -> XmConfig:
     for stmt in tree.body:
         reader.statement(stmt)
     # Python counts a lone CR as a line end too; findings name the file's lines
-    at = lambda n: numbers[n - 1] if 0 < n <= len(numbers) else n  # noqa: E731
+    at = lambda n: numbers[n - 1] if 0 < n <= len(numbers) else n
     cfg.findings = [Finding(at(f.line), f.level, f.message) for f in cfg.findings]
     for setting in cfg.settings.values():
         setting.line = at(setting.line)

@@ -10,8 +10,17 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 from builder.guestconf import xl
-from builder.guestconf.xm import XEND_ONLY, XM_KERNEL_IP, Finding, Level, Setting, Value, XmConfig, is_setting, \
-    show_value
+from builder.guestconf.xm import (
+    XEND_ONLY,
+    XM_KERNEL_IP,
+    Finding,
+    Level,
+    Setting,
+    Value,
+    XmConfig,
+    is_setting,
+    show_value,
+)
 from builder.guestconf.xmdevices import DiskError, convert_disk, parse_vif
 
 # keys whose value xl reads as a number

@@ -20,13 +20,12 @@ from typing import Any, Callable
 
 import yaml
 
+from builder.core import templating
 from builder.core.checks import MAC_COLON, mac
 from builder.core.errors import InputError
 from builder.core.outputs import write_atomic
 from builder.core.untrusted import read_text
-from builder.core import templating
-from builder.identity import kept
-from builder.identity import formats
+from builder.identity import formats, kept
 from builder.identity.tree import Meta, Tree, fresh_key
 
 log = logging.getLogger("imgbuild")

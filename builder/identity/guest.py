@@ -19,12 +19,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from builder.core import checks
+from builder.build.manifest import read_manifest
+from builder.core import checks, tarwriter
 from builder.core import proc as runner
 from builder.core.errors import InputError
 from builder.core.mounts import MountStack
-from builder.core.outputs import write_atomic
+from builder.core.outputs import sha256, write_atomic
 from builder.core.rootfs import RootFS
+from builder.core.untrusted import read_text
+from builder.guestconf.lxc import config_dir, relocate
+from builder.identity import inuse
 from builder.identity.tree import DirTree, ImageTree, Tree, is_ext_image
 
 
@@ -41,8 +45,6 @@ class Guest:
 def config_text(path: Path) -> str:
     """A guest's config on this host (an LXC config, a Xen .cfg, an OpenVZ .conf) as text: a regular file of
     UTF-8 text, else an InputError naming it (a binary file or a fifo given as a config is bad input)."""
-    from builder.core.untrusted import read_text
-
     return read_text(path, what="a guest config",
                      hint="give the guest's own config (an LXC container directory, a Xen .cfg, vz:CTID)")
 
@@ -88,8 +90,6 @@ def locate(target: str, lxcpath: str = "/var/lib/lxc", vzconf: str = "/etc/vz/co
     if p.is_dir() and (p / "config").is_file() and (p / "rootfs").is_dir():
         return _lxc(p.resolve())
     if p.is_dir() and (p / "manifest.json").is_file():
-        from builder.build.manifest import read_manifest
-
         m = read_manifest(p)
         conf = next((p.resolve() / a["path"] for a in m["artifacts"] if a["kind"] == "lxc-config"), None)
         if conf is not None:
@@ -160,10 +160,6 @@ def _regular_artifact(p: Path, kind: str) -> None:
 def _unpacked_output(g: Guest, writeback: bool) -> Iterator[Tree]:
     """An imgbuild output: its tarball unpacked; on a clean exit, packed again (same epoch, reproducible) and
     the manifest's hashes updated."""
-    from builder.core.outputs import sha256, write_atomic
-    from builder.build.manifest import read_manifest
-    from builder.build.targets.tarball import TarballOptions, pack
-
     manifest = read_manifest(g.path)
     tar = next((a for a in manifest["artifacts"] if a["kind"] == "tarball"), None)
     if tar is None:
@@ -186,7 +182,7 @@ def _unpacked_output(g: Guest, writeback: bool) -> Iterator[Tree]:
         yield tree
         if not writeback:
             return
-        pack(root, tarball, epoch, TarballOptions(compression=_COMPRESSION[tarball.suffix]))
+        tarwriter.pack(root, tarball, epoch, _COMPRESSION[tarball.suffix])
         old = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
         for a in manifest["artifacts"]:
             p = g.path / a["path"]
@@ -228,8 +224,6 @@ def lxc_dest(new: str, lxcpath: str) -> Path:
 
 def lxc_copy_config(text: str, dest: Path) -> str:
     """A container config as its copy at dest has it: paths moved to dest, no host-side veth names."""
-    from builder.guestconf.lxc import config_dir, relocate
-
     text = relocate(text, config_dir(text), str(dest))
     return re.sub(r"^\s*lxc\.net(?:work)?\.(?:\d+\.)?veth\.pair\s*=.*\n?", "", text, flags=re.M)
 
@@ -311,8 +305,6 @@ def _refuse_existing(p: Path) -> None:
 def holders(g: Guest, lxcpath: str = "/var/lib/lxc") -> tuple[Path, list]:
     """What uses the guest's files now (see builder.identity.inuse): (the image or tree looked at, its holders).
     An imgbuild output (a tarball) has none."""
-    from builder.identity import inuse
-
     lxcpaths = [lxcpath]
     if g.kind in ("image", "xen"):
         return g.image, inuse.image_holders(g.image, lxcpaths)
@@ -328,8 +320,6 @@ def holders(g: Guest, lxcpath: str = "/var/lib/lxc") -> tuple[Path, list]:
 def _openvz_mounted(g: Guest) -> list:
     """An OpenVZ container runs (or is mounted by `vzctl mount`) from its VE_ROOT, a mount of its VE_PRIVATE: its
     processes' root is that mount, not VE_PRIVATE, so a mounted VE_ROOT is what says it is in use."""
-    from builder.identity import inuse
-
     text = config_text(g.config[1]) if g.config else ""
     m = re.search(r'^VE_ROOT="?([^"\n]+)', text, re.M)
     root = (m.group(1) if m else "/vz/root/$VEID").replace("$VEID", g.name).replace("${VEID}", g.name)
@@ -342,7 +332,5 @@ def _openvz_mounted(g: Guest) -> list:
 def refuse_in_use(g: Guest, lxcpath: str = "/var/lib/lxc", force: bool = False, writing: bool = True) -> None:
     """InputError (exit 2) naming the guest's image or tree and what holds it, unless `force` (then a warning).
     writing=False (the source of a clone): only holders that may write to it count."""
-    from builder.identity import inuse
-
     subject, found = holders(g, lxcpath)
     inuse.refuse(subject, found, force, writing)

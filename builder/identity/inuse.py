@@ -37,6 +37,7 @@ from typing import Iterable
 
 from builder.core import proc as runner
 from builder.core.errors import BuilderError, InputError
+from builder.core.untrusted import load_json
 
 log = logging.getLogger("imgbuild")
 
@@ -361,8 +362,6 @@ def xen_domains() -> list[tuple[str, list[str]]]:
                                f"{' '.join(r.tail[-2:]) or r.returncode}")
         log.debug("xl list -l failed (%s): not a Xen dom0, no domains", r.returncode)
         return []
-    from builder.core.untrusted import load_json
-
     try:
         data = load_json(r.stdout or "[]", "the output of `xl list -l`", expect=list)
     except InputError as e:

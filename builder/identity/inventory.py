@@ -41,14 +41,41 @@ import yaml
 from builder.core.errors import BuilderError, InputError, RecipeError
 from builder.core.outputs import write_atomic
 from builder.core.untrusted import StrictLoader, load_yaml, read_file
-from builder.identity.inventory_macs import (EXHAUSTIVE, MACHINE_ID, XEN_OUI, allocate_mac, allocate_macs, host_key,
-                                             mac_rng, used_macs)
-from builder.identity.inventory_records import (GuestRecord, merge, normalize_ip, normalize_mac, normalize_where,
-                                                sort_key)
-from builder.identity.inventory_scan import (DEFAULT_LXCPATH, DEFAULT_VZ_DIR, DEFAULT_XEN_DIR, MAX_CONFIG_SIZE,
-                                             IdentityLike, Reader, Readers, ScannedIdentity, discover,
-                                             read_lxc_config, read_openvz_config, read_xen_config, scan_lxc,
-                                             scan_openvz, scan_xen)
+from builder.identity.inventory_macs import (
+    EXHAUSTIVE,
+    MACHINE_ID,
+    XEN_OUI,
+    allocate_mac,
+    allocate_macs,
+    host_key,
+    mac_rng,
+    used_macs,
+)
+from builder.identity.inventory_records import (
+    GuestRecord,
+    merge,
+    normalize_ip,
+    normalize_mac,
+    normalize_where,
+    sort_key,
+)
+from builder.identity.inventory_scan import (
+    DEFAULT_LXCPATH,
+    DEFAULT_VZ_DIR,
+    DEFAULT_XEN_DIR,
+    MAX_CONFIG_SIZE,
+    IdentityLike,
+    Reader,
+    Readers,
+    ScannedIdentity,
+    discover,
+    read_lxc_config,
+    read_openvz_config,
+    read_xen_config,
+    scan_lxc,
+    scan_openvz,
+    scan_xen,
+)
 
 __all__ = [
     # the file and the checks (here)
@@ -195,7 +222,7 @@ def _guest(item: Any, source: str, line: int) -> GuestRecord:
     if not isinstance(item, dict):
         raise _bad(source, line, f"a guest is a mapping (name, hostname, ips, macs, where, updated), not {item!r}")
     keys = getattr(item, "key_lines", {})
-    at = lambda k: keys.get(k, line)  # noqa: E731
+    at = lambda k: keys.get(k, line)
     for k in item:
         if k not in FIELDS:
             raise _bad(source, at(k), f"unknown key {k!r} (a guest has {', '.join(FIELDS)})")
@@ -328,7 +355,8 @@ def _acquire(fd: int, lp: Path, timeout: float | None) -> None:
             if time.monotonic() >= deadline:
                 holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
                 raise BuilderError(f"{lp}: the inventory is locked by another imgbuild (pid {holder}) and was not "
-                                   f"released within {timeout:g} s", "wait for that one to finish, then retry")
+                                   f"released within {timeout:g} s",
+                                   "wait for that one to finish, then retry") from None
             time.sleep(0.02)
 
 

@@ -21,9 +21,20 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from builder.core.checks import hostname
 from builder.core.errors import InputError
 from builder.identity import engine, inventory
-from builder.identity.guest import Guest, config_text, copy, locate, new_name, open_tree, refuse_in_use
+from builder.identity.guest import (
+    Guest,
+    config_text,
+    copy,
+    locate,
+    lxc_copy_config,
+    lxc_dest,
+    new_name,
+    open_tree,
+    refuse_in_use,
+)
 
 
 @dataclass(frozen=True)
@@ -107,8 +118,6 @@ def reidentify(g: Guest, req: engine.Request, where: Where, dry_run: bool = Fals
 def clone_where(g: Guest, new: str, lxcpath: str) -> str:
     """The `where` the clone of `g` named `new` will have (as copy() places it): its inventory key, and the key of
     its MAC draws in the dry run and the run alike."""
-    from builder.identity.guest import lxc_dest
-
     if g.kind == "lxc":
         return inventory.normalize_where(f"lxc:{lxc_dest(new, lxcpath)}")
     if g.kind == "xen":
@@ -134,7 +143,6 @@ def clone(src: str, new: str, req: engine.Request, where: Where, dry_run: bool =
                          variables=req.variables, files=req.files, reset=True)
     config_as = None
     if g.kind == "lxc":
-        from builder.identity.guest import lxc_copy_config, lxc_dest
         dest = lxc_dest(new, where.lxcpath)
         config_as = (lxc_copy_config(config_text(g.config[1]), dest), str(dest / "config"))
     # planned on the source itself (nothing is copied), as the clone it will become: at its destination, drawing
@@ -168,8 +176,6 @@ def _remove(g: Guest) -> None:
 
 
 def check_hostname(h: str | None) -> None:
-    from builder.core.checks import hostname
-
     if h is not None:
         try:
             hostname(h)

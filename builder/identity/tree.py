@@ -12,6 +12,7 @@ from builder.core import e2fs
 from builder.core import proc as runner
 from builder.core.errors import InputError, UnsafePath
 from builder.core.rootfs import RootFS
+from builder.identity import inuse
 from builder.identity.kept import MAX_GUEST_FILE
 
 
@@ -129,8 +130,6 @@ class ImageTree:
         journal must not need recovery - else InputError naming the image and the holder."""
         if self._free or self.force:
             return
-        from builder.identity import inuse
-
         inuse.refuse(self.image, inuse.image_holders(self.image, xen=False), force=False)
         self._free = True
 

@@ -263,7 +263,8 @@ def install(remote: Remote, req: InstallRequest) -> list[str]:
     if not services:
         log.warning("%s:%s has no /etc/init.d/ssh or sshd: nothing will be started inside; give --service NAME",
                     remote.host, req.dest)
-    done = [f"write {root}{BOOT} (start|stop|status; binds {' '.join(BINDS)}; services: {' '.join(services) or 'none'})",
+    done = [f"write {root}{BOOT} (start|stop|status; binds {' '.join(BINDS)}; "
+            f"services: {' '.join(services) or 'none'})",
             f"write {root}{ESCAPE} (runs a command in the host's real root)"]
     # nothing here writes through a symlink of the tree: etc/ is checked, files are replaced by rename
     script = ["set -e", f"D={shlex.quote(root)}", *_no_links("/etc")]
@@ -279,7 +280,8 @@ def install(remote: Remote, req: InstallRequest) -> list[str]:
                '2>/dev/null || true; done',
                'if [ ! -L "$D/etc/machine-id" ] && [ ! -s "$D/etc/machine-id" ]; then '
                'tr -d - < /proc/sys/kernel/random/uuid > "$D/etc/.machine-id.imgbuild-tmp"; '
-               'chmod 444 "$D/etc/.machine-id.imgbuild-tmp"; mv -f "$D/etc/.machine-id.imgbuild-tmp" "$D/etc/machine-id"; fi']
+               'chmod 444 "$D/etc/.machine-id.imgbuild-tmp"; '
+               'mv -f "$D/etc/.machine-id.imgbuild-tmp" "$D/etc/machine-id"; fi']
     done.append("give it the host's resolv.conf and hosts, a host name and a machine-id where it has none")
     if st.ssh_keygen:
         script.append('ls "$D"/etc/ssh/ssh_host_*_key >/dev/null 2>&1 || chroot "$D" /usr/bin/ssh-keygen -A >/dev/null')

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from builder.core import proc as runner
 from builder.core.errors import BuilderError, CommandError, InputError
+from builder.core.untrusted import read_file
 from builder.migrate.remote import Remote, shown
 
 log = logging.getLogger("imgbuild")
@@ -183,10 +184,9 @@ def check_request(req: PushRequest) -> None:
     if req.files_from and req.profile:
         raise InputError("--files-from and --profile both given", "use one of them")
     if req.files_from and not req.files_from.is_file():
-        raise InputError(f"--files-from {req.files_from}: no such file", "give a file listing paths relative to --source")
+        raise InputError(f"--files-from {req.files_from}: no such file",
+                         "give a file listing paths relative to --source")
     if req.files_from:
-        from builder.core.untrusted import read_file
-
         hint = "give a file listing paths relative to --source, one per line"
         data = read_file(req.files_from, f"--files-from {req.files_from}", what="a list of paths", hint=hint)
         try:
@@ -312,8 +312,6 @@ def profile_rules(name: str) -> tuple[Path, list[str]]:
     cands = [Path(name)] if "/" in name else [d / f"{name}.rules" for d in PROFILE_DIRS]
     for c in cands:
         if c.is_file():
-            from builder.core.untrusted import read_file
-
             try:
                 text = read_file(c, f"--profile {c}", what="a file of rsync filter rules").decode("utf-8")
             except UnicodeDecodeError as e:
@@ -323,7 +321,8 @@ def profile_rules(name: str) -> tuple[Path, list[str]]:
             bad = [r for r in rules if not re.match(r"^[-+PR] \S", r)]
             if bad:
                 raise InputError(f"{c}: not an rsync filter rule: {bad[0]!r}",
-                                 "each line is `+ PATTERN` (include) or `- PATTERN` (exclude); see rsync(1) FILTER RULES")
+                                 "each line is `+ PATTERN` (include) or `- PATTERN` (exclude); "
+                                 "see rsync(1) FILTER RULES")
             return c, rules
     known = sorted({p.stem for d in PROFILE_DIRS if d.is_dir() for p in d.glob("*.rules")})
     raise InputError(f"--profile {name}: no such profile", f"known profiles: {', '.join(known) or 'none'}; "
@@ -334,7 +333,8 @@ def _protect_list(req: PushRequest) -> list[str]:
     out = [p for p in DEFAULT_PROTECT if p not in req.unprotect]
     for p in req.protect:
         if not p.startswith("/"):
-            raise InputError(f"--protect {p}: give a path inside the tree, starting with /", "e.g. --protect /etc/myapp.conf")
+            raise InputError(f"--protect {p}: give a path inside the tree, starting with /",
+                             "e.g. --protect /etc/myapp.conf")
         out.append(p)
     return list(dict.fromkeys(out))
 

@@ -38,7 +38,8 @@ SSH_FAILED = 255
 MAX_ANSWER = 16 << 20        # bytes of output read from one remote script; more is refused
 
 # [user@]host: a host name, an IPv4 address, an IPv6 literal (bare or in brackets) or a Host alias of the ssh config
-_HOST = re.compile(r"(?:[A-Za-z0-9_.+%-]{1,64}@)?(?:[A-Za-z0-9_.-]{1,253}|\[?[0-9A-Fa-f:.]{2,45}(?:%[A-Za-z0-9_.-]+)?\]?)")
+_HOST = re.compile(r"(?:[A-Za-z0-9_.+%-]{1,64}@)?"
+                   r"(?:[A-Za-z0-9_.-]{1,253}|\[?[0-9A-Fa-f:.]{2,45}(?:%[A-Za-z0-9_.-]+)?\]?)")
 _SSH_OPTION = re.compile(r"[A-Za-z][A-Za-z0-9]*=[^\x00-\x1f\x7f]*")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
@@ -220,7 +221,7 @@ class Remote:
             stock = runner.output(["ssh", "-F", "/dev/null", "-G", self.host])
         except BuilderError:
             return []
-        pick = lambda out: next((ln for ln in out.splitlines() if ln.startswith("ciphers ")), None)  # noqa: E731
+        pick = lambda out: next((ln for ln in out.splitlines() if ln.startswith("ciphers ")), None)
         if pick(mine) is None or pick(mine) != pick(stock) or "aes128-gcm@openssh.com" not in pick(mine):
             return []
         return ["-o", "Ciphers=^aes128-gcm@openssh.com,aes256-gcm@openssh.com"]

@@ -32,10 +32,17 @@ from pathlib import Path
 
 from builder.core import checks
 from builder.core import proc as runner
-from builder.guestconf import xen as xenconf
 from builder.core.errors import BuilderError, InputError
+from builder.core.outputs import write_atomic
+from builder.core.untrusted import read_json
+from builder.guestconf import xen as xenconf
+from builder.identity import engine, inventory
+from builder.identity.guest import Guest, open_tree
+from builder.identity.reidentify import Where, check_hostname, reidentify
+from builder.migrate import xenbridge
 from builder.migrate.push import system_dir
 from builder.migrate.remote import Remote, remote_path, shown
+from builder.migrate.xenbridge import check_ifname
 
 log = logging.getLogger("imgbuild")
 
@@ -88,10 +95,6 @@ class MoveResult:
 
 def check_request(req: XenMoveRequest) -> None:
     """Everything local, before any connection (exit 2 and no host contacted): the guest, the paths, the maps."""
-    from builder.identity import engine
-    from builder.identity.reidentify import check_hostname
-    from builder.migrate.xenbridge import check_ifname
-
     if not (_NAME.fullmatch(req.guest) or req.guest.startswith("/")):
         raise InputError(f"GUEST {shown(req.guest)!r}: give the guest's name (as in /etc/xen) or its config's "
                          "absolute path", "e.g. www or /etc/xen/www.cfg")
@@ -240,11 +243,10 @@ def _push(dst: Remote, disks: list[Disk], bwlimit: int | None) -> None:
 
 def _dst_bridges(dst: Remote) -> set[str]:
     """The bridges the destination defines (its answer: only names an interface may have are kept)."""
-    from builder.migrate.xenbridge import check_ifname
-
     out = dst.sh("for f in /etc/sysconfig/network-scripts/ifcfg-*; do [ -f \"$f\" ] && "
                  "grep -qi '^TYPE=\"\\?bridge' \"$f\" && echo \"ifcfg=${f##*/ifcfg-}\"; done; "
-                 "for b in /sys/class/net/*/bridge; do [ -d \"$b\" ] && b=${b%/bridge} && echo \"link=${b##*/}\"; done; "
+                 "for b in /sys/class/net/*/bridge; do "
+                 "[ -d \"$b\" ] && b=${b%/bridge} && echo \"link=${b##*/}\"; done; "
                  "grep -hE '^[[:space:]]*(auto|iface)[[:space:]]' /etc/network/interfaces 2>/dev/null | "
                  "awk '{print \"deb=\" $2}'; true", what="listing bridges", max_output=1 << 20).stdout
     found = set()
@@ -262,15 +264,11 @@ def _dst_bridges(dst: Remote) -> set[str]:
 
 
 def missing_bridges(xl_text: str, defined: set[str], cfg_name: str) -> list[str]:
-    from builder.migrate import xenbridge
-
     return xenbridge.missing_bridges({cfg_name: xenbridge.bridges_used(xl_text)}, defined)
 
 
 def _identity_state(stage: Path) -> dict:
     """What an earlier run chose (the MACs), from the stage: a file an earlier run left, so read strictly."""
-    from builder.core.untrusted import read_json
-
     p = stage / IDENTITY
     if not p.exists():
         return {}
@@ -288,10 +286,6 @@ def _identity_state(stage: Path) -> dict:
 def _reidentify(req: XenMoveRequest, dst: Remote, stage: Path, cfg_stage: Path, disks: list[Disk],
                 dst_cfg: str) -> tuple[str, str]:
     """The copy's new identity in the staged xl config and the staged root image; (new xl text, summary)."""
-    from builder.identity import engine, inventory
-    from builder.identity.guest import Guest, open_tree
-    from builder.identity.reidentify import Where, reidentify
-
     state = _identity_state(stage)
     macs = tuple(engine.parse_mac(m) for m in req.macs if m != "auto")
     auto = "auto" in req.macs or (not req.macs and bool(req.ips))
@@ -308,8 +302,6 @@ def _reidentify(req: XenMoveRequest, dst: Remote, stage: Path, cfg_stage: Path, 
     out = reidentify(g, ereq, Where(inventory_file=req.inventory), force=req.force, new_guest=True, source=source)
     if out.plan.new_macs:
         state["macs"] = {**state.get("macs", {}), **out.plan.new_macs}
-        from builder.core.outputs import write_atomic
-
         write_atomic(stage / IDENTITY, json.dumps(state, indent=1) + "\n", 0o600)
     rec = out.record
     summary = (f"IPs {', '.join(rec.ips) or '-'}, MACs {', '.join(rec.macs) or '-'}"

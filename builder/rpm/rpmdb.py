@@ -10,8 +10,9 @@ Debian's rpm (4.18) writes sqlite and, unless told otherwise, puts it under ~/.r
 """
 from __future__ import annotations
 
-import logging
 import contextlib
+import logging
+import os
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -31,8 +32,6 @@ STAGE = "/var/tmp/imgbuild-rpms"
 
 def host_env(ctx: "Context") -> dict[str, str]:
     """Environment for the host's rpm/dnf/yum: a HOME whose .rpmmacros puts the database at /var/lib/rpm."""
-    import os
-
     home = ctx.work / "rpm-home"
     home.mkdir(exist_ok=True)
     (home / ".rpmmacros").write_text(f"%_dbpath {DBPATH}\n")

@@ -20,7 +20,7 @@ from builder.core import net
 from builder.core.errors import InputError, MirrorError, Problem, RecipeError
 from builder.rpm import fetch, repofiles
 from builder.rpm.repodata import Package, Repo, fetch_repo
-from builder.rpm.resolve import Resolver, ResolveError, evr_cmp
+from builder.rpm.resolve import ResolveError, Resolver, evr_cmp
 from builder.rpm.unpack import read_files
 
 if TYPE_CHECKING:

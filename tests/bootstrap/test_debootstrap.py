@@ -10,6 +10,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+
 from tests.conftest import BIN, DEFAULT_RECIPE, REPO, mounts_under
 
 

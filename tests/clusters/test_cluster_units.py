@@ -88,7 +88,8 @@ def test_a_generated_secret_is_made_once_and_kept_private(tmp_path, monkeypatch)
     assert kept.stat().st_mode & 0o777 == 0o600 and (tmp_path / "s" / "c1").stat().st_mode & 0o777 == 0o700
     f = tmp_path / "given"
     f.write_text("from-a-file-value\nignored\n")
-    assert cluster.secret_value("c1", "x", cluster.SecretSpec(path="/x", from_file=str(f))).reveal() == "from-a-file-value"
+    assert cluster.secret_value("c1", "x", cluster.SecretSpec(path="/x",
+                                                              from_file=str(f))).reveal() == "from-a-file-value"
     f.write_text("")
     with pytest.raises(InputError) as e:
         cluster.secret_value("c1", "x", cluster.SecretSpec(path="/x", from_file=str(f)))

@@ -8,8 +8,17 @@ import time
 
 import pytest
 
-from tests.support.clusters import (assert_no_secret, build, env_with, install, journal, remove, shm_dir, wait_for,
-                                    wait_running)
+from tests.support.clusters import (
+    assert_no_secret,
+    build,
+    env_with,
+    install,
+    journal,
+    remove,
+    shm_dir,
+    wait_for,
+    wait_running,
+)
 from tests.support.lxc import lxc_netns
 
 pytestmark = [pytest.mark.root, pytest.mark.network, pytest.mark.lxc, pytest.mark.slow]

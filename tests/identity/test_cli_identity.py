@@ -19,11 +19,23 @@ from pathlib import Path
 import pytest
 import yaml
 
-from builder.identity import inventory
 from builder.build.targets import image as img
+from builder.identity import inventory
 from tests.conftest import DEFAULT_RECIPE, imgbuild, migrate, mirror_reason
-from tests.support.guests import (EPOCH, OLD_HOST, OLD_IP, OLD_MAC, debugfs_cat, debugfs_stat, file_sha, fsck,
-                                  interfaces, make_container, make_root, tree_state)
+from tests.support.guests import (
+    EPOCH,
+    OLD_HOST,
+    OLD_IP,
+    OLD_MAC,
+    debugfs_cat,
+    debugfs_stat,
+    file_sha,
+    fsck,
+    interfaces,
+    make_container,
+    make_root,
+    tree_state,
+)
 
 OTHER_MAC, OTHER_IP = "00:16:3e:00:0a:50", "10.0.3.50"
 
@@ -202,7 +214,8 @@ def test_a_failed_copy_leaves_no_half_written_clone(tmp_path, env, opts):
 
 def config_paths(config: Path) -> list[str]:
     """The host paths an LXC config names (rootfs, mounts)."""
-    return re.findall(r"^lxc\.(?:rootfs\.path|rootfs|mount\.fstab|mount)\s*=\s*(?:dir:)?(\S+)", config.read_text(), re.M)
+    return re.findall(r"^lxc\.(?:rootfs\.path|rootfs|mount\.fstab|mount)\s*=\s*(?:dir:)?(\S+)", config.read_text(),
+                      re.M)
 
 
 @pytest.mark.root

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from builder.identity import inventory
 from builder.build.targets import image as img
+from builder.identity import inventory
 from tests.conftest import BIN, REPO, imgbuild
 from tests.support.guests import EPOCH, OLD_IP, OLD_MAC, debugfs_cat, make_container, make_root, tree_state
 
@@ -104,7 +104,7 @@ def test_clone_dry_run_shows_the_macs_and_addresses_the_clone_then_takes(case, t
     assert set(macs) == ({OLD_MAC, MAC2} if nics == 2 else {OLD_MAC}), rident
     assert len(set(macs.values())) == nics and not set(macs.values()) & {OLD_MAC, MAC2}
     assert "10.0.3.12" in rident
-    for old, fresh in macs.items():         # the dry run's diff shows the very MAC the clone's files now hold
+    for fresh in macs.values():             # the dry run's diff shows the very MAC the clone's files now hold
         assert f"+    hwaddress ether {fresh}\n" in dry.stdout
     if case.startswith("container"):
         config = (tmp_path / "lxc" / "vmB" / "config").read_text()

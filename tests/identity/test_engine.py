@@ -18,16 +18,28 @@ from pathlib import Path
 
 import pytest
 
-from builder.guestconf import xen as xenconf
+from builder.build.targets import image as img
 from builder.core.errors import BuilderError, InputError
+from builder.guestconf import xen as xenconf
 from builder.identity import engine, inventory
 from builder.identity import reidentify as rid
 from builder.identity.guest import locate, open_tree
 from builder.identity.tree import DirTree, ImageTree, Meta
-from builder.build.targets import image as img
-from tests.support.guests import (EPOCH, MACHINE_ID, OLD_HOST, OLD_MAC, debugfs_cat, file_sha, fsck, hosts, interfaces,
-                                  make_container, make_root, state_diff, tree_state)
-
+from tests.support.guests import (
+    EPOCH,
+    MACHINE_ID,
+    OLD_HOST,
+    OLD_MAC,
+    debugfs_cat,
+    file_sha,
+    fsck,
+    hosts,
+    interfaces,
+    make_container,
+    make_root,
+    state_diff,
+    tree_state,
+)
 
 # ================================================================== helpers
 
@@ -429,7 +441,8 @@ def test_reidentify_and_clone_a_plain_root_directory(tmp_path):
     assert (copy / "etc/ssh/ssh_host_rsa_key.pub").read_text() != (root / "etc/ssh/ssh_host_rsa_key.pub").read_text()
 
     g = locate(str(root))
-    o = rid.reidentify(g, make_request(hostname="db1", ips=("10.0.3.2=10.0.3.13",), macs=(f"{OLD_MAC}=00:16:3e:00:03:13",)),
+    o = rid.reidentify(g, make_request(hostname="db1", ips=("10.0.3.2=10.0.3.13",),
+                                       macs=(f"{OLD_MAC}=00:16:3e:00:03:13",)),
                        w)
     assert o.applied
     assert (root / "etc/hostname").read_text() == "db1\n"

@@ -15,20 +15,20 @@ from __future__ import annotations
 
 import dataclasses
 import subprocess
+from collections.abc import Callable
 from ipaddress import ip_address, ip_interface
 from pathlib import Path
-from collections.abc import Callable
 from typing import NamedTuple
 
 import pytest
 
 from builder.build import recipe
-from builder.guestconf import xl
-from builder.core.errors import InputError
-from builder.identity import formats as f
-from builder.identity.formats import Identity, Rename
 from builder.build.steps import basefiles, network
 from builder.build.targets import lxc, openvz, xen
+from builder.core.errors import InputError
+from builder.guestconf import xl
+from builder.identity import formats as f
+from builder.identity.formats import Identity, Rename
 from tests.conftest import BIN, DEFAULT_RECIPE
 
 DATA = Path(__file__).resolve().parent.parent / "data"

@@ -15,10 +15,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from builder.core.errors import InputError
-from builder.identity import inventory
 from builder.core import templating
-from builder.identity import kept
+from builder.core.errors import InputError
+from builder.identity import inventory, kept
 from tests.conftest import BIN, REPO
 from tests.support.guests import make_container, tree_state
 

@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 
 from builder.build import recipe
+from builder.build.targets import lxc, openvz, xen
 from builder.core.errors import BuilderError, InputError
 from builder.identity import inventory as inv
 from builder.identity.inventory import Conflict, GuestRecord
-from builder.build.targets import lxc, openvz, xen
 from tests.conftest import DEFAULT_RECIPE
 
 DATA = Path(__file__).resolve().parent.parent / "data"

@@ -3,8 +3,8 @@ the unpacked tree inside itself only (RootFS), and the output's own files only w
 
 - the tree's /etc is a link (absolute or relative) that, read on the host, leads to a host directory whose
   hostname file says "hostsecret": the manifest never gets the host's name; what it gets is the guest's;
-- the output's manifest.json, lxc.conf or tarball is a link to a host file: refused (exit 2, naming it) before anything is read,
-  the output and the host file unchanged.
+- the output's manifest.json, lxc.conf or tarball is a link to a host file: refused (exit 2, naming it) before
+  anything is read, the output and the host file unchanged.
 """
 from __future__ import annotations
 

@@ -56,7 +56,8 @@ def test_start_reach_escape_stop(deployed, tmp_path):
     tree = host.root / DEST.lstrip("/")
     assert (tree / "etc/hostname").read_text() == "newos\n"
     assert list((tree / "etc/ssh").glob("ssh_host_*_key")), "no host keys of its own"
-    assert (tree / "etc/ssh/ssh_host_ed25519_key").read_bytes() != (host.root / "etc/ssh/ssh_host_ed25519_key").read_bytes()
+    key = "etc/ssh/ssh_host_ed25519_key"
+    assert (tree / key).read_bytes() != (host.root / key).read_bytes()
     assert host.tcp_banner(22, timeout=0.5) is None
     r = migrate("chroot-start", *ssh_args(host), "--dest", DEST, "--dry-run")
     assert r.returncode == 0 and "would run" in r.stdout, r.stderr

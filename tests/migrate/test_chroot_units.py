@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from builder.migrate import chroot as cd
 from builder.core.errors import InputError
+from builder.migrate import chroot as cd
 
 RC_DEBIAN = """#!/bin/sh -e
 #

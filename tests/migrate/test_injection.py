@@ -40,7 +40,7 @@ def migrate(args: list[str]) -> subprocess.CompletedProcess:
 def check(runs: list[tuple[str, list[str], subprocess.CompletedProcess]]) -> list[str]:
     """Problems: an exit that is neither 0 nor 2, exit 2 without `error:`, a traceback."""
     bad = []
-    for what, args, r in runs:
+    for what, _args, r in runs:
         if "Traceback" in r.stderr or r.returncode not in (0, 2) or \
                 (r.returncode == 2 and not re.search(r"^(error|Error): ", r.stderr, re.M)):
             bad.append(f"{what}: exit {r.returncode}: {r.stderr.strip()[-400:]}")

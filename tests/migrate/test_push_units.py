@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from builder.migrate import push
 from builder.core.errors import InputError
+from builder.migrate import push
 
 ITEMIZED = """\
 *deleting  |0|x/o

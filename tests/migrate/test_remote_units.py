@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from builder.migrate import remote as rm
 from builder.core import proc as runner
 from builder.core.errors import BuilderError, InputError
+from builder.migrate import remote as rm
 
 PAYLOADS = ["x$(touch {m})y", "x`touch {m}`y", "x';touch {m};'y", 'x";touch {m};"y', "x* y|touch {m};"]
 

@@ -3,12 +3,11 @@ stage a previous run left are checked before anything is copied; local input is 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
-from builder.migrate import xen as xenmove
 from builder.core.errors import InputError
+from builder.migrate import xen as xenmove
 
 
 def cfg(disk: str, name: str = "www") -> str:

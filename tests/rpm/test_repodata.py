@@ -450,7 +450,7 @@ def test_fetch_repo_zstd(tmp_path):
     srv = Server(www)
     try:
         try:
-            import zstandard  # noqa: F401
+            import zstandard  # noqa: F401 - only whether it is installed
         except ImportError:
             with pytest.raises(MirrorError, match="primary.xml.zst is zstd-compressed") as e:
                 fetch_repo("zst", srv.url + "/zst", tmp_path / "cache")

@@ -1,4 +1,5 @@
-"""builder.rpm.unpack against the host's real rpm: the packages of el_repo (tests/support/rpmrepo.py) unpacked with rpmfile
+"""builder.rpm.unpack against the host's real rpm: the packages of el_repo (tests/support/rpmrepo.py) unpacked with
+rpmfile
 into one root and installed with `rpm -i --nodeps --noscripts` into another must give the same trees: file types,
 modes (setuid included), owners, symlink targets, contents, hardlink sets, mtimes of files; %ghost files in
 neither."""

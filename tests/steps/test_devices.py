@@ -5,8 +5,8 @@ import stat
 
 import pytest
 
-from builder.core.errors import InputError
 from builder.build.steps import devices
+from builder.core.errors import InputError
 
 
 @pytest.mark.root

@@ -13,11 +13,11 @@ import pytest
 
 from builder.build import bootstrap, recipe
 from builder.build.context import Context
-from builder.core.errors import InputError
 from builder.build.families import FAMILIES, family_of
-from builder.core.rootfs import RootFS
 from builder.build.steps import basefiles, init, network
 from builder.build.targets import lxc
+from builder.core.errors import InputError
+from builder.core.rootfs import RootFS
 from tests.conftest import REPO, imgbuild
 
 GOLDEN = Path(__file__).resolve().parent.parent / "data" / "centos6"

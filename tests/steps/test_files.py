@@ -4,8 +4,8 @@ import stat
 
 import pytest
 
-from builder.core.errors import InputError
 from builder.build.steps import files
+from builder.core.errors import InputError
 
 
 def test_inline_and_source(ctx_for, tmp_path):

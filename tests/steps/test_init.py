@@ -4,8 +4,8 @@ import os
 
 import pytest
 
-from builder.core.errors import InputError
 from builder.build.steps import init
+from builder.core.errors import InputError
 
 
 def test_systemd_container(ctx_for):

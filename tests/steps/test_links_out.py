@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from builder.core.errors import InputError
 from builder.build.families import family_of
 from builder.build.steps import basefiles, cleanup, devices, files, init, init_el, network, password
+from builder.core.errors import InputError
 
 UP = "../" * 12
 KINDS = ["absolute", "relative"]

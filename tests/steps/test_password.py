@@ -7,8 +7,8 @@ import subprocess
 
 import pytest
 
-from builder.core.errors import InputError
 from builder.build.steps import password
+from builder.core.errors import InputError
 
 HASH = "$6$saltsalt$Q7yKe4rHkSNR2ss0jbHI7Kgq0W3Flq.0nQg3F6vZzcb5wcy3ydoGdkdJ7kGZUPvIWjRYlJxg8iMSLIvKXBlEw1"
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from builder.core import schema
 from builder.build.context import Context
 from builder.build.families import family_of
 from builder.build.recipe import Recipe
+from builder.core import schema
 from builder.core.rootfs import RootFS
 
 BASE = {"name": "t1", "distro": "debian", "release": "bookworm"}

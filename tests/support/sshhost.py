@@ -437,7 +437,8 @@ def ssh_host(base: Path, index: int | None, config: Path | None = None, *, alias
 
     `config`, `key`, `known_hosts`: files shared with other hosts (the Host block and the host key line are
     appended, the key is authorized); each one not given is made in the host's own directory. `sshd_options`:
-    lines put first in sshd_config (first value wins, so they override the settings above). On exit (also on error) the host ends and
+    lines put first in sshd_config (first value wins,
+                                    so they override the settings above). On exit (also on error) the host ends and
     everything it made is removed; leftovers raise AssertionError unless the body already failed."""
     tag = secrets.token_hex(3)
     name = f"ibs{tag}"

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from builder.build.targets import image
 from builder.core import e2fs, tarwriter
 from builder.core.errors import BuilderError
-from builder.build.targets import image
 from tests.conftest import DEFAULT_RECIPE, imgbuild, mounts_under, sha256
 from tests.support.qemu import qemu, qemu_kernel  # noqa: F401  (qemu_kernel is a session fixture)
 
@@ -456,7 +456,7 @@ class Boot:
 
 
 @pytest.fixture(scope="module")
-def booted(image_build, qemu_kernel, tmp_path_factory):  # noqa: F811
+def booted(image_build, qemu_kernel, tmp_path_factory):  # noqa: F811 - qemu_kernel: the session fixture imported above
     """A copy of the built image with a report unit, booted once under qemu; qemu is gone when this returns."""
     work = tmp_path_factory.mktemp("qemu-boot")
     boot = work / "boot.ext4"
@@ -532,7 +532,7 @@ def test_booted_image_has_no_failed_units(booted):
 @pytest.mark.root
 @pytest.mark.network
 @pytest.mark.slow
-def test_qemu_helper_fails_fast_and_never_leaves_qemu_running(tree, qemu_kernel, tmp_path):  # noqa: F811
+def test_qemu_helper_fails_fast_and_never_leaves_qemu_running(tree, qemu_kernel, tmp_path):  # noqa: F811 - qemu_kernel: the session fixture imported above
     """The boot machinery itself: an image without /sbin/init stops in the initramfs with a clear line (and qemu
     powers off by itself), and a test that fails while qemu runs still leaves no qemu behind."""
     img = make(tree, tmp_path / "noinit.ext4")

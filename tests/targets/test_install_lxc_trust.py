@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from builder.identity import inventory
-from tests.support import tiny_output
 from tests.conftest import imgbuild
+from tests.support import tiny_output
 
 pytestmark = pytest.mark.root
 

@@ -12,6 +12,7 @@ import secrets
 from pathlib import Path
 
 import pytest
+
 from tests.conftest import imgbuild
 from tests.support.lxc import ADDRESS, HOSTNAME, MAC, lxc_netns, tcp_banner, wait_running
 

@@ -22,7 +22,8 @@ def test_golden(case):
 def test_legacy_uses_only_legacy_keys():
     r = recipe.load(DATA / "legacy" / "recipe.yml").recipe
     keys = {line.split("=")[0].strip() for line in lxc.render(r, r.targets.lxc).splitlines() if "=" in line}
-    assert not any(k.startswith(("lxc.net.", "lxc.uts.", "lxc.rootfs.path", "lxc.cgroup2", "lxc.tty.max")) for k in keys)
+    assert not any(k.startswith(("lxc.net.", "lxc.uts.", "lxc.rootfs.path", "lxc.cgroup2",
+                                 "lxc.tty.max")) for k in keys)
     assert {"lxc.utsname", "lxc.rootfs", "lxc.tty", "lxc.pts", "lxc.network.type"} <= keys
 
 

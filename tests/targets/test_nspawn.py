@@ -359,7 +359,7 @@ def _links_in_modes(tree: Path, run_dir: Path, work: Path, mode: str) -> tuple[l
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)           # our own process group: unshare, sh, nspawn
         proc.wait()
-        raise AssertionError(f"nspawn in mode {mode} did not finish in 60 s")
+        raise AssertionError(f"nspawn in mode {mode} did not finish in 60 s") from None
     finally:
         inner = out_file.read_text(errors="replace") if out_file.exists() else ""
         out_file.unlink(missing_ok=True)

@@ -23,8 +23,8 @@ import subprocess
 import pytest
 
 from builder.build import recipe
-from builder.core.errors import RecipeError
 from builder.build.targets import openvz
+from builder.core.errors import RecipeError
 from tests.conftest import DEFAULT_RECIPE, imgbuild, mounts_under, sha256
 
 

@@ -17,12 +17,13 @@ from pathlib import Path
 import pytest
 
 from builder.build import recipe
-from builder.guestconf import xen as xenconf, xl
 from builder.build.context import Context
-from builder.core.errors import InputError, RecipeError
 from builder.build.families import family_of
-from builder.core.rootfs import RootFS
 from builder.build.targets import xen
+from builder.core.errors import InputError, RecipeError
+from builder.core.rootfs import RootFS
+from builder.guestconf import xen as xenconf
+from builder.guestconf import xl
 from tests.conftest import imgbuild
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "xen" / "target-debian12"

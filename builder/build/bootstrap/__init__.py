@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated, Protocol
 
-from builder.core.errors import InputError
-from builder.core.schema import Check
 from builder.build.bootstrap import debootstrap, dnf, mmdebstrap, rpm_native
+from builder.core.errors import InputError
+from builder.core.proc import PACKAGES
+from builder.core.schema import Check
 
 if TYPE_CHECKING:
     from builder.build.context import Context
@@ -41,8 +42,6 @@ def choose(recipe: "Recipe", family: "Family") -> Method:
     if name != "auto":
         m = METHODS[name]
         if not m.available():
-            from builder.core.proc import PACKAGES
-
             raise InputError(f"bootstrap.method: {name} needs {m.program}, which is not installed",
                              f"apt-get install {PACKAGES.get(m.program, m.program)}, or use method: auto")
         return m

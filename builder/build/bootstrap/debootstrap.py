@@ -4,9 +4,9 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from builder.debian import pkgcache
-from builder.core import proc as runner
 from builder.build.bootstrap.mmdebstrap import debian_argv, progress
+from builder.core import proc as runner
+from builder.debian import pkgcache
 
 if TYPE_CHECKING:
     from builder.build.context import Context

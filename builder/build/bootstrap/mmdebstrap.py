@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from builder.debian import apt, localrepo, pkgcache
 from builder.core import proc as runner
 from builder.core.rootfs import RootFS
+from builder.debian import apt, localrepo, pkgcache
 
 if TYPE_CHECKING:
     from builder.build.context import Context

@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from builder.core import proc as runner
-from builder.core.paths import cache_dir
 from builder.core.errors import CommandError, MirrorError
 from builder.core.mounts import chroot_mounts
+from builder.core.paths import cache_dir
 from builder.rpm import fetch, rpmdb, seed
 from builder.rpm.unpack import Owners, unpack
 

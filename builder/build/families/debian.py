@@ -67,7 +67,8 @@ def _check_packages(loaded: "Loaded", index: apt.Index) -> None:
         if p in missing:
             close = f"; close: {', '.join(missing[p])}" if missing[p] else ""
             problems.append(Problem(str(loaded.path), f"bootstrap.packages[{i}]",
-                                    f"no package {p!r} in {r.release}/{r.arch} ({', '.join(r.bootstrap.components)}){close}"))
+                                    f"no package {p!r} in {r.release}/{r.arch} "
+                                    f"({', '.join(r.bootstrap.components)}){close}"))
     raise RecipeError(problems, "check the spelling, the release and bootstrap.components")
 
 

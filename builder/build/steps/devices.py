@@ -35,7 +35,8 @@ def _d(path, type, major=0, minor=0, mode=0o666, group="root", target=None):
     return Device(path, type, major, minor, mode, "root", group, target)
 
 
-# What a container needs in /dev (the nodes a hand-made container root gets with mknod, plus full, tty, ptmx and the fd links).
+# What a container needs in /dev (the nodes a hand-made container root gets with mknod, plus full, tty, ptmx and the
+# fd links).
 PRESETS: dict[str, tuple[Device, ...]] = {
     "container": (
         _d("/dev/null", "c", 1, 3), _d("/dev/zero", "c", 1, 5), _d("/dev/full", "c", 1, 7),

@@ -7,9 +7,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Callable
 
+from builder.build.steps import init_el
 from builder.core.errors import InputError
 from builder.core.schema import Check
-from builder.build.steps import init_el
 
 if TYPE_CHECKING:
     from builder.build.context import Context

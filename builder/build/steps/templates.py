@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import yaml
 
+from builder.build.cluster import cluster_vars
 from builder.core.checks import Mode, Owner, RootPath
 from builder.core.errors import InputError
 from builder.core.schema import opt
@@ -39,8 +40,6 @@ def run(ctx: "Context", templates: tuple[Template, ...]) -> None:
     r = ctx.recipe
     addresses = {n: str(i.address.ip) for n, i in r.network.items() if i.address is not None}
     macs = {n: i.mac for n, i in r.network.items() if i.mac}
-    from builder.build.cluster import cluster_vars
-
     variables = cluster_vars(r, 0) if r.nodes else dict(r.vars)   # a cluster's build renders as its first node
     c = context(r.hostname, r.domain, addresses, macs, variables)
     index = []

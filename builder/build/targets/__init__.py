@@ -8,8 +8,8 @@ from __future__ import annotations
 from dataclasses import make_dataclass
 from types import ModuleType
 
-from builder.core.schema import opt
 from builder.build.targets import image, lxc, nspawn, openvz, tarball, xen
+from builder.core.schema import opt
 
 TARGETS: dict[str, ModuleType] = {"tarball": tarball, "lxc": lxc, "image": image, "openvz": openvz,
                                   "nspawn": nspawn, "xen": xen}

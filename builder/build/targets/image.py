@@ -18,9 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
 
-from builder.core import e2fs
+from builder.core import e2fs, tarwriter
 from builder.core import proc as runner
-from builder.core import tarwriter
 from builder.core.errors import BuilderError, InputError
 from builder.core.schema import Check, opt
 

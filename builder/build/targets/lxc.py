@@ -11,20 +11,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from builder.build.manifest import read_manifest
+from builder.build.steps import devices as devices_step
 from builder.core import checks
 from builder.core import proc as runner
 from builder.core.checks import IfName
 from builder.core.errors import BuilderError, InputError
-from builder.core.outputs import write_atomic
+from builder.core.outputs import exchange, write_atomic
 from builder.core.schema import opt
-from builder.build.manifest import read_manifest
+from builder.core.untrusted import read_file
 from builder.guestconf.lxc import config_dir, relocate
-from builder.build.steps import devices as devices_step
+from builder.identity import engine
+from builder.identity.guest import Guest
+from builder.identity.reidentify import Where, reidentify
 
 if TYPE_CHECKING:
     from builder.build.context import Context
-    from builder.identity.engine import Request
     from builder.build.recipe import Recipe
+    from builder.identity.engine import Request
 
 log = logging.getLogger("imgbuild")
 DOC = "an LXC container config (modern or legacy keys, cgroup v1 and v2 device rules)"
@@ -256,10 +260,6 @@ def install(output: Path, name: str | None = None, lxcpath: str = DEFAULT_LXCPAT
     (`request`; default: host name NAME when a name is given, new ssh host keys and machine-id) with every
     MAC, IP and host name checked against the inventory and this host's guest configs (a taken one is
     refused, naming both guests), recorded in the inventory, and only then moved into place."""
-    from builder.identity import engine
-    from builder.identity.guest import Guest
-    from builder.identity.reidentify import Where, reidentify
-
     output = Path(output)
     manifest = read_manifest(output)
     files = artifact_files(output, manifest)
@@ -330,8 +330,6 @@ def _rmdirs(made: list[Path]) -> None:
 
 
 def _text(f: Path) -> str:
-    from builder.core.untrusted import read_file
-
     data = read_file(f, what="an LXC config imgbuild wrote", hint="build the output again")
     try:
         if b"\0" in data:
@@ -344,8 +342,6 @@ def _text(f: Path) -> str:
 
 def _swap_in(part: Path, dest: Path, name: str) -> None:
     """part becomes dest; a container replaced at dest (checked by destination()) is removed after the swap."""
-    from builder.core.outputs import exchange
-
     if not os.path.lexists(dest):
         os.rename(part, dest)
         return

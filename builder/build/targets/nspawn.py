@@ -10,11 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from builder.build.targets import image
 from builder.core import proc as runner
 from builder.core.errors import BuilderError
 from builder.core.outputs import write_atomic
 from builder.core.schema import opt
-from builder.build.targets import image
 
 if TYPE_CHECKING:
     from builder.build.context import Context

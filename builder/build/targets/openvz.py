@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
 
+from builder.build.targets.lxc import LINUX_ARCH
+from builder.core import tarwriter
 from builder.core.outputs import write_atomic
 from builder.core.schema import Check, opt
-from builder.build.targets import tarball
-from builder.build.targets.lxc import LINUX_ARCH
 
 if TYPE_CHECKING:
     from builder.build.context import Context
@@ -109,5 +109,5 @@ def produce(ctx: "Context", opts: OpenvzOptions) -> dict[str, Path]:
     conf = ctx.stage / f"{opts.ctid}.conf"
     write_atomic(conf, render(ctx.recipe, opts))
     tmpl = ctx.stage / f"{name}.tar.gz"
-    tarball.pack(ctx.root.path, tmpl, ctx.epoch, tarball.TarballOptions(compression="gz"))
+    tarwriter.pack(ctx.root.path, tmpl, ctx.epoch, "gz")
     return {"openvz-config": conf, "openvz-template": tmpl}

@@ -18,14 +18,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
 
+from builder.build.families import family_of
+from builder.build.targets import image
 from builder.core import e2fs
 from builder.core import proc as runner
-from builder.guestconf import xen as xenconf, xl
 from builder.core.errors import BuilderError, InputError
-from builder.build.families import family_of
 from builder.core.outputs import write_atomic
 from builder.core.schema import Check, FieldError, opt
-from builder.build.targets import image
+from builder.guestconf import xen as xenconf
+from builder.guestconf import xl
 
 if TYPE_CHECKING:
     from builder.build.context import Context
@@ -231,7 +232,7 @@ def disk_path(r: "Recipe", opts: XenOptions) -> str:
 
 def settings(r: "Recipe", opts: XenOptions, console: str) -> list[xenconf.Setting]:
     """The config's settings, in order (toolstack-specific values already chosen)."""
-    S = lambda k, v: xenconf.Setting(k, v, 0)  # noqa: E731
+    S = lambda k, v: xenconf.Setting(k, v, 0)
     out = [S("name", r.name), S("memory", opts.memory), S("vcpus", opts.vcpus)]
     if opts.boot == "pygrub":
         out.append(S("bootloader", PYGRUB[opts.toolstack]))

@@ -6,6 +6,7 @@ import re
 from builder.identity.formats.rename import Rename
 from builder.identity.formats.values import host_value, splice, split_lines
 
+
 def hostname_file(text: str, r: Rename) -> str:
     """/etc/hostname (and /etc/HOSTNAME): the name line, short (vm0) or FQDN (vm0.example.com, RHEL 7 style);
     the domain is kept. Comment lines (systemd allows them) are left."""

@@ -6,6 +6,7 @@ import re
 from builder.identity.formats.rename import Rename
 from builder.identity.formats.values import addr_value, host_value, parse_ip, split_lines
 
+
 def hosts(text: str, r: Rename) -> str:
     """/etc/hosts: the guest's own lines (its old address, or an old name) get the new address and names; aliases
     on them stay, other hosts' lines stay, and so do names and addresses inside comments.

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 from builder.identity.formats.values import parse_ip
 
+
 @dataclass(frozen=True)
 class Identity:
     """What a guest config says about its guest: its name (Xen domain name, OpenVZ NAME=; LXC configs do not name

@@ -5,8 +5,19 @@ import re
 
 from builder.identity.formats.rename import Rename
 from builder.identity.formats.tokens import token_sub
-from builder.identity.formats.values import (VALUE, addr_value, gw_value, host_value, mac_value, net_value, parse_ip,
-                                             prefix_len, splice, split_lines, sub_words)
+from builder.identity.formats.values import (
+    VALUE,
+    addr_value,
+    gw_value,
+    host_value,
+    mac_value,
+    net_value,
+    parse_ip,
+    prefix_len,
+    splice,
+    split_lines,
+    sub_words,
+)
 
 _IFUPDOWN_STANZA = re.compile(r"^[ \t]*(iface|mapping|auto|allow-\S+|source|source-directory|rename|no-auto-down|"
                               r"no-scripts)(?:[ \t]|$)")

@@ -6,8 +6,18 @@ import re
 from builder.core.checks import mac_norm
 from builder.identity.formats.identity import Identity, addr_str, unique
 from builder.identity.formats.rename import Rename
-from builder.identity.formats.values import (VALUE, addr_value, gw_value, host_value, mac_value, net_value, parse_ip,
-                                             prefix_len, splice, split_lines)
+from builder.identity.formats.values import (
+    VALUE,
+    addr_value,
+    gw_value,
+    host_value,
+    mac_value,
+    net_value,
+    parse_ip,
+    prefix_len,
+    splice,
+    split_lines,
+)
 
 _LXC_KEY = re.compile(r"^(?P<pre>[ \t]*)(?P<key>lxc\.[A-Za-z0-9_.-]+)(?P<sep>[ \t]*=[ \t]*)" + VALUE)
 _LXC_UTS = re.compile(r"lxc\.(?:uts\.name|utsname)")

@@ -90,13 +90,13 @@ def netplan(text: str, r: Rename) -> str:
             continue
         fn: Callable[[str], str | None] | None = None
         if key == "macaddress":
-            fn = lambda v: mac_value(r, v)  # noqa: E731
+            fn = lambda v: mac_value(r, v)
         elif key == "addresses" and parent != "nameservers":
             fn = address
         elif key in ("gateway4", "gateway6", "via"):     # via: only exists in routes
-            fn = lambda v: gw_value(r, v)  # noqa: E731
+            fn = lambda v: gw_value(r, v)
         elif key == "hostname" and parent in ("dhcp4-overrides", "dhcp6-overrides"):
-            fn = lambda v: host_value(r, v)  # noqa: E731
+            fn = lambda v: host_value(r, v)
         if fn is None:
             continue
         new = _yaml_flow(val, fn) if val.startswith("[") else _yaml_scalar(val, fn)

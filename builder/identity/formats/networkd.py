@@ -5,6 +5,7 @@ from builder.identity.formats.ini import ini_edit
 from builder.identity.formats.rename import Rename
 from builder.identity.formats.values import addr_value, gw_value, host_value, mac_value, sub_words
 
+
 def networkd(text: str, r: Rename) -> str:
     """systemd-networkd .network files (and .link/.netdev, systemd.network(5)):
 

@@ -7,6 +7,7 @@ from builder.identity.formats.ini import ini_edit
 from builder.identity.formats.rename import Rename
 from builder.identity.formats.values import gw_value, host_value, mac_value, parse_ip
 
+
 def _nm_fields(value: str) -> tuple[list[str], list[str]]:
     parts = re.split(r"([/;,])", value)
     return parts[0::2], parts[1::2]

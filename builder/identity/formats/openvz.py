@@ -7,6 +7,7 @@ from builder.identity.formats.rename import Rename
 from builder.identity.formats.shell import shvars
 from builder.identity.formats.values import addr_value, host_value, mac_value, splice, sub_words
 
+
 def _netif(r: Rename, value: str) -> str:
     devices = value.split(";")
     for n, dev in enumerate(devices):

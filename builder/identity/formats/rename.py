@@ -59,7 +59,7 @@ class Rename:
             raise RenameError(str(e)) from None
 
     def _check(self) -> None:
-        put = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731
+        put = lambda k, v: object.__setattr__(self, k, v)
         if self.hostname is not None and not _LABEL.match(self.hostname):
             raise RenameError(f"{self.hostname!r}: the new host name must be one label (letters, digits, '-'; "
                               "vm1, not vm1.lxc): the domain of each old name is kept")

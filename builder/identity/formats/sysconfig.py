@@ -5,8 +5,18 @@ import re
 
 from builder.identity.formats.rename import IPAddress, IPInterface, Rename
 from builder.identity.formats.shell import shvars
-from builder.identity.formats.values import (addr_value, gw_value, host_value, mac_value, net_value, parse_ip,
-                                             prefix_len, splice, sub_words)
+from builder.identity.formats.values import (
+    addr_value,
+    gw_value,
+    host_value,
+    mac_value,
+    net_value,
+    parse_ip,
+    prefix_len,
+    splice,
+    sub_words,
+)
+
 
 def sysconfig_network(text: str, r: Rename) -> str:
     """RHEL /etc/sysconfig/network: HOSTNAME= (short or FQDN; the domain is kept), GATEWAY= and IPV6_DEFAULTGW=

@@ -9,6 +9,7 @@ from builder.core.checks import MAC_PAIRS
 from builder.identity.formats.rename import Rename
 from builder.identity.formats.values import addr_value, gw_value, host_value, mac_value, parse_ip
 
+
 @lru_cache(maxsize=64)
 def _token_re(names: tuple[str, ...]) -> re.Pattern:
     alts = [
