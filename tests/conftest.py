@@ -3,7 +3,6 @@ test with its reason, but scripts/setup.sh installs everything, so in CI nothing
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
 import re
 import shutil
@@ -16,6 +15,7 @@ from hypothesis import HealthCheck
 from hypothesis import settings as _hypothesis
 
 from tests.support.contexts import small_context
+from tests.support.digest import sha256  # noqa: F401 - tests import it from here
 from tests.support.unprivileged import ordinary_user
 
 # the test hosts `sshhost` and `two_sshhosts` (real sshd in network namespaces), for every test
@@ -49,12 +49,6 @@ def migrate(*args: str, env: dict | None = None, timeout: int = 300) -> subproce
                           timeout=timeout, env=env)
 
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def mounts_under(path: Path) -> list[str]:

@@ -9,6 +9,8 @@ import stat
 import subprocess
 from pathlib import Path
 
+from tests.support.digest import sha256
+
 OLD_MAC, OLD_IP, OLD_HOST = "00:16:3e:00:03:02", "10.0.3.2", "vm0"     # recipes/debian12.yml
 EPOCH = 1700000000
 
@@ -47,12 +49,7 @@ def state_diff(a: dict, b: dict) -> list[str]:
     return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
 
 
-def file_sha(p: Path) -> str:
-    h = hashlib.sha256()
-    with open(p, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+file_sha = sha256
 
 
 def interfaces(ip: str = OLD_IP, mac: str = OLD_MAC) -> str:

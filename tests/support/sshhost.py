@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import atexit
 import fcntl
-import hashlib
 import ipaddress
 import os
 import secrets
@@ -55,6 +54,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 import pytest
+
+from tests.support.digest import sha256
 
 RELEASE = "bookworm"
 PACKAGES = ("openssh-server", "rsync", "iproute2", "procps", "e2fsprogs")
@@ -606,12 +607,6 @@ def _xattrs(path: str) -> tuple:
     return tuple(out)
 
 
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def tree_state(path: Path, mtime: bool = False) -> dict[str, Entry]:
@@ -641,7 +636,7 @@ def tree_state(path: Path, mtime: bool = False) -> dict[str, Entry]:
         size: int | tuple | None = None
         content = link = None
         if stat.S_ISREG(m):
-            size, content = st.st_size, _sha256(full)
+            size, content = st.st_size, sha256(full)
             group = groups[(st.st_dev, st.st_ino)]
             link = min(group) if len(group) > 1 else None
         elif stat.S_ISLNK(m):
