@@ -201,8 +201,9 @@ def test_ruff_is_clean():
 
 @pytest.mark.parametrize("script", ["imgbuild", "migrate"])
 def test_every_lazy_command_loads(script: str):
-    """Each entry of a group's COMMANDS table imports to the command of that name, and --help lists it (a typo
-    in the table would otherwise show only when a user ran that command)."""
+    """Each entry of a group's COMMANDS table imports to the command of that name, and --help lists it with the
+    short help click would make (read from the source, so --help imports no command; a typo in the table would
+    otherwise show only when a user ran that command)."""
     import importlib
 
     import click
@@ -210,9 +211,11 @@ def test_every_lazy_command_loads(script: str):
     group = getattr(importlib.import_module(f"builder.cli.{script}"), script)
     ctx = click.Context(group)
     assert group.lazy
+    read = {name: group.help_line(name, 60) for name in group.lazy}    # from the source, nothing imported
     for name in group.lazy:
         command = group.get_command(ctx, name)
         assert isinstance(command, click.Command) and command.name == name
+        assert read[name] and read[name] == command.get_short_help_str(60), name
     r = subprocess.run([str(Path(sys.executable).parent / script), "--help"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     for name in group.lazy:
