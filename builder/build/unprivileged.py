@@ -8,7 +8,7 @@ namespace cannot do is worked around where the result allows it, and refused whe
 
 - device nodes (mknod is not allowed): an empty placeholder file stands in the tree, and the tarball (and the
   image's file system) get the real node with its owner and mode. The tarball is the same, bit for bit, as a
-  root build's (tests/test_unprivileged.py).
+  root build's (tests/build/test_unprivileged.py).
 - bootstrap: mmdebstrap only (it bind-mounts /dev nodes where it cannot mknod); debootstrap, yum, dnf and
   rpm-native need root.
 - /sys in hooks is the host's, bind-mounted (sysfs cannot be mounted without a network namespace).

@@ -30,8 +30,9 @@ from builder.guestconf import xl
 from builder.identity import formats as f
 from builder.identity.formats import Identity, Rename
 from tests.conftest import BIN, DEFAULT_RECIPE
+from tests.support import TEST_DATA
 
-DATA = Path(__file__).resolve().parent.parent / "data"
+DATA = TEST_DATA
 
 CLONE = Rename.of(hostname="vm1", old_hostnames=("vm0",), ips={"10.0.3.2": "10.0.3.3"},
                   macs={"00:16:3e:00:03:02": "00:16:3e:00:03:03", "00:16:3e:00:03:12": "00:16:3e:00:03:13"})

@@ -23,8 +23,9 @@ from builder.core.errors import BuilderError, InputError
 from builder.identity import inventory as inv
 from builder.identity.inventory import Conflict, GuestRecord
 from tests.conftest import DEFAULT_RECIPE
+from tests.support import TEST_DATA
 
-DATA = Path(__file__).resolve().parent.parent / "data"
+DATA = TEST_DATA
 MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 
 

@@ -25,8 +25,9 @@ import requests
 
 from builder.core.errors import MirrorError
 from builder.rpm.repodata import Dep, Package, fetch_repo, parse_comps, parse_primary
+from tests.support import TEST_DATA
 
-DATA = Path(__file__).resolve().parent.parent / "data" / "rpm"
+DATA = TEST_DATA / "rpm"
 
 
 def need(*programs: str) -> None:

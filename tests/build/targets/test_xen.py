@@ -25,8 +25,9 @@ from builder.core.rootfs import RootFS
 from builder.guestconf import xen as xenconf
 from builder.guestconf import xl
 from tests.conftest import imgbuild
+from tests.support import TEST_DATA
 
-DATA = Path(__file__).resolve().parent.parent / "data" / "xen" / "target-debian12"
+DATA = TEST_DATA / "xen" / "target-debian12"
 RECIPE = DATA / "recipe.yml"
 needs_xl = pytest.mark.skipif(not xl.available(), reason=str(xl.why_unavailable()))
 PYGRUB = next(iter(sorted(glob.glob("/usr/lib/xen-*/bin/pygrub"), reverse=True)), None)

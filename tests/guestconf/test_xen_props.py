@@ -13,17 +13,16 @@ print statements and garbage lines. Example counts come from the hypothesis prof
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from builder.core.errors import InputError
 from builder.guestconf import xen as xenconf
 from builder.guestconf import xl
+from tests.support import TEST_DATA
 from tests.support.strategies import config_text, lines_of, one_line
 
-DATA = Path(__file__).resolve().parent / "data" / "xen"
+DATA = TEST_DATA / "xen"
 SEEDS = [p.read_text() for p in sorted(DATA.glob("*/*.cfg"))]
 KEYS = sorted(xenconf.XL_KEYS | xenconf.XM_KEYS | set(xenconf.XEND_ONLY) | set(xenconf.XM_KERNEL_IP))
 HELPERS = ["vmid", "base", "n", "x", "nàme"]

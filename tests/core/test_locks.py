@@ -2,7 +2,7 @@
 (a real process, started here, using builder.core.locks as the build does), and this one must wait, refuse or
 leave its directories alone; once that process is dead - killed with SIGKILL, no chance to clean up - its
 leftovers are removable. The caches: `imgbuild cache prune` leaves entries in use and live temps alone and
-removes what dead runs left. (Builds side by side, for real: tests/test_concurrent_builds.py.)"""
+removes what dead runs left. (Builds side by side, for real: tests/build/test_concurrent_builds.py.)"""
 from __future__ import annotations
 
 import hashlib

@@ -51,7 +51,7 @@ def explain(a: Path, b: Path) -> str:
 @pytest.mark.slow
 def test_rebuild_is_byte_identical(debian12_build: Path, tmp_path: Path):
     out = tmp_path / "again"
-    # this rebuild may start from the bootstrap cache; tests/test_bcache.py compares a bootstrap from scratch
+    # this rebuild may start from the bootstrap cache; tests/build/test_bootcache.py compares a bootstrap from scratch
     r = subprocess.run([str(BIN / "imgbuild"), str(DEFAULT_RECIPE), "-o", str(out)], cwd=REPO,
                        capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr

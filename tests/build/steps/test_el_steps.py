@@ -19,8 +19,9 @@ from builder.build.targets import lxc
 from builder.core.errors import InputError
 from builder.core.rootfs import RootFS
 from tests.conftest import REPO, imgbuild
+from tests.support import TEST_DATA
 
-GOLDEN = Path(__file__).resolve().parent.parent / "data" / "centos6"
+GOLDEN = TEST_DATA / "centos6"
 RECIPES = REPO / "recipes"
 
 # What a CentOS 6 root holds that the steps read or edit (texts as EL6's packages ship them, trimmed).

@@ -1,14 +1,13 @@
 """LXC config rendering (golden files), relocation on install and cgroup adaptation."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from builder.build import recipe
 from builder.build.targets import lxc
+from tests.support import TEST_DATA
 
-DATA = Path(__file__).resolve().parent.parent / "data" / "lxc"
+DATA = TEST_DATA / "lxc"
 
 
 @pytest.mark.parametrize("case", sorted(p.name for p in DATA.iterdir()))

@@ -24,9 +24,10 @@ from builder.build.targets import lxc
 from builder.core.errors import InputError
 from builder.guestconf import lxc as lxcconf
 from tests.conftest import BIN, DEFAULT_RECIPE, REPO, imgbuild
+from tests.support import TEST_DATA
 from tests.support.lxc import ADDRESS, HOSTNAME, MAC, lock_dir, lxc_netns, remove_lock_dir, run, wait_running
 
-DATA = Path(__file__).resolve().parent / "data" / "lxc-convert"
+DATA = TEST_DATA / "lxc-convert"
 CASES = sorted(p.name for p in DATA.iterdir())
 LEGACY_CASES = [c for c in CASES if c.startswith("legacy-")]
 MODERN_CASES = [c for c in CASES if c.startswith("modern-")]
@@ -307,7 +308,7 @@ def test_unknown_keys_are_kept_with_a_warning():
             (2, "lxc.bogus"), (3, "foo")]
 
 
-# Found by the property tests (tests/test_lxcconf_props.py): a second conversion to the same form changed, or
+# Found by the property tests (tests/guestconf/test_lxc_props.py): a second conversion to the same form changed, or
 # refused, what the first one wrote.
 
 

@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from tests.conftest import imgbuild, mounts_under, sha256
+from tests.support import REPO
 from tests.support.rpmrepo import KEY_NAME, primary_packages, serve
 
 METHODS = ["dnf", "rpm-native"]
@@ -226,7 +227,7 @@ def test_root_gets_skel(built):
     assert root.is_dir() and stat.S_IMODE(root.lstat().st_mode) == 0o550   # testos-base's %attr, kept
     if not skel.is_dir():
         # testos-base ships no /etc/skel, so there is nothing to copy here; copy_skel itself is tested on a
-        # CentOS-shaped tree in tests/steps/test_el_steps.py
+        # CentOS-shaped tree in tests/build/steps/test_el_steps.py
         assert os.listdir(root) == []
         return
     for f in skel.rglob("*"):
@@ -421,7 +422,7 @@ def test_extra_repos_are_checked_when_the_recipe_loads(tmp_path):
     assert "bootstrap.extra_repos.a" in text and "give an http(s), ftp or file URL" in text
     assert "bootstrap.extra_repos.b" in text and "gpgcheck needs gpgkey" in text
     deb = tmp_path / "deb.yml"
-    deb.write_text(f"extends: {Path(__file__).resolve().parents[2]}/recipes/debian12.yml\n"
+    deb.write_text(f"extends: {REPO}/recipes/debian12.yml\n"
                    "bootstrap: {extra_repos: {x: {baseurl: 'http://x/y', gpgcheck: false}}}\n")
     with pytest.raises(RecipeError) as e:
         recipe_mod.load(deb)

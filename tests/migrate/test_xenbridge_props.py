@@ -14,18 +14,17 @@ plan_bridge sorts (and unknown ones) with hostile values, quoting and comments.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 from hypothesis import given
 from hypothesis import strategies as st
 
 from builder.core.errors import InputError
 from builder.identity.formats import shvars
 from builder.migrate import xenbridge
-from tests import test_xenbridge as golden
+from tests.migrate import test_xenbridge as golden
+from tests.support import TEST_DATA
 from tests.support.strategies import config_text, lines_of, one_line
 
-DATA = Path(__file__).resolve().parent / "data"
+DATA = TEST_DATA
 IFCFG_SEEDS = [(DATA / "centos6" / "ifcfg-eth0").read_text()] + \
     [v for k, v in vars(golden).items() if k.isupper() and isinstance(v, str) and "DEVICE" in v]
 XEN_SEEDS = [p.read_text() for p in sorted((DATA / "xen").glob("*/*.cfg"))] + [golden.XM_CFG, golden.XL_CFG]

@@ -49,7 +49,7 @@ BROKEN = [
     ("gateway-outside", "network: {eth0: {address: 10.0.3.2/24, gateway: 10.0.9.1}}\n", "network.eth0.gateway: ",
      "gateway 10.0.9.1 is not in 10.0.3.0/24"),
     ("bad-mode", "files: [{path: /etc/motd, content: hi, mode: 'u=rw'}]\n", "files[0].mode: ", 'quoted, e.g. "0644"'),
-    # BUG: unquoted 0644 is read by YAML as 420 and accepted as mode 0o420 (see tests/test_recipe.py)
+    # BUG: unquoted 0644 is read by YAML as 420 and accepted as mode 0o420 (see tests/build/test_recipe.py)
     ("bad-mode-unquoted", "files: [{path: /etc/motd, content: hi, mode: 0644}]\n", "files[0].mode: ", "quote"),
     ("unknown-method", f"bootstrap: {{{B}, method: mmdebstrapp}}\n", "bootstrap.method: ",
      "did you mean mmdebstrap?"),
@@ -327,7 +327,7 @@ def test_debug_build_shows_traceback(tmp_path):
 @pytest.mark.root
 @pytest.mark.skipif(not shutil.which("setpriv"), reason="setpriv (util-linux) is not installed")
 def test_build_as_a_user_without_subordinate_ids_says_what_is_missing(tmp_path):
-    """nobody has no /etc/subuid range: an unprivileged build (tests/test_unprivileged.py) is not possible."""
+    """nobody has no /etc/subuid range: an unprivileged build (tests/build/test_unprivileged.py) is not possible."""
     out = tmp_path / "out"
     r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", str(BIN / "imgbuild"),
                         str(DEFAULT_RECIPE), "-o", str(out)], cwd=REPO, capture_output=True, text=True, timeout=120,

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from builder.migrate.xenbridge import BridgePlan, bridges_defined, bridges_used, missing_bridges, plan_bridge
+from tests.support import TEST_DATA
 
-DATA = Path(__file__).resolve().parent / "data" / "xen"
+DATA = TEST_DATA / "xen"
 BASH = shutil.which("bash")
 needs_bash = pytest.mark.skipif(BASH is None, reason="bash not installed")
 

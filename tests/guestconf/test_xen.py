@@ -11,15 +11,15 @@ import re
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from builder.guestconf import xen as xenconf
 from builder.guestconf import xl
 from tests.conftest import BIN, REPO
+from tests.support import TEST_DATA
 
-DATA = Path(__file__).resolve().parent / "data" / "xen"
+DATA = TEST_DATA / "xen"
 needs_xl = pytest.mark.skipif(not xl.available(), reason=str(xl.why_unavailable()))
 XT = shutil.which("xt-create-xen-config")
 
@@ -567,7 +567,7 @@ def test_findings_name_the_lines_of_the_file(eol):
 @pytest.mark.parametrize("key,value", [("rtc_timeoffset", -3600), ("memory", 512), ("maxvcpus", 0)])
 def test_a_converted_config_converts_to_itself(key, value):
     """A negative number is written as a string ("-3600": xl's lexer has no minus sign); reading the result
-    again took it for a string where xl wants a number (found by tests/test_xenconf_props.py)."""
+    again took it for a string where xl wants a number (found by tests/guestconf/test_xen_props.py)."""
     first = xenconf.convert_text(f'name = "a"\nbootloader = "pygrub"\n{key} = {value}\n', "vm.cfg")
     assert first.text is not None, [f.show("vm.cfg") for f in first.errors]
     again = xenconf.convert_text(first.text, "vm.cfg")

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -27,9 +26,10 @@ from builder.core.checks import mac_norm
 from builder.core.errors import InputError
 from builder.identity import formats as f
 from tests.identity import test_formats as golden
+from tests.support import TEST_DATA
 from tests.support.strategies import WORDS, lines_of, mutated, one_line, outside_text, renames
 
-DATA = Path(__file__).resolve().parent / "data"
+DATA = TEST_DATA
 
 # identity lines of each format, as templates over the rename's old values
 TEMPLATES = {

@@ -25,6 +25,7 @@ import pytest
 from builder.core.errors import InputError, MirrorError
 from builder.debian import apt
 from tests.conftest import imgbuild
+from tests.support import REPO
 
 pytestmark = pytest.mark.skipif(not shutil.which("gpg") or not shutil.which("gpgv"),
                                 reason="needs gpg and gpgv (scripts/setup.sh installs them)")
@@ -402,7 +403,7 @@ def test_the_unsigned_key_is_in_the_schema_and_its_docs():
     from builder.build.recipe import Bootstrap
 
     assert Bootstrap().unsigned is False
-    text = (Path(__file__).resolve().parent.parent / "docs" / "recipes.md").read_text()
+    text = (REPO / "docs" / "recipes.md").read_text()
     assert "| `unsigned` | boolean | `false` |" in text
 
 

@@ -16,16 +16,16 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from pathlib import Path
 
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from builder.core.errors import InputError
 from builder.guestconf import lxc as lxcconf
+from tests.support import TEST_DATA
 from tests.support.strategies import config_text, lines_of, one_line
 
-DATA = Path(__file__).resolve().parent / "data" / "lxc-convert"
+DATA = TEST_DATA / "lxc-convert"
 SEEDS = [p.read_text() for p in sorted(DATA.glob("*/in.conf"))] + \
         [p.read_text() for p in sorted(DATA.glob("*/expected.conf"))]
 
