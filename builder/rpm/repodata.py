@@ -140,14 +140,11 @@ def _decompress_errors() -> tuple[type[BaseException], ...]:
     return tuple(errs)
 
 
-def parse_primary(fileobj: IO[bytes], repo_id: str, base_url: str) -> list[Package]:
+def parse_primary(fileobj: IO[bytes], repo_id: str, base_url: str, what: str | None = None) -> list[Package]:
     """Packages of a primary.xml (an uncompressed binary stream), in file order.
 
-    Raises MirrorError naming the file (fileobj.name when it has one) and the line on malformed XML."""
-    return _parse_primary(fileobj, repo_id, base_url, str(getattr(fileobj, "name", "primary.xml")))
-
-
-def _parse_primary(fileobj: IO[bytes], repo_id: str, base_url: str, what: str) -> list[Package]:
+    Raises MirrorError naming the file (`what`, else fileobj.name when it has one) and the line on malformed XML."""
+    what = what or str(getattr(fileobj, "name", "primary.xml"))
     base_url = base_url.rstrip("/")
     name_t, arch_t, version_t, checksum_t = (_COMMON + t for t in ("name", "arch", "version", "checksum"))
     size_t, location_t, format_t, file_t, package_t = (_COMMON + t for t in
@@ -236,12 +233,9 @@ def _package(f: dict, n: int, repo_id: str, what: str) -> Package:
         base_url=f["base"])
 
 
-def parse_comps(fileobj: IO[bytes]) -> dict[str, Group]:
-    """Groups of a comps.xml (an uncompressed binary stream), by id."""
-    return _parse_comps(fileobj, str(getattr(fileobj, "name", "comps.xml")))
-
-
-def _parse_comps(fileobj: IO[bytes], what: str) -> dict[str, Group]:
+def parse_comps(fileobj: IO[bytes], what: str | None = None) -> dict[str, Group]:
+    """Groups of a comps.xml (an uncompressed binary stream), by id; errors name `what` (else fileobj.name)."""
+    what = what or str(getattr(fileobj, "name", "comps.xml"))
     try:
         root = ET.parse(fileobj).getroot()
     except ET.ParseError as e:
@@ -371,13 +365,13 @@ def fetch_repo(repo_id: str, base_url: str, cache_dir: Path, session: "requests.
                               "the base URL must be a yum/dnf repository (the directory that holds repodata/)")
         url = f"{base}/{primary.location}"
         with _open(_cached(s, base, primary, cache_dir), url) as f:
-            packages = _parse_primary(f, repo_id, base, url)
+            packages = parse_primary(f, repo_id, base, url)
         groups: dict[str, Group] = {}
         comps = next((entries[t] for t in COMPS_TYPES if t in entries), None)
         if comps is not None:
             url = f"{base}/{comps.location}"
             with _open(_cached(s, base, comps, cache_dir), url) as f:
-                groups = _parse_comps(f, url)
+                groups = parse_comps(f, url)
         log.debug("%s: %d packages, %d groups", repo_id, len(packages), len(groups))
         return Repo(repo_id, base, tuple(packages), groups, primary.checksum, primary.timestamp)
     finally:
