@@ -18,9 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from builder.build import bootcache as bcache
-from builder.build import bootstrap, hooks, manifest, uptodate
-from builder.build import packages as inventory
+from builder.build import bootcache, bootstrap, hooks, manifest, packages, uptodate
 from builder.build import unprivileged as unpriv
 from builder.build.context import Context
 from builder.build.families import Plan, family_of
@@ -207,19 +205,19 @@ def _run(loaded: Loaded, pre: Preflight, output: Path, work: Path, t0: float, ke
                   method=method.name, build_key=build_key)
     ctx.timings["preflight"] = round(time.monotonic() - t0, 3)
     with phase(ctx, "bootstrap", f"{method.name} {r.distro} {r.release} {r.arch}"):
-        key_inputs = bcache.inputs(r, pre)
-        entry = bcache.fetch(key_inputs, r.name, work / "rootfs") if use_cache else None
+        key_inputs = bootcache.inputs(r, pre)
+        entry = bootcache.fetch(key_inputs, r.name, work / "rootfs") if use_cache else None
         if entry is not None:
             ctx.cache = f"hit {entry.key}"
         else:
             method.bootstrap(ctx)
             runner.check_interrupt()
-            saved = bcache.save(key_inputs, r.name, work / "rootfs") if use_cache else None
+            saved = bootcache.save(key_inputs, r.name, work / "rootfs") if use_cache else None
             ctx.cache = f"miss, kept as {saved.key}" if saved else "off" if not use_cache else "miss"
         ctx.root = RootFS(work / "rootfs")
         if unpriv.active():
             devices.run(ctx, devices.MMDEBSTRAP)   # what mmdebstrap makes in /dev when it can mknod
-        ctx.packages = inventory.installed(ctx.root, ctx.family.package_db)
+        ctx.packages = packages.installed(ctx.root, ctx.family.package_db)
         ctx.family.after_bootstrap(ctx)
     with phase(ctx, "hooks post-bootstrap"):
         hooks.run_phase(ctx, "post-bootstrap")

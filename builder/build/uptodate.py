@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from builder import __version__
-from builder.build import bootcache as bcache
+from builder.build import bootcache
 from builder.build import unprivileged as unpriv
 from builder.core.outputs import sha256
 
@@ -67,7 +67,7 @@ def key(loaded: "Loaded", pre: "Preflight") -> str | None:
     r = loaded.recipe
     if r.secrets:
         return None
-    data = {"format": FORMAT, "recipe": loaded.sha256, "bootstrap": bcache.inputs(r, pre),
+    data = {"format": FORMAT, "recipe": loaded.sha256, "bootstrap": bootcache.inputs(r, pre),
             "files": {p: _file_sha(p) for p in local_files(r)}, "code": _code_id(),
             "unprivileged": unpriv.active()}
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()

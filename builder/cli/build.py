@@ -7,8 +7,7 @@ from pathlib import Path
 
 import click
 
-from builder.build import bootcache as bcache
-from builder.build import cluster
+from builder.build import bootcache, cluster
 from builder.build import pipeline as build_mod
 from builder.build import recipe as recipe_mod
 from builder.build import unprivileged as unpriv
@@ -86,7 +85,7 @@ def build(recipe: Path, output: Path, overrides: tuple[str, ...], keep_tree: boo
 def _check_cache_limits() -> None:
     """$IMGBUILD_CACHE_MAX and $IMGBUILD_PACKAGES_MAX are read when the caches are trimmed, after the bootstrap
     and the build: a bad one is bad input now, before anything is done."""
-    for var, limit in (("$IMGBUILD_CACHE_MAX", bcache.max_size), ("$IMGBUILD_PACKAGES_MAX", pkgcache.max_size)):
+    for var, limit in (("$IMGBUILD_CACHE_MAX", bootcache.max_size), ("$IMGBUILD_PACKAGES_MAX", pkgcache.max_size)):
         try:
             limit()
         except InputError as e:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from builder.build import bootcache as bcache
+from builder.build import bootcache
 from builder.cli.common import apply_verbosity, verbosity
 from builder.core.errors import InputError
 from builder.debian import pkgcache
@@ -27,10 +27,10 @@ def cache_group() -> None:
 def cache_list(verbose: int, quiet: bool, debug: bool) -> None:
     """Every entry: key, recipe, size, last use, what it was bootstrapped with."""
     apply_verbosity(verbose, quiet, debug)
-    es = sorted(bcache.entries(), key=lambda e: -e.meta.get("last_used", 0))
+    es = sorted(bootcache.entries(), key=lambda e: -e.meta.get("last_used", 0))
     for e in es:
-        click.echo(bcache.describe(e))
-    click.echo(f"{len(es)} entries, {sum(e.size for e in es) / (1 << 20):.1f} MB in {bcache.root_dir()}", err=True)
+        click.echo(bootcache.describe(e))
+    click.echo(f"{len(es)} entries, {sum(e.size for e in es) / (1 << 20):.1f} MB in {bootcache.root_dir()}", err=True)
     files, size = pkgcache.size()
     click.echo(f"package cache: {files} packages, {size / (1 << 20):.1f} MB (with their prepared copies) in "
                f"{pkgcache.deb_dir().parent}", err=True)
@@ -46,10 +46,10 @@ def cache_prune(max_size: str | None, packages: bool, everything: bool, verbose:
     """Remove the least recently used bootstrap entries until the cache fits."""
     apply_verbosity(verbose, quiet, debug)
     try:
-        limit = bcache.parse_size(max_size) if max_size else bcache.max_size()
+        limit = bootcache.parse_size(max_size) if max_size else bootcache.max_size()
     except InputError as e:
         raise InputError(f"{'--max-size' if max_size else '$IMGBUILD_CACHE_MAX'}: {e.message}", e.hint) from None
-    gone = bcache.prune(limit, everything=everything)
+    gone = bootcache.prune(limit, everything=everything)
     for e in gone:
         click.echo(f"removed {e.key} ({e.meta.get('name', '?')}, {e.size / (1 << 20):.1f} MB)")
     click.echo(f"{len(gone)} removed", err=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.build import bootcache as bcache
+from builder.build import bootcache
 from builder.core.errors import InputError
 from tests.conftest import DEFAULT_RECIPE, imgbuild, sha256
 
@@ -19,9 +19,9 @@ BASE = {"format": 2, "method": "mmdebstrap", "distro": "debian", "release": "boo
 
 
 def _entry(base: Path, name: str, inputs: dict, created: float) -> None:
-    d = base / bcache.key_of(inputs)
+    d = base / bootcache.key_of(inputs)
     d.mkdir(parents=True)
-    (d / bcache.META).write_text(json.dumps({"name": name, "inputs": inputs, "created": created,
+    (d / bootcache.META).write_text(json.dumps({"name": name, "inputs": inputs, "created": created,
                                              "last_used": created, "size": 10, "sha256": "0"}))
 
 
@@ -30,25 +30,25 @@ def test_a_miss_names_every_input_that_changed(tmp_path):
     _entry(tmp_path, "web", {**BASE, "packages": ["iproute2"]}, 0)      # older: not the one compared with
     _entry(tmp_path, "db", {**BASE, "release": "trixie"}, 2)            # another recipe: not compared with
     new = {**BASE, "packages": ["iproute2", "systemd-sysv", "vim"], "mirror": "http://other.example/debian"}
-    assert bcache.explain(new, "web", tmp_path) == \
+    assert bootcache.explain(new, "web", tmp_path) == \
         "mirror (http://mirror.example/debian -> http://other.example/debian), packages (+vim)"
-    assert bcache.explain({**BASE, "packages": ["iproute2"]}, "web", tmp_path) == "packages (-systemd-sysv)"
-    assert bcache.explain({**BASE, "index": ["b" * 64]}, "web", tmp_path) == \
+    assert bootcache.explain({**BASE, "packages": ["iproute2"]}, "web", tmp_path) == "packages (-systemd-sysv)"
+    assert bootcache.explain({**BASE, "index": ["b" * 64]}, "web", tmp_path) == \
         "mirror index (the mirror has other package versions)"
-    assert bcache.explain(BASE, "new", tmp_path) == "no earlier bootstrap of new in the cache"
+    assert bootcache.explain(BASE, "new", tmp_path) == "no earlier bootstrap of new in the cache"
 
 
 def test_keys_depend_on_every_input_and_not_on_order_of_writing():
-    assert bcache.key_of(BASE) == bcache.key_of(dict(reversed(list(BASE.items()))))
+    assert bootcache.key_of(BASE) == bootcache.key_of(dict(reversed(list(BASE.items()))))
     for k, v in (("packages", ["iproute2"]), ("epoch", 1), ("index", ["c" * 64]), ("variant", "buildd")):
-        assert bcache.key_of({**BASE, k: v}) != bcache.key_of(BASE), k
+        assert bootcache.key_of({**BASE, k: v}) != bootcache.key_of(BASE), k
 
 
 def test_sizes():
-    assert bcache.parse_size("4G") == 4 << 30 and bcache.parse_size("500M") == 500 << 20
-    assert bcache.parse_size("1.5k") == 1536 and bcache.parse_size("123") == 123
+    assert bootcache.parse_size("4G") == 4 << 30 and bootcache.parse_size("500M") == 500 << 20
+    assert bootcache.parse_size("1.5k") == 1536 and bootcache.parse_size("123") == 123
     with pytest.raises(InputError):
-        bcache.parse_size("lots")
+        bootcache.parse_size("lots")
 
 
 def _build(out: Path, *args: str, env: dict) -> tuple[str, Path]:
@@ -87,7 +87,7 @@ def test_cold_warm_changed_damaged(tmp_path):
     r = imgbuild("cache", "list", env=env)
     assert r.returncode == 0 and "debian12" in r.stdout and r.stdout.count("\n") == 1
     (entry,) = [p for p in (tmp_path / "cache/bootstrap").iterdir() if not p.name.startswith(".")]   # no locks
-    with open(entry / bcache.ARCHIVE, "r+b") as f:
+    with open(entry / bootcache.ARCHIVE, "r+b") as f:
         f.seek(1 << 20)
         f.write(b"\0damage\0")
     err, again = _build(tmp_path / "again", env=env)

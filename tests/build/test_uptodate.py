@@ -1,5 +1,5 @@
 """The no-change rebuild check (builder/build/uptodate.py): the build key follows every input, and an output whose
-artifacts no longer match their sha256 is built again. (The real no-change rebuild is in test_bcache.)"""
+artifacts no longer match their sha256 is built again. (The real no-change rebuild is in test_bootcache.py.)"""
 from __future__ import annotations
 
 import hashlib

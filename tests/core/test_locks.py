@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.build import bootcache as bcache
+from builder.build import bootcache
 from builder.core import locks
 from builder.core.errors import BuilderError
 from builder.debian import pkgcache
@@ -29,7 +29,7 @@ class Holder:
 
     def __init__(self, code: str, env: dict | None = None):
         prog = ("import sys\nsys.path.insert(0, %r)\nfrom builder.core import locks\n"
-                "from builder.build import bootcache as bcache\nfrom builder.debian import pkgcache\n" % str(REPO)
+                "from builder.build import bootcache\nfrom builder.debian import pkgcache\n" % str(REPO)
                 + code + "\nprint('holding', flush=True)\nsys.stdin.readline()\n")
         self.proc = subprocess.Popen([sys.executable, "-c", prog], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True, env=env)
@@ -167,8 +167,8 @@ def test_lock_files_are_private_and_orphans_go(tmp_path):
 def _entry(base: Path, name: str, key: str, used: float) -> Path:
     d = base / key
     d.mkdir(parents=True)
-    (d / bcache.ARCHIVE).write_bytes(b"archive of " + key.encode())
-    (d / bcache.META).write_text(json.dumps({
+    (d / bootcache.ARCHIVE).write_bytes(b"archive of " + key.encode())
+    (d / bootcache.META).write_text(json.dumps({
         "name": name, "inputs": {}, "created": used, "last_used": used, "size": 100,
         "sha256": hashlib.sha256(b"archive of " + key.encode()).hexdigest()}))
     return d
@@ -186,20 +186,20 @@ def test_cache_prune_leaves_entries_in_use_and_live_temps_alone(tmp_path):
     live_tmp = base / f".{'c' * 24}.4242.tmp"
     dead_tmp = base / f".{'d' * 24}.4343.tmp"
     (dead_tmp).mkdir()
-    (dead_tmp / bcache.ARCHIVE).write_bytes(b"half")
+    (dead_tmp / bootcache.ARCHIVE).write_bytes(b"half")
     reader = Holder(f"c = locks.using({str(used)!r}); c.__enter__()", env=env)          # a build restoring
     saver = Holder(f"c = locks.claim(__import__('pathlib').Path({str(live_tmp)!r})); c.__enter__()", env=env)
     try:
-        (live_tmp / bcache.ARCHIVE).write_bytes(b"being written")
+        (live_tmp / bootcache.ARCHIVE).write_bytes(b"being written")
         r = _cli("cache", "prune", "--all", env=env)
         assert r.returncode == 0, r.stderr
         assert f"removed {'b' * 24} (db" in r.stdout and "a" * 24 not in r.stdout
         assert f"kept {'a' * 24} (web): in use by a running imgbuild (pid {reader.pid})" in r.stderr
-        assert used.is_dir() and (used / bcache.ARCHIVE).exists(), "prune removed an entry a build is reading"
-        assert live_tmp.is_dir() and (live_tmp / bcache.ARCHIVE).read_bytes() == b"being written", \
+        assert used.is_dir() and (used / bootcache.ARCHIVE).exists(), "prune removed an entry a build is reading"
+        assert live_tmp.is_dir() and (live_tmp / bootcache.ARCHIVE).read_bytes() == b"being written", \
             "prune removed the temp of a running build"
         assert not idle.exists() and not dead_tmp.exists()
-        assert [e.key for e in bcache.entries(base)] == ["a" * 24]
+        assert [e.key for e in bootcache.entries(base)] == ["a" * 24]
         # the reader is done, the saver killed: now both go
         reader.release()
         saver.kill()
@@ -213,34 +213,34 @@ def test_cache_prune_leaves_entries_in_use_and_live_temps_alone(tmp_path):
 
 def test_a_damaged_entry_in_use_is_not_removed_under_its_reader(tmp_path, monkeypatch):
     monkeypatch.setenv("IMGBUILD_CACHE", str(tmp_path / "cache"))
-    data = {"format": bcache.FORMAT, "x": 1}
-    d = _entry(bcache.root_dir(), "web", bcache.key_of(data), 1)
-    (d / bcache.ARCHIVE).write_bytes(b"damaged")
+    data = {"format": bootcache.FORMAT, "x": 1}
+    d = _entry(bootcache.root_dir(), "web", bootcache.key_of(data), 1)
+    (d / bootcache.ARCHIVE).write_bytes(b"damaged")
     with Holder(f"c = locks.using({str(d)!r}); c.__enter__()", env=dict(os.environ)) as h:
-        assert bcache.fetch(data, "web", tmp_path / "root") is None     # not used: a miss
+        assert bootcache.fetch(data, "web", tmp_path / "root") is None     # not used: a miss
         assert d.is_dir(), "removed while another build holds it"
         h.release()
-    assert bcache.fetch(data, "web", tmp_path / "root") is None
+    assert bootcache.fetch(data, "web", tmp_path / "root") is None
     assert not d.exists()
 
 
 def test_two_saves_of_one_key_the_first_stays_while_it_is_read(tmp_path, monkeypatch):
     """Two builds that missed the same key both save it: the entry another build is reading is not replaced."""
     monkeypatch.setenv("IMGBUILD_CACHE", str(tmp_path / "cache"))
-    data = {"format": bcache.FORMAT, "x": 2}
+    data = {"format": bootcache.FORMAT, "x": 2}
     tree = tmp_path / "tree"
     (tree / "etc").mkdir(parents=True)
     (tree / "etc" / "hostname").write_text("one\n")
-    first = bcache.save(data, "web", tree)
+    first = bootcache.save(data, "web", tree)
     assert first is not None
     (tree / "etc" / "hostname").write_text("two\n")
     with Holder(f"c = locks.using({str(first.path)!r}); c.__enter__()", env=dict(os.environ)) as h:
-        assert bcache.save(data, "web", tree) is None
-        assert json.loads((first.path / bcache.META).read_text())["sha256"] == first.meta["sha256"]
+        assert bootcache.save(data, "web", tree) is None
+        assert json.loads((first.path / bootcache.META).read_text())["sha256"] == first.meta["sha256"]
         h.release()
-    again = bcache.save(data, "web", tree)             # nobody reads it now: replaced
+    again = bootcache.save(data, "web", tree)             # nobody reads it now: replaced
     assert again is not None and again.meta["sha256"] != first.meta["sha256"]
-    assert sorted(p.name for p in bcache.root_dir().iterdir()) == [bcache.key_of(data)]
+    assert sorted(p.name for p in bootcache.root_dir().iterdir()) == [bootcache.key_of(data)]
 
 
 # -------------------------------------------------------------------------------------- the package cache

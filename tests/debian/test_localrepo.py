@@ -1,5 +1,5 @@
 """The local repository of prepared packages (builder/debian/localrepo.py): what apt reads from it, and how a failure
-while mmdebstrap runs comes out. The whole path is built for real in test_bcache and test_unprivileged; here a
+while mmdebstrap runs comes out. The whole path is built for real in tests/build/test_bootcache.py and test_unprivileged.py; here a
 download fails on purpose (a refused connection on loopback)."""
 from __future__ import annotations
 
