@@ -1,6 +1,6 @@
 """The local repository of prepared packages (builder/debian/localrepo.py): what apt reads from it, and how a failure
-while mmdebstrap runs comes out. The whole path is built for real in tests/build/test_bootcache.py and test_unprivileged.py; here a
-download fails on purpose (a refused connection on loopback)."""
+while mmdebstrap runs comes out. The whole path is built for real in tests/build/test_bootcache.py and
+test_unprivileged.py; here a download fails on purpose (a refused connection on loopback)."""
 from __future__ import annotations
 
 import hashlib
