@@ -314,6 +314,33 @@ def prune(limit: int | None, keep: set[str] = frozenset(), everything: bool = Fa
     return gone
 
 
+def remove(names: list[str]) -> list[Entry]:
+    """Remove the entries named: each NAME is a recipe name (every entry of it) or a key (or a unique prefix of
+    one, at least 6 characters, as `cache list` shows them). Nothing is removed unless every NAME matches and no
+    matched entry is in use by a running build."""
+    es = entries()
+    chosen: dict[str, Entry] = {}
+    for n in names:
+        by_name = [e for e in es if e.meta.get("name") == n]
+        by_key = [e for e in es if len(n) >= 6 and e.key.startswith(n)]
+        if not by_name and not by_key:
+            raise InputError(f"bootstrap cache: no entry {n!r} (neither a recipe name nor a key)",
+                             "`imgbuild cache list` shows each entry's key and recipe name")
+        if not by_name and len(by_key) > 1:
+            raise InputError(f"bootstrap cache: {n!r} is the start of {len(by_key)} keys "
+                             f"({', '.join(e.key for e in by_key)})", "give more of the key")
+        chosen.update((e.key, e) for e in by_name or by_key)
+    with contextlib.ExitStack() as stack:
+        for e in chosen.values():
+            if not stack.enter_context(locks.removable(e.path)):
+                raise BuilderError(f"bootstrap cache: {e.key} ({e.meta.get('name', '?')}) is in use by a running "
+                                   f"imgbuild ({locks.owner(e.path)}); nothing removed",
+                                   "wait for that build to finish, then run this again")
+        for e in chosen.values():
+            shutil.rmtree(e.path, ignore_errors=True)
+    return list(chosen.values())
+
+
 def _human(n: float) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1024 or unit == "GB":

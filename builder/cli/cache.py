@@ -1,4 +1,4 @@
-"""`imgbuild cache list|prune`: the bootstrap and package caches."""
+"""`imgbuild cache list|rm|prune`: the bootstrap and package caches."""
 from __future__ import annotations
 
 import click
@@ -18,7 +18,8 @@ def cache_group() -> None:
     Where: $IMGBUILD_CACHE/bootstrap and $IMGBUILD_CACHE/packages (default /var/cache/imgbuild as root,
     ~/.cache/imgbuild for others). The bootstrap cache is bounded by $IMGBUILD_CACHE_MAX (default 4G; least
     recently used entries go first); the package cache by $IMGBUILD_PACKAGES_MAX (default 2G, least recently
-    used packages first, after each build); `prune --packages` empties it.
+    used packages first, after each build); `prune --packages` empties it. `rm NAME` removes the entries of
+    one recipe (or one KEY).
     """
 
 
@@ -56,3 +57,15 @@ def cache_prune(max_size: str | None, packages: bool, everything: bool, verbose:
     if packages or everything:
         files, size = pkgcache.prune()
         click.echo(f"removed {files} packages ({size / (1 << 20):.1f} MB) from {pkgcache.deb_dir().parent}")
+
+
+@cache_group.command("rm")
+@click.argument("names", nargs=-1, required=True, metavar="NAME|KEY...")
+@verbosity
+def cache_rm(names: tuple[str, ...], verbose: int, quiet: bool, debug: bool) -> None:
+    """Remove bootstrap cache entries: every entry of a recipe NAME, or the entry KEY (its first 6+ characters,
+    as `cache list` shows it). Nothing is removed when one NAME matches nothing or an entry is in use."""
+    apply_verbosity(verbose, quiet, debug)
+    gone = bootcache.remove(list(names))
+    for e in gone:
+        click.echo(f"removed {e.key} ({e.meta.get('name', '?')}, {e.size / (1 << 20):.1f} MB)")
