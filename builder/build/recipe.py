@@ -240,6 +240,11 @@ def apply_set(data: dict, assignment: str) -> None:
         raise InputError(f"--set {key}: not a key path", "use dots and [n], e.g. targets.lxc.bridge or files[0].mode")
     value = untrusted.load_yaml(text, f"--set {key}", what="a value", text_if_not_yaml=True,
                                 hint="quote the value as YAML would: --set 'KEY=\"...\"'") if text else ""
+    if value == text and text.lstrip()[:1] in ("[", "{"):   # meant as a list or mapping, but not valid YAML
+        kind = "list" if text.lstrip()[0] == "[" else "mapping"
+        raise InputError(f"--set {assignment}: the value is not a valid YAML {kind} "
+                         "(a bracket not closed, or a comma or colon that needs quoting?)",
+                         "e.g. --set 'bootstrap.packages=[vim, less]'; quote the whole option for the shell")
     parts = re.findall(r"[^.\[\]]+|\[\d+\]", key)
     cur: Any = data
     for i, p in enumerate(parts):
@@ -401,6 +406,10 @@ def load(path: str | Path, overrides: tuple[str, ...] = ()) -> Loaded:
     data = _resolve(path, origins=origins)
     for s in overrides:
         apply_set(data, s)
+        key = s.split("=", 1)[0]
+        for k in [k for k in origins if k == key or k.startswith((key + ".", key + "["))]:
+            del origins[k]        # the file's keys under it are replaced: a problem there is the option's
+        origins[key] = f"--set {s}"
     loader = schema.Loader(str(path))
     recipe = loader.load(Recipe, data, "")
     found = [(p.path, p.message) for p in loader.problems] + _semantics(_fields(data, recipe))

@@ -67,10 +67,17 @@ def mac(v: str) -> str:
     return v.lower()
 
 
+_COMMON_MODES = {0o400, 0o440, 0o444, 0o555, 0o600, 0o640, 0o644, 0o660, 0o664, 0o700, 0o710, 0o750, 0o755, 0o770,
+                 0o775, 0o777, 0o1777, 0o2755, 0o4755}
+
+
 def _mode(v: object) -> int:
     if isinstance(v, int) and not isinstance(v, bool):
-        raise ValueError(f"a mode must be a quoted octal string like \"0644\"; YAML reads an unquoted number "
-                         f"such as 0644 as the integer {v if v != 0o644 else 420}, which is not what you meant")
+        # what was written: 644 arrives as 644; 0644 (an octal literal to YAML) as 420
+        octal = f"0{v:o}"
+        written = octal if v in _COMMON_MODES or not re.fullmatch(r"[0-7]{3,4}", str(v)) else str(v)
+        raise ValueError(f"mode {written} is a number to YAML (the integer {v}), not a mode; write it quoted: "
+                         f"\"{written.zfill(4)}\"")
     if not isinstance(v, str) or not re.fullmatch(r"0?[0-7]{3,4}", v):
         raise ValueError(f"{v!r} is not an octal mode; write it quoted, e.g. \"0644\" "
                          "(YAML reads an unquoted 0644 as the number 420)")

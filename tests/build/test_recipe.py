@@ -478,7 +478,8 @@ SET_GOOD = [
     ({}, "s=null", {"s": None}),
     ({"s": "x"}, "s=", {"s": ""}),
     ({}, "s=a=b", {"s": "a=b"}),
-    ({}, "s=[a", {"s": "[a"}),        # not YAML: taken as the plain string
+    ({}, "s=a: b: c", {"s": "a: b: c"}),     # not YAML: taken as the plain string
+    ({}, "s=\"[a\"", {"s": "[a"}),           # a bracket, quoted: a string
 ]
 
 
@@ -489,6 +490,7 @@ def test_apply_set(data, assignment, expected):
 
 
 SET_BAD = [
+    ({}, "s=[a", "the value is not a valid YAML list"),     # meant as a list: refused, not taken as text
     ({}, "hostname", "expected KEY=VALUE"),
     ({}, "=x", "not a key path"),
     ({}, "a..b=1", "not a key path"),
@@ -544,7 +546,7 @@ def test_overrides_are_checked_like_the_file(assignment, path, fragment):
     probs = problems(DEFAULT_RECIPE, (assignment,))
     assert paths(probs) == [path]
     assert fragment in probs[0].message
-    assert probs[0].file == str(DEFAULT_RECIPE)
+    assert probs[0].file == f"--set {assignment}"     # the option is named, not the file it did not come from
 
 
 # ---------------------------------------------------------------------------------------------- secrets
@@ -574,3 +576,34 @@ def test_bad_password_hash_not_echoed(tmp_path):
     probs = problems(write(tmp_path, BASE + "root_password: {hash: 'correct horse battery staple'}\n"))
     assert paths(probs) == ["root_password"]
     assert "horse" not in str(probs[0])
+
+
+# ------------------------------------------------------------------------------------- hints that say what to do
+
+
+@pytest.mark.parametrize("assignment, path", [
+    ("hostnme=x", "hostnme"),                                   # a key the recipe does not have
+    ("bootstrap.variant=bogus", "bootstrap.variant"),           # a key the file's bootstrap: has
+    ("bootstrap={method: nosuch}", "bootstrap.method"),         # under a whole mapping the option replaced
+])
+def test_a_set_mistake_is_blamed_on_the_option_not_the_file(tmp_path, assignment, path):
+    rfile = write(tmp_path, BASE + "bootstrap: {variant: minbase}\n")
+    probs = problems(rfile, (assignment,))
+    assert [(p.file, p.path) for p in probs] == [(f"--set {assignment}", path)]
+
+
+@pytest.mark.parametrize("assignment, kind", [("bootstrap.packages=[a, b", "list"), ("vars={a: 1", "mapping")])
+def test_a_set_value_that_is_broken_yaml_names_the_option(tmp_path, assignment, kind):
+    with pytest.raises(InputError) as e:
+        recipe.load(write(tmp_path, BASE), (assignment,))
+    assert e.value.message.startswith(f"--set {assignment}: the value is not a valid YAML {kind}")
+    assert "--set '" in e.value.hint
+
+
+@pytest.mark.parametrize("written, value, quoted", [("644", "644", '"0644"'), ("0644", "420", '"0644"'),
+                                                    ("755", "755", '"0755"'), ("01777", "1023", '"01777"')])
+def test_an_unquoted_mode_is_named_as_written(tmp_path, written, value, quoted):
+    probs = problems(write(tmp_path, BASE + f"files: [{{path: /etc/x, content: x, mode: {written}}}]\n"))
+    assert paths(probs) == ["files[0].mode"]
+    assert probs[0].message == (f"mode {written} is a number to YAML (the integer {value}), not a mode; "
+                                f"write it quoted: {quoted}")
