@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Union
 
-from builder.build.targets import lxc
 from builder.core import checks
 from builder.core.checks import MAC, IPInterface, Mode, Owner, RootPath
 from builder.core.errors import InputError
@@ -32,7 +31,6 @@ from builder.core.paths import DEFAULT_SECRETS_DIR, SECRETS_ENV
 from builder.core.proc import Secret
 from builder.core.schema import Check, opt
 from builder.core.untrusted import read_json
-from builder.identity import engine
 
 if TYPE_CHECKING:
     from builder.build.context import Context
@@ -288,33 +286,3 @@ def read_nodes(output: Path) -> dict | None:
         if any(o["name"].lower() == n["name"].lower() for o in nodes[:i]):
             raise bad(f"{where}.name", f"{n['name']} is the name of an earlier node too")
     return data
-
-
-def install_nodes(output: Path, lxcpath: str, force: bool = False, only: tuple[str, ...] = (),
-                  inventory_file: str | None = None) -> list[Path]:
-    """Every node of a cluster build as an LXC container: the build unpacked under the node's name and given
-    the node's identity and variables by the identity engine before it is moved into place (duplicates
-    against other guests refused)."""
-    data = read_nodes(output)
-    if data is None:
-        raise InputError(f"{output}: not a cluster build (no {NODES_FILE})", "give nodes: in the recipe")
-    nodes = [n for n in data["nodes"] if not only or n["name"] in only]
-    unknown = set(only) - {n["name"] for n in data["nodes"]}
-    if unknown:
-        raise InputError(f"--node {', '.join(sorted(unknown))}: not a node of {output}",
-                         f"nodes: {', '.join(n['name'] for n in data['nodes'])}")
-    nodes_file = Path(output) / NODES_FILE
-    whats = {n["name"]: f"{nodes_file}: nodes[{data['nodes'].index(n)}].name" for n in nodes}
-    for n in nodes:   # every destination checked before the first node is made
-        lxc.destination(lxcpath, n["name"], force, whats[n["name"]])
-    base = data["base"]
-    made = []
-    for n in nodes:
-        ips = (engine.parse_ip(f"{base['ip']}={n['address']}"),) if base.get("ip") else ()
-        macs = ((base["mac"], n["mac"]),) if base.get("mac") else ()
-        req = engine.Request(hostname=n["name"], ips=ips, macs=macs, variables=tuple(n.get("vars", {}).items()),
-                             reset=True)
-        made.append(lxc.install(output, n["name"], lxcpath, force, inventory_file, request=req,
-                                what=whats[n["name"]]))
-        log.info("node %s: %s, %s", n["name"], n["address"], n["mac"])
-    return made

@@ -7,16 +7,21 @@ from pathlib import Path
 
 import click
 
-from builder.build import bootcache, cluster
+from builder.build import bootcache
 from builder.build import pipeline as build_mod
 from builder.build import recipe as recipe_mod
 from builder.build import unprivileged as unpriv
 from builder.build.targets import lxc
+from builder.cli import lazy
 from builder.cli.common import NONEMPTY, apply_verbosity, verbosity
 from builder.cli.common import Path as PathType
 from builder.core import checks, outputs
 from builder.core.errors import BuilderError, InputError, RecipeError
 from builder.debian import pkgcache
+
+# --install-lxc runs `imgbuild install-lxc`, loaded only then: a build (and a no-change rebuild) does not load
+# the identity engine that installing needs
+INSTALL_LXC = "builder.cli.install:install_lxc"
 
 BUILD_EPILOG = """\b
 Examples:
@@ -75,11 +80,8 @@ def build(recipe: Path, output: Path, overrides: tuple[str, ...], keep_tree: boo
     final = build_mod.build(loaded, output, keep_tree=keep_tree, use_cache=not no_cache, force=force)
     click.echo(str(final))
     if install_lxc:
-        if cluster.read_nodes(final) is not None:
-            for d in cluster.install_nodes(final, lxcpath, force=True):
-                click.echo(str(d))
-        else:
-            click.echo(str(lxc.install(final, None, lxcpath, force=True)))
+        click.get_current_context().invoke(lazy.load(INSTALL_LXC, "install-lxc"), output=final, lxcpath=lxcpath,
+                                           force=True, verbose=verbose, quiet=quiet, debug=debug)
 
 
 def _check_cache_limits() -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 import click
 
 from builder.build import cluster
-from builder.build.targets import lxc
+from builder.build import install_lxc as installer
 from builder.cli.common import NONEMPTY, apply_verbosity, verbosity
 from builder.core import checks
 from builder.core.errors import InputError
@@ -45,9 +45,9 @@ def install_lxc(output: Path, name: str | None, lxcpath: str, force: bool, nodes
         if name:
             raise InputError("--name: a cluster build installs its nodes under their own names",
                              "use --node NAME to install one node")
-        for d in cluster.install_nodes(output, lxcpath, force, nodes, inventory):
+        for d in installer.install_nodes(output, lxcpath, force, nodes, inventory):
             click.echo(str(d))
         return
     if nodes:
         raise InputError(f"--node: {output} is not a cluster build", "nodes: in the recipe makes one")
-    click.echo(str(lxc.install(output, name, lxcpath, force, inventory)))
+    click.echo(str(installer.install(output, name, lxcpath, force, inventory)))

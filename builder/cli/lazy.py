@@ -11,6 +11,15 @@ from pathlib import Path
 import click
 
 
+def load(ref: str, name: str) -> click.Command:
+    """The command `name` that `ref` ("module:function") names, its module imported now."""
+    module, _, attr = ref.partition(":")
+    command = getattr(importlib.import_module(module), attr)
+    if not isinstance(command, click.Command) or command.name != name:
+        raise RuntimeError(f"{ref} is not the command {name!r}")
+    return command
+
+
 class LazyGroup(click.Group):
     """`lazy` maps a command's name to "module:function"; the module is imported on first use."""
 
@@ -23,11 +32,7 @@ class LazyGroup(click.Group):
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name not in self.commands and cmd_name in self.lazy:
-            module, _, attr = self.lazy[cmd_name].partition(":")
-            command = getattr(importlib.import_module(module), attr)
-            if not isinstance(command, click.Command) or command.name != cmd_name:
-                raise RuntimeError(f"{self.lazy[cmd_name]} is not the command {cmd_name!r}")
-            self.add_command(command)
+            self.add_command(load(self.lazy[cmd_name], cmd_name))
         return super().get_command(ctx, cmd_name)
 
     def help_line(self, cmd_name: str, limit: int) -> str:

@@ -5,30 +5,21 @@ from __future__ import annotations
 import logging
 import os
 import re
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from builder.build.manifest import read_manifest
 from builder.build.steps import devices as devices_step
 from builder.core import checks
 from builder.core import proc as runner
 from builder.core.checks import IfName
 from builder.core.errors import BuilderError, InputError
-from builder.core.outputs import exchange, write_atomic
+from builder.core.outputs import write_atomic
 from builder.core.schema import opt
-from builder.core.untrusted import read_file
-from builder.guestconf.lxc import config_dir, relocate
-from builder.identity import engine
-from builder.identity.guest import Guest
-from builder.identity.reidentify import Where, reidentify
 
 if TYPE_CHECKING:
     from builder.build.context import Context
     from builder.build.recipe import Recipe
-    from builder.identity.engine import Request
 
 log = logging.getLogger("imgbuild")
 DOC = "an LXC container config (modern or legacy keys, cgroup v1 and v2 device rules)"
@@ -240,118 +231,3 @@ def destination(lxcpath: str | os.PathLike[str], name: str, force: bool, what: s
         raise InputError(f"container {name} in {dest.parent} is running ({why}); it is not replaced",
                          f"stop it first (lxc-stop -P {dest.parent} -n {name}), or choose another --name")
     return dest
-
-
-def _hostname_for(name: str) -> str | None:
-    """The host name a container named NAME gets, as a clone would: NAME's first label (the domain of the
-    build's host name is kept), if that is a host name."""
-    label = name.split(".")[0]
-    try:
-        return checks.hostname(label)
-    except ValueError:
-        return None
-
-
-def install(output: Path, name: str | None = None, lxcpath: str = DEFAULT_LXCPATH, force: bool = False,
-            inventory_file: str | None = None, request: "Request | None" = None, what: str | None = None) -> Path:
-    """Unpack a built output as an LXC container: lxcpath/name/{rootfs,config}. Returns the container dir.
-
-    The container is made in a temp directory beside it, given its identity there by the identity engine
-    (`request`; default: host name NAME when a name is given, new ssh host keys and machine-id) with every
-    MAC, IP and host name checked against the inventory and this host's guest configs (a taken one is
-    refused, naming both guests), recorded in the inventory, and only then moved into place."""
-    output = Path(output)
-    manifest = read_manifest(output)
-    files = artifact_files(output, manifest)
-    if name is None:
-        name, what = manifest["name"], f"{output / 'manifest.json'}: name"
-    dest = destination(lxcpath, name, force, what or "--name")
-    config = _text(files["lxc-config"])
-    old = config_dir(config, files["lxc-config"])
-    made = []                       # the lxcpath's directories made now: removed again if the install fails
-    for d in (dest.parent, *dest.parent.parents):
-        if os.path.lexists(d):
-            break
-        made.append(d)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    lxcpath = str(dest.parent)      # the config's paths must not depend on where lxc-start runs
-    if request is None:
-        hostname = None
-        if what is None:            # --name: the guest takes that host name, or is told why not
-            hostname = _hostname_for(name)
-            if hostname is None:
-                log.warning("--name %s is not a host name (letters, digits and '-', then optionally a "
-                            "'.domain'): the container keeps the build's host name %s", name, manifest.get("hostname"))
-        request = engine.Request(hostname=hostname, reset=True)
-    try:
-        part = Path(tempfile.mkdtemp(prefix=f".{name}.partial-", dir=lxcpath))   # hidden: not a container yet
-    except BaseException:
-        _rmdirs(made)
-        raise
-    try:
-        os.chmod(part, 0o770)
-        (part / "rootfs").mkdir()
-        runner.run(["tar", "--numeric-owner", "--xattrs", "--xattrs-include=*", "--acls", "-xpf",
-                    str(files["tarball"]), "-C", str(part / "rootfs")])
-        config, dropped = adapt_cgroup(config, host_cgroup())
-        if dropped:
-            log.warning("this host's devices cgroup is %s: left out %s", host_cgroup(), ", ".join(dropped))
-        write_atomic(part / "config", relocate(config, old, str(dest)))
-        if "lxc-fstab" in files:
-            write_atomic(part / "fstab", _text(files["lxc-fstab"]).replace(old, str(dest)))
-        staged = Guest("lxc", name, f"lxc:{dest}", part, ("lxc", part / "config"))
-        destination(lxcpath, name, force, what or "--name")    # again: nothing came or started meanwhile
-        try:
-            reidentify(staged, request, Where(inventory_file=inventory_file, lxcpath=lxcpath), new_guest=True)
-        except InputError as e:
-            if "guests imgbuild knows of" not in e.message:
-                raise
-            raise InputError(e.message, f"install-lxc gives the container the build's own MAC and IP, and another "
-                                        f"guest has them: for another container of one build, clone the first "
-                                        f"(imgbuild clone lxc:FIRST {name} --ip OLD=NEW: a fresh MAC, the IP you "
-                                        f"give), or build it with its own network (--set network.eth0...)") from None
-        _swap_in(part, dest, name)
-    except BaseException:
-        if part.is_dir() and not part.is_symlink():
-            shutil.rmtree(part, ignore_errors=True)
-        _rmdirs(made)
-        raise
-    log.info("installed %s as LXC container %s in %s", output, name, lxcpath)
-    return dest
-
-
-def _rmdirs(made: list[Path]) -> None:
-    """Remove the directories an install made (deepest first), each only while it is empty."""
-    for d in made:
-        try:
-            os.rmdir(d)
-        except OSError:
-            break
-
-
-def _text(f: Path) -> str:
-    data = read_file(f, what="an LXC config imgbuild wrote", hint="build the output again")
-    try:
-        if b"\0" in data:
-            raise ValueError
-        return data.decode("utf-8")
-    except ValueError:
-        raise InputError(f"{f}: not a text file (binary or not UTF-8); not an LXC config imgbuild wrote",
-                         "build the output again") from None
-
-
-def _swap_in(part: Path, dest: Path, name: str) -> None:
-    """part becomes dest; a container replaced at dest (checked by destination()) is removed after the swap."""
-    if not os.path.lexists(dest):
-        os.rename(part, dest)
-        return
-    if not exchange(part, dest):
-        old = Path(tempfile.mkdtemp(prefix=f".{name}.old-", dir=dest.parent))
-        os.rename(dest, old / name)
-        os.rename(part, dest)
-        shutil.rmtree(old)
-        return
-    if installed_by_imgbuild(part):     # what was swapped out: the container checked before
-        shutil.rmtree(part)
-    else:
-        log.warning("%s: what was at %s changed during the install; left there, not removed", part, dest)
