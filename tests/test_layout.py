@@ -220,3 +220,16 @@ def test_every_lazy_command_loads(script: str):
     assert r.returncode == 0, r.stderr
     for name in group.lazy:
         assert re.search(rf"^  {re.escape(name)}\s", r.stdout, re.M), f"{script} --help does not list {name}"
+
+
+def test_building_does_not_load_what_only_installing_needs():
+    """A no-change rebuild's time is mostly imports: the build command loads the pipeline but not the identity
+    engine or migration (install-lxc and clone load those when they run). The --install-lxc name in build's
+    module names the real command."""
+    code = ("import sys, builder.cli.build as b, builder.cli.lazy as lazy; "
+            "heavy = sorted(m for m in sys.modules if m.startswith(('builder.identity.engine', 'builder.migrate', "
+            "'builder.build.install_lxc'))); print(heavy); "
+            "assert lazy.load(b.INSTALL_LXC, 'install-lxc').name == 'install-lxc'")
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]", f"builder.cli.build loads {r.stdout.strip()}"
