@@ -211,7 +211,7 @@ def _write_meta(d: Path, meta: dict) -> None:
 
 def restore(e: Entry, root: Path) -> None:
     root.mkdir(parents=True, exist_ok=True)
-    runner.run(["tar", "--zstd", "-xpf", str(e.archive), "-C", str(root), "--same-owner", *TAR_FLAGS], quiet=True)
+    runner.run(["tar", "--zstd", "-xpf", str(e.archive), "-C", str(root), "--same-owner", *TAR_FLAGS])
 
 
 def save(data: dict[str, Any], name: str, root: Path) -> Entry | None:
@@ -228,7 +228,7 @@ def save(data: dict[str, Any], name: str, root: Path) -> Entry | None:
             try:
                 os.chmod(tmp, 0o700)
                 runner.run(["sh", "-c", f'tar -C "$1" -cpf - {" ".join(TAR_FLAGS)} . | zstd -q -T0 -3 -o "$2"',
-                            "sh", str(root), str(tmp / ARCHIVE)], quiet=True)
+                            "sh", str(root), str(tmp / ARCHIVE)])
                 os.chmod(tmp / ARCHIVE, 0o600)
                 meta = {"name": name, "inputs": data, "created": time.time(), "last_used": time.time(),
                         "size": (tmp / ARCHIVE).stat().st_size, "sha256": _sha256(tmp / ARCHIVE)}

@@ -58,6 +58,10 @@ def chroot_install(host, dest, services, hostname, ssh_port, dry_run, ssh, verbo
     The boot script bind-mounts the host's /proc, /sys, /dev, /dev/pts and /lib/modules, runs `mount -a`
     inside and starts the services; `stop` undoes all of it. Both are idempotent. Nothing is started and
     nothing starts at boot: see chroot-start and chroot-enable.
+
+    The per-host files a push does not send are given to the tree where it has none: its own ssh host keys and
+    machine-id, a host name, the host's resolv.conf and hosts, an fstab that leaves mounting to the host and a
+    loopback-only network config (the chroot shares the host's network).
     """
     apply_verbosity(verbose, quiet, debug)
     remote, dest = _remote(host, ssh, dest, dry_run)

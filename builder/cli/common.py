@@ -24,7 +24,7 @@ class _Format(logging.Formatter):
 
 
 def setup_logging(verbose: int, quiet: bool = False) -> None:
-    level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
+    level = logging.WARNING if quiet else runner.TRACE if verbose > 1 else logging.DEBUG if verbose else logging.INFO
     log.setLevel(level)
     if not log.handlers:
         h = logging.StreamHandler(sys.stderr)
@@ -58,8 +58,9 @@ NONEMPTY = _NonEmpty()    # a string option ('' would silently mean a default: t
 def verbosity(f):
     """-v/-q/--debug, accepted before or after the subcommand."""
     f = click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")(f)
-    f = click.option("-v", "--verbose", count=True, help="Show every command's output.")(f)
-    f = click.option("--debug", is_flag=True, help="Like -v, and show a traceback on errors.")(f)
+    f = click.option("-v", "--verbose", count=True, help="Show the commands run and their output; -vv also "
+                     "what imgbuild summarises itself (rsync's line per file).")(f)
+    f = click.option("--debug", is_flag=True, help="One -v more, and a traceback on errors.")(f)
     return f
 
 

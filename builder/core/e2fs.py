@@ -140,7 +140,7 @@ def _run_lines(argv: list[str], image: Path, lines: list[str], e: dict[str, str]
                                      suffix=".debugfs") as f:       # 0600
         f.write("\n".join(lines) + "\n")
         f.flush()
-        return runner.run([*argv, "-f", f.name, str(image)], capture=True, check=False, quiet=True, env=e)
+        return runner.run([*argv, "-f", f.name, str(image)], capture=True, check=False, env=e)
 
 
 def _parse_stat(text: str) -> Inode | None:
@@ -180,7 +180,7 @@ def _link_target(image: Path, ino: Inode) -> str | None:
     """A link's target as the image has it (None: too long, not UTF-8 or not readable)."""
     if ino.size == 0 or ino.size > MAX_LINK_TARGET:
         return None
-    out = runner.run(["debugfs", "-R", f"stat <{ino.ino}>", str(image)], capture=True, check=False, quiet=True,
+    out = runner.run(["debugfs", "-R", f"stat <{ino.ino}>", str(image)], capture=True, check=False,
                      env=env(None)).stdout
     head = _parse_stat(out)
     if head is None or head.ino != ino.ino or not head.is_link:
@@ -270,7 +270,7 @@ def read_inode(image: Path, ino: Inode, limit: int, shown: str) -> bytes:
         out = Path(d) / "f"
         r = runner.run(["prlimit", f"--fsize={ino.size}", "--core=0", "--", "debugfs", "-R",
                         f"dump <{ino.ino}> {quote(str(out), image)}", str(image)], capture=True, check=False,
-                       quiet=True, env=env(None))
+                       env=env(None))
         try:
             fd = os.open(out, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except FileNotFoundError:
@@ -299,7 +299,7 @@ def listdir(image: Path, path: str) -> list[str]:
     ino = lookup(image, path)
     if ino is None or not ino.is_dir:
         return []
-    out = runner.run(["debugfs", "-R", f"ls -p <{ino.ino}>", str(image)], capture=True, check=False, quiet=True,
+    out = runner.run(["debugfs", "-R", f"ls -p <{ino.ino}>", str(image)], capture=True, check=False,
                      env=env(None)).stdout
     names = []
     for line in out.split("\n"):

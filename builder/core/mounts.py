@@ -54,9 +54,9 @@ def mounted_under(path: str | os.PathLike) -> list[str]:
 def umount(point: str) -> None:
     """Unmount point (a path without links: not canonicalized, so umount cannot follow one made meanwhile)."""
     try:
-        runner.run(["umount", "--no-canonicalize", point], quiet=True)
+        runner.run(["umount", "--no-canonicalize", point])
     except CommandError:
-        runner.run(["umount", "--no-canonicalize", "--lazy", point], quiet=True)
+        runner.run(["umount", "--no-canonicalize", "--lazy", point])
 
 
 def clean_stale(path: str | os.PathLike) -> list[str]:
@@ -130,7 +130,7 @@ class MountStack:
         """Mount on a host path of imgbuild's own making (e.g. a fresh temp dir); inside a tree, mount_in."""
         argv = _argv(source, str(target), fstype, options, bind, recursive)
         with _signals_deferred():
-            runner.run(argv, quiet=True)
+            runner.run(argv)
             self.points.append(str(target))
 
     def mount_in(self, root: RootFS, path: str, source: str, fstype: str | None = None, options: str | None = None,
@@ -144,7 +144,7 @@ class MountStack:
             argv.insert(1, "--no-canonicalize")
             host = str(root.path.joinpath(*[c for c in path.split("/") if c]))
             with _signals_deferred():
-                runner.run(argv, quiet=True)
+                runner.run(argv)
                 self.points.append(host)
                 # what is mounted there now (the mount's root), checked again before unmounting
                 top = root.mount_point(path, create=None, mounted=True)

@@ -1,7 +1,9 @@
 """The only place that starts subprocesses.
 
-Every command is logged as `+ argv` (secrets shown as ***), its output is streamed to the debug log and the last
-lines are kept, so a failure can say what went wrong without the user re-running anything.
+Every command is logged as `+ argv` (secrets shown as ***) and its output is streamed to the log, both at debug
+level (`-v` shows them); output that the caller reads and reports itself (rsync's list of every file) goes one
+level lower, TRACE (`-vv`). The last lines are kept, so a failure can say what went wrong without the user
+re-running anything.
 
 Interrupts (Ctrl-C, SIGTERM, SIGHUP): the console scripts install `install_signal_handlers()`, whatever
 disposition they inherited (a job started in the background by a shell inherits SIGINT ignored, and Python then
@@ -36,6 +38,8 @@ from typing import IO, Callable, Iterable, Iterator, Sequence
 from builder.core.errors import CommandError, ToolMissing
 
 log = logging.getLogger("imgbuild")
+TRACE = 5               # below DEBUG: every line of output the caller summarises itself (-vv)
+logging.addLevelName(TRACE, "TRACE")
 
 TAIL_LINES = 25
 
@@ -207,7 +211,7 @@ def run(
     check: bool = True,
     on_line: Callable[[str], None] | None = None,
     hint: str | None = None,
-    quiet: bool = False,
+    trace_output: bool = False,
     reap_group: bool = False,
     split_cr: bool = False,
     max_output: int | None = None,
@@ -222,9 +226,9 @@ def run(
     many bytes of stdout the command is killed and CommandError says so. Lines are read at most 64 KiB at a time.
     """
     shown = show(argv)
-    (log.debug if quiet else log.info)("+ %s", shown)
+    log.debug("+ %s", shown)
     proc, child = _start(argv, cwd, env, input is not None, capture)
-    reader = _Reader(proc, on_line, split_cr, max_output)
+    reader = _Reader(proc, on_line, split_cr, max_output, TRACE if trace_output else logging.DEBUG)
     threads = [threading.Thread(target=reader.pump, args=(proc.stderr, False), daemon=True)] if capture else []
     try:
         _raise_pending()
@@ -287,8 +291,9 @@ class _Reader:
     """A child's output: lines to the log, the tail and on_line; or (kept) stdout's bytes, at most max_output."""
 
     def __init__(self, proc: subprocess.Popen, on_line: Callable[[str], None] | None, split_cr: bool,
-                 max_output: int | None) -> None:
+                 max_output: int | None, level: int = logging.DEBUG) -> None:
         self.proc, self.on_line, self.split_cr, self.max_output = proc, on_line, split_cr, max_output
+        self.level = level
         self.tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
         self.out: list[bytes] = []
         self.kept = 0               # bytes of stdout kept so far
@@ -307,7 +312,7 @@ class _Reader:
                 continue
             line = raw.decode("utf-8", "replace").rstrip("\n")
             self.tail.append(line)
-            log.debug("  %s", line)
+            log.log(self.level, "  %s", line)
             if self.on_line:
                 self.on_line(line)
 
@@ -376,7 +381,7 @@ def stop(proc: subprocess.Popen) -> None:
 
 def output(argv: Sequence[Arg], **kw) -> str:
     """stdout of a command that must succeed, stripped."""
-    return run(argv, capture=True, quiet=True, **kw).stdout.strip()
+    return run(argv, capture=True, **kw).stdout.strip()
 
 
 def which(program: str) -> str | None:
@@ -456,7 +461,7 @@ def versions(programs: Iterable[str]) -> dict[str, str]:
 
 def _version(p: str, env: dict[str, str]) -> dict[str, str]:
     try:
-        r = run([p, "--version"], capture=True, check=False, quiet=True, env=env)
+        r = run([p, "--version"], capture=True, check=False, env=env)
     except CommandError:
         return {}
     text = (r.stdout or "\n".join(r.tail)).strip().splitlines()

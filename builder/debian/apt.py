@@ -259,7 +259,7 @@ def _verify(inrelease: bytes, url: str) -> tuple[bytes, tuple[str, ...]]:
         signed, plain = Path(tmp) / "InRelease", Path(tmp) / "Release"
         signed.write_bytes(inrelease)
         r = runner.run([gpgv, "--status-fd", "1", "--keyring", str(kr), "--output", str(plain), str(signed)],
-                       capture=True, check=False, quiet=True)
+                       capture=True, check=False)
         good, problems = _status(r.stdout)
         text = plain.read_bytes() if plain.is_file() else b""
     # gpgv exits non-zero when any signature does not count, also beside a good one: that alone is no reason

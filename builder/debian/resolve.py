@@ -162,8 +162,8 @@ def _repo(d: Path, index: "Index", stanzas_: list[Stanza]) -> None:
 
 def _apt(conf: Path, args: list[str]) -> str:
     env = dict(os.environ, APT_CONFIG=str(conf), LC_ALL="C")
-    return runner.run(["apt-get", "-q", "-o", "APT::Get::Simulate=true", *args], env=env, capture=True,
-                      quiet=True).stdout
+    return runner.run(["apt-get", "-q", "-o", "APT::Get::Simulate=true", *args], env=env,
+                      capture=True).stdout
 
 
 def apt_conf(top: Path, repo: Path, suite: str, arch: str, status: Path) -> Path:

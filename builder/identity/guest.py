@@ -177,7 +177,7 @@ def _unpacked_output(g: Guest, writeback: bool) -> Iterator[Tree]:
         root = Path(d) / "rootfs"
         root.mkdir()
         runner.run(["tar", "--numeric-owner", "--xattrs", "--xattrs-include=*", "-xpf", str(tarball), "-C",
-                    str(root)], quiet=True)
+                    str(root)])
         tree = DirTree(root, "rootfs")
         yield tree
         if not writeback:

@@ -300,7 +300,7 @@ def lxc_running(lxcpath: str | os.PathLike[str], name: str) -> bool:
     container started from another namespace is found by root_holders() instead."""
     if shutil.which("lxc-info") is None:
         return False
-    r = runner.run(["lxc-info", "-P", str(lxcpath), "-n", name, "-s", "-H"], capture=True, check=False, quiet=True)
+    r = runner.run(["lxc-info", "-P", str(lxcpath), "-n", name, "-s", "-H"], capture=True, check=False)
     state = r.stdout.strip()
     return r.returncode == 0 and bool(state) and state != "STOPPED"
 
@@ -333,7 +333,7 @@ def lxc_holders(target: Ident, lxcpaths: Iterable[str | os.PathLike[str]]) -> li
     for path in dict.fromkeys(os.path.abspath(p) for p in lxcpaths):
         if not os.path.isdir(path):
             continue
-        r = runner.run(["lxc-ls", "-P", path, "--running", "-1"], capture=True, check=False, quiet=True)
+        r = runner.run(["lxc-ls", "-P", path, "--running", "-1"], capture=True, check=False)
         for name in r.stdout.split():
             cdir = Path(path) / name
             text = _read(cdir / "config") or ""
@@ -355,7 +355,7 @@ def xen_domains() -> list[tuple[str, list[str]]]:
     devices (file:) or held open (tap:), which loop_holders() and process_holders() see."""
     if shutil.which("xl") is None:
         return []
-    r = runner.run(["xl", "list", "-l"], capture=True, check=False, quiet=True)
+    r = runner.run(["xl", "list", "-l"], capture=True, check=False)
     if r.returncode != 0:
         if _xen_dom0():
             raise BuilderError(f"cannot tell which Xen domains are running: `xl list -l` failed: "

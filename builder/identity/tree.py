@@ -173,5 +173,5 @@ def fresh_key(kind: str, comment: str) -> tuple[bytes, bytes]:
     """A new ssh host key pair (private, public) made by the host's ssh-keygen."""
     with tempfile.TemporaryDirectory(prefix="imgbuild-key-") as d:
         key = Path(d) / "key"
-        runner.run(["ssh-keygen", "-q", "-t", kind, "-N", "", "-C", comment, "-f", str(key)], quiet=True)
+        runner.run(["ssh-keygen", "-q", "-t", kind, "-N", "", "-C", comment, "-f", str(key)])
         return key.read_bytes(), (key.with_suffix(".pub")).read_bytes()

@@ -2,7 +2,8 @@
 one wrong step locks you out). The safe order, made into commands that cannot skip a step:
 1. `chroot-install` writes the boot script (ROOT/usr/local/sbin/imgbuild-chroot) and the escape helper
    (ROOT/usr/local/sbin/chroot-escape) into the pushed tree and gives it what the push protected: ssh host
-   keys of its own, a machine-id, the host's name, resolv.conf and hosts.
+   keys of its own, a machine-id, the host's name, resolv.conf and hosts, and (where it has none) an fstab and a
+   loopback-only network config: the host mounts and runs the network.
 2. `chroot-start` refuses if a port the new system will listen on is taken by a host process (naming it), runs the
    boot script once by hand (a reboot undoes it), then checks over the network that the new sshd answers AND that
    the host's own sshd (the backdoor the user is connected through) still does.
@@ -33,6 +34,18 @@ BOOT = "/usr/local/sbin/imgbuild-chroot"
 ESCAPE = "/usr/local/sbin/chroot-escape"
 BINDS = ("/proc", "/sys", "/dev", "/dev/pts", "/lib/modules")
 MARK = "imgbuild chroot"
+# per-host files a push leaves out (push.DEFAULT_PROTECT) that a chroot needs and the host cannot lend: each
+# written only where the tree's directory exists and the file does not (the host mounts and runs the network)
+CHROOT_FILES = (
+    ("/etc/hosts", "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n",
+     "localhost only: the host has none to lend"),
+    ("/etc/fstab", "# This OS runs in a chroot (migrate chroot-install): the host mounts its filesystems;\n"
+                   "# imgbuild-chroot binds /proc /sys /dev /dev/pts /lib/modules into it.\n",
+     "empty: the host mounts"),
+    ("/etc/network/interfaces", "# This OS runs in a chroot and shares the host's network; only loopback here.\n"
+                                "auto lo\niface lo inet loopback\n", "loopback only: the host's network"),
+    ("/etc/sysconfig/network", "NETWORKING=yes\n", "NETWORKING=yes: the host's network"),
+)
 RC_LOCALS = ("/etc/rc.local", "/etc/rc.d/rc.local")
 WANTS = "/etc/systemd/system/multi-user.target.wants/"
 MAX_LINES = 20000
@@ -269,20 +282,28 @@ def install(remote: Remote, req: InstallRequest) -> list[str]:
     # nothing here writes through a symlink of the tree: etc/ is checked, files are replaced by rename
     script = ["set -e", f"D={shlex.quote(root)}", *_no_links("/etc")]
     if req.hostname:
-        script.append(f'printf "%s\\n" {shlex.quote(req.hostname)} > "$D/etc/.hostname.imgbuild-tmp"; '
+        script.append(f'rm -f "$D/etc/.hostname.imgbuild-tmp"; '
+                      f'printf "%s\\n" {shlex.quote(req.hostname)} > "$D/etc/.hostname.imgbuild-tmp"; '
                       'mv -f "$D/etc/.hostname.imgbuild-tmp" "$D/etc/hostname"')
         done.append(f"set {root}/etc/hostname to {req.hostname}")
     else:
         script.append('if [ ! -L "$D/etc/hostname" ] && [ ! -s "$D/etc/hostname" ] && [ -f /etc/hostname ]; then '
-                      'cat /etc/hostname > "$D/etc/.hostname.imgbuild-tmp"; '
+                      'rm -f "$D/etc/.hostname.imgbuild-tmp"; cat /etc/hostname > "$D/etc/.hostname.imgbuild-tmp"; '
                       'mv -f "$D/etc/.hostname.imgbuild-tmp" "$D/etc/hostname"; fi')
     script += ['for f in resolv.conf hosts; do [ -e "$D/etc/$f" ] || [ -L "$D/etc/$f" ] || cp -L /etc/$f "$D/etc/$f" '
                '2>/dev/null || true; done',
                'if [ ! -L "$D/etc/machine-id" ] && [ ! -s "$D/etc/machine-id" ]; then '
+               'rm -f "$D/etc/.machine-id.imgbuild-tmp"; '
                'tr -d - < /proc/sys/kernel/random/uuid > "$D/etc/.machine-id.imgbuild-tmp"; '
                'chmod 444 "$D/etc/.machine-id.imgbuild-tmp"; '
                'mv -f "$D/etc/.machine-id.imgbuild-tmp" "$D/etc/machine-id"; fi']
     done.append("give it the host's resolv.conf and hosts, a host name and a machine-id where it has none")
+    for rel, text, why in CHROOT_FILES:
+        d = rel.rsplit("/", 1)[0]
+        tmp = f'"$D{rel}.imgbuild-tmp"'
+        script.append(f'if [ -d "$D{d}" ] && [ ! -L "$D{d}" ] && [ ! -e "$D{rel}" ] && [ ! -L "$D{rel}" ]; then '
+                      f'rm -f {tmp}; printf %s {shlex.quote(text)} > {tmp}; mv -f {tmp} "$D{rel}"; fi')
+        done.append(f"write {rel} where it has none ({why})")
     if st.ssh_keygen:
         script.append('ls "$D"/etc/ssh/ssh_host_*_key >/dev/null 2>&1 || chroot "$D" /usr/bin/ssh-keygen -A >/dev/null')
         done.append("make ssh host keys of its own if it has none (ssh-keygen -A inside)")

@@ -16,6 +16,8 @@ Safety first, because the receiver is usually a running host nobody can reach by
 """
 from __future__ import annotations
 
+import fnmatch
+import glob
 import logging
 import os
 import re
@@ -117,6 +119,7 @@ class Changes:
     attrs: int = 0                                                  # only owner/mode/time/xattr/acl changes
     deleted: list[str] = field(default_factory=list)
     stats: dict[str, int] = field(default_factory=dict)
+    not_sent: list[str] = field(default_factory=list)   # protected files the source has and the receiver lacks
 
     @property
     def bytes(self) -> int:
@@ -387,11 +390,15 @@ _STAT = re.compile(r"^(Number of [a-z ]+|Total [a-z ]+|Literal data|Matched data
 
 
 def parse(lines: list[str]) -> Changes:
+    """rsync's itemized lines counted. The destination directory itself ("./") is not counted: a dry run into
+    a new directory would count it as created, the real run (which made it for the marker) as changed."""
     c = Changes()
     for line in lines:
         m = _ITEM.match(line)
         if m:
             item, size, name = m.group(1), m.group(2), m.group(3)
+            if name == "./":
+                continue
             if item.startswith("*deleting"):
                 c.deleted.append(name)
             elif item[0] in "<>" and item[1:2] == "f":
@@ -451,7 +458,8 @@ _INTERRUPTED = {10: "socket I/O error", 12: "the connection broke", 20: "rsync w
 def _rsync(argv: list[str], remote: Remote, req: PushRequest, progress: bool) -> Changes:
     prog = _Progress(progress)
     try:
-        r = runner.run(argv, check=False, on_line=prog, split_cr=progress, quiet=not req.dry_run)
+        r = runner.run(argv, check=False, on_line=prog, split_cr=progress,
+                       trace_output=True)
     finally:
         prog.close()
     rc = r.returncode
@@ -514,7 +522,32 @@ def push(remote: Remote, req: PushRequest) -> Changes:
     changes.stats["seconds_x1000"] = int((time.monotonic() - t0) * 1000)
     if pr.have_protected:
         log.info("protected on %s (kept, not sent): %s", remote.host, ", ".join(pr.have_protected[:50]))
+    changes.not_sent = grouped([f for f in source_protected(req.source, protect) if f not in pr.have_protected],
+                               protect)
     return changes
+
+
+def source_protected(source: Path, protect: list[str]) -> list[str]:
+    """The protected paths the source has (as /paths, sorted): with the receiver's, what a push leaves out."""
+    root = os.path.realpath(source)
+    found = set()
+    for p in protect:
+        for f in glob.glob(glob.escape(root.rstrip("/")) + p.rstrip("/")):
+            if os.path.lexists(f):
+                found.add("/" + os.path.relpath(f, root))
+    return sorted(found)
+
+
+def grouped(paths: list[str], protect: list[str]) -> list[str]:
+    """Paths shortened for a message: those matching one wildcard pattern as the pattern and their number."""
+    out, left = [], list(paths)
+    for p in protect:
+        if any(c in p for c in "*?["):
+            hit = [f for f in left if fnmatch.fnmatchcase(f, p)]
+            if len(hit) > 1:
+                out.append(f"{p} ({len(hit)})")
+                left = [f for f in left if f not in hit]
+    return sorted(out + left)
 
 
 def verify(remote: Remote, req: PushRequest) -> list[str]:
@@ -523,7 +556,7 @@ def verify(remote: Remote, req: PushRequest) -> list[str]:
     pr = probe(remote, req.dest, protect)
     argv = rsync_argv(req, remote, filters(req, pr, protect), dry_run=True, checksum=True)
     lines: list[str] = []
-    r = runner.run(argv, check=False, quiet=True, on_line=lines.append)
+    r = runner.run(argv, check=False, on_line=lines.append, trace_output=True)
     if r.returncode == 255:
         raise remote.ssh_error(r.tail)
     if r.returncode not in (0, 24):
@@ -541,6 +574,10 @@ def summary(c: Changes, dry: bool) -> list[str]:
            f"{'would create' if dry else 'created'} {c.created} directories/links/devices, "
            f"{'would update' if dry else 'updated'} attributes of {c.attrs}, "
            f"{'would delete' if dry else 'deleted'} {len(c.deleted)}"]
+    if c.not_sent:
+        out.append(f"not sent (per-host files the destination has none of): {', '.join(c.not_sent[:20])}"
+                   f"{' ...' if len(c.not_sent) > 20 else ''}; a chroot gets its own from `migrate chroot-install`; "
+                   "--unprotect PATH sends the source's")
     if not dry and "Total bytes sent" in c.stats:
         out.append(f"on the wire: {_human(c.stats['Total bytes sent'])} sent, "
                    f"{_human(c.stats.get('Total bytes received', 0))} received "

@@ -86,7 +86,7 @@ class SshOptions:
 
     def check(self) -> None:
         """ssh itself reads the options and the config (`ssh -G`, no connection): a bad one is bad input."""
-        r = runner.run(["ssh", *self.argv(), "-G", "imgbuild-check.invalid"], capture=True, quiet=True, check=False)
+        r = runner.run(["ssh", *self.argv(), "-T", "-G", "imgbuild-check.invalid"], capture=True, check=False)
         if r.returncode != 0:
             said = next((t.strip() for t in r.tail if t.strip()), "") or "ssh refused the options"
             raise InputError(f"ssh options: {shown(said)}", "check --ssh-option, --ssh-config and -i")
@@ -134,7 +134,7 @@ class Remote:
 
     def _user_known_hosts(self) -> list[str]:
         """The user's known_hosts files as ssh sees them (after their config and options)."""
-        out = runner.output(["ssh", *self.opts.argv(), "-G", self.host])
+        out = runner.output(["ssh", *self.opts.argv(), "-T", "-G", self.host])
         line = next((ln for ln in out.splitlines() if ln.startswith("userknownhostsfile ")), "")
         words = line.split(" ")[1:]
         files: list[str] = []
@@ -162,7 +162,7 @@ class Remote:
     def _note_dry_key(self, d: str) -> None:
         tmp = os.path.join(d, "known_hosts")
         if self._kh and os.path.getsize(tmp) > 0:
-            fp = runner.run(["ssh-keygen", "-l", "-f", tmp], capture=True, quiet=True, check=False).stdout.strip()
+            fp = runner.run(["ssh-keygen", "-l", "-f", tmp], capture=True, check=False).stdout.strip()
             log.warning("%s: its host key (%s) was accepted for this dry run only; your known_hosts is unchanged "
                         "(the real run with --accept-new-host-key records it)", self.host,
                         shown(fp.splitlines()[0]) if fp else "new")
@@ -178,7 +178,7 @@ class Remote:
         try:
             self._dry_known_hosts(d)
             proc = runner.start(["ssh", *self._opts_argv(), *self._cipher_preference(), "-o", "ControlMaster=yes",
-                                 "-o", f"ControlPath={sock}", "-o", "ControlPersist=no", "-N", self.host])
+                                 "-o", f"ControlPath={sock}", "-o", "ControlPersist=no", "-N", "-T", self.host])
             deadline = time.monotonic() + timeout
             while not os.path.exists(sock):
                 if proc.poll() is not None:
@@ -208,7 +208,7 @@ class Remote:
 
     def endpoint(self) -> tuple[str, int]:
         """The address and port ssh really connects to, after the user's ssh config (`ssh -G`)."""
-        out = runner.output(["ssh", *self.opts.argv(), "-G", self.host])
+        out = runner.output(["ssh", *self.opts.argv(), "-T", "-G", self.host])
         conf = dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
         return conf.get("hostname", self.host), int(conf.get("port", "22"))
 
@@ -217,8 +217,8 @@ class Remote:
         at ssh's defaults: with AES-NI it is the cheaper AEAD cipher for a bulk copy (about 5 % on a 200 MB push
         here, docs/benchmarks.md). A user's own Ciphers setting is never overridden."""
         try:
-            mine = runner.output(["ssh", *self._opts_argv(), "-G", self.host])
-            stock = runner.output(["ssh", "-F", "/dev/null", "-G", self.host])
+            mine = runner.output(["ssh", *self._opts_argv(), "-T", "-G", self.host])
+            stock = runner.output(["ssh", "-F", "/dev/null", "-T", "-G", self.host])
         except BuilderError:
             return []
         pick = lambda out: next((ln for ln in out.splitlines() if ln.startswith("ciphers ")), None)
@@ -235,7 +235,7 @@ class Remote:
         Every value in `script` must already be quoted (shlex.quote) or checked against a strict pattern."""
         argv = [*self.ssh_argv(), self.host, "sh -c " + shlex.quote(script)]
         try:
-            r = runner.run(argv, capture=True, quiet=True, check=False, input=input, max_output=max_output)
+            r = runner.run(argv, capture=True, check=False, input=input, max_output=max_output)
         except CommandError:
             raise BuilderError(f"{self.host}: {what}: the host answered with more than {max_output} bytes; "
                                "nothing more was done", "log in and check the host") from None

@@ -4,6 +4,7 @@ enable at boot, disable, stop. The "host" is a network namespace running a real 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 
 import pytest
@@ -224,8 +225,14 @@ def test_install_never_writes_through_the_trees_links(sshhost):
     host_sshd = (sshhost.root / "etc/ssh/sshd_config").read_bytes()
     (tree / "etc/machine-id").symlink_to("/tmp/planted-machine-id")         # dangling, absolute
     (tree / "etc/hostname").symlink_to("/etc/hostname")                     # the host's, when read on the host
+    # the temporary names the install writes before renaming, planted as links out of the tree
+    (sshhost.root / "root/victim").write_text("host file\n")
+    for tmp in (".hostname.imgbuild-tmp", "fstab.imgbuild-tmp", ".machine-id.imgbuild-tmp"):
+        (tree / "etc" / tmp).symlink_to("/root/victim")
     r = migrate("chroot-install", *ssh_args(sshhost), "--dest", "/srv/t", "--hostname", "newos")
     assert r.returncode == 0, r.stderr
+    assert (sshhost.root / "root/victim").read_text() == "host file\n"
+    assert "# This OS runs in a chroot" in (tree / "etc/fstab").read_text()
     assert not (sshhost.root / "tmp/planted-machine-id").exists()
     assert (sshhost.root / "etc/hostname").read_bytes() == host_hostname
     assert (tree / "etc/hostname").read_text() == "newos\n" and not (tree / "etc/hostname").is_symlink()
@@ -255,3 +262,48 @@ def test_enable_writes_rc_local_only(sshhost):
         r = migrate("chroot-enable", *ssh_args(sshhost), "--dest", "/srv/t", "--via", "rc.local", *extra)
         assert r.returncode == 2 and "/etc/rc.local resolves to /etc/passwd" in r.stderr, r.stderr
     assert (sshhost.root / "etc/passwd").read_bytes() == passwd
+
+
+PER_HOST = ("/etc/hostname", "/etc/hosts", "/etc/resolv.conf", "/etc/fstab", "/etc/machine-id")
+
+
+def test_push_names_the_per_host_files_it_left_out_and_install_gives_the_tree_its_own(sshhost):
+    """A fresh destination: the dry run and the run both name the per-host files the source has and the
+    destination lacks (they are protected: not sent), and count alike; chroot-install then gives the tree every
+    per-host file a chroot needs (fstab and a loopback-only interfaces among them). -v stays readable: the
+    commands, not rsync's line per file, and no ssh chatter."""
+    src = base_tree()
+    have = [f for f in PER_HOST if os.path.lexists(src / f.lstrip("/"))]
+    assert {"/etc/hostname", "/etc/fstab"} <= set(have), have      # what a bootstrapped Debian tree has
+    dry = migrate("push", *ssh_args(sshhost), "--dest", DEST, "--source", src, "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    real = migrate("push", *ssh_args(sshhost), "--dest", DEST, "--source", src)
+    assert real.returncode == 0, real.stderr
+    for out in (dry.stdout, real.stderr):
+        line = next(ln for ln in out.splitlines() if "not sent (per-host files" in ln)
+        assert all(f in line for f in have), line
+        assert "chroot-install" in line and "--unprotect" in line
+    assert "+ rsync" not in dry.stdout + dry.stderr + real.stderr            # the command only with -v
+    counts = lambda text: re.search(r"(\d+) files .*?(\d+) directories/links/devices, .*?attributes of (\d+)",
+                                    text).groups()
+    assert counts(dry.stdout) == counts(real.stderr), (dry.stdout, real.stderr)
+    tree = sshhost.root / DEST.lstrip("/")
+    assert not any(os.path.lexists(tree / f.lstrip("/")) for f in have)
+    assert not os.path.lexists(tree / "etc/network/interfaces")
+    (tree / "etc/network").mkdir(exist_ok=True)            # as ifupdown leaves it (this minbase tree has none)
+
+    r = migrate("chroot-install", *ssh_args(sshhost), "--dest", DEST)
+    assert r.returncode == 0, r.stderr
+    for f in (*PER_HOST, "/etc/network/interfaces"):
+        assert (tree / f.lstrip("/")).is_file(), f
+    assert "iface lo inet loopback" in (tree / "etc/network/interfaces").read_text()
+    assert re.fullmatch(r"[0-9a-f]{32}\n", (tree / "etc/machine-id").read_text())
+    assert list((tree / "etc/ssh").glob("ssh_host_*_key"))
+
+    v = migrate("push", *ssh_args(sshhost), "--dest", DEST + "2", "--source", src, "-v")
+    assert v.returncode == 0, v.stderr
+    lines = v.stderr.splitlines()
+    assert any(ln.startswith("+ rsync") for ln in lines) and len(lines) < 100, len(lines)
+    assert "Pseudo-terminal" not in v.stderr
+    vv = migrate("push", *ssh_args(sshhost), "--dest", DEST + "3", "--source", src, "-vv")
+    assert vv.returncode == 0 and len(vv.stderr.splitlines()) > 1000        # rsync's line per file

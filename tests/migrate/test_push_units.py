@@ -50,6 +50,32 @@ def test_summary_says_would_in_a_dry_run():
     assert push.summary(c, False)[0].startswith("sent 2 files")
 
 
+def test_the_destination_directory_itself_is_not_counted():
+    """A dry run into a new directory itemizes "./" as created, the real run (which made it for the marker) as
+    changed: neither counts it, so the two report the same numbers."""
+    dry = push.parse(["cd+++++++++|4096|./", "cd+++++++++|4096|etc/", "<f+++++++++|3|etc/a"])
+    real = push.parse([".d..t......|4096|./", "cd+++++++++|4096|etc/", "<f+++++++++|3|etc/a"])
+    assert (dry.created, dry.attrs, len(dry.sent)) == (real.created, real.attrs, len(real.sent)) == (1, 0, 1)
+
+
+def test_per_host_files_the_receiver_lacks_are_named_grouped(tmp_path):
+    for f in ("etc/hostname", "etc/fstab", "etc/ssh/ssh_host_rsa_key", "etc/ssh/ssh_host_rsa_key.pub",
+              "etc/motd"):
+        (tmp_path / f).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / f).write_text("x\n")
+    (tmp_path / "etc/resolv.conf").symlink_to("/run/systemd/resolve/stub-resolv.conf")   # dangling: still there
+    found = push.source_protected(tmp_path, list(push.DEFAULT_PROTECT))
+    assert found == ["/etc/fstab", "/etc/hostname", "/etc/resolv.conf", "/etc/ssh/ssh_host_rsa_key",
+                     "/etc/ssh/ssh_host_rsa_key.pub"]
+    shown = push.grouped([f for f in found if f != "/etc/fstab"], list(push.DEFAULT_PROTECT))
+    assert shown == ["/etc/hostname", "/etc/resolv.conf", "/etc/ssh/ssh_host_* (2)"]
+    c = push.parse([])
+    c.not_sent = shown
+    line = push.summary(c, True)[1]
+    assert line.startswith("not sent (per-host files the destination has none of): /etc/hostname, ")
+    assert "chroot-install" in line and "--unprotect PATH" in line
+
+
 SYSTEM = ["/", "/usr", "/etc/", "/var", "//", "/home", "/srv", "/opt", "/mnt", "/tmp", "/usr/local",
           # inside the system's own trees: every level down, not only the top
           "/usr/lib", "/usr/lib/x86_64-linux-gnu", "/var/lib", "/var/lib/dpkg", "/etc/ssh", "/boot/efi", "/root/.ssh",

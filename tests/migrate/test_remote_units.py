@@ -15,7 +15,7 @@ class LocalRemote(rm.Remote):
     """Runs the scripts Remote sends with this machine's sh, as the far side would."""
 
     def sh(self, script, *, input=None, check=True, what="a command", max_output=rm.MAX_ANSWER):
-        r = runner.run(["sh", "-c", script], capture=True, quiet=True, check=False, input=input,
+        r = runner.run(["sh", "-c", script], capture=True, check=False, input=input,
                        max_output=max_output)
         if check and r.returncode != 0:
             raise BuilderError(f"{what} failed: {r.tail}")
@@ -119,9 +119,9 @@ def test_user_known_hosts_with_spaces(tmp_path):
 
 def test_run_max_output_kills_and_says_so():
     with pytest.raises(runner.CommandError) as e:
-        runner.run(["sh", "-c", "yes"], capture=True, quiet=True, max_output=100000)
+        runner.run(["sh", "-c", "yes"], capture=True, max_output=100000)
     assert "more than 100000 bytes" in str(e.value)
-    assert runner.run(["sh", "-c", "echo hi"], capture=True, quiet=True, max_output=10).stdout == "hi\n"
+    assert runner.run(["sh", "-c", "echo hi"], capture=True, max_output=10).stdout == "hi\n"
 
 
 def test_dry_run_ssh_never_records_keys():

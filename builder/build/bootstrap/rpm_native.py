@@ -36,10 +36,10 @@ def check_signatures(ctx: "Context", rpms, keys: tuple[str, ...]) -> None:
     """rpmkeys --checksig with only the release's keys in a throwaway keyring."""
     with tempfile.TemporaryDirectory(prefix="imgbuild-keys-") as db:
         for k in keys:
-            runner.run(["rpmkeys", "--dbpath", db, "--import", str(ctx.root.resolve(k))], quiet=True)
+            runner.run(["rpmkeys", "--dbpath", db, "--import", str(ctx.root.resolve(k))])
         for p in rpms:
             try:
-                runner.run(["rpmkeys", "--dbpath", db, "--checksig", str(p)], quiet=True)
+                runner.run(["rpmkeys", "--dbpath", db, "--checksig", str(p)])
             except CommandError as e:
                 raise MirrorError(f"{p.name}: signature check failed with the release's keys",
                                   "the package is not signed by the release's key; bootstrap.gpgcheck: false "

@@ -143,7 +143,7 @@ def make_image(root: Path, dest: Path, opts: ImageOptions, epoch: int) -> Path:
         _clamp_times(tmp, items, root, epoch)
         if opts.fstab:
             e2fs.write(tmp, "/etc/fstab", fstab(opts.label, opts.fs).encode(), 0o644, 0, 0, epoch)
-        runner.run(["e2fsck", "-fn", str(tmp)], quiet=True)
+        runner.run(["e2fsck", "-fn", str(tmp)])
         tmp.rename(dest)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -62,5 +62,5 @@ def produce(ctx: "Context", opts: NspawnOptions) -> dict[str, Path]:
     if os.path.lexists(tree):   # the stage is this build's own, fresh: nothing is ever there to replace
         raise BuilderError(f"{tree} already exists in the build's stage directory; not replaced",
                            "rename what another target wrote under that name")
-    runner.run(["cp", "-a", "--reflink=auto", str(ctx.root.path), str(tree)], quiet=True)
+    runner.run(["cp", "-a", "--reflink=auto", str(ctx.root.path), str(tree)])
     return {"nspawn-settings": settings, "nspawn-tree": tree}

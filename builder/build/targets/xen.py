@@ -375,7 +375,7 @@ def produce(ctx: "Context", opts: XenOptions) -> dict[str, Path]:
         mode = ctx.root.stat("/etc/securetty").st_mode & 0o777
         _e2put(dest, "/etc/securetty", (securetty.rstrip("\n") + f"\n{console}\n").encode(), mode=mode)
         log.info("xen: added %s to the image's /etc/securetty (root may log in on the Xen console)", console)
-    runner.run(["e2fsck", "-fn", str(dest)], quiet=True)
+    runner.run(["e2fsck", "-fn", str(dest)])
 
     cfg = ctx.stage / f"{r.name}.cfg"
     write_atomic(cfg, text)

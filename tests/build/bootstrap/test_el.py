@@ -385,7 +385,7 @@ def test_yum_method_through_a_yum_compatible_front_end(el_repo, tmp_path):
     home.mkdir()
     env = dict(os.environ, IMGBUILD_CACHE=str(tmp_path / "cache"), HOME=str(home),
                PATH=f"{shim}:{os.environ['PATH']}")
-    r = imgbuild(recipe, "-o", out, "--keep-tree", env=env, timeout=300)
+    r = imgbuild(recipe, "-o", out, "--keep-tree", "-v", env=env, timeout=300)
     assert r.returncode == 0, r.stderr
     assert "+ yum -y --installroot=" in r.stderr
     manifest = json.loads((out / NAME / "manifest.json").read_text())
