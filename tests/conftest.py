@@ -40,13 +40,13 @@ def imgbuild(*args: str, cwd: Path | None = None, env: dict | None = None, timeo
              ) -> subprocess.CompletedProcess:
     """Run the installed `imgbuild` console script; text output captured."""
     return subprocess.run([str(BIN / "imgbuild"), *map(str, args)], cwd=cwd or REPO, capture_output=True,
-                          text=True, timeout=timeout, env=env)
+                          text=True, timeout=timeout, env=env, stdin=subprocess.DEVNULL)   # never a prompt
 
 
 def migrate(*args: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
     """Run the installed `migrate` console script; text output captured."""
     return subprocess.run([str(BIN / "migrate"), *map(str, args)], cwd=REPO, capture_output=True, text=True,
-                          timeout=timeout, env=env)
+                          timeout=timeout, env=env, stdin=subprocess.DEVNULL)
 
 
 

@@ -81,7 +81,7 @@ __all__ = [
     # the file and the checks (here)
     "ENV_VAR", "ROOT_PATH", "USER_PATH", "LOCK_TIMEOUT", "FIELDS", "HEADER", "LOAD_HINT", "inventory_path",
     "lock_path", "Inventory", "parse", "dumps", "load", "save", "locked", "Kind", "Conflict", "LOCAL_KINDS", "gone",
-    "same_host", "conflicts", "conflict_error", "refuse_taken",
+    "same_host", "conflicts", "conflict_error", "conflict_hint", "refuse_taken",
     # records
     "GuestRecord", "merge", "normalize_ip", "normalize_mac", "normalize_where", "sort_key",
     # discovery
@@ -402,7 +402,7 @@ class Conflict:
         def who(name: str, where: str | None) -> str:
             return f"{name} ({where})" if where else name
         held = f" (as {self.held_as})" if self.held_as.lower() != self.value.lower() else ""
-        holder = (f"{self.holder} (stale: {self.holder_gone} no longer exists; remove it from the inventory)"
+        holder = (f"{self.holder} (stale: {self.holder_gone} no longer exists)"
                   if self.holder_gone else who(self.holder, self.holder_where))
         return (f"{_KIND_TEXT[self.kind]} {self.value} of {who(self.candidate, self.candidate_where)} is already "
                 f"taken by {holder}{held}")
@@ -480,32 +480,50 @@ def conflicts(candidate: GuestRecord, known: Iterable[GuestRecord], self_where: 
     return out
 
 
-def conflict_error(found: Sequence[Conflict], inventory_file: str | os.PathLike[str] | None = None) -> InputError:
+def conflict_error(found: Sequence[Conflict], inventory_file: str | os.PathLike[str] | None = None,
+                   origins: Mapping[str, str] | None = None) -> InputError:
     """One error for the CLI naming every conflict, both guests in each (a holder that no longer exists marked
-    stale)."""
+    stale), with a hint for each kind: the option that gives the copy its own value (`--ip OLD=NEW`: OLD from
+    `origins`, the guest's own value a renamed one came from), and the command that removes a stale entry."""
     lines = "\n".join(f"  {c}" for c in found)
     head = "1 conflict" if len(found) == 1 else f"{len(found)} conflicts"
+    return InputError(f"{head} with guests imgbuild knows of:\n{lines}", conflict_hint(found, inventory_file, origins))
+
+
+def conflict_hint(found: Sequence[Conflict], inventory_file: str | os.PathLike[str] | None = None,
+                  origins: Mapping[str, str] | None = None) -> str:
+    origins = origins or {}
+    live = [c for c in found if not c.holder_gone]
+    first = {kind: next((c for c in live if c.kind == kind), None) for kind in ("ip", "mac", "hostname")}
+    out = []
+    if first["ip"]:
+        out.append(f"give the copy an address of its own: --ip {origins.get(first['ip'].value, first['ip'].value)}=NEW")
+    if first["mac"]:
+        out.append(f"a MAC of its own: --mac {origins.get(first['mac'].value, first['mac'].value)}=auto (imgbuild "
+                   "allocates a free one; two NICs with one MAC on a LAN take both guests off the network)")
+    if first["hostname"]:
+        out.append("a host name of its own: --hostname NEW")
     stale = sorted({c.holder for c in found if c.holder_gone})
-    where = f" ({inventory_file})" if inventory_file else ""
-    tail = (f"; the stale entries ({', '.join(stale)}) are guests that are gone: delete them from the "
-            f"inventory{where}" if stale else ", or remove the stale inventory entry if that guest is gone")
-    return InputError(f"{head} with guests imgbuild knows of:\n{lines}",
-                      "a copy must not keep the original's MAC, IP address or host name: two NICs with one MAC on "
-                      "a LAN take both guests (and their switch) off the network. Give the copy new ones (imgbuild "
-                      f"allocates a free MAC){tail}")
+    if stale:
+        opt = f" --inventory {inventory_file}" if inventory_file and Path(inventory_file) != inventory_path() else ""
+        out.append(f"{', '.join(stale)} {'is a guest' if len(stale) == 1 else 'are guests'} that no longer "
+                   f"exist{'s' if len(stale) == 1 else ''}: `imgbuild inventory forget {' '.join(stale)}{opt}` "
+                   f"removes {'its entry' if len(stale) == 1 else 'their entries'} (`imgbuild inventory prune{opt}` "
+                   "every entry whose guest is gone)")
+    return "; ".join(out)
 
 
 def refuse_taken(candidate: GuestRecord, known: Iterable[GuestRecord], force: bool = False,
-                 inventory_file: str | os.PathLike[str] | None = None, warn: bool = True) -> list[Conflict]:
+                 inventory_file: str | os.PathLike[str] | None = None, warn: bool = True,
+                 origins: Mapping[str, str] | None = None) -> list[Conflict]:
     """The duplicate guard every path that makes or changes a guest goes through (clone, reidentify, migrate
     xen's copy, installing an output): InputError naming each MAC, IP and host name of `candidate` another known
     guest has (stale inventory entries marked), unless `force` - then each is logged as a warning (`warn`) and
     returned. `known`: the inventory's guests and discover()'s, checked inside locked() when the candidate is then
-    recorded."""
+    recorded. `origins`: new value -> the guest's own value it replaces (for the hint's --ip OLD=NEW)."""
     found = conflicts(candidate, known, self_where=candidate.where)
     if found and not force:
-        raise conflict_error(found, inventory_file)
+        raise conflict_error(found, inventory_file, origins)
     for c in found if warn else ():
         log.warning("--force: %s", c)
     return found
-

@@ -63,9 +63,16 @@ def _record(g: Guest, cur: engine.Current, p: engine.Plan) -> inventory.GuestRec
     return inventory.GuestRecord(name=g.name, hostname=r.hostname or cur.hostname, ips=ips, macs=macs, where=g.where)
 
 
+def _origins(cur: engine.Current, p: engine.Plan) -> dict[str, str]:
+    """Each new IP and MAC -> the guest's own value it replaces (a refusal's hint says --ip OLD=NEW)."""
+    r = p.rename
+    out = {str(r.ips[ipaddress.ip_address(a)].ip): a for a in cur.ips if ipaddress.ip_address(a) in r.ips}
+    return out | {r.macs[m]: m for m in cur.macs if m in r.macs}
+
+
 def _check(rec: inventory.GuestRecord, known: list[inventory.GuestRecord], force: bool, say: bool = True,
-           inventory_file: Path | None = None) -> None:
-    inventory.refuse_taken(rec, known, force, inventory_file, warn=say)
+           inventory_file: Path | None = None, origins: dict[str, str] | None = None) -> None:
+    inventory.refuse_taken(rec, known, force, inventory_file, warn=say, origins=origins)
 
 
 def _known(inv: inventory.Inventory, where: Where) -> list[inventory.GuestRecord]:
@@ -107,7 +114,7 @@ def reidentify(g: Guest, req: engine.Request, where: Where, dry_run: bool = Fals
             p = engine.plan(tree, req, lambda n: inventory.allocate_macs(n, known, local=where.local_mac, rng=rng),
                             g.config, new_guest=new_guest, config_as=config_as, keep_macs=keep)
             rec = _record(g, cur, p)
-            _check(rec, known, force, say=not precheck, inventory_file=inv.path)
+            _check(rec, known, force, say=not precheck, inventory_file=inv.path, origins=_origins(cur, p))
             if dry_run:
                 return Outcome(g, p, rec, False)
             engine.apply(p)

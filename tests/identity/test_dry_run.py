@@ -225,7 +225,7 @@ def test_a_conflict_with_a_guest_that_is_gone_marks_its_entry_stale(tmp_path, en
         inventory.GuestRecord("live", "live", ("10.0.3.40",), ("00:16:3e:00:03:40",), f"lxc:{lxcpath}/live")]))
     before = inv_file.read_bytes()
     image = img.make_image(make_root(tmp_path / "root"), tmp_path / "vm9.ext4", img.ImageOptions(), EPOCH)
-    stale = f"taken by ux2 (stale: {lxcpath}/ux2 no longer exists; remove it from the inventory)"
+    stale = f"taken by ux2 (stale: {lxcpath}/ux2 no longer exists)"
     for cmd in (["imgbuild", "clone", "lxc:vm0", "vmB", "--ip", f"{OLD_IP}=10.0.3.12"],
                 ["migrate", "reidentify", image, "--ip", f"{OLD_IP}=10.0.3.12"],
                 ["migrate", "reidentify", image, "--ip", f"{OLD_IP}=10.0.3.13", "--mac",
@@ -235,8 +235,16 @@ def test_a_conflict_with_a_guest_that_is_gone_marks_its_entry_stale(tmp_path, en
                                text=True, env=env, cwd=REPO)
             assert r.returncode == 2, r.stdout + r.stderr
             assert stale in r.stderr and "Traceback" not in r.stderr, r.stderr
-            assert f"delete them from the inventory ({inv_file})" in r.stderr, r.stderr
-    # a guest that is there is not called stale
+            assert "ux2 is a guest that no longer exists: `imgbuild inventory forget ux2` removes its entry" \
+                in r.stderr, r.stderr
+    # a guest that is there is not called stale; the hint names the option that gives the copy its own address
     r = imgbuild("clone", "lxc:vm0", "vmB", "--ip", f"{OLD_IP}=10.0.3.40", *opts, env=env)
     assert r.returncode == 2 and f"taken by live (lxc:{lxcpath}/live)" in r.stderr and "(stale:" not in r.stderr
+    assert f"give the copy an address of its own: --ip {OLD_IP}=NEW" in r.stderr, r.stderr
+    assert "inventory forget" not in r.stderr
     assert inv_file.read_bytes() == before and not (lxcpath / "vmB").exists()
+    # the command the hint names frees ux2's address: the same clone then passes
+    r = imgbuild("inventory", "forget", "ux2", env=env)
+    assert r.returncode == 0 and f"forgot ux2 (lxc:{lxcpath}/ux2)" in r.stdout, r.stderr
+    r = imgbuild("clone", "lxc:vm0", "vmB", "--ip", f"{OLD_IP}=10.0.3.12", "--dry-run", *opts, env=env)
+    assert r.returncode == 0, r.stderr

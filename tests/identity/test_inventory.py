@@ -809,8 +809,10 @@ def test_refuse_taken_is_the_guard_refusing_or_warning_with_force(tmp_path, capl
     with pytest.raises(InputError) as e:
         inv.refuse_taken(me, known, inventory_file=tmp_path / "inventory.yml")
     assert f"taken by web (lxc:{here})" in e.value.message
-    assert f"taken by ux2 (stale: {tmp_path}/lxc/ux2 no longer exists; remove it from the inventory)" in e.value.message
-    assert f"delete them from the inventory ({tmp_path / 'inventory.yml'})" in e.value.hint
+    assert f"taken by ux2 (stale: {tmp_path}/lxc/ux2 no longer exists)" in e.value.message
+    assert ("ux2 is a guest that no longer exists: `imgbuild inventory forget ux2 --inventory "
+            f"{tmp_path / 'inventory.yml'}` removes its entry") in e.value.hint
+    assert "--ip 10.0.3.5=NEW" in e.value.hint and "--ip 10.0.3.6" not in e.value.hint    # a stale holder: forget it
     found = inv.refuse_taken(me, known, force=True)
     assert [c.holder for c in found] == ["web", "ux2"]
     assert sum("--force: IP address" in r.getMessage() for r in caplog.records) == 2
