@@ -149,7 +149,8 @@ def inventory_prune(path: str | None, yes: bool, dry_run: bool, verbose: int, qu
             return
         if not yes:
             if not sys.stdin.isatty():
-                raise InputError(f"prune would forget {_n(len(stale), 'entry', 'entries')}; there is no terminal to ask on",
+                raise InputError(f"prune would forget {_n(len(stale), 'entry', 'entries')}; there is no terminal "
+                                 "to ask on",
                                  "check the list above, then run it again with --yes")
             click.confirm(f"forget these {len(stale)}?", abort=True)
         for g in stale:
