@@ -47,7 +47,8 @@ TAIL_LINES = 25
 PACKAGES = {
     "debootstrap": "debootstrap", "mmdebstrap": "mmdebstrap", "lxc-start": "lxc", "lxc-attach": "lxc",
     "lxc-stop": "lxc", "lxc-ls": "lxc", "systemd-nspawn": "systemd-container", "rpm": "rpm", "dnf": "dnf",
-    "createrepo_c": "createrepo-c", "rsync": "rsync", "ssh": "openssh-client", "sshd": "openssh-server",
+    "createrepo_c": "createrepo-c", "rsync": "rsync", "ssh": "openssh-client", "ssh-keyscan": "openssh-client",
+    "ssh-keygen": "openssh-client", "sshd": "openssh-server",
     "zstd": "zstd", "xz": "xz-utils", "pigz": "pigz", "gzip": "gzip", "mke2fs": "e2fsprogs",
     "debugfs": "e2fsprogs", "e2fsck": "e2fsprogs", "openssl": "openssl", "chroot": "coreutils",
     "mount": "mount", "umount": "mount", "tar": "tar", "gpgv": "gpgv", "qemu-system-x86_64": "qemu-system-x86",

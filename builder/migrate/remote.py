@@ -212,6 +212,23 @@ class Remote:
         conf = dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
         return conf.get("hostname", self.host), int(conf.get("port", "22"))
 
+    def fingerprints(self, timeout: int = 5) -> list[str]:
+        """The host keys the host answers with now, as `TYPE SHA256:...` (ssh-keyscan; [] when it cannot say).
+        Only for a message: a key is trusted by the user comparing it, never by this."""
+        try:
+            host, port = self.endpoint()
+            scan = runner.run(["ssh-keyscan", "-T", str(timeout), "-p", str(port), "--", host], capture=True,
+                              check=False, max_output=64 << 10)
+            out = runner.run(["ssh-keygen", "-l", "-f", "-"], capture=True, check=False, input=scan.stdout)
+        except BuilderError:
+            return []
+        fps = []
+        for line in out.stdout.splitlines()[:8]:      # "256 SHA256:... host (ED25519)"
+            f = line.split()
+            if len(f) >= 3 and f[1].startswith("SHA256:") and f[-1].startswith("("):
+                fps.append(f"{f[-1].strip('()')} {shown(f[1], 80)}")
+        return fps
+
     def _cipher_preference(self) -> list[str]:
         """AES-GCM first (the rest of ssh's defaults kept, in order), when the user's config leaves the ciphers
         at ssh's defaults: with AES-NI it is the cheaper AEAD cipher for a bulk copy (about 5 % on a 200 MB push
@@ -256,8 +273,12 @@ class Remote:
                               f"out of band, then `ssh-keygen -R {h}`; otherwise this may be an attack")
         if "Host key verification failed" in text or "No ED25519 host key is known" in text \
                 or "host key is not known" in text:
-            return InputError(f"{h}: its ssh host key is not in your known_hosts; nothing was done",
-                              "check its fingerprint, then rerun with --accept-new-host-key (or ssh to it once)")
+            fps = self.fingerprints()
+            shown_fps = f" (it answers with {'; '.join(fps)})" if fps else ""
+            return InputError(f"{h}: its ssh host key is not in your known_hosts; nothing was done{shown_fps}",
+                              "compare that fingerprint with the one the host shows on its console "
+                              "(ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub there), then rerun with "
+                              "--accept-new-host-key (or ssh to it once)")
         if "Permission denied" in text:
             return InputError(f"{h}: ssh login refused (Permission denied)",
                               "check the user and key (-i KEY, or the host's entry in your ssh config)")

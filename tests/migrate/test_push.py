@@ -176,6 +176,9 @@ def test_refusals_name_the_host_and_change_nothing(sshhost, source, tmp_path):
     args = [sshhost.alias, "--ssh-config", str(cfg), "--dest", DEST, "--source", str(source)]
     r = migrate("push", *args)
     assert r.returncode == 2 and "not in your known_hosts" in r.stderr and "--accept-new-host-key" in r.stderr
+    real_fp = subprocess.run(["ssh-keygen", "-l", "-f", sshhost.root / "etc/ssh/ssh_host_ed25519_key.pub"],
+                             capture_output=True, text=True, check=True).stdout.split()[1]
+    assert f"(it answers with ED25519 {real_fp})" in r.stderr, r.stderr     # shown, to compare out of band
     assert tree_state(sshhost.root / "etc", mtime=True) == before
     assert not pushed(sshhost).exists()
     r = migrate("push", *args, "--accept-new-host-key")
