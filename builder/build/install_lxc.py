@@ -27,7 +27,7 @@ from builder.core import proc as runner
 from builder.core.errors import InputError
 from builder.core.outputs import exchange, write_atomic
 from builder.core.untrusted import read_file
-from builder.guestconf.lxc import config_dir, relocate
+from builder.guestconf.lxc import BRIDGE_HINT, config_dir, missing_links, relocate
 from builder.identity import engine
 from builder.identity.guest import Guest
 from builder.identity.reidentify import Where, reidentify
@@ -110,6 +110,9 @@ def install(output: Path, name: str | None = None, lxcpath: str = DEFAULT_LXCPAT
         _rmdirs(made)
         raise
     log.info("installed %s as LXC container %s in %s", output, name, lxcpath)
+    for key, link in missing_links(config):
+        log.warning("%s: %s = %s: no such interface on this host, so `lxc-start -n %s` will fail; %s", dest / "config",
+                    key, link, name, BRIDGE_HINT)
     return dest
 
 

@@ -31,6 +31,7 @@ keys are kept as they are, with a warning.
 """
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 
@@ -438,3 +439,16 @@ def config_dir(config: str, where: object = "the LXC config") -> str:
             return m.group(2)
     raise InputError(f"{where}: no rootfs line (lxc.rootfs.path = .../rootfs); cannot install it",
                      "give a config imgbuild or LXC wrote")
+
+
+_LINK = re.compile(r"^\s*(lxc\.net\.\d+\.link|lxc\.network(?:\.\d+)?\.link)\s*=\s*([A-Za-z0-9_.-]{1,15})\s*$")
+BRIDGE_HINT = ("on Debian the lxc package's lxc-net makes lxcbr0 (10.0.3.1/24): `systemctl enable --now lxc-net` "
+               "(with USE_LXC_BRIDGE=\"true\" in /etc/default/lxc-net); another bridge: `ip link add NAME type "
+               "bridge && ip link set NAME up`, or build with --set targets.lxc.bridge=NAME")
+
+
+def missing_links(config: str, sys_class_net: str = "/sys/class/net") -> list[tuple[str, str]]:
+    """(key, interface) of each NIC's `link` (the bridge a veth joins) that does not exist on this host:
+    lxc-start would fail with nothing better than 'Received container state "ABORTING"'."""
+    found = (_LINK.match(line) for line in config.splitlines())
+    return [(m.group(1), m.group(2)) for m in found if m and not os.path.exists(f"{sys_class_net}/{m.group(2)}")]

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from builder.guestconf.lxc import missing_links
 from builder.identity import inventory
 from tests.conftest import imgbuild
 from tests.support import tiny_output
@@ -396,3 +397,30 @@ def test_install_lxc_on_build_refuses_a_foreign_container_before_building(tmp_pa
     (lxcpath / "broken").rename(tmp_path / "moved")
     (lxcpath / "broken").symlink_to(tmp_path / "moved")
     refused(imgbuild(recipe, "-o", tmp_path / "out", "--install-lxc", "--lxcpath", lxcpath), "symbolic link")
+
+
+# ------------------------------------------------------------------ a bridge that is not there
+
+
+def test_a_missing_bridge_is_named_with_the_command_that_makes_it(site, tmp_path):
+    """lxc-start says only 'Received container state "ABORTING"' when the config's bridge is missing: install-lxc
+    warns, naming the key, the bridge and how to make it; a link that exists gets no warning."""
+    conf = site.out / "lxc.conf"
+    conf.write_text(conf.read_text().replace("lxc.net.0.link = lxcbr0", "lxc.net.0.link = ibnobr0"))
+    r = site.install("--name", "vm0")
+    assert r.returncode == 0, r.stderr
+    assert (f"warning: {site.lxcpath}/vm0/config: lxc.net.0.link = ibnobr0: no such interface on this host, so "
+            "`lxc-start -n vm0` will fail") in r.stderr, r.stderr
+    assert "systemctl enable --now lxc-net" in r.stderr and "ip link add NAME type bridge" in r.stderr
+    other = tiny_output.make(tmp_path / "out2", name="tiny2", ip="10.0.3.51", mac="00:16:3e:00:05:51")
+    conf = other / "lxc.conf"
+    conf.write_text(conf.read_text().replace("lxc.net.0.link = lxcbr0", "lxc.net.0.link = lo"))
+    r = site.install("--name", "vm1", output=other)
+    assert r.returncode == 0 and "no such interface" not in r.stderr, r.stderr
+
+
+def test_missing_links_reads_modern_and_legacy_keys(tmp_path):
+    (tmp_path / "br0").mkdir()
+    config = ("lxc.net.0.link = br0\nlxc.net.1.link=gone1\n# lxc.net.2.link = commented\n"
+              "lxc.network.link = gone2\nlxc.net.3.link = ../../etc\n")
+    assert missing_links(config, str(tmp_path)) == [("lxc.net.1.link", "gone1"), ("lxc.network.link", "gone2")]
