@@ -40,4 +40,5 @@ if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+./scripts/link-commands.sh          # imgbuild and migrate on PATH (/usr/local/bin), as the README's commands say
 echo "setup: ok ($(.venv/bin/imgbuild --version))"
