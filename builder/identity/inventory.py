@@ -508,8 +508,8 @@ def conflict_hint(found: Sequence[Conflict], inventory_file: str | os.PathLike[s
         opt = f" --inventory {inventory_file}" if inventory_file and Path(inventory_file) != inventory_path() else ""
         out.append(f"{', '.join(stale)} {'is a guest' if len(stale) == 1 else 'are guests'} that no longer "
                    f"exist{'s' if len(stale) == 1 else ''}: `imgbuild inventory forget {' '.join(stale)}{opt}` "
-                   f"removes {'its entry' if len(stale) == 1 else 'their entries'} (`imgbuild inventory prune{opt}` "
-                   "every entry whose guest is gone)")
+                   f"removes {'its entry' if len(stale) == 1 else 'their entries'}; `imgbuild inventory prune{opt}` "
+                   "removes every entry whose guest is gone")
     return "; ".join(out)
 
 

@@ -38,7 +38,7 @@ MARK = "imgbuild chroot"
 # written only where the tree's directory exists and the file does not (the host mounts and runs the network)
 CHROOT_FILES = (
     ("/etc/hosts", "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n",
-     "localhost only: the host has none to lend"),
+     "localhost only: the host had none to lend"),
     ("/etc/fstab", "# This OS runs in a chroot (migrate chroot-install): the host mounts its filesystems;\n"
                    "# imgbuild-chroot binds /proc /sys /dev /dev/pts /lib/modules into it.\n",
      "empty: the host mounts"),
@@ -303,7 +303,7 @@ def install(remote: Remote, req: InstallRequest) -> list[str]:
         tmp = f'"$D{rel}.imgbuild-tmp"'
         script.append(f'if [ -d "$D{d}" ] && [ ! -L "$D{d}" ] && [ ! -e "$D{rel}" ] && [ ! -L "$D{rel}" ]; then '
                       f'rm -f {tmp}; printf %s {shlex.quote(text)} > {tmp}; mv -f {tmp} "$D{rel}"; fi')
-        done.append(f"write {rel} where it has none ({why})")
+        done.append(f"write {rel} if the tree has {d}/ but no {rel.rsplit('/', 1)[1]} ({why})")
     if st.ssh_keygen:
         script.append('ls "$D"/etc/ssh/ssh_host_*_key >/dev/null 2>&1 || chroot "$D" /usr/bin/ssh-keygen -A >/dev/null')
         done.append("make ssh host keys of its own if it has none (ssh-keygen -A inside)")

@@ -412,11 +412,13 @@ def test_a_missing_bridge_is_named_with_the_command_that_makes_it(site, tmp_path
     assert (f"warning: {site.lxcpath}/vm0/config: lxc.net.0.link = ibnobr0: no such interface on this host, so "
             "`lxc-start -n vm0` will fail") in r.stderr, r.stderr
     assert "systemctl enable --now lxc-net" in r.stderr and "ip link add NAME type bridge" in r.stderr
+    assert not [ln for ln in r.stderr.splitlines() if ln.startswith("+ ")], r.stderr     # commands only with -v
     other = tiny_output.make(tmp_path / "out2", name="tiny2", ip="10.0.3.51", mac="00:16:3e:00:05:51")
     conf = other / "lxc.conf"
     conf.write_text(conf.read_text().replace("lxc.net.0.link = lxcbr0", "lxc.net.0.link = lo"))
-    r = site.install("--name", "vm1", output=other)
+    r = site.install("--name", "vm1", "-v", output=other)
     assert r.returncode == 0 and "no such interface" not in r.stderr, r.stderr
+    assert any(ln.startswith("+ tar ") for ln in r.stderr.splitlines()), r.stderr
 
 
 def test_missing_links_reads_modern_and_legacy_keys(tmp_path):
