@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from builder.build import cluster
-from builder.build.targets import lxc
+from builder.build.manifest import read_manifest
 from builder.core import checks
 from builder.core.errors import InputError
 
@@ -105,7 +105,7 @@ def out():
 def test_read_manifest_gives_a_checked_manifest_or_an_input_error(out, data):
     (out / "manifest.json").write_bytes(data)
     try:
-        m = lxc.read_manifest(out)
+        m = read_manifest(out)
     except InputError as e:
         assert "manifest.json" in e.message
         return

@@ -47,8 +47,10 @@ def driver(tmp_path: Path, body: str, disposition: str) -> tuple[subprocess.Pope
     argv = [sys.executable, "-c", code]
     if disposition == "ignored":     # as `cmd &` in a script does it
         argv = ["/bin/sh", "-c", 'trap "" INT; exec "$@"', "sh", *argv]
+    # SIGHUP as a terminal session gives it, also when this suite runs under nohup (which ignores it, and
+    # imgbuild then rightly keeps it ignored)
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL))
     return proc, fifo, out
 
 

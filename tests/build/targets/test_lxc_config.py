@@ -5,6 +5,7 @@ import pytest
 
 from builder.build import recipe
 from builder.build.targets import lxc
+from builder.guestconf import lxc as lxcconf
 from tests.support import TEST_DATA
 
 DATA = TEST_DATA / "lxc"
@@ -29,7 +30,7 @@ def test_legacy_uses_only_legacy_keys():
 def test_relocate_moves_paths_only():
     conf = ("lxc.uts.name = vm0\nlxc.rootfs.path = dir:/var/lib/lxc/debian12/rootfs\n"
             "lxc.mount.fstab = /var/lib/lxc/debian12/fstab\nlxc.hook.pre-start = /var/lib/lxc/debian12/x\n")
-    out = lxc.relocate(conf, "/var/lib/lxc/debian12", "/srv/lxc/vm0")
+    out = lxcconf.relocate(conf, "/var/lib/lxc/debian12", "/srv/lxc/vm0")
     assert "lxc.rootfs.path = dir:/srv/lxc/vm0/rootfs" in out
     assert "lxc.mount.fstab = /srv/lxc/vm0/fstab" in out
     assert "lxc.hook.pre-start = /var/lib/lxc/debian12/x" in out   # not a path key we own
