@@ -101,6 +101,16 @@ def pytest_configure(config):
     config.add_cleanup(lambda: shutil.rmtree(d, ignore_errors=True))
 
 
+def pytest_sessionfinish(session, exitstatus):
+    """LXC keeps an (empty) lock directory for every lxcpath it was asked about, under /run/lxc/lock/LXCPATH; the
+    test session's lxcpaths all live under its base temp directory, so that one subtree is the session's own."""
+    factory = getattr(session.config, "_tmp_path_factory", None)
+    if factory is None or os.geteuid() != 0:
+        return
+    base = factory.getbasetemp().resolve()
+    shutil.rmtree(Path("/run/lxc/lock") / str(base).lstrip("/"), ignore_errors=True)
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if "root" in item.keywords and os.geteuid() != 0:

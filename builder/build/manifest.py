@@ -87,6 +87,7 @@ def data(ctx: "Context", loaded: "Loaded", found: list[str] | None = None) -> di
     tools.update(tool_versions([ctx.method, *[c for c in COMPRESSORS if c in _used(ctx)]]))
     return {
         "name": r.name, "distro": r.distro, "release": r.release, "arch": r.arch, "hostname": r.hostname,
+        "network": network(r),
         "recipe": {"path": str(loaded.path), "sha256": loaded.sha256},
         "bootstrap": bootstrap,
         "secrets": {"artifacts": sorted(secret), "found": found},
@@ -98,6 +99,16 @@ def data(ctx: "Context", loaded: "Loaded", found: list[str] | None = None) -> di
         "timings": ctx.timings,
         "resources": {"peak_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss},
     }
+
+
+def network(r) -> dict[str, dict]:
+    """The guest's interfaces as the recipe gives them (address, gateway, MAC, DHCP): what `imgbuild boot` needs
+    to reach the guest, without reading the tree."""
+    out = {}
+    for ifname, i in sorted(r.network.items()):
+        d = {"address": i.address, "gateway": i.gateway, "mac": i.mac, "dhcp": i.dhcp or None}
+        out[ifname] = {k: str(v) if k != "dhcp" else v for k, v in d.items() if v is not None}
+    return out
 
 
 def tool_versions(programs: list[str]) -> dict[str, str]:

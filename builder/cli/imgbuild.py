@@ -14,6 +14,7 @@ Examples:
   imgbuild recipes/debian12.yml -o /srv/images --set hostname=web1 --set dns=[192.0.2.53]
   imgbuild validate recipes/*.yml               check recipes (and their packages) without building
   imgbuild install-lxc output/debian12 --name vm0
+  imgbuild boot output/debian12                 does it start? (a throwaway container, then a verdict)
   imgbuild inventory list                       the guests imgbuild knows of (prune: those that are gone)
   imgbuild schema > recipe.schema.json          JSON Schema for editors
 
@@ -29,6 +30,7 @@ COMMANDS = {
     "install-lxc": "builder.cli.install:install_lxc",
     "clone": "builder.cli.identity:clone",
     "inventory": "builder.cli.inventory:inventory_group",
+    "boot": "builder.cli.boot:boot",
 }
 
 

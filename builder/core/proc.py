@@ -351,14 +351,20 @@ def _stop(proc: subprocess.Popen) -> None:
         _raise_pending()
 
 
-def start(argv: Sequence[Arg]) -> subprocess.Popen:
-    """A long-lived helper process (an ssh control master): stdout discarded, stderr kept for its error, its own
-    process group. End it with stop()."""
+def start(argv: Sequence[Arg], output: Path | None = None) -> subprocess.Popen:
+    """A long-lived helper process (an ssh control master, a booted machine): stdout discarded and stderr kept for
+    its error, or both into the file `output`; its own process group. End it with stop()."""
     log.debug("+ %s &", show(argv))
     with _held():
         try:
-            proc = subprocess.Popen(_real(argv), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.PIPE, start_new_session=True)
+            out = open(output, "ab") if output is not None else None
+            try:
+                proc = subprocess.Popen(_real(argv), stdin=subprocess.DEVNULL,
+                                        stdout=out if out else subprocess.DEVNULL,
+                                        stderr=subprocess.STDOUT if out else subprocess.PIPE, start_new_session=True)
+            finally:
+                if out:
+                    out.close()
         except FileNotFoundError:
             prog = os.path.basename(os.fspath(argv[0]))
             raise ToolMissing(prog, PACKAGES.get(prog)) from None

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -121,6 +122,8 @@ def quick_start(tmp: Path, base: Path, script: Path) -> int:
             result["pushed_marker"] = (pushed / ".imgbuild-push").is_file()
     finally:
         result["cleanup_problems"] = stop_containers(tmp / "lxc")
+        for lock in Path("/run/lxc/lock/var/lib/lxc").glob("*web[12]*"):     # LXC's, for our containers only
+            shutil.rmtree(lock, ignore_errors=True)
     print(json.dumps(result))
     return 0
 

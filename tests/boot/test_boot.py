@@ -1,0 +1,140 @@
+"""`imgbuild boot`: the default build booted under real LXC and real systemd-nspawn, each in a network namespace
+the command makes; a guest that cannot start (no /sbin/init) gives exit 1 and its console's tail; --keep leaves
+it reachable and --stop removes it; bad input is exit 2 and starts nothing. After every run nothing of it is left:
+no namespace, work directory, container cgroup or nspawn cgroup."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from builder.boot import guest_network, ready
+from tests.conftest import imgbuild
+
+pytestmark = pytest.mark.root
+VERDICT = re.compile(r"^debian12: up in (\d+\.\d) s under (lxc|nspawn): systemd running; sshd answers on "
+                     r"10\.0\.3\.2:22$", re.M)
+
+
+def leftovers(tmpdir: Path) -> list[str]:
+    left = [f"netns {n}" for n in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True
+                                                 ).stdout.split() if n.startswith("ib-boot-")]
+    left += [f"work dir {p}" for p in tmpdir.glob("imgbuild-boot-*")]
+    for top in Path("/sys/fs/cgroup").glob("*/lxc.*.ib-*"):
+        left.append(f"cgroup {top}")
+    for name in ("payload", "supervisor"):
+        if (Path("/sys/fs/cgroup/unified") / name).is_dir():
+            left.append(f"nspawn cgroup /sys/fs/cgroup/unified/{name}")
+    return left
+
+
+@pytest.fixture
+def env(tmp_path):
+    """A TMPDIR of the test's own, so its work directories can be counted."""
+    d = tmp_path / "tmp"
+    d.mkdir()
+    return {**os.environ, "TMPDIR": str(d)}, d
+
+
+@pytest.mark.parametrize("runtime", ["lxc", "nspawn"])
+def test_the_default_build_comes_up(debian12_build, env, runtime):
+    e, tmpdir = env
+    before = leftovers(Path(tempfile.gettempdir()))
+    r = imgbuild("boot", debian12_build, "--in", runtime, env=e, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    m = VERDICT.search(r.stdout)
+    assert m and m.group(2) == runtime, r.stdout
+    assert leftovers(tmpdir) == [] and leftovers(Path(tempfile.gettempdir())) == before
+
+
+def broken_output(src: Path, dest: Path) -> Path:
+    """A copy of the default output whose tarball has no /sbin/init."""
+    tree = dest.parent / "tree"
+    tree.mkdir(parents=True)
+    subprocess.run(["tar", "--numeric-owner", "-xpf", str(src / "debian12.tar.zst"), "-C", str(tree)], check=True)
+    (tree / "sbin/init").unlink()
+    dest.mkdir()
+    subprocess.run(["tar", "--numeric-owner", "--zstd", "-cf", str(dest / "debian12.tar.zst"), "-C", str(tree), "."],
+                   check=True)
+    shutil.rmtree(tree)
+    for f in ("lxc.conf", "manifest.json"):
+        shutil.copy2(src / f, dest / f)
+    return dest
+
+
+def test_a_guest_without_init_is_not_up_and_its_console_is_shown(debian12_build, env, tmp_path):
+    e, tmpdir = env
+    out = broken_output(debian12_build, tmp_path / "broken" / "debian12")
+    r = imgbuild("boot", out, "--timeout", "20", env=e, timeout=300)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert re.search(r"^debian12: did not come up under lxc", r.stdout, re.M), r.stdout
+    assert "console: " in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert leftovers(tmpdir) == []
+
+
+def test_keep_leaves_it_reachable_and_stop_removes_everything(debian12_build, env):
+    e, tmpdir = env
+    r = imgbuild("boot", debian12_build, "--keep", env=e, timeout=300)
+    assert r.returncode == 0 and VERDICT.search(r.stdout), r.stdout + r.stderr
+    kept = Path(re.search(r"^kept: (\S+)$", r.stdout, re.M).group(1))
+    try:
+        reach = re.search(r"reach it: (ip netns exec \S+ ssh root@10\.0\.3\.2)$", r.stdout, re.M).group(1)
+        netns = reach.split()[3]
+        probe = subprocess.run(["ip", "netns", "exec", netns, "ssh-keyscan", "-T", "5", "10.0.3.2"],
+                               capture_output=True, text=True, timeout=30)
+        assert "ssh-ed25519" in probe.stdout, probe.stderr          # still running, where it said
+        attach = re.search(r"reach it: (nsenter .* lxc-attach .*)$", r.stdout, re.M).group(1).split()
+        hn = subprocess.run([*attach, "--", "hostname"], capture_output=True, text=True, timeout=30)
+        assert hn.stdout.strip() == "vm0", hn.stderr
+        assert f"stop it:  imgbuild boot --stop {kept}" in r.stdout
+    finally:
+        s = imgbuild("boot", "--stop", kept, env=e, timeout=120)
+    assert s.returncode == 0 and f"stopped and removed {kept}" in s.stdout, s.stdout + s.stderr
+    assert leftovers(tmpdir) == []
+
+
+def test_bad_input_starts_nothing(tmp_path, env, debian12_build):
+    e, tmpdir = env
+    r = imgbuild("boot", tmp_path, env=e)
+    assert r.returncode == 2 and "not an imgbuild output (no manifest.json)" in r.stderr, r.stderr
+    r = imgbuild("boot", debian12_build, "--in", "qemu", env=e)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    (fake / "boot.json").write_text(json.dumps({"runtime": "lxc", "tag": "../../x", "workdir": str(fake),
+                                                "name": "ib-x", "address": None, "pid": 1, "extra": {}}))
+    r = imgbuild("boot", "--stop", fake, env=e)
+    assert r.returncode == 2 and "nothing was stopped" in r.stderr, r.stderr
+    assert fake.is_dir() and leftovers(tmpdir) == []
+
+
+@pytest.mark.parametrize("output, up, text", [
+    ("init=systemd\nrunning\nsshd=yes\n", True, "systemd running"),
+    ("init=systemd\ndegraded\n", True, "systemd degraded"),
+    ("init=systemd\nstarting\n", None, "systemd starting"),
+    ("init=systemd\nFailed to connect to bus: No such file or directory\n", None, "systemd Failed to connect"),
+    ("init=systemd\nmaintenance\n", False, "systemd maintenance"),
+    ("init=sysv\nN 3\n", True, "runlevel 3"),
+    ("init=sysv\nunknown\n", None, "no runlevel yet"),
+    ("init=sysv\nN 6\n", False, "runlevel 6"),
+    ("", None, "no answer yet"),
+])
+def test_the_guests_answer_is_read(output, up, text):
+    s = ready.parse(output)
+    assert s.up is up and s.text.startswith(text)
+    assert s.has_sshd == ("sshd=yes" in output)
+
+
+def test_the_bridge_carries_the_recipes_gateway():
+    m = {"network": {"eth0": {"address": "10.0.3.2/24", "gateway": "10.0.3.1"}}}
+    assert [str(x) for x in guest_network(m)] == ["10.0.3.2", "10.0.3.1/24"]
+    m = {"network": {"eth0": {"address": "192.0.2.7/28"}}}            # no gateway: another host of the network
+    assert [str(x) for x in guest_network(m)] == ["192.0.2.7", "192.0.2.1/28"]
+    assert guest_network({"network": {"eth0": {"dhcp": True}}}) == (None, None)
+    assert guest_network({}) == (None, None)
