@@ -115,6 +115,13 @@ def _line(command: str) -> str:
     return command
 
 
+def settle(image: Path, epoch: int | None = None) -> None:
+    """The last write to an image: its superblock's lifetime-writes counter (s_kbytes_written, which every
+    e2fsprogs session adds its own I/O to, so it differs between two builds of one tree) reset, so two builds give
+    the same bytes: in the primary superblock and, with `close -a`, in every backup."""
+    script(image, ["ssv kbytes_written 0", "close -a"], epoch)
+
+
 def script(image: Path, commands: list[str], epoch: int | None = None) -> None:
     """Run debugfs commands on an image, writable, one a line on its stdin. debugfs exits 0 even when a command
     fails, so its error lines ("CMD: message") are turned into a BuilderError here."""

@@ -52,7 +52,8 @@ PACKAGES = {
     "zstd": "zstd", "xz": "xz-utils", "pigz": "pigz", "gzip": "gzip", "mke2fs": "e2fsprogs",
     "debugfs": "e2fsprogs", "e2fsck": "e2fsprogs", "openssl": "openssl", "chroot": "coreutils",
     "mount": "mount", "umount": "mount", "tar": "tar", "gpgv": "gpgv", "qemu-system-x86_64": "qemu-system-x86",
-    "ip": "iproute2", "unshare": "util-linux", "setfacl": "acl", "getfattr": "attr",
+    "ip": "iproute2", "unshare": "util-linux", "setfacl": "acl", "getfattr": "attr", "sfdisk": "fdisk",
+    "mkfs.fat": "dosfstools", "mcopy": "mtools", "qemu-img": "qemu-utils",
 }
 
 

@@ -8,11 +8,11 @@ from __future__ import annotations
 from dataclasses import make_dataclass
 from types import ModuleType
 
-from builder.build.targets import image, lxc, nspawn, openvz, tarball, xen
+from builder.build.targets import disk, image, lxc, nspawn, openvz, tarball, xen
 from builder.core.schema import opt
 
 TARGETS: dict[str, ModuleType] = {"tarball": tarball, "lxc": lxc, "image": image, "openvz": openvz,
-                                  "nspawn": nspawn, "xen": xen}
+                                  "nspawn": nspawn, "xen": xen, "disk": disk}
 
 Targets = make_dataclass(
     "Targets",

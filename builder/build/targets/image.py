@@ -137,12 +137,13 @@ def make_image(root: Path, dest: Path, opts: ImageOptions, epoch: int) -> Path:
             f.truncate(size)   # sparse
         inodes = int(len(items) * 1.3) + 1024
         runner.run(["mke2fs", "-q", "-F", "-t", opts.fs, "-L", opts.label, "-N", str(inodes), "-d", str(root),
-                    "-E", f"root_owner=0:0,hash_seed={_uuid('hash:' + opts.label, epoch)}",
-                    "-U", _uuid(opts.label, epoch), str(tmp)], env=e2fs.env(epoch))
+                    "-E", f"root_owner=0:0,hash_seed={fs_uuid('hash:' + opts.label, epoch)}",
+                    "-U", fs_uuid(opts.label, epoch), str(tmp)], env=e2fs.env(epoch))
         _devices(tmp, items, epoch)
         _clamp_times(tmp, items, root, epoch)
         if opts.fstab:
             e2fs.write(tmp, "/etc/fstab", fstab(opts.label, opts.fs).encode(), 0o644, 0, 0, epoch)
+        e2fs.settle(tmp, epoch)
         runner.run(["e2fsck", "-fn", str(tmp)])
         tmp.rename(dest)
     except BaseException:
@@ -152,7 +153,7 @@ def make_image(root: Path, dest: Path, opts: ImageOptions, epoch: int) -> Path:
     return dest
 
 
-def _uuid(label: str, epoch: int) -> str:
+def fs_uuid(label: str, epoch: int) -> str:
     """A filesystem UUID derived from the recipe, so rebuilds give the same image."""
     return str(uuid.UUID(bytes=hashlib.sha256(f"{label}:{epoch}".encode()).digest()[:16], version=4))
 

@@ -430,7 +430,7 @@ def test_default_recipe_image_artifact(image_build):
     assert sb["Filesystem volume name"] == "root"
     epoch = manifest["source_date_epoch"]
     assert sb["Filesystem created"] == time.asctime(time.gmtime(epoch))      # E2FSPROGS_FAKE_TIME, not the clock
-    assert sb["Filesystem UUID"] == image._uuid("root", epoch)              # derived, not random
+    assert sb["Filesystem UUID"] == image.fs_uuid("root", epoch)              # derived, not random
 
     items = tarwriter.entries(tree)
     data = tarwriter.data_size(items)
