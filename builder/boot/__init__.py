@@ -14,13 +14,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 
-from builder.boot import lxc, nspawn, ready
+from builder.boot import lxc, nspawn, qemu, ready
 from builder.boot.sandbox import Sandbox, read_state, sandbox_of
 from builder.build.manifest import read_manifest
 from builder.core import proc as runner
 from builder.core.errors import BuilderError, InputError, Interrupted, ToolMissing
 
-RUNTIMES: dict[str, ModuleType] = {"lxc": lxc, "nspawn": nspawn}
+# in the order a runtime is chosen when --in is not given
+RUNTIMES: dict[str, ModuleType] = {"lxc": lxc, "qemu": qemu, "nspawn": nspawn}
 CONSOLE_TAIL = 40
 
 
@@ -49,12 +50,13 @@ def choose(manifest: dict, output: Path, want: str | None) -> str:
             raise InputError(f"--in {want}: not a runtime imgbuild boots with", f"one of: {', '.join(RUNTIMES)}")
         if not RUNTIMES[want].needs(manifest):
             raise InputError(f"{output}: the build has nothing {want} can start",
-                             "lxc needs the tarball and lxc targets; nspawn a tarball or the nspawn target")
+                             "lxc needs the tarball and lxc targets, qemu the disk target, nspawn a tarball or the "
+                             "nspawn target")
         return want
     for name, mod in RUNTIMES.items():
         if mod.needs(manifest):
             return name
-    raise InputError(f"{output}: the build has nothing to boot (no tarball, LXC config or nspawn tree)",
+    raise InputError(f"{output}: the build has nothing to boot (no tarball, LXC config, disk or nspawn tree)",
                      "add targets: {tarball: {}, lxc: {}} to the recipe and build again")
 
 
@@ -80,13 +82,14 @@ def guest_network(manifest: dict) -> tuple[str | None, ipaddress.IPv4Interface |
 
 
 def boot(output: Path, want: str | None = None, timeout: float = 120.0, keep: bool = False,
-         workdir_parent: str | None = None) -> Verdict:
+         workdir_parent: str | None = None, firmware: str = "bios") -> Verdict:
     manifest = read_manifest(output)
     name = choose(manifest, output, want)
     mod = RUNTIMES[name]
     address, gateway = guest_network(manifest)
     sb = Sandbox(name, gateway, workdir_parent)
     sb.state.address = address
+    sb.state.extra["firmware"] = firmware
     started = kept = False
     try:
         sb.create()
@@ -94,7 +97,10 @@ def boot(output: Path, want: str | None = None, timeout: float = 120.0, keep: bo
         started = True
         try:
             t0 = mod.start(output, manifest, sb)     # when the runtime was started (after unpacking)
-            state = ready.wait(mod.run_in(sb, sb.state), timeout, lambda: mod.running(sb, sb.state))
+            if hasattr(mod, "wait_up"):        # a VM: read from its console
+                state = mod.wait_up(sb, sb.state, timeout)
+            else:
+                state = ready.wait(mod.run_in(sb, sb.state), timeout, lambda: mod.running(sb, sb.state))
             if state.up is None and not mod.running(sb, sb.state):
                 state.text = f"the guest stopped ({state.text})"
         except (InputError, ToolMissing, Interrupted):

@@ -13,6 +13,7 @@ EPILOG = """\b
 Examples:
   imgbuild boot output/debian12                  LXC (the build's lxc target), up or not, and how long it took
   imgbuild boot output/debian12 --in nspawn      the same tree under systemd-nspawn
+  imgbuild boot output/debian12-vm --firmware uefi   the disk target's disk under qemu (KVM, else TCG)
   imgbuild boot output/debian12 --keep           leave it running; prints how to reach and stop it
   imgbuild boot --stop /tmp/imgbuild-boot-...    stop a kept one and remove everything it made
 
@@ -28,15 +29,17 @@ Exit status: 0 up, 1 did not come up (the console's last lines are printed), 2 b
 @click.command("boot", epilog=EPILOG)
 @click.argument("output", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--in", "runtime", type=click.Choice(sorted(boot_mod.RUNTIMES)), help="The runtime (default: LXC "
-              "when the build has an LXC config, else nspawn).")
+              "when the build has an LXC config, else qemu when it has a disk, else nspawn).")
 @click.option("--timeout", type=click.FloatRange(5, 3600), default=120, show_default=True, metavar="SECONDS",
               help="How long to wait for the guest to come up.")
+@click.option("--firmware", type=click.Choice(["bios", "uefi"]), default="bios", show_default=True,
+              help="qemu: SeaBIOS, or OVMF (Debian's ovmf package) for UEFI.")
 @click.option("--keep", is_flag=True, help="Leave the guest running; print how to reach it and how to stop it.")
 @click.option("--stop", "stop_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), metavar="DIR",
               help="Stop a guest --keep left (the directory it printed) and remove all it made.")
 @verbosity
-def boot(output: Path | None, runtime: str | None, timeout: float, keep: bool, stop_dir: Path | None,
-         verbose: int, quiet: bool, debug: bool) -> None:
+def boot(output: Path | None, runtime: str | None, timeout: float, firmware: str, keep: bool,
+         stop_dir: Path | None, verbose: int, quiet: bool, debug: bool) -> None:
     """Start a built OUTPUT (e.g. output/debian12) in a throwaway runtime, wait until its init system says it is
     up and its sshd answers, print a one-line verdict with the boot time, and remove everything again."""
     apply_verbosity(verbose, quiet, debug)
@@ -49,7 +52,7 @@ def boot(output: Path | None, runtime: str | None, timeout: float, keep: bool, s
         return
     if output is None:
         raise click.UsageError("give the OUTPUT to boot (e.g. output/debian12), or --stop DIR")
-    v = boot_mod.boot(output, runtime, timeout, keep)
+    v = boot_mod.boot(output, runtime, timeout, keep, firmware=firmware)
     for line in v.console:
         click.echo(f"  console: {line}", err=True)
     click.echo(v.line())

@@ -360,35 +360,3 @@ def qemu(kit: BootKit, image: Path, workdir: Path, append: str = "", memory: int
         q.kill()
         pidfile.unlink(missing_ok=True)
 
-
-OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
-OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
-
-
-@contextmanager
-def qemu_disk(disk: Path, fmt: str, firmware: str, workdir: Path, memory: int = 1024,
-              hard_timeout: int = 300) -> Iterator[Qemu]:
-    """Boot a whole disk (its own bootloader and kernel) under TCG, no NIC, snapshot=on; firmware "bios" (SeaBIOS)
-    or "uefi" (OVMF from Debian's ovmf package, with a private copy of its variable store). Yields a Qemu."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    serial, pidfile, log = workdir / "serial.log", workdir / "qemu.pid", workdir / "qemu.out"
-    for f in (serial, pidfile):
-        f.unlink(missing_ok=True)
-    fw: list[str] = []
-    if firmware == "uefi":
-        shutil.copyfile(OVMF_VARS, workdir / "vars.fd")
-        fw = ["-drive", f"if=pflash,format=raw,readonly=on,file={OVMF_CODE}",
-              "-drive", f"if=pflash,format=raw,file={workdir / 'vars.fd'}"]
-    cmd = ["timeout", "-s", "KILL", str(hard_timeout),
-           QEMU, "-accel", "tcg", "-m", str(memory), "-smp", "1", "-nographic", "-no-reboot",
-           "-monitor", "none", "-serial", f"file:{serial}", "-nic", "none", "-pidfile", str(pidfile), *fw,
-           "-drive", f"file={disk},format={fmt},if=virtio,snapshot=on"]
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-    q = Qemu(proc, pidfile, serial, log, time.monotonic())
-    try:
-        yield q
-    finally:
-        q.kill()
-        pidfile.unlink(missing_ok=True)

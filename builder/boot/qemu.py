@@ -1,0 +1,118 @@
+"""`imgbuild boot --in qemu`: a built disk (the disk target's qcow2 or raw) booted by real qemu in the sandbox's
+network namespace: a tap on the sandbox's bridge is the guest's virtio NIC (with the recipe's MAC), the disk is
+opened with snapshot=on (the output is never written), the serial console goes to a file. KVM when this host
+has a working one (the kvm_intel or kvm_amd module loaded and /dev/kvm), else TCG; the verdict says which.
+
+A VM cannot be asked from inside without changing its image, so "up" is read from its serial console (a login
+prompt, or systemd reaching multi-user.target) and then its sshd is asked on the recipe's address."""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import time
+from pathlib import Path
+
+from builder.boot.ready import InitState
+from builder.boot.sandbox import BRIDGE, Sandbox, State
+from builder.core import proc as runner
+from builder.core.errors import InputError
+
+TAP = "ibtap0"
+UP = re.compile(r"(?m)^\S+ login: |Reached target .*Multi-User System")
+DOWN = re.compile(r"Kernel panic|You are in emergency mode|Give root password for maintenance|"
+                  r"Failed to mount .*/sysroot|ALERT! .* does not exist")
+OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
+OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
+
+
+def needs(manifest: dict) -> bool:
+    return bool({a["kind"] for a in manifest["artifacts"]} & {"disk-qcow2", "disk-raw"})
+
+
+def accel() -> str:
+    usable = os.path.exists("/dev/kvm") and any(os.path.isdir(f"/sys/module/{m}") for m in ("kvm_intel", "kvm_amd"))
+    return "kvm" if usable else "tcg"
+
+
+def start(output: Path, manifest: dict, sb: Sandbox) -> float:
+    files = {a["kind"]: Path(output) / a["path"] for a in manifest["artifacts"]}
+    kind = "disk-qcow2" if "disk-qcow2" in files else "disk-raw"
+    disk = files[kind]
+    if disk.is_symlink() or not disk.is_file():
+        raise InputError(f"{disk}: the output's disk is missing or not a regular file", "build again")
+    macs = [nic["mac"] for _n, nic in sorted((manifest.get("network") or {}).items()) if nic.get("mac")]
+    runner.run(["ip", "-n", sb.netns, "tuntap", "add", "dev", TAP, "mode", "tap"])
+    runner.run(["ip", "-n", sb.netns, "link", "set", TAP, "master", BRIDGE, "up"])
+    fw: list[str] = []
+    if sb.state.extra.get("firmware") == "uefi":
+        vars_copy = sb.workdir / "OVMF_VARS.fd"
+        vars_copy.write_bytes(OVMF_VARS.read_bytes())
+        fw = ["-drive", f"if=pflash,format=raw,readonly=on,file={OVMF_CODE}",
+              "-drive", f"if=pflash,format=raw,file={vars_copy}"]
+    a = accel()
+    sb.state.extra["accel"] = a
+    nic = f"virtio-net-pci,netdev=n0{',mac=' + macs[0] if macs else ''}"
+    launched = time.monotonic()
+    proc = runner.start(sb.ns("qemu-system-x86_64", "-name", sb.state.name, "-accel", a, "-m", "1024", "-smp", "1",
+                              "-nographic", "-no-reboot", "-monitor", "none",
+                              "-serial", f"file:{sb.workdir / 'console.log'}", *fw,
+                              "-netdev", f"tap,id=n0,ifname={TAP},script=no,downscript=no", "-device", nic,
+                              "-drive", f"file={disk},format={kind.split('-')[1]},if=virtio,snapshot=on"),
+                        output=sb.workdir / "qemu.out")
+    sb.state.pid = proc.pid
+    return launched
+
+
+def wait_up(sb: Sandbox, st: State, timeout: float) -> InitState:
+    console = Path(st.workdir) / "console.log"
+    end = time.monotonic() + timeout
+    while time.monotonic() < end and running(sb, st):
+        text = console.read_bytes()[-262144:].decode("utf-8", "replace") if console.exists() else ""
+        if DOWN.search(text):
+            return InitState(False, f"console: {DOWN.search(text).group(0)}")
+        if UP.search(text):
+            return InitState(True, f"console: {'login prompt' if 'login:' in text else 'multi-user.target'} "
+                                   f"({st.extra.get('firmware')}, {st.extra.get('accel')})", has_sshd=True)
+        time.sleep(0.5)
+    return InitState(None, f"console: no login prompt yet ({st.extra.get('accel')})")
+
+
+def run_in(sb: Sandbox, st: State):
+    raise InputError("a VM is not asked from inside", "")
+
+
+def running(sb: Sandbox, st: State) -> bool:
+    return bool(st.pid) and _ours(st)
+
+
+def log_file(st: State) -> Path:
+    return Path(st.workdir) / "qemu.out"
+
+
+def reach(st: State) -> list[str]:
+    return [f"tail -f {Path(st.workdir) / 'console.log'}    (its serial console)"]
+
+
+def _ours(st: State) -> bool:
+    try:
+        with open(f"/proc/{st.pid}/cmdline", "rb") as f:
+            cmd = f.read().split(b"\0")
+    except OSError:
+        return False
+    return any(c.endswith(b"qemu-system-x86_64") for c in cmd) and st.name.encode() in cmd
+
+
+def stop(sb: Sandbox, st: State) -> list[str]:
+    if st.pid and _ours(st):
+        os.kill(st.pid, signal.SIGKILL)       # snapshot=on: nothing of the disk to flush
+        end = time.monotonic() + 10
+        while time.monotonic() < end:
+            try:
+                if os.waitpid(st.pid, os.WNOHANG)[0]:
+                    break
+            except ChildProcessError:
+                if not _ours(st):
+                    break
+            time.sleep(0.1)
+    return [f"qemu {st.pid} did not end"] if st.pid and _ours(st) else []
