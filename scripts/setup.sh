@@ -9,7 +9,7 @@ PACKAGES="
   debootstrap mmdebstrap lxc bridge-utils iproute2 systemd-container uidmap
   rpm createrepo-c dnf cpio busybox-static
   xen-utils-4.17 xen-tools
-  qemu-system-x86 qemu-utils e2fsprogs fdisk mtools dosfstools ovmf
+  qemu-system-x86 qemu-utils e2fsprogs fdisk mtools dosfstools ovmf libvirt-clients libxml2-utils
   openssh-server openssh-client rsync acl attr kmod
   tar zstd xz-utils pigz gzip gnupg
 "

@@ -37,10 +37,11 @@ DEFAULT_RECIPE = REPO / "recipes" / "debian12.yml"
 
 
 def imgbuild(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: int = 900,
-             ) -> subprocess.CompletedProcess:
-    """Run the installed `imgbuild` console script; text output captured."""
+             input: str | None = None) -> subprocess.CompletedProcess:
+    """Run the installed `imgbuild` console script; text output captured; stdin is `input`, else empty."""
+    stdin = {"input": input} if input is not None else {"stdin": subprocess.DEVNULL}   # never a prompt
     return subprocess.run([str(BIN / "imgbuild"), *map(str, args)], cwd=cwd or REPO, capture_output=True,
-                          text=True, timeout=timeout, env=env, stdin=subprocess.DEVNULL)   # never a prompt
+                          text=True, timeout=timeout, env=env, **stdin)
 
 
 def migrate(*args: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:

@@ -5,7 +5,12 @@ verdict with the boot time returned; on failure the tail of its console. Everyth
 an error or Ctrl-C, unless `keep`: then the sandbox's boot.json says what to stop (`stop_kept`).
 
 The guest's address, gateway and MAC come from manifest.json's `network` (what the recipe gave); an output
-without one boots on a bridge without an address, and sshd is not asked."""
+without one boots on a bridge without an address, and sshd is not asked.
+
+A runtime module has needs(manifest), start(output, manifest, sandbox) -> start time, running, log_file, reach
+(how a kept guest is reached), stop; and how "up" is learnt: a container is asked from inside (run_in: a
+command runner for ready.wait), a VM, which cannot be entered without changing its disk, is read from outside
+(wait_up: its serial console)."""
 from __future__ import annotations
 
 import ipaddress

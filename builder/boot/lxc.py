@@ -99,23 +99,23 @@ def stop(sb: Sandbox, st: State) -> list[str]:
     problems = []
     runner.run(sb.ns("lxc-stop", "-P", lxcpath, "-n", st.name, "-k"), check=False, capture=True)
     end = time.monotonic() + 15
-    while _pids(st.name) and time.monotonic() < end:
+    while container_pids(st.name) and time.monotonic() < end:
         time.sleep(0.2)
-    for pid in _pids(st.name):            # only processes in this container's own cgroups
+    for pid in container_pids(st.name):            # only processes in this container's own cgroups
         try:
             os.kill(pid, 9)
         except ProcessLookupError:
             pass
-    if _pids(st.name):
+    if container_pids(st.name):
         time.sleep(0.2)
-    for top in _cgroups(st.name):
+    for top in container_cgroups(st.name):
         for dirpath, _dirs, _files in os.walk(top, topdown=False):
             try:
                 os.rmdir(dirpath)
             except OSError:
                 pass
-    if _cgroups(st.name):
-        problems.append(f"cgroups of {st.name} left: {', '.join(map(str, _cgroups(st.name)))}")
+    if container_cgroups(st.name):
+        problems.append(f"cgroups of {st.name} left: {', '.join(map(str, container_cgroups(st.name)))}")
     lock = Path("/run/lxc/lock") / str(lxcpath.resolve()).lstrip("/")
     shutil.rmtree(lock, ignore_errors=True)
     for parent in lock.parents:
@@ -128,7 +128,7 @@ def stop(sb: Sandbox, st: State) -> list[str]:
     return problems
 
 
-def _cgroups(name: str) -> list[Path]:
+def container_cgroups(name: str) -> list[Path]:
     """The cgroup directories LXC made for container NAME (a sandbox's own, random name)."""
     if not CGROUP_ROOT.is_dir():
         return []
@@ -146,9 +146,9 @@ def _cgroups(name: str) -> list[Path]:
     return list(dict.fromkeys(found))
 
 
-def _pids(name: str) -> set[int]:
+def container_pids(name: str) -> set[int]:
     pids: set[int] = set()
-    for top in _cgroups(name):
+    for top in container_cgroups(name):
         for dirpath, _dirs, files in os.walk(top):
             if "cgroup.procs" in files:
                 try:

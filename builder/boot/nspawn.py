@@ -15,6 +15,7 @@ import signal
 import time
 from pathlib import Path
 
+from builder.boot import sandbox
 from builder.boot.sandbox import BRIDGE, Sandbox, State
 from builder.core import proc as runner
 from builder.core.errors import BuilderError, InputError
@@ -111,7 +112,7 @@ def run_in(sb: Sandbox, st: State):
 
 
 def running(sb: Sandbox, st: State) -> bool:
-    _reap(st.pid or 0)
+    sandbox.reap(st.pid)
     return bool(st.pid) and _ours(st)
 
 
@@ -125,35 +126,21 @@ def reach(st: State) -> list[str]:
 
 def _ours(st: State) -> bool:
     """Whether st.pid is still the nspawn this boot started (not a pid reused since)."""
-    try:
-        with open(f"/proc/{st.pid}/cmdline", "rb") as f:
-            cmd = f.read().split(b"\0")
-    except OSError:
-        return False
-    return b"systemd-nspawn" in b" ".join(cmd) and f"--machine={st.name}".encode() in cmd
+    return sandbox.ours(st.pid, "systemd-nspawn", f"--machine={st.name}")
 
 
 def stop(sb: Sandbox, st: State) -> list[str]:
     """SIGTERM to nspawn (it halts the machine), SIGKILL to the machine's init if it is not gone in 30 s; then the
     cgroups nspawn left."""
     problems = []
-    if st.pid and _ours(st):
-        os.kill(st.pid, signal.SIGTERM)
-        end = time.monotonic() + 30
-        while _ours(st) and time.monotonic() < end:
-            _reap(st.pid)
-            time.sleep(0.2)
-        if _ours(st):
-            init = int(st.extra.get("init", "0") or 0)
-            for pid in (init, st.pid):
-                if pid > 1:
-                    try:
-                        os.kill(pid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
-            time.sleep(0.5)
-            _reap(st.pid)
-        if _ours(st):
+    if not sandbox.end(st.pid, lambda: _ours(st), signal.SIGTERM, 30):
+        init = int(st.extra.get("init", "0") or 0)
+        if init > 1 and _ours(st):
+            try:
+                os.kill(init, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if not sandbox.end(st.pid, lambda: _ours(st), signal.SIGKILL, 5):
             problems.append(f"systemd-nspawn {st.pid} did not end")
     before = set(filter(None, st.extra.get("cgroups_before", "").split(",")))
     for cg in sorted(set(map(str, _own_cgroups())) - before, key=len, reverse=True):
@@ -163,13 +150,6 @@ def stop(sb: Sandbox, st: State) -> list[str]:
             except OSError:
                 pass
     return problems
-
-
-def _reap(pid: int) -> None:
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
 
 
 def _own_cgroups() -> set[Path]:

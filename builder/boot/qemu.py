@@ -1,7 +1,8 @@
 """`imgbuild boot --in qemu`: a built disk (the disk target's qcow2 or raw) booted by real qemu in the sandbox's
 network namespace: a tap on the sandbox's bridge is the guest's virtio NIC (with the recipe's MAC), the disk is
-opened with snapshot=on (the output is never written), the serial console goes to a file. KVM when this host
-has a working one (the kvm_intel or kvm_amd module loaded and /dev/kvm), else TCG; the verdict says which.
+opened with snapshot=on (the output is never written), the serial console is a socket in the work directory
+(`imgbuild boot --console DIR` attaches to a kept one) logged to a file. KVM when this host has a working one (the
+kvm_intel or kvm_amd module loaded and /dev/kvm), else TCG; the verdict says which.
 
 A VM cannot be asked from inside without changing its image, so "up" is read from its serial console (a login
 prompt, or systemd reaching multi-user.target) and then its sshd is asked on the recipe's address."""
@@ -13,12 +14,14 @@ import signal
 import time
 from pathlib import Path
 
+from builder.boot import sandbox
 from builder.boot.ready import InitState
 from builder.boot.sandbox import BRIDGE, Sandbox, State
 from builder.core import proc as runner
 from builder.core.errors import InputError
 
 TAP = "ibtap0"
+CONSOLE = "console.sock"
 UP = re.compile(r"(?m)^\S+ login: |Reached target .*Multi-User System")
 DOWN = re.compile(r"Kernel panic|You are in emergency mode|Give root password for maintenance|"
                   r"Failed to mount .*/sysroot|ALERT! .* does not exist")
@@ -30,6 +33,11 @@ def needs(manifest: dict) -> bool:
     return bool({a["kind"] for a in manifest["artifacts"]} & {"disk-qcow2", "disk-raw"})
 
 
+def _opt(path: Path) -> str:
+    """A path inside a qemu option value: a comma is written twice."""
+    return str(path).replace(",", ",,")
+
+
 def accel() -> str:
     usable = os.path.exists("/dev/kvm") and any(os.path.isdir(f"/sys/module/{m}") for m in ("kvm_intel", "kvm_amd"))
     return "kvm" if usable else "tcg"
@@ -38,7 +46,7 @@ def accel() -> str:
 def start(output: Path, manifest: dict, sb: Sandbox) -> float:
     files = {a["kind"]: Path(output) / a["path"] for a in manifest["artifacts"]}
     kind = "disk-qcow2" if "disk-qcow2" in files else "disk-raw"
-    disk = files[kind]
+    disk = Path(os.path.abspath(files[kind]))          # qemu runs in the work directory
     if disk.is_symlink() or not disk.is_file():
         raise InputError(f"{disk}: the output's disk is missing or not a regular file", "build again")
     macs = [nic["mac"] for _n, nic in sorted((manifest.get("network") or {}).items()) if nic.get("mac")]
@@ -48,18 +56,21 @@ def start(output: Path, manifest: dict, sb: Sandbox) -> float:
     if sb.state.extra.get("firmware") == "uefi":
         vars_copy = sb.workdir / "OVMF_VARS.fd"
         vars_copy.write_bytes(OVMF_VARS.read_bytes())
-        fw = ["-drive", f"if=pflash,format=raw,readonly=on,file={OVMF_CODE}",
-              "-drive", f"if=pflash,format=raw,file={vars_copy}"]
+        fw = ["-drive", f"if=pflash,format=raw,readonly=on,file={_opt(OVMF_CODE)}",
+              "-drive", "if=pflash,format=raw,file=OVMF_VARS.fd"]
     a = accel()
     sb.state.extra["accel"] = a
     nic = f"virtio-net-pci,netdev=n0{',mac=' + macs[0] if macs else ''}"
     launched = time.monotonic()
     proc = runner.start(sb.ns("qemu-system-x86_64", "-name", sb.state.name, "-accel", a, "-m", "1024", "-smp", "1",
                               "-nographic", "-no-reboot", "-monitor", "none",
-                              "-serial", f"file:{sb.workdir / 'console.log'}", *fw,
+                              # the serial console: a socket `imgbuild boot --console` attaches to, logged to a
+                              # file (what wait_up reads); names relative to the work directory, qemu's cwd
+                              "-chardev", f"socket,id=ser0,path={CONSOLE},server=on,wait=off,logfile=console.log",
+                              "-serial", "chardev:ser0", *fw,
                               "-netdev", f"tap,id=n0,ifname={TAP},script=no,downscript=no", "-device", nic,
-                              "-drive", f"file={disk},format={kind.split('-')[1]},if=virtio,snapshot=on"),
-                        output=sb.workdir / "qemu.out")
+                              "-drive", f"file={_opt(disk)},format={kind.split('-')[1]},if=virtio,snapshot=on"),
+                        output=sb.workdir / "qemu.out", cwd=sb.workdir)
     sb.state.pid = proc.pid
     return launched
 
@@ -78,10 +89,6 @@ def wait_up(sb: Sandbox, st: State, timeout: float) -> InitState:
     return InitState(None, f"console: no login prompt yet ({st.extra.get('accel')})")
 
 
-def run_in(sb: Sandbox, st: State):
-    raise InputError("a VM is not asked from inside", "")
-
-
 def running(sb: Sandbox, st: State) -> bool:
     return bool(st.pid) and _ours(st)
 
@@ -91,28 +98,13 @@ def log_file(st: State) -> Path:
 
 
 def reach(st: State) -> list[str]:
-    return [f"tail -f {Path(st.workdir) / 'console.log'}    (its serial console)"]
+    return [f"imgbuild boot --console {st.workdir}    (its serial console; Ctrl-] leaves it)"]
 
 
 def _ours(st: State) -> bool:
-    try:
-        with open(f"/proc/{st.pid}/cmdline", "rb") as f:
-            cmd = f.read().split(b"\0")
-    except OSError:
-        return False
-    return any(c.endswith(b"qemu-system-x86_64") for c in cmd) and st.name.encode() in cmd
+    return sandbox.ours(st.pid, "qemu-system-x86_64", st.name)
 
 
 def stop(sb: Sandbox, st: State) -> list[str]:
-    if st.pid and _ours(st):
-        os.kill(st.pid, signal.SIGKILL)       # snapshot=on: nothing of the disk to flush
-        end = time.monotonic() + 10
-        while time.monotonic() < end:
-            try:
-                if os.waitpid(st.pid, os.WNOHANG)[0]:
-                    break
-            except ChildProcessError:
-                if not _ours(st):
-                    break
-            time.sleep(0.1)
-    return [f"qemu {st.pid} did not end"] if st.pid and _ours(st) else []
+    # snapshot=on: nothing of the disk to flush
+    return [] if sandbox.end(st.pid, lambda: _ours(st), signal.SIGKILL, 10) else [f"qemu {st.pid} did not end"]

@@ -13,10 +13,12 @@ import os
 import re
 import secrets
 import shutil
+import signal
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from builder.core import proc as runner
 from builder.core.errors import InputError
@@ -130,3 +132,41 @@ def sandbox_of(st: State) -> Sandbox:
     sb = Sandbox.__new__(Sandbox)
     sb.tag, sb.workdir, sb.state, sb.gateway, sb.made_netns = st.tag, Path(st.workdir), st, None, True
     return sb
+
+
+def ours(pid: int | None, program: str, marker: str) -> bool:
+    """Whether pid is still the process a boot started: one of its arguments ends in `program` (it is the program,
+    or nsenter about to become it) and `marker` is one of them. A pid reused since by something else is never
+    signalled."""
+    if not pid:
+        return False
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmd = f.read().split(b"\0")
+    except OSError:
+        return False
+    return any(c.endswith(program.encode()) for c in cmd) and marker.encode() in cmd
+
+
+def end(pid: int | None, still_ours: Callable[[], bool], sig: int = signal.SIGTERM, grace: float = 10) -> bool:
+    """Send `sig` to pid if it is still ours and wait up to `grace` seconds for it to go (reaping it if it is our
+    child); True when it is gone."""
+    if still_ours():
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return True
+    deadline = time.monotonic() + grace
+    while still_ours() and time.monotonic() < deadline:
+        reap(pid)
+        time.sleep(0.1)
+    reap(pid)
+    return not still_ours()
+
+
+def reap(pid: int | None) -> None:
+    try:
+        if pid:
+            os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass

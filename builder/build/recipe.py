@@ -25,6 +25,7 @@ from builder.build.steps.network import Interface
 from builder.build.steps.password import RootPassword
 from builder.build.steps.templates import Template
 from builder.build.targets import Targets, tarball
+from builder.build.targets import checks as target_checks
 from builder.core import checks, schema, untrusted
 from builder.core.checks import Epoch, Hostname, IfName, IPAddress, Name
 from builder.core.errors import InputError, Problem, RecipeError
@@ -291,6 +292,8 @@ def _semantics(v: dict[str, Any]) -> list[tuple[str, str]]:
             out.append(("init", f"{init} is not for {v['distro']}"))
     if ok("network"):
         out += _shared_macs(v["network"])
+    if ok("targets"):
+        out += target_checks(v["targets"])
     if ok("hooks"):
         out += [(f"hooks.{phase}[{i}].script", f"{h.script}: no such file") for phase in PHASES
                 for i, h in enumerate(v["hooks"].phase(phase)) if h.script is not None and not Path(h.script).is_file()]

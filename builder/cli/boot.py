@@ -15,6 +15,7 @@ Examples:
   imgbuild boot output/debian12 --in nspawn      the same tree under systemd-nspawn
   imgbuild boot output/debian12-vm --firmware uefi   the disk target's disk under qemu (KVM, else TCG)
   imgbuild boot output/debian12 --keep           leave it running; prints how to reach and stop it
+  imgbuild boot --console /tmp/imgbuild-boot-... a kept VM's serial console on this terminal (Ctrl-] leaves)
   imgbuild boot --stop /tmp/imgbuild-boot-...    stop a kept one and remove everything it made
 
 \b
@@ -35,14 +36,22 @@ Exit status: 0 up, 1 did not come up (the console's last lines are printed), 2 b
 @click.option("--firmware", type=click.Choice(["bios", "uefi"]), default="bios", show_default=True,
               help="qemu: SeaBIOS, or OVMF (Debian's ovmf package) for UEFI.")
 @click.option("--keep", is_flag=True, help="Leave the guest running; print how to reach it and how to stop it.")
+@click.option("--console", "console_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              metavar="DIR", help="Attach this terminal to the serial console of a VM --keep left (Ctrl-] leaves).")
 @click.option("--stop", "stop_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), metavar="DIR",
               help="Stop a guest --keep left (the directory it printed) and remove all it made.")
 @verbosity
 def boot(output: Path | None, runtime: str | None, timeout: float, firmware: str, keep: bool,
-         stop_dir: Path | None, verbose: int, quiet: bool, debug: bool) -> None:
+         console_dir: Path | None, stop_dir: Path | None, verbose: int, quiet: bool, debug: bool) -> None:
     """Start a built OUTPUT (e.g. output/debian12) in a throwaway runtime, wait until its init system says it is
     up and its sshd answers, print a one-line verdict with the boot time, and remove everything again."""
     apply_verbosity(verbose, quiet, debug)
+    if console_dir is not None:
+        if output is not None or stop_dir is not None:
+            raise click.UsageError("--console DIR takes nothing else")
+        from builder.boot.console import attach
+        attach(console_dir)
+        return
     if stop_dir is not None:
         if output is not None:
             raise click.UsageError("give either OUTPUT or --stop DIR")

@@ -90,6 +90,16 @@ class LinkLoop(UnsafePath):
     pass
 
 
+def at(image: Path, offset: int) -> Path:
+    """How e2fsprogs (debugfs, e2fsck) opens a filesystem that starts `offset` bytes into a file (a partition of
+    a disk image): NAME?offset=N, read by their unix I/O manager. A file name with a `?` in it cannot be opened
+    either way, so it is refused."""
+    if "?" in str(image):
+        raise InputError(f"{image}: e2fsprogs cannot open a file whose path has a '?' in it",
+                         "build into a directory without '?' in its path")
+    return Path(f"{image}?offset={offset}") if offset else Path(image)
+
+
 def env(epoch: int | None) -> dict[str, str]:
     e = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
     if epoch is not None:

@@ -54,6 +54,7 @@ PACKAGES = {
     "mount": "mount", "umount": "mount", "tar": "tar", "gpgv": "gpgv", "qemu-system-x86_64": "qemu-system-x86",
     "ip": "iproute2", "unshare": "util-linux", "setfacl": "acl", "getfattr": "attr", "sfdisk": "fdisk",
     "mkfs.fat": "dosfstools", "mcopy": "mtools", "qemu-img": "qemu-utils",
+    "virt-xml-validate": "libvirt-clients", "xmllint": "libxml2-utils",
 }
 
 
@@ -352,15 +353,15 @@ def _stop(proc: subprocess.Popen) -> None:
         _raise_pending()
 
 
-def start(argv: Sequence[Arg], output: Path | None = None) -> subprocess.Popen:
+def start(argv: Sequence[Arg], output: Path | None = None, cwd: Path | None = None) -> subprocess.Popen:
     """A long-lived helper process (an ssh control master, a booted machine): stdout discarded and stderr kept for
-    its error, or both into the file `output`; its own process group. End it with stop()."""
+    its error, or both into the file `output`; its own process group; run in `cwd` if given. End it with stop()."""
     log.debug("+ %s &", show(argv))
     with _held():
         try:
             out = open(output, "ab") if output is not None else None
             try:
-                proc = subprocess.Popen(_real(argv), stdin=subprocess.DEVNULL,
+                proc = subprocess.Popen(_real(argv), stdin=subprocess.DEVNULL, cwd=cwd,
                                         stdout=out if out else subprocess.DEVNULL,
                                         stderr=subprocess.STDOUT if out else subprocess.PIPE, start_new_session=True)
             finally:

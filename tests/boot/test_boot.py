@@ -1,7 +1,8 @@
 """`imgbuild boot`: the default build booted under real LXC and real systemd-nspawn, each in a network namespace
-the command makes; a guest that cannot start (no /sbin/init) gives exit 1 and its console's tail; --keep leaves
-it reachable and --stop removes it; bad input is exit 2 and starts nothing. After every run nothing of it is left:
-no namespace, work directory, container cgroup or nspawn cgroup."""
+the command makes (the LXC boot is also the LXC target's acceptance test: the kept guest has the recipe's
+hostname, address, MAC, hook result and no failed unit); a guest that cannot start (no /sbin/init) gives exit 1
+and its console's tail; --keep leaves it reachable and --stop removes it; bad input is exit 2 and starts nothing.
+After every run nothing of it is left: no namespace, work directory, container cgroup or nspawn cgroup."""
 from __future__ import annotations
 
 import json
@@ -90,8 +91,16 @@ def test_keep_leaves_it_reachable_and_stop_removes_everything(debian12_build, en
                                capture_output=True, text=True, timeout=30)
         assert "ssh-ed25519" in probe.stdout, probe.stderr          # still running, where it said
         attach = re.search(r"reach it: (nsenter .* lxc-attach .*)$", r.stdout, re.M).group(1).split()
-        hn = subprocess.run([*attach, "--", "hostname"], capture_output=True, text=True, timeout=30)
-        assert hn.stdout.strip() == "vm0", hn.stderr
+        inside = lambda *cmd: subprocess.run([*attach, "--", *cmd], capture_output=True, text=True, timeout=30)
+        # the LXC target's output as the recipe made it: hostname, address, MAC, no failed unit, the hook's file
+        assert inside("hostname").stdout.strip() == "vm0"
+        assert re.search(r"\binet 10\.0\.3\.2/24\b", inside("ip", "-o", "-4", "addr", "show", "dev", "eth0").stdout)
+        assert inside("cat", "/sys/class/net/eth0/address").stdout.strip() == "00:16:3e:00:03:02"
+        failed = inside("systemctl", "--failed", "--no-legend", "--plain", "--no-pager")
+        assert failed.returncode == 0 and failed.stdout.strip() == "", failed.stdout + failed.stderr
+        assert inside("cat", "/etc/hello").stdout == "hello\n"
+        neigh = subprocess.run(["ip", "-n", netns, "neigh", "show", "10.0.3.2"], capture_output=True, text=True)
+        assert "lladdr 00:16:3e:00:03:02" in neigh.stdout, neigh.stdout   # the address answered with the MAC
         assert f"stop it:  imgbuild boot --stop {kept}" in r.stdout
     finally:
         s = imgbuild("boot", "--stop", kept, env=e, timeout=120)
@@ -111,6 +120,8 @@ def test_bad_input_starts_nothing(tmp_path, env, debian12_build):
                                                 "name": "ib-x", "address": None, "pid": 1, "extra": {}}))
     r = imgbuild("boot", "--stop", fake, env=e)
     assert r.returncode == 2 and "nothing was stopped" in r.stderr, r.stderr
+    r = imgbuild("boot", "--console", tmp_path, env=e)
+    assert r.returncode == 2 and "not a boot kept by `imgbuild boot --keep`" in r.stderr, r.stderr
     assert fake.is_dir() and leftovers(tmpdir) == []
 
 

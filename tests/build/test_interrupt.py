@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.build.targets.conftest import VM_RECIPE, loop_devices
 from tests.conftest import BIN, DEFAULT_RECIPE, REPO, imgbuild, mounts_under, sha256
 
 # what the acceptance points here do not depend on: a smaller package set and no init shim
@@ -165,11 +166,12 @@ def test_links_out_of_the_root_are_not_followed(tmp_path: Path):
 # ---------------------------------------------------------------- b: Ctrl-C, whatever child is running
 #
 # The build is stopped with SIGINT while a given child runs: a chroot hook, mmdebstrap, the tarball's
-# compressor, e2fsck checking the image. It must exit 130 at once (within a generous bound that only a lost
-# signal exceeds), start no later phase, leave nothing mounted, no work dir, no stray process and the previous
-# output as it was. Each case runs twice: with SIGINT inherited as the default, and inherited as ignored - as
-# in a job a non-interactive shell started in the background, where Python keeps it ignored: that is how a
-# Ctrl-C was lost in the full suite (the hook slept to its end and the build went on).
+# compressor, e2fsck checking the image, qemu-img converting a VM disk. It must exit 130 at once (within a
+# generous bound that only a lost signal exceeds), start no later phase, leave nothing mounted, no loop device,
+# no work dir, no stray process and the previous output as it was. Each case runs twice: with SIGINT inherited
+# as the default, and inherited as ignored - as in a job a non-interactive shell started in the background, where
+# Python keeps it ignored: that is how a Ctrl-C was lost in the full suite (the hook slept to its end and the
+# build went on).
 #
 # Synchronisation without timing: the hook and the stand-ins for the compressor and e2fsck write into a fifo
 # the test reads (blocking) and then block themselves (a compressor that stops reading, as under load: the
@@ -221,11 +223,15 @@ CASES = {
     "mmdebstrap": ({}, ("--no-cache",), "bootstrap"),
     "tarball": ({"targets": {"tarball": {"compression": "zstd"}}}, (), "target tarball"),
     "image": ({"targets": {"image": {}}}, (), "target image"),
+    # the VM recipe (its kernel and GRUB; the bootstrap cache from the session's VM build): stopped in qemu-img,
+    # after the partition table, the root filesystem, the ESP and the boot sectors were written into the raw disk
+    "disk": ({"extends": str(VM_RECIPE), "name": "debian12"}, (), "target disk"),
 }
 
 
-@pytest.mark.parametrize("disposition", ["default", "ignored"])
-@pytest.mark.parametrize("where", list(CASES))
+# the disk case only as the default: how SIGINT arrives is the same for every phase, what it leaves is not
+@pytest.mark.parametrize("where, disposition", [(w, d) for w in CASES for d in ("default", "ignored")
+                                                if (w, d) != ("disk", "ignored")])
 def test_interrupt_stops_the_build_at_once(debian12_build: Path, tmp_path: Path, where: str, disposition: str):
     out = tmp_path / "out"
     before = previous_output(debian12_build, out)
@@ -245,8 +251,11 @@ def test_interrupt_stops_the_build_at_once(debian12_build: Path, tmp_path: Path,
     elif where == "image":
         # the image's check, after mke2fs and debugfs wrote it (those run with a fixed PATH, so no stub reaches them)
         _gated(bindir, "e2fsck", '*" -fn "*')
+    elif where == "disk":
+        _gated(bindir, "qemu-img", '*" convert "*')
     recipe = write_recipe(tmp_path / "debian12.yml", **keys)
-    argv = [str(BIN / "imgbuild"), str(recipe), "-o", str(out), *SMALL, *extra]
+    loops = loop_devices()
+    argv = [str(BIN / "imgbuild"), str(recipe), "-o", str(out), *(SMALL if where != "disk" else ()), *extra]
     if disposition == "ignored":
         argv = ["/bin/sh", "-c", 'trap "" INT; exec "$@"', "sh", *argv]
     proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
@@ -277,6 +286,7 @@ def test_interrupt_stops_the_build_at_once(debian12_build: Path, tmp_path: Path,
         phases = [line[4:].split(" (")[0] for line in stderr.splitlines() if line.startswith("==> ")]
         assert phases[-1] == last_phase, f"the build went on after the interrupt: {phases}"
         assert_nothing_left(out, before)
+        assert loop_devices() == loops
         left = still_alive(started)
         assert not left, (f"processes of the interrupted build still run after imgbuild exited: {left} "
                           f"({time.monotonic() - t_stopped:.1f} s after)")

@@ -23,6 +23,8 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from builder.boot.lxc import container_cgroups, container_pids  # noqa: F401 (tests use them from here)
+
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 ADDRESS, MAC, HOSTNAME = "10.0.3.2", "00:16:3e:00:03:02", "vm0"  # the container recipes/debian12.yml makes
 BOOT_TIMEOUT = 60
@@ -44,51 +46,6 @@ def mounts_under(path: Path) -> list[str]:
 
 def netns_names() -> list[str]:
     return [line.split()[0] for line in run(["ip", "netns", "list"], check=True).stdout.splitlines() if line.strip()]
-
-
-def _cgroup_bases() -> list[Path]:
-    """Every directory LXC may create a container's cgroups in: the root of each mounted hierarchy and this
-    process's own cgroup in it (LXC 5 puts lxc.payload.NAME / lxc.monitor.NAME at the root here)."""
-    bases: list[Path] = []
-    if not CGROUP_ROOT.is_dir():
-        return []
-    hierarchies = [CGROUP_ROOT] + sorted(p for p in CGROUP_ROOT.iterdir() if p.is_dir())  # v2, or v1/hybrid
-    own: list[str] = []
-    try:
-        own = [line.split(":", 2)[2].strip().lstrip("/") for line in Path("/proc/self/cgroup").read_text().splitlines()]
-    except OSError:
-        pass
-    for h in hierarchies:
-        if not (h / "cgroup.procs").exists():
-            continue
-        bases.append(h)
-        bases += [h / rel for rel in own if rel and (h / rel).is_dir()]
-    return list(dict.fromkeys(bases))
-
-
-def container_cgroups(name: str) -> list[Path]:
-    """The cgroup directories LXC created for container `name` (and only for it)."""
-    assert name and "/" not in name
-    found = []
-    for base in _cgroup_bases():
-        for prefix in ("lxc.payload.", "lxc.monitor."):
-            d = base / f"{prefix}{name}"
-            if d.is_dir():
-                found.append(d)
-    return found
-
-
-def container_pids(name: str) -> set[int]:
-    """Processes in container `name`'s cgroups (its payload and its LXC monitor), in any hierarchy."""
-    pids: set[int] = set()
-    for top in container_cgroups(name):
-        for dirpath, _dirs, files in os.walk(top):
-            if "cgroup.procs" in files:
-                try:
-                    pids |= {int(x) for x in Path(dirpath, "cgroup.procs").read_text().split()}
-                except (OSError, ValueError):
-                    pass
-    return pids
 
 
 def remove_cgroups(name: str) -> None:

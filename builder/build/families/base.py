@@ -32,6 +32,8 @@ class Family:
     package_name: str               # a package name in bootstrap.packages, as a regular expression
     auto_methods: tuple[str, ...] = ()     # what bootstrap `auto` tries, in order: the distro's own tool first
     auto_native_up_to: int | None = None   # releases up to this major one are left to rpm-native
+    # what the disk target needs in bootstrap.packages, as the family names it: a kernel, GRUB for BIOS, for UEFI
+    vm_packages: dict[str, str] = {}
 
     def __repr__(self) -> str:
         return f"<family {self.name}>"

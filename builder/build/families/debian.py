@@ -20,6 +20,7 @@ XEN_FLAVOURS = {"amd64": "amd64", "i386": "686-pae", "arm64": "arm64"}
 
 class Debian(Family):
     name = "debian"
+    vm_packages = {"kernel": "linux-image-amd64", "bios": "grub-pc-bin", "uefi": "grub-efi-amd64-bin"}
     archs = ("amd64", "arm64", "armhf", "armel", "i386", "mips64el", "ppc64el", "riscv64", "s390x")
     package_db = "dpkg"
     auto_methods = ("mmdebstrap", "debootstrap")

@@ -17,6 +17,8 @@ if TYPE_CHECKING:
 
 class Rhel(Family):
     name = "rhel"
+    vm_packages = {"kernel": "kernel (and a generic initramfs: dracut --no-hostonly)",
+                   "bios": "grub2-tools and grub2-pc-modules", "uefi": "grub2-tools and grub2-efi-x64-modules"}
     archs = ("x86_64", "i386", "i686", "aarch64", "ppc64le", "s390x")
     package_db = "rpm"
     auto_methods = ("yum", "dnf", "rpm-native")

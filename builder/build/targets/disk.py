@@ -12,8 +12,9 @@ or a mount.
   with mkfs.fat and mtools), found by the firmware without a boot entry.
 - The kernel and initramfs are the newest /boot/vmlinuz-* and its initrd; the command line has the serial console
   (ttyS0) as well as the VGA one, and `net.ifnames=0`, so the recipe's eth0 is the virtio NIC's name.
-- The partition table is written by sfdisk into the image file, with a disk GUID derived from the recipe; the
-  filesystems are copied in sparsely; qcow2 is made from the raw image by qemu-img.
+- The partition table is written by sfdisk into the image file, with a disk GUID derived from the recipe; the root
+  filesystem is made by mke2fs -d in its partition (-E offset), the ESP copied in sparsely; qcow2 is made from the
+  raw image by qemu-img.
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from builder.build.families import family_of
 from builder.build.targets import image
 from builder.core import e2fs
 from builder.core import proc as runner
@@ -48,6 +50,7 @@ ESP_SIZE = 63 * MiB
 # what the boot needs, built into the core image (nothing is loaded from disk: no /boot/grub/<platform>/ needed)
 MODULES = ("part_gpt", "part_msdos", "ext2", "search", "search_fs_uuid", "normal", "configfile", "linux", "serial",
            "terminal", "gzio", "echo", "test", "boot")
+MKIMAGE = ("/usr/bin/grub-mkimage", "/usr/bin/grub2-mkimage")      # Debian's name, EL's name
 PLATFORM = {"bios": ("i386-pc", ("biosdisk",)), "uefi": ("x86_64-efi", ("efi_gop", "all_video"))}
 
 
@@ -82,7 +85,8 @@ def kernel(ctx: "Context") -> tuple[str, str]:
             if initrd in names:
                 return f"vmlinuz-{v}", initrd
     raise InputError("targets.disk: the tree has no kernel with an initramfs in /boot",
-                     "add the distro's kernel to bootstrap.packages (Debian: linux-image-amd64)")
+                     f"add {family_of(ctx.recipe.distro).vm_packages.get('kernel', 'a kernel')} to "
+                     "bootstrap.packages")
 
 
 def grub_menu(root_uuid: str, vmlinuz: str, initrd: str, cmdline: str) -> str:
@@ -96,8 +100,9 @@ def grub_menu(root_uuid: str, vmlinuz: str, initrd: str, cmdline: str) -> str:
 def core_image(ctx: "Context", platform: str, root_uuid: str) -> bytes:
     """The guest's own grub-mkimage (in a chroot of the tree) makes the core image for `platform`."""
     fmt, extra = PLATFORM[platform]
-    if not ctx.root.is_dir(f"/usr/lib/grub/{fmt}") or not ctx.root.exists("/usr/bin/grub-mkimage"):
-        pkg = "grub-pc-bin" if platform == "bios" else "grub-efi-amd64-bin"
+    mkimage = next((p for p in MKIMAGE if ctx.root.exists(p)), None)
+    if not ctx.root.is_dir(f"/usr/lib/grub/{fmt}") or mkimage is None:
+        pkg = family_of(ctx.recipe.distro).vm_packages.get(platform, "GRUB's platform files")
         raise InputError(f"targets.disk: boot {platform} needs GRUB's {fmt} files and grub-mkimage in the tree",
                          f"add {pkg} to bootstrap.packages (or choose targets.disk.boot)")
     tmp = f"/tmp/.imgbuild-grub-{fmt}"
@@ -105,7 +110,7 @@ def core_image(ctx: "Context", platform: str, root_uuid: str) -> bytes:
     try:
         ctx.root.write(f"{tmp}/early.cfg", f"search --no-floppy --fs-uuid --set=root {root_uuid}\n"
                                            "set prefix=($root)/boot/grub\n")
-        runner.run(["chroot", str(ctx.root.path), "/usr/bin/grub-mkimage", "-O", fmt, "-o", f"{tmp}/core.img",
+        runner.run(["chroot", str(ctx.root.path), mkimage, "-O", fmt, "-o", f"{tmp}/core.img",
                     "-c", f"{tmp}/early.cfg", "-p", "/boot/grub", *extra, *MODULES])
         data = ctx.root.read_bytes(f"{tmp}/core.img", follow_last=False, limit=8 * MiB)
     finally:
@@ -179,6 +184,14 @@ def bios_boot(disk: Path, boot_img: bytes, core: bytes, core_sector: int) -> Non
         f.write(mbr)
 
 
+def core_place(parts: list[tuple[str, int, int]]) -> tuple[int, int, str]:
+    """Where the BIOS core image goes: (first sector, sectors of room, what that room is)."""
+    for role, start, n in parts:
+        if role == "bios":
+            return start, n, "BIOS boot partition"
+    return 1, parts[0][1] - 1, "gap before the first partition"
+
+
 def _copy_in(disk: Path, src: Path, sector: int) -> None:
     runner.run(["dd", f"if={src}", f"of={disk}", "bs=4M", f"seek={sector * SECTOR}", "oflag=seek_bytes",
                 "conv=notrunc,sparse", "status=none"])
@@ -192,24 +205,27 @@ def produce(ctx: "Context", opts: DiskOptions) -> dict[str, Path]:
     work = ctx.stage / f".{name}.disk"
     work.mkdir()
     try:
-        root_img = image.make_image(ctx.root.path, work / "root.ext4", image.ImageOptions(fstab=False), epoch)
-        e2fs.write(root_img, "/etc/fstab", f"# written by imgbuild\nUUID={root_uuid}\t/\text4\t"
-                   "defaults,errors=remount-ro\t0 1\n".encode(), 0o644, 0, 0, epoch)
-        if not e2fs.is_dir(root_img, "/boot/grub"):
-            e2fs.script(root_img, ["mkdir /boot/grub", "sif /boot/grub mode 040755",
-                                   *(f"sif /boot/grub {t} @{epoch}" for t in ("atime", "mtime", "ctime", "crtime"))],
-                        epoch)
-        e2fs.write(root_img, "/boot/grub/grub.cfg", grub_menu(root_uuid, vmlinuz, initrd, opts.cmdline).encode(),
-                   0o644, 0, 0, epoch)
-        e2fs.settle(root_img, epoch)
-        parts, size = layout(opts, root_img.stat().st_size)
+        fs_opts = image.ImageOptions(fstab=False)
+        items, root_bytes = image.plan(ctx.root.path, fs_opts)
+        parts, size = layout(opts, root_bytes)
+        where = {role: start for role, start, _n in parts}
         raw = work / f"{name}.raw"
-        with open(raw, "wb") as f:
-            f.truncate(size)
+        fd = os.open(raw, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)    # the tree's secrets go in
+        with os.fdopen(fd, "wb") as f:
+            f.truncate(size)                                               # sparse
         runner.run(["sfdisk", "-q", "--no-reread", "--no-tell-kernel", str(raw)],
                    input=sfdisk_script(opts, parts, name, epoch))
-        where = {role: start for role, start, _n in parts}
-        _copy_in(raw, root_img, where["root"])
+        # the root filesystem made in its partition, in place: no second copy of the tree's bytes
+        root_fs = image.write_fs(ctx.root.path, raw, items, root_bytes, fs_opts, epoch, where["root"] * SECTOR)
+        e2fs.write(root_fs, "/etc/fstab", f"# written by imgbuild\nUUID={root_uuid}\t/\text4\t"
+                   "defaults,errors=remount-ro\t0 1\n".encode(), 0o644, 0, 0, epoch)
+        if not e2fs.is_dir(root_fs, "/boot/grub"):
+            e2fs.script(root_fs, ["mkdir /boot/grub", "sif /boot/grub mode 040755",
+                                  *(f"sif /boot/grub {t} @{epoch}" for t in ("atime", "mtime", "ctime", "crtime"))],
+                        epoch)
+        e2fs.write(root_fs, "/boot/grub/grub.cfg", grub_menu(root_uuid, vmlinuz, initrd, opts.cmdline).encode(),
+                   0o644, 0, 0, epoch)
+        e2fs.settle(root_fs, epoch)
         if "uefi" in cores:
             _esp(ctx, cores["uefi"], work / "esp.fat")
             _copy_in(raw, work / "esp.fat", where["esp"])
@@ -218,9 +234,11 @@ def produce(ctx: "Context", opts: DiskOptions) -> dict[str, Path]:
             if not boot_img or len(boot_img) != SECTOR:
                 raise InputError("targets.disk: the tree's /usr/lib/grub/i386-pc/boot.img is not a boot sector",
                                  "reinstall grub-pc-bin in the recipe")
-            at = where.get("bios", 1)
-            if "bios" not in where and (len(cores["bios"]) + SECTOR - 1) // SECTOR > parts[0][1] - 1:
-                raise BuilderError("the BIOS core image does not fit before the first partition", "use table: gpt")
+            at, room, what = core_place(parts)
+            if (len(cores["bios"]) + SECTOR - 1) // SECTOR > room:
+                raise BuilderError(f"the BIOS core image ({len(cores['bios']) >> 10} KiB) does not fit in the "
+                                   f"{room * SECTOR >> 10} KiB {what}",
+                                   "this is a bug in imgbuild (the modules built into it grew); report it")
             bios_boot(raw, boot_img, cores["bios"], at)
         out: dict[str, Path] = {}
         if opts.format in ("qcow2", "both"):

@@ -104,7 +104,10 @@ def _devices(image: Path, items: list, epoch: int) -> None:
 
 def _clamp_times(image: Path, items: list, root: Path, epoch: int) -> None:
     """mke2fs -d copies each file's times from the tree (atime changes on every read): set them all to the
-    file's mtime clamped to the epoch, as the tarball does, so a rebuild gives the same image."""
+    file's mtime clamped to the epoch, as the tarball does, so a rebuild gives the same image. Only what differs
+    is set: mke2fs stores whole seconds, an mtime at or before the epoch is already right and a ctime often is;
+    the atime is always set (reading the tree may have changed it since it was listed); crtime is mke2fs's, the
+    epoch (E2FSPROGS_FAKE_TIME) for every inode."""
     cmds = []
     for e in items:
         t = min(int(e.st.st_mtime), epoch)
@@ -114,12 +117,14 @@ def _clamp_times(image: Path, items: list, root: Path, epoch: int) -> None:
         except InputError:     # a name with a line break: debugfs cannot be handed it; its times stay mke2fs's
             log.warning("image: %r keeps the time it has in the tree (debugfs cannot be handed its name)", p)
             continue
-        cmds += [f"sif {q} {field} @{t}" for field in ("atime", "mtime", "ctime", "crtime")]
+        cmds.append(f"sif {q} atime @{t}")
+        cmds += [f"sif {q} {field} @{t}" for field, v in (("mtime", e.st.st_mtime), ("ctime", e.st.st_ctime))
+                 if int(v) != t]
     e2fs.script(image, cmds, epoch)
 
 
-def make_image(root: Path, dest: Path, opts: ImageOptions, epoch: int) -> Path:
-    """mke2fs -d: the tree as a filesystem image at dest (written under a temp name, then renamed)."""
+def plan(root: Path, opts: ImageOptions) -> tuple[list, int]:
+    """The tree's entries and the filesystem's size in bytes (the option's, or from the tree)."""
     items = tarwriter.entries(root)
     data = tarwriter.data_size(items)
     files = sum(1 for e in items if stat.S_ISREG(e.st.st_mode) and e.st.st_size)
@@ -129,22 +134,40 @@ def make_image(root: Path, dest: Path, opts: ImageOptions, epoch: int) -> Path:
         raise BuilderError(f"image size {opts.size} is too small for this tree ({data >> 20} MiB in {len(items)} "
                            f"entries; it needs about {need >> 20} MiB)",
                            "raise the target's size, or leave it out to size the image from the tree")
+    return items, size
+
+
+def write_fs(root: Path, target: Path, items: list, size: int, opts: ImageOptions, epoch: int,
+             offset: int = 0) -> Path:
+    """mke2fs -d: the tree as a filesystem of `size` bytes at `offset` in the file `target` (a disk image's
+    partition, or the whole file); device nodes, times, fstab; settled and checked. Returns the name e2fsprogs
+    opens that filesystem by (e2fs.at)."""
+    spec = e2fs.at(target, offset)
+    inodes = int(len(items) * 1.3) + 1024
+    extended = [f"root_owner=0:0,hash_seed={fs_uuid('hash:' + opts.label, epoch)}", *([f"offset={offset}"] if offset
+                                                                                      else [])]
+    runner.run(["mke2fs", "-q", "-F", "-t", opts.fs, "-L", opts.label, "-N", str(inodes), "-d", str(root),
+                "-E", ",".join(extended), "-U", fs_uuid(opts.label, epoch), str(target), f"{size // 1024}k"],
+               env=e2fs.env(epoch))
+    _devices(spec, items, epoch)
+    _clamp_times(spec, items, root, epoch)
+    if opts.fstab:
+        e2fs.write(spec, "/etc/fstab", fstab(opts.label, opts.fs).encode(), 0o644, 0, 0, epoch)
+    e2fs.settle(spec, epoch)
+    runner.run(["e2fsck", "-fn", str(spec)])
+    return spec
+
+
+def make_image(root: Path, dest: Path, opts: ImageOptions, epoch: int) -> Path:
+    """mke2fs -d: the tree as a filesystem image at dest (written under a temp name, then renamed)."""
+    items, size = plan(root, opts)
     tmp = dest.with_name(f".{dest.name}.part")
     tmp.unlink(missing_ok=True)
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)   # the tree's secrets go in; the
         with os.fdopen(fd, "wb") as f:                                     # build gives it its mode at the end
             f.truncate(size)   # sparse
-        inodes = int(len(items) * 1.3) + 1024
-        runner.run(["mke2fs", "-q", "-F", "-t", opts.fs, "-L", opts.label, "-N", str(inodes), "-d", str(root),
-                    "-E", f"root_owner=0:0,hash_seed={fs_uuid('hash:' + opts.label, epoch)}",
-                    "-U", fs_uuid(opts.label, epoch), str(tmp)], env=e2fs.env(epoch))
-        _devices(tmp, items, epoch)
-        _clamp_times(tmp, items, root, epoch)
-        if opts.fstab:
-            e2fs.write(tmp, "/etc/fstab", fstab(opts.label, opts.fs).encode(), 0o644, 0, 0, epoch)
-        e2fs.settle(tmp, epoch)
-        runner.run(["e2fsck", "-fn", str(tmp)])
+        write_fs(root, tmp, items, size, opts, epoch)
         tmp.rename(dest)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 
 from builder.build.families import family_of
 from builder.build.targets import image
+from builder.build.targets.vm import HostPath
 from builder.core import e2fs
 from builder.core import proc as runner
 from builder.core.errors import BuilderError, InputError
@@ -42,15 +43,6 @@ HVC0_SINCE = (2, 6, 26)     # pvops kernels: console hvc0; older Xen kernels (EL
 Action = Literal["destroy", "restart", "preserve", "rename-restart", "coredump-destroy", "coredump-restart"]
 
 
-def _host_path(v: str) -> str:
-    if not v.startswith("/"):
-        raise ValueError(f"{v!r} must be an absolute path on the Xen host")
-    if re.search(r"[\s,\"'\\]", v) or any(ord(c) < 32 for c in v):
-        raise ValueError(f"{v!r}: spaces, commas, quotes and backslashes cannot be written into a Xen disk or "
-                         "kernel setting")
-    return v
-
-
 def _vdev(v: str) -> str:
     if not re.fullmatch(r"(xvd|sd|hd)[a-z]{1,2}[0-9]{0,2}", v):
         raise ValueError(f"{v!r} is not a Xen virtual disk name (xvda, xvda1, sda ...)")
@@ -64,7 +56,6 @@ def _args(v: str) -> str:
     return v
 
 
-HostPath = Annotated[str, Check(_host_path, {"pattern": "^/"}, describe="absolute path on the Xen host")]
 VDev = Annotated[str, Check(_vdev, {"pattern": r"^(xvd|sd|hd)[a-z]+[0-9]*$"}, describe="virtual disk (xvda)")]
 KernelArgs = Annotated[str, Check(_args, {}, describe="kernel arguments")]
 
@@ -278,24 +269,33 @@ def check(text: str, opts: XenOptions, want: list[xenconf.Setting]) -> None:
     """The config must read back as written: with xl's parser (xl), or the xm reader (xm: Python literals only,
     and convertible to xl without errors)."""
     if opts.toolstack == "xl":
-        if not xl.available():
-            log.warning("xen: %s; the config was not checked", xl.why_unavailable())
-            return
-        problems = xenconf.verify(text, want)
-        for s in want:
-            if s.key == "disk":
-                problems += [xenconf.Finding(0, "error", f"disk {d!r}: {m}") for d in s.value
-                             if (m := xl.check_disk(d))]
-    else:
-        cfg = xenconf.read_xm(text)
-        problems = [f for f in cfg.findings if f.level != "note"]
-        for s in want:
-            if cfg.get(s.key) != s.value:
-                problems.append(xenconf.Finding(s.line, "error", f"{s.key} reads back as {cfg.get(s.key)!r}"))
-        _, moved = xenconf.convert(cfg)
-        problems += [f for f in moved if f.level == "error"]
+        check_xl(text, want)
+        return
+    cfg = xenconf.read_xm(text)
+    problems = [f for f in cfg.findings if f.level != "note"]
+    for s in want:
+        if cfg.get(s.key) != s.value:
+            problems.append(xenconf.Finding(s.line, "error", f"{s.key} reads back as {cfg.get(s.key)!r}"))
+    _, moved = xenconf.convert(cfg)
+    problems += [f for f in moved if f.level == "error"]
+    _refuse(problems)
+
+
+def check_xl(text: str, want: list[xenconf.Setting], what: str = "xen") -> None:
+    """An xl config must read back as written with xl's own parser, and each disk spec must parse."""
+    if not xl.available():
+        log.warning("%s: %s; the config was not checked", what, xl.why_unavailable())
+        return
+    problems = xenconf.verify(text, want)
+    for s in want:
+        if s.key == "disk":
+            problems += [xenconf.Finding(0, "error", f"disk {d!r}: {m}") for d in s.value if (m := xl.check_disk(d))]
+    _refuse(problems, what)
+
+
+def _refuse(problems: list, what: str = "xen") -> None:
     if problems:
-        raise BuilderError("xen: the generated config does not read back:\n" +
+        raise BuilderError(f"{what}: the generated config does not read back:\n" +
                            "\n".join(f"  {p.message}" for p in problems), "this is a bug in imgbuild; report it")
 
 

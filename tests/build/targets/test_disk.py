@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import struct
 import subprocess
 
@@ -14,25 +15,10 @@ import pytest
 
 from builder.build.targets import disk
 from builder.core.errors import InputError
+from tests.build.targets.conftest import VM_RECIPE
 from tests.conftest import REPO, imgbuild
 
-VM_RECIPE = REPO / "recipes" / "debian12-vm.yml"
 BOOT_TIMEOUT = 240
-
-
-def loop_devices() -> list[str]:
-    return subprocess.run(["losetup", "-l", "-n", "-O", "NAME"], capture_output=True, text=True).stdout.split()
-
-
-@pytest.fixture(scope="module")
-def vm_build(tmp_path_factory):
-    """recipes/debian12-vm.yml built once for this module; (output dir, loop devices before the build)."""
-    before = loop_devices()
-    out = tmp_path_factory.mktemp("vm") / "out"
-    r = imgbuild(VM_RECIPE, "-o", out)
-    assert r.returncode == 0, r.stderr[-4000:]
-    assert loop_devices() == before
-    return out / "debian12-vm"
 
 
 @pytest.mark.root
@@ -41,15 +27,30 @@ def vm_build(tmp_path_factory):
 @pytest.mark.parametrize("firmware", ["bios", "uefi"])
 def test_the_vm_disk_boots(vm_build, tmp_path, firmware):
     """`imgbuild boot` (its default runtime for a disk is qemu) on the qcow2: GRUB, the kernel, systemd to
-    multi-user.target on the serial console, and the guest's sshd answering on the recipe's address."""
+    multi-user.target on the serial console, and the guest's sshd answering on the recipe's address. The UEFI boot
+    is kept running, its serial console attached with `imgbuild boot --console` (a return gets the login prompt
+    again), and then stopped with --stop."""
     m = json.loads((vm_build / "manifest.json").read_text())
     kinds = {a["kind"]: a["path"] for a in m["artifacts"]}
     assert kinds["disk-raw"] == "debian12-vm.raw" and kinds["disk-qcow2"] == "debian12-vm.qcow2"
     env = {**os.environ, "TMPDIR": str(tmp_path)}
-    r = imgbuild("boot", vm_build, "--firmware", firmware, "--timeout", str(BOOT_TIMEOUT), env=env, timeout=600)
-    assert r.returncode == 0, r.stdout + r.stderr[-3000:]
-    assert re.search(rf"^debian12-vm: up in [\d.]+ s under qemu: console: (login prompt|multi-user.target) "
-                     rf"\({firmware}, (tcg|kvm)\); sshd answers on 10\.0\.3\.20:22$", r.stdout, re.M), r.stdout
+    keep = ["--keep"] if firmware == "uefi" else []
+    r = imgbuild("boot", vm_build, "--firmware", firmware, "--timeout", str(BOOT_TIMEOUT), *keep, env=env,
+                 timeout=600)
+    kept = re.search(r"^kept: (\S+)$", r.stdout, re.M)
+    try:
+        assert r.returncode == 0, r.stdout + r.stderr[-3000:]
+        assert re.search(rf"^debian12-vm: up in [\d.]+ s under qemu: console: (login prompt|multi-user.target) "
+                         rf"\({firmware}, (tcg|kvm)\); sshd answers on 10\.0\.3\.20:22$", r.stdout, re.M), r.stdout
+        if kept:
+            assert f"reach it: imgbuild boot --console {kept.group(1)}" in r.stdout, r.stdout
+            c = imgbuild("boot", "--console", kept.group(1), input="\r", env=env, timeout=60)
+            assert c.returncode == 0, c.stderr
+            assert re.search(r"^vm20 login: ", c.stdout, re.M), c.stdout
+    finally:
+        if kept:
+            s = imgbuild("boot", "--stop", kept.group(1), env=env, timeout=120)
+            assert s.returncode == 0, s.stdout + s.stderr
     assert not list(tmp_path.glob("imgbuild-boot-*"))
 
 
@@ -88,6 +89,13 @@ def test_layout_gpt_both_has_a_bios_boot_partition_and_an_esp():
         disk.layout(opts(size="64M"), 100 << 20)
 
 
+def test_the_core_image_goes_where_there_is_room_for_it():
+    gpt, _ = disk.layout(opts(), 100 << 20)
+    assert disk.core_place(gpt) == (2048, 2048, "BIOS boot partition")          # 1 MiB
+    mbr, _ = disk.layout(opts(table="mbr", boot="bios"), 100 << 20)
+    assert disk.core_place(mbr) == (1, 2047, "gap before the first partition")
+
+
 def test_the_partition_script_is_the_same_for_the_same_recipe():
     parts, _ = disk.layout(opts(), 100 << 20)
     a = disk.sfdisk_script(opts(), parts, "vm", 1700000000)
@@ -111,3 +119,34 @@ def test_the_boot_sector_points_at_the_core_image(tmp_path):
     first = data[2048 * 512:2049 * 512]
     assert struct.unpack_from("<QHH", first, 512 - 12) == (2049, 2, 0x820)
     assert data[2049 * 512:2049 * 512 + 1000] == b"\x11" * 1000
+
+
+@pytest.mark.root
+def test_an_el_tree_gets_its_core_image_from_grub2_mkimage(tmp_path):
+    """EL names GRUB's tool grub2-mkimage (grub2-tools): the disk target runs the tree's own, in a chroot, with the
+    platform and the root filesystem's UUID. The tree here is a stand-in (static busybox; a grub2-mkimage that
+    records its arguments): a CentOS mirror is not reachable from here, so the real EL build is not made."""
+    from builder.build.context import Context
+    from builder.build.families import family_of
+    from builder.build.recipe import load
+    from builder.core.rootfs import RootFS
+
+    root = tmp_path / "root"
+    for d in ("bin", "usr/bin", "usr/lib/grub/i386-pc", "tmp"):
+        (root / d).mkdir(parents=True)
+    shutil.copy2("/bin/busybox", root / "bin" / "busybox")
+    (root / "bin" / "sh").symlink_to("busybox")
+    (root / "usr/bin/grub2-mkimage").write_text(
+        '#!/bin/sh\nwhile [ $# -gt 0 ]; do [ "$1" = -o ] && out=$2; shift; done\n'
+        'echo "$0 $(/bin/busybox cat "$(/bin/busybox dirname "$out")/early.cfg")" > "$out"\n')
+    (root / "usr/bin/grub2-mkimage").chmod(0o755)
+    r = load(REPO / "recipes" / "centos7-vm.yml").recipe
+    ctx = Context(recipe=r, source=REPO / "recipes" / "centos7-vm.yml", root=RootFS(root), work=tmp_path,
+                  stage=tmp_path, epoch=1700000000, family=family_of(r.distro))
+    core = disk.core_image(ctx, "bios", "0d0e0a0d-0000-4000-8000-000000000001").decode()
+    assert core.startswith("/usr/bin/grub2-mkimage search --no-floppy --fs-uuid --set=root "
+                           "0d0e0a0d-0000-4000-8000-000000000001"), core
+    assert not (root / "tmp" / ".imgbuild-grub-i386-pc").exists()       # its work dir in the tree is gone
+    with pytest.raises(InputError, match="x86_64-efi") as e:            # no EFI modules in this tree
+        disk.core_image(ctx, "uefi", "0d0e0a0d-0000-4000-8000-000000000001")
+    assert "grub2-efi-x64-modules" in e.value.hint

@@ -1,0 +1,139 @@
+"""The VM guest configs, read by the real consumers that run here: libvirt's domain schema (virt-xml-validate) and
+libvirt's own domain parser (virsh on libvirt's built-in test driver, test:///default: no daemon, no hypervisor);
+xl's parser (libxlutil) for the Xen HVM and PVH configs, and Xen's real pygrub reading the built disk the way a
+Xen host boots a PVH guest from it. No Xen hypervisor and no libvirtd run here: booting the disk itself is
+test_disk.py's (qemu)."""
+from __future__ import annotations
+
+import glob
+import re
+import shutil
+import subprocess
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from builder.build import recipe
+from builder.build.targets import libvirt, xenvm
+from builder.core.errors import RecipeError
+from builder.guestconf import xl
+from tests.build.targets.conftest import VM_RECIPE
+
+needs_xl = pytest.mark.skipif(not xl.available(), reason=str(xl.why_unavailable()))
+PYGRUB = next(iter(sorted(glob.glob("/usr/lib/xen-*/bin/pygrub"), reverse=True)), None)
+needs_pygrub = pytest.mark.skipif(PYGRUB is None, reason="Xen's pygrub is not installed (xen-utils-4.17)")
+needs_libvirt = pytest.mark.skipif(not (shutil.which("virt-xml-validate") and shutil.which("xmllint")
+                                        and shutil.which("virsh")),
+                                   reason="libvirt-clients and libxml2-utils are not installed (scripts/setup.sh)")
+
+
+def load(*overrides: str):
+    return recipe.load(VM_RECIPE, overrides).recipe
+
+
+def validate(path: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(["virt-xml-validate", str(path), "domain"], capture_output=True, text=True)
+
+
+def libvirt_reads(path: Path) -> ET.Element:
+    """The domain as libvirt's own parser reads it back (define + dumpxml on the built-in test driver)."""
+    name = ET.parse(path).getroot().findtext("name")
+    r = subprocess.run(["virsh", "-q", "-c", "test:///default", f"define {path}; dumpxml {name}"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    return ET.fromstring(r.stdout[r.stdout.index("<domain"):])
+
+
+@pytest.mark.root
+@pytest.mark.network
+@pytest.mark.slow
+@needs_libvirt
+def test_the_libvirt_domain_is_valid_and_names_the_disk_the_mac_and_the_bridge(vm_build):
+    xml = vm_build / "debian12-vm.xml"
+    assert validate(xml).returncode == 0, validate(xml).stderr
+    dom = libvirt_reads(xml)
+    assert dom.get("type") == "kvm"
+    assert dom.find("os").get("firmware") is None          # BIOS: the disk boots both, auto picks BIOS
+    d = dom.find("devices/disk")
+    assert d.find("driver").get("type") == "qcow2"
+    assert d.find("source").get("file") == "/var/lib/libvirt/images/debian12-vm.qcow2"
+    assert d.find("target").attrib == {"dev": "vda", "bus": "virtio"}
+    nic = dom.find("devices/interface")
+    assert nic.find("mac").get("address") == "00:16:3e:00:03:20"
+    assert nic.find("source").get("bridge") == "virbr0" and nic.find("model").get("type") == "virtio"
+    assert dom.find("devices/console/target").attrib == {"type": "serial", "port": "0"}
+    assert dom.findtext("uuid") == libvirt.domain_uuid("debian12-vm")
+
+
+@pytest.mark.root
+@pytest.mark.network
+@pytest.mark.slow
+@needs_xl
+@needs_pygrub
+def test_the_xl_configs_parse_and_pygrub_boots_the_disk_as_a_pvh_guest(vm_build, tmp_path):
+    """Both configs read back with xl's parser; the PVH one's pygrub (Xen's own, run as xl runs it, with the
+    config's extra= as --args) finds the disk's GRUB menu in the GPT disk's root partition and hands over the
+    kernel, the initrd and a command line with the root filesystem's UUID and the Xen console."""
+    hvm = xl.parse((vm_build / "debian12-vm-hvm.cfg").read_text())
+    pvh = xl.parse((vm_build / "debian12-vm-pvh.cfg").read_text())
+    assert (hvm["type"], hvm["firmware"], hvm["serial"]) == ("hvm", "seabios", "pty")
+    assert (pvh["type"], pvh["bootloader"], pvh["extra"]) == ("pvh", "pygrub", "console=hvc0")
+    for cfg in (hvm, pvh):
+        assert cfg["disk"] == ["format=raw, vdev=xvda, access=rw, target=/var/lib/xen/images/debian12-vm.raw"]
+        assert xl.check_disk(cfg["disk"][0]) is None
+        assert cfg["vif"] == ["mac=00:16:3e:00:03:20,bridge=xenbr0"]
+    r = subprocess.run([PYGRUB, "-q", f"--args={pvh['extra']}", "--output-format=simple",
+                        f"--output-directory={tmp_path}", str(vm_build / "debian12-vm.raw")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    got = dict(line.split(" ", 1) for line in r.stdout.splitlines() if " " in line)
+    kernel, ramdisk = Path(got["kernel"]), Path(got["ramdisk"])
+    assert kernel.read_bytes()[0x202:0x206] == b"HdrS"       # a Linux bzImage
+    assert ramdisk.stat().st_size > 1 << 20
+    root_uuid = subprocess.run(["blkid", "-p", "-o", "value", "-s", "UUID", "--offset",
+                                str(int(subprocess.run(["partx", "-g", "-o", "START", "-n", "3",
+                                                        str(vm_build / "debian12-vm.raw")],
+                                                       capture_output=True, text=True).stdout) * 512),
+                                str(vm_build / "debian12-vm.raw")], capture_output=True, text=True).stdout.strip()
+    assert re.fullmatch(rf"root=UUID={root_uuid} ro .*console=ttyS0,115200 net\.ifnames=0 console=hvc0",
+                        got["args"]), got["args"]
+
+
+@needs_libvirt
+def test_uefi_domains_ask_libvirt_for_efi_without_secure_boot_and_values_are_escaped(tmp_path):
+    r = load("targets.disk.boot=uefi", "targets.libvirt.path=/srv/vm&co/<disk>.qcow2",
+             "targets.libvirt.network=default")
+    path = tmp_path / "d.xml"
+    path.write_text(libvirt.domain_xml(r, r.targets.libvirt))
+    assert validate(path).returncode == 0, validate(path).stderr
+    dom = libvirt_reads(path)
+    assert dom.find("os").get("firmware") == "efi"
+    assert dom.find("os/firmware/feature").attrib == {"enabled": "no", "name": "secure-boot"}
+    assert dom.find("devices/disk/source").get("file") == "/srv/vm&co/<disk>.qcow2"
+    nic = dom.find("devices/interface")
+    assert nic.get("type") == "network" and nic.find("source").get("network") == "default"
+
+
+@needs_xl
+def test_xen_uefi_is_ovmf_and_one_type_writes_one_config():
+    r = load("targets.disk.boot=uefi", "targets.disk.format=qcow2", "targets.xenvm.types=[hvm]")
+    s = {x.key: x.value for x in xenvm.settings(r, r.targets.xenvm, "hvm")}
+    assert s["firmware"] == "ovmf"
+    assert s["disk"] == ["format=qcow2, vdev=xvda, access=rw, target=/var/lib/xen/images/debian12-vm.qcow2"]
+    assert xl.check_disk(s["disk"][0]) is None
+    assert r.targets.xenvm.types == ("hvm",)
+
+
+@pytest.mark.parametrize("overrides, key, words", [
+    (("targets.disk=null",), "targets.libvirt", "needs the disk target"),
+    (("targets.disk.boot=bios", "targets.libvirt.firmware=uefi"), "targets.libvirt.firmware", "would not boot"),
+    (("targets.disk.boot=uefi", "targets.xenvm.firmware=bios"), "targets.xenvm.firmware", "would not boot"),
+    (("targets.xenvm.types=[]",), "targets.xenvm.types", "at least one"),
+    (("targets.libvirt.memory=64",), "targets.libvirt.memory", "too little"),
+    (("targets.xenvm.path=relative.raw",), "targets.xenvm.path", "absolute path"),
+])
+def test_a_vm_config_that_cannot_boot_is_refused_when_the_recipe_loads(overrides, key, words):
+    with pytest.raises(RecipeError) as e:
+        load(*overrides)
+    assert any(p.path == key and words in p.message for p in e.value.problems), str(e.value)
