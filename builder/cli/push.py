@@ -1,6 +1,7 @@
 """`migrate push`: a whole OS tree to a directory on a host, over the user's own ssh."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import click
@@ -54,22 +55,26 @@ Exit status: 0 pushed (or verified equal), 1 failed or --verify found difference
 @click.option("--unprotect", multiple=True, metavar="PATH", help="Send a default-protected PATH anyway.")
 @click.option("--bwlimit", type=click.IntRange(1), metavar="KBPS", help="Bandwidth limit in KB/s (rsync --bwlimit).")
 @click.option("--delete", is_flag=True, help="Delete files under --dest that the source does not have.")
-@click.option("-n", "--dry-run", is_flag=True, help="List what would change (counts, bytes, deleted paths); "
-              "change nothing on HOST or here (not even known_hosts).")
+@click.option("-n", "--dry-run", is_flag=True, help="List what would change: every path that would be created, "
+              "changed (content, mode, owner ...) or deleted, grouped; change nothing on HOST or here (not even "
+              "known_hosts).")
+@click.option("--json", "as_json", is_flag=True, help="With --dry-run: the paths as JSON on stdout, for scripts.")
 @click.option("--verify", is_flag=True, help="Afterwards, compare every file by checksum and report differences.")
 @click.option("--force", is_flag=True, help="Allow --dest / or a system directory, --delete through a symlink, or "
               "--delete into a directory no earlier push filled.")
 @click.option("--rsync-path", metavar="CMD", help="rsync on HOST, e.g. 'sudo rsync'.")
 @ssh_options
 @verbosity
-def push(host, dest, source, files_from, profile, excludes, protect, unprotect, bwlimit, delete, dry_run, verify,
-         force, rsync_path, ssh, verbose, quiet, debug) -> None:
+def push(host, dest, source, files_from, profile, excludes, protect, unprotect, bwlimit, delete, dry_run, as_json,
+         verify, force, rsync_path, ssh, verbose, quiet, debug) -> None:
     """Push the OS tree at --source to DIR on HOST with rsync over ssh (-aHAXS --numeric-ids: owners, modes,
     hardlinks, ACLs, xattrs, device nodes and sparse files kept), safely for a running host.
 
     A second push sends only what changed; an interrupted one resumes. Use --dry-run first.
     """
     apply_verbosity(verbose, quiet, debug)
+    if as_json and not dry_run:
+        raise click.UsageError("--json goes with --dry-run")
     dest = p.check_dest(dest, force)
     remote = Remote(host, ssh, dry_run=dry_run)
     req = p.PushRequest(dest=dest, source=source, files_from=files_from, profile=profile, excludes=excludes,
@@ -77,18 +82,21 @@ def push(host, dest, source, files_from, profile, excludes, protect, unprotect, 
                         verify=verify, force=force, rsync_path=rsync_path)
     p.check_request(req)        # every local input before the first connection
     with remote.session():
-        _push(remote, req, source, host, dest, dry_run, verify)
+        _push(remote, req, source, host, dest, dry_run, verify, as_json)
 
 
-def _push(remote, req, source, host, dest, dry_run, verify) -> None:
+def _push(remote, req, source, host, dest, dry_run, verify, as_json=False) -> None:
     changes = p.push(remote, req)
     where = f"{host}:{dest}"
     if dry_run:
+        if as_json:
+            click.echo(json.dumps(p.as_json(changes, host, dest, True), indent=2))
+            return
         click.echo(f"dry run: {source} -> {where}; nothing was changed")
         for line in p.summary(changes, True):
             click.echo(f"  {line}")
-        for d in changes.deleted:
-            click.echo(f"  delete {d}")
+        for line in p.listing(changes):
+            click.echo(f"  {line}")
         return
     for line in p.summary(changes, False):
         log.info("%s: %s", where, line)

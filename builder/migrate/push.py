@@ -113,13 +113,22 @@ class Probe:
 
 @dataclass
 class Changes:
-    """rsync's itemized changes, counted."""
+    """rsync's itemized changes: every path, and what changes in it."""
     sent: list[tuple[str, int]] = field(default_factory=list)      # regular files with data to send
-    created: int = 0                                                # directories, links, devices, hardlinks
-    attrs: int = 0                                                  # only owner/mode/time/xattr/acl changes
+    made: list[str] = field(default_factory=list)                   # new directories, links, devices, hardlinks
+    touched: list[tuple[str, str]] = field(default_factory=list)    # (path, what) owner/mode/time/xattr/acl only
     deleted: list[str] = field(default_factory=list)
     stats: dict[str, int] = field(default_factory=dict)
     not_sent: list[str] = field(default_factory=list)   # protected files the source has and the receiver lacks
+    new: set[str] = field(default_factory=set)          # which of `sent` the receiver does not have yet
+
+    @property
+    def created(self) -> int:
+        return len(self.made)
+
+    @property
+    def attrs(self) -> int:
+        return len(self.touched)
 
     @property
     def bytes(self) -> int:
@@ -403,15 +412,65 @@ def parse(lines: list[str]) -> Changes:
                 c.deleted.append(name)
             elif item[0] in "<>" and item[1:2] == "f":
                 c.sent.append((name, int(size or 0)))
+                if "+" in item:
+                    c.new.add(name)
             elif "+" in item:
-                c.created += 1
+                c.made.append(name)
             else:
-                c.attrs += 1
+                c.touched.append((name, what_changed(item)))
             continue
         s = _STAT.match(line.strip())
         if s:
             c.stats[s.group(1)] = int(s.group(2).replace(",", ""))
     return c
+
+
+# rsync's itemize flags after the update and file type: YXcstpoguax
+_FLAGS = {2: "checksum", 3: "size", 4: "time", 5: "mode", 6: "owner", 7: "group", 9: "acl", 10: "xattrs"}
+
+
+def what_changed(item: str) -> str:
+    """What an itemized line says changes in a path that exists on both sides: "mode, owner" ..."""
+    what = [w for i, w in _FLAGS.items() if len(item) > i and item[i] not in ". "]
+    if len(item) > 1 and item[1] == "L" and len(item) > 2 and item[2] == "c":
+        what = ["link target"] + [w for w in what if w != "checksum"]
+    return ", ".join(dict.fromkeys(what)) or "attributes"
+
+
+def listing(c: Changes, limit: int = 20) -> list[str]:
+    """Every path a push creates, changes (and what in it) or deletes, grouped; a group longer than `limit` is
+    shortened to its first paths and a count per top directory."""
+    groups: dict[str, list[str]] = {}
+    for name, _size in c.sent:
+        groups.setdefault("create" if name in c.new else "change content:", []).append("/" + name)
+    for name in c.made:
+        groups.setdefault("create", []).append("/" + name)
+    for name, what in c.touched:
+        groups.setdefault(f"change {what}:", []).append("/" + name)
+    if c.deleted:
+        groups["delete"] = ["/" + d for d in c.deleted]
+    out = []
+    for head, paths in groups.items():
+        paths = sorted(paths)
+        out.append(f"{head.rstrip(':')} ({len(paths)}):")
+        out += [f"  {p}" for p in paths[:limit]]
+        if len(paths) > limit:
+            rest: dict[str, int] = {}
+            for p in paths[limit:]:
+                top = "/".join(p.split("/")[:3]) if p.count("/") > 2 else p.rsplit("/", 1)[0] or "/"
+                rest[top] = rest.get(top, 0) + 1
+            out.append("  ... and " + ", ".join(f"{n} under {t}" for t, n in sorted(rest.items(),
+                                                                                    key=lambda x: -x[1])[:8]) +
+                       (" ..." if len(rest) > 8 else ""))
+    return out
+
+
+def as_json(c: Changes, host: str, dest: str, dry: bool) -> dict:
+    return {"host": host, "dest": dest, "dry_run": dry,
+            "create": sorted(["/" + n for n, _ in c.sent if n in c.new] + ["/" + n for n in c.made]),
+            "change": [{"path": "/" + n, "what": "content"} for n, _ in c.sent if n not in c.new] +
+                      [{"path": "/" + n, "what": w} for n, w in c.touched],
+            "delete": ["/" + d for d in c.deleted], "bytes": c.bytes, "not_sent": c.not_sent}
 
 
 class _Progress:

@@ -3,7 +3,9 @@
 Every check compares real trees: the source, and the receiver's files as the test sees them (host.root/DEST)."""
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -71,7 +73,16 @@ def test_dry_run_changes_nothing_and_lists_deletions(sshhost, source):
     assert tree_state(pushed(sshhost), mtime=True) == before
     assert "nothing was changed" in r.stdout
     assert "would send 2 files" in r.stdout and "would delete 1" in r.stdout
-    assert "delete usr/share/d00/f0000" in r.stdout
+    # every path, under what happens to it
+    assert re.search(r"^  delete \(1\):\n    /usr/share/d00/f0000$", r.stdout, re.M), r.stdout
+    assert re.search(r"^  change content \(1\):\n    /etc/app.conf$", r.stdout, re.M), r.stdout
+    assert re.search(r"^  create \(1\):\n    /usr/share/new$", r.stdout, re.M), r.stdout
+    j = migrate("push", *ssh_args(sshhost), "--dest", DEST, "--source", source, "--delete", "--dry-run", "--json")
+    assert j.returncode == 0, j.stderr
+    got = json.loads(j.stdout)
+    assert (got["create"], got["delete"]) == (["/usr/share/new"], ["/usr/share/d00/f0000"])
+    assert {"path": "/etc/app.conf", "what": "content"} in got["change"]
+    assert tree_state(pushed(sshhost), mtime=True) == before
 
 
 def test_protected_files_survive_and_mounts_are_left_alone(sshhost, source):
@@ -221,9 +232,11 @@ def test_dest_root_with_force_leaves_every_mount_alone(sshhost, source):
     assert r.returncode == 0, r.stderr
     for m in ("/proc", "/sys", "/dev", "/dev/shm"):
         assert f"target:{m} is a mount point: left alone" in r.stderr, r.stderr
-    deleted = [ln for ln in r.stdout.splitlines() if ln.startswith("  delete ")]
-    assert deleted, "a dry run with --delete into / lists what it would delete"
-    assert not [d for d in deleted if d.split()[1].startswith(("dev/", "proc/", "sys/"))], deleted[:20]
+    listed = r.stdout.split("  delete (", 1)
+    assert len(listed) == 2, "a dry run with --delete into / lists what it would delete"
+    deleted = re.findall(r"^    (/\S*)$", listed[1], re.M)            # the delete group is the last one
+    assert deleted and not [d for d in deleted if d.startswith(("/dev/", "/proc/", "/sys/"))], deleted[:20]
+    assert not re.search(r"under /(dev|proc|sys)\b", listed[1]), listed[1][-2000:]
 
 
 def test_local_input_is_checked_before_any_connection(tmp_path, source):

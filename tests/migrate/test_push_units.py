@@ -319,3 +319,22 @@ def test_progress_lines_drive_the_bar_and_other_lines_are_kept():
     shown("    104,857,600  57%   98.12MB/s    0:00:01 (xfr#800, ir-chk=1000/9000)")
     assert shown.bar.n == 57 and "100.0 MB" in str(shown.bar.postfix) and "98.12MB/s" in str(shown.bar.postfix)
     shown.close()
+
+
+def test_the_dry_run_lists_every_path_under_what_happens_to_it():
+    c = push.parse(ITEMIZED.splitlines() + [".f....og...|10|etc/gshadow", "cLc.t......|0|etc/rl"])
+    text = "\n".join(push.listing(c))
+    assert "create (5):\n  /a\n  /b\n  /d/\n  /l\n  /null" in text      # b is new: the receiver has none
+    assert "change content (1):\n  /etc/passwd" in text
+    assert "change mode (1):\n  /etc/shadow" in text
+    assert "change owner, group (1):\n  /etc/gshadow" in text
+    assert "change link target, time (1):\n  /etc/rl" in text
+    assert text.endswith("delete (2):\n  /x/\n  /x/o")
+
+
+def test_a_long_group_is_shortened_with_counts_per_directory():
+    lines = [f"<f+++++++++|1|usr/share/doc/p{i}/f" for i in range(30)] + [f"<f+++++++++|1|etc/f{i}" for i in range(3)]
+    out = push.listing(push.parse(lines), limit=5)
+    assert out[0] == "create (33):" and len(out) == 7
+    assert out[1:4] == ["  /etc/f0", "  /etc/f1", "  /etc/f2"]       # sorted: the first paths are shown
+    assert out[-1] == "  ... and 28 under /usr/share", out
