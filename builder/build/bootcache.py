@@ -39,6 +39,7 @@ from builder.core import proc as runner
 from builder.core.errors import BuilderError, CommandError, InputError
 from builder.core.outputs import sha256 as _sha256
 from builder.core.paths import cache_dir
+from builder.core.sizes import human
 
 if TYPE_CHECKING:
     from builder.build.pipeline import Preflight
@@ -168,7 +169,7 @@ def _check(data: dict[str, Any], name: str) -> Entry | None:
     meta["last_used"] = time.time()
     with contextlib.suppress(OSError):     # a read-only cache is still a cache
         _write_meta(d, meta)
-    log.info("cache hit: bootstrap %s (%s)", key, _human(e.size))
+    log.info("cache hit: bootstrap %s (%s)", key, human(e.size))
     return e
 
 
@@ -242,7 +243,7 @@ def save(data: dict[str, Any], name: str, root: Path) -> Entry | None:
             raise
         log.warning("could not keep the bootstrap in the cache (%s); the build goes on", e)
         return None
-    log.info("bootstrap kept in the cache as %s (%s)", key, _human(meta["size"]))
+    log.info("bootstrap kept in the cache as %s (%s)", key, human(meta["size"]))
     prune(max_size(), keep={key})
     return Entry(key, final, meta)
 
@@ -341,17 +342,10 @@ def remove(names: list[str]) -> list[Entry]:
     return list(chosen.values())
 
 
-def _human(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
-
 
 def describe(e: Entry) -> str:
     i = e.meta.get("inputs", {})
     age = time.time() - e.meta.get("last_used", 0)
-    return (f"{e.key}  {e.meta.get('name', '?'):<20} {_human(e.size):>9}  used {age / 3600:.1f} h ago  "
+    return (f"{e.key}  {e.meta.get('name', '?'):<20} {human(e.size):>9}  used {age / 3600:.1f} h ago  "
             f"{i.get('method')} {i.get('distro')} {i.get('release')} {i.get('arch')} "
             f"packages: {', '.join(i.get('packages', [])) or '-'}")

@@ -8,14 +8,17 @@ import click
 
 from builder.cli.common import NONEMPTY, apply_verbosity, log, verbosity
 from builder.cli.common import Path as PathType
+from builder.cli.fanout import fanout_options, run_fanout
 from builder.cli.ssh import ssh_options
 from builder.core.errors import BuilderError
+from builder.core.outputs import write_atomic
 from builder.migrate import push as p
 from builder.migrate.remote import Remote
 
 PUSH_EPILOG = """\b
 Examples:
   migrate push vps1 --port 3843 --dest /usr/local/newos --source /srv/images/newos --dry-run
+  migrate push --hosts web1,web2,@more-hosts.txt -j 3 --dest /srv/os --source /srv/images/newos
   migrate push vps1 --port 3843 --dest /usr/local/newos --source /srv/images/newos --delete --verify
   migrate push web2 --dest /srv/os --profile core --bwlimit 20000      (20 MB/s, the OS without data)
 
@@ -36,12 +39,16 @@ Every local input (--source, --files-from, --profile, patterns) is checked befor
 An unknown host key is refused unless --accept-new-host-key.
 An interrupted push keeps what arrived (in .imgbuild-partial/ directories); run it again to resume.
 
-Exit status: 0 pushed (or verified equal), 1 failed or --verify found differences, 2 bad input.
+With --hosts, every host is pushed by its own `migrate push` process (-j at once); a table sums up, each
+host's output is kept under --logs.
+
+Exit status: 0 pushed (or verified equal; with --hosts: every host), 1 failed or --verify found differences
+(with --hosts: the hosts that failed are named), 2 bad input.
 """
 
 
 @click.command("push", epilog=PUSH_EPILOG)
-@click.argument("host")
+@click.argument("host", required=False)
 @click.option("--dest", required=True, metavar="DIR", help="Directory on HOST to push into (absolute).")
 @click.option("--source", type=PathType(file_okay=False, path_type=Path), default=Path("/"), show_default=True,
               metavar="DIR", help="Root of the local tree to push.")
@@ -63,10 +70,14 @@ Exit status: 0 pushed (or verified equal), 1 failed or --verify found difference
 @click.option("--force", is_flag=True, help="Allow --dest / or a system directory, --delete through a symlink, or "
               "--delete into a directory no earlier push filled.")
 @click.option("--rsync-path", metavar="CMD", help="rsync on HOST, e.g. 'sudo rsync'.")
+@click.option("--result-json", type=click.Path(dir_okay=False, path_type=Path), hidden=True)
+@fanout_options
 @ssh_options
 @verbosity
-def push(host, dest, source, files_from, profile, excludes, protect, unprotect, bwlimit, delete, dry_run, as_json,
-         verify, force, rsync_path, ssh, verbose, quiet, debug) -> None:
+@click.pass_context
+def push(ctx, host, dest, source, files_from, profile, excludes, protect, unprotect, bwlimit, delete, dry_run,
+         as_json, verify, force, rsync_path, result_json, hosts, jobs, fail_fast, logs, ssh, verbose, quiet,
+         debug) -> None:
     """Push the OS tree at --source to DIR on HOST with rsync over ssh (-aHAXS --numeric-ids: owners, modes,
     hardlinks, ACLs, xattrs, device nodes and sparse files kept), safely for a running host.
 
@@ -75,29 +86,36 @@ def push(host, dest, source, files_from, profile, excludes, protect, unprotect, 
     apply_verbosity(verbose, quiet, debug)
     if as_json and not dry_run:
         raise click.UsageError("--json goes with --dry-run")
+    if bool(host) == bool(hosts):
+        raise click.UsageError("give one HOST, or --hosts LIST for many")
     dest = p.check_dest(dest, force)
-    remote = Remote(host, ssh, dry_run=dry_run)
     req = p.PushRequest(dest=dest, source=source, files_from=files_from, profile=profile, excludes=excludes,
                         protect=protect, unprotect=unprotect, bwlimit=bwlimit, delete=delete, dry_run=dry_run,
                         verify=verify, force=force, rsync_path=rsync_path)
     p.check_request(req)        # every local input before the first connection
+    if hosts:
+        run_fanout(ctx, hosts, jobs, fail_fast, logs, "--result-json")
+        return
+    remote = Remote(host, ssh, dry_run=dry_run)
     with remote.session():
-        _push(remote, req, source, host, dest, dry_run, verify, as_json)
+        changes = _push(remote, req, source, host, dest, dry_run, verify, as_json)
+    if result_json:
+        write_atomic(result_json, json.dumps(p.as_json(changes, host, dest, dry_run)))
 
 
-def _push(remote, req, source, host, dest, dry_run, verify, as_json=False) -> None:
+def _push(remote, req, source, host, dest, dry_run, verify, as_json=False) -> p.Changes:
     changes = p.push(remote, req)
     where = f"{host}:{dest}"
     if dry_run:
         if as_json:
             click.echo(json.dumps(p.as_json(changes, host, dest, True), indent=2))
-            return
+            return changes
         click.echo(f"dry run: {source} -> {where}; nothing was changed")
         for line in p.summary(changes, True):
             click.echo(f"  {line}")
         for line in p.listing(changes):
             click.echo(f"  {line}")
-        return
+        return changes
     for line in p.summary(changes, False):
         log.info("%s: %s", where, line)
     if verify:
@@ -109,3 +127,4 @@ def _push(remote, req, source, host, dest, dry_run, verify, as_json=False) -> No
                                "run the push again; if they stay, files changed during the push or the receiver "
                                "cannot store them (xattrs/ACLs on its filesystem)")
         log.info("%s: verify: every file equal by checksum", where)
+    return changes

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from builder.core import proc as runner
 from builder.core.errors import BuilderError, CommandError, InputError
+from builder.core.sizes import human
 from builder.core.untrusted import read_file
 from builder.migrate.remote import Remote, shown
 
@@ -492,7 +493,7 @@ class _Progress:
         if m:
             if self.bar is not None:
                 self.bar.n = int(m.group(2))
-                self.bar.set_postfix_str(f"{_human(int(m.group(1).replace(',', '')))} {m.group(3)}", refresh=True)
+                self.bar.set_postfix_str(f"{human(int(m.group(1).replace(',', '')))} {m.group(3)}", refresh=True)
             return
         self.lines.append(line)
 
@@ -500,13 +501,6 @@ class _Progress:
         if self.bar is not None:
             self.bar.close()
 
-
-def _human(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if n < 1024 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
 
 
 # rsync's exit codes that mean "stopped part-way": the next run resumes from the partial directory
@@ -629,7 +623,7 @@ def verify(remote: Remote, req: PushRequest) -> list[str]:
 
 def summary(c: Changes, dry: bool) -> list[str]:
     verb = "would send" if dry else "sent"
-    out = [f"{verb} {len(c.sent)} files ({_human(c.bytes)}), "
+    out = [f"{verb} {len(c.sent)} files ({human(c.bytes)}), "
            f"{'would create' if dry else 'created'} {c.created} directories/links/devices, "
            f"{'would update' if dry else 'updated'} attributes of {c.attrs}, "
            f"{'would delete' if dry else 'deleted'} {len(c.deleted)}"]
@@ -638,7 +632,7 @@ def summary(c: Changes, dry: bool) -> list[str]:
                    f"{' ...' if len(c.not_sent) > 20 else ''}; a chroot gets its own from `migrate chroot-install`; "
                    "--unprotect PATH sends the source's")
     if not dry and "Total bytes sent" in c.stats:
-        out.append(f"on the wire: {_human(c.stats['Total bytes sent'])} sent, "
-                   f"{_human(c.stats.get('Total bytes received', 0))} received "
+        out.append(f"on the wire: {human(c.stats['Total bytes sent'])} sent, "
+                   f"{human(c.stats.get('Total bytes received', 0))} received "
                    f"in {c.stats.get('seconds_x1000', 0) / 1000:.1f} s")
     return out

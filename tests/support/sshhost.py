@@ -564,18 +564,24 @@ def sshhost(request) -> Iterator[SshHost]:
         yield host
 
 
-@pytest.fixture
-def two_sshhosts(request, tmp_path) -> Iterator[tuple[SshHost, SshHost]]:
-    """Two running hosts (src, dst) on separate /24s, sharing one ssh_config (Host "src" and "dst"), one key and
-    one known_hosts file (in tmp_path/ssh)."""
+@contextmanager
+def shared_hosts(request, tmp_path: Path, aliases: Sequence[str]) -> Iterator[list[SshHost]]:
+    """Running hosts, one per alias, on separate /24s, sharing one ssh_config (a Host block each), one key and one
+    known_hosts file (in tmp_path/ssh)."""
     base = require_base(request)
     d = tmp_path / "ssh"
     d.mkdir()
     config, known = d / "ssh_config", d / "known_hosts"
     key = make_key(d / "id_ed25519")
     with ExitStack() as stack:
-        src = stack.enter_context(ssh_host(base, None, config, alias="src", key=key, known_hosts=known))
-        dst = stack.enter_context(ssh_host(base, None, config, alias="dst", key=key, known_hosts=known))
+        yield [stack.enter_context(ssh_host(base, None, config, alias=a, key=key, known_hosts=known))
+               for a in aliases]
+
+
+@pytest.fixture
+def two_sshhosts(request, tmp_path) -> Iterator[tuple[SshHost, SshHost]]:
+    """Two running hosts (src, dst) sharing one ssh_config, key and known_hosts (shared_hosts)."""
+    with shared_hosts(request, tmp_path, ("src", "dst")) as (src, dst):
         yield src, dst
 
 

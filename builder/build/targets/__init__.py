@@ -2,8 +2,8 @@
 produce(ctx, opts) -> {artifact kind: path in the stage directory}.
 
 The recipe's `targets:` mapping is generated from this registry, so a new target needs only its module here. A
-module may also have check(opts, targets) -> [(key, message)]: what it needs from the other targets, checked when
-the recipe loads. Targets run in this order (the VM configs after the disk they name).
+module may also have recipe_checks(opts, targets) -> [(key, message)]: what it needs from the other targets,
+checked when the recipe loads. Targets run in this order (the VM configs after the disk they name).
 """
 from __future__ import annotations
 
@@ -30,5 +30,5 @@ def enabled(targets) -> list[tuple[str, object]]:
 
 def checks(targets) -> list[tuple[str, str]]:
     """What enabled targets need of each other (a VM config needs the disk target ...)."""
-    return [p for name, opts in enabled(targets) if hasattr(TARGETS[name], "check")
-            for p in TARGETS[name].check(opts, targets)]
+    return [p for name, opts in enabled(targets) if hasattr(TARGETS[name], "recipe_checks")
+            for p in TARGETS[name].recipe_checks(opts, targets)]

@@ -56,7 +56,7 @@ class LibvirtOptions(vm.VmOptions):
 Options = LibvirtOptions
 
 
-def check(opts: LibvirtOptions, targets) -> list[tuple[str, str]]:
+def recipe_checks(opts: LibvirtOptions, targets) -> list[tuple[str, str]]:
     return vm.requires("libvirt", opts, targets)
 
 

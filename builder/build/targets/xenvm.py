@@ -41,7 +41,7 @@ class XenVmOptions(vm.VmOptions):
 Options = XenVmOptions
 
 
-def check(opts: XenVmOptions, targets) -> list[tuple[str, str]]:
+def recipe_checks(opts: XenVmOptions, targets) -> list[tuple[str, str]]:
     out = vm.requires("xenvm", opts, targets)
     if not opts.types:
         out.append(("targets.xenvm.types", "name at least one of hvm, pvh"))

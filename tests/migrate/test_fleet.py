@@ -1,0 +1,91 @@
+"""`migrate push --hosts`: one push to three real hosts (sshd in network namespaces of the test's own) in parallel;
+the dry run after one changed file names it for every host; with one host's sshd gone the other two still get the
+push, the third is named with ssh's error, exit 1. Host lists are checked before any host is contacted."""
+from __future__ import annotations
+
+import os
+import re
+import signal
+
+import pytest
+
+from builder.core.errors import InputError
+from builder.migrate import fleet
+from tests.conftest import migrate
+from tests.support.pushtree import DEST, make_tree
+from tests.support.sshhost import shared_hosts, tree_diff, tree_state
+
+ALIASES = ("a", "b", "c")
+
+
+@pytest.fixture
+def three_hosts(request, tmp_path):
+    """Hosts a, b and c sharing one ssh_config, key and known_hosts."""
+    with shared_hosts(request, tmp_path, ALIASES) as hosts:
+        yield hosts, hosts[0].ssh_config
+
+
+def comparable(state: dict) -> dict:
+    skip = ("etc/hostname", "etc/ssh/ssh_host_ed25519_key", "tmp/scratch", ".", ".imgbuild-push")   # not sent
+    return {k: v for k, v in state.items() if k not in skip}
+
+
+@pytest.mark.root
+@pytest.mark.network
+@pytest.mark.slow
+def test_push_to_three_hosts_then_a_dry_run_then_one_host_down(three_hosts, tmp_path):
+    hosts, config = three_hosts
+    source = make_tree(tmp_path / "src")
+    logs = tmp_path / "logs"
+    common = ["--ssh-config", str(config), "--dest", DEST, "--source", str(source), "--logs", str(logs)]
+    r = migrate("push", "--hosts", "a,b,c", "-j", "3", *common, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    rows = {line.split()[0]: line for line in r.stdout.splitlines()[1:4]}
+    assert sorted(rows) == ["a", "b", "c"] and all(" ok " in row for row in rows.values()), r.stdout
+    for h in hosts:
+        diff = tree_diff(comparable(tree_state(source)), comparable(tree_state(h.root / DEST.lstrip("/"))))
+        assert not diff, (h.alias, diff)
+    assert len(list(logs.glob("*-a.log"))) == 1 and not list(logs.glob(".*.json"))   # results read and removed
+
+    # one file changed: each host's dry run names it (each host's own log holds its listing)
+    (source / "etc" / "app.conf").write_text("setting = 22222\n")
+    r = migrate("push", "--hosts", "a,b,c", "-j", "3", "--dry-run", *common, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert re.search(r"^a\s+ok\s.*0 created, 1 changed, 0 deleted$", r.stdout, re.M), r.stdout
+    for alias in ALIASES:
+        newest = sorted(logs.glob(f"*-{alias}.log"))[-1]
+        assert re.search(r"^  change content \(1\):\n    /etc/app.conf$", newest.read_text(), re.M), alias
+
+    # c's sshd ends: a and b are pushed, c is named with ssh's own error, exit 1
+    os.kill(hosts[2].init_pid, signal.SIGKILL)
+    r = migrate("push", "--hosts", "a,b,c", "-j", "3", *common, timeout=600)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "error: 1 of 3 hosts failed: c" in r.stderr, r.stderr
+    assert re.search(r"^c\s+FAILED: ", r.stdout, re.M), r.stdout                     # in the table, shortened
+    assert re.search(r"^c: cannot connect: .*Connection refused \(log: ", r.stderr, re.M), r.stderr   # in full
+    for h in hosts[:2]:
+        assert (h.root / DEST.lstrip("/") / "etc" / "app.conf").read_text() == "setting = 22222\n"
+
+
+@pytest.mark.parametrize("spec, words", [
+    ("", "names no host"),
+    ("a,-oProxyCommand=x", "is not a host name"),
+    ("a,b c", "is not a host name"),
+    ("@/nonexistent/hosts.txt", "hosts.txt"),
+])
+def test_a_bad_host_list_is_refused_before_any_host(spec, words):
+    with pytest.raises(InputError, match=re.escape(words)):
+        fleet.parse_hosts(spec)
+
+
+def test_a_host_file_gives_one_host_a_line_each_once(tmp_path):
+    f = tmp_path / "hosts.txt"
+    f.write_text("# web tier\nweb1\nroot@web2   # the old one\n\nweb1\n")
+    assert fleet.parse_hosts(f"db1,@{f},db1") == ["db1", "web1", "root@web2"]
+
+
+def test_hosts_and_a_host_together_are_bad_input(tmp_path):
+    r = migrate("push", "vps1", "--hosts", "a,b", "--dest", DEST, "--source", str(tmp_path))
+    assert r.returncode == 2 and "give one HOST, or --hosts LIST for many" in r.stderr, r.stderr
+    r = migrate("push", "--hosts", "a,-x", "--dest", DEST, "--source", str(tmp_path))
+    assert r.returncode == 2 and "'-x' is not a host name" in r.stderr and "Traceback" not in r.stderr, r.stderr
