@@ -10,7 +10,7 @@ PACKAGES="
   rpm createrepo-c dnf cpio busybox-static
   xen-utils-4.17 xen-tools
   qemu-system-x86 qemu-utils e2fsprogs fdisk mtools dosfstools ovmf libvirt-clients libxml2-utils
-  openssh-server openssh-client rsync acl attr kmod
+  openssh-server openssh-client rsync acl attr kmod ansible-core
   tar zstd xz-utils pigz gzip gnupg
 "
 

@@ -1,6 +1,7 @@
 """`imgbuild boot --console DIR`: the serial console of a VM `imgbuild boot --keep` left running (qemu's console
 socket in the kept work directory), on this terminal. On a terminal it is raw (keys go to the guest as typed) and
-Ctrl-] leaves; with stdin from a pipe or file, what it holds is sent and the guest's answer read for a moment more.
+Ctrl-] leaves; with stdin from a pipe or file, what it holds is sent and the guest's answer read until it is quiet
+for 2 s (10 s at most).
 """
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ from builder.boot.sandbox import read_state
 from builder.core.errors import InputError
 
 ESCAPE = b"\x1d"           # Ctrl-]
-DRAIN = 2.0                # seconds the guest's answer is read after a piped stdin ends
+DRAIN = 2.0                # after a piped stdin ends: read the guest's answer until it is quiet this long,
+MAX_DRAIN = 10.0           # but no longer than this
 
 
 def attach(workdir: Path, stdin=None, stdout=None) -> None:
@@ -54,6 +56,7 @@ def _relay(s: socket.socket, fin: int, fout: int) -> None:
         os.write(2, b"connected to the serial console; Ctrl-] leaves it\r\n")
         tty.setraw(fin)
     until = None                        # when a piped stdin has ended: read the answer until then
+    ended = 0.0
     try:
         while until is None or time.monotonic() < until:
             watch = [s] if until is not None else [s, fin]
@@ -63,6 +66,8 @@ def _relay(s: socket.socket, fin: int, fout: int) -> None:
                 if not data:
                     break               # the VM ended
                 os.write(fout, data)
+                if until is not None:   # a piped stdin has ended: read on while the guest still answers
+                    until = min(max(until, time.monotonic() + DRAIN), ended + MAX_DRAIN)
             if fin in ready:
                 data = os.read(fin, 4096)
                 if raw and ESCAPE in data:
@@ -71,7 +76,8 @@ def _relay(s: socket.socket, fin: int, fout: int) -> None:
                         s.sendall(data)
                     break
                 if not data:
-                    until = time.monotonic() + DRAIN
+                    ended = time.monotonic()
+                    until = ended + DRAIN
                 else:
                     s.sendall(data)
     finally:

@@ -25,6 +25,8 @@ CONSOLE = "console.sock"
 UP = re.compile(r"(?m)^\S+ login: |Reached target .*Multi-User System")
 DOWN = re.compile(r"Kernel panic|You are in emergency mode|Give root password for maintenance|"
                   r"Failed to mount .*/sysroot|ALERT! .* does not exist")
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+FAILED = re.compile(r"\[FAILED\] Failed to start (\S+?)(?: - |\.?$)", re.M)
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
 OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
 
@@ -78,15 +80,31 @@ def start(output: Path, manifest: dict, sb: Sandbox) -> float:
 def wait_up(sb: Sandbox, st: State, timeout: float) -> InitState:
     console = Path(st.workdir) / "console.log"
     end = time.monotonic() + timeout
+    how = f"{st.extra.get('firmware')}, {st.extra.get('accel')}"
     while time.monotonic() < end and running(sb, st):
         text = console.read_bytes()[-262144:].decode("utf-8", "replace") if console.exists() else ""
-        if DOWN.search(text):
-            return InitState(False, f"console: {DOWN.search(text).group(0)}")
-        if UP.search(text):
-            return InitState(True, f"console: {'login prompt' if 'login:' in text else 'multi-user.target'} "
-                                   f"({st.extra.get('firmware')}, {st.extra.get('accel')})", has_sshd=True)
+        state = console_state(text, how)
+        if state.up is not None:
+            return state
         time.sleep(0.5)
-    return InitState(None, f"console: no login prompt yet ({st.extra.get('accel')})")
+    return InitState(None, f"console: no login prompt yet ({how})")
+
+
+def console_state(text: str, how: str) -> InitState:
+    """What the serial console says: down (a panic, emergency mode ...), up (systemd reached multi-user.target or
+    a login prompt; degraded when systemd printed a unit that failed to start, each named), or still starting."""
+    text = ANSI.sub("", text)
+    down = DOWN.search(text)
+    if down:
+        return InitState(False, f"console: {down.group(0)} ({how})")
+    if not UP.search(text):
+        return InitState(None, f"console: no login prompt yet ({how})")
+    seen = "login prompt" if re.search(r"(?m)^\S+ login: ", text) else "multi-user.target"
+    failed = list(dict.fromkeys(FAILED.findall(text)))[:10]
+    if failed:
+        return InitState(True, f"systemd degraded (failed: {', '.join(failed)}; console: {seen}; {how})",
+                         has_sshd=True)
+    return InitState(True, f"systemd running (console: {seen}, no failed unit; {how})", has_sshd=True)
 
 
 def running(sb: Sandbox, st: State) -> bool:

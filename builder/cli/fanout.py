@@ -23,15 +23,17 @@ def fanout_options(f):
     @click.option("-j", "--jobs", type=click.IntRange(1, 64), default=4, show_default=True,
                   help="With --hosts: hosts worked on at once.")
     @click.option("--hosts", metavar="LIST", help="Many hosts instead of HOST: names separated by commas, "
-                  "@FILE for one per line. Each runs as its own `migrate` process; a summary table at the end.")
+                  "@FILE for one per line, @INVENTORY[:GROUP] for an Ansible inventory (needs ansible-core). Each "
+                  "runs as its own `migrate` process; a summary table at the end.")
     @functools.wraps(f)
     def wrapper(*a, **kw):
         return f(*a, **kw)
     return wrapper
 
 
-def argv_for_host(ctx: click.Context, host: str, extra: list[str]) -> list[str]:
-    """This command line for one host: every option the user gave (not a default), the fan-out ones left out."""
+def argv_for_host(ctx: click.Context, host: fleet.Target, extra: list[str]) -> list[str]:
+    """This command line for one host: every option the user gave (not a default), the fan-out ones left out; the
+    host's own port (from an inventory) after the user's, so it wins."""
     argv = [sys.executable, "-m", "builder.cli.migrate", ctx.info_name]
     for p in ctx.command.params:
         if not isinstance(p, click.Option) or p.name in FANOUT:
@@ -50,7 +52,8 @@ def argv_for_host(ctx: click.Context, host: str, extra: list[str]) -> list[str]:
                 argv += [flag, str(v)]
         elif value is not None:
             argv += [flag, str(value)]
-    return [*argv, *extra, host]
+    port = ["--port", str(host.port)] if host.port else []
+    return [*argv, *extra, *port, host.dest]
 
 
 def run_fanout(ctx: click.Context, hosts_spec: str, jobs: int, fail_fast: bool, logs: Path,

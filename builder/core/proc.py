@@ -54,7 +54,7 @@ PACKAGES = {
     "mount": "mount", "umount": "mount", "tar": "tar", "gpgv": "gpgv", "qemu-system-x86_64": "qemu-system-x86",
     "ip": "iproute2", "unshare": "util-linux", "setfacl": "acl", "getfattr": "attr", "sfdisk": "fdisk",
     "mkfs.fat": "dosfstools", "mcopy": "mtools", "qemu-img": "qemu-utils",
-    "virt-xml-validate": "libvirt-clients", "xmllint": "libxml2-utils",
+    "virt-xml-validate": "libvirt-clients", "xmllint": "libxml2-utils", "ansible-inventory": "ansible-core",
 }
 
 

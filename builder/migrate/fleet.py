@@ -5,8 +5,10 @@ hang or Ctrl-C handling never touches another's), at most `jobs` at a time. Its 
 host under the log directory; it leaves a small JSON result (what changed) for the summary. One failing host
 never stops the others unless fail_fast. Nothing is retried: an unreachable host is reported with ssh's error.
 
-Host names: a comma-separated list of ssh destinations (an alias from ssh_config, `host`, `user@host`), and
-`@FILE` for one per line (`#` comments). Every name is checked before any host is contacted.
+Host names: a comma-separated list of ssh destinations (an alias from ssh_config, `host`, `user@host`), `@FILE`
+for one per line (`#` comments), and `@INVENTORY[:GROUP]` for an Ansible inventory (INI or YAML; read by
+ansible-core's own `ansible-inventory`, with ansible_host, ansible_user and ansible_port honoured). Every name is
+checked before any host is contacted.
 """
 from __future__ import annotations
 
@@ -22,39 +24,103 @@ from typing import Callable
 from builder.core import proc as runner
 from builder.core.errors import InputError
 from builder.core.sizes import human
-from builder.core.untrusted import read_file
+from builder.core.untrusted import load_json, read_file
 
 # what ssh takes as a destination and cannot mistake for an option: [user@]host, an alias, an IPv4/6 address
 _HOST = re.compile(r"(?:[A-Za-z0-9_][A-Za-z0-9_.-]{0,62}@)?[A-Za-z0-9_][A-Za-z0-9_.:%-]{0,252}")
+_GROUP = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,127}")
 MAX_HOSTS = 1000
+INVENTORY_SUFFIXES = (".yml", ".yaml", ".ini")
 
 
-def parse_hosts(spec: str) -> list[str]:
+@dataclass(frozen=True)
+class Target:
+    """One host of a set: the name shown and logged, the ssh destination, and its own ssh port if it has one."""
+
+    name: str
+    dest: str
+    port: int | None = None
+
+
+def parse_hosts(spec: str) -> list[Target]:
     """The hosts of a --hosts value, in order, each once; InputError naming a bad one."""
-    out: list[tuple[str, str]] = []           # (name, where it was given)
+    found: list[tuple[Target, str]] = []           # (target, where it was given)
     for item in (x.strip() for x in spec.split(",")):
         if not item:
             continue
         if item.startswith("@"):
-            path = Path(item[1:])
-            text = read_file(path, item[1:], what="a host list", hint="one host per line").decode("utf-8",
-                                                                                                  "replace")
-            names = [ln.split("#", 1)[0].strip() for ln in text.splitlines()]
-            out += [(n, item[1:]) for n in names if n]
+            found += _from_file(item[1:])
         else:
-            out.append((item, "--hosts"))
-    hosts: list[str] = []
-    for name, where in out:
-        if not _HOST.fullmatch(name):
-            raise InputError(f"{where}: {name!r} is not a host name (an ssh alias, host or user@host)",
-                             "one host per item; no spaces, options or paths")
-        if name not in hosts:
-            hosts.append(name)
+            found.append((Target(item, item), "--hosts"))
+    hosts: list[Target] = []
+    for t, where in found:
+        for v in (t.name, t.dest):
+            if not _HOST.fullmatch(v):
+                raise InputError(f"{where}: {v!r} is not a host name (an ssh alias, host or user@host)",
+                                 "one host per item; no spaces, options or paths")
+        if t.port is not None and not 0 < t.port < 65536:
+            raise InputError(f"{where}: host {t.name}: port {t.port} is not a port", "fix ansible_port there")
+        if t.name not in {h.name for h in hosts}:
+            hosts.append(t)
     if not hosts:
-        raise InputError("--hosts names no host", "give host names separated by commas, or @FILE")
+        raise InputError("--hosts names no host", "give host names separated by commas, @FILE, or @INVENTORY:GROUP")
     if len(hosts) > MAX_HOSTS:
         raise InputError(f"--hosts names {len(hosts)} hosts, more than {MAX_HOSTS}", "split the set")
     return hosts
+
+
+def _from_file(ref: str) -> list[tuple[Target, str]]:
+    """@FILE: one host a line; @INVENTORY[:GROUP]: an Ansible inventory (INI or YAML), read by Ansible itself."""
+    path, group = ref, None
+    if ":" in ref and _GROUP.fullmatch(ref.rsplit(":", 1)[1]):
+        path, group = ref.rsplit(":", 1)
+    if group is not None or path.endswith(INVENTORY_SUFFIXES):
+        return [(t, path) for t in inventory(Path(path), group or "all")]
+    text = read_file(Path(path), path, what="a host list", hint="one host per line").decode("utf-8", "replace")
+    names = [ln.split("#", 1)[0].strip() for ln in text.splitlines()]
+    return [(Target(n, n), path) for n in names if n]
+
+
+def inventory(path: Path, group: str) -> list[Target]:
+    """The hosts of `group` (and of its child groups) in an Ansible inventory, as Ansible's own parser reads it
+    (ansible-inventory --list, from ansible-core). Only the ini and yaml inventory plugins are enabled: an
+    executable inventory script is never run. ansible_host, ansible_user and ansible_port are honoured."""
+    read_file(path, str(path), what="an Ansible inventory", hint="an INI or YAML inventory file")  # exists, bounded
+    env = {**os.environ, "ANSIBLE_INVENTORY_ENABLED": "ini,yaml", "ANSIBLE_NOCOLOR": "1",
+           "ANSIBLE_INVENTORY_UNPARSED_FAILED": "1", "ANSIBLE_LOCALHOST_WARNING": "0"}
+    r = runner.run(["ansible-inventory", "-i", str(path), "--list"], capture=True, check=False, env=env,
+                   max_output=16 << 20)
+    if r.returncode != 0:
+        why = next((ln for ln in reversed(r.tail) if ln.strip()), f"exit {r.returncode}")
+        raise InputError(f"{path}: Ansible cannot read this inventory: {why.strip()}",
+                         "check it with: ansible-inventory -i FILE --graph")
+    data = load_json(r.stdout, str(path), what="ansible-inventory's answer")
+    if group not in data:
+        groups = sorted(k for k in data if k != "_meta")
+        raise InputError(f"{path}: no group {group!r} (it has: {', '.join(groups)})", "name one of those after ':'")
+    names: list[str] = []
+    todo, seen = [group], set()
+    while todo:
+        g = todo.pop(0)
+        if g in seen or not isinstance(data.get(g), dict):
+            continue
+        seen.add(g)
+        names += [h for h in data[g].get("hosts", []) if isinstance(h, str) and h not in names]
+        todo += [c for c in data[g].get("children", []) if isinstance(c, str)]
+    hostvars = data.get("_meta", {}).get("hostvars", {}) if isinstance(data.get("_meta"), dict) else {}
+    out = []
+    for n in names:
+        v = hostvars.get(n, {}) if isinstance(hostvars.get(n), dict) else {}
+        dest = str(v.get("ansible_host", n))
+        if v.get("ansible_user"):
+            dest = f"{v['ansible_user']}@{dest}"
+        port = v.get("ansible_port")
+        try:
+            port = int(port) if port is not None else None
+        except (TypeError, ValueError):
+            raise InputError(f"{path}: host {n}: ansible_port {port!r} is not a number", "fix it there") from None
+        out.append(Target(n, dest, port))
+    return out
 
 
 def log_name(host: str) -> str:
@@ -72,6 +138,7 @@ class Job:
     status: str = "waiting"          # waiting, running, ok, failed, stopped
     error: str = ""
     outcome: dict = field(default_factory=dict)
+    target: Target | None = None
 
     def last_line(self) -> str:
         try:
@@ -102,13 +169,13 @@ def _tail(path: Path) -> list[str]:
         return []
 
 
-def run(hosts: list[str], argv_for: Callable[[str, Path], list[str]], jobs: int, log_dir: Path,
+def run(hosts: list[Target], argv_for: Callable[[Target, Path], list[str]], jobs: int, log_dir: Path,
         fail_fast: bool = False, show: Callable[[list[Job]], None] | None = None) -> list[Job]:
     """Run argv_for(host, result_file) for every host, at most `jobs` at once; returns the jobs, finished."""
     log_dir.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    todo = [Job(h, log_dir / f"{stamp}-{log_name(h)}.log", log_dir / f".{stamp}-{log_name(h)}.json")
-            for h in hosts]
+    todo = [Job(h.name, log_dir / f"{stamp}-{log_name(h.name)}.log", log_dir / f".{stamp}-{log_name(h.name)}.json",
+                target=h) for h in hosts]
     waiting, running = list(todo), []
     stopping = False
     try:
@@ -117,7 +184,7 @@ def run(hosts: list[str], argv_for: Callable[[str, Path], list[str]], jobs: int,
                 j = waiting.pop(0)
                 j.result.unlink(missing_ok=True)
                 j.started = time.monotonic()
-                j.proc = runner.start(argv_for(j.host, j.result), output=j.log)
+                j.proc = runner.start(argv_for(j.target, j.result), output=j.log)
                 j.status = "running"
                 running.append(j)
             for j in list(running):

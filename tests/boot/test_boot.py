@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from builder.boot import guest_network, ready
+from builder.boot.qemu import console_state
 from tests.conftest import imgbuild
 
 pytestmark = pytest.mark.root
@@ -149,3 +150,24 @@ def test_the_bridge_carries_the_recipes_gateway():
     assert [str(x) for x in guest_network(m)] == ["192.0.2.7", "192.0.2.1/28"]
     assert guest_network({"network": {"eth0": {"dhcp": True}}}) == (None, None)
     assert guest_network({}) == (None, None)
+
+
+CONSOLE_UP = ("[  OK  ] Reached target \x1b[0;1;39mmulti-user.target\x1b[0m - Multi-User System.\n\n"
+              "Debian GNU/Linux 12 vm20 ttyS0\n\nvm20 login: ")
+FAILED_UNIT = ("[\x1b[0;1;31mFAILED\x1b[0m] Failed to start \x1b[0;1;39mnetworking.service\x1b[0m - "
+               "Raise network interfaces.\n")
+
+
+@pytest.mark.parametrize("console, up, text", [
+    (CONSOLE_UP, True, "systemd running (console: login prompt, no failed unit; bios, tcg)"),
+    (FAILED_UNIT + CONSOLE_UP, True, "systemd degraded (failed: networking.service; console: login prompt; bios, tcg)"),
+    ("[  OK  ] Reached target multi-user.target - Multi-User System.\n", True,
+     "systemd running (console: multi-user.target, no failed unit; bios, tcg)"),
+    ("Loading Linux 6.1.0-28-amd64 ...\n", None, "console: no login prompt yet (bios, tcg)"),
+    ("---[ end Kernel panic - not syncing: VFS: Unable to mount root fs\n", False, "console: Kernel panic (bios, tcg)"),
+    ("You are in emergency mode. After logging in ...\nvm20 login: ", False,
+     "console: You are in emergency mode (bios, tcg)"),
+])
+def test_the_vms_console_is_read(console, up, text):
+    state = console_state(console, "bios, tcg")
+    assert (state.up, state.text) == (up, text)

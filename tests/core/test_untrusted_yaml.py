@@ -242,7 +242,7 @@ def test_validate_reports_each_recipe_and_still_checks_the_others(tmp_path):
     ("imgbuild", ["--nope"], "No such option '--nope'"),
     ("migrate", ["reidentify", "--nope", "x"], "No such option '--nope'"),
     ("migrate", ["reidentify"], "Missing argument 'TARGET'"),
-    ("migrate", ["push"], "Missing argument"),
+    ("migrate", ["push"], "Missing option '--dest'"),
     ("migrate", ["convert-lxc", "x", "--to", "ancient"], "Invalid value for '--to'"),
     ("migrate", ["nosuch"], "No such command 'nosuch'"),
 ])

@@ -40,8 +40,9 @@ def test_the_vm_disk_boots(vm_build, tmp_path, firmware):
     kept = re.search(r"^kept: (\S+)$", r.stdout, re.M)
     try:
         assert r.returncode == 0, r.stdout + r.stderr[-3000:]
-        assert re.search(rf"^debian12-vm: up in [\d.]+ s under qemu: console: (login prompt|multi-user.target) "
-                         rf"\({firmware}, (tcg|kvm)\); sshd answers on 10\.0\.3\.20:22$", r.stdout, re.M), r.stdout
+        assert re.search(rf"^debian12-vm: up in [\d.]+ s under qemu: systemd running \(console: "
+                         rf"(login prompt|multi-user.target), no failed unit; {firmware}, (tcg|kvm)\); "
+                         rf"sshd answers on 10\.0\.3\.20:22$", r.stdout, re.M), r.stdout
         if kept:
             assert f"reach it: imgbuild boot --console {kept.group(1)}" in r.stdout, r.stdout
             c = imgbuild("boot", "--console", kept.group(1), input="\r", env=env, timeout=60)
