@@ -24,6 +24,7 @@ from builder.boot.sandbox import Sandbox, read_state, sandbox_of
 from builder.build.manifest import read_manifest
 from builder.core import proc as runner
 from builder.core.errors import BuilderError, InputError, Interrupted, ToolMissing
+from builder.core.untrusted import console_line
 
 # in the order a runtime is chosen when --in is not given
 RUNTIMES: dict[str, ModuleType] = {"lxc": lxc, "qemu": qemu, "nspawn": nspawn}
@@ -157,4 +158,5 @@ def _tail(f: Path) -> list[str]:
         data = f.read_bytes()[-65536:]
     except OSError:
         return []
-    return [ln.rstrip("\r") for ln in data.decode("utf-8", "replace").splitlines()[-CONSOLE_TAIL:]]
+    # the guest wrote it: colours dropped, every other control character escaped before it reaches a terminal
+    return [console_line(ln.rstrip("\r")) for ln in data.decode("utf-8", "replace").splitlines()[-CONSOLE_TAIL:]]

@@ -19,13 +19,14 @@ from builder.boot.ready import InitState
 from builder.boot.sandbox import BRIDGE, Sandbox, State
 from builder.core import proc as runner
 from builder.core.errors import InputError
+from builder.core.untrusted import CSI, shown
 
 TAP = "ibtap0"
 CONSOLE = "console.sock"
 UP = re.compile(r"(?m)^\S+ login: |Reached target .*Multi-User System")
 DOWN = re.compile(r"Kernel panic|You are in emergency mode|Give root password for maintenance|"
                   r"Failed to mount .*/sysroot|ALERT! .* does not exist")
-ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+ANSI = CSI      # colour sequences in the console text
 FAILED = re.compile(r"\[FAILED\] Failed to start (\S+?)(?: - |\.?$)", re.M)
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
 OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
@@ -100,7 +101,7 @@ def console_state(text: str, how: str) -> InitState:
     if not UP.search(text):
         return InitState(None, f"console: no login prompt yet ({how})")
     seen = "login prompt" if re.search(r"(?m)^\S+ login: ", text) else "multi-user.target"
-    failed = list(dict.fromkeys(FAILED.findall(text)))[:10]
+    failed = [shown(u, 80) for u in dict.fromkeys(FAILED.findall(text))][:10]     # the guest's words: escaped
     if failed:
         return InitState(True, f"systemd degraded (failed: {', '.join(failed)}; console: {seen}; {how})",
                          has_sshd=True)

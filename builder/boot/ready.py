@@ -8,6 +8,8 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
+from builder.core.untrusted import shown
+
 Run = Callable[[list[str]], tuple[int, str]]     # a command inside the guest -> (exit status, output)
 
 PROBE = ("if [ -d /run/systemd/system ]; then echo init=systemd; systemctl is-system-running 2>&1; "
@@ -57,7 +59,7 @@ def wait(run: Run, timeout: float, alive: Callable[[], bool] = lambda: True) -> 
         time.sleep(0.3)
     if state.text.startswith("systemd degraded"):
         _rc, out = run(["systemctl", "list-units", "--failed", "--plain", "--no-legend", "--no-pager"])
-        failed = [ln.split()[0] for ln in out.splitlines() if ln.strip()][:10]
+        failed = [shown(ln.split()[0], 80) for ln in out.splitlines() if ln.strip()][:10]   # the guest's words
         if failed:
             state.text += f" (failed: {', '.join(failed)})"
     return state

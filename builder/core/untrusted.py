@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,25 @@ class StrictLoader(yaml.SafeLoader):
                     raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", k.start_mark)
                 seen.add(key)
         return super().construct_mapping(node, deep=deep)
+
+
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# a terminal's colour and cursor sequences (CSI ... final byte): dropped from guest console text before the rest is
+# escaped, so systemd's coloured [FAILED] reads as text and no sequence reaches the terminal
+CSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+
+
+def shown(text: str, limit: int = 300) -> str:
+    """Text from a remote host or a guest, fit to print: control characters (a terminal's escape sequences, BEL,
+    newlines) as \\xNN, at most `limit` characters."""
+    out = CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+    return out if len(out) <= limit else out[:limit] + "..."
+
+
+def console_line(text: str, limit: int = 1000) -> str:
+    """A line of a guest's console, fit to print: colour sequences dropped, every other control character
+    (OSC title sequences, BEL, cursor movement...) escaped by shown()."""
+    return shown(CSI.sub("", text), limit)
 
 
 MERGE_TAG = "tag:yaml.org,2002:merge"

@@ -31,6 +31,7 @@ from typing import Iterator
 
 from builder.core import proc as runner
 from builder.core.errors import BuilderError, CommandError, InputError
+from builder.core.untrusted import CONTROL, shown  # noqa: F401  (shown: used by the commands that print hosts' answers)
 
 log = logging.getLogger("imgbuild")
 
@@ -41,14 +42,6 @@ MAX_ANSWER = 16 << 20        # bytes of output read from one remote script; more
 _HOST = re.compile(r"(?:[A-Za-z0-9_.+%-]{1,64}@)?"
                    r"(?:[A-Za-z0-9_.-]{1,253}|\[?[0-9A-Fa-f:.]{2,45}(?:%[A-Za-z0-9_.-]+)?\]?)")
 _SSH_OPTION = re.compile(r"[A-Za-z][A-Za-z0-9]*=[^\x00-\x1f\x7f]*")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
-
-def shown(text: str, limit: int = 300) -> str:
-    """A string that came from a remote host, fit to print: control characters (a terminal's escape sequences,
-    newlines) as \\xNN, at most `limit` characters."""
-    out = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
-    return out if len(out) <= limit else out[:limit] + "..."
 
 
 def remote_path(path: str, what: str) -> str:
@@ -56,7 +49,7 @@ def remote_path(path: str, what: str) -> str:
     control character, no `..`; returned normalized. Any other character is allowed: every script quotes it."""
     if not isinstance(path, str) or not path.startswith("/"):
         raise InputError(f"{what} {shown(str(path))}: give an absolute path", "e.g. /etc/xen")
-    if _CONTROL.search(path):
+    if CONTROL.search(path):
         raise InputError(f"{what} {shown(path)}: a path with a newline or control character",
                          "give the path without them")
     if ".." in path.split("/"):
@@ -79,7 +72,7 @@ class SshOptions:
                 raise InputError(f"--ssh-option {shown(o)}: not an ssh option KEY=VALUE",
                                  "e.g. --ssh-option ConnectTimeout=5 (no newlines or control characters)")
         for flag, v in (("--ssh-config", self.config), ("-i", self.identity)):
-            if v is not None and (_CONTROL.search(v) or not v):
+            if v is not None and (CONTROL.search(v) or not v):
                 raise InputError(f"{flag} {shown(v)}: a file name with a control character", "rename the file")
             if v is not None and not os.path.isfile(v):     # ssh would wait forever on a fifo, read /dev/zero
                 raise InputError(f"{flag} {shown(v)}: not a regular file", "give the path of the file itself")
@@ -149,7 +142,7 @@ class Remote:
         if not (self.dry_run and self.opts.accept_new_host_key):
             return
         files = self._user_known_hosts()
-        odd = [f for f in files if '"' in f or "\\" in f or _CONTROL.search(f)]
+        odd = [f for f in files if '"' in f or "\\" in f or CONTROL.search(f)]
         if odd:
             raise InputError(f"{self.host}: a dry run cannot keep your known_hosts {shown(odd[0])} unchanged while "
                              "accepting a new host key", "run the dry run without --accept-new-host-key after "
@@ -313,7 +306,7 @@ class Remote:
         files = {}
         for piece in out.split("\n" + marker)[1:]:
             path, _, text = piece.partition("\n")
-            if any(path.startswith(d.rstrip("/") + "/") for d in dirs) and not _CONTROL.search(path):
+            if any(path.startswith(d.rstrip("/") + "/") for d in dirs) and not CONTROL.search(path):
                 files[path] = text
         return files
 

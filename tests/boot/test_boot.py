@@ -171,3 +171,24 @@ FAILED_UNIT = ("[\x1b[0;1;31mFAILED\x1b[0m] Failed to start \x1b[0;1;39mnetworki
 def test_the_vms_console_is_read(console, up, text):
     state = console_state(console, "bios, tcg")
     assert (state.up, state.text) == (up, text)
+
+
+HOSTILE = "\x1b]0;owned\x07\x1b[2J\x1b[1;1Hevil\x1b[0;1;31m\x07.service"     # a title, a clear screen, a bell
+
+
+def test_the_guests_console_reaches_no_terminal_unescaped(tmp_path):
+    """What the guest writes to its console is data: a failed unit's name or a console line with a terminal's
+    title (OSC), cursor or bell sequences is printed escaped, colours dropped."""
+    from builder.boot import _tail
+
+    state = console_state(f"[FAILED] Failed to start {HOSTILE}\n" + CONSOLE_UP, "bios, tcg")
+    assert state.up and "\x1b" not in state.text and "\x07" not in state.text, state.text
+    assert "\\x1b]0;owned\\x07" in state.text, state.text
+    log = tmp_path / "console.log"
+    log.write_bytes(f"booting\r\n[\x1b[0;32m  OK  \x1b[0m] Started {HOSTILE}\r\n".encode())
+    lines = _tail(log)
+    assert lines[0] == "booting" and lines[1].startswith("[  OK  ] Started \\x1b]0;owned\\x07evil"), lines
+    assert not any(c in "".join(lines) for c in "\x1b\x07\r"), lines
+    s = ready.wait(lambda argv: (0, "init=systemd\ndegraded\n") if argv[0] == "sh" else (0, HOSTILE + " loaded\n"),
+                   timeout=1)
+    assert s.text.startswith("systemd degraded (failed: \\x1b]0;owned") and "\x1b" not in s.text, s.text
