@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from builder.cli.common import apply_verbosity, log, verbosity
+from builder.cli.fanout import fanout_options
 from builder.cli.ssh import ssh_options
 from builder.migrate import chroot as cd
 from builder.migrate.push import check_dest
@@ -18,6 +19,7 @@ The safe order (a VPS without a console: the host's sshd kept on a backdoor port
   ssh HOST                                                          (the new system, on its own port)
   migrate chroot-enable HOST --port 3843 --dest /usr/local/newos    (only now: started at boot)
 Inside the chroot, `chroot-escape` runs a command in the host's real root; `exit` comes back.
+Many hosts at once: --hosts web1,web2,@hosts.txt -j N instead of HOST (a table sums up; logs under --logs).
 """
 
 
@@ -27,10 +29,17 @@ def _dest(f):
                              "system's own directories, also where HOST resolves it to.")(f)
 
 
-def _remote(host, ssh, dest, dry_run=False):
+def _remote(ctx, fan, host, ssh, dest, dry_run=False, check=None):
     """The host and the checked --dest (push's rules: never / or inside the running system's own directories;
-    checked again after the host resolves it), before any connection."""
-    return Remote(host, ssh, dry_run=dry_run), check_dest(dest, force=False, verb="run a chroot in", can_force=False)
+    checked again after the host resolves it), before any connection; `check`: the command's own local checks.
+    None when --hosts ran the command for every host (the caller is done)."""
+    fan.check(host)
+    dest = check_dest(dest, force=False, verb="run a chroot in", can_force=False)
+    if check:
+        check()
+    if fan.many(ctx, host):
+        return None, dest
+    return Remote(host, ssh, dry_run=dry_run), dest
 
 
 def _echo(text: str) -> None:
@@ -40,7 +49,7 @@ def _echo(text: str) -> None:
 
 
 @click.command("chroot-install", epilog=ORDER)
-@click.argument("host")
+@click.argument("host", required=False)
 @_dest
 @click.option("--service", "services", multiple=True, metavar="NAME",
               help="An init script of the tree (/etc/init.d/NAME) to start inside, in order. Repeatable. "
@@ -49,9 +58,11 @@ def _echo(text: str) -> None:
 @click.option("--ssh-port", type=click.IntRange(1, 65535), metavar="N",
               help="Set Port N in the tree's sshd_config (default: leave it; 22 if it says nothing).")
 @click.option("-n", "--dry-run", is_flag=True, help="Say what would be written; change nothing on HOST.")
+@fanout_options
 @ssh_options
 @verbosity
-def chroot_install(host, dest, services, hostname, ssh_port, dry_run, ssh, verbose, quiet, debug) -> None:
+@click.pass_context
+def chroot_install(ctx, host, dest, services, hostname, ssh_port, dry_run, fan, ssh, verbose, quiet, debug) -> None:
     """Put the boot script (DIR/usr/local/sbin/imgbuild-chroot start|stop|status) and the escape helper
     (DIR/usr/local/sbin/chroot-escape) into the tree pushed to DIR on HOST.
 
@@ -64,26 +75,31 @@ def chroot_install(host, dest, services, hostname, ssh_port, dry_run, ssh, verbo
     loopback-only network config (the chroot shares the host's network).
     """
     apply_verbosity(verbose, quiet, debug)
-    remote, dest = _remote(host, ssh, dest, dry_run)
-    req = cd.InstallRequest(dest, services, hostname, ssh_port, dry_run)
-    cd.check_install(req)
+    remote, checked = _remote(ctx, fan, host, ssh, dest, dry_run,
+                              lambda: cd.check_install(cd.InstallRequest(dest, services, hostname, ssh_port, dry_run)))
+    if remote is None:
+        return
+    req = cd.InstallRequest(checked, services, hostname, ssh_port, dry_run)
     with remote.session():
         done = cd.install(remote, req)
     for line in done:
         click.echo(("would " if dry_run else "") + line)
+    fan.report({"summary": f"{'would install' if dry_run else 'installed'} the boot script in {checked}"})
 
 
 @click.command("chroot-start", epilog=ORDER)
-@click.argument("host")
+@click.argument("host", required=False)
 @_dest
 @click.option("--check-port", "ports", multiple=True, type=click.IntRange(1, 65535), metavar="N",
               help="Another port the new system will listen on: refuse if the host uses it. Repeatable.")
 @click.option("--wait", type=click.FloatRange(1, 600), default=15, show_default=True, metavar="SECONDS",
               help="How long to wait for the new sshd to answer.")
 @click.option("-n", "--dry-run", is_flag=True, help="Check the ports and say what would run; start nothing.")
+@fanout_options
 @ssh_options
 @verbosity
-def chroot_start(host, dest, ports, wait, dry_run, ssh, verbose, quiet, debug) -> None:
+@click.pass_context
+def chroot_start(ctx, host, dest, ports, wait, dry_run, fan, ssh, verbose, quiet, debug) -> None:
     """Start the OS in DIR on HOST once, by hand, and check that it answers.
 
     Before starting, the host's listening services are listed; a port the new system needs (its sshd's Port,
@@ -92,77 +108,103 @@ def chroot_start(host, dest, ports, wait, dry_run, ssh, verbose, quiet, debug) -
     still answer. Nothing is set to start at boot: a reboot brings the old state back.
     """
     apply_verbosity(verbose, quiet, debug)
-    remote, dest = _remote(host, ssh, dest, dry_run)
+    remote, dest = _remote(ctx, fan, host, ssh, dest, dry_run)
+    if remote is None:
+        return
     with remote.session():
         r = cd.start(remote, dest, tuple(ports), dry_run, wait)
     if dry_run:
         click.echo(f"ports free for the new system on {host}: {r.new_port}"
                    f"{' (already running)' if r.already_running else ''}; would run {dest}{cd.BOOT} start")
+        fan.report({"summary": f"would start; port {r.new_port} free"})
         return
     _echo(r.output)
     cd.check_started(r, host)
     log.info("%s: the new system answers on %s:%d (%s); the host's sshd still answers on %d",
              host, r.address, r.new_port, r.new_banner, r.backdoor_port)
+    fan.report({"summary": f"{'was running' if r.already_running else 'started'}; answers on port {r.new_port}"})
     log.info("when it works as it should: migrate chroot-enable %s --dest %s", host, dest)
 
 
 @click.command("chroot-stop")
-@click.argument("host")
+@click.argument("host", required=False)
 @_dest
 @click.option("-n", "--dry-run", is_flag=True, help="Say what would stop; change nothing.")
+@fanout_options
 @ssh_options
 @verbosity
-def chroot_stop(host, dest, dry_run, ssh, verbose, quiet, debug) -> None:
+@click.pass_context
+def chroot_stop(ctx, host, dest, dry_run, fan, ssh, verbose, quiet, debug) -> None:
     """Stop the OS in DIR on HOST: its services, every process left in it, and its mounts."""
     apply_verbosity(verbose, quiet, debug)
-    remote, dest = _remote(host, ssh, dest, dry_run)
+    remote, dest = _remote(ctx, fan, host, ssh, dest, dry_run)
+    if remote is None:
+        return
     with remote.session():
         _echo(cd.stop(remote, dest, dry_run))
+    fan.report({"summary": "would stop" if dry_run else "stopped"})
 
 
 @click.command("chroot-status")
-@click.argument("host")
+@click.argument("host", required=False)
 @_dest
+@fanout_options
 @ssh_options
 @verbosity
-def chroot_status(host, dest, ssh, verbose, quiet, debug) -> None:
+@click.pass_context
+def chroot_status(ctx, host, dest, fan, ssh, verbose, quiet, debug) -> None:
     """What of the OS in DIR on HOST is mounted and running."""
     apply_verbosity(verbose, quiet, debug)
-    remote, dest = _remote(host, ssh, dest)
-    _echo(cd.status(remote, dest))
+    remote, dest = _remote(ctx, fan, host, ssh, dest)
+    if remote is None:
+        return
+    text = cd.status(remote, dest)
+    _echo(text)
+    fan.report({"summary": shown(" / ".join(text.strip().splitlines()[:3]), 200)})
 
 
 @click.command("chroot-enable", epilog=ORDER)
-@click.argument("host")
+@click.argument("host", required=False)
 @_dest
 @click.option("--via", type=click.Choice(["unit", "rc.local"]),
               help="How to start it at boot (default: a systemd unit if the host runs systemd, else rc.local).")
 @click.option("-n", "--dry-run", is_flag=True, help="Show what would be written; change nothing.")
+@fanout_options
 @ssh_options
 @verbosity
-def chroot_enable(host, dest, via, dry_run, ssh, verbose, quiet, debug) -> None:
+@click.pass_context
+def chroot_enable(ctx, host, dest, via, dry_run, fan, ssh, verbose, quiet, debug) -> None:
     """Start the OS in DIR at HOST's boot: a systemd unit, or a marked block in rc.local (nothing else in it is
     touched). Do this only after chroot-start worked."""
     apply_verbosity(verbose, quiet, debug)
-    remote, dest = _remote(host, ssh, dest, dry_run)
+    remote, dest = _remote(ctx, fan, host, ssh, dest, dry_run)
+    if remote is None:
+        return
     with remote.session():
-        click.echo(cd.enable(remote, dest, via, dry_run))
+        said = cd.enable(remote, dest, via, dry_run)
+    click.echo(said)
+    fan.report({"summary": said.splitlines()[0]})
 
 
 @click.command("chroot-disable")
-@click.argument("host")
+@click.argument("host", required=False)
 @_dest
 @click.option("-n", "--dry-run", is_flag=True, help="Show what would be removed; change nothing.")
+@fanout_options
 @ssh_options
 @verbosity
-def chroot_disable(host, dest, dry_run, ssh, verbose, quiet, debug) -> None:
+@click.pass_context
+def chroot_disable(ctx, host, dest, dry_run, fan, ssh, verbose, quiet, debug) -> None:
     """Undo chroot-enable: remove exactly the unit or the rc.local block it wrote. A running chroot keeps
     running (chroot-stop stops it)."""
     apply_verbosity(verbose, quiet, debug)
-    remote, dest = _remote(host, ssh, dest, dry_run)
+    remote, dest = _remote(ctx, fan, host, ssh, dest, dry_run)
+    if remote is None:
+        return
     with remote.session():
         done = cd.disable(remote, dest, dry_run)
     for line in done or ["nothing to undo: it is not set to start at boot"]:
         click.echo(("would " if dry_run and done else "") + line)
+    fan.report({"summary": ("would " if dry_run and done else "") + (done[0] if done else "nothing to undo")})
 
 

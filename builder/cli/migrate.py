@@ -10,6 +10,7 @@ from builder.cli.lazy import LazyGroup
 
 COMMANDS = {
     "push": "builder.cli.push:push",
+    "status": "builder.cli.status:status",
     **{f"chroot-{c}": f"builder.cli.chroot:chroot_{c}" for c in ("install", "start", "stop", "status", "enable",
                                                                   "disable")},
     "xen": "builder.cli.xen:xen",
@@ -28,6 +29,7 @@ def migrate(verbose: int, quiet: bool, debug: bool) -> None:
 
     \b
     push            a whole OS tree to a directory on a host (rsync over your ssh), safely for a running host
+    status          what is on a host: its OS, pushed trees and their chroots, LXC and Xen guests (read only)
     chroot-*        run a pushed OS in a chroot there: install, start (by hand), enable at boot, stop, disable
     xen             a Xen 3 guest to a Xen 4 host: disks, xl config, a new identity or a cutover
     xen-bridge      the dom0 bridge files a Xen 4 EL6 host needs, for review
@@ -35,7 +37,8 @@ def migrate(verbose: int, quiet: bool, debug: bool) -> None:
     convert-lxc     LXC configs between LXC 0.7-2.0 and 2.1+ keys
     convert-xen     Xen 3 xm configs to Xen 4 xl
 
-    Every command that changes a remote host has --dry-run. Images are built by imgbuild (`imgbuild --help`).
+    Every command that changes a remote host has --dry-run. push, status, chroot-* and xen-bridge take --hosts LIST
+    -j N for many hosts at once: a table sums up, each host's log is kept. Images are built by imgbuild.
     """
     apply_verbosity(verbose, quiet, debug)
 

@@ -8,10 +8,9 @@ import click
 
 from builder.cli.common import NONEMPTY, apply_verbosity, log, verbosity
 from builder.cli.common import Path as PathType
-from builder.cli.fanout import fanout_options, run_fanout
+from builder.cli.fanout import fanout_options
 from builder.cli.ssh import ssh_options
 from builder.core.errors import BuilderError
-from builder.core.outputs import write_atomic
 from builder.migrate import push as p
 from builder.migrate.remote import Remote
 
@@ -70,14 +69,12 @@ Exit status: 0 pushed (or verified equal; with --hosts: every host), 1 failed or
 @click.option("--force", is_flag=True, help="Allow --dest / or a system directory, --delete through a symlink, or "
               "--delete into a directory no earlier push filled.")
 @click.option("--rsync-path", metavar="CMD", help="rsync on HOST, e.g. 'sudo rsync'.")
-@click.option("--result-json", type=click.Path(dir_okay=False, path_type=Path), hidden=True)
 @fanout_options
 @ssh_options
 @verbosity
 @click.pass_context
 def push(ctx, host, dest, source, files_from, profile, excludes, protect, unprotect, bwlimit, delete, dry_run,
-         as_json, verify, force, rsync_path, result_json, hosts, jobs, fail_fast, logs, ssh, verbose, quiet,
-         debug) -> None:
+         as_json, verify, force, rsync_path, fan, ssh, verbose, quiet, debug) -> None:
     """Push the OS tree at --source to DIR on HOST with rsync over ssh (-aHAXS --numeric-ids: owners, modes,
     hardlinks, ACLs, xattrs, device nodes and sparse files kept), safely for a running host.
 
@@ -86,21 +83,18 @@ def push(ctx, host, dest, source, files_from, profile, excludes, protect, unprot
     apply_verbosity(verbose, quiet, debug)
     if as_json and not dry_run:
         raise click.UsageError("--json goes with --dry-run")
-    if bool(host) == bool(hosts):
-        raise click.UsageError("give one HOST, or --hosts LIST for many")
+    fan.check(host)
     dest = p.check_dest(dest, force)
     req = p.PushRequest(dest=dest, source=source, files_from=files_from, profile=profile, excludes=excludes,
                         protect=protect, unprotect=unprotect, bwlimit=bwlimit, delete=delete, dry_run=dry_run,
                         verify=verify, force=force, rsync_path=rsync_path)
     p.check_request(req)        # every local input before the first connection
-    if hosts:
-        run_fanout(ctx, hosts, jobs, fail_fast, logs, "--result-json")
+    if fan.many(ctx, host):
         return
     remote = Remote(host, ssh, dry_run=dry_run)
     with remote.session():
         changes = _push(remote, req, source, host, dest, dry_run, verify, as_json)
-    if result_json:
-        write_atomic(result_json, json.dumps(p.as_json(changes, host, dest, dry_run)))
+    fan.report(p.as_json(changes, host, dest, dry_run))
 
 
 def _push(remote, req, source, host, dest, dry_run, verify, as_json=False) -> p.Changes:

@@ -8,12 +8,13 @@ import click
 
 from builder.cli.common import NONEMPTY, apply_verbosity, log, verbosity
 from builder.cli.common import Path as PathType
+from builder.cli.fanout import fanout_options
 from builder.cli.ssh import ssh_options
 from builder.core import checks
 from builder.core.errors import BuilderError, InputError
 from builder.core.outputs import write_atomic
 from builder.guestconf import xen as xenconf
-from builder.migrate import xenbridge
+from builder.migrate import fleet, xenbridge
 from builder.migrate.remote import Remote, remote_path, shown
 from builder.migrate.xen import XenMoveRequest, check_request, move
 
@@ -104,6 +105,8 @@ Example (a Xen 3 guest moving to a CentOS 6 dom0 with Xen 4, where xl no longer 
    /etc/sysconfig/network-scripts/ on the host from its console; chkconfig NetworkManager off)
 
 \b
+With --hosts web1,web2,@hosts.txt each host's files go to DIR/HOST/ (a table sums up).
+
 Nothing is written on the host: the files are for review, because a mistake in them takes the host off the
 network. The guest configs in /etc/xen there are read, and a bridge they name that the host would not define
 is reported.
@@ -111,24 +114,29 @@ is reported.
 
 
 @click.command("xen-bridge", epilog=XEN_BRIDGE_EPILOG)
-@click.argument("host")
+@click.argument("host", required=False)
 @click.option("--iface", default="eth0", show_default=True, help="The NIC that holds the host's address now.")
 @click.option("--bridge", default="xenbr0", show_default=True, help="The bridge to make.")
 @click.option("-o", "--output", "out", required=True, type=PathType(file_okay=False, path_type=Path),
               metavar="DIR", help="Local directory for the new ifcfg files.")
 @click.option("--xen-dir", default="/etc/xen", show_default=True, help="Guest configs on HOST to check (absolute).")
+@fanout_options
 @ssh_options
 @verbosity
-def xen_bridge(host, iface, bridge, out, xen_dir, ssh, verbose, quiet, debug) -> None:
+@click.pass_context
+def xen_bridge(ctx, host, iface, bridge, out, xen_dir, fan, ssh, verbose, quiet, debug) -> None:
     """Write the EL6 dom0 network files Xen 4 needs on HOST into DIR, for review: ifcfg-BRIDGE (a bridge
     holding the host's address, taken from ifcfg-IFACE) and ifcfg-IFACE enslaved to it."""
     apply_verbosity(verbose, quiet, debug)
+    fan.check(host)
     try:                         # every value is checked before HOST is contacted
         xenbridge.check_names(iface, bridge)
     except ValueError as e:
         raise InputError(str(e), "e.g. --iface eth0 --bridge xenbr0") from None
     xen_dir = remote_path(xen_dir, "--xen-dir")
     checks.directory(out, "-o")
+    if fan.many(ctx, host, {"out": lambda d, h: str(Path(d) / fleet.log_name(h.name))}):   # DIR/HOST/ each
+        return
     r = Remote(host, ssh)
     nsdir = "/etc/sysconfig/network-scripts"
     files = r.read_glob((nsdir, "ifcfg-*"), (nsdir, f"route-{iface}"), (nsdir, f"route6-{iface}"),
@@ -170,7 +178,10 @@ def xen_bridge(host, iface, bridge, out, xen_dir, ssh, verbose, quiet, debug) ->
                 used[p] = xenbridge.bridges_used(t, default)
             except (ValueError, BuilderError) as e:
                 log.warning("%s: %s", p, shown(str(e)))
-    for w in xenbridge.missing_bridges(used, defined):
+    missing = xenbridge.missing_bridges(used, defined)
+    for w in missing:
         log.warning("%s: %s", host, w)
+    fan.report({"summary": f"wrote {', '.join(sorted(plan.files))} to {out}"
+                           + (f"; {len(missing)} bridge(s) the guests use are not defined" if missing else "")})
 
 

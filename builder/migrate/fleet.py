@@ -219,10 +219,11 @@ def table(jobs: list[Job]) -> list[str]:
     rows = [("host", "result", "bytes", "seconds", "changed")]
     for j in jobs:
         o = j.outcome
-        changed = (f"{len(o.get('create', []))} created, {len(o.get('change', []))} changed, "
+        changed = (str(o["summary"]) if "summary" in o else
+                   f"{len(o.get('create', []))} created, {len(o.get('change', []))} changed, "
                    f"{len(o.get('delete', []))} deleted") if o else "-"
         rows.append((j.host, j.status if j.status != "failed" else _short(f"FAILED: {j.error}", 60),
-                     human(o.get("bytes", 0)) if o else "-", f"{j.seconds:.1f}", changed))
+                     human(o["bytes"]) if "bytes" in o else "-", f"{j.seconds:.1f}", changed))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     return ["  ".join([*(r[i].ljust(widths[i]) for i in range(4)), r[4]]).rstrip() for r in rows]
 

@@ -26,7 +26,7 @@ import pytest
 from tests.conftest import BIN
 
 HOST = "127.0.0.1"               # on closed_port(): nothing here may get as far as connecting
-REMOTE = {"push", "chroot-install", "chroot-start", "chroot-stop", "chroot-status", "chroot-enable",
+REMOTE = {"push", "status", "chroot-install", "chroot-start", "chroot-stop", "chroot-status", "chroot-enable",
           "chroot-disable", "xen", "xen-bridge"}
 TIMEOUT = 30                     # a case that hangs fails instead of stalling the suite (each takes < 5 s)
 GOOD = "name: good\ndistro: debian\nrelease: bookworm\n"
@@ -385,7 +385,16 @@ OWN = [
       "--via"),
     C("chroot-disable-dest-etc", ("migrate", "chroot-disable", HOST, "--dest", "/etc/newos"), "/etc/newos"),
     C("chroot-stop-dest-newline", ("migrate", "chroot-stop", HOST, "--dest", "/usr/local/a\nb"), "--dest"),
+    C("chroot-start-hosts-option", ("migrate", "chroot-start", "--hosts", "a,-oProxyCommand=x", "--dest",
+                                    "/usr/local/newos"), "-oProxyCommand"),
+    C("chroot-install-host-and-hosts", ("migrate", "chroot-install", HOST, "--hosts", "a,b", "--dest",
+                                        "/usr/local/newos"), "--hosts"),
+    # status
+    C("status-dest-relative", ("migrate", "status", HOST, "--dest", "srv/os"), "--dest"),
+    C("status-lxcpath-dotdot", ("migrate", "status", HOST, "--lxcpath", "/var/lib/../../etc"), "--lxcpath"),
+    C("status-hosts-file-missing", ("migrate", "status", "--hosts", "@{d}/nope.txt"), "nope.txt"),
     # xen and xen-bridge
+    C("xen-bridge-hosts-spaces", ("migrate", "xen-bridge", "--hosts", "a,b c", "-o", "{d}/out"), "b c"),
     C("xen-disk-map-no-equals", ("migrate", "xen", HOST, "www", "--to", HOST, "--disk-map", "/var/xen",
                                  "--stage", "{d}/stage", *INV), "--disk-map"),
     C("xen-disk-map-relative", ("migrate", "xen", HOST, "www", "--to", HOST, "--disk-map", "xen=/srv",
@@ -517,7 +526,7 @@ def test_there_are_enough_cases_across_every_command():
     assert len(OWN) >= 20
     commands = {(c.argv[0], c.argv[1]) for c in CASES}
     every = {("imgbuild", c) for c in ("build", "validate", "schema", "cache", "install-lxc", "clone")} | {
-        ("migrate", c) for c in ("push", "chroot-install", "chroot-start", "chroot-stop", "chroot-status",
+        ("migrate", c) for c in ("push", "status", "chroot-install", "chroot-start", "chroot-stop", "chroot-status",
                                  "chroot-enable", "chroot-disable", "xen", "xen-bridge", "reidentify",
                                  "convert-lxc", "convert-xen")}
     assert every <= commands, every - commands
@@ -546,7 +555,7 @@ def test_validate_reports_a_cycle_and_still_validates_the_others(tmp_path):
 HELP = [("imgbuild",), ("imgbuild", "build"), ("imgbuild", "validate"), ("imgbuild", "schema"),
         ("imgbuild", "cache"), ("imgbuild", "cache", "list"), ("imgbuild", "cache", "prune"),
         ("imgbuild", "install-lxc"), ("imgbuild", "clone"), ("migrate",)] + [
-    ("migrate", c) for c in ("push", "chroot-install", "chroot-start", "chroot-stop", "chroot-status",
+    ("migrate", c) for c in ("push", "status", "chroot-install", "chroot-start", "chroot-stop", "chroot-status",
                              "chroot-enable", "chroot-disable", "xen", "xen-bridge", "reidentify", "convert-lxc",
                              "convert-xen")]
 

@@ -3,6 +3,7 @@ the dry run after one changed file names it for every host; with one host's sshd
 push, the third is named with ssh's error, exit 1. Host lists are checked before any host is contacted."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -62,6 +63,31 @@ def test_push_to_three_hosts_then_a_dry_run_then_one_host_down(three_hosts, tmp_
         newest = sorted(logs.glob(f"*-{alias}.log"))[-1]
         assert re.search(r"^  change content \(1\):\n    /etc/app.conf$", newest.read_text(), re.M), alias
 
+    # the other remote commands take the same host set: chroot-install on all three, then status reads it back
+    r = migrate("chroot-install", "--hosts", "a,b,c", "-j", "3", *common[:4], "--logs", str(logs), timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert len(re.findall(rf"^[abc]\s+ok\s.*installed the boot script in {DEST}$", r.stdout, re.M)) == 3, r.stdout
+    assert all((h.root / DEST.lstrip("/") / "usr/local/sbin/imgbuild-chroot").is_file() for h in hosts)
+    r = migrate("status", "--hosts", "a,b,c", "--dest", DEST, "--ssh-config", str(config), "--logs", str(logs))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert len(re.findall(rf"^[abc]\s+ok\s.*Debian GNU/Linux 12.*; {DEST}: pushed \d+ s ago, chroot stopped, "
+                          r"not started at boot; 0 lxc, 0 xen$", r.stdout, re.M)) == 3, r.stdout
+    (hosts[0].root / "var/lib/lxc/web1").mkdir(parents=True)        # one host carries a container
+    (hosts[0].root / "var/lib/lxc/web1/config").write_text("lxc.uts.name = web1\n")
+    r = migrate("status", "a", "--dest", DEST, "--ssh-config", str(config), "--json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    got = json.loads(r.stdout)
+    assert got["hostname"] == "a" and got["lxc"] == {"web1": "unknown"} and got["trees"][0]["chroot_installed"]
+    # xen-bridge: each host's files in a directory of its own; a host without the NIC's ifcfg fails alone
+    nsdir = hosts[1].root / "etc/sysconfig/network-scripts"
+    nsdir.mkdir(parents=True)
+    (nsdir / "ifcfg-eth0").write_text("DEVICE=eth0\nBOOTPROTO=static\nIPADDR=192.0.2.10\nNETMASK=255.255.255.0\n")
+    review = tmp_path / "review"
+    r = migrate("xen-bridge", "--hosts", "a,b", "-o", str(review), "--ssh-config", str(config), "--logs", str(logs))
+    assert r.returncode == 1 and "error: 1 of 2 hosts failed: a" in r.stderr, r.stdout + r.stderr
+    assert "IPADDR=192.0.2.10" in (review / "b" / "ifcfg-xenbr0").read_text()
+    assert not (review / "a").exists() or not list((review / "a").iterdir())
+
     # c's sshd ends: a and b are pushed, c is named with ssh's own error, exit 1
     os.kill(hosts[2].init_pid, signal.SIGKILL)
     r = migrate("push", "--hosts", "a,b,c", "-j", "3", *common, timeout=600)
@@ -71,6 +97,8 @@ def test_push_to_three_hosts_then_a_dry_run_then_one_host_down(three_hosts, tmp_
     assert re.search(r"^c: cannot connect: .*Connection refused \(log: ", r.stderr, re.M), r.stderr   # in full
     for h in hosts[:2]:
         assert (h.root / DEST.lstrip("/") / "etc" / "app.conf").read_text() == "setting = 22222\n"
+    r = migrate("status", "--hosts", "a,b,c", "--ssh-config", str(config), "--logs", str(logs))
+    assert r.returncode == 1 and "error: 1 of 3 hosts failed: c" in r.stderr, r.stdout + r.stderr
 
 
 @pytest.mark.parametrize("spec, words", [
