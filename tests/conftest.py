@@ -143,6 +143,7 @@ def debian12_build(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("build") / "out"
     r = imgbuild(DEFAULT_RECIPE, "-o", out, "--keep-tree")
     assert r.returncode == 0, r.stderr
+    (out.parent / "build.stderr").write_text(r.stderr)      # what the user saw (test_pipeline reads it)
     return out / "debian12"
 
 

@@ -97,6 +97,7 @@ def data(ctx: "Context", loaded: "Loaded", found: list[str] | None = None) -> di
         "packages": ctx.packages,
         "tools": tools,
         "timings": ctx.timings,
+        "sub_timings": ctx.sub_timings,
         "resources": {"peak_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss},
     }
 

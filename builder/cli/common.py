@@ -23,11 +23,24 @@ class _Format(logging.Formatter):
         return msg
 
 
+class _AboveBars(logging.StreamHandler):
+    """On a terminal, a log line is written above the progress bar that is showing (tqdm clears the bar, writes
+    the line, draws the bar again), so a line and a bar never overwrite each other."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            from tqdm import tqdm
+
+            tqdm.write(self.format(record), file=self.stream)
+        except Exception:  # noqa: BLE001 - logging's own contract: a handler never raises
+            self.handleError(record)
+
+
 def setup_logging(verbose: int, quiet: bool = False) -> None:
     level = logging.WARNING if quiet else runner.TRACE if verbose > 1 else logging.DEBUG if verbose else logging.INFO
     log.setLevel(level)
     if not log.handlers:
-        h = logging.StreamHandler(sys.stderr)
+        h = _AboveBars(sys.stderr) if sys.stderr.isatty() else logging.StreamHandler(sys.stderr)
         h.setFormatter(_Format())
         log.addHandler(h)
     log.propagate = False

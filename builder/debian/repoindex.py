@@ -7,6 +7,7 @@ Suite and Codename (apt patterns select by them).
 from __future__ import annotations
 
 import hashlib
+from email.utils import formatdate
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,6 +36,8 @@ def write_index(repo: Path, index: "Index", texts: list[bytes], files: dict[byte
     packages = b"\n".join(out)
     (pdir / "Packages").write_bytes(packages)
     head = "".join(f"{k}: {v}\n" for k, v in index.release)
+    # the mirror's own (verified) Date: apt warns about a Release without one, and it keeps the index reproducible
+    date = formatdate(index.date, usegmt=True).replace("GMT", "UTC")
     (rel / "Release").write_text(
-        f"{head}Architectures: {index.arch}\nComponents: main\nSHA256:\n"
+        f"{head}Date: {date}\nArchitectures: {index.arch}\nComponents: main\nSHA256:\n"
         f" {hashlib.sha256(packages).hexdigest()} {len(packages)} main/binary-{index.arch}/Packages\n")

@@ -178,6 +178,20 @@ def test_manifest_recipe_tools_timings(manifest: dict):
     assert t["total"] >= t["bootstrap"]
     assert sum(v for k, v in t.items() if k != "total") <= t["total"] + 1
     assert isinstance(manifest["source_date_epoch"], int) and manifest["source_date_epoch"] > 1_600_000_000
+    subs = manifest["sub_timings"]["bootstrap"]          # where the bootstrap's time went: from the cache, or
+    assert set(subs) & {"restore from the cache", "install essential"}, subs        # mmdebstrap's own stages
+    assert sum(subs.values()) <= t["bootstrap"] + 0.5, (subs, t["bootstrap"])
+
+
+@needs_build
+def test_what_the_build_shows_by_default(out_dir: Path):
+    """One line per phase and the bootstrap tool's stages; no hook script imgbuild passes to mmdebstrap, no
+    warning that imgbuild's own files cause; the last line says where the time went."""
+    said = (out_dir.parent.parent / "build.stderr").read_text()
+    assert "==> bootstrap (mmdebstrap debian bookworm amd64)" in said and "==> target tarball" in said, said
+    assert "in shell:" not in said and "sh -c" not in said, said
+    assert not [ln for ln in said.splitlines() if ln.lstrip().startswith(("W: ", "warning: "))], said
+    assert re.search(r"^built \S+/debian12 in [\d.]+ s: preflight [\d.]+ s, bootstrap [\d.]+ s", said, re.M), said
 
 
 @needs_build

@@ -3,6 +3,7 @@ while mmdebstrap runs comes out. The whole path is built for real in tests/build
 test_unprivileged.py; here a download fails on purpose (a refused connection on loopback)."""
 from __future__ import annotations
 
+import email.utils
 import hashlib
 import subprocess
 import types
@@ -62,6 +63,8 @@ def test_the_repository_lists_the_prepared_files(setup):
     assert b"Filename: pool/ess_1_amd64.deb\nSize: 7\nSHA256: " + b"cd" * 32 in packages
     release = (repo / "dists/bookworm/Release").read_text()
     assert "Suite: stable\n" in release and "Codename: bookworm\n" in release
+    # the mirror's own Date (apt warns "Invalid 'Date' entry" without one), in apt's RFC 2822 form
+    assert f"Date: {email.utils.formatdate(setup.index.date, usegmt=True).replace('GMT', 'UTC')}\n" in release
     assert f" {hashlib.sha256(packages).hexdigest()} {len(packages)} main/binary-amd64/Packages" in release
 
 

@@ -35,7 +35,8 @@ class Debootstrap:
         env = dict(os.environ, SOURCE_DATE_EPOCH=str(ctx.epoch))
         with pkgcache.for_build(ctx.plan.index, ctx.work) as debs:
             # debootstrap checks each file of its cache directory against the index, downloads what is missing
-            runner.run(["debootstrap", *vopt, f"--cache-dir={debs}", *opts, *pos], env=env, on_line=progress(STAGES),
+            runner.run(["debootstrap", *vopt, f"--cache-dir={debs}", *opts, *pos], env=env,
+                       on_line=progress(STAGES, ctx),
                        hint="run with -v to see debootstrap's full output; its log is in the root's "
                             "/debootstrap/debootstrap.log")
 

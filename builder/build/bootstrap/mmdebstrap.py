@@ -31,13 +31,33 @@ def debian_argv(ctx: "Context") -> tuple[list[str], list[str]]:
     return opts, [ctx.recipe.release, str(ctx.root.path), ctx.mirror]
 
 
-def progress(pattern: str) -> Callable[[str], None]:
-    """An on_line callback that shows the bootstrap tool's stage lines (those matching pattern) at INFO."""
+# mmdebstrap's and debootstrap's stage lines, and the sub-phase of the bootstrap each one starts (manifest.json's
+# sub_timings; the breakdown `-v` prints at the end of a build)
+STAGES = (("running apt-get update", "apt update"), ("downloading packages", "download"),
+          ("extracting archives", "extract"), ("installing essential packages", "install essential"),
+          ("installing remaining packages", "install the rest"), ("cleaning package lists", "clean up"),
+          ("Resolving dependencies", "resolve"), ("Installing core packages", "install essential"),
+          ("Unpacking the base system", "extract"), ("Configuring the base system", "configure"))
+_HOOK = re.compile(r"^(I: running --[a-z]+-hook)( in shell)?: ")
+
+
+def progress(pattern: str, ctx: "Context | None" = None) -> Callable[[str], None]:
+    """An on_line callback that shows the bootstrap tool's stage lines (those matching pattern) at INFO and starts
+    ctx's sub-phase a stage line names. A line that runs one of imgbuild's hooks shows only the hook's kind (its
+    script, long and internal, with -v)."""
     rx = re.compile(pattern)
 
     def show(line: str) -> None:
-        if rx.match(line):
-            log.info("  %s", line)
+        if not rx.match(line):
+            return
+        if ctx is not None:
+            stage = next((name for text, name in STAGES if text in line), None)
+            if stage:
+                ctx.sub(stage)
+        if log.isEnabledFor(logging.DEBUG):
+            return                        # -v: the runner shows every line of the tool's output already
+        hook = _HOOK.match(line)
+        log.info("  %s", hook.group(1) if hook else line)
     return show
 
 
@@ -64,13 +84,15 @@ class Mmdebstrap:
         opts, pos = debian_argv(ctx)
         env = dict(os.environ, SOURCE_DATE_EPOCH=str(ctx.epoch))
         base = self.base(ctx.recipe.bootstrap.variant or self.variants[0])
+        ctx.sub("prepare packages")
         with localrepo.prepared(ctx) as plan:
             if plan is not None:
                 # the local repository of prepared packages (builder/debian/localrepo.py); its files linked into the
                 # archive directory, where apt checks them against the repository's index and uses them
                 argv = [*base, "--skip=essential/unlink", _link_in(plan.debs), plan.essential_hook, *opts, *pos[:2],
                         plan.line]
-                runner.run(argv, env=env, on_line=progress(r"^[IWE]: "),
+                ctx.sub("mmdebstrap setup")
+                runner.run(argv, env=env, on_line=progress(r"^[IWE]: ", ctx),
                            hint="run with -v to see mmdebstrap's full output; IMGBUILD_PREPARED=0 makes "
                                 "mmdebstrap download from the mirror itself")
                 localrepo.real_sources(ctx)
@@ -83,7 +105,8 @@ class Mmdebstrap:
             cache = ["--skip=essential/unlink", _link_in(debs), _link_out(ctx.work / "debs-out")]
             if ctx.recipe.bootstrap.unsigned:      # the recipe's explicit opt-out: apt takes the mirror unsigned
                 pos[2] = localrepo.sources_line(ctx)
-            runner.run([*base, *cache, *opts, *pos], env=env, on_line=progress(r"^[IWE]: "),
+            ctx.sub("mmdebstrap setup")
+            runner.run([*base, *cache, *opts, *pos], env=env, on_line=progress(r"^[IWE]: ", ctx),
                        hint="run with -v to see mmdebstrap's full output")
         apt_settled(ctx.root)
 
