@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-from pathlib import Path
 
 import pytest
 
@@ -69,8 +68,18 @@ def test_deploy_a_cluster_to_two_hosts(request, tmp_path, work):
         h = {x.alias: x for x in hosts}
         common = ["--ssh-config", hosts[0].ssh_config, "--lxcpath", "/var/lib/lxc", "-o", work / "out",
                   "--logs", work / "logs"]
-        r = imgbuild("deploy", recipe, *common, timeout=1800)
+        # a dry run first: built, both hosts checked, each host's log lists what it would get; nothing there
+        r = imgbuild("deploy", recipe, *common, "--dry-run", timeout=1800)
+        assert r.returncode == 0 and "nothing was changed on any host" in r.stdout, r.stdout + r.stderr
+        assert not any((x.root / LXC).exists() for x in hosts)
+        log = sorted((work / "logs").glob("*-h1.log"))[-1].read_text()
+        assert re.search(r"^h1:/var/lib/lxc/n1: would send \d+ files", log, re.M), log
+        assert re.search(r"^  create \(\d+\):$", log, re.M), log
+        assert "/var/lib/lxc/n2" not in log and "/var/lib/lxc/n3: would send" in log, log
+
+        r = imgbuild("deploy", recipe, *common, timeout=900)
         assert r.returncode == 0, r.stdout + r.stderr
+        assert "is up to date" in r.stderr, r.stderr           # built once
         table = rows(r.stdout)
         assert sorted(table) == ["h1", "h2"] and all(" ok " in row for row in table.values()), r.stdout
         nodes = {n["name"]: n for n in json.loads((work / "out/dpl/nodes.json").read_text())["nodes"]}
@@ -87,7 +96,8 @@ def test_deploy_a_cluster_to_two_hosts(request, tmp_path, work):
             assert f"lxc.rootfs.path = dir:/var/lib/lxc/{name}/rootfs" in config and f"lxc.uts.name = {name}" in config
             assert json.loads((cdir / ".imgbuild-deploy").read_text())["node"] == name
             assert not (cdir / "rootfs/.imgbuild-push").exists()
-        macs = {re.search(r"hwaddr = (\S+)", (h[a].root / LXC / n / "config").read_text())[1] for n, a in PLACES.items()}
+        macs = {re.search(r"hwaddr = (\S+)", (h[a].root / LXC / n / "config").read_text())[1]
+                for n, a in PLACES.items()}
         assert len(macs) == 3
 
         # the same build again: nothing changed anywhere (the staged trees are kept: same ssh host keys)
