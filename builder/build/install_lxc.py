@@ -221,7 +221,8 @@ def stage_node(output: Path, node: dict, base: dict, dest: str) -> Path:
     stamp = json.dumps({"tarball": tar_sha, "node": node, "base": base, "dest": dest}, sort_keys=True) + "\n"
     root = staging_dir(output)
     root.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(root.parent, 0o700)        # the trees hold the nodes' secrets and ssh host keys
+    for d in (root.parent, root):       # the trees hold the nodes' secrets and ssh host keys
+        os.chmod(d, 0o700)
     final = checks.child(root, node["name"], f"{output / NODES_FILE}: a node's name")
     mark = final / STAMP
     if final.is_dir() and not final.is_symlink() and mark.is_file() and not mark.is_symlink() \

@@ -13,6 +13,7 @@ from builder.cli.ssh import ssh_options
 from builder.core import checks
 from builder.core.errors import InputError
 from builder.core.outputs import write_atomic
+from builder.migrate.remote import SshOptions
 
 INSTALL_EPILOG = """\b
 Examples:
@@ -50,7 +51,7 @@ Exit status: 0 installed, 1 failed (on the host), 2 bad input or refused (nothin
 @click.option("--start", is_flag=True, help="With --host: then start each node (lxc-start -n NODE -P LXCPATH on "
               "the host).")
 @click.option("--result-json", type=click.Path(dir_okay=False, path_type=Path), hidden=True)
-@ssh_options
+@ssh_options(checked=False)
 @verbosity
 def install_lxc(output: Path, name: str | None, lxcpath: str, force: bool, nodes: tuple[str, ...],
                 inventory: str | None, host: str | None, dry_run: bool, start: bool, result_json: Path | None,
@@ -72,7 +73,8 @@ def install_lxc(output: Path, name: str | None, lxcpath: str, force: bool, nodes
     if host is not None:
         _install_remote(output, host, lxcpath, nodes, name, inventory, force, dry_run, start, result_json, ssh)
         return
-    for flag, given in (("--dry-run", dry_run), ("--start", start), ("--result-json", result_json)):
+    for flag, given in (("--dry-run", dry_run), ("--start", start), ("--result-json", result_json),
+                        ("--port, -i, --ssh-config, --ssh-option, --accept-new-host-key", ssh != SshOptions())):
         if given:
             raise InputError(f"{flag} goes with --host", "a local install has no dry run yet; lxc-start -n NAME "
                              "starts a container installed here")
@@ -112,6 +114,7 @@ def _install_remote(output: Path, host: str, lxcpath: str, only: tuple[str, ...]
     chosen = [n for n in data["nodes"] if not only or n["name"] in only]
     lxcpath = remote_lxc.check_lxcpath(lxcpath)
     remote = Remote(host, ssh, dry_run=dry_run)          # checks the host name
+    ssh.check()
     cluster_name = output.resolve().name
     with remote.session():
         done = remote_lxc.install(remote, output, cluster_name, chosen, data["base"], lxcpath, start)

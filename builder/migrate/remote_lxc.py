@@ -22,15 +22,17 @@ Xen nodes (the disk image and xl config) are not deployed yet (docs/clusters.md)
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from builder.build.install_lxc import stage_node
+from builder.build.install_lxc import stage_node, staging_dir
 from builder.build.targets.lxc import adapt_cgroup, cgroup_layout
 from builder.core.errors import InputError
+from builder.core.locks import Lock, lock_path
 from builder.identity.inventory_records import GuestRecord
 from builder.identity.inventory_scan import DEFAULT_VZ_DIR, DEFAULT_XEN_DIR, from_texts
 from builder.migrate import push
@@ -187,16 +189,19 @@ def install(remote: Remote, output: Path, cluster: str, nodes: list[dict], base:
     remote.dry_run: the same staging, checks and comparisons, nothing written on the host."""
     host, dry = remote.host, remote.dry_run
     lxcpath = check_lxcpath(lxcpath)
-    staged = {n["name"]: stage_node(output, n, base, f"{lxcpath}/{n['name']}") for n in nodes}
-    st = look(remote, lxcpath, [n["name"] for n in nodes])
-    problems = refusals(host, lxcpath, nodes, st, start)
-    if problems:
-        if len(problems) == 1:
-            raise problems[0]
-        raise InputError("; ".join(p.message for p in problems) + "; nothing was changed", problems[0].hint)
-    done = []
-    for n in nodes:
-        done.append(_one(remote, n, staged[n["name"]], lxcpath, cluster, st))
+    with contextlib.ExitStack() as held:
+        for n in nodes:     # another deploy of this output's node waits: its tree is made or read only by one
+            lock = Lock(lock_path(staging_dir(output) / n["name"]), what=f"deploy of node {n['name']}")
+            lock.wait(f"node {n['name']}'s staged tree is in use by another imgbuild")
+            held.callback(lock.release)
+        staged = {n["name"]: stage_node(output, n, base, f"{lxcpath}/{n['name']}") for n in nodes}
+        st = look(remote, lxcpath, [n["name"] for n in nodes])
+        problems = refusals(host, lxcpath, nodes, st, start)
+        if problems:
+            if len(problems) == 1:
+                raise problems[0]
+            raise InputError("; ".join(p.message for p in problems) + "; nothing was changed", problems[0].hint)
+        done = [_one(remote, n, staged[n["name"]], lxcpath, cluster, st) for n in nodes]
     if start:
         for o in done:
             if dry:

@@ -144,3 +144,26 @@ def test_a_node_host_that_is_an_ssh_option_is_bad_input_before_any_host(tmp_path
     r = imgbuild("deploy", recipe, "-o", tmp_path / "out", "--logs", tmp_path / "logs")
     assert r.returncode == 2 and "nodes[1] (n2): no host" in r.stderr, r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_install_lxc_host_options_are_checked_before_any_host(tmp_path):
+    from tests.support import tiny_output
+
+    single = tiny_output.make(tmp_path / "single")
+    r = imgbuild("install-lxc", single, "--dry-run")
+    assert r.returncode == 2 and "--dry-run goes with --host" in r.stderr, r.stderr
+    r = imgbuild("install-lxc", single, "--host", "h1")
+    assert r.returncode == 2 and "not a cluster build" in r.stderr, r.stderr
+    out = tmp_path / "c"
+    out.mkdir()
+    (out / "manifest.json").write_text('{"name": "c", "artifacts": []}')
+    (out / "nodes.json").write_text('{"base": {"ip": "10.0.3.10", "mac": null}, "nodes": [{"name": "a", '
+                                    '"address": "10.0.3.11/24", "mac": "00:16:3e:00:00:01", "host": "h1"}]}')
+    for args, said in ((["--host", "-oProxyCommand=x"], "not a host name"), (["--host", "h1", "--name", "x"],
+                       "--name does not go with --host"), (["--host", "h1", "--node", "zz"], "zz: not a node"),
+                       (["--host", "h1", "--lxcpath", "rel/lxc"], "--lxcpath rel/lxc: give an absolute path")):
+        r = imgbuild("install-lxc", out, *args)
+        assert r.returncode == 2 and said in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
+    (out / "nodes.json").write_text((out / "nodes.json").read_text().replace('"h1"', '"-oProxyCommand=x"'))
+    r = imgbuild("install-lxc", out, "--host", "h1")
+    assert r.returncode == 2 and "nodes[0].host" in r.stderr, r.stderr       # nodes.json is checked again
