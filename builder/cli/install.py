@@ -68,16 +68,20 @@ def install_lxc(output: Path, name: str | None, lxcpath: str, force: bool, nodes
     A cluster build (a recipe with nodes:) installs every node: each its own container, with the node's
     host name, address and MAC everywhere in it, new ssh host keys and machine-id, and its templates rendered
     with its own variables (docs/clusters.md).
+
+    --host HOST installs a cluster build's nodes on HOST instead, over your ssh: checked against that host's
+    own guest configs, the trees pushed with rsync (what `imgbuild deploy` runs for each host).
     """
     apply_verbosity(verbose, quiet, debug)
     if host is not None:
         _install_remote(output, host, lxcpath, nodes, name, inventory, force, dry_run, start, result_json, ssh)
         return
     for flag, given in (("--dry-run", dry_run), ("--start", start), ("--result-json", result_json),
-                        ("--port, -i, --ssh-config, --ssh-option, --accept-new-host-key", ssh != SshOptions())):
+                        ("the ssh options (--port, -i, --ssh-config, --ssh-option, --accept-new-host-key)",
+                         ssh != SshOptions())):
         if given:
-            raise InputError(f"{flag} goes with --host", "a local install has no dry run yet; lxc-start -n NAME "
-                             "starts a container installed here")
+            raise InputError(f"{flag}: only with --host HOST (an install on another host over ssh)",
+                             "an install here has no dry run; `lxc-start -n NAME` starts a container installed here")
     checks.directory(lxcpath, "--lxcpath")
     if cluster.read_nodes(output) is not None:
         if name:
@@ -121,8 +125,8 @@ def _install_remote(output: Path, host: str, lxcpath: str, only: tuple[str, ...]
     res = remote_lxc.result(host, lxcpath, done, dry_run)
     for o in done:
         c = o.changes
-        click.echo(f"{host}:{lxcpath}/{o.name}: {'would send' if dry_run else 'sent'} {len(c.sent)} files, "
-                   f"{len(c.made)} created, {len(c.touched)} changed, {len(c.deleted)} deleted; config {o.config}"
+        click.echo(f"{host}:{lxcpath}/{o.name}: {push.summary(c, dry_run)[0]}; config "
+                   f"{'would be ' if dry_run and o.config != 'unchanged' else ''}{o.config}"
                    + ("; started" if o.started else ""))
         if dry_run:
             for line in push.listing(c):

@@ -33,6 +33,7 @@ from builder.build.install_lxc import stage_node, staging_dir
 from builder.build.targets.lxc import adapt_cgroup, cgroup_layout
 from builder.core.errors import InputError
 from builder.core.locks import Lock, lock_path
+from builder.guestconf.lxc import BRIDGE_HINT, links
 from builder.identity.inventory_records import GuestRecord
 from builder.identity.inventory_scan import DEFAULT_VZ_DIR, DEFAULT_XEN_DIR, from_texts
 from builder.migrate import push
@@ -49,9 +50,11 @@ class HostState:
     """What the probe and the configs say about the host (all of it the host's word: checked before use)."""
 
     lxc_start: str = ""
+    rsync: str = ""
     cgroup: str = "v2"
     kinds: dict[str, str] = field(default_factory=dict)      # node -> dir, link, other (absent: nothing there)
     running: set[str] = field(default_factory=set)
+    no_links: set[str] = field(default_factory=set)          # bridges the configs name that the host lacks
     rootfs_links: set[str] = field(default_factory=set)
     configs: dict[str, str] = field(default_factory=dict)    # path -> text
     markers: dict[str, str] = field(default_factory=dict)    # node -> MARKER's text
@@ -88,11 +91,13 @@ def is_ours(text: str | None, node: str) -> bool:
     return isinstance(data, dict) and data.get("installed_by") == "imgbuild" and data.get("node") == node
 
 
-def _probe_script(lxcpath: str, names: list[str]) -> str:
+def _probe_script(lxcpath: str, names: list[str], bridges: list[str]) -> str:
     q = shlex.quote
     return "\n".join([
         f"L={q(lxcpath)}",
         'echo "lxcstart=$(command -v lxc-start 2>/dev/null)"',
+        'echo "rsync=$(command -v rsync 2>/dev/null)"',
+        f"for b in {' '.join(q(b) for b in bridges)}; do [ -e \"/sys/class/net/$b\" ] || echo \"nolink=$b\"; done",
         f"for n in {' '.join(q(n) for n in names)}; do",
         '  C="$L/$n"',
         '  if [ -L "$C" ]; then echo "link=$n"; elif [ -d "$C" ]; then echo "dir=$n";'
@@ -108,14 +113,20 @@ def _probe_script(lxcpath: str, names: list[str]) -> str:
     ]) + "\n"
 
 
-def look(remote: Remote, lxcpath: str, names: list[str]) -> HostState:
-    """The host's state for these nodes: one probe script and one read of its configs."""
+def look(remote: Remote, lxcpath: str, names: list[str], bridges: list[str] = ()) -> HostState:
+    """The host's state for these nodes (and the bridges their configs name): one probe script and one read of
+    its configs."""
     st = HostState()
-    out = remote.sh(_probe_script(lxcpath, names), what=f"looking at {lxcpath}", max_output=1 << 20).stdout
+    out = remote.sh(_probe_script(lxcpath, names, list(bridges)), what=f"looking at {lxcpath}",
+                    max_output=1 << 20).stdout
     for line in out.splitlines()[:1000]:
         k, _, v = line.partition("=")
         if k == "lxcstart":
             st.lxc_start = v if v.startswith("/") else ""
+        elif k == "rsync":
+            st.rsync = v if v.startswith("/") else ""
+        elif k == "nolink" and v in bridges:
+            st.no_links.add(v)
         elif v in names and k in ("dir", "link", "other"):
             st.kinds[v] = k
         elif v in names and k == "running":
@@ -177,9 +188,15 @@ def refusals(host: str, lxcpath: str, nodes: list[dict], st: HostState, start: b
             if ip in g.ips:
                 out.append(InputError(f"{host}: IP {ip} of node {n['name']} is already used by {said}",
                                       hint.format(what="address", key="address")))
+    if not st.rsync:
+        out.append(InputError(f"{host}: rsync is not installed there; the nodes' trees are sent with it",
+                              f"install it on {host} (apt-get install rsync / yum install rsync)"))
     if start and not st.lxc_start:
         out.append(InputError(f"{host}: lxc-start is not installed there, so --start cannot start the nodes",
                               f"install LXC on {host} (apt-get install lxc), or deploy without --start"))
+    if start and st.no_links:
+        out.append(InputError(f"{host}: no bridge {', '.join(sorted(st.no_links))} there, which the nodes' "
+                              "configs join, so --start cannot start them", BRIDGE_HINT))
     return out
 
 
@@ -195,13 +212,17 @@ def install(remote: Remote, output: Path, cluster: str, nodes: list[dict], base:
             lock.wait(f"node {n['name']}'s staged tree is in use by another imgbuild")
             held.callback(lock.release)
         staged = {n["name"]: stage_node(output, n, base, f"{lxcpath}/{n['name']}") for n in nodes}
-        st = look(remote, lxcpath, [n["name"] for n in nodes])
+        bridges = {n: [link for _, link in links((d / "config").read_text())] for n, d in staged.items()}
+        st = look(remote, lxcpath, [n["name"] for n in nodes], sorted({b for bs in bridges.values() for b in bs}))
         problems = refusals(host, lxcpath, nodes, st, start)
-        if problems:
-            if len(problems) == 1:
-                raise problems[0]
-            raise InputError("; ".join(p.message for p in problems) + "; nothing was changed", problems[0].hint)
+        if problems:        # every one said, the first one's hint
+            raise InputError("; ".join(p.message for p in problems),
+                             f"{problems[0].hint}; nothing was changed on {host}")
         done = [_one(remote, n, staged[n["name"]], lxcpath, cluster, st) for n in nodes]
+    for n, bs in bridges.items():
+        for b in sorted(set(bs) & st.no_links):
+            log.warning("%s: %s/%s/config joins bridge %s, which %s does not have: lxc-start -n %s will fail "
+                        "there; %s", host, lxcpath, n, b, host, n, BRIDGE_HINT)
     if start:
         for o in done:
             if dry:

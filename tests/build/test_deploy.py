@@ -80,6 +80,8 @@ def test_deploy_a_cluster_to_two_hosts(request, tmp_path, work):
         r = imgbuild("deploy", recipe, *common, timeout=900)
         assert r.returncode == 0, r.stdout + r.stderr
         assert "is up to date" in r.stderr, r.stderr           # built once
+        log = sorted((work / "logs").glob("*-h2.log"))[-1].read_text()
+        assert "/var/lib/lxc/n2/config joins bridge lxcbr0, which h2 does not have" in log, log
         table = rows(r.stdout)
         assert sorted(table) == ["h1", "h2"] and all(" ok " in row for row in table.values()), r.stdout
         nodes = {n["name"]: n for n in json.loads((work / "out/dpl/nodes.json").read_text())["nodes"]}
@@ -151,7 +153,7 @@ def test_install_lxc_host_options_are_checked_before_any_host(tmp_path):
 
     single = tiny_output.make(tmp_path / "single")
     r = imgbuild("install-lxc", single, "--dry-run")
-    assert r.returncode == 2 and "--dry-run goes with --host" in r.stderr, r.stderr
+    assert r.returncode == 2 and "--dry-run: only with --host" in r.stderr, r.stderr
     r = imgbuild("install-lxc", single, "--host", "h1")
     assert r.returncode == 2 and "not a cluster build" in r.stderr, r.stderr
     out = tmp_path / "c"

@@ -22,6 +22,7 @@ def lxc(name: str, mac: str = "00:16:3e:00:00:01", ip: str = "") -> tuple[str, s
 
 
 def messages(st: HostState, start: bool = False) -> list[str]:
+    st.rsync = st.rsync or "/usr/bin/rsync"
     return [e.message for e in refusals("h2", L, [NODE], st, start)]
 
 
@@ -79,9 +80,18 @@ def test_what_is_there_is_never_replaced_unless_it_is_imgbuilds_and_stopped(stat
     assert any(m.startswith(said) for m in messages(state)), messages(state)
 
 
-def test_start_needs_lxc_start_on_the_host():
+def test_start_needs_lxc_start_and_the_bridge_on_the_host():
     assert any("lxc-start is not installed there" in m for m in messages(HostState(), start=True))
     assert messages(HostState(lxc_start="/usr/bin/lxc-start"), start=True) == []
+    said = messages(HostState(lxc_start="/usr/bin/lxc-start", no_links={"lxcbr0"}), start=True)
+    assert said == ["h2: no bridge lxcbr0 there, which the nodes' configs join, so --start cannot start them"]
+    assert messages(HostState(no_links={"lxcbr0"})) == []        # without --start: a warning after the install
+
+
+def test_a_host_without_rsync_is_refused_before_anything_is_written():
+    st = HostState()
+    assert [e.message for e in refusals("h2", L, [NODE], st, False)] == [
+        "h2: rsync is not installed there; the nodes' trees are sent with it"]
 
 
 def test_guest_names_from_the_host_are_shown_without_control_characters():
