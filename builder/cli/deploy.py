@@ -14,9 +14,9 @@ from builder.core.errors import InputError
 
 DEPLOY_EPILOG = """\b
 Examples:
-  imgbuild deploy recipes/galera.yml --dry-run           build, check every host, say what would change
-  imgbuild deploy recipes/galera.yml -j 2                 install each node on its host, 2 hosts at once
-  imgbuild deploy recipes/galera.yml --start --fail-fast  ... and start them; stop at the first failure
+  imgbuild deploy galera-3hosts.yml --dry-run             build, check every host, say what would change
+  imgbuild deploy galera-3hosts.yml -j 2                  install each node on its host, 2 hosts at once
+  imgbuild deploy galera-3hosts.yml --start --fail-fast   ... and start them; stop at the first failure
   imgbuild deploy my-cluster.yml --ssh-config ./ssh_config --lxcpath /srv/lxc
 
 \b
@@ -31,7 +31,8 @@ address, MAC, new ssh host keys and machine-id; kept in OUTPUT/.deploy/ for the 
 Xen and OpenVZ configs are read and a name, MAC or IP another guest there has is refused naming it; so is
 LXCPATH/NODE if imgbuild did not install it there, or while it runs. Then the tree goes to
 HOST:LXCPATH/NODE/rootfs (rsync -aHAXS --numeric-ids over your ssh) and its config to LXCPATH/NODE/config.
-A second deploy of the same build changes nothing. Xen nodes (disk image, xl config) are not deployed yet.
+A second deploy of the same build changes nothing; a redeploy replaces what a node changed in its rootfs
+(its data and logs included: look at --dry-run first). Xen nodes (disk image, xl config) are not deployed yet.
 
 \b
 Every node needs a host: (a node without one is refused). The recipe, the hosts' names, the output

@@ -20,7 +20,7 @@ Examples:
   imgbuild install-lxc output/debian12 --name web1             here, as /var/lib/lxc/web1
   imgbuild install-lxc output/galera --node galera2 --force     one node of a cluster build, here
   imgbuild install-lxc output/galera --host db1 --node galera1 --dry-run    on host db1 over ssh
-  imgbuild deploy recipes/galera.yml                            every node on the host its recipe names
+  imgbuild deploy galera-3hosts.yml                             every node on the host its recipe names
 
 \b
 With --host (a cluster build only): each node's tree is made here (beside the output, in .deploy/, kept for
