@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Union
 
 from builder.core import checks
-from builder.core.checks import MAC, IPInterface, Mode, Owner, RootPath
+from builder.core.checks import MAC, IPInterface, Mode, Owner, RootPath, SshDest
 from builder.core.errors import InputError
 from builder.core.outputs import write_atomic
 from builder.core.paths import DEFAULT_SECRETS_DIR, SECRETS_ENV
@@ -61,6 +61,9 @@ class Node:
     mac: Union[MAC, None] = opt(None, doc="its MAC (default: one derived from the recipe and node names, in "
                                           "Xen's 00:16:3e range, the same on every build)")
     vars: dict[str, Any] = opt(factory=dict, doc="template variables for this node (over the recipe's vars)")
+    host: Union[SshDest, None] = opt(None, doc="the host `imgbuild deploy` installs this node on: an ssh "
+                                               "destination (an ssh_config alias, host or user@host); "
+                                               "docs/clusters.md")
 
 
 @dataclass(frozen=True)
@@ -229,7 +232,7 @@ def write_nodes(ctx: "Context") -> dict[str, Path]:
     r = ctx.recipe
     ifname, ip, mac = base_identity(r)
     data = {"base": {"interface": ifname, "ip": ip, "mac": mac, "hostname": r.hostname},
-            "nodes": [{"name": n.name, "address": str(n.address), "mac": node_mac(r.name, n),
+            "nodes": [{"name": n.name, "address": str(n.address), "mac": node_mac(r.name, n), "host": n.host,
                        "vars": {k: v for k, v in cluster_vars(r, i).items()}}
                       for i, n in enumerate(r.nodes)]}
     write_atomic(ctx.stage / NODES_FILE, json.dumps(data, indent=2, sort_keys=True) + "\n")
@@ -281,6 +284,7 @@ def read_nodes(output: Path) -> dict | None:
         value(n, "name", where, _node_name)
         value(n, "address", where, checks._interface)
         value(n, "mac", where, checks.mac)
+        value(n, "host", where, checks.ssh_dest, optional=True)
         if not isinstance(n.get("vars", {}), dict):
             raise bad(f"{where}.vars", f"expected an object, found {type(n.get('vars')).__name__}")
         if any(o["name"].lower() == n["name"].lower() for o in nodes[:i]):

@@ -6,6 +6,7 @@ place. A cluster build installs every node so, each with its own identity. Kept 
 only writes the config) so that building, and a no-change rebuild, do not load the identity engine."""
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -82,16 +83,10 @@ def install(output: Path, name: str | None = None, lxcpath: str = DEFAULT_LXCPAT
         _rmdirs(made)
         raise
     try:
-        os.chmod(part, 0o770)
-        (part / "rootfs").mkdir()
-        runner.run(["tar", "--numeric-owner", "--xattrs", "--xattrs-include=*", "--acls", "-xpf",
-                    str(files["tarball"]), "-C", str(part / "rootfs")])
         config, dropped = adapt_cgroup(config, host_cgroup())
         if dropped:
             log.warning("this host's devices cgroup is %s: left out %s", host_cgroup(), ", ".join(dropped))
-        write_atomic(part / "config", relocate(config, old, str(dest)))
-        if "lxc-fstab" in files:
-            write_atomic(part / "fstab", _text(files["lxc-fstab"]).replace(old, str(dest)))
+        _unpack(files, part, config, old, str(dest))
         staged = Guest("lxc", name, f"lxc:{dest}", part, ("lxc", part / "config"))
         destination(lxcpath, name, force, what or "--name")    # again: nothing came or started meanwhile
         try:
@@ -114,6 +109,18 @@ def install(output: Path, name: str | None = None, lxcpath: str = DEFAULT_LXCPAT
         log.warning("%s: %s = %s: no such interface on this host, so `lxc-start -n %s` will fail; %s", dest / "config",
                     key, link, name, BRIDGE_HINT)
     return dest
+
+
+def _unpack(files: dict[str, Path], part: Path, config: str, old: str, dest: str) -> None:
+    """The output's tree and config in `part` (rootfs/, config and a legacy config's fstab), their paths
+    pointing at `dest`, the container's directory where it will live."""
+    os.chmod(part, 0o770)
+    (part / "rootfs").mkdir()
+    runner.run(["tar", "--numeric-owner", "--xattrs", "--xattrs-include=*", "--acls", "-xpf",
+                str(files["tarball"]), "-C", str(part / "rootfs")])
+    write_atomic(part / "config", relocate(config, old, dest))
+    if "lxc-fstab" in files:
+        write_atomic(part / "fstab", _text(files["lxc-fstab"]).replace(old, dest))
 
 
 def _rmdirs(made: list[Path]) -> None:
@@ -173,11 +180,74 @@ def install_nodes(output: Path, lxcpath: str, force: bool = False, only: tuple[s
     base = data["base"]
     made = []
     for n in nodes:
-        ips = (engine.parse_ip(f"{base['ip']}={n['address']}"),) if base.get("ip") else ()
-        macs = ((base["mac"], n["mac"]),) if base.get("mac") else ()
-        req = engine.Request(hostname=n["name"], ips=ips, macs=macs, variables=tuple(n.get("vars", {}).items()),
-                             reset=True)
-        made.append(install(output, n["name"], lxcpath, force, inventory_file, request=req,
-                                what=whats[n["name"]]))
+        made.append(install(output, n["name"], lxcpath, force, inventory_file, request=node_request(base, n),
+                            what=whats[n["name"]]))
         log.info("node %s: %s, %s", n["name"], n["address"], n["mac"])
     return made
+
+
+def node_request(base: dict, n: dict) -> engine.Request:
+    """What the identity engine makes of the build for node `n` (an entry of nodes.json, checked by read_nodes):
+    its host name, address and MAC for the build's own, its variables, new ssh host keys and machine-id."""
+    ips = (engine.parse_ip(f"{base['ip']}={n['address']}"),) if base.get("ip") else ()
+    macs = ((base["mac"], n["mac"]),) if base.get("mac") else ()
+    return engine.Request(hostname=n["name"], ips=ips, macs=macs, variables=tuple(n.get("vars", {}).items()),
+                          reset=True)
+
+
+# ------------------------------------------------------------------ a node made here for another host
+
+STAGING = ".deploy"          # OUTPUT/../.deploy/NAME/NODE: beside the output, which a rebuild replaces whole
+STAMP = "imgbuild-stage.json"
+
+
+def staging_dir(output: Path) -> Path:
+    out = Path(output).resolve()
+    return out.parent / STAGING / out.name
+
+
+def stage_node(output: Path, node: dict, base: dict, dest: str) -> Path:
+    """Node `node` of the cluster build OUTPUT made as a container for another host, in the staging directory
+    (staging_dir(OUTPUT)/NODE: rootfs/ and config, whose paths point at `dest`, the container's directory on
+    that host): the same unpacking and identity engine as a local install, but checked against no guest of
+    this host and recorded in no inventory here (the host it goes to is checked by the caller).
+
+    A staged node whose build (the tarball's sha256), node entry and `dest` are unchanged is kept as it is, so a
+    second deploy sends nothing and the node keeps its ssh host keys and machine-id. Returns the directory."""
+    output = Path(output)
+    manifest = read_manifest(output)
+    files = artifact_files(output, manifest)
+    tar_sha = next((a.get("sha256") for a in manifest["artifacts"] if a.get("kind") == "tarball"), None)
+    stamp = json.dumps({"tarball": tar_sha, "node": node, "base": base, "dest": dest}, sort_keys=True) + "\n"
+    root = staging_dir(output)
+    root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for d in (root.parent, root):       # the trees hold the nodes' secrets and ssh host keys
+        os.chmod(d, 0o700)
+    final = checks.child(root, node["name"], f"{output / NODES_FILE}: a node's name")
+    mark = final / STAMP
+    if final.is_dir() and not final.is_symlink() and mark.is_file() and not mark.is_symlink() \
+            and mark.read_text() == stamp and (final / "rootfs").is_dir():
+        log.info("node %s: its tree made earlier is up to date (%s)", node["name"], final)
+        return final
+    config = _text(files["lxc-config"])
+    part = Path(tempfile.mkdtemp(prefix=f".{node['name']}.partial-", dir=root))
+    try:
+        _unpack(files, part, config, config_dir(config, files["lxc-config"]), dest)
+        with tempfile.TemporaryDirectory(prefix=".nowhere-", dir=root) as nowhere:
+            where = Where(inventory_file=f"{nowhere}/inventory.yml", lxcpath=f"{nowhere}/lxc",
+                          xen_dir=f"{nowhere}/xen", vz_dir=f"{nowhere}/vz")
+            staged = Guest("lxc", node["name"], f"lxc:{dest}", part, ("lxc", part / "config"))
+            reidentify(staged, node_request(base, node), where, new_guest=True)
+        write_atomic(part / STAMP, stamp)
+        if os.path.lexists(final):
+            old = Path(tempfile.mkdtemp(prefix=f".{node['name']}.old-", dir=root))
+            os.rename(final, old / "x")
+            os.rename(part, final)
+            shutil.rmtree(old)
+        else:
+            os.rename(part, final)
+    except BaseException:
+        shutil.rmtree(part, ignore_errors=True)
+        raise
+    log.info("node %s: made in %s (%s, %s)", node["name"], final, node["address"], node["mac"])
+    return final

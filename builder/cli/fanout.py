@@ -102,6 +102,11 @@ def run_fanout(ctx: click.Context, hosts_spec: str, jobs: int, fail_fast: bool, 
     view = fleet.LiveView()
     done = fleet.run(hosts, lambda h, res: argv_for_host(ctx, h, [result_option, str(res)], per_host), jobs, logs,
                      fail_fast, view)
+    report(done, logs)
+
+
+def report(done: list[fleet.Job], logs: Path) -> None:
+    """The summary table, each failure with its log, and exit 1 naming the hosts that failed."""
     for line in fleet.table(done):
         click.echo(line)
     click.echo(f"logs: {logs}/")

@@ -15,6 +15,7 @@ Examples:
   imgbuild validate recipes/*.yml               check recipes (and their packages) without building
   imgbuild install-lxc output/debian12 --name vm0
   imgbuild boot output/debian12                 does it start? (a throwaway container, then a verdict)
+  imgbuild deploy galera-3hosts.yml             a cluster: each node installed on the host it names
   imgbuild inventory list                       the guests imgbuild knows of (prune: those that are gone)
   imgbuild schema > recipe.schema.json          JSON Schema for editors
 
@@ -31,6 +32,7 @@ COMMANDS = {
     "clone": "builder.cli.identity:clone",
     "inventory": "builder.cli.inventory:inventory_group",
     "boot": "builder.cli.boot:boot",
+    "deploy": "builder.cli.deploy:deploy",
 }
 
 

@@ -8,9 +8,13 @@ import click
 from builder.migrate.remote import SshOptions
 
 
-def ssh_options(f):
+def ssh_options(f=None, *, checked: bool = True):
     """--port, -i, --ssh-config, --ssh-option, --accept-new-host-key: ssh is the user's own, with their config
-    and keys; these only add to it."""
+    and keys; these only add to it. `checked=False`: the command calls ssh.check() itself, when it will use ssh
+    (install-lxc only with --host)."""
+    if f is None:
+        return functools.partial(ssh_options, checked=checked)
+
     @click.option("--accept-new-host-key", is_flag=True,
                   help="Accept and record the host key of a host not yet in known_hosts (a CHANGED key is still "
                        "refused). Without it, an unknown host is refused. With --dry-run the key is accepted for "
@@ -27,6 +31,7 @@ def ssh_options(f):
     def wrapper(*a, port, identity, ssh_config, ssh_option, accept_new_host_key, **kw):
         opts = SshOptions(port=port, config=ssh_config, identity=identity,
                           accept_new_host_key=accept_new_host_key, options=tuple(ssh_option))
-        opts.check()            # before anything else: a bad option is bad input, not "cannot connect"
+        if checked:
+            opts.check()        # before anything else: a bad option is bad input, not "cannot connect"
         return f(*a, ssh=opts, **kw)
     return wrapper

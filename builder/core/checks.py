@@ -23,6 +23,9 @@ MAC_COLON = f"{_HEX}{{2}}(?::{_HEX}{{2}}){{5}}"    # the colon form alone, no gr
 _MAC_SCHEMA = f"^{MAC_COLON}$"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 NAME_RULE = "letters, digits, '.', '_', '-'; at most 64; starting with a letter or digit"
+# an ssh destination ssh cannot mistake for an option: [user@]host, a Host alias of an ssh_config, an IPv4/IPv6
+# address (`migrate push --hosts` names, a cluster node's host:)
+SSH_DEST = re.compile(r"(?:[A-Za-z0-9_][A-Za-z0-9_.-]{0,62}@)?[A-Za-z0-9_][A-Za-z0-9_.:%-]{0,252}")
 
 
 def hostname(v: str) -> str:
@@ -139,6 +142,14 @@ def directory(path: str | os.PathLike[str], what: str) -> None:
         raise InputError(f"{what} {path}: {p} is not a directory", f"give {what} a directory (or one to create)")
 
 
+def ssh_dest(v: str) -> str:
+    """An ssh destination ([user@]host, an ssh_config alias, an address): no leading `-`, no space, no path."""
+    if not isinstance(v, str) or not SSH_DEST.fullmatch(v):
+        raise ValueError(f"{v!r} is not an ssh destination (an ssh_config alias, host or user@host; no spaces, "
+                         "options or paths)")
+    return v
+
+
 def _ifname(v: str) -> str:
     if not re.fullmatch(r"[A-Za-z0-9_.-]{1,15}", v):
         raise ValueError(f"{v!r} is not a network interface name (at most 15 letters, digits, '_', '.', '-')")
@@ -166,5 +177,6 @@ Mode = Annotated[str, Check(_mode, {"pattern": r"^0?[0-7]{3,4}$"}, describe='oct
 RootPath = Annotated[str, Check(_abspath, {"pattern": "^/"}, describe="absolute path in the root")]
 Name = Annotated[str, Check(name, {"pattern": f"^{_NAME.pattern}$"}, describe="name")]
 IfName = Annotated[str, Check(_ifname, {"pattern": r"^[A-Za-z0-9_.-]{1,15}$"}, describe="interface name")]
+SshDest = Annotated[str, Check(ssh_dest, {"pattern": f"^{SSH_DEST.pattern}$"}, describe="ssh destination")]
 Owner = Annotated[str, Check(_owner, {}, describe="user/group name or number")]
 Epoch = Annotated[int, Check(_epoch, {"minimum": 0}, describe="Unix time")]

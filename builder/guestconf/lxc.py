@@ -450,5 +450,10 @@ BRIDGE_HINT = ("on Debian the lxc package's lxc-net makes lxcbr0 (10.0.3.1/24): 
 def missing_links(config: str, sys_class_net: str = "/sys/class/net") -> list[tuple[str, str]]:
     """(key, interface) of each NIC's `link` (the bridge a veth joins) that does not exist on this host:
     lxc-start would fail with nothing better than 'Received container state "ABORTING"'."""
+    return [(k, link) for k, link in links(config) if not os.path.exists(f"{sys_class_net}/{link}")]
+
+
+def links(config: str) -> list[tuple[str, str]]:
+    """(key, interface) of each NIC's `link` in a config: the bridges its veths join."""
     found = (_LINK.match(line) for line in config.splitlines())
-    return [(m.group(1), m.group(2)) for m in found if m and not os.path.exists(f"{sys_class_net}/{m.group(2)}")]
+    return [(m.group(1), m.group(2)) for m in found if m]

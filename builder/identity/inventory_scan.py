@@ -9,7 +9,7 @@ import os
 import re
 import shlex
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Callable, Iterable, Protocol, Sequence
 
 from builder.guestconf import xen as xenconf
@@ -198,19 +198,25 @@ def _entries(directory: Path) -> list[Path]:
         return []
 
 
+def lxc_record(cfg: Path, text: str, reader: Reader = read_lxc_config) -> GuestRecord | None:
+    """The container whose config (CDIR/config) has this text: named by its directory (the name lxc-start -n
+    takes); host name lxc.uts.name, else the directory's name (LXC's own default)."""
+    cdir = cfg.parent
+    ident = _identity(reader, text, cfg)
+    if ident is None:
+        return None
+    hostname = _first(getattr(ident, "hostnames", ())) or _first([getattr(ident, "name", None)]) or cdir.name
+    return _record(ident, cfg, cdir.name, hostname, f"lxc:{cdir}")
+
+
 def scan_lxc(lxcpath: str | os.PathLike[str] = DEFAULT_LXCPATH, reader: Reader = read_lxc_config,
              ) -> list[GuestRecord]:
-    """The containers under an lxcpath (each DIR/config): named by their directory (the name lxc-start -n
-    takes); host name lxc.uts.name, else the directory's name (LXC's own default)."""
+    """The containers under an lxcpath (each DIR/config), as lxc_record reads them."""
     out = []
     for cdir in _entries(Path(lxcpath)):
         cfg = cdir / "config"
         text = _read_config(cfg)
-        ident = _identity(reader, text, cfg) if text is not None else None
-        if ident is None:
-            continue
-        hostname = _first(getattr(ident, "hostnames", ())) or _first([getattr(ident, "name", None)]) or cdir.name
-        if (g := _record(ident, cfg, cdir.name, hostname, f"lxc:{cdir}")) is not None:
+        if text is not None and (g := lxc_record(cfg, text, reader)) is not None:
             out.append(g)
     return out
 
@@ -224,42 +230,56 @@ def _looks_like_domain(text: str) -> bool:
     return bool(re.search(r"^\s*name\s*=", text, re.M)) and bool(_XEN_DOMAIN_KEY.search(text))
 
 
+def xen_record(path: Path, text: str, reader: Reader = read_xen_config) -> GuestRecord | None:
+    """The domain of a file in a Xen config directory, when it is a domain config: every *.cfg, and files
+    without extension that look like domain configs (Xen 3 hosts kept `/etc/xen/www`); examples
+    (xlexample.hvm), xl.conf and backups (`www~`) are not. Named by name=, else the file's name; host name
+    from an xm config's `hostname` kernel setting only (a domain's name need not be its host name)."""
+    if path.name.endswith("~") or not (path.suffix == ".cfg" or "." not in path.name):
+        return None
+    if path.suffix != ".cfg" and not _looks_like_domain(text):
+        return None
+    ident = _identity(reader, text, path)
+    if ident is None:
+        return None
+    name = _first([getattr(ident, "name", None)]) or (path.stem if path.suffix == ".cfg" else path.name)
+    return _record(ident, path, name, _first(getattr(ident, "hostnames", ())), f"xen:{path}")
+
+
 def scan_xen(xen_dir: str | os.PathLike[str] = DEFAULT_XEN_DIR, reader: Reader = read_xen_config,
              ) -> list[GuestRecord]:
-    """The domain configs in a Xen config directory: every *.cfg, and files without extension that look like
-    domain configs (Xen 3 hosts kept `/etc/xen/www`); examples (xlexample.hvm), xl.conf, backups (`www~`) and the
-    auto/ and scripts/ directories are not. Named by name=, else the file's name; host name from an xm config's
-    `hostname` kernel setting only (a domain's name need not be its host name)."""
+    """The domain configs in a Xen config directory (xen_record); the auto/ and scripts/ directories are not."""
     out = []
     for path in _entries(Path(xen_dir)):
         if path.name.endswith("~") or not (path.suffix == ".cfg" or "." not in path.name):
             continue
         text = _read_config(path)
-        if text is None or (path.suffix != ".cfg" and not _looks_like_domain(text)):
-            continue
-        ident = _identity(reader, text, path)
-        if ident is None:
-            continue
-        name = _first([getattr(ident, "name", None)]) or (path.stem if path.suffix == ".cfg" else path.name)
-        if (g := _record(ident, path, name, _first(getattr(ident, "hostnames", ())), f"xen:{path}")) is not None:
+        if text is not None and (g := xen_record(path, text, reader)) is not None:
             out.append(g)
     return out
 
 
+def openvz_record(path: Path, text: str, reader: Reader = read_openvz_config) -> GuestRecord | None:
+    """The container of a file in vzctl's config directory: every CTID.conf except 0.conf (the host) and the
+    ve-* templates. Named by NAME=, else the CTID."""
+    if path.suffix != ".conf" or path.name == "0.conf" or path.name.startswith("ve-"):
+        return None
+    ident = _identity(reader, text, path)
+    if ident is None:
+        return None
+    name = _first([getattr(ident, "name", None)]) or path.stem
+    return _record(ident, path, name, _first(getattr(ident, "hostnames", ())), f"vz:{path}")
+
+
 def scan_openvz(vz_dir: str | os.PathLike[str] = DEFAULT_VZ_DIR, reader: Reader = read_openvz_config,
                 ) -> list[GuestRecord]:
-    """The containers in vzctl's config directory: every CTID.conf except 0.conf (the host) and the ve-*
-    templates. Named by NAME=, else the CTID."""
+    """The containers in vzctl's config directory (openvz_record)."""
     out = []
     for path in _entries(Path(vz_dir)):
         if path.suffix != ".conf" or path.name == "0.conf" or path.name.startswith("ve-"):
             continue
         text = _read_config(path)
-        ident = _identity(reader, text, path) if text is not None else None
-        if ident is None:
-            continue
-        name = _first([getattr(ident, "name", None)]) or path.stem
-        if (g := _record(ident, path, name, _first(getattr(ident, "hostnames", ())), f"vz:{path}")) is not None:
+        if text is not None and (g := openvz_record(path, text, reader)) is not None:
             out.append(g)
     return out
 
@@ -271,3 +291,29 @@ def discover(lxcpath: str | os.PathLike[str] = DEFAULT_LXCPATH, xen_dir: str | o
     return sorted(scan_lxc(lxcpath, r.lxc) + scan_xen(xen_dir, r.xen) + scan_openvz(vz_dir, r.openvz),
                   key=sort_key)
 
+
+
+def from_texts(files: dict[str, str], lxcpath: str = DEFAULT_LXCPATH, xen_dir: str = DEFAULT_XEN_DIR,
+               vz_dir: str = DEFAULT_VZ_DIR, readers: Readers | None = None) -> list[GuestRecord]:
+    """The guests of another host, from its config files' texts by path (read over ssh: hostile data): the
+    same readers and rules as discover(). LXCPATH/NAME/config, XEN_DIR/FILE and VZ_DIR/CTID.conf are read; any
+    other path, a hidden name, a file larger than a config is (MAX_CONFIG_SIZE) or holding a NUL is left out."""
+    r = readers or Readers()
+    lxc, xen, vz = (PurePosixPath(os.path.normpath(d)) for d in (lxcpath, xen_dir, vz_dir))
+    out = []
+    for name, text in sorted(files.items()):
+        p = PurePosixPath(name)
+        if not isinstance(text, str) or len(text) > MAX_CONFIG_SIZE or "\0" in text or \
+                any(part.startswith(".") for part in p.parts[1:]):
+            log.debug("inventory: %r: skipped", name)
+            continue
+        g = None
+        if p.name == "config" and p.parent.parent == lxc:
+            g = lxc_record(Path(p), text, r.lxc)
+        elif p.parent == xen:
+            g = xen_record(Path(p), text, r.xen)
+        elif p.parent == vz:
+            g = openvz_record(Path(p), text, r.openvz)
+        if g is not None:
+            out.append(g)
+    return sorted(out, key=sort_key)

@@ -21,13 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from builder.core import checks
 from builder.core import proc as runner
 from builder.core.errors import InputError
 from builder.core.sizes import human
 from builder.core.untrusted import load_json, read_file
 
 # what ssh takes as a destination and cannot mistake for an option: [user@]host, an alias, an IPv4/6 address
-_HOST = re.compile(r"(?:[A-Za-z0-9_][A-Za-z0-9_.-]{0,62}@)?[A-Za-z0-9_][A-Za-z0-9_.:%-]{0,252}")
+_HOST = checks.SSH_DEST
 _GROUP = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,127}")
 MAX_HOSTS = 1000
 INVENTORY_SUFFIXES = (".yml", ".yaml", ".ini")

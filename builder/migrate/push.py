@@ -96,6 +96,7 @@ class PushRequest:
     force: bool = False
     rsync_path: str | None = None
     progress: bool = True
+    marker: bool = True          # leave MARKER in a new or empty destination (imgbuild deploy keeps its own)
 
 
 @dataclass
@@ -567,7 +568,7 @@ def push(remote: Remote, req: PushRequest) -> Changes:
         log.info("%s:%s is a mount point: left alone (not entered, not deleted)", remote.host,
                  req.dest.rstrip("/") + shown(m))
     rules = filters(req, pr, protect)
-    if not req.dry_run and (not pr.exists or pr.empty):
+    if req.marker and not req.dry_run and (not pr.exists or pr.empty):
         remote.write_text(f"{req.dest}/{MARKER}", MARKER_TEXT)       # makes the directory too
     t0 = time.monotonic()
     show = req.progress and not req.dry_run and sys.stderr.isatty() and log.isEnabledFor(logging.INFO)

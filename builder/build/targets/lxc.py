@@ -59,11 +59,16 @@ def host_cgroup(mountinfo: str = "/proc/self/mountinfo") -> str:
     """Which device-rule keys this host's LXC can apply: v1 when the devices controller is a cgroup v1
     hierarchy (also on hybrid hosts, where v2 device rules fail to load), else v2."""
     with open(mountinfo) as f:
-        for line in f:
-            pre, _, post = line.partition(" - ")
-            fstype, _, opts = (post.split() + ["", "", ""])[:3]
-            if fstype == "cgroup" and "devices" in opts.split(","):
-                return "v1"
+        return cgroup_layout(f.read())
+
+
+def cgroup_layout(mountinfo: str) -> str:
+    """host_cgroup's answer from the text of a /proc/self/mountinfo (another host's, read over ssh)."""
+    for line in mountinfo.splitlines():
+        pre, _, post = line.partition(" - ")
+        fstype, _, opts = (post.split() + ["", "", ""])[:3]
+        if fstype == "cgroup" and "devices" in opts.split(","):
+            return "v1"
     return "v2"
 
 
