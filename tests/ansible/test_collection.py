@@ -229,6 +229,76 @@ def _failures(out: str) -> list[dict]:
     return [json.loads(m.group(1)) for m in re.finditer(r"^fatal: \[\w+\]: FAILED! => (\{.*\})$", out, re.M)]
 
 
+CONTROLLER_PLAYBOOK = """
+- hosts: localhost
+  connection: local
+  gather_facts: false
+  vars:
+    lxcpath: "{{ work }}/lxc"
+  tasks:
+    - name: build
+      imgbuild.guests.build:
+        recipe: "{{ recipe }}"
+        output: "{{ work }}/out"
+        bin_dir: "{{ bin_dir }}"
+      register: built
+    - name: install
+      imgbuild.guests.install_lxc:
+        output: "{{ built.output }}"
+        name: web7
+        lxcpath: "{{ lxcpath }}"
+        inventory: "{{ work }}/inventory.yml"
+        bin_dir: "{{ bin_dir }}"
+    - name: reidentify
+      imgbuild.guests.reidentify:
+        target: "{{ lxcpath }}/web7"
+        hostname: web8
+        ips: ["10.0.3.2=10.0.3.77"]
+        lxcpath: "{{ lxcpath }}"
+        xen_dir: "{{ work }}/xen"
+        vz_dir: "{{ work }}/vz"
+        inventory: "{{ work }}/inventory.yml"
+        bin_dir: "{{ bin_dir }}"
+      when: not ansible_check_mode or (lxcpath + '/web7') is directory
+"""
+
+
+@pytest.mark.root
+@pytest.mark.network
+@pytest.mark.slow
+def test_build_install_lxc_and_reidentify_on_the_controller(tmp_path, ansible_env):
+    """build, install_lxc and reidentify in a play for localhost: check mode changes nothing, the run does each
+    step, a second run (and a second check) reports changed=0."""
+    from tests.conftest import DEFAULT_RECIPE, mirror_reason
+
+    if mirror_reason():
+        pytest.skip(mirror_reason())
+    work = tmp_path / "work"
+    work.mkdir()
+    book = tmp_path / "controller.yml"
+    book.write_text(CONTROLLER_PLAYBOOK)
+    play = ["ansible-playbook", "-i", "localhost,", str(book), "-e", f"work={work}", "-e", f"bin_dir={BIN}",
+            "-e", f"recipe={DEFAULT_RECIPE}"]
+    env = dict(ansible_env, IMGBUILD_INVENTORY=str(work / "inventory.yml"))
+
+    r = run([*play, "--check", "--diff"], env)
+    assert recap(r.stdout)["localhost"]["changed"] == 2 and "would build" in r.stdout, r.stdout
+    assert not list(work.rglob("*")), list(work.rglob("*"))                   # nothing made, not even out/
+
+    r = run(play, env, timeout=900)
+    assert recap(r.stdout)["localhost"]["changed"] == 3, r.stdout
+    cdir = work / "lxc" / "web7"
+    assert (cdir / "rootfs/etc/hostname").read_text() == "web8\n"
+    assert "10.0.3.77" in (cdir / "rootfs/etc/network/interfaces").read_text()
+    assert json.loads((cdir / "imgbuild-source.json").read_text())["output"] == str(work / "out/debian12")
+
+    state = tree_state(cdir)
+    for mode in ([], ["--check", "--diff"]):
+        r = run([*play, *mode], env, timeout=900)
+        assert recap(r.stdout)["localhost"]["changed"] == 0, (mode, r.stdout)
+    assert tree_state(cdir) == state
+
+
 def test_collection_files_are_what_galaxy_needs():
     col = REPO / "collection"
     assert (col / "galaxy.yml").is_file() and (col / "README.md").is_file() and (col / "meta/runtime.yml").is_file()

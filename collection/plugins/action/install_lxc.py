@@ -61,6 +61,9 @@ class ActionModule(ImgbuildAction):
         output = args["output"]
         manifest = os.path.join(output, "manifest.json")
         m = _json(manifest)
+        if m is None and self.check_mode and not os.path.exists(manifest):
+            # check mode after a build that ran in check mode too: the real run builds it first
+            return {"changed": True, "output": output, "msg": f"would install {output} (not built yet)"}
         if m is None:
             raise AnsibleActionFail(f"{manifest}: not there or not readable: not a built output "
                                     "(build it first: imgbuild.guests.build)")
