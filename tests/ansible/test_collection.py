@@ -125,6 +125,56 @@ def test_action_plugins_build_argv_lists(ansible_env):
     assert a["refused"] == "hostname: goes with state=installed, not state=started"
 
 
+FAKE_MIGRATE = """#!/usr/bin/python3
+import json, os, sys
+with open(os.environ["FAKE_LOG"], "a") as f:
+    f.write(json.dumps(sys.argv[1:]) + "\\n")
+if "--result-json" in sys.argv:
+    with open(sys.argv[sys.argv.index("--result-json") + 1], "w") as f:
+        json.dump({"create": [], "change": [], "delete": [], "bytes": 0, "changed": False, "lines": []}, f)
+if "--fail" in os.environ.get("FAKE_MODE", ""):
+    sys.stderr.write("error: it went wrong\\nhint: do this instead\\n")
+    sys.exit(2)
+"""
+
+FAKE_PLAY = """
+- hosts: all
+  gather_facts: false
+  tasks:
+    - imgbuild.guests.push: {source: /srv/t, dest: /srv/os}
+    - imgbuild.guests.chroot: {dest: /srv/os, state: enabled, via: rc.local, port: 2299,
+                              ssh_options: [ConnectTimeout=5]}
+"""
+
+
+def test_the_inventory_names_the_host_its_port_and_user(tmp_path, ansible_env):
+    """ansible_host, ansible_port and ansible_user become imgbuild's HOST (after `--`), --port and user@; `host`,
+    `port` and `user` options win; nothing reaches the hosts but the command imgbuild runs (a stand-in here)."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "migrate").write_text(FAKE_MIGRATE)
+    (bindir / "migrate").chmod(0o755)
+    inventory = tmp_path / "hosts.ini"
+    inventory.write_text("[g]\nweb1 ansible_host=192.0.2.11 ansible_port=3843 ansible_user=admin\nweb2\n")
+    book = tmp_path / "play.yml"
+    book.write_text(FAKE_PLAY)
+    log = tmp_path / "argv.log"
+    env = dict(ansible_env, FAKE_LOG=str(log))
+    r = run(["ansible-playbook", "-i", str(inventory), str(book), "-e", f"imgbuild_bin_dir={bindir}"], env)
+    assert all(row["failed"] == 0 and row["changed"] == 0 for row in recap(r.stdout).values()), r.stdout
+    calls = [json.loads(line) for line in log.read_text().splitlines()]
+    push = {c[-1]: c for c in calls if c[0] == "push"}
+    assert push["admin@192.0.2.11"][-4:-2] == ["--port", "3843"] and push["web2"][-2] == "--", push
+    enable = {c[-1]: c for c in calls if c[0] == "chroot-enable"}
+    assert enable["admin@192.0.2.11"][-6:] == ["--port", "2299", "--ssh-option", "ConnectTimeout=5", "--",
+                                              "admin@192.0.2.11"], enable
+
+    # the CLI's error: and hint: lines are the failed task's message
+    r = run(["ansible-playbook", "-i", str(inventory), str(book), "-e", f"imgbuild_bin_dir={bindir}", "--limit",
+             "web2"], dict(env, FAKE_MODE="--fail"), check=False)
+    assert _failures(r.stdout)[0]["msg"] == "error: it went wrong hint: do this instead", r.stdout
+
+
 def comparable(state: dict) -> dict:
     """What a push sends (protected and never-sent paths left out)."""
     skip = ("etc/hostname", "etc/ssh/ssh_host_ed25519_key", "tmp/scratch", ".", ".imgbuild-push")

@@ -11,7 +11,7 @@ SPEC = dict(
     hostname=dict(type="str"),
     ips=dict(type="list", elements="str", default=[]),
     macs=dict(type="list", elements="str", default=[]),
-    variables=dict(type="dict", default={}, no_log=True),
+    variables=dict(type="dict", default={}),
     files=dict(type="list", elements="str", default=[]),
     force=dict(type="bool", default=False),
     inventory=dict(type="path"),

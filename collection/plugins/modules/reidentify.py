@@ -42,7 +42,7 @@ options:
   variables:
     description:
       - Template variables for the guest's imgbuild templates (C(--set VAR=VALUE), each value given as JSON).
-        Kept out of the task's result (no_log).
+        Not masked; in diff mode the diff shows the files they render into.
     type: dict
     default: {}
   files:

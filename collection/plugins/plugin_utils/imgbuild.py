@@ -158,7 +158,7 @@ class ImgbuildAction(ActionBase):
         return r
 
     def finish(self, result: dict) -> dict:
-        """The result with every no_log value (e.g. template variables) masked."""
+        """The result with the value of every option marked no_log masked."""
         return remove_values(result, getattr(self, "_no_log", set()))
 
     def run(self, tmp=None, task_vars=None):
