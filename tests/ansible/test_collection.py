@@ -233,6 +233,19 @@ def test_example_playbook_check_then_run_then_nothing_to_do(request, tmp_path, a
                                                            for row in rows.values()), (mode, r.stdout)
         assert trees(hosts) == done
 
+        # the other chroot states on one host: enabled (an rc.local block: these hosts run no systemd) and disabled,
+        # each changed once then not; stopped with nothing running is no change; check mode changes nothing
+        states = tmp_path / "states.yml"
+        states.write_text(STATES_PLAYBOOK)
+        states_play = ["ansible-playbook", "-i", str(inventory), "--limit", "a", str(states), *extra]
+        before = trees(hosts)["a"]
+        r = run([*states_play, "--check", "-e", "checking=1"], ansible_env)
+        assert recap(r.stdout)["a"]["failed"] == 0 and trees(hosts)["a"] == before, r.stdout
+        r = run(states_play, ansible_env)
+        assert recap(r.stdout)["a"]["failed"] == 0, r.stdout
+        assert "imgbuild chroot" not in (hosts[0].root / "etc/rc.local").read_text()
+        done = trees(hosts)
+
         # bad input: imgbuild's own refusal, no traceback, the host unchanged
         bad = tmp_path / "bad.yml"
         bad.write_text(BAD_PLAYBOOK)
@@ -248,6 +261,26 @@ def test_example_playbook_check_then_run_then_nothing_to_do(request, tmp_path, a
         assert "not a host name" in badhost["msg"], badhost
         assert trees(hosts)["a"] == done["a"]
 
+
+STATES_PLAYBOOK = """
+- hosts: guests
+  gather_facts: false
+  module_defaults:
+    group/imgbuild.guests.all:
+      ssh_config: "{{ imgbuild_ssh_config }}"
+      bin_dir: "{{ imgbuild_bin_dir }}"
+  tasks:
+    - {imgbuild.guests.chroot: {dest: "{{ imgbuild_dest }}", state: enabled}, register: e1}
+    - {imgbuild.guests.chroot: {dest: "{{ imgbuild_dest }}", state: enabled}, register: e2}
+    - {imgbuild.guests.chroot: {dest: "{{ imgbuild_dest }}", state: disabled}, register: d1}
+    - {imgbuild.guests.chroot: {dest: "{{ imgbuild_dest }}", state: disabled}, register: d2}
+    - {imgbuild.guests.chroot: {dest: "{{ imgbuild_dest }}", state: stopped}, register: s1}
+    - name: each state changed once, then not (in check mode nothing is done, so each says it would)
+      assert:
+        that: "{{ ['e1 is changed', 'e2 is changed', 'd1 is not changed', 'd2 is not changed', 's1 is not changed']
+                  if checking | default(false) else
+                  ['e1 is changed', 'e2 is not changed', 'd1 is changed', 'd2 is not changed', 's1 is not changed'] }}"
+"""
 
 BAD_PLAYBOOK = """
 - hosts: guests
