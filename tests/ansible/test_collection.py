@@ -262,6 +262,47 @@ def test_example_playbook_check_then_run_then_nothing_to_do(request, tmp_path, a
         assert trees(hosts)["a"] == done["a"]
 
 
+START_PLAYBOOK = """
+- hosts: all
+  gather_facts: false
+  module_defaults:
+    group/imgbuild.guests.all:
+      ssh_config: "{{ ssh_config }}"
+      bin_dir: "{{ bin_dir }}"
+  tasks:
+    - imgbuild.guests.push: {source: "{{ source }}", dest: "{{ dest }}"}
+    - imgbuild.guests.chroot: {dest: "{{ dest }}", state: installed, hostname: newos}
+    - {imgbuild.guests.chroot: {dest: "{{ dest }}", state: started, wait: 20}, register: s1}
+    - {imgbuild.guests.chroot: {dest: "{{ dest }}", state: started}, register: s2}
+    - {imgbuild.guests.chroot: {dest: "{{ dest }}", state: stopped}, register: t1}
+    - {imgbuild.guests.chroot: {dest: "{{ dest }}", state: stopped}, register: t2}
+    - assert:
+        that: [s1 is changed, s2 is not changed, t1 is changed, t2 is not changed]
+"""
+
+
+@pytest.mark.root
+@pytest.mark.network
+@pytest.mark.slow
+def test_chroot_started_then_stopped_each_once(sshhost, tmp_path, ansible_env):
+    """A real OS tree (the test hosts' own base, with sshd) pushed, installed, started (its sshd answers on port 22
+    of the host), started again (no change), stopped, stopped again (no change)."""
+    from tests.support.sshhost import base_tree
+
+    inventory = tmp_path / "hosts.ini"
+    inventory.write_text("target\n")
+    book = tmp_path / "start.yml"
+    book.write_text(START_PLAYBOOK)
+    try:
+        r = run(["ansible-playbook", "-i", str(inventory), str(book), "-e", f"source={base_tree()}", "-e",
+                 f"dest={DEST}", "-e", f"ssh_config={sshhost.ssh_config}", "-e", f"bin_dir={BIN}"], ansible_env)
+        assert recap(r.stdout)["target"]["failed"] == 0, r.stdout
+        assert sshhost.tcp_banner(22, timeout=1) is None and sshhost.tcp_banner(2222).startswith("SSH-2.0")
+    finally:
+        subprocess.run([str(BIN / "migrate"), "chroot-stop", "target", "--ssh-config", str(sshhost.ssh_config),
+                        "--dest", DEST], capture_output=True, timeout=120, stdin=subprocess.DEVNULL)
+
+
 STATES_PLAYBOOK = """
 - hosts: guests
   gather_facts: false
