@@ -26,7 +26,7 @@ from builder.build.targets.lxc import (
 from builder.core import checks
 from builder.core import proc as runner
 from builder.core.errors import InputError
-from builder.core.outputs import exchange, write_atomic
+from builder.core.outputs import exchange, sha256, write_atomic
 from builder.core.untrusted import read_file
 from builder.guestconf.lxc import BRIDGE_HINT, config_dir, missing_links, relocate
 from builder.identity import engine
@@ -34,6 +34,9 @@ from builder.identity.guest import Guest
 from builder.identity.reidentify import Where, reidentify
 
 log = logging.getLogger("imgbuild")
+# in the container's directory: which output it was installed from (its manifest's sha256), so that a tool can
+# tell an install of the same output again (the Ansible collection's install_lxc: changed=false)
+SOURCE_FILE = "imgbuild-source.json"
 
 
 def _hostname_for(name: str) -> str | None:
@@ -87,6 +90,8 @@ def install(output: Path, name: str | None = None, lxcpath: str = DEFAULT_LXCPAT
         if dropped:
             log.warning("this host's devices cgroup is %s: left out %s", host_cgroup(), ", ".join(dropped))
         _unpack(files, part, config, old, str(dest))
+        write_atomic(part / SOURCE_FILE, json.dumps({"output": str(output.resolve()),
+                                                     "manifest_sha256": sha256(output / "manifest.json")}))
         staged = Guest("lxc", name, f"lxc:{dest}", part, ("lxc", part / "config"))
         destination(lxcpath, name, force, what or "--name")    # again: nothing came or started meanwhile
         try:

@@ -162,6 +162,16 @@ def build(loaded: Loaded, output: Path, keep_tree: bool = False, use_cache: bool
         lock.release()
 
 
+def up_to_date(loaded: Loaded, output: Path, keep_tree: bool = False, use_cache: bool = True,
+               force: bool = False) -> bool:
+    """Whether build() would find OUTPUT/NAME up to date and do nothing (the same check, after the same
+    preflight: the mirror's index is read); builds nothing."""
+    if force or keep_tree or not use_cache:
+        return False
+    build_key = uptodate.key(loaded, preflight(loaded))
+    return bool(build_key) and uptodate.current(Path(output).resolve() / loaded.recipe.name, build_key)
+
+
 def _build_locked(loaded: Loaded, pre: Preflight, output: Path, t0: float, keep_tree: bool, use_cache: bool,
                   force: bool) -> Path:
     r = loaded.recipe

@@ -49,9 +49,13 @@ Exit status: 0 ok, 1 build failed, 2 bad input (recipe, options), 130 interrupte
               "and that are not running.")
 @click.option("--lxcpath", type=NONEMPTY, default="/var/lib/lxc", show_default=True,
               help="With --install-lxc: LXC's directory.")
+@click.option("-n", "--dry-run", is_flag=True, help="Say whether OUTPUT/NAME is up to date or would be built (the "
+              "recipe checked, the mirror's index read); build nothing.")
+@click.option("--result-json", type=click.Path(dir_okay=False, path_type=Path), hidden=True)
 @verbosity
 def build(recipe: Path, output: Path, overrides: tuple[str, ...], keep_tree: bool, no_cache: bool, force: bool,
-          install_lxc: bool, lxcpath: str, verbose: int, quiet: bool, debug: bool) -> None:
+          install_lxc: bool, lxcpath: str, dry_run: bool, result_json: Path | None, verbose: int, quiet: bool,
+          debug: bool) -> None:
     """Build RECIPE into OUTPUT/NAME/ (tarball, guest configs, manifest.json).
 
     Everything that can be checked first is: the recipe, the bootstrap method, the mirror and every requested
@@ -75,13 +79,33 @@ def build(recipe: Path, output: Path, overrides: tuple[str, ...], keep_tree: boo
             raise InputError("--install-lxc needs root (LXC's directory is root's)",
                              f"build without it, then as root: imgbuild install-lxc {output}/{loaded.recipe.name}")
     _check_build_destinations(loaded.recipe, output, keep_tree, lxcpath if install_lxc else None)
+    if dry_run:
+        final = Path(output).resolve() / loaded.recipe.name
+        current = build_mod.up_to_date(loaded, output, keep_tree=keep_tree, use_cache=not no_cache, force=force)
+        click.echo(f"{final} is up to date: nothing to build" if current else f"would build {final}")
+        if result_json:
+            outputs.write_atomic(result_json, json.dumps({"changed": not current, "output": str(final)}))
+        return
     if os.geteuid() != 0:
         unpriv.reexec()   # the same command again, as root of a user namespace of its own
+    before = _manifest_id(Path(output).resolve() / loaded.recipe.name)
     final = build_mod.build(loaded, output, keep_tree=keep_tree, use_cache=not no_cache, force=force)
     click.echo(str(final))
+    if result_json:     # an up-to-date output keeps its manifest.json (a build swaps in a new directory)
+        outputs.write_atomic(result_json, json.dumps({"changed": _manifest_id(final) != before,
+                                                      "output": str(final)}))
     if install_lxc:
         click.get_current_context().invoke(lazy.load(INSTALL_LXC, "install-lxc"), output=final, lxcpath=lxcpath,
                                            force=True, verbose=verbose, quiet=quiet, debug=debug)
+
+
+def _manifest_id(final: Path) -> tuple[int, int, int, int] | None:
+    """OUTPUT/NAME/manifest.json's identity (device, inode, size, mtime): another one after a build that built."""
+    try:
+        st = (final / "manifest.json").stat()
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
 
 
 def _check_cache_limits() -> None:

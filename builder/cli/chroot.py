@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from builder.cli.common import apply_verbosity, log, verbosity
-from builder.cli.fanout import fanout_options
+from builder.cli.fanout import FanOut, fanout_options
 from builder.cli.ssh import ssh_options
 from builder.migrate import chroot as cd
 from builder.migrate.push import check_dest
@@ -42,6 +42,13 @@ def _remote(ctx, fan, host, ssh, dest, dry_run=False, check=None):
     return Remote(host, ssh, dry_run=dry_run), dest
 
 
+def _result(fan: FanOut, changed: bool, lines: list[str], summary: str, paths: list[str] | None = None) -> None:
+    """What the command did, for the --hosts table (summary) and for scripts such as the Ansible collection's
+    `chroot` module (the hidden --result-json FILE: {"changed", "lines", "paths", "summary"}): whether it
+    changed (with --dry-run: would change) anything."""
+    fan.report({"changed": changed, "lines": lines, "paths": paths or [], "summary": summary})
+
+
 def _echo(text: str) -> None:
     """Print what the host's boot script said (its output: shown without terminal control characters)."""
     for line in text.rstrip().splitlines()[:500]:
@@ -62,7 +69,8 @@ def _echo(text: str) -> None:
 @ssh_options
 @verbosity
 @click.pass_context
-def chroot_install(ctx, host, dest, services, hostname, ssh_port, dry_run, fan, ssh, verbose, quiet, debug) -> None:
+def chroot_install(ctx, host, dest, services, hostname, ssh_port, dry_run, fan, ssh, verbose, quiet,
+                   debug) -> None:
     """Put the boot script (DIR/usr/local/sbin/imgbuild-chroot start|stop|status) and the escape helper
     (DIR/usr/local/sbin/chroot-escape) into the tree pushed to DIR on HOST.
 
@@ -81,10 +89,11 @@ def chroot_install(ctx, host, dest, services, hostname, ssh_port, dry_run, fan, 
         return
     req = cd.InstallRequest(checked, services, hostname, ssh_port, dry_run)
     with remote.session():
-        done = cd.install(remote, req)
+        done, changed = cd.install_changes(remote, req)
     for line in done:
         click.echo(("would " if dry_run else "") + line)
-    fan.report({"summary": f"{'would install' if dry_run else 'installed'} the boot script in {checked}"})
+    verb = ("would install" if dry_run else "installed") if changed else "already installed"
+    _result(fan, bool(changed), done, f"{verb}: the boot script in {checked}", changed)
 
 
 @click.command("chroot-start", epilog=ORDER)
@@ -116,14 +125,16 @@ def chroot_start(ctx, host, dest, ports, wait, dry_run, fan, ssh, verbose, quiet
     if dry_run:
         click.echo(f"ports free for the new system on {host}: {r.new_port}"
                    f"{' (already running)' if r.already_running else ''}; would run {dest}{cd.BOOT} start")
-        fan.report({"summary": f"would start; port {r.new_port} free"})
+        _result(fan, not r.already_running, [] if r.already_running else [f"start {dest}"],
+                "already running" if r.already_running else f"would start; port {r.new_port} free")
         return
     _echo(r.output)
     cd.check_started(r, host)
     log.info("%s: the new system answers on %s:%d (%s); the host's sshd still answers on %d",
              host, r.address, r.new_port, r.new_banner, r.backdoor_port)
-    fan.report({"summary": f"{'was running' if r.already_running else 'started'}; answers on port {r.new_port}"})
     log.info("when it works as it should: migrate chroot-enable %s --dest %s", host, dest)
+    _result(fan, not r.already_running, r.output.splitlines(),
+            f"{'was running' if r.already_running else 'started'}; answers on port {r.new_port}")
 
 
 @click.command("chroot-stop")
@@ -141,8 +152,9 @@ def chroot_stop(ctx, host, dest, dry_run, fan, ssh, verbose, quiet, debug) -> No
     if remote is None:
         return
     with remote.session():
-        _echo(cd.stop(remote, dest, dry_run))
-    fan.report({"summary": "would stop" if dry_run else "stopped"})
+        text, was_up = cd.stop_changes(remote, dest, dry_run)
+    _echo(text)
+    _result(fan, was_up, text.splitlines(), ("would stop" if dry_run else "stopped") if was_up else "not running")
 
 
 @click.command("chroot-status")
@@ -160,7 +172,7 @@ def chroot_status(ctx, host, dest, fan, ssh, verbose, quiet, debug) -> None:
         return
     text = cd.status(remote, dest)
     _echo(text)
-    fan.report({"summary": shown(" / ".join(text.strip().splitlines()[:3]), 200)})
+    _result(fan, False, text.splitlines(), shown(" / ".join(text.strip().splitlines()[:3]), 200))
 
 
 @click.command("chroot-enable", epilog=ORDER)
@@ -181,9 +193,9 @@ def chroot_enable(ctx, host, dest, via, dry_run, fan, ssh, verbose, quiet, debug
     if remote is None:
         return
     with remote.session():
-        said = cd.enable(remote, dest, via, dry_run)
-    click.echo(said)
-    fan.report({"summary": said.splitlines()[0]})
+        text, changed = cd.enable_changes(remote, dest, via, dry_run)
+    click.echo(text)
+    _result(fan, changed, text.splitlines(), text.splitlines()[0] if text else "")
 
 
 @click.command("chroot-disable")
@@ -205,6 +217,6 @@ def chroot_disable(ctx, host, dest, dry_run, fan, ssh, verbose, quiet, debug) ->
         done = cd.disable(remote, dest, dry_run)
     for line in done or ["nothing to undo: it is not set to start at boot"]:
         click.echo(("would " if dry_run and done else "") + line)
-    fan.report({"summary": ("would " if dry_run and done else "") + (done[0] if done else "nothing to undo")})
+    _result(fan, bool(done), done, ("would " if dry_run and done else "") + (done[0] if done else "nothing to undo"))
 
 

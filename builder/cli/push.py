@@ -27,7 +27,8 @@ Never sent (the contents of): /proc /sys /run /tmp /var/tmp /mnt /media, and eve
 left alone (a running chroot's /proc, /dev, /lib/modules).
 Protected (kept on the receiver, never sent, never deleted): /etc/hostname, /etc/machine-id, ssh host keys,
 /etc/hosts, /etc/resolv.conf, /etc/fstab, network config (interfaces, ifcfg-*, netplan, networkd, NM,
-70-persistent-net.rules). --unprotect PATH sends one of them anyway. Those the source has and HOST lacks
+70-persistent-net.rules), the chroot's boot script and escape helper (/usr/local/sbin/imgbuild-chroot,
+chroot-escape). --unprotect PATH sends one of them anyway. Those the source has and HOST lacks
 are named ("not sent ..."); `migrate chroot-install` gives a pushed tree its own.
 Refused (nothing changed; --force overrides): --dest / and the remote system's own trees and everything
 inside them (/usr, /etc, /boot, /root, /lib, /var/lib, /var/log ...; /usr/local/NAME is fine), the

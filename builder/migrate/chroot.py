@@ -257,15 +257,63 @@ def _tree_file_script(root: str, rel: str, mode: int) -> str:
 
 
 def _sshd_port_script(port: int) -> str:
+    """sh: Port N in the tree's sshd_config (every Port line becomes it, or one is added); says `changed=` when it
+    was not so already; with $DRY set, only says so."""
     return (f'C="$D/etc/ssh/sshd_config"; if [ -L "$D/etc/ssh" ] || [ -L "$C" ]; then '
             f'echo "$C is a symlink: Port {port} not set" >&2; exit 3; elif [ -f "$C" ]; then '
             f'if grep -qi "^[[:space:]]*Port[[:space:]]" "$C"; then '
-            f'sed -i "s/^[[:space:]]*[Pp]ort[[:space:]].*/Port {port}/" "$C"; else echo "Port {port}" >> "$C"; fi; fi')
+            f'if grep -i "^[[:space:]]*Port[[:space:]]" "$C" | grep -qvx "Port {port}"; then '
+            f'echo changed=/etc/ssh/sshd_config; [ -n "$DRY" ] || '
+            f'sed -i "s/^[[:space:]]*[Pp]ort[[:space:]].*/Port {port}/" "$C"; fi; '
+            f'else echo changed=/etc/ssh/sshd_config; [ -n "$DRY" ] || echo "Port {port}" >> "$C"; fi; fi')
+
+
+def _when(cond: str, action: str, what: str) -> str:
+    """sh: if COND, say `changed=WHAT` and (unless $DRY is set) do ACTION."""
+    return f'if {cond}; then echo {shlex.quote("changed=" + what)}; if [ -z "$DRY" ]; then {action}; fi; fi'
+
+
+def _read_script(path: str) -> str:
+    """sh: `yes` and the file's text when PATH is an executable regular file (not a link), else `no`."""
+    q = shlex.quote(path)
+    return f"if [ -f {q} ] && [ ! -L {q} ] && [ -x {q} ]; then echo yes; cat {q}; else echo no; fi"
+
+
+# the tree's directories chroot-install writes into: their times are kept, so that the next push of the same
+# tree finds nothing to change in them
+KEEP_TIMES = ("etc", "etc/ssh", "etc/network", "etc/sysconfig", "usr/local/sbin", "usr/local", "usr")
+
+
+def _keeping_times(writers: list[str], texts: list[str], script: str, root: str) -> str:
+    """sh: each writer script fed its text (stdin holds the texts one after the other, each ending in a newline),
+    then SCRIPT; the tree's directories it writes into (KEEP_TIMES) keep the times they had before."""
+    keep = " ".join(KEEP_TIMES)
+    out = ["set -e", f"D={shlex.quote(root)}", 'R=$(mktemp -d)', "trap 'rm -rf \"$R\"' EXIT",
+           f'for d in {keep}; do if [ -d "$D/$d" ] && [ ! -L "$D/$d" ]; then '
+           'touch -r "$D/$d" "$R/t-$(printf %s "$d" | tr / _)"; fi; done', *(['cat > "$R/in"'] if writers else [])]
+    first = 1
+    for i, (writer, text) in enumerate(zip(writers, texts)):
+        if not text.endswith("\n"):
+            raise ValueError("a script written into the tree must end with a newline")
+        last = first + text.count("\n") - 1
+        out += [f'sed -n "{first},{last}p" "$R/in" > "$R/w{i}"', f'( {writer}\n) < "$R/w{i}"']
+        first = last + 1
+    out += [f"( {script}\n)",
+            f'for d in {keep}; do t="$R/t-$(printf %s "$d" | tr / _)"; '
+            'if [ -e "$t" ] && [ -d "$D/$d" ] && [ ! -L "$D/$d" ]; then touch -r "$t" "$D/$d"; fi; done']
+    return "\n".join(out)
 
 
 def install(remote: Remote, req: InstallRequest) -> list[str]:
     """Write the boot script and the escape helper into the tree on the host; fill in what the push protected.
     Returns what was (or, with dry_run, would be) done."""
+    return install_changes(remote, req)[0]
+
+
+def install_changes(remote: Remote, req: InstallRequest) -> tuple[list[str], list[str]]:
+    """install(), and the paths in the tree it changed (with dry_run: would change): none when the tree had all
+    of it already, so a second install with the same request changes nothing (the boot script and the escape
+    helper are written only when they differ; every other file only where it is missing or different)."""
     check_install(req)
     st = host_state(remote, req.dest)
     if not st.has_tree:
@@ -279,43 +327,57 @@ def install(remote: Remote, req: InstallRequest) -> list[str]:
     done = [f"write {root}{BOOT} (start|stop|status; binds {' '.join(BINDS)}; "
             f"services: {' '.join(services) or 'none'})",
             f"write {root}{ESCAPE} (runs a command in the host's real root)"]
-    # nothing here writes through a symlink of the tree: etc/ is checked, files are replaced by rename
+    # nothing here writes through a symlink of the tree: etc/ is checked, files are replaced by rename; each
+    # step says `changed=PATH` when it changes (with $DRY: would change) something
     script = ["set -e", f"D={shlex.quote(root)}", *_no_links("/etc")]
     if req.hostname:
-        script.append(f'rm -f "$D/etc/.hostname.imgbuild-tmp"; '
-                      f'printf "%s\\n" {shlex.quote(req.hostname)} > "$D/etc/.hostname.imgbuild-tmp"; '
-                      'mv -f "$D/etc/.hostname.imgbuild-tmp" "$D/etc/hostname"')
+        script.append(_when(f'[ -L "$D/etc/hostname" ] || [ "$(cat "$D/etc/hostname" 2>/dev/null)" != '
+                            f'{shlex.quote(req.hostname)} ]',
+                            'rm -f "$D/etc/.hostname.imgbuild-tmp"; '
+                            f'printf "%s\\n" {shlex.quote(req.hostname)} > "$D/etc/.hostname.imgbuild-tmp"; '
+                            'mv -f "$D/etc/.hostname.imgbuild-tmp" "$D/etc/hostname"', "/etc/hostname"))
         done.append(f"set {root}/etc/hostname to {req.hostname}")
     else:
-        script.append('if [ ! -L "$D/etc/hostname" ] && [ ! -s "$D/etc/hostname" ] && [ -f /etc/hostname ]; then '
-                      'rm -f "$D/etc/.hostname.imgbuild-tmp"; cat /etc/hostname > "$D/etc/.hostname.imgbuild-tmp"; '
-                      'mv -f "$D/etc/.hostname.imgbuild-tmp" "$D/etc/hostname"; fi')
-    script += ['for f in resolv.conf hosts; do [ -e "$D/etc/$f" ] || [ -L "$D/etc/$f" ] || cp -L /etc/$f "$D/etc/$f" '
-               '2>/dev/null || true; done',
-               'if [ ! -L "$D/etc/machine-id" ] && [ ! -s "$D/etc/machine-id" ]; then '
-               'rm -f "$D/etc/.machine-id.imgbuild-tmp"; '
-               'tr -d - < /proc/sys/kernel/random/uuid > "$D/etc/.machine-id.imgbuild-tmp"; '
-               'chmod 444 "$D/etc/.machine-id.imgbuild-tmp"; '
-               'mv -f "$D/etc/.machine-id.imgbuild-tmp" "$D/etc/machine-id"; fi']
+        script.append(_when('[ ! -L "$D/etc/hostname" ] && [ ! -s "$D/etc/hostname" ] && [ -f /etc/hostname ]',
+                            'rm -f "$D/etc/.hostname.imgbuild-tmp"; cat /etc/hostname > '
+                            '"$D/etc/.hostname.imgbuild-tmp"; mv -f "$D/etc/.hostname.imgbuild-tmp" "$D/etc/hostname"',
+                            "/etc/hostname"))
+    script += ['for f in resolv.conf hosts; do if [ ! -e "$D/etc/$f" ] && [ ! -L "$D/etc/$f" ] && [ -e /etc/$f ]; '
+               'then echo "changed=/etc/$f"; [ -n "$DRY" ] || cp -L /etc/$f "$D/etc/$f" 2>/dev/null || true; fi; done',
+               _when('[ ! -L "$D/etc/machine-id" ] && [ ! -s "$D/etc/machine-id" ]',
+                     'rm -f "$D/etc/.machine-id.imgbuild-tmp"; '
+                     'tr -d - < /proc/sys/kernel/random/uuid > "$D/etc/.machine-id.imgbuild-tmp"; '
+                     'chmod 444 "$D/etc/.machine-id.imgbuild-tmp"; '
+                     'mv -f "$D/etc/.machine-id.imgbuild-tmp" "$D/etc/machine-id"', "/etc/machine-id")]
     done.append("give it the host's resolv.conf and hosts, a host name and a machine-id where it has none")
     for rel, text, why in CHROOT_FILES:
         d = rel.rsplit("/", 1)[0]
         tmp = f'"$D{rel}.imgbuild-tmp"'
-        script.append(f'if [ -d "$D{d}" ] && [ ! -L "$D{d}" ] && [ ! -e "$D{rel}" ] && [ ! -L "$D{rel}" ]; then '
-                      f'rm -f {tmp}; printf %s {shlex.quote(text)} > {tmp}; mv -f {tmp} "$D{rel}"; fi')
+        script.append(_when(f'[ -d "$D{d}" ] && [ ! -L "$D{d}" ] && [ ! -e "$D{rel}" ] && [ ! -L "$D{rel}" ]',
+                            f'rm -f {tmp}; printf %s {shlex.quote(text)} > {tmp}; mv -f {tmp} "$D{rel}"', rel))
         done.append(f"write {rel} if the tree has {d}/ but no {rel.rsplit('/', 1)[1]} ({why})")
     if st.ssh_keygen:
-        script.append('ls "$D"/etc/ssh/ssh_host_*_key >/dev/null 2>&1 || chroot "$D" /usr/bin/ssh-keygen -A >/dev/null')
+        script.append(_when('! ls "$D"/etc/ssh/ssh_host_*_key >/dev/null 2>&1',
+                            'chroot "$D" /usr/bin/ssh-keygen -A >/dev/null', "/etc/ssh/ssh_host_*_key"))
         done.append("make ssh host keys of its own if it has none (ssh-keygen -A inside)")
     if req.ssh_port:
         script.append(_sshd_port_script(int(req.ssh_port)))
         done.append(f"set Port {req.ssh_port} in its sshd_config")
+    writes = [(BOOT, boot_script(root, services)), (ESCAPE, escape_script())]
+    changed = []
+    for rel, text in writes:
+        head, _, old = remote.sh(_read_script(root + rel), what=f"reading {root}{rel}").stdout.partition("\n")
+        if head != "yes" or old != text:
+            changed.append(rel)
     if req.dry_run:
-        return done
-    remote.sh(_tree_file_script(root, BOOT, 0o755), input=boot_script(root, services), what=f"writing {root}{BOOT}")
-    remote.sh(_tree_file_script(root, ESCAPE, 0o755), input=escape_script(), what=f"writing {root}{ESCAPE}")
-    remote.sh("\n".join(script), what=f"preparing {root}")
-    return done
+        out = remote.sh("DRY=1\n" + "\n".join(script), what=f"looking at {root}").stdout
+    else:
+        texts = [text for rel, text in writes if rel in changed]
+        out = remote.sh(_keeping_times([_tree_file_script(root, rel, 0o755) for rel, _ in writes if rel in changed],
+                                       texts, "DRY=\n" + "\n".join(script), root),
+                        input="".join(texts) or None, what=f"preparing {root}").stdout
+    changed += [line[8:] for line in out.splitlines()[:100] if line.startswith("changed=/")]
+    return done, [f"{root}{rel}" for rel in dict.fromkeys(changed)]
 
 
 # ------------------------------------------------------------------ start, stop, status
@@ -369,13 +431,21 @@ def start(remote: Remote, dest: str, extra_ports: tuple[int, ...] = (), dry_run:
 
 
 def stop(remote: Remote, dest: str, dry_run: bool = False) -> str:
+    return stop_changes(remote, dest, dry_run)[0]
+
+
+def stop_changes(remote: Remote, dest: str, dry_run: bool = False) -> tuple[str, bool]:
+    """stop(), and whether anything was (with dry_run: is) there to stop: a process in the chroot or a mount
+    below it."""
     st = host_state(remote, dest)
     if not st.installed:
         raise InputError(f"{remote.host}:{dest}{BOOT} is not there", "nothing to stop")
+    boot = shlex.quote(st.real_dest + BOOT)
+    before = remote.sh(f"{boot} status", check=False, what="the boot script").stdout.splitlines()
+    up = bool(st.chroot_pids) or not {"mounts: none", "processes: none"} <= set(before)
     if dry_run:
-        return f"would stop {len(st.chroot_pids)} processes in {st.real_dest} and undo its mounts"
-    return remote.sh(f"{shlex.quote(st.real_dest + BOOT)} stop; {shlex.quote(st.real_dest + BOOT)} status || true",
-                     what="the boot script").stdout
+        return f"would stop {len(st.chroot_pids)} processes in {st.real_dest} and undo its mounts", up
+    return remote.sh(f"{boot} stop; {boot} status || true", what="the boot script").stdout, up
 
 
 def status(remote: Remote, dest: str) -> str:
@@ -457,6 +527,12 @@ def _via(st: HostState, via: str | None) -> str:
 
 
 def enable(remote: Remote, dest: str, via: str | None = None, dry_run: bool = False) -> str:
+    return enable_changes(remote, dest, via, dry_run)[0]
+
+
+def enable_changes(remote: Remote, dest: str, via: str | None = None, dry_run: bool = False) -> tuple[str, bool]:
+    """enable(), and whether it changed (with dry_run: would change) anything: a unit already written as it
+    would be and linked, or an rc.local that already has the block, is left as it is."""
     st = host_state(remote, dest)
     if not st.installed:
         raise InputError(f"{remote.host}:{dest}{BOOT} is not there; nothing was changed",
@@ -465,22 +541,26 @@ def enable(remote: Remote, dest: str, via: str | None = None, dry_run: bool = Fa
     if how == "unit":
         unit = unit_name(dest)
         path = f"/etc/systemd/system/{unit}"
+        text = unit_text(st.real_dest)
+        linked = remote.sh(f"if [ -L {shlex.quote(WANTS + unit)} ]; then echo yes; fi", what="looking at the unit")
+        if remote.read_text(path) == text and linked.stdout.strip() == "yes":
+            return f"{path} already starts it", False
         if dry_run:
-            return f"would write {path} and link it into multi-user.target.wants"
-        remote.write_text(path, unit_text(st.real_dest))
+            return f"would write {path} and link it into multi-user.target.wants", True
+        remote.write_text(path, text)
         remote.sh(f"set -e; mkdir -p /etc/systemd/system/multi-user.target.wants; "
                   f"ln -sfn {shlex.quote(path)} {shlex.quote(WANTS + unit)}; "
                   "if [ -d /run/systemd/system ]; then systemctl daemon-reload; fi", what="enabling the unit")
-        return f"wrote {path}, enabled in multi-user.target"
+        return f"wrote {path}, enabled in multi-user.target", True
     rc = _rc_local(remote, st)
     old = remote.read_text(rc)
     new = rc_enable(old, st.real_dest + BOOT)
     if new == old:
-        return f"{rc} already starts it"
+        return f"{rc} already starts it", False
     if dry_run:
-        return f"would add to {rc}:\n  " + "\n  ".join(rc_block(st.real_dest + BOOT))
+        return f"would add to {rc}:\n  " + "\n  ".join(rc_block(st.real_dest + BOOT)), True
     remote.write_text(rc, new, 0o755)
-    return f"added a start line to {rc}"
+    return f"added a start line to {rc}", True
 
 
 def disable(remote: Remote, dest: str, dry_run: bool = False) -> list[str]:

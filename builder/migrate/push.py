@@ -48,7 +48,10 @@ DEFAULT_PROTECT = ("/etc/hostname", "/etc/HOSTNAME", "/etc/machine-id", "/var/li
                    "/etc/ssh/ssh_host_*", "/etc/hosts", "/etc/resolv.conf", "/etc/fstab",
                    "/etc/network/interfaces", "/etc/network/interfaces.d", "/etc/sysconfig/network",
                    "/etc/sysconfig/network-scripts/ifcfg-*", "/etc/netplan", "/etc/systemd/network",
-                   "/etc/NetworkManager/system-connections", "/etc/udev/rules.d/70-persistent-net.rules")
+                   "/etc/NetworkManager/system-connections", "/etc/udev/rules.d/70-persistent-net.rules",
+                   # what `migrate chroot-install` put into the tree on the host (chroot.BOOT, chroot.ESCAPE): a
+                   # push of the tree again, --delete too, keeps a chroot startable
+                   "/usr/local/sbin/imgbuild-chroot", "/usr/local/sbin/chroot-escape")
 
 # a push there would overwrite or delete the running system itself: these trees and everything inside them
 SYSTEM_TREES = ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/proc", "/root", "/run",
@@ -574,6 +577,10 @@ def push(remote: Remote, req: PushRequest) -> Changes:
     show = req.progress and not req.dry_run and sys.stderr.isatty() and log.isEnabledFor(logging.INFO)
     changes = _rsync(rsync_argv(req, remote, rules, dry_run=req.dry_run, progress=show), remote, req, show)
     changes.stats["seconds_x1000"] = int((time.monotonic() - t0) * 1000)
+    # a directory holding a protected file (or a mount) is not deleted: the run says "cannot delete non-empty
+    # directory", only the dry run itemizes it; both count it as kept
+    kept = [p.lstrip("/") for p in (*pr.have_protected, *pr.mounts)]
+    changes.deleted = [d for d in changes.deleted if not (d.endswith("/") and any(k.startswith(d) for k in kept))]
     if pr.have_protected:
         log.info("protected on %s (kept, not sent): %s", remote.host, ", ".join(pr.have_protected[:50]))
     changes.not_sent = grouped([f for f in source_protected(req.source, protect) if f not in pr.have_protected],

@@ -66,7 +66,7 @@ def test_push_to_three_hosts_then_a_dry_run_then_one_host_down(three_hosts, tmp_
     # the other remote commands take the same host set: chroot-install on all three, then status reads it back
     r = migrate("chroot-install", "--hosts", "a,b,c", "-j", "3", *common[:4], "--logs", str(logs), timeout=600)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert len(re.findall(rf"^[abc]\s+ok\s.*installed the boot script in {DEST}$", r.stdout, re.M)) == 3, r.stdout
+    assert len(re.findall(rf"^[abc]\s+ok\s.*installed: the boot script in {DEST}$", r.stdout, re.M)) == 3, r.stdout
     assert all((h.root / DEST.lstrip("/") / "usr/local/sbin/imgbuild-chroot").is_file() for h in hosts)
     r = migrate("status", "--hosts", "a,b,c", "--dest", DEST, "--ssh-config", str(config), "--logs", str(logs))
     assert r.returncode == 0, r.stdout + r.stderr
