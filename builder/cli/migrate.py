@@ -38,7 +38,8 @@ def migrate(verbose: int, quiet: bool, debug: bool) -> None:
     convert-xen     Xen 3 xm configs to Xen 4 xl
 
     Every command that changes a remote host has --dry-run. push, status, chroot-* and xen-bridge take --hosts LIST
-    -j N for many hosts at once: a table sums up, each host's log is kept. Images are built by imgbuild.
+    -j N for many hosts at once: a table sums up, each host's log is kept. Images are built by imgbuild
+    (`imgbuild --help`).
     """
     apply_verbosity(verbose, quiet, debug)
 
