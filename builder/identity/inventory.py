@@ -231,6 +231,8 @@ def _open(path: str | os.PathLike[str] | None, timeout: float | None) -> Iterato
     def initial() -> list[GuestRecord]:
         if legacy is None or not os.path.lexists(legacy):
             return []
+        log.info("inventory: moving %s into %s (once; a large file takes a while: about 1 s per 1000 guests)",
+                 legacy, db)
         migrated.append(read_yaml(legacy))
         return migrated[0]
 

@@ -28,7 +28,7 @@ import urllib.parse
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
-from builder.core.errors import BuilderError
+from builder.core.errors import BuilderError, InputError
 from builder.identity.inventory_records import GuestRecord, sort_key
 
 SCHEMA_VERSION = 1
@@ -67,8 +67,8 @@ def host_forms(hostname: str | None) -> tuple[str | None, str | None]:
 # ------------------------------------------------------------------ the file, checked before it is opened
 
 
-def _refuse(path: Path, why: str, hint: str) -> BuilderError:
-    return BuilderError(f"{path}: {why}; the inventory is a file an earlier run left, so it is checked before use",
+def _refuse(path: Path, why: str, hint: str) -> InputError:
+    return InputError(f"{path}: {why}; the inventory is a file an earlier run left, so it is checked before use",
                         hint)
 
 
@@ -199,7 +199,7 @@ class Store:
             raise BuilderError(f"{self.shown}: cannot use the inventory: {e}",
                                RESTORE_HINT.format(path=self.shown)) from None
         except sqlite3.DatabaseError as e:
-            raise BuilderError(f"{self.shown}: not a usable imgbuild inventory (SQLite: {e})",
+            raise InputError(f"{self.shown}: not a usable imgbuild inventory (SQLite: {e})",
                                RESTORE_HINT.format(path=self.shown)) from None
 
     @contextlib.contextmanager
@@ -222,10 +222,10 @@ class Store:
         if version == 0 and app == 0 and self.conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0:
             return False
         if app != APPLICATION_ID or version == 0:
-            raise BuilderError(f"{self.shown}: an SQLite database, but not an imgbuild inventory",
+            raise InputError(f"{self.shown}: an SQLite database, but not an imgbuild inventory",
                                "point $IMGBUILD_INVENTORY (or --inventory) at the inventory, or move this file away")
         if version > SCHEMA_VERSION:
-            raise BuilderError(f"{self.shown}: an inventory of schema {version}, made by a newer imgbuild (this one "
+            raise InputError(f"{self.shown}: an inventory of schema {version}, made by a newer imgbuild (this one "
                                f"reads schema {SCHEMA_VERSION})", "use that imgbuild, or import an export of it")
         return True
 

@@ -44,6 +44,7 @@ def test_list_marks_the_stale_entry_and_says_how_to_remove_it(site):
     data = json.loads(imgbuild("inventory", "list", "--json", env=env).stdout)
     assert [(g["name"], g["state"]) for g in data] == [("remote", "ok"), ("ux2", "stale"), ("web", "ok")]
     assert data[1]["gone"] == f"{lxc}/ux2" and data[1]["ips"] == ["10.0.3.12"]
+    assert sorted(p.name for p in inv_file.parent.iterdir()) == ["inventory.yml", "lxc"]   # read, not migrated
 
 
 def test_show_names_one_guest_and_an_unknown_name_gets_the_close_ones(site):
@@ -69,6 +70,8 @@ def test_forget_removes_a_gone_guest_and_refuses_one_that_is_there(site):
     r = imgbuild("inventory", "forget", "ux2", env=env)
     assert r.returncode == 0, r.stderr
     assert [g.name for g in inventory.load(inv_file).guests] == ["remote", "web"]
+    assert not inv_file.exists() and (inv_file.parent / "inventory.yml.migrated").exists()   # moved on first change
+    assert (inv_file.parent / "inventory.db").exists()
     r = imgbuild("inventory", "forget", "web", "--force", env=env)       # a wrong entry, on purpose
     assert r.returncode == 0 and [g.name for g in inventory.load(inv_file).guests] == ["remote"]
 

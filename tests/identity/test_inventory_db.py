@@ -225,7 +225,7 @@ def test_a_symlinked_store_is_refused_never_followed(tmp_path):
         with pytest.raises(BuilderError, match=r"i.db: is a symbolic link \(never followed\)"):
             call()
     r = imgbuild("inventory", "list", "--inventory", tmp_path / "i.db")
-    assert r.returncode == 1 and "is a symbolic link" in r.stderr and "hint: remove the link" in r.stderr
+    assert r.returncode == 2 and "is a symbolic link" in r.stderr and "hint: remove the link" in r.stderr
     assert "Traceback" not in r.stderr
 
 
@@ -260,7 +260,7 @@ def test_a_damaged_or_foreign_store_is_an_error_naming_it_and_the_way_back(tmp_p
         sqlite3.connect(p).execute("CREATE TABLE t (x)").connection.commit()
         p.chmod(0o600)
     r = imgbuild("inventory", "list", "--inventory", p)
-    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     assert f"error: {p}: " in r.stderr and ("imgbuild inventory import" in r.stderr or "not an imgbuild inventory"
                                             in r.stderr), r.stderr
     with pytest.raises(BuilderError, match=str(p)):
