@@ -161,8 +161,8 @@ def report(rows: list, rounds: int) -> list[str]:
         "## Guest inventory (bench/bench_inventory.py)",
         "",
         f"{datetime.date.today().isoformat()}, {platform.node()}, {os.cpu_count()} CPUs, Python "
-        f"{platform.python_version()}, SQLite {sqlite3.sqlite_version}; median of {rounds} rounds (the old code past 50k "
-        "guests: one round); each a whole command in a new process, on tmpfs. Synthetic guests (a host name, "
+        f"{platform.python_version()}, SQLite {sqlite3.sqlite_version}; median of {rounds} rounds (the old code "
+        "past 50k guests: one round); each a whole command in a new process, on tmpfs. Synthetic guests (a host name, "
         "an IP, a MAC each); a small container (vm0) as the guest. \"before\": the YAML inventory (commit "
         f"{BEFORE}, with today's YAML alias check: that commit's refused any inventory of more than ~4,000 guests) "
         "on the same guests; its reader refuses a file over 8 MB, so it cannot read 100k guests at all.",

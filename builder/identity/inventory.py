@@ -156,7 +156,8 @@ class Inventory:
         """Every guest, sorted (reads the whole store: for listing and exporting, not for checks)."""
         return self.store.all()
 
-    def __len__(self) -> int:
+    def count(self) -> int:
+        """How many guests (one query; not __len__, so an empty inventory is not falsy)."""
         return self.store.count()
 
     def get(self, name: str) -> GuestRecord | None:

@@ -55,7 +55,7 @@ def import_file(file: str | os.PathLike[str], path: str | os.PathLike[str] | Non
     names = {g.name for g in guests}
     wheres = {g.where for g in guests if g.where}
     with locked(path) as inv:
-        replaced = len(inv) if replace else 0
+        replaced = inv.count() if replace else 0
         if replace:
             inv.store.clear()
         else:
@@ -74,5 +74,5 @@ def import_file(file: str | os.PathLike[str], path: str | os.PathLike[str] | Non
         for _, text in problems:
             log.warning("--force: %s", text)
         inv.store.add(guests)
-        total = len(inv)
+        total = inv.count()
     return Imported(inv.path, len(guests), replaced, total)

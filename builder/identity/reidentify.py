@@ -1,4 +1,4 @@
-"""clone and reidentify: the identity engine run on a located guest, under the inventory's lock.
+"""clone and reidentify: the identity engine run on a located guest, in one inventory transaction.
 
 Every MAC, IP and host name the guest will have is checked against the inventory and the guest configs on this
 host (LXC, Xen, OpenVZ) before anything is written; a taken one is refused naming both guests (unless --force).
@@ -98,7 +98,7 @@ def reidentify(g: Guest, req: engine.Request, where: Where, dry_run: bool = Fals
     """`alloc_key`: whose MAC draws these are (default the guest's `where`; a clone's are its destination's in the
     dry run and the run alike). `check_use`: refuse a guest in use first (refuse_in_use). A run is first done
     as a dry run (unless `prechecked`: the caller did that), so bad input (the guest's own files, a taken
-    identity, an unreadable inventory) is refused before anything is written, not even the inventory's lock."""
+    identity, an unreadable inventory) is refused before anything is written, not even the inventory."""
     if check_use:
         refuse_in_use(g, where.lxcpath, force, writing=True)
     if not dry_run and not prechecked:
