@@ -8,7 +8,9 @@ import logging
 import multiprocessing
 import os
 import random
+import signal
 import sqlite3
+import time
 
 import pytest
 
@@ -98,6 +100,33 @@ def test_a_failure_mid_change_leaves_the_store_as_it_was(tmp_path):
     with pytest.raises(InputError, match=r"MAC 00:16:3e:5d:1a:07 of n2 .* is www \(xen:/etc/xen/www.cfg\)'s"):
         transfer.import_file(bad, p)
     assert p.read_bytes() == before
+
+
+def _killed_half_way(path: str, ready) -> None:
+    with inv.locked(path) as i:
+        i.store.clear()
+        i.store.conn.execute("PRAGMA cache_size = 1")     # pages spill into the file before the commit
+        i.store.add([GuestRecord(f"n{k}") for k in range(3000)])
+        ready.set()
+        time.sleep(60)
+
+
+def test_a_writer_killed_mid_transaction_leaves_the_store_as_it_was(tmp_path):
+    """kill -9 while the file holds half of a change: the next reader and writer see the old guests."""
+    p = made(tmp_path / "i.db", [GuestRecord(f"g{k}", macs=(f"00:16:3e:00:{k // 256:02x}:{k % 256:02x}",))
+                                 for k in range(3000)])
+    ctx = multiprocessing.get_context("fork")
+    ready = ctx.Event()
+    proc = ctx.Process(target=_killed_half_way, args=(str(p), ready))
+    proc.start()
+    assert ready.wait(timeout=60)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.join(timeout=60)
+    assert inv.load(p).count() == 3000 and inv.load(p).get("n1") is None
+    with inv.locked(p) as i:
+        assert i.count() == 3000
+        i.record(GuestRecord("after"))
+    assert inv.load(p).count() == 3001 and not (tmp_path / "i.db-journal").exists()
 
 
 def _record_many(path: str, tag: str, n: int, barrier) -> None:
