@@ -124,9 +124,10 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(autouse=True)
 def _own_inventory(tmp_path_factory, monkeypatch):
-    """No test reads or writes the host's guest inventory (/var/lib/imgbuild/inventory.yml): every command a
-    test runs without an inventory of its own (install-lxc records the containers it makes) gets an empty one
-    for that test alone. A test that sets IMGBUILD_INVENTORY itself overrides it."""
+    """No test reads or writes the host's guest inventory (/var/lib/imgbuild/inventory.db, or the .yml it would
+    be migrated from): every command a test runs without an inventory of its own (install-lxc records the
+    containers it makes) gets an empty one for that test alone (inventory.yml there names inventory.db beside it).
+    A test that sets IMGBUILD_INVENTORY itself overrides it."""
     monkeypatch.setenv("IMGBUILD_INVENTORY", str(tmp_path_factory.mktemp("inventory") / "inventory.yml"))
 
 

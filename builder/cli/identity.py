@@ -31,7 +31,7 @@ def options(f):
         click.option("--force", is_flag=True, help="Go on even if a MAC, IP or host name is taken, or the guest is in "
                                                    "use (mounted, attached, open, running); says who, as a warning."),
         click.option("--inventory", type=NONEMPTY, metavar="FILE",
-                     help="Inventory of guests (default $IMGBUILD_INVENTORY, else /var/lib/imgbuild/inventory.yml)."),
+                     help="Inventory of guests (default $IMGBUILD_INVENTORY, else /var/lib/imgbuild/inventory.db)."),
         click.option("--lxcpath", type=NONEMPTY, default="/var/lib/lxc", show_default=True,
                      help="Where LXC containers are."),
         click.option("--xen-dir", type=NONEMPTY, default="/etc/xen", show_default=True,

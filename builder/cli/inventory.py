@@ -1,16 +1,20 @@
-"""`imgbuild inventory list|show|forget|prune`: the guests imgbuild knows of, and removing entries whose guest is
-gone (after `lxc-destroy`, a deleted Xen config), so their MACs, addresses and names can be given again."""
+"""`imgbuild inventory list|show|forget|prune|export|import`: the guests imgbuild knows of, removing entries whose
+guest is gone (after `lxc-destroy`, a deleted Xen config) so their MACs, addresses and names can be given again,
+and the inventory as YAML for people (export, import)."""
 from __future__ import annotations
 
 import difflib
 import json
 import sys
+from pathlib import Path
 
 import click
 
 from builder.cli.common import NONEMPTY, apply_verbosity, verbosity
 from builder.core.errors import InputError
+from builder.core.outputs import write_atomic
 from builder.identity import inventory
+from builder.identity import inventory_transfer as transfer
 from builder.identity.inventory import GuestRecord, Inventory
 
 EPILOG = """\b
@@ -19,24 +23,30 @@ Examples:
   imgbuild inventory show ux2
   imgbuild inventory forget ux2               after lxc-destroy -n ux2: its MAC, IP and name are free again
   imgbuild inventory prune --dry-run          the entries whose guest is gone; then prune --yes
+  imgbuild inventory export -o inv.yml        every guest as YAML (sorted: diff it, keep it in git)
+  imgbuild inventory import inv.yml           back in, beside the others (--replace: instead of them)
 
 \b
-The inventory: --inventory FILE, else $IMGBUILD_INVENTORY, else /var/lib/imgbuild/inventory.yml (root) or
-~/.local/share/imgbuild/inventory.yml. A guest is stale when its config or tree on this host (lxc:, xen:,
-vz:, image: ... paths) no longer exists; entries of other hosts are never called stale.
+The inventory: --inventory FILE, else $IMGBUILD_INVENTORY, else /var/lib/imgbuild/inventory.db (root) or
+~/.local/share/imgbuild/inventory.db (SQLite). A FILE ending in .yml or .yaml is an earlier imgbuild's: the
+inventory is FILE.db beside it, the YAML file moved into it on first change (kept as FILE.yml.migrated).
+A guest is stale when its config or tree on this host (lxc:, xen:, vz:, image: ... paths) no longer exists;
+entries of other hosts are never called stale.
 \b
 Exit status: 0 ok, 1 prune not confirmed, 2 bad input (an unknown name, a guest that still exists).
 """
 
 _inventory_option = click.option("--inventory", "path", type=NONEMPTY, metavar="FILE",
-                                 help="The inventory file (default $IMGBUILD_INVENTORY, else the user's or root's).")
+                                 help="The inventory (default $IMGBUILD_INVENTORY, else the user's or root's "
+                                 "inventory.db).")
 
 
 @click.group("inventory", epilog=EPILOG)
 def inventory_group() -> None:
     """The guest inventory: the host names, IP addresses and MACs of the guests imgbuild made, cloned or
     re-identified, which every clone, reidentify and install-lxc checks a new identity against. `list` and
-    `show` read it; `forget` and `prune` remove entries whose guest is gone."""
+    `show` read it; `forget` and `prune` remove entries whose guest is gone; `export` and `import` move it
+    as YAML."""
 
 
 def _n(n: int, one: str, many: str) -> str:
@@ -75,14 +85,14 @@ def inventory_list(path: str | None, as_json: bool, verbose: int, quiet: bool, d
 
 
 def _named(inv: Inventory, name: str) -> list[GuestRecord]:
-    """The entries called NAME (or at where NAME, e.g. lxc:/var/lib/lxc/ux2); none: InputError with the names
-    that are close."""
-    found = [g for g in inv.guests if g.name == name or (":" in name and g.where == inventory.normalize_where(name))]
+    """The entry called NAME (or at where NAME, e.g. lxc:/var/lib/lxc/ux2), read by index; none: InputError with
+    the names that are close."""
+    found = [g for g in (inv.get(name), inv.at(name) if ":" in name else None) if g is not None]
     if not found:
-        close = difflib.get_close_matches(name, [g.name for g in inv.guests], n=3)
+        close = difflib.get_close_matches(name, inv.store.names(), n=3)
         raise InputError(f"{inv.path}: no guest named {name!r}",
                          f"did you mean {', '.join(close)}?" if close else "`imgbuild inventory list` shows them")
-    return found
+    return list({g.name: g for g in found}.values())
 
 
 @inventory_group.command("show", epilog=EPILOG)
@@ -156,3 +166,39 @@ def inventory_prune(path: str | None, yes: bool, dry_run: bool, verbose: int, qu
         for g in stale:
             inv.remove(where=g.where)
         click.echo(f"forgot {len(stale)}")
+
+
+@inventory_group.command("export", epilog=EPILOG)
+@_inventory_option
+@click.option("-o", "--output", type=NONEMPTY, metavar="FILE", help="Write it to FILE (atomically) instead of "
+              "standard output.")
+@verbosity
+def inventory_export(path: str | None, output: str | None, verbose: int, quiet: bool, debug: bool) -> None:
+    """The inventory as YAML (guests: [{name, hostname, ips, macs, where, updated}], sorted by name, the shape of
+    the file earlier imgbuilds kept): for people, diffs and backups; `import` reads it back."""
+    apply_verbosity(verbose, quiet, debug)
+    text, source, n = transfer.export_text(path)
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        write_atomic(Path(output), text, mode=0o644)
+    click.echo(f"{_n(n, 'guest', 'guests')} from {source}{f' written to {output}' if output else ''}", err=True)
+
+
+@inventory_group.command("import", epilog=EPILOG)
+@click.argument("file", type=NONEMPTY)
+@_inventory_option
+@click.option("--replace", is_flag=True, help="Instead of the inventory's guests (default: beside them, an "
+              "imported guest replacing the one of its name or where).")
+@click.option("--force", is_flag=True, help="Import even when two guests would share a MAC (as a --force clone "
+              "may have left them); each is a warning.")
+@verbosity
+def inventory_import(file: str, path: str | None, replace: bool, force: bool, verbose: int, quiet: bool,
+                     debug: bool) -> None:
+    """Read a YAML inventory (an export, or the file of an earlier imgbuild) into the inventory: checked by the
+    strict reader first, a where or MAC two guests would share refused naming both; all of it in one transaction,
+    or nothing."""
+    apply_verbosity(verbose, quiet, debug)
+    done = transfer.import_file(file, path, replace=replace, force=force)
+    click.echo(f"imported {_n(done.added, 'guest', 'guests')} into {done.inventory} ({done.replaced} replaced); "
+               f"{_n(done.total, 'guest', 'guests')} in it now")

@@ -33,7 +33,7 @@ changed blocks. A failed run keeps them for the rerun and says where they are.
 Only image files are copied (file:, tap:aio:); block devices (phy:) are refused with what to do instead. A disk
 that --disk-map does not move may not land inside the destination's system directories (/etc, /usr,
 /var/spool ...; /var/lib/xen is fine).
---dry-run changes nothing on either host or here (no stage, no inventory lock, no known_hosts entry).
+--dry-run changes nothing on either host or here (no stage, no inventory write, no known_hosts entry).
 Both hosts are reached with your ssh (same options for both; use your ssh config for per-host ports/keys).
 """
 

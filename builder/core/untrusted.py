@@ -77,10 +77,29 @@ def console_line(text: str, limit: int = 1000) -> str:
 MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
+def _distinct(root: yaml.Node) -> int:
+    """The nodes of the document as written (each alias's target counted once)."""
+    seen: set[int] = set()
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.SequenceNode):
+            stack += node.value
+        elif isinstance(node, yaml.MappingNode):
+            stack += [x for kv in node.value for x in kv]
+    return len(seen)
+
+
 def _check_expansion(root: yaml.Node | None) -> None:
-    """Size of the document with every alias expanded (memoised over the node graph, so linear in its size)."""
+    """Size of the document with every alias expanded (memoised over the node graph, so linear in its size): at
+    most MAX_NODES more values than the document holds as written (whose size the file's size bounds), so a long
+    plain document (an inventory export of 100k guests) is read and a small one that aliases expand is not."""
     if root is None:
         return
+    limit = MAX_NODES + _distinct(root)
     sizes: dict[int, int] = {}
     active: set[int] = set()
 
@@ -100,7 +119,7 @@ def _check_expansion(root: yaml.Node | None) -> None:
             items = node.value if isinstance(node, yaml.SequenceNode) else [x for kv in node.value for x in kv]
             for child in items:
                 n += size(child, depth + 1)
-                if n > MAX_NODES:
+                if n > limit:
                     raise yaml.composer.ComposerError(
                         None, None, f"expands to more than {MAX_NODES} values through its aliases (&anchor/*alias)",
                         node.start_mark)

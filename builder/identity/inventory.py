@@ -2,49 +2,49 @@
 an identity another guest has (a copied guest that keeps its original's MAC puts two NICs with one address on the
 LAN, and both guests, with whatever shares the segment, lose their network).
 
-- **The file** (`load`, `save`, `locked`): YAML, `guests: [{name, hostname, ips, macs, where, updated}]`, at the
-  path given, else `$IMGBUILD_INVENTORY`, else /var/lib/imgbuild/inventory.yml (root) or
-  ~/.local/share/imgbuild/inventory.yml; written atomically, guests sorted, keys in a fixed order. Every
-  read-modify-write goes through `locked()`, an exclusive flock on a side file (`inventory.yml.lock`: the
-  inventory is replaced by rename at every save), so two clones started at once cannot take the same MAC.
-- **Checks** (`conflicts`, `conflict_error`, `refuse_taken`): what a candidate would take that another guest has;
-  an entry whose guest is gone (its `where` path no longer exists) is named as stale.
-- Re-exported, so `inventory.X` is the one name for callers: records (inventory_records), discovery of the guests
-  on this host (inventory_scan) and MAC allocation (inventory_macs).
+- **The store** (`load`, `locked`; inventory_db): an SQLite file at the path given, else `$IMGBUILD_INVENTORY`, else
+  /var/lib/imgbuild/inventory.db (root) or ~/.local/share/imgbuild/inventory.db. A path ending in .yml/.yaml
+  names the YAML file of earlier imgbuilds: the store is beside it with the suffix .db. Every change runs in one
+  transaction (`locked()`: BEGIN IMMEDIATE ... COMMIT), so two clones started at once cannot take the same MAC;
+  queries go through indexes (MAC, IP, name, where, host name), so a clone reads the rows it may clash with,
+  never the whole fleet.
+- **Migration**: the first `locked()` where the store does not exist but the YAML file does reads that file (the
+  strict reader), writes every record into the new store in the same transaction that creates it, and renames the
+  file to `.yml.migrated`. Until then `load()` (dry runs, list) reads the YAML file and writes nothing.
+- **Checks** (`conflicts`, `conflict_error`, `refuse_taken`, `Known`): what a candidate would take that another
+  guest has; an entry whose guest is gone (its `where` path no longer exists) is named as stale.
+- Re-exported, so `inventory.X` is the one name for callers: records (inventory_records), the YAML form
+  (inventory_yaml), discovery of the guests on this host (inventory_scan) and MAC allocation (inventory_macs).
 
 Typical use, a clone:
 
     with locked() as inv:
-        known = merge(inv.guests, discover())
-        new = GuestRecord("www2", "www2.example.org", ("10.0.3.12",), (allocate_mac(known),), "xen:/etc/xen/www2.cfg")
-        if found := conflicts(new, known, new.where):
+        known = inv.known(discover())
+        new = GuestRecord("www2", "www2.example.org", ("10.0.3.12",), (allocate_mac(known.macs()),),
+                          "xen:/etc/xen/www2.cfg")
+        if found := conflicts(new, known.near(new), new.where):
             raise conflict_error(found)
-        inv.record(new)          # saved when the block ends without an exception
+        inv.record(new)          # committed when the block ends without an exception
 """
 from __future__ import annotations
 
 import contextlib
 import dataclasses
 import datetime
-import fcntl
 import ipaddress
 import logging
 import os
-import re
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Literal, Mapping, Sequence
+from typing import Iterable, Iterator, Literal, Mapping, Sequence
 
-import yaml
-
-from builder.core.errors import BuilderError, InputError, RecipeError
-from builder.core.outputs import write_atomic
-from builder.core.untrusted import StrictLoader, load_yaml, read_file
+from builder.core.errors import InputError
+from builder.identity.inventory_db import BUSY_TIMEOUT, Store
 from builder.identity.inventory_macs import (
     EXHAUSTIVE,
     MACHINE_ID,
     XEN_OUI,
+    TakenMacs,
     allocate_mac,
     allocate_macs,
     host_key,
@@ -76,12 +76,16 @@ from builder.identity.inventory_scan import (
     scan_openvz,
     scan_xen,
 )
+from builder.identity.inventory_yaml import FIELDS, HEADER, LOAD_HINT, dumps, parse
+from builder.identity.inventory_yaml import read as read_yaml
 
 __all__ = [
-    # the file and the checks (here)
-    "ENV_VAR", "ROOT_PATH", "USER_PATH", "LOCK_TIMEOUT", "FIELDS", "HEADER", "LOAD_HINT", "inventory_path",
-    "lock_path", "Inventory", "parse", "dumps", "load", "save", "locked", "Kind", "Conflict", "LOCAL_KINDS", "gone",
-    "same_host", "conflicts", "conflict_error", "conflict_hint", "refuse_taken",
+    # the store and the checks (here)
+    "ENV_VAR", "ROOT_PATH", "USER_PATH", "LOCK_TIMEOUT", "YAML_SUFFIXES", "inventory_path", "db_path", "yaml_path",
+    "Inventory", "Known", "load", "save", "locked", "Kind", "Conflict", "LOCAL_KINDS", "gone", "same_host",
+    "conflicts", "conflict_error", "conflict_hint", "refuse_taken",
+    # the YAML form
+    "FIELDS", "HEADER", "LOAD_HINT", "parse", "dumps", "read_yaml",
     # records
     "GuestRecord", "merge", "normalize_ip", "normalize_mac", "normalize_where", "sort_key",
     # discovery
@@ -89,29 +93,26 @@ __all__ = [
     "ScannedIdentity", "discover", "read_lxc_config", "read_openvz_config", "read_xen_config", "scan_lxc",
     "scan_openvz", "scan_xen",
     # allocation
-    "EXHAUSTIVE", "MACHINE_ID", "XEN_OUI", "allocate_mac", "allocate_macs", "host_key", "mac_rng", "used_macs",
+    "EXHAUSTIVE", "MACHINE_ID", "XEN_OUI", "TakenMacs", "allocate_mac", "allocate_macs", "host_key", "mac_rng",
+    "used_macs",
 ]
 
 log = logging.getLogger("imgbuild")
 
 ENV_VAR = "IMGBUILD_INVENTORY"
-ROOT_PATH = Path("/var/lib/imgbuild/inventory.yml")
-USER_PATH = Path(".local/share/imgbuild/inventory.yml")   # under the user's home
-LOCK_TIMEOUT = 60.0
-FIELDS = ("name", "hostname", "ips", "macs", "where", "updated")
-HEADER = ("# imgbuild's guest inventory: the host names, IP addresses and MACs of the guests imgbuild made, cloned\n"
-          "# or moved, so that no copy takes an identity another guest has. imgbuild rewrites this file; keep\n"
-          "# edits to whole entries.\n")
-LOAD_HINT = ("the inventory is YAML: guests: [{name, hostname, ips: [...], macs: [...], where, updated}]; fix that "
-             "line (write MACs in quotes), or point $IMGBUILD_INVENTORY at another file")
+ROOT_PATH = Path("/var/lib/imgbuild/inventory.db")
+USER_PATH = Path(".local/share/imgbuild/inventory.db")   # under the user's home
+LOCK_TIMEOUT = BUSY_TIMEOUT
+YAML_SUFFIXES = (".yml", ".yaml")
 
 
-# ------------------------------------------------------------------ the file
+# ------------------------------------------------------------------ where it is
 
 
 def inventory_path(path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None,
                    euid: int | None = None, home: str | os.PathLike[str] | None = None) -> Path:
-    """Where the inventory is: `path`, else $IMGBUILD_INVENTORY, else root's or the user's default."""
+    """The inventory as configured: `path`, else $IMGBUILD_INVENTORY, else root's or the user's default (the
+    store itself is at db_path() of it)."""
     if path:
         return Path(path)
     env = os.environ if environ is None else environ
@@ -122,259 +123,154 @@ def inventory_path(path: str | os.PathLike[str] | None = None, environ: Mapping[
     return Path(home if home is not None else Path.home()) / USER_PATH
 
 
-def lock_path(path: Path) -> Path:
-    """The side file `locked()` takes its flock on."""
-    return path.with_name(path.name + ".lock")
+def db_path(path: str | os.PathLike[str] | None = None) -> Path:
+    """The store's file: inventory_path(path), a .yml/.yaml one with the suffix .db instead."""
+    p = inventory_path(path)
+    return p.with_suffix(".db") if p.suffix in YAML_SUFFIXES else p
 
 
-@dataclass
+def yaml_path(path: str | os.PathLike[str] | None = None) -> Path | None:
+    """The YAML inventory an earlier imgbuild kept for this one (migrated on first use): a .yml/.yaml path
+    itself; for FILE.db, FILE.yml; else none."""
+    p = inventory_path(path)
+    if p.suffix in YAML_SUFFIXES:
+        return p
+    return p.with_suffix(".yml") if p.suffix == ".db" else None
+
+
+# ------------------------------------------------------------------ the inventory
+
+
 class Inventory:
-    """The guests of one inventory file. record() and remove() change it in memory; save() (or leaving
-    `locked()`) writes it."""
+    """The guests of one inventory, read through its store's queries. record() and remove() change the store:
+    inside `locked()` in its transaction (committed when the block ends well); a store in memory
+    (`Inventory(path, guests)`, or a YAML inventory not migrated yet) changes only in memory until save()."""
 
-    path: Path
-    guests: list[GuestRecord] = field(default_factory=list)
-    changed: bool = False
-    held: bool = field(default=False, repr=False, compare=False)    # inside locked(): the lock is ours
+    def __init__(self, path: str | os.PathLike[str], guests: Iterable[GuestRecord] = (), store: Store | None = None):
+        self.path = Path(path)
+        self.store = store if store is not None else Store.memory(guests)
+        self.changed = False
+
+    @property
+    def guests(self) -> list[GuestRecord]:
+        """Every guest, sorted (reads the whole store: for listing and exporting, not for checks)."""
+        return self.store.all()
+
+    def count(self) -> int:
+        """How many guests (one query; not __len__, so an empty inventory is not falsy)."""
+        return self.store.count()
 
     def get(self, name: str) -> GuestRecord | None:
-        return next((g for g in self.guests if g.name == name), None)
+        return self.store.get(name)
 
     def at(self, where: str) -> GuestRecord | None:
-        w = normalize_where(where)
-        return next((g for g in self.guests if g.where == w), None)
+        return self.store.at(normalize_where(where))
+
+    def known(self, others: Iterable[GuestRecord] = ()) -> Known:
+        """What a new identity is checked against: this inventory's guests (queried) and `others`."""
+        return Known(self.store, list(others))
 
     def record(self, guest: GuestRecord, today: str | None = None) -> GuestRecord:
         """Add `guest`, replacing every record with its name or its `where`; stamped with today's date."""
         stamped = dataclasses.replace(guest, updated=today or datetime.date.today().isoformat())
-        self.guests = sorted([g for g in self.guests if g.name != guest.name
-                              and not (guest.where and g.where == guest.where)] + [stamped], key=sort_key)
+        self.store.delete(name=stamped.name, where=stamped.where)
+        self.store.add([stamped])
         self.changed = True
         return stamped
 
     def remove(self, name: str | None = None, where: str | None = None) -> list[GuestRecord]:
         """Drop the records with this name or this `where`; returns them."""
-        w = normalize_where(where) if where else None
-        gone = [g for g in self.guests if (name is not None and g.name == name) or (w and g.where == w)]
-        if gone:
-            self.guests = [g for g in self.guests if g not in gone]
-            self.changed = True
+        gone = self.store.delete(name=name, where=normalize_where(where) if where else None)
+        self.changed = self.changed or bool(gone)
         return gone
 
 
-class _Map(dict):
-    line: int = 0
-    key_lines: dict[Any, int]
+@dataclass
+class Known:
+    """Every guest a new identity is checked against: the inventory's, read by index for each candidate, and a
+    few others (the guest configs on this host, a clone's source). conflicts() over near(candidate) finds what it
+    would find over all of them."""
+
+    store: Store
+    others: list[GuestRecord]
+
+    def near(self, candidate: GuestRecord) -> list[GuestRecord]:
+        return [*self.store.near(candidate), *self.others]
+
+    def macs(self) -> TakenMacs:
+        """The MACs in use, for allocate_macs: the others' in a set, the inventory's asked per draw."""
+        return TakenMacs(used_macs(self.others), self.store.mac_taken, self.store.macs_between)
 
 
-class _Seq(list):
-    line: int = 0
-    item_lines: list[int]
-
-
-class _Loader(StrictLoader):
-    """The strict loader (no duplicate keys, bounded aliases) whose mappings and lists remember their lines (for
-    error messages)."""
-
-
-def _construct_map(loader: _Loader, node: yaml.MappingNode) -> Iterator[_Map]:
-    data = _Map()
-    data.line = node.start_mark.line + 1
-    data.key_lines = {k.value: k.start_mark.line + 1 for k, _ in node.value if isinstance(k, yaml.ScalarNode)}
-    yield data
-    data.update(loader.construct_mapping(node))
-
-
-def _construct_seq(loader: _Loader, node: yaml.SequenceNode) -> Iterator[_Seq]:
-    data = _Seq()
-    data.line = node.start_mark.line + 1
-    data.item_lines = [n.start_mark.line + 1 for n in node.value]
-    yield data
-    data.extend(loader.construct_sequence(node))
-
-
-_Loader.add_constructor("tag:yaml.org,2002:map", _construct_map)
-_Loader.add_constructor("tag:yaml.org,2002:seq", _construct_seq)
-
-
-def _bad(source: str, line: int, message: str) -> InputError:
-    return InputError(f"{source}:{line}: {message}" if line else f"{source}: {message}", LOAD_HINT)
-
-
-def _strings(value: Any, key: str, source: str, line: int, what: str,
-             normalize: Callable[[object], str | None]) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    if not isinstance(value, list):
-        raise _bad(source, line, f"{key}: expected a list of addresses, not {value!r}")
-    lines = getattr(value, "item_lines", [])
-    out = []
-    for j, v in enumerate(value):
-        at = lines[j] if j < len(lines) else line
-        if not isinstance(v, str) or normalize(v) is None:
-            quote = " (YAML read it as a number: write it in quotes)" if isinstance(v, (int, float)) else ""
-            raise _bad(source, at, f"{key}[{j}]: {v!r} is not {what}{quote}")
-        out.append(v)
-    return tuple(out)
-
-
-def _guest(item: Any, source: str, line: int) -> GuestRecord:
-    if not isinstance(item, dict):
-        raise _bad(source, line, f"a guest is a mapping (name, hostname, ips, macs, where, updated), not {item!r}")
-    keys = getattr(item, "key_lines", {})
-    at = lambda k: keys.get(k, line)
-    for k in item:
-        if k not in FIELDS:
-            raise _bad(source, at(k), f"unknown key {k!r} (a guest has {', '.join(FIELDS)})")
-    name = item.get("name")
-    if not isinstance(name, str) or not name.strip():
-        raise _bad(source, at("name"), f"a guest needs a name (a string), not {name!r}")
-    hostname = item.get("hostname")
-    if hostname is not None and (not isinstance(hostname, str) or not hostname.strip()):
-        raise _bad(source, at("hostname"), f"hostname: {hostname!r} is not a host name")
-    where = item.get("where")
-    if where is not None and (not isinstance(where, str) or not where.strip()):
-        raise _bad(source, at("where"), f"where: {where!r} is not kind:/path")
-    updated = item.get("updated")
-    if isinstance(updated, (datetime.date, datetime.datetime)):
-        updated = updated.isoformat()
-    elif updated is not None and not isinstance(updated, str):
-        raise _bad(source, at("updated"), f"updated: {updated!r} is not an ISO date")
-    ips = _strings(item.get("ips"), "ips", source, at("ips"), "an IP address", normalize_ip)
-    macs = _strings(item.get("macs"), "macs", source, at("macs"), "a MAC address", normalize_mac)
-    return GuestRecord(name, hostname, ips, macs, where, updated)
-
-
-def parse(text: str, source: str) -> list[GuestRecord]:
-    """The guests of an inventory file's text; InputError naming `source` and the line for anything wrong."""
-    try:
-        data = load_yaml(text, source, what="an imgbuild inventory", loader=_Loader, hint=LOAD_HINT)
-    except RecipeError as e:        # the strict reader's "FILE: line L, column C: YAML ...: what", as FILE:L: ...
-        p = e.problems[0]
-        line = re.match(r"line (\d+)", p.path)
-        what = re.sub(r"^YAML(?: syntax)?:? ", "", p.message)
-        raise _bad(source, int(line.group(1)) if line else 0, f"not valid YAML: {what}") from None
-    if data is None:
-        return []
-    if not isinstance(data, dict):
-        raise _bad(source, 1, "expected a mapping with a `guests:` list")
-    keys = getattr(data, "key_lines", {})
-    for k in data:
-        if k != "guests":
-            raise _bad(source, keys.get(k, 1), f"unknown key {k!r} (the inventory has only `guests:`)")
-    items = data.get("guests")
-    if items is None:
-        return []
-    if not isinstance(items, list):
-        raise _bad(source, keys.get("guests", 1), "guests: expected a list of guests")
-    lines = getattr(items, "item_lines", [])
-    guests: list[GuestRecord] = []
-    first_line: dict[str, int] = {}
-    for i, item in enumerate(items):
-        line = getattr(item, "line", 0) or (lines[i] if i < len(lines) else 0)
-        g = _guest(item, source, line)
-        if g.name in first_line:
-            raise _bad(source, line, f"guest {g.name!r} is listed twice (also on line {first_line[g.name]})")
-        first_line[g.name] = line
-        guests.append(g)
-    return sorted(guests, key=sort_key)
-
-
-def dumps(guests: Iterable[GuestRecord]) -> str:
-    """The inventory file's text: a header, then the guests sorted by name, keys in FIELDS order."""
-    data = {"guests": [g.to_dict() for g in sorted(guests, key=sort_key)]}
-    return HEADER + yaml.safe_dump(data, sort_keys=False, default_flow_style=None, allow_unicode=True, width=1000)
+def _leftover(legacy: Path | None, db: Path) -> None:
+    if legacy is not None and os.path.lexists(legacy):
+        log.warning("%s: not read: the inventory is %s (the YAML file was migrated before); `imgbuild inventory "
+                    "import %s` adds its entries", legacy, db, legacy)
 
 
 def load(path: str | os.PathLike[str] | None = None) -> Inventory:
-    """The inventory at inventory_path(path); a missing file is an empty inventory."""
-    p = inventory_path(path)
-    if not os.path.lexists(p):
-        return Inventory(p)
-    # a regular file of bounded size, read without blocking (a fifo or /dev/zero there is bad input, not a hang)
-    data = read_file(p, str(p), what="an imgbuild inventory",
-                     hint="point $IMGBUILD_INVENTORY (or --inventory) at the inventory file")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise InputError(f"{p}: not a text file, so not an imgbuild inventory", LOAD_HINT) from None
-    return Inventory(p, parse(text, str(p)))
-
-
-def save(inv: Inventory) -> None:
-    """Write the inventory atomically (a reader sees the old file or the new one, never half of one). Outside
-    `locked()` the lock is taken for the write itself; a read-modify-write belongs inside `locked()`."""
-    text = dumps(inv.guests)
-    if inv.held:
-        _write(inv.path, text)
-    else:
-        with _lock(inv.path, LOCK_TIMEOUT):
-            _write(inv.path, text)
-    inv.changed = False
-
-
-def _write(path: Path, text: str) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(path, text, mode=0o644)
-    except OSError as e:
-        raise BuilderError(f"{path}: cannot write the inventory: {e.strerror}",
-                           "run as root, or set $IMGBUILD_INVENTORY to a file you may write") from None
+    """The inventory for reading (writes nothing, creates nothing): the store at db_path(path); while there is
+    none, the YAML file it will be migrated from, read into memory; else an empty inventory."""
+    db, legacy = db_path(path), yaml_path(path)
+    store = Store.open(db, write=False)
+    if store is not None:
+        if store.path is not None:
+            _leftover(legacy, db)
+            return Inventory(db, store=store)
+        return Inventory(db)
+    if legacy is not None and os.path.lexists(legacy):
+        return Inventory(legacy, read_yaml(legacy))
+    return Inventory(db)
 
 
 @contextlib.contextmanager
-def _lock(path: Path, timeout: float | None) -> Iterator[None]:
-    """An exclusive flock on lock_path(path), waiting at most `timeout` seconds (None: as long as it takes).
-    The kernel drops it when the process ends, so a left-over lock file never blocks anyone."""
-    lp = lock_path(path)
+def _open(path: str | os.PathLike[str] | None, timeout: float | None) -> Iterator[Store]:
+    """The store for writing, created (and the YAML inventory migrated into it) on first use."""
+    db, legacy = db_path(path), yaml_path(path)
+    migrated: list[list[GuestRecord]] = []       # the YAML file's guests, when this run migrated it
+
+    def initial() -> list[GuestRecord]:
+        if legacy is None or not os.path.lexists(legacy):
+            return []
+        log.info("inventory: moving %s into %s (once; a large file takes a while: about 1 s per 1000 guests)",
+                 legacy, db)
+        migrated.append(read_yaml(legacy))
+        return migrated[0]
+
+    store = Store.open(db, write=True, timeout=timeout, initial=initial)
+    assert store is not None
     try:
-        lp.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(lp, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    except OSError as e:
-        raise BuilderError(f"{lp}: cannot open the inventory's lock file: {e.strerror}",
-                           "run as root, or set $IMGBUILD_INVENTORY to a file you may write") from None
-    try:
-        _acquire(fd, lp, timeout)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        yield
+        if migrated and legacy is not None:
+            kept = legacy.with_name(legacy.name + ".migrated")
+            with contextlib.suppress(FileNotFoundError):
+                os.rename(legacy, kept)
+            log.info("inventory: %d guests moved from %s into %s (the YAML file kept as %s)", len(migrated[0]),
+                     legacy, db, kept)
+        else:
+            _leftover(legacy, db)
+        yield store
     finally:
-        os.close(fd)     # closing the last descriptor releases the flock
-
-
-def _acquire(fd: int, lp: Path, timeout: float | None) -> None:
-    if timeout is None:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        return
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return
-        except BlockingIOError:
-            if time.monotonic() >= deadline:
-                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-                raise BuilderError(f"{lp}: the inventory is locked by another imgbuild (pid {holder}) and was not "
-                                   f"released within {timeout:g} s",
-                                   "wait for that one to finish, then retry") from None
-            time.sleep(0.02)
+        store.close()
 
 
 @contextlib.contextmanager
 def locked(path: str | os.PathLike[str] | None = None, timeout: float | None = LOCK_TIMEOUT) -> Iterator[Inventory]:
-    """`with locked() as inv:` load the inventory under its lock; when the block ends without an exception and
-    something was recorded or removed, save it before the lock is released. Another process's `locked()` waits
-    meanwhile, so what it loads afterwards includes this one's records."""
-    p = inventory_path(path)
-    with _lock(p, timeout):
-        inv = load(p)
-        inv.held = True
-        try:
-            yield inv
-            if inv.changed:
-                save(inv)
-        finally:
-            inv.held = False
+    """`with locked() as inv:` the inventory in one write transaction (BEGIN IMMEDIATE): what the block records or
+    removes is committed when it ends without an exception, rolled back otherwise. Another process's `locked()`
+    waits meanwhile (at most `timeout` seconds; None: as long as it takes), so what it reads afterwards includes
+    this one's records."""
+    with _open(path, timeout) as store, store.transaction():
+        yield Inventory(store.path or db_path(path), store=store)
+
+
+def save(inv: Inventory) -> None:
+    """Write `inv`'s guests as the whole inventory at inv.path (its store's file: db_path of it), in one
+    transaction. For an Inventory made in memory; a read-modify-write belongs inside `locked()`."""
+    guests = inv.guests
+    with _open(inv.path, LOCK_TIMEOUT) as store, store.transaction():
+        store.clear()
+        store.add(guests)
+    inv.changed = False
 
 
 # ------------------------------------------------------------------ conflicts
@@ -505,7 +401,7 @@ def conflict_hint(found: Sequence[Conflict], inventory_file: str | os.PathLike[s
         out.append("a host name of its own: --hostname NEW")
     stale = sorted({c.holder for c in found if c.holder_gone})
     if stale:
-        opt = f" --inventory {inventory_file}" if inventory_file and Path(inventory_file) != inventory_path() else ""
+        opt = f" --inventory {inventory_file}" if inventory_file and db_path(inventory_file) != db_path() else ""
         out.append(f"{', '.join(stale)} {'is a guest' if len(stale) == 1 else 'are guests'} that no longer "
                    f"exist{'s' if len(stale) == 1 else ''}: `imgbuild inventory forget {' '.join(stale)}{opt}` "
                    f"removes {'its entry' if len(stale) == 1 else 'their entries'}; `imgbuild inventory prune{opt}` "

@@ -12,7 +12,7 @@ import socket
 import string
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 from builder.core.errors import BuilderError, InputError
 from builder.identity.inventory_records import GuestRecord, normalize_mac
@@ -52,6 +52,28 @@ def used_macs(known: Iterable[GuestRecord | str]) -> set[str]:
         elif (m := normalize_mac(k)) is not None:
             used.add(m)
     return used
+
+
+class TakenMacs:
+    """MACs in use, asked about one at a time: a set, and a lookup for the rest (the inventory's index on MACs),
+    so allocation reads only the addresses it draws, never every MAC of the fleet. `between(low, high)`: the
+    taken ones in a range, for a space small enough to be searched address by address."""
+
+    def __init__(self, macs: Iterable[str] = (), lookup: Callable[[str], bool] | None = None,
+                 between: Callable[[str, str], set[str]] | None = None):
+        self.macs = set(macs)
+        self.lookup = lookup
+        self.between = between
+
+    def __contains__(self, mac: object) -> bool:
+        return mac in self.macs or (self.lookup is not None and isinstance(mac, str) and self.lookup(mac))
+
+    def add(self, mac: str) -> None:
+        self.macs.add(mac)
+
+    def in_range(self, low: str, high: str) -> set[str]:
+        found = {m for m in self.macs if low <= m <= high}
+        return found | self.between(low, high) if self.between else found
 
 
 def _octets(prefix: str) -> list[int]:
@@ -114,9 +136,10 @@ def _space(prefix: str, local: bool) -> _Space:
 EXHAUSTIVE = 1 << 16     # spaces this small are searched address by address
 
 
-def _allocate_one(space: _Space, used: set[str], rng: random.Random, tries: int) -> str:
+def _allocate_one(space: _Space, used: TakenMacs, rng: random.Random, tries: int) -> str:
     if space.size <= EXHAUSTIVE:
-        free = [m for i in range(space.size) if (m := space.nth(i)) not in used]
+        taken = used.in_range(space.nth(0), space.nth(space.size - 1))
+        free = [m for i in range(space.size) if (m := space.nth(i)) not in taken]
         if not free:
             raise BuilderError(f"no free MAC under {space.describe()}: all {space.size} addresses are taken",
                                "use a shorter prefix, or local addresses")
@@ -125,13 +148,14 @@ def _allocate_one(space: _Space, used: set[str], rng: random.Random, tries: int)
         mac = space.draw(rng)
         if mac not in used:
             return mac
-    raise BuilderError(f"no free MAC under {space.describe()} found in {tries} tries ({len(used)} known)",
+    raise BuilderError(f"no free MAC under {space.describe()} found in {tries} tries",
                        "use a shorter prefix, or local addresses")
 
 
-def allocate_macs(n: int, known: Iterable[GuestRecord | str] = (), prefix: str = XEN_OUI, local: bool = False,
-                  rng: random.Random | None = None, tries: int = 10_000) -> list[str]:
-    """`n` fresh unicast MACs, all different and none of them a known guest's (or a MAC string in `known`).
+def allocate_macs(n: int, known: Iterable[GuestRecord | str] | TakenMacs = (), prefix: str = XEN_OUI,
+                  local: bool = False, rng: random.Random | None = None, tries: int = 10_000) -> list[str]:
+    """`n` fresh unicast MACs, all different and none of them a known guest's (or a MAC string in `known`; or in
+    use by a TakenMacs: the inventory's, asked per draw).
 
     Default: in Xen's OUI 00:16:3e with the fourth octet below 0x80, the half libxl (and xend before it) draws a
     guest's MAC from when its vif has none. Another prefix (one to five octets) puts the addresses under it.
@@ -146,7 +170,7 @@ def allocate_macs(n: int, known: Iterable[GuestRecord | str] = (), prefix: str =
         raise ValueError(f"cannot allocate {n} MACs")
     space = _space(prefix, local)
     rng = rng or random.SystemRandom()
-    used = used_macs(known)
+    used = known if isinstance(known, TakenMacs) else TakenMacs(used_macs(known))
     out: list[str] = []
     for _ in range(n):
         mac = _allocate_one(space, used, rng, tries)
@@ -155,7 +179,7 @@ def allocate_macs(n: int, known: Iterable[GuestRecord | str] = (), prefix: str =
     return out
 
 
-def allocate_mac(known: Iterable[GuestRecord | str] = (), prefix: str = XEN_OUI, local: bool = False,
+def allocate_mac(known: Iterable[GuestRecord | str] | TakenMacs = (), prefix: str = XEN_OUI, local: bool = False,
                  rng: random.Random | None = None, tries: int = 10_000) -> str:
     """One fresh unicast MAC no known guest has; see allocate_macs."""
     return allocate_macs(1, known, prefix, local, rng, tries)[0]

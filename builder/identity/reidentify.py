@@ -1,8 +1,9 @@
-"""clone and reidentify: the identity engine run on a located guest, under the inventory's lock.
+"""clone and reidentify: the identity engine run on a located guest, in one inventory transaction.
 
 Every MAC, IP and host name the guest will have is checked against the inventory and the guest configs on this
 host (LXC, Xen, OpenVZ) before anything is written; a taken one is refused naming both guests (unless --force).
-The lock is held from the check to the record, so two clones at once cannot take the same MAC.
+The inventory's write transaction is held from the check to the record, so two clones at once cannot take the
+same MAC; the check reads only the inventory rows that share a MAC, IP or host name with the guest (indexed).
 
 A guest in use is not touched: an image that is mounted, attached to a loop device, open in another process,
 the disk of a running Xen domain or LXC container, or whose journal needs recovery; a tree a running container
@@ -11,7 +12,7 @@ something may be writing to it (a read-write mount, a running guest), as lxc-cop
 original - the copy would be a snapshot of a live system. --force goes on anyway, with a warning.
 
 A dry run is the run minus the writes: the same checks and the same allocated MACs (drawn per guest from
-inventory.mac_rng), and nothing written anywhere - no inventory, no lock file, no copy.
+inventory.mac_rng), and nothing written anywhere - no inventory, no copy.
 """
 from __future__ import annotations
 
@@ -70,21 +71,21 @@ def _origins(cur: engine.Current, p: engine.Plan) -> dict[str, str]:
     return out | {r.macs[m]: m for m in cur.macs if m in r.macs}
 
 
-def _check(rec: inventory.GuestRecord, known: list[inventory.GuestRecord], force: bool, say: bool = True,
+def _check(rec: inventory.GuestRecord, known: inventory.Known, force: bool, say: bool = True,
            inventory_file: Path | None = None, origins: dict[str, str] | None = None) -> None:
-    inventory.refuse_taken(rec, known, force, inventory_file, warn=say, origins=origins)
+    inventory.refuse_taken(rec, known.near(rec), force, inventory_file, warn=say, origins=origins)
 
 
-def _known(inv: inventory.Inventory, where: Where) -> list[inventory.GuestRecord]:
+def _known(inv: inventory.Inventory, where: Where, source: inventory.GuestRecord | None) -> inventory.Known:
     """Both views of every guest: what the inventory remembers (addresses inside the guests, which configs
-    often do not carry) and what the configs on this host say now. Not merged: a guest found in both is
-    checked against both records (conflicts() reports it once)."""
-    return [*inv.guests, *inventory.discover(where.lxcpath, where.xen_dir, where.vz_dir)]
+    often do not carry; queried by index for the candidate, never read whole) and what the configs on this host
+    say now. Not merged: a guest found in both is checked against both records (conflicts() reports it once)."""
+    return inv.known([*inventory.discover(where.lxcpath, where.xen_dir, where.vz_dir), *([source] if source else [])])
 
 
 def _inventory(where: Where, dry_run: bool) -> contextlib.AbstractContextManager[inventory.Inventory]:
-    """The inventory under its lock for a run (saved at the end); for a dry run read as it is, no lock taken (a
-    dry run writes nothing, not even the lock file or the inventory's directory)."""
+    """The inventory in one write transaction for a run (committed at the end); for a dry run read as it is, no
+    lock taken (a dry run writes nothing: no store created, no YAML inventory migrated, no directory made)."""
     if dry_run:
         return contextlib.nullcontext(inventory.load(where.inventory_file))
     return inventory.locked(where.inventory_file)
@@ -97,7 +98,7 @@ def reidentify(g: Guest, req: engine.Request, where: Where, dry_run: bool = Fals
     """`alloc_key`: whose MAC draws these are (default the guest's `where`; a clone's are its destination's in the
     dry run and the run alike). `check_use`: refuse a guest in use first (refuse_in_use). A run is first done
     as a dry run (unless `prechecked`: the caller did that), so bad input (the guest's own files, a taken
-    identity, an unreadable inventory) is refused before anything is written, not even the inventory's lock."""
+    identity, an unreadable inventory) is refused before anything is written, not even the inventory."""
     if check_use:
         refuse_in_use(g, where.lxcpath, force, writing=True)
     if not dry_run and not prechecked:
@@ -105,14 +106,14 @@ def reidentify(g: Guest, req: engine.Request, where: Where, dry_run: bool = Fals
                    config_as=config_as, precheck=True, alloc_key=alloc_key, check_use=False)
     rng = inventory.mac_rng(alloc_key or g.where)
     with _inventory(where, dry_run) as inv:
-        known = _known(inv, where) + ([source] if source else [])
+        known = _known(inv, where, source)
         mine = inv.at(g.where)   # MACs imgbuild gave this very guest before: --mac auto keeps them
         keep = frozenset(mine.macs) if mine and not new_guest else frozenset()
         with open_tree(g, loop, writeback=not dry_run, force=force) as tree:
             cfg_text = config_text(g.config[1]) if g.config else None
             cur = engine.current(tree, cfg_text)
-            p = engine.plan(tree, req, lambda n: inventory.allocate_macs(n, known, local=where.local_mac, rng=rng),
-                            g.config, new_guest=new_guest, config_as=config_as, keep_macs=keep)
+            alloc = lambda n: inventory.allocate_macs(n, known.macs(), local=where.local_mac, rng=rng)  # noqa: E731
+            p = engine.plan(tree, req, alloc, g.config, new_guest=new_guest, config_as=config_as, keep_macs=keep)
             rec = _record(g, cur, p)
             _check(rec, known, force, say=not precheck, inventory_file=inv.path, origins=_origins(cur, p))
             if dry_run:

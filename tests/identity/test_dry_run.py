@@ -204,7 +204,7 @@ def test_a_dry_run_writes_nothing_anywhere(case, inventory_exists, tmp_path, env
     assert r.returncode == 0, r.stderr
     assert "nothing was changed" in r.stderr
     assert snapshot(*watched) == before, "the dry run wrote something (inventory, lock, guests, output, scratch)"
-    assert not (inv_dir / "inventory.yml.lock").exists()
+    assert not (inv_dir / "inventory.db").exists()      # no store made, no YAML inventory migrated
     assert os.listdir(tmp_path / "tmpdir") == [], "scratch files were left in $TMPDIR"
     assert sorted(os.listdir(tmp_path)) == listing
     st = (tmp_path / "vm0.ext4").stat()

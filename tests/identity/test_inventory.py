@@ -10,7 +10,6 @@ import dataclasses
 import datetime
 import logging
 import multiprocessing
-import os
 import random
 import re
 from pathlib import Path
@@ -40,13 +39,19 @@ def test_path_precedence(tmp_path):
     env = {inv.ENV_VAR: str(tmp_path / "env.yml")}
     assert inv.inventory_path(tmp_path / "arg.yml", env, euid=0) == tmp_path / "arg.yml"
     assert inv.inventory_path(None, env, euid=0) == tmp_path / "env.yml"
-    assert inv.inventory_path(None, {}, euid=0) == Path("/var/lib/imgbuild/inventory.yml")
+    assert inv.inventory_path(None, {}, euid=0) == Path("/var/lib/imgbuild/inventory.db")
     assert inv.inventory_path(None, {inv.ENV_VAR: ""}, euid=1000, home="/home/ann") == \
-        Path("/home/ann/.local/share/imgbuild/inventory.yml")
+        Path("/home/ann/.local/share/imgbuild/inventory.db")
 
 
-def test_lock_file_sits_beside_the_inventory(tmp_path):
-    assert inv.lock_path(tmp_path / "inventory.yml") == tmp_path / "inventory.yml.lock"
+def test_a_yaml_path_names_the_store_beside_it(tmp_path):
+    """A .yml/.yaml inventory (an earlier imgbuild's) is migrated into FILE.db beside it; FILE.db's YAML
+    predecessor is FILE.yml (the default: /var/lib/imgbuild/inventory.yml -> inventory.db)."""
+    assert inv.db_path(tmp_path / "inventory.yml") == tmp_path / "inventory.db"
+    assert inv.db_path(tmp_path / "i.yaml") == tmp_path / "i.db"
+    assert inv.db_path(tmp_path / "i.db") == tmp_path / "i.db" and inv.db_path(tmp_path / "inv") == tmp_path / "inv"
+    assert inv.yaml_path(tmp_path / "i.db") == tmp_path / "i.yml"
+    assert inv.yaml_path(tmp_path / "i.yaml") == tmp_path / "i.yaml" and inv.yaml_path(tmp_path / "inv") is None
 
 
 # ------------------------------------------------------------------ the file
@@ -70,22 +75,21 @@ def test_missing_file_is_an_empty_inventory(tmp_path):
 
 
 def test_round_trip(tmp_path):
-    p = tmp_path / "inventory.yml"
+    p = tmp_path / "inventory.db"
     inv.save(inv.Inventory(p, list(GUESTS)))
     back = inv.load(p)
     assert back.guests == sorted(GUESTS, key=lambda g: g.name)
     assert back.get("101").hostname == "yes"          # strings stay strings (quoted where YAML would not)
-    first = p.read_bytes()
-    inv.save(back)
-    assert p.read_bytes() == first                   # stable: the same guests, the same bytes
-    assert oct(p.stat().st_mode & 0o777) == "0o644"
-    assert sorted(x.name for x in tmp_path.iterdir()) == ["inventory.yml", "inventory.yml.lock"]   # no temp files
+    first = inv.dumps(back.guests)
+    inv.save(inv.Inventory(p, back.guests))
+    assert inv.dumps(inv.load(p).guests) == first    # stable: the same guests, the same text
+    assert inv.parse(first, "export") == back.guests
+    assert oct(p.stat().st_mode & 0o777) == "0o600"
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["inventory.db"]   # no journal, no lock file left
 
 
 def test_file_is_sorted_and_readable(tmp_path):
-    p = tmp_path / "inventory.yml"
-    inv.save(inv.Inventory(p, list(reversed(GUESTS))))
-    text = p.read_text()
+    text = inv.dumps(reversed(GUESTS))       # the YAML form: `imgbuild inventory export`, the pre-SQLite file
     assert text.startswith("# imgbuild's guest inventory")
     body = text[text.index("guests:"):]
     assert body == """\
@@ -197,7 +201,7 @@ def test_remove(tmp_path):
 
 
 def test_locked_saves_on_success_only(tmp_path):
-    p = tmp_path / "i.yml"
+    p = tmp_path / "i.db"
     with inv.locked(p) as i:
         i.record(GUESTS[0])
     assert [g.name for g in inv.load(p).guests] == ["www"]
@@ -205,8 +209,11 @@ def test_locked_saves_on_success_only(tmp_path):
     with pytest.raises(RuntimeError):
         with inv.locked(p) as i:
             i.record(GUESTS[1])
+            i.remove("www")
+            assert [g.name for g in i.guests] == ["vm1"]     # seen inside the transaction ...
             raise RuntimeError("clone failed")
-    assert p.read_bytes() == before
+    assert p.read_bytes() == before                  # ... and rolled back
+    assert [g.name for g in inv.load(p).guests] == ["www"]
     mtime = p.stat().st_mtime_ns
     with inv.locked(p) as i:
         assert i.get("www") is not None                # read only: not rewritten
@@ -214,9 +221,10 @@ def test_locked_saves_on_success_only(tmp_path):
 
 
 def test_lock_is_exclusive_and_times_out(tmp_path):
-    p = tmp_path / "i.yml"
+    p = tmp_path / "i.db"
     with inv.locked(p):
-        with pytest.raises(BuilderError, match=rf"locked by another imgbuild \(pid {os.getpid()}\)"):
+        assert [g.name for g in inv.load(p).guests] == []      # a reader does not wait for a writer
+        with pytest.raises(BuilderError, match=r"locked by another imgbuild and was not released within the 0.2 s"):
             with inv.locked(p, timeout=0.2):
                 pass
     with inv.locked(p, timeout=0.2):                   # released
@@ -226,7 +234,7 @@ def test_lock_is_exclusive_and_times_out(tmp_path):
 def test_unwritable_place_is_an_error_not_a_traceback(tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(BuilderError, match="inventory"):
-        inv.save(inv.Inventory(tmp_path / "file" / "i.yml", [GUESTS[0]]))
+        inv.save(inv.Inventory(tmp_path / "file" / "i.db", [GUESTS[0]]))
 
 
 # ------------------------------------------------------------------ two clones at once
@@ -246,10 +254,10 @@ def _clone_locked(path: str, tag: str, rounds: int, barrier, queue) -> None:
 
 
 def _clone_unlocked(path: str, tag: str, rounds: int, barrier, queue) -> None:
-    """The same without the lock: load, (the other loads too), allocate, save."""
+    """The same without the transaction: read, (the other reads too), allocate, write the whole inventory."""
     got = []
     for k in range(rounds):
-        i = inv.load(path)
+        i = inv.Inventory(path, inv.load(path).guests)
         barrier.wait(timeout=60)
         mac = inv.allocate_mac(i.guests, rng=random.Random(1000 + k))
         i.record(GuestRecord(f"{tag}-{k}", macs=(mac,), where=f"lxc:/var/lib/lxc/{tag}-{k}"))
@@ -286,7 +294,7 @@ def test_concurrent_clones_never_share_a_mac(tmp_path, attempt):
 def test_without_the_lock_the_same_race_does_collide(tmp_path):
     """The control: the race above is real. Both processes load before either saves, draw the same MAC, and one
     record is lost."""
-    p = tmp_path / "inventory.yml"
+    p = tmp_path / "inventory.db"
     macs = _race(_clone_unlocked, p, procs=2, rounds=2)
     assert len(set(macs)) < len(macs)
 

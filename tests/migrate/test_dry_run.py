@@ -79,5 +79,5 @@ def test_xen_dry_run_changes_nothing_on_either_host_or_here(xen_hosts, tmp_path)
         assert not diff(before[0], snapshot(src)) and not diff(before[1], snapshot(dst))
     assert (src.root / "run/xm-www").exists()                   # still running
     assert not (tmp_path / "stage").exists()
-    assert not (tmp_path / "inventory.yml").exists() and not (tmp_path / "inventory.yml.lock").exists()
+    assert not (tmp_path / "inventory.yml").exists() and not (tmp_path / "inventory.db").exists()
     assert src.known_hosts.read_bytes() == known
