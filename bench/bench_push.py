@@ -6,9 +6,10 @@
   no-change push  the same push again, nothing to send
 
 Peer: `rsync -aHAXS --numeric-ids -e 'ssh -F CONFIG' SRC/ HOST:DEST/` (the flags migrate push runs rsync with).
-Everything lives on tmpfs (/dev/shm): this VM's disk is rate-limited. Rounds alternate the tools (the order
-rotates); each result is the median. Writes its section of docs/benchmarks.md.
-Run as root:  .venv/bin/python bench/bench_push.py [--rounds 5]
+The trees (the source and the host's root) are in --where: by default a directory beside output/, on the disk
+users work on; `--where /dev/shm` for a tmpfs. Rounds alternate the tools (the order rotates); each result is the
+median. Writes its section of docs/benchmarks.md (one section per kind of filesystem).
+Run as root:  .venv/bin/python bench/bench_push.py [--rounds 5] [--where DIR]
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -27,6 +29,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.report import write_section  # noqa: E402 - after sys.path gets the checkout
+from tests.support import sshhost  # noqa: E402 - after sys.path gets the checkout
 from tests.support.sshhost import base_tree, free_index, remove_work_dir, ssh_host  # noqa: E402 - after sys.path gets the checkout
 
 MIGRATE = Path(sys.executable).parent / "migrate"
@@ -56,10 +59,16 @@ def tree_size(p: Path) -> tuple[int, int]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--where", type=Path, default=REPO / "output",
+                    help="directory on the filesystem to measure on (the trees go in a temporary one inside)")
     ap.add_argument("--report", default=str(REPO / "docs/benchmarks.md"))
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench: run as root (network namespaces)")
+    args.where.mkdir(parents=True, exist_ok=True)
+    sshhost._work = Path(tempfile.mkdtemp(prefix="bench-push-", dir=args.where))     # the trees there
+    fstype = subprocess.run(["findmnt", "-n", "-o", "FSTYPE", "-T", str(args.where)], capture_output=True,
+                            text=True).stdout.split()[0]
     results: dict[str, list[float]] = {"full: migrate push": [], "full: rsync": [],
                                        "no-change: migrate push": [], "no-change: rsync": []}
     try:
@@ -87,15 +96,16 @@ def main() -> None:
     med = {k: statistics.median(v) for k, v in results.items()}
     rsync_version = subprocess.run(["rsync", "--version"], capture_output=True, text=True).stdout.split("\n")[0]
     ssh_version = subprocess.run(["ssh", "-V"], capture_output=True, text=True).stderr.strip()
-    cmd = f".venv/bin/python bench/bench_push.py --rounds {args.rounds}"
+    cmd = f".venv/bin/python bench/bench_push.py --rounds {args.rounds}" + (
+        f" --where {args.where}" if args.where != REPO / "output" else "")
     lines = [
-        "## Pushing OS trees: migrate push against rsync", "",
+        f"## Pushing OS trees: migrate push against rsync, on {fstype}", "",
         f"Measured {datetime.date.today().isoformat()} with `{cmd}` (as root), all numbers from that one run; each "
         f"time is the median of {args.rounds} rounds, the tools taking turns.", "",
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, Linux {platform.release()}; {rsync_version}; "
         f"{ssh_version}. The tree: a Debian bookworm minbase + openssh-server, rsync, iproute2, procps, e2fsprogs "
         f"({files} files, {size / 1e6:.0f} MB), pushed to a real sshd in a network namespace over a veth pair, "
-        "everything on tmpfs.", "",
+        f"the trees on {fstype} ({args.where}).", "",
         "| measure | result | target |", "|---|---|---|",
         "| full push: migrate push / rsync -aHAXS --numeric-ids | "
         f"**{med['full: migrate push'] / med['full: rsync']:.2f}**"
@@ -112,7 +122,7 @@ def main() -> None:
         "itemized changes for the summary.",
         "",
     ]
-    write_section(Path(args.report), "bench_push", lines)
+    write_section(Path(args.report), "bench_push" if fstype == "tmpfs" else f"bench_push_{fstype}", lines)
     print("\n".join(lines))
 
 
