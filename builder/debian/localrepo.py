@@ -213,6 +213,7 @@ def _prepared(ctx: "Context", res, sums: dict[str, tuple[str, int]]) -> Iterator
     index = ctx.plan.index
     fetch = _Fetcher(index, sums)
     repo, debs, later = ctx.work / "repo", ctx.work / "debs-prepared", ctx.work / "debs-stage2"
+    nxt = ctx.work / "repo-stage2"      # the second stage's index, until the essential hook moves it in
     debs.mkdir(parents=True, exist_ok=True)
     first = [s for s in res.stanzas if s.name in res.first]
     second = [s for s in res.stanzas if s.name not in res.first]
@@ -242,10 +243,14 @@ def _prepared(ctx: "Context", res, sums: dict[str, tuple[str, int]]) -> Iterator
             files[s.name.encode()] = (f"pool/{name}", *sums[name])
         write_index(repo, index, texts, dict(files))
         marker = ctx.work / "stage2"
-        stage2 = _SecondStage(done2, second, (repo, index, texts, files), later, marker)
+        # the second stage's index is written beside the repository, and moved into it by the essential hook:
+        # mmdebstrap's first `apt-get update` may still be reading the repository while the second stage is
+        # ready (rewriting it in place then gave "Hash Sum mismatch": a new Packages under the old Release)
+        stage2 = _SecondStage(done2, second, (nxt, index, texts, files), later, marker)
         stage2.start()
         hook = (f"--essential-hook=i=0; while [ ! -e {q(marker)}.done ] && [ ! -e {q(marker)}.failed ] && "
                 f"[ $i -lt 36000 ]; do sleep 0.05; i=$((i+1)); done; [ -e {q(marker)}.done ] || exit 1; "
+                f"cp -a {q(nxt)}/dists/. {q(repo)}/dists/ && "
                 f"cp -al {q(later)}/. \"$1\"/var/cache/apt/archives/ && "
                 "APT_CONFIG=\"$MMDEBSTRAP_APT_CONFIG\" apt-get -qq update")
         try:
@@ -267,7 +272,7 @@ def _prepared(ctx: "Context", res, sums: dict[str, tuple[str, int]]) -> Iterator
         give_back_memory()
         if bar:
             bar.close()
-        for d in (repo, debs, later):
+        for d in (repo, nxt, debs, later):
             shutil.rmtree(d, ignore_errors=True)
     if fetch.downloaded:
         log.info("downloaded %d packages (%.1f MB), each checked against the index", fetch.downloaded,

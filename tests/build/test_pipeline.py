@@ -174,7 +174,7 @@ def test_manifest_recipe_tools_timings(manifest: dict):
     for phase in ("preflight", "bootstrap", "hooks post-bootstrap", "steps", "hooks post-files", "hooks pre-pack",
                   "cleanup", "target tarball", "target lxc", "total"):
         assert isinstance(t.get(phase), (int, float)) and t[phase] >= 0, phase
-    assert t["bootstrap"] > 1
+    assert t["bootstrap"] > 0         # (a restore from the bootstrap cache on tmpfs can take under a second)
     assert t["total"] >= t["bootstrap"]
     assert sum(v for k, v in t.items() if k != "total") <= t["total"] + 1
     assert isinstance(manifest["source_date_epoch"], int) and manifest["source_date_epoch"] > 1_600_000_000

@@ -147,7 +147,12 @@ def _check_repository(plan, real) -> None:
     Packages names exactly that file's sha256 (apt checks it again)."""
     from builder.debian import prepared as debprep
 
-    packages = (plan.repo / "dists/bookworm/main/binary-amd64/Packages").read_bytes()
+    # the repository apt's first update reads is never rewritten under it: its Release still lists its Packages
+    first = (plan.repo / "dists/bookworm/main/binary-amd64/Packages").read_bytes()
+    assert hashlib.sha256(first).hexdigest() in (plan.repo / "dists/bookworm/Release").read_text()
+    # the second stage's index, as the essential hook moves it into the repository once apt's first update is over
+    stage2 = plan.repo.with_name("repo-stage2") / "dists/bookworm/main/binary-amd64/Packages"
+    packages = (stage2 if stage2.exists() else plan.repo / "dists/bookworm/main/binary-amd64/Packages").read_bytes()
     for name, (v, a, data) in real.debs.items():
         file = f"{name}_{v}_{a}.deb"
         want = debprep.prepare(data)
