@@ -25,15 +25,13 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
-import time
 from contextlib import ExitStack
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.report import write_section  # noqa: E402 - after sys.path gets the checkout
+from bench.report import measure_in, timed, write_section  # noqa: E402 - after sys.path gets the checkout
 from tests.support import sshhost  # noqa: E402 - after sys.path gets the checkout
 
 MIGRATE = Path(sys.executable).parent / "migrate"
@@ -52,13 +50,6 @@ PLAYBOOK = """- hosts: fleet
 """
 
 
-def timed(argv: list[str], env: dict | None = None) -> float:
-    t = time.monotonic()
-    r = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    if r.returncode != 0:
-        sys.exit(f"bench: {' '.join(argv)} failed:\n{r.stdout[-3000:]}")
-    return time.monotonic() - t
-
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -72,10 +63,7 @@ def main() -> None:
     if not shutil.which("ansible-playbook") or not Path("/usr/lib/python3/dist-packages/ansible_collections/"
                                                          "ansible/posix").is_dir():
         sys.exit("bench: needs ansible-playbook and the ansible.posix collection: apt-get install ansible")
-    args.where.mkdir(parents=True, exist_ok=True)
-    sshhost._work = Path(tempfile.mkdtemp(prefix="bench-fleet-", dir=args.where))     # hosts' roots there
-    fstype = subprocess.run(["findmnt", "-n", "-o", "FSTYPE", "-T", str(args.where)], capture_output=True,
-                            text=True).stdout.split()[0]
+    fstype = measure_in(args.where)            # the hosts' roots there
     names = ("3 hosts -j 3", "3 hosts one after another", "ansible synchronize")
     results: dict[str, list[float]] = {f"{k}: {n}": [] for k in ("full", "no-change") for n in names}
     try:

@@ -35,7 +35,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.report import write_section  # noqa: E402 - after sys.path gets the checkout
+from bench.report import timed, write_section  # noqa: E402 - after sys.path gets the checkout
 from builder.core.untrusted import MAX_FILE  # noqa: E402
 from builder.identity import inventory as inv  # noqa: E402
 from tests.support.guests import OLD_IP, make_container  # noqa: E402
@@ -65,13 +65,6 @@ def commands(work: Path, store: Path, old: Path | None) -> dict[str, list[str]]:
     return {"reidentify -n": [*tool("migrate"), "reidentify", "lxc:vm0", "--mac", "auto", "--dry-run", *common],
             "clone": [*tool("imgbuild"), "clone", "lxc:vm0", "vm1", *common]}
 
-
-def timed(argv: list[str]) -> float:
-    t = time.monotonic()
-    r = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    if r.returncode != 0:
-        sys.exit(f"bench: {' '.join(argv)} failed:\n{r.stderr}")
-    return time.monotonic() - t
 
 
 def undo_clone(work: Path, store: Path, old: bool) -> None:

@@ -21,27 +21,17 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.report import write_section  # noqa: E402 - after sys.path gets the checkout
-from tests.support import sshhost  # noqa: E402 - after sys.path gets the checkout
+from bench.report import measure_in, timed, write_section  # noqa: E402 - after sys.path gets the checkout
 from tests.support.sshhost import base_tree, free_index, remove_work_dir, ssh_host  # noqa: E402 - after sys.path gets the checkout
 
 MIGRATE = Path(sys.executable).parent / "migrate"
 DEST = "/srv/bench"
 
-
-def timed(argv: list[str]) -> float:
-    t = time.monotonic()
-    r = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    if r.returncode != 0:
-        sys.exit(f"bench: {' '.join(argv)} failed:\n{r.stderr}")
-    return time.monotonic() - t
 
 
 def tree_size(p: Path) -> tuple[int, int]:
@@ -65,10 +55,7 @@ def main() -> None:
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench: run as root (network namespaces)")
-    args.where.mkdir(parents=True, exist_ok=True)
-    sshhost._work = Path(tempfile.mkdtemp(prefix="bench-push-", dir=args.where))     # the trees there
-    fstype = subprocess.run(["findmnt", "-n", "-o", "FSTYPE", "-T", str(args.where)], capture_output=True,
-                            text=True).stdout.split()[0]
+    fstype = measure_in(args.where)            # the trees there
     results: dict[str, list[float]] = {"full: migrate push": [], "full: rsync": [],
                                        "no-change: migrate push": [], "no-change: rsync": []}
     try:

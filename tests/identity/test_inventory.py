@@ -88,11 +88,8 @@ def test_round_trip(tmp_path):
     assert sorted(x.name for x in tmp_path.iterdir()) == ["inventory.db"]   # no journal, no lock file left
 
 
-def test_file_is_sorted_and_readable(tmp_path):
-    text = inv.dumps(reversed(GUESTS))       # the YAML form: `imgbuild inventory export`, the pre-SQLite file
-    assert text.startswith("# imgbuild's guest inventory")
-    body = text[text.index("guests:"):]
-    assert body == """\
+# GUESTS as the YAML form writes them (the file body of `imgbuild inventory export`, and of the pre-SQLite file)
+FILE_BODY = """\
 guests:
 - name: '101'
   hostname: 'yes'
@@ -122,6 +119,13 @@ guests:
   where: xen:/etc/xen/www.cfg
   updated: '2024-05-01'
 """
+
+
+def test_file_is_sorted_and_readable(tmp_path):
+    text = inv.dumps(reversed(GUESTS))       # the YAML form: `imgbuild inventory export`, the pre-SQLite file
+    assert text.startswith("# imgbuild's guest inventory")
+    body = text[text.index("guests:"):]
+    assert body == FILE_BODY
 
 
 def test_hand_written_file_loads(tmp_path):

@@ -20,6 +20,7 @@ from builder.identity import inventory_transfer as transfer
 from builder.identity.inventory import GuestRecord
 from builder.identity.inventory_db import Store
 from tests.conftest import imgbuild
+from tests.identity.test_inventory import FILE_BODY
 
 GUESTS = [
     GuestRecord("www", "www.example.org", ("10.0.3.12", "2001:db8::12"), ("00:16:3e:5d:1a:07",),
@@ -156,39 +157,11 @@ def test_two_processes_recording_at_once_both_land(tmp_path):
 # ------------------------------------------------------------------ migration, export, import
 
 
-OLD_FILE = """\
-# imgbuild's guest inventory: the host names, IP addresses and MACs of the guests imgbuild made, cloned
-# or moved, so that no copy takes an identity another guest has. imgbuild rewrites this file; keep
-# edits to whole entries.
-guests:
-- name: '101'
-  hostname: 'yes'
-  ips: [203.0.113.5]
-  macs: []
-  where: vz:/etc/vz/conf/101.conf
-  updated: '2024-05-04'
-- name: db
-  ips: []
-  macs: ['00:18:51:a1:b2:c3']
-  where: vz:/etc/vz/conf/102.conf
-  updated: '2024-05-03'
-- name: elsewhere
-  hostname: mail.example.org
-  ips: []
-  macs: []
-- name: vm1
-  hostname: vm1
-  ips: [10.0.3.2]
-  macs: ['00:16:3e:00:03:02', '10:20:30:40:50:60']
-  where: lxc:/var/lib/lxc/vm1
-  updated: '2024-05-02'
-- name: www
-  hostname: www.example.org
-  ips: [10.0.3.12, '2001:db8::12']
-  macs: ['00:16:3e:5d:1a:07']
-  where: xen:/etc/xen/www.cfg
-  updated: 2024-05-01
-"""       # as the YAML inventory's code wrote it (the last date as a hand edit leaves it)
+OLD_FILE = ("# imgbuild's guest inventory: the host names, IP addresses and MACs of the guests imgbuild made, cloned\n"
+            "# or moved, so that no copy takes an identity another guest has. imgbuild rewrites this file; keep\n"
+            "# edits to whole entries.\n"
+            + FILE_BODY.replace("updated: '2024-05-01'", "updated: 2024-05-01"))
+# as the YAML inventory's code wrote it (the last date as a hand edit leaves it)
 
 
 def test_a_yaml_inventory_is_migrated_on_first_use_with_every_record(tmp_path, caplog):

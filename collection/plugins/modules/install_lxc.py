@@ -87,14 +87,11 @@ msg:
   type: str
 """
 
-import json  # noqa: E402
-import sys  # noqa: E402
+from ansible_collections.imgbuild.guests.plugins.module_utils.controller_only import refuse  # noqa: E402
 
 
 def main():
-    print(json.dumps({"failed": True, "msg": "imgbuild.guests.install_lxc runs on the controller through its action "
-                      "plugin; it was executed on a host instead (is the collection installed on the controller?)"}))
-    sys.exit(1)
+    refuse("install_lxc")
 
 
 if __name__ == "__main__":
