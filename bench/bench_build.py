@@ -5,11 +5,13 @@
                            with the same release, variant, package set and mirror (every cache empty)
   warm build               imgbuild --no-cache with the package cache full, the bootstrap cache unused
   rebuilds                 from the bootstrap cache: after changing a file, and with no change
+  clone                    imgbuild clone of an LXC container of the built tree  vs  cp -a of its rootfs
   tarball writing          imgbuild's tar writer + zstd -T0  vs  tar --sort=name --numeric-owner ... | zstd -T0
                            on the same tree
   peak memory              imgbuild's own process (ru_maxrss, recorded in the manifest)
 
-Rounds alternate the tools, each result is the median of the rounds. Writes a Markdown report (default
+Every row runs on the disk that holds output/ and on a tmpfs. Rounds alternate the tools, each result is the
+median of the rounds. Writes a Markdown report (default
 docs/benchmarks.md). Run as root:  .venv/bin/python bench/bench_build.py [--rounds 3] [--recipe recipes/debian12.yml]
 """
 from __future__ import annotations
@@ -66,10 +68,30 @@ def main() -> None:
     mirror = apt.host_mirror(r.release) if r.bootstrap.mirror == "auto" else r.bootstrap.mirror
     include = ",".join(r.bootstrap.packages)
     common = [f"--variant={r.bootstrap.variant}", f"--arch={r.arch}", f"--include={include}"]
-    work = Path(tempfile.mkdtemp(prefix="imgbuild-bench-", dir="/var/tmp"))
-    # The builds run on a tmpfs: this VM's disk is rate-limited, and on it the same build drifted from 14 s to
-    # 26 s over a run; in RAM the tools compare on their own work. All tools get the same tmpfs.
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=12g", "imgbuild-bench", str(work)], check=True)
+    # every row twice: on the disk that holds the default output directory (where users build), and on a tmpfs
+    # (the tools' own work, without the disk's cost of creating files)
+    disk = REPO / "output"
+    disk.mkdir(exist_ok=True)
+    places = {}
+    for where in ("disk", "tmpfs"):
+        work = Path(tempfile.mkdtemp(prefix=".imgbuild-bench-", dir=disk if where == "disk" else "/var/tmp"))
+        try:
+            if where == "tmpfs":
+                subprocess.run(["mount", "-t", "tmpfs", "-o", "size=12g,mode=0700", "imgbuild-bench", str(work)],
+                               check=True)
+            fstype = subprocess.run(["findmnt", "-n", "-o", "FSTYPE", "-T", str(work)], capture_output=True,
+                                    text=True).stdout.split()[0]
+            print(f"== on {where} ({fstype}, {work})", file=sys.stderr)
+            places[where] = (fstype, *measure(work, args, r, mirror, common))
+        finally:
+            if where == "tmpfs":
+                subprocess.run(["umount", str(work)], check=False)
+            shutil.rmtree(work, ignore_errors=True)
+    report(args, r, places)
+
+
+def measure(work: Path, args, r, mirror: str, common: list[str]) -> tuple[dict, list[int], int, dict]:
+    """Every timed run of one place: results (name -> seconds per round), peak RSS, tarball entries and sizes."""
     env = dict(os.environ, IMGBUILD_CACHE=str(work / "cache"))  # cold: no index cache either
     (work / "tmp").mkdir()
     peer_env = dict(os.environ, TMPDIR=str(work / "tmp"))  # mmdebstrap's tar mode builds in $TMPDIR
@@ -82,93 +104,129 @@ def main() -> None:
         "debootstrap": lambda n: ["debootstrap", *common, r.release, str(work / f"db{n}"), mirror],
     }
     results: dict[str, list[float]] = {k: [] for k in (*builds, "imgbuild-warm", "imgbuild-rebuild-file",
-                                                       "imgbuild-rebuild-none", "tar-imgbuild", "tar-gnu")}
+                                                       "imgbuild-rebuild-none", "clone-imgbuild", "clone-cp",
+                                                       "tar-imgbuild", "tar-gnu")}
     rss: list[int] = []
-    try:
-        order = list(builds)
-        for n in range(args.rounds):
-            print(f"round {n + 1}/{args.rounds}: {', '.join(order)}", file=sys.stderr)
-            for tool in order:
-                shutil.rmtree(work / "cache", ignore_errors=True)
-                tool_env = {"imgbuild": env, "imgbuild-unprepared": {**env, "IMGBUILD_PREPARED": "0"}}
-                results[tool].append(timed(builds[tool](n), tool_env.get(tool, peer_env)))
-            manifest = json.loads((work / f"out{n}" / r.name / "manifest.json").read_text())
-            rss.append(manifest["resources"]["peak_rss_kb"])
-            up = json.loads((work / f"up{n}" / r.name / "manifest.json").read_text())
-            if up["artifacts"] != manifest["artifacts"]:
-                sys.exit("bench: the builds with and without prepared packages gave different outputs")
-            for p in (work / f"mm{n}", work / f"mm{n}.tar.zst", work / f"db{n}", work / f"out{n}", work / f"up{n}"):
-                shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
-            order = order[1:] + order[:1]   # every tool takes every position once in a while
-        # the tarball race: one (untimed) build keeps its tree (and fills the bootstrap cache), then both
-        # writers take turns on it
-        subprocess.run([str(IMGBUILD), args.recipe, "-o", str(work / "tree"), "--keep-tree", "-q"], check=True, env=env)
-        # warm: the package cache (filled by that build) used, the bootstrap cache not
-        for _ in range(args.rounds):
-            results["imgbuild-warm"].append(
-                timed([str(IMGBUILD), args.recipe, "-o", str(work / "warm"), "-q", "--no-cache"], env))
-        # rebuilds from the bootstrap cache: a changed file, and no change at all
-        for n in range(args.rounds):
-            changed = ["--set", f'files=[{{path: /etc/motd, content: "rebuild {n}\\n"}}]']
-            results["imgbuild-rebuild-file"].append(
-                timed([str(IMGBUILD), args.recipe, "-o", str(work / "rb"), "-q", *changed], env))
-            # the same command again: nothing changed
-            results["imgbuild-rebuild-none"].append(
-                timed([str(IMGBUILD), args.recipe, "-o", str(work / "rb"), "-q", *changed], env))
-        manifest = json.loads((work / "tree" / r.name / "manifest.json").read_text())
-        tree = work / "tree" / f"{r.name}.rootfs"
-        epoch = manifest["source_date_epoch"]
-        for _ in range(max(args.rounds, 5)):
-            t = time.monotonic()
-            entries = pack(tree, work / "ours.tar.zst", epoch, "zst")
-            results["tar-imgbuild"].append(time.monotonic() - t)
-            results["tar-gnu"].append(timed(["sh", "-c", (
-                f"tar -C {tree} --sort=name --numeric-owner --xattrs --xattrs-include='*' --format=posix "
-                "--pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime "
-                f"--mtime=@{epoch} --clamp-mtime -cf - . | zstd -T0 -q > {work}/gnu.tar.zst")]))
-        sizes = {"imgbuild": (work / "ours.tar.zst").stat().st_size, "gnu": (work / "gnu.tar.zst").stat().st_size}
-    finally:
-        subprocess.run(["umount", str(work)], check=False)
-        shutil.rmtree(work, ignore_errors=True)
+    order = list(builds)
+    for n in range(args.rounds):
+        print(f"round {n + 1}/{args.rounds}: {', '.join(order)}", file=sys.stderr)
+        for tool in order:
+            subprocess.run([str(IMGBUILD), "cache", "prune", "--all", "-q"], env=env, check=False,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            shutil.rmtree(work / "cache", ignore_errors=True)
+            tool_env = {"imgbuild": env, "imgbuild-unprepared": {**env, "IMGBUILD_PREPARED": "0"}}
+            results[tool].append(timed(builds[tool](n), tool_env.get(tool, peer_env)))
+        manifest = json.loads((work / f"out{n}" / r.name / "manifest.json").read_text())
+        rss.append(manifest["resources"]["peak_rss_kb"])
+        up = json.loads((work / f"up{n}" / r.name / "manifest.json").read_text())
+        if up["artifacts"] != manifest["artifacts"]:
+            sys.exit("bench: the builds with and without prepared packages gave different outputs")
+        for p in (work / f"mm{n}", work / f"mm{n}.tar.zst", work / f"db{n}", work / f"out{n}", work / f"up{n}"):
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+        order = order[1:] + order[:1]   # every tool takes every position once in a while
+    shutil.rmtree(work / "cache", ignore_errors=True)
+    # one (untimed) build keeps its tree (and fills both caches): the tarball race and the clone race use it
+    subprocess.run([str(IMGBUILD), args.recipe, "-o", str(work / "tree"), "--keep-tree", "-q"], check=True, env=env)
+    # warm: the package cache (filled by that build) used, the bootstrap cache not
+    for _ in range(args.rounds):
+        results["imgbuild-warm"].append(
+            timed([str(IMGBUILD), args.recipe, "-o", str(work / "warm"), "-q", "--no-cache"], env))
+    # rebuilds from the bootstrap cache: a changed file, and no change at all
+    for n in range(args.rounds):
+        changed = ["--set", f'files=[{{path: /etc/motd, content: "rebuild {n}\\n"}}]']
+        results["imgbuild-rebuild-file"].append(
+            timed([str(IMGBUILD), args.recipe, "-o", str(work / "rb"), "-q", *changed], env))
+        # the same command again: nothing changed
+        results["imgbuild-rebuild-none"].append(
+            timed([str(IMGBUILD), args.recipe, "-o", str(work / "rb"), "-q", *changed], env))
+    manifest = json.loads((work / "tree" / r.name / "manifest.json").read_text())
+    tree = work / "tree" / f"{r.name}.rootfs"
+    clone_race(work, tree, args.rounds, results)
+    epoch = manifest["source_date_epoch"]
+    for _ in range(max(args.rounds, 5)):
+        t = time.monotonic()
+        entries = pack(tree, work / "ours.tar.zst", epoch, "zst")
+        results["tar-imgbuild"].append(time.monotonic() - t)
+        results["tar-gnu"].append(timed(["sh", "-c", (
+            f"tar -C {tree} --sort=name --numeric-owner --xattrs --xattrs-include='*' --format=posix "
+            "--pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime "
+            f"--mtime=@{epoch} --clamp-mtime -cf - . | zstd -T0 -q > {work}/gnu.tar.zst")]))
+    sizes = {"imgbuild": (work / "ours.tar.zst").stat().st_size, "gnu": (work / "gnu.tar.zst").stat().st_size}
+    subprocess.run([str(IMGBUILD), "cache", "prune", "--all", "-q"], env=env, check=False,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return results, rss, entries, sizes
 
-    med = {k: statistics.median(v) for k, v in results.items()}
+
+def clone_race(work: Path, tree: Path, rounds: int, results: dict) -> None:
+    """`imgbuild clone` of an LXC container made of the kept tree against `cp -a` of its rootfs, both
+    followed by sync (the copy on the disk, not in the page cache)."""
+    lxc = work / "lxc"
+    (lxc / "src").mkdir(parents=True)
+    os.rename(tree, lxc / "src" / "rootfs")
+    (lxc / "src" / "config").write_text(f"lxc.uts.name = src\nlxc.rootfs.path = dir:{lxc}/src/rootfs\n")
+    subprocess.run(["sync"], check=True)
+    for n in range(rounds):
+        results["clone-cp"].append(timed(["sh", "-c", 'cp -a "$1" "$2" && sync', "sh", str(lxc / "src" / "rootfs"),
+                                          str(work / f"cp{n}")]))
+        # (--force: the copy keeps the recipe's address, which the original has too)
+        results["clone-imgbuild"].append(timed(["sh", "-c", '"$1" clone "$2" "$3" --lxcpath "$4" --inventory "$5" '
+                                                '--force -q && sync', "sh", str(IMGBUILD), str(lxc / "src"), f"c{n}",
+                                                str(lxc), str(work / "inventory.db")]))
+        shutil.rmtree(work / f"cp{n}")
+        shutil.rmtree(lxc / f"c{n}")
+    os.rename(lxc / "src" / "rootfs", tree)
+
+
+def report(args, r, places: dict) -> None:
+    med = {w: {k: statistics.median(v) for k, v in p[1].items()} for w, p in places.items()}
+
+    def ratio(a: str, b: str) -> tuple[float, float]:
+        return med["disk"][a] / med["disk"][b], med["tmpfs"][a] / med["tmpfs"][b]
     rows = [
-        ("cold build: imgbuild / mmdebstrap (directory)", med["imgbuild"] / med["mmdebstrap-dir"], "1.0"),
+        ("cold build: imgbuild / mmdebstrap (directory)", ratio("imgbuild", "mmdebstrap-dir"), "0.9"),
         ("cold build: imgbuild / mmdebstrap (.tar.zst, the same kind of output)",
-         med["imgbuild"] / med["mmdebstrap-tar"], "1.0"),
+         ratio("imgbuild", "mmdebstrap-tar"), "1.0"),
         ("warm build (packages cached, bootstrap cache not used) / mmdebstrap (directory) cold",
-         med["imgbuild-warm"] / med["mmdebstrap-dir"], "0.6"),
-        ("cold build: imgbuild / debootstrap", med["imgbuild"] / med["debootstrap"], "-"),
+         ratio("imgbuild-warm", "mmdebstrap-dir"), "0.5"),
+        ("cold build: imgbuild / debootstrap", ratio("imgbuild", "debootstrap"), "-"),
         ("cold build: imgbuild / imgbuild with mmdebstrap downloading itself (IMGBUILD_PREPARED=0)",
-         med["imgbuild"] / med["imgbuild-unprepared"], "-"),
+         ratio("imgbuild", "imgbuild-unprepared"), "-"),
+        ("rebuild after changing a file (bootstrap cached) / imgbuild cold",
+         ratio("imgbuild-rebuild-file", "imgbuild"), "0.1"),
+        ("`imgbuild clone` of the built container / `cp -a` of its rootfs (both with sync)",
+         ratio("clone-imgbuild", "clone-cp"), "1.0"),
         ("tarball: imgbuild writer into zstd -T0 / GNU tar --sort=name into zstd -T0",
-         med["tar-imgbuild"] / med["tar-gnu"],
-         "1.1"),
-        ("rebuild after changing a file (bootstrap cached) / imgbuild cold", med["imgbuild-rebuild-file"] /
-         med["imgbuild"], "0.25"),
+         ratio("tar-imgbuild", "tar-gnu"), "1.1"),
     ]
     cmd = f".venv/bin/python bench/bench_build.py --rounds {args.rounds} --recipe {os.path.relpath(args.recipe, REPO)}"
+    fs = {w: p[0] for w, p in places.items()}
+    rss = [x for p in places.values() for x in p[2]]
+    entries, sizes = places["disk"][3], places["disk"][4]
     lines = [
         "## Building: imgbuild against mmdebstrap and debootstrap", "",
         f"Measured {datetime.date.today().isoformat()} with `{cmd}` (as root), all numbers from that one run; "
         f"each time is the median of {args.rounds} rounds in which the tools take turns "
-        "(the order rotates every round).", "",
+        "(the order rotates every round). Every row runs twice: on the disk that holds the default output "
+        f"directory `output/` ({fs['disk']}), where users build, and on a tmpfs, which hides the cost of "
+        "creating files.", "",
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, Linux {platform.release()}, "
         f"Python {platform.python_version()}; {version('mmdebstrap')}; {version('debootstrap')}; "
-        f"{version('tar')}; {version('zstd')}. Builds on a tmpfs (see the script for why).",
+        f"{version('tar')}; {version('zstd')}.",
         f"Recipe: `{os.path.relpath(args.recipe, REPO)}` ({r.distro} {r.release} {r.arch}, variant "
         f"{r.bootstrap.variant}, packages {', '.join(r.bootstrap.packages) or 'none'}); the peers get the same "
         "release, variant, packages and mirror (the host's own, read from its apt sources).", "",
-        "| measure | ratio | target |", "|---|---|---|",
-        *[f"| {name} | **{ratio:.2f}** | {'at most ' + target if target != '-' else ''} |" for name, ratio,
-          target in rows],
-        f"| imgbuild peak RSS (its own process, ru_maxrss) | **{statistics.median(rss) / 1024:.0f} MB** "
-        "| under 150 MB |",
-        f"| no-change rebuild (up to date: checked, not built again) | **{med['imgbuild-rebuild-none']:.2f} s** | "
-        "under 3 s |",
+        f"| measure | on disk ({fs['disk']}) | on tmpfs | target |", "|---|---|---|---|",
+        *[f"| {name} | **{d:.2f}** | {t:.2f} | {'at most ' + target if target != '-' else ''} |"
+          for name, (d, t), target in rows],
+        f"| no-change rebuild (up to date: checked, not built again) | **{med['disk']['imgbuild-rebuild-none']:.2f} s**"
+        f" | {med['tmpfs']['imgbuild-rebuild-none']:.2f} s | under 1 s |",
+        f"| imgbuild peak RSS (its own process, ru_maxrss) | **{statistics.median(rss) / 1024:.0f} MB** | | "
+        "under 150 MB |",
         "", "Times in seconds (median; all rounds in brackets):", "",
-        "| run | median | rounds |", "|---|---|---|",
-        *[f"| {k} | {med[k]:.2f} | {', '.join(f'{x:.2f}' for x in v)} |" for k, v in results.items()],
+        "| run | disk | tmpfs |", "|---|---|---|",
+        *[f"| {k} | {med['disk'][k]:.2f} ({', '.join(f'{x:.2f}' for x in places['disk'][1][k])}) | "
+          f"{med['tmpfs'][k]:.2f} ({', '.join(f'{x:.2f}' for x in places['tmpfs'][1][k])}) |"
+          for k in places["disk"][1]],
         "",
         "The tarball race runs on one kept tree of the recipe, imgbuild's writer in-process (the same code the "
         "build runs) against GNU tar with the flags reproducible-builds.org recommends, both into zstd -T0.",
@@ -178,13 +236,16 @@ def main() -> None:
         "imgbuild's cold build resolves the package set mmdebstrap will install (apt-get -s on the verified "
         "index), downloads it in parallel into the package cache (each .deb checked against the index's sha256), "
         "prepares each (data.tar uncompressed, its own sha256; the second stage's packages while mmdebstrap "
-        "installs the first), has mmdebstrap install from a local repository of them, and keeps the "
-        "bootstrapped tree in the bootstrap cache (tar + zstd -T0 of the tree, its sha256). The warm build "
-        "bootstraps again from the package cache (each prepared file checked against its sha256 first). The "
-        "file rebuild starts from the bootstrap cache entry (checked against its sha256) and redoes every step, "
-        "hook and target; the no-change rebuild finds OUTPUT/NAME up to date (the same build key: recipe, "
-        "files, bootstrap inputs, mirror index identity, imgbuild's code; every artifact's sha256 checked) "
-        "and stops. Every imgbuild build of a round gives the same tarball (checked).",
+        "installs the first), has mmdebstrap install from a local repository of them, then moves the "
+        "bootstrapped tree into the bootstrap cache (a rename), seals it (a listing of every file with its "
+        "sha256) and goes on above it on an overlay. The warm build bootstraps again from the package cache "
+        "(each prepared file checked against its sha256 first). The file rebuild checks the bootstrap cache "
+        "entry against its listing (metadata only), mounts an overlay above it and redoes every step, hook and "
+        "target: no tree is made again. The no-change rebuild finds OUTPUT/NAME up to date (the same build key: "
+        "recipe, files, bootstrap inputs, mirror index identity, imgbuild's code; every artifact's sha256 "
+        "checked) and stops. Every imgbuild build of a round gives the same tarball (checked). The clone race "
+        "copies an LXC container made of the built tree: imgbuild clone (the copy, then a new identity and the "
+        "inventory) against a bare cp -a.",
         "",
         "What the imgbuild build time includes beyond the bootstrap: the mirror index check of every requested "
         "package (gpgv-verified InRelease, Packages index), device nodes, base files, network, password, init "

@@ -7,16 +7,22 @@ mirror is a new key. A rebuild that changes only files, hooks, templates, target
 cached tree. A miss says which input changed against the newest entry of the same recipe
 (`cache miss: packages (+vim)`).
 
-An entry is CACHE/bootstrap/KEY/{tree.tar.zst, meta.json}: the tree as GNU tar keeps it (numeric owners, exact
-mtimes, xattrs, ACLs, devices, hardlinks), and its sha256. An entry whose archive does not match its sha256 is
-reported, removed and rebuilt, never used. The cache is bounded ($IMGBUILD_CACHE_MAX, default 4G): the
-least recently used entries go first.
+An entry is CACHE/bootstrap/KEY/{tree/, listing.json, meta.json}: the tree itself, as the bootstrap left it, and
+its seal (builder/build/sealed.py: every file's path, type, mode, owner, size, mtime, ctime and sha256). A cold
+build bootstraps in its work directory and then moves the tree into the cache (a rename; a copy only when the cache
+is on another file system), seals it and goes on above it; a rebuild checks the entry against its listing
+(metadata only, a fraction of a second) and goes on above it too: builder/build/layered.py mounts an overlay with
+the entry as its read-only lower layer, so no rebuild creates the tree again. An entry that does not match its
+listing (or is not a 0700 directory of ours) is named with its first differences, removed and rebootstrapped,
+never used; `imgbuild cache verify` also compares every file's contents. Entries of older formats are never used
+(the format is part of the key) and go with the next prune. The cache is bounded ($IMGBUILD_CACHE_MAX, default
+4G): the least recently used entries go first.
 
-Builds share the cache (builder/core/locks.py): a build reading an entry holds it shared (CACHE/bootstrap/.KEY.lock)
-from the check of its sha256 to the end of the restore; removing an entry (prune, a damaged entry, replacing
-one) needs it unheld, and an entry in use is left alone and said so. A new entry is written in a temp
-directory its build claims, then renamed into place (the first of two builds saving one key wins); prune
-removes only temps whose build is dead.
+Builds share the cache (builder/core/locks.py): a build holds its entry shared (CACHE/bootstrap/.KEY.lock) from
+its check to the end of the build, while the overlay stands on it; removing an entry (prune, a damaged entry)
+needs it unheld, and an entry in use is left alone and said so. A new entry is made in a temp directory its
+build claims, then renamed into place (the first of two builds keeping one key wins; the other builds on its own
+temp and removes it at its end); prune removes only temps whose build is dead.
 """
 from __future__ import annotations
 
@@ -27,17 +33,17 @@ import json
 import logging
 import os
 import re
-import shutil
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from builder.build import sealed
 from builder.build import unprivileged as unpriv
-from builder.core import locks
+from builder.core import locks, mounts, treecopy
 from builder.core import proc as runner
 from builder.core.errors import BuilderError, CommandError, InputError
-from builder.core.outputs import sha256 as _sha256
 from builder.core.paths import cache_dir
 from builder.core.sizes import human
 
@@ -47,11 +53,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("imgbuild")
 
-FORMAT = 2
-ARCHIVE = "tree.tar.zst"
+FORMAT = 3
+TREE = "tree"
+LISTING = "listing.json"
 META = "meta.json"
 DEFAULT_MAX = 4 << 30
-TAR_FLAGS = ["--numeric-owner", "--xattrs", "--xattrs-include=*", "--acls"]
 
 
 def root_dir() -> Path:
@@ -88,8 +94,8 @@ class Entry:
     meta: dict[str, Any]
 
     @property
-    def archive(self) -> Path:
-        return self.path / ARCHIVE
+    def tree(self) -> Path:
+        return self.path / TREE
 
     @property
     def size(self) -> int:
@@ -136,68 +142,56 @@ def explain(new: dict[str, Any], name: str, base: Path | None = None) -> str:
     return ", ".join(parts) or "the cache entry was removed"
 
 
-class Damaged(Exception):
-    """The entry's archive does not match its sha256."""
-
-
-def lookup(data: dict[str, Any], name: str) -> Entry | None:
-    """The entry for these inputs, checked against its sha256; None (with the reason logged) if there is none.
-    A damaged entry is removed (unless another build holds it: then it is only not used). Call it holding
-    the entry (`locks.using`), as fetch() does, when the entry is to be read afterwards."""
+def problems(e: Entry) -> list[str]:
+    """Why the entry cannot be used ([] when it can): a directory of ours (0700, owned by this uid) whose
+    tree matches its listing, metadata only."""
     try:
-        return _check(data, name)
-    except Damaged:
-        _remove_damaged(root_dir() / key_of(data))
-        return None
+        st = os.lstat(e.path)
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or stat.S_IMODE(st.st_mode) != 0o700:
+            return [f"{e.path}: not a 0700 directory of uid {os.geteuid()}"]
+        listing = sealed.load(e.path / LISTING)
+    except (OSError, ValueError) as err:
+        return [f"{getattr(err, 'filename', None) or e.path / LISTING}: {getattr(err, 'strerror', None) or err}"]
+    return sealed.check(e.tree, listing)
 
 
-def _check(data: dict[str, Any], name: str) -> Entry | None:
+def open_entry(data: dict[str, Any], name: str, held: contextlib.ExitStack) -> Entry | None:
+    """The entry for these inputs, checked against its listing and held (shared: no prune removes it) until
+    `held` closes; None on a miss (the reason logged). A damaged entry is said, removed (unless another build
+    holds it) and not used."""
     key = key_of(data)
     d = root_dir() / key
-    try:
-        meta = json.loads((d / META).read_text())
-    except FileNotFoundError:
+    if not os.path.lexists(d / META):
         log.info("cache miss: %s", explain(data, name))
         return None
-    except (OSError, ValueError):
-        meta = None
-    e = Entry(key, d, meta or {})
-    if meta is None or not e.archive.is_file() or _sha256(e.archive) != meta.get("sha256"):
-        log.warning("bootstrap cache entry %s is damaged (its archive does not match its sha256): removed, "
-                    "bootstrapping again", key)
-        raise Damaged(key)
-    meta["last_used"] = time.time()
-    with contextlib.suppress(OSError):     # a read-only cache is still a cache
-        _write_meta(d, meta)
-    log.info("cache hit: bootstrap %s (%s)", key, human(e.size))
-    return e
+    with contextlib.ExitStack() as hold:
+        hold.callback(_drop_lock, d)
+        hold.enter_context(locks.using(d))
+        try:
+            meta = json.loads((d / META).read_text())
+        except (OSError, ValueError):
+            meta = {}
+        e = Entry(key, d, meta)
+        bad = problems(e)
+        if not bad:
+            meta["last_used"] = time.time()
+            with contextlib.suppress(OSError):     # a read-only cache is still a cache
+                _write_meta(d, meta)
+            log.info("cache hit: bootstrap %s (%s, %d files checked)", key, human(e.size), meta.get("files", 0))
+            held.push(hold.pop_all())
+            return e
+    log.warning("bootstrap cache entry %s is damaged (%s): removed, bootstrapping again", key, "; ".join(bad))
+    _remove_damaged(d)
+    return None
 
 
 def _remove_damaged(d: Path) -> None:
     with locks.removable(d) as free:
         if free:
-            shutil.rmtree(d, ignore_errors=True)
+            _rmtree(d)
         else:
             log.info("bootstrap cache: %s is in use by another imgbuild (%s); not removed now", d.name,
                      locks.owner(d))
-
-
-def fetch(data: dict[str, Any], name: str, root: Path) -> Entry | None:
-    """The tree of the entry for these inputs restored into root, or None on a miss. The entry is held from
-    the check of its sha256 to the end of the restore, so no prune removes it meanwhile."""
-    d = root_dir() / key_of(data)
-    if not (d / META).exists():
-        log.info("cache miss: %s", explain(data, name))
-        return None
-    try:
-        with locks.using(d):
-            e = _check(data, name)
-            if e is not None:
-                restore(e, root)
-            return e
-    except Damaged:
-        _remove_damaged(d)
-        return None
 
 
 def _write_meta(d: Path, meta: dict) -> None:
@@ -210,66 +204,83 @@ def _write_meta(d: Path, meta: dict) -> None:
             tmp.unlink()
 
 
-def restore(e: Entry, root: Path) -> None:
-    root.mkdir(parents=True, exist_ok=True)
-    runner.run(["tar", "--zstd", "-xpf", str(e.archive), "-C", str(root), "--same-owner", *TAR_FLAGS])
+@dataclass
+class Kept:
+    """What keep() did: the entry the build goes on above, and whether the build's own tree went into it
+    (False: the cache is on another file system, it holds a copy and the build goes on in its own tree)."""
+
+    entry: Entry
+    moved: bool
 
 
-def save(data: dict[str, Any], name: str, root: Path) -> Entry | None:
-    """Keep the tree under its key (written under a temp name, then renamed). A failure to cache is a warning:
-    the build itself goes on."""
+def keep(data: dict[str, Any], name: str, tree: Path, held: contextlib.ExitStack) -> Kept | None:
+    """Make the freshly bootstrapped tree an entry: moved into the cache (copied when the cache is on another
+    file system), sealed, renamed to its key, held until `held` closes. When another build kept the same key
+    meanwhile, this build's entry stays a temp of its own, removed when `held` closes. A failure to cache is a
+    warning (None; the tree is back where it was): the build itself goes on."""
     base = root_dir()
     key = key_of(data)
     final = base / key
     tmp = base / f".{key}.{os.getpid()}.tmp"
-    try:
-        base.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.chmod(base, 0o700)      # entries are whole trees (their /etc/shadow ...): root's (or yours) only
-        with locks.claim(tmp, what=f"saving bootstrap {key}", leftover=_rmtree):
+    moved = False
+    with contextlib.ExitStack() as hold, contextlib.ExitStack() as temp:
+        try:
+            base.mkdir(parents=True, exist_ok=True, mode=0o700)
+            os.chmod(base, 0o700)      # entries are whole trees (their /etc/shadow ...): root's (or yours) only
+            temp.enter_context(locks.claim(tmp, what=f"keeping bootstrap {key}", leftover=_rmtree))
+            temp.callback(_rmtree, tmp)          # gone at the end unless renamed to its key
+            os.chmod(tmp, 0o700)
+            moved = _move_or_copy(tree, tmp / TREE)
+            listing = sealed.seal(tmp / TREE)
+            (tmp / LISTING).write_text(json.dumps(listing, separators=(",", ":")) + "\n")
+            meta = {"name": name, "inputs": data, "created": time.time(), "last_used": time.time(),
+                    "size": sealed.size(listing), "files": len(listing)}
+            _write_meta(tmp, meta)
+            hold.callback(_drop_lock, final)
+            hold.enter_context(locks.using(final))    # held before it exists: no prune takes it from us
             try:
-                os.chmod(tmp, 0o700)
-                runner.run(["sh", "-c", f'tar -C "$1" -cpf - {" ".join(TAR_FLAGS)} . | zstd -q -T0 -3 -o "$2"',
-                            "sh", str(root), str(tmp / ARCHIVE)])
-                os.chmod(tmp / ARCHIVE, 0o600)
-                meta = {"name": name, "inputs": data, "created": time.time(), "last_used": time.time(),
-                        "size": (tmp / ARCHIVE).stat().st_size, "sha256": _sha256(tmp / ARCHIVE)}
-                _write_meta(tmp, meta)
-                if not _put(tmp, final):
-                    return None
-            finally:
-                _rmtree(tmp)
-    except (OSError, CommandError, BuilderError) as e:
-        if runner.interrupted():
-            raise
-        log.warning("could not keep the bootstrap in the cache (%s); the build goes on", e)
-        return None
-    log.info("bootstrap kept in the cache as %s (%s)", key, human(meta["size"]))
+                os.rename(tmp, final)
+                entry = Entry(key, final, meta)
+            except OSError as err:
+                if err.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                    raise
+                log.info("bootstrap cache: %s was kept meanwhile by another build; this build uses its own", key)
+                entry = Entry(key, tmp, meta)
+                hold.push(temp.pop_all())        # ours until the build ends, then removed
+        except (OSError, CommandError, BuilderError) as err:
+            if runner.interrupted():
+                raise
+            if moved:
+                os.rename(tmp / TREE, tree)
+            log.warning("could not keep the bootstrap in the cache (%s); the build goes on", err)
+            return None
+        held.push(hold.pop_all())
+    log.info("bootstrap kept in the cache as %s (%s, %d files)", key, human(entry.size), len(listing))
     prune(max_size(), keep={key})
-    return Entry(key, final, meta)
+    return Kept(entry, moved)
+
+
+def _move_or_copy(tree: Path, dest: Path) -> bool:
+    """Rename tree to dest (True); on another file system, copy it there, every attribute kept (False)."""
+    if not os.path.ismount(tree):          # (a tree in RAM is a mount of its own)
+        try:
+            os.rename(tree, dest)
+            return True
+        except OSError as err:
+            if err.errno != errno.EXDEV:
+                raise
+    treecopy.copy_tree(tree, dest)
+    return False
+
+
+def _drop_lock(d: Path) -> None:
+    """The lock file of an entry nobody holds any more: gone (another build's hold keeps it)."""
+    with locks.removable(d):
+        pass
 
 
 def _rmtree(d: Path) -> None:
-    shutil.rmtree(d, ignore_errors=True)
-
-
-def _put(tmp: Path, final: Path) -> bool:
-    """Rename the finished temp to its key. When another build saved the same key meanwhile (or a damaged entry
-    is there), replace it unless a build is reading it: then that one stays and ours goes."""
-    try:
-        os.rename(tmp, final)
-        return True
-    except OSError as e:
-        if e.errno not in (errno.EEXIST, errno.ENOTEMPTY):
-            raise
-    with locks.removable(final) as free:
-        if not free:
-            log.info("bootstrap cache: %s was saved meanwhile by another build, which is using it", final.name)
-            return False
-        old = final.with_name(f".{final.name}.old-{os.getpid()}")
-        os.rename(final, old)
-        os.rename(tmp, final)
-        _rmtree(old)
-    return True
+    mounts.remove_tree(d)
 
 
 def max_size() -> int:
@@ -296,13 +307,14 @@ def prune(limit: int | None, keep: set[str] = frozenset(), everything: bool = Fa
     for e in es:
         if e.key in keep:
             continue
-        if everything or (limit is not None and total > limit):
+        old = e.meta.get("inputs", {}).get("format") != FORMAT     # an older imgbuild's: never used again
+        if everything or old or (limit is not None and total > limit):
             with locks.removable(e.path) as free:
                 if not free:
                     log.info("bootstrap cache: kept %s (%s): in use by a running imgbuild (%s)", e.key,
                              e.meta.get("name", "?"), locks.owner(e.path))
                     continue
-                shutil.rmtree(e.path, ignore_errors=True)
+                _rmtree(e.path)
             total -= e.size
             gone.append(e)
     if base.is_dir():
@@ -310,16 +322,18 @@ def prune(limit: int | None, keep: set[str] = frozenset(), everything: bool = Fa
             if d.is_dir() and not d.is_symlink():
                 with locks.removable(d) as dead:
                     if dead:                      # left by a killed run; a running build's stays
-                        shutil.rmtree(d, ignore_errors=True)
+                        _rmtree(d)
         locks.clean_orphan_locks(base)
     return gone
 
 
-def remove(names: list[str]) -> list[Entry]:
-    """Remove the entries named: each NAME is a recipe name (every entry of it) or a key (or a unique prefix of
-    one, at least 6 characters, as `cache list` shows them). Nothing is removed unless every NAME matches and no
-    matched entry is in use by a running build."""
+def select(names: list[str]) -> list[Entry]:
+    """The entries named: each NAME is a recipe name (every entry of it) or a key (or a unique prefix of one, at
+    least 6 characters, as `cache list` shows them); no names: every entry. InputError when a NAME matches
+    nothing."""
     es = entries()
+    if not names:
+        return es
     chosen: dict[str, Entry] = {}
     for n in names:
         by_name = [e for e in es if e.meta.get("name") == n]
@@ -331,6 +345,33 @@ def remove(names: list[str]) -> list[Entry]:
             raise InputError(f"bootstrap cache: {n!r} is the start of {len(by_key)} keys "
                              f"({', '.join(e.key for e in by_key)})", "give more of the key")
         chosen.update((e.key, e) for e in by_name or by_key)
+    return list(chosen.values())
+
+
+def verify(e: Entry) -> list[str]:
+    """The full check of an entry: every file's metadata and contents against its listing ([]: intact). An
+    entry of an older format is not checked: ["older format ..."]."""
+    if e.meta.get("inputs", {}).get("format") != FORMAT:
+        return [f"an older imgbuild's format {e.meta.get('inputs', {}).get('format')}: never used, "
+                "removed by the next prune"]
+    try:
+        with locks.using(e.path):
+            bad = problems(e)
+            if bad and bad[0].startswith(str(e.path)):
+                return bad
+            try:
+                listing = sealed.load(e.path / LISTING)
+            except (OSError, ValueError) as err:
+                return [f"{e.path / LISTING}: {err}"]
+            return sealed.verify(e.tree, listing)
+    finally:
+        _drop_lock(e.path)
+
+
+def remove(names: list[str]) -> list[Entry]:
+    """Remove the entries named (see select). Nothing is removed unless every NAME matches and no matched entry
+    is in use by a running build."""
+    chosen = {e.key: e for e in select(names)}
     with contextlib.ExitStack() as stack:
         for e in chosen.values():
             if not stack.enter_context(locks.removable(e.path)):
@@ -338,14 +379,14 @@ def remove(names: list[str]) -> list[Entry]:
                                    f"imgbuild ({locks.owner(e.path)}); nothing removed",
                                    "wait for that build to finish, then run this again")
         for e in chosen.values():
-            shutil.rmtree(e.path, ignore_errors=True)
+            _rmtree(e.path)
     return list(chosen.values())
-
 
 
 def describe(e: Entry) -> str:
     i = e.meta.get("inputs", {})
     age = time.time() - e.meta.get("last_used", 0)
-    return (f"{e.key}  {e.meta.get('name', '?'):<20} {human(e.size):>9}  used {age / 3600:.1f} h ago  "
+    old = "" if i.get("format") == FORMAT else f"[older format {i.get('format')}, never used]  "
+    return (f"{e.key}  {e.meta.get('name', '?'):<20} {human(e.size):>9}  used {age / 3600:.1f} h ago  {old}"
             f"{i.get('method')} {i.get('distro')} {i.get('release')} {i.get('arch')} "
             f"packages: {', '.join(i.get('packages', [])) or '-'}")

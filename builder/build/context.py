@@ -32,7 +32,7 @@ class Context:
     sub_timings: dict[str, dict[str, float]] = field(default_factory=dict)   # phase -> its sub-phases' seconds
     artifacts: dict[str, Path] = field(default_factory=dict)  # kind -> file in stage
     tools: dict[str, Any] = field(default_factory=dict)
-    cache: str = ""              # the bootstrap cache: "hit KEY", "miss, kept as KEY", "off"
+    cache: str = ""              # the bootstrap cache: "hit KEY (overlay)", "miss, kept as KEY (overlay)", "off"
     build_key: str | None = None  # builder/build/uptodate.py: every input of this build, hashed
     phase: str = ""               # the phase running now (pipeline.phase)
     _sub: tuple[str, str, float] | None = field(default=None, repr=False)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from builder.build import bootcache, bootstrap, hooks, manifest, packages, uptodate
+from builder.build import bootcache, bootstrap, hooks, layered, manifest, packages, uptodate
 from builder.build import unprivileged as unpriv
 from builder.build.context import Context
 from builder.build.families import Plan, family_of
@@ -186,7 +186,8 @@ def _build_locked(loaded: Loaded, pre: Preflight, output: Path, t0: float, keep_
         with locks.claim(output / ".work" / f"{r.name}-{os.getpid()}", what=f"building {final}",
                          leftover=_remove_dead_dir) as work:
             try:
-                ctx = _run(loaded, pre, output, work, t0, keep_tree, use_cache, build_key)
+                with contextlib.ExitStack() as held:     # the cache entry and the overlay above it
+                    ctx = _run(loaded, pre, output, work, t0, keep_tree, use_cache, build_key, held)
             except BaseException as e:
                 if isinstance(e, KeyboardInterrupt) or (runner.interrupted() and not isinstance(e, Interrupted)):
                     raise Interrupted() from None
@@ -215,8 +216,44 @@ def breakdown(timings: dict[str, float], least: float = 0.1) -> str:
     return ", ".join(shown + ([f"the rest {rest:.1f} s"] if rest >= 0.05 else [])) or "nothing measured"
 
 
+def _bootstrap(ctx: Context, method: bootstrap.Method, key_inputs: dict, use_cache: bool,
+               held: contextlib.ExitStack) -> None:
+    """WORK/rootfs: above the cache entry of these inputs (checked), or bootstrapped, kept in the cache and then
+    above it (builder/build/bootcache.py, builder/build/layered.py); without the cache, just bootstrapped."""
+    rootfs = ctx.work / "rootfs"
+    entry = None
+    if use_cache:
+        ctx.sub("check the cache entry")
+        entry = bootcache.open_entry(key_inputs, ctx.recipe.name, held)
+        ctx.cache = f"hit {entry.key}" if entry else "miss"
+    if entry is None:
+        ctx.sub(None)
+        if method.name == "mmdebstrap":
+            ram = layered.in_ram(rootfs, held)
+            if ram:
+                log.info("bootstrapping in RAM (a tmpfs of up to %s; %s=0 keeps it on the disk)", ram,
+                         layered.RAM_ENV)
+        method.bootstrap(ctx)
+        runner.check_interrupt()
+        if not use_cache:
+            ctx.cache = "off"
+            return
+        ctx.sub("seal the cache entry")
+        kept = bootcache.keep(key_inputs, ctx.recipe.name, rootfs, held)
+        if kept is None:
+            return
+        entry = kept.entry
+        ctx.cache = f"miss, kept as {entry.key}"
+        if not kept.moved:
+            ctx.cache += " (copied into the cache; the build goes on in its own tree)"
+            return
+    ctx.sub("tree over the cache entry")
+    ctx.cache += f" ({layered.tree_over(entry.tree, ctx.work, held)})"
+    ctx.sub(None)
+
+
 def _run(loaded: Loaded, pre: Preflight, output: Path, work: Path, t0: float, keep_tree: bool, use_cache: bool,
-         build_key) -> Context:
+         build_key, held: contextlib.ExitStack) -> Context:
     r = loaded.recipe
     method = pre.method
     final = output / r.name
@@ -228,18 +265,7 @@ def _run(loaded: Loaded, pre: Preflight, output: Path, work: Path, t0: float, ke
                   method=method.name, build_key=build_key)
     ctx.timings["preflight"] = round(time.monotonic() - t0, 3)
     with phase(ctx, "bootstrap", f"{method.name} {r.distro} {r.release} {r.arch}"):
-        key_inputs = bootcache.inputs(r, pre)
-        ctx.sub("restore from the cache" if use_cache else None)
-        entry = bootcache.fetch(key_inputs, r.name, work / "rootfs") if use_cache else None
-        ctx.sub(None)
-        if entry is not None:
-            ctx.cache = f"hit {entry.key}"
-        else:
-            method.bootstrap(ctx)
-            runner.check_interrupt()
-            ctx.sub("save in the cache" if use_cache else None)
-            saved = bootcache.save(key_inputs, r.name, work / "rootfs") if use_cache else None
-            ctx.cache = f"miss, kept as {saved.key}" if saved else "off" if not use_cache else "miss"
+        _bootstrap(ctx, method, bootcache.inputs(r, pre), use_cache, held)
         ctx.root = RootFS(work / "rootfs")
         if unpriv.active():
             devices.run(ctx, devices.MMDEBSTRAP)   # what mmdebstrap makes in /dev when it can mknod
@@ -265,6 +291,10 @@ def _run(loaded: Loaded, pre: Preflight, output: Path, work: Path, t0: float, ke
         publish(stage, final)
         if keep_tree:
             kept = output / f"{r.name}.rootfs"
-            outputs.keep_tree(ctx.root.path, kept)   # replaces only a tree an earlier --keep-tree left
+            tree = ctx.root.path
+            if os.path.ismount(tree):     # an overlay, a tmpfs: what it holds is copied out
+                tree = work / "kept"
+                layered.copy_out(ctx.root.path, tree)
+            outputs.keep_tree(tree, kept)   # replaces only a tree an earlier --keep-tree left
             log.info("kept the tree at %s", kept)
     return ctx

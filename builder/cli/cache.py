@@ -1,9 +1,12 @@
-"""`imgbuild cache list|rm|prune`: the bootstrap and package caches."""
+"""`imgbuild cache list|verify|rm|prune`: the bootstrap and package caches."""
 from __future__ import annotations
+
+import os
 
 import click
 
 from builder.build import bootcache
+from builder.build import unprivileged as unpriv
 from builder.cli.common import apply_verbosity, verbosity
 from builder.core.errors import InputError
 from builder.debian import pkgcache
@@ -21,6 +24,13 @@ def cache_group() -> None:
     used packages first, after each build); `prune --packages` empties it. `rm NAME` removes the entries of
     one recipe (or one KEY).
     """
+
+
+def _as_tree_owner() -> None:
+    """An ordinary user's entries hold files of the user namespace's ids (their unprivileged builds made them),
+    which the user cannot read or remove from outside: run this command again inside such a namespace."""
+    if os.geteuid() != 0 and not unpriv.active() and bootcache.root_dir().is_dir():
+        unpriv.reexec()
 
 
 @cache_group.command("list")
@@ -46,6 +56,7 @@ def cache_prune(max_size: str | None, packages: bool, everything: bool, verbose:
                 debug: bool) -> None:
     """Remove the least recently used bootstrap entries until the cache fits."""
     apply_verbosity(verbose, quiet, debug)
+    _as_tree_owner()
     try:
         limit = bootcache.parse_size(max_size) if max_size else bootcache.max_size()
     except InputError as e:
@@ -59,6 +70,32 @@ def cache_prune(max_size: str | None, packages: bool, everything: bool, verbose:
         click.echo(f"removed {files} packages ({size / (1 << 20):.1f} MB) from {pkgcache.deb_dir().parent}")
 
 
+@cache_group.command("verify")
+@click.argument("names", nargs=-1, metavar="[NAME|KEY...]")
+@verbosity
+def cache_verify(names: tuple[str, ...], verbose: int, quiet: bool, debug: bool) -> None:
+    """Check bootstrap cache entries in full: every file's type, mode, owner, size, times and contents against
+    the listing sealed when the entry was made (a build checks all but the contents before each use). Every
+    entry, or those of recipe NAME, or the entry KEY. Exit 1 naming each damaged entry and its first differing
+    files; `imgbuild cache rm KEY` removes one (the next build makes it again)."""
+    apply_verbosity(verbose, quiet, debug)
+    _as_tree_owner()
+    damaged = 0
+    chosen = bootcache.select(list(names))
+    for e in chosen:
+        bad = bootcache.verify(e)
+        old = bad and bad[0].startswith("an older")
+        click.echo(f"{e.key}  {e.meta.get('name', '?')}: " + ("ok" if not bad else "skipped, " + bad[0] if old
+                                                              else "DAMAGED"))
+        if bad and not old:
+            damaged += 1
+            for line in bad:
+                click.echo(f"    {line}")
+    click.echo(f"{len(chosen)} entries checked, {damaged} damaged", err=True)
+    if damaged:
+        raise SystemExit(1)
+
+
 @cache_group.command("rm")
 @click.argument("names", nargs=-1, required=True, metavar="NAME|KEY...")
 @verbosity
@@ -66,6 +103,7 @@ def cache_rm(names: tuple[str, ...], verbose: int, quiet: bool, debug: bool) -> 
     """Remove bootstrap cache entries: every entry of a recipe NAME, or the entry KEY (its first 6+ characters,
     as `cache list` shows it). Nothing is removed when one NAME matches nothing or an entry is in use."""
     apply_verbosity(verbose, quiet, debug)
+    _as_tree_owner()
     gone = bootcache.remove(list(names))
     for e in gone:
         click.echo(f"removed {e.key} ({e.meta.get('name', '?')}, {e.size / (1 << 20):.1f} MB)")

@@ -108,8 +108,9 @@ def clone(src, new, hostname, ips, macs, variables, files, dry_run, force, inven
     ones), machine-id, ssh host keys, DHCP leases, and the guest's templates, in the guest and in its config.
 
     A MAC, IP or host name another guest already has (in the inventory, or in the LXC, Xen and OpenVZ configs
-    of this host) is refused, naming both guests. The copy keeps owners, devices, hardlinks and xattrs (cp -a,
-    reflinks where the filesystem has them). The new guest is recorded in the inventory.
+    of this host) is refused, naming both guests. The copy keeps owners, modes, devices, hardlinks, xattrs,
+    ACLs, capabilities and holes, as cp -a does, copying several files at once; no link in the guest is followed.
+    The new guest is recorded in the inventory.
     """
     apply_verbosity(verbose, quiet, debug)
     req = request(hostname, ips, macs, variables, files)

@@ -16,6 +16,7 @@ import contextlib
 import logging
 import os
 import re
+import shutil
 import signal
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,6 +69,24 @@ def clean_stale(path: str | os.PathLike) -> list[str]:
         log.warning("unmounting %s, left mounted by an earlier run", p)
         umount(p)
     return points
+
+
+def remove_tree(d: str | os.PathLike) -> None:
+    """Unmount what is mounted under d (a killed run's), then remove d; never removes through a mount that
+    stayed (UnsafePath naming it)."""
+    if not os.path.lexists(d):
+        return
+    if not os.path.islink(d):
+        for p in mounted_under(d):
+            umount(p)
+        left = mounted_under(d)
+        if left:
+            raise UnsafePath(f"{d}: {left[0]} is still mounted under it, so it is not removed",
+                             f"unmount it (umount -l {left[0]}), then remove {d}")
+    if os.path.islink(d) or not os.path.isdir(d):
+        os.unlink(d)
+        return
+    shutil.rmtree(d, ignore_errors=True)
 
 
 @contextlib.contextmanager

@@ -28,3 +28,17 @@ def cache_dir() -> Path:
 def user_secrets_dir() -> Path:
     """The secrets directory of an unprivileged user (decided as that user, before entering a namespace)."""
     return Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local/share")) / "imgbuild" / "secrets"
+
+
+def same_fs(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether a and b (or, for one not made yet, its nearest existing parent) are on one file system."""
+    def dev(p: Path) -> int:
+        while not p.exists() and p != p.parent:
+            p = p.parent
+        return p.stat().st_dev
+    return dev(Path(a)) == dev(Path(b))
+
+
+def link_flag(src: str | os.PathLike, dest: str | os.PathLike) -> str:
+    """cp's flag to put src's files into dest: hard links (-al) on one file system, copies (-a) across two."""
+    return "-al" if same_fs(src, dest) else "-a"

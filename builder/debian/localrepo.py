@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
-from builder.core import net
+from builder.core import net, paths
 from builder.core import proc as runner
 from builder.core.errors import MirrorError
 from builder.core.outputs import file_mode
@@ -165,6 +165,7 @@ class Plan:
     debs: Path          # the prepared files of the first stage, named as apt names them, linked in at setup
     line: str           # the sources.list line for mmdebstrap
     essential_hook: str  # links in the second stage's files (waiting for them) and updates apt's lists
+    total: int = 0       # how many packages mmdebstrap will install
 
 
 class _SecondStage(threading.Thread):
@@ -251,10 +252,10 @@ def _prepared(ctx: "Context", res, sums: dict[str, tuple[str, int]]) -> Iterator
         hook = (f"--essential-hook=i=0; while [ ! -e {q(marker)}.done ] && [ ! -e {q(marker)}.failed ] && "
                 f"[ $i -lt 36000 ]; do sleep 0.05; i=$((i+1)); done; [ -e {q(marker)}.done ] || exit 1; "
                 f"cp -a {q(nxt)}/dists/. {q(repo)}/dists/ && "
-                f"cp -al {q(later)}/. \"$1\"/var/cache/apt/archives/ && "
+                f"cp {paths.link_flag(later, ctx.root.path)} {q(later)}/. \"$1\"/var/cache/apt/archives/ && "
                 "APT_CONFIG=\"$MMDEBSTRAP_APT_CONFIG\" apt-get -qq update")
         try:
-            yield Plan(repo, debs, f"deb [trusted=yes] file://{repo} {index.suite} main", hook)
+            yield Plan(repo, debs, f"deb [trusted=yes] file://{repo} {index.suite} main", hook, len(res.stanzas))
         except BaseException:
             for f in done2:
                 f.cancel()
@@ -295,7 +296,7 @@ def _bar(total: int):
         return None
     from tqdm import tqdm
 
-    return tqdm(total=total, unit="pkg", desc="packages", leave=False, file=sys.stderr)
+    return tqdm(total=total, unit="pkg", desc="prepared", leave=False, file=sys.stderr)
 
 
 def sources_line(ctx: "Context") -> str:

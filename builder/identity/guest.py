@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Iterator
 
 from builder.build.manifest import read_manifest
-from builder.core import checks, tarwriter
+from builder.core import checks, tarwriter, treecopy
 from builder.core import proc as runner
 from builder.core.errors import InputError
 from builder.core.mounts import MountStack
@@ -202,8 +202,9 @@ def _unpacked_output(g: Guest, writeback: bool) -> Iterator[Tree]:
 
 
 def _cp(src: Path, dest: Path) -> None:
-    """cp -a with reflinks where the filesystem has them: owners, modes, devices, hardlinks, xattrs, sparse."""
-    runner.run(["cp", "-a", "--reflink=auto", "--sparse=always", str(src), str(dest)])
+    """cp -a: owners, modes, devices, hardlinks, xattrs, holes; a directory several files at once
+    (builder/core/treecopy.py), anything else with cp itself (reflinks where the filesystem has them)."""
+    treecopy.copy_any(src, dest)
 
 
 def new_name(new: str) -> str:

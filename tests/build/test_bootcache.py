@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import time
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from builder.build import bootcache
 from builder.core.errors import InputError
 from tests.conftest import DEFAULT_RECIPE, imgbuild, sha256
 
-BASE = {"format": 2, "method": "mmdebstrap", "distro": "debian", "release": "bookworm", "arch": "amd64",
+BASE = {"format": bootcache.FORMAT, "method": "mmdebstrap", "distro": "debian", "release": "bookworm", "arch": "amd64",
         "mirror": "http://mirror.example/debian", "variant": "minbase", "components": ["main"],
         "packages": ["iproute2", "systemd-sysv"], "epoch": 1700000000, "index": ["a" * 64]}
 
@@ -62,7 +63,8 @@ def _build(out: Path, *args: str, env: dict) -> tuple[str, Path]:
 @pytest.mark.slow
 def test_cold_warm_changed_damaged(tmp_path):
     env = {**os.environ, "IMGBUILD_CACHE": str(tmp_path / "cache")}
-    err, cold = _build(tmp_path / "cold", env=env)
+    err_cold, cold = _build(tmp_path / "cold", env=env)
+    err = err_cold
     assert "cache miss: no earlier bootstrap of debian12 in the cache" in err and "bootstrap kept in the cache" in err
     debs = sorted((tmp_path / "cache/packages/deb").glob("*.deb"))
     prepared = tmp_path / "cache/packages/deb-prepared"
@@ -75,6 +77,33 @@ def test_cold_warm_changed_damaged(tmp_path):
     assert sha256(cold) == sha256(warm), "a warm build gave another tarball than the cold one"
     m = json.loads((tmp_path / "warm/debian12/manifest.json").read_text())
     assert m["bootstrap"]["cache"].startswith("hit ") and m["packages"]["openssh-server"]
+    # the cold build bootstrapped in RAM, copied the tree into the cache and went on in RAM; the warm one went
+    # on above the entry: an overlay, no copy
+    cold_m = json.loads((tmp_path / "cold/debian12/manifest.json").read_text())
+    assert cold_m["bootstrap"]["cache"].startswith("miss, kept as ") and cold_m["bootstrap"]["cache"].endswith(
+        " (copied into the cache; the build goes on in its own tree)"), cold_m["bootstrap"]["cache"]
+    assert "bootstrapping in RAM (a tmpfs of up to" in err_cold
+    assert m["bootstrap"]["cache"].endswith(" (overlay)"), m["bootstrap"]["cache"]
+    assert m["sub_timings"]["bootstrap"]["check the cache entry"] < 5, m["sub_timings"]
+    # the fallback, a copy of the entry: the same tarball, byte for byte (no whiteout, no opaque directory
+    # reaches it either way)
+    err, copied = _build(tmp_path / "copied", env={**env, "IMGBUILD_TREE": "copy"})
+    assert "building on a copy of the cache entry (IMGBUILD_TREE=copy)" in err, err
+    assert json.loads((tmp_path / "copied/debian12/manifest.json").read_text())["bootstrap"]["cache"].endswith(
+        " (copy)")
+    assert sha256(copied) == sha256(warm), "the copy fallback gave another tarball than the overlay"
+    # a hook that removes and changes files of the entry (whiteouts, an opaque directory, a copy-up of a
+    # hard-linked file): the overlay build and the copy build give the same tarball
+    changes = ["--set", "hooks.post-files=[{run: 'rm -rf /usr/share/doc && mkdir /usr/share/doc && "
+               "echo x > /usr/share/doc/new && rm /etc/issue.net && echo y >> /usr/bin/perl'}]"]
+    _, o_changed = _build(tmp_path / "o-changed", *changes, env=env)
+    _, c_changed = _build(tmp_path / "c-changed", *changes, env={**env, "IMGBUILD_TREE": "copy"})
+    assert sha256(o_changed) == sha256(c_changed) != sha256(warm)
+    names = subprocess.run(["tar", "--zstd", "-tvf", str(o_changed)], capture_output=True, text=True).stdout
+    assert ".wh." not in names and "./usr/share/doc/new" in names and "./etc/issue.net" not in names
+    perl = [line for line in names.splitlines() if line.endswith(("./usr/bin/perl", "./usr/bin/perl5.36.0"))
+            or " link to ./usr/bin/perl" in line]
+    assert any(" link to " in line for line in perl), f"perl's hard link was split by the copy-up: {perl}"
     # nothing changed: the output is up to date and not built again; --force builds it (from the cache)
     t0 = time.monotonic()
     err, same = _build(tmp_path / "warm", env=env)
@@ -87,11 +116,23 @@ def test_cold_warm_changed_damaged(tmp_path):
     r = imgbuild("cache", "list", env=env)
     assert r.returncode == 0 and "debian12" in r.stdout and r.stdout.count("\n") == 1
     (entry,) = [p for p in (tmp_path / "cache/bootstrap").iterdir() if not p.name.startswith(".")]   # no locks
-    with open(entry / bootcache.ARCHIVE, "r+b") as f:
-        f.seek(1 << 20)
-        f.write(b"\0damage\0")
-    err, again = _build(tmp_path / "again", env=env)
-    assert "is damaged" in err and "I: success" in err, err
+    assert sorted(p.name for p in (tmp_path / "cache/bootstrap").iterdir()) == [entry.name], "locks or temps left"
+    r = imgbuild("cache", "verify", env=env)
+    assert r.returncode == 0 and f"{entry.name}  debian12: ok" in r.stdout, r.stdout + r.stderr
+    # one byte of one file changed, its size and mtime kept: verify names it; a build finds it (ctime) and
+    # bootstraps again -> the same tarball
+    f = entry / "tree/etc/debian_version"
+    st = f.stat()
+    f.write_bytes(f.read_bytes()[::-1])
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
+    r = imgbuild("cache", "verify", "debian12", env=env)
+    assert r.returncode == 1 and "DAMAGED" in r.stdout and "/etc/debian_version: ctime" in r.stdout, r.stdout
+    # (bootstrapped on the disk this time: the tree itself becomes the entry, the build goes on above it)
+    err, again = _build(tmp_path / "again", env={**env, "IMGBUILD_BOOTSTRAP_IN_RAM": "0"})
+    assert "is damaged (/etc/debian_version: ctime" in err and "I: success" in err, err
+    assert "bootstrapping in RAM" not in err
+    again_cache = json.loads((tmp_path / "again/debian12/manifest.json").read_text())["bootstrap"]["cache"]
+    assert again_cache == f"miss, kept as {entry.name} (overlay)", again_cache
     assert sha256(again) == sha256(cold)
 
     # a changed package list: the miss says what changed

@@ -175,55 +175,36 @@ def test_the_leftovers_of_killed_builds_are_cleaned_by_the_next(tmp_path: Path):
         force_unmount(out)
 
 
-ZSTD_GATE = """#!/bin/sh
-# the bootstrap cache's `zstd -o FILE` waits at the gate; every other use is the real zstd
-case " $* " in
-  *" -o "*) echo $$ > "$IMGBUILD_TEST_READY"; read x < "$IMGBUILD_TEST_GATE" ;;
-esac
-exec /usr/bin/zstd "$@"
-"""
-
-
-def test_cache_prune_during_a_build_leaves_the_builds_temp_alone(tmp_path: Path):
-    """A build saving its bootstrap to the cache (paused at its compressor) and `imgbuild cache prune --all`
-    meanwhile: the temp stays, the build completes and keeps its entry."""
+def test_cache_prune_during_a_build_leaves_the_entry_under_its_overlay_alone(tmp_path: Path):
+    """A build paused in a hook, its tree an overlay above the bootstrap cache entry it just kept, and `imgbuild
+    cache prune --all` (and --max-size 0, and rm) meanwhile: the entry stays, named as in use; the build
+    completes; the entry is intact and nothing else is left in the cache."""
     shared = Path(os.environ["IMGBUILD_CACHE"]) / "packages"
-    cache = Path(tempfile.mkdtemp(prefix="imgbuild-test-cache-", dir=shared.parent.parent))   # same fs
-    if shared.is_dir():            # the session's packages, linked: no downloads again
-        shutil.copytree(shared, cache / "packages", copy_function=os.link,
-                        ignore=shutil.ignore_patterns(".*"))
-    bindir = tmp_path / "bin"
-    bindir.mkdir()
-    (bindir / "zstd").write_text(ZSTD_GATE)
-    (bindir / "zstd").chmod(0o755)
-    ready, gate = tmp_path / "ready", tmp_path / "gate"
-    os.mkfifo(ready)
-    os.mkfifo(gate)
-    env = {**os.environ, "IMGBUILD_CACHE": str(cache), "PATH": f"{bindir}:{os.environ['PATH']}",
-           "IMGBUILD_TEST_READY": str(ready), "IMGBUILD_TEST_GATE": str(gate)}
+    cache = Path(tempfile.mkdtemp(prefix="imgbuild-test-cache-", dir=tmp_path))   # on the output's file system
+    if shared.is_dir():            # the session's packages, linked or copied: no downloads again
+        shutil.copytree(shared, cache / "packages", ignore=shutil.ignore_patterns(".*"))
+    env = {**os.environ, "IMGBUILD_CACHE": str(cache), "IMGBUILD_BOOTSTRAP_IN_RAM": "0"}   # the tree kept as is
     out = tmp_path / "out"
-    log = tmp_path / "build.log"
-    recipe = write_recipe(tmp_path / "debian12.yml", targets={"tarball": {"compression": "none"}})
-    with open(log, "w") as f:
-        proc = subprocess.Popen([str(BIN / "imgbuild"), str(recipe), "-o", str(out), *SMALL], cwd=REPO,
-                                stdout=f, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    build = PausedBuild(tmp_path, out, "held", env=env)
     try:
-        read_fifo(ready, proc, log)
-        temps = list((cache / "bootstrap").glob(".*.tmp"))
-        assert len(temps) == 1 and temps[0].name.endswith(f".{proc.pid}.tmp"), temps
-        r = imgbuild("cache", "prune", "--all", env={**os.environ, "IMGBUILD_CACHE": str(cache)})
-        assert r.returncode == 0, r.stderr
-        assert temps[0].is_dir(), "prune removed the cache temp of a running build"
-        with open(gate, "w") as g:
-            g.write("go\n")
-        assert proc.wait(timeout=900) == 0, log.read_text()
-        assert "bootstrap kept in the cache as" in log.read_text()
+        assert build.root in [Path(p) for p in mounts_under(out)], "the tree is not a mount (an overlay)"
         (entry,) = [p for p in (cache / "bootstrap").iterdir() if not p.name.startswith(".")]
-        assert (entry / "tree.tar.zst").is_file()
+        for args in (("prune", "--all"), ("prune", "--max-size", "0")):
+            r = subprocess.run([str(BIN / "imgbuild"), "cache", *args], capture_output=True, text=True, env=env)
+            assert r.returncode == 0, r.stderr
+            assert f"kept {entry.name} (debian12): in use by a running imgbuild (pid {build.pid})" in r.stderr, r.stderr
+        r = subprocess.run([str(BIN / "imgbuild"), "cache", "rm", "debian12"], capture_output=True, text=True, env=env)
+        assert r.returncode == 1 and "is in use by a running imgbuild" in r.stderr, r.stderr
+        assert (entry / "tree" / "etc" / "os-release").exists()
+        assert build.release() == 0, build.output()
+        assert f"miss, kept as {entry.name} (overlay)" in (out / "debian12" / "manifest.json").read_text()
+        r = subprocess.run([str(BIN / "imgbuild"), "cache", "verify"], capture_output=True, text=True, env=env)
+        assert r.returncode == 0 and f"{entry.name}  debian12: ok" in r.stdout, r.stdout + r.stderr
         assert sorted(p.name for p in (cache / "bootstrap").iterdir()) == [entry.name], "temps or locks left"
+        assert mounts_under(out) == []
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        if build.proc.poll() is None:
+            build.proc.kill()
+            build.proc.wait()
         force_unmount(out)
         shutil.rmtree(cache, ignore_errors=True)

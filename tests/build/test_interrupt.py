@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from builder.build import bootcache
 from tests.build.targets.conftest import VM_RECIPE, loop_devices
 from tests.conftest import BIN, DEFAULT_RECIPE, REPO, imgbuild, mounts_under, sha256
 
@@ -266,6 +267,7 @@ def test_interrupt_stops_the_build_at_once(debian12_build: Path, tmp_path: Path,
             root = Path(_read_fifo(ready, proc))
             _read_fifo(root / "tmp" / "inside", proc)
             assert str(root / "proc") in mounts_under(out), "the hook's chroot has no /proc mounted"
+            assert str(root) in mounts_under(out), "the tree is not an overlay above the cache entry"
         elif where == "mmdebstrap":
             _wait_for_child(proc, "dpkg")
         else:
@@ -287,6 +289,9 @@ def test_interrupt_stops_the_build_at_once(debian12_build: Path, tmp_path: Path,
         assert phases[-1] == last_phase, f"the build went on after the interrupt: {phases}"
         assert_nothing_left(out, before)
         assert loop_devices() == loops
+        if "--no-cache" not in extra:        # the entry the overlay stood on: still as it was sealed
+            for e in bootcache.entries():
+                assert not bootcache.problems(e), f"cache entry {e.key} changed: {bootcache.problems(e)}"
         left = still_alive(started)
         assert not left, (f"processes of the interrupted build still run after imgbuild exited: {left} "
                           f"({time.monotonic() - t_stopped:.1f} s after)")

@@ -3,6 +3,7 @@ recipe; the tarball is the same, bit for bit, as root's; device nodes are real i
 hooks get /proc, /sys and /dev; outputs belong to the user; what needs root is refused with a clear error."""
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import shutil
@@ -76,6 +77,23 @@ def test_unprivileged_build_is_roots_build(user, tmp_path):
     assert root.returncode == 0, root.stderr
     assert sha256(tmp_path / "root/debian12/debian12.tar.zst") == sha256(built / "debian12.tar.zst"), \
         "an unprivileged build gave another tarball than root's"
+
+    # the same path as root's: the bootstrap kept as a cache entry, the build above it on an overlay (mounted
+    # with userxattr in the user namespace); a rebuild above the same entry; the user checks and prunes entries
+    # holding files of the namespace's ids
+    cache = json.loads((built / "manifest.json").read_text())["bootstrap"]["cache"]
+    assert cache.startswith("miss, kept as ") and cache.endswith(" (overlay)"), cache
+    first = sha256(built / "debian12.tar.zst")
+    r = as_user(user, "recipes/debian12.yml", "-o", str(out), "--set", HOOK, "--set", IMAGE, "--force")
+    assert r.returncode == 0, r.stderr
+    cache = json.loads((built / "manifest.json").read_text())["bootstrap"]["cache"]
+    assert cache.startswith("hit ") and cache.endswith(" (overlay)"), cache
+    assert sha256(built / "debian12.tar.zst") == first
+    r = as_user(user, "cache", "verify")
+    assert r.returncode == 0 and "debian12: ok" in r.stdout, r.stdout + r.stderr
+    r = as_user(user, "cache", "prune", "--all")
+    assert r.returncode == 0 and "removed " in r.stdout, r.stdout + r.stderr
+    assert not [p for p in (user["home"] / ".cache/imgbuild/bootstrap").iterdir() if not p.name.startswith(".")]
 
 
 def _members(path: Path, names: set[str]) -> dict[str, tarfile.TarInfo]:

@@ -5,7 +5,7 @@ leftovers are removable. The caches: `imgbuild cache prune` leaves entries in us
 removes what dead runs left. (Builds side by side, for real: tests/build/test_concurrent_builds.py.)"""
 from __future__ import annotations
 
-import hashlib
+import contextlib
 import json
 import os
 import select
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.build import bootcache
+from builder.build import bootcache, sealed
 from builder.core import locks
 from builder.core.errors import BuilderError
 from builder.debian import pkgcache
@@ -165,12 +165,15 @@ def test_lock_files_are_private_and_orphans_go(tmp_path):
 
 
 def _entry(base: Path, name: str, key: str, used: float) -> Path:
+    """A sealed entry as a build keeps it: its tree, listing and meta, in a 0700 directory."""
     d = base / key
-    d.mkdir(parents=True)
-    (d / bootcache.ARCHIVE).write_bytes(b"archive of " + key.encode())
+    (d / bootcache.TREE / "etc").mkdir(parents=True)
+    os.chmod(base, 0o700)
+    os.chmod(d, 0o700)
+    (d / bootcache.TREE / "etc" / "hostname").write_text(f"tree of {key}\n")
+    (d / bootcache.LISTING).write_text(json.dumps(sealed.seal(d / bootcache.TREE)))
     (d / bootcache.META).write_text(json.dumps({
-        "name": name, "inputs": {}, "created": used, "last_used": used, "size": 100,
-        "sha256": hashlib.sha256(b"archive of " + key.encode()).hexdigest()}))
+        "name": name, "inputs": {"format": bootcache.FORMAT}, "created": used, "last_used": used, "size": 100}))
     return d
 
 
@@ -185,18 +188,19 @@ def test_cache_prune_leaves_entries_in_use_and_live_temps_alone(tmp_path):
     idle = _entry(base, "db", "b" * 24, 2)
     live_tmp = base / f".{'c' * 24}.4242.tmp"
     dead_tmp = base / f".{'d' * 24}.4343.tmp"
-    (dead_tmp).mkdir()
-    (dead_tmp / bootcache.ARCHIVE).write_bytes(b"half")
+    (dead_tmp / bootcache.TREE).mkdir(parents=True)
+    (dead_tmp / bootcache.TREE / "half").write_bytes(b"half")
     reader = Holder(f"c = locks.using({str(used)!r}); c.__enter__()", env=env)          # a build restoring
     saver = Holder(f"c = locks.claim(__import__('pathlib').Path({str(live_tmp)!r})); c.__enter__()", env=env)
     try:
-        (live_tmp / bootcache.ARCHIVE).write_bytes(b"being written")
+        (live_tmp / bootcache.TREE).mkdir()
+        (live_tmp / bootcache.TREE / "file").write_bytes(b"being written")
         r = _cli("cache", "prune", "--all", env=env)
         assert r.returncode == 0, r.stderr
         assert f"removed {'b' * 24} (db" in r.stdout and "a" * 24 not in r.stdout
         assert f"kept {'a' * 24} (web): in use by a running imgbuild (pid {reader.pid})" in r.stderr
-        assert used.is_dir() and (used / bootcache.ARCHIVE).exists(), "prune removed an entry a build is reading"
-        assert live_tmp.is_dir() and (live_tmp / bootcache.ARCHIVE).read_bytes() == b"being written", \
+        assert (used / bootcache.TREE / "etc" / "hostname").exists(), "prune removed an entry a build is reading"
+        assert (live_tmp / bootcache.TREE / "file").read_bytes() == b"being written", \
             "prune removed the temp of a running build"
         assert not idle.exists() and not dead_tmp.exists()
         assert [e.key for e in bootcache.entries(base)] == ["a" * 24]
@@ -211,37 +215,102 @@ def test_cache_prune_leaves_entries_in_use_and_live_temps_alone(tmp_path):
         saver.__exit__()
 
 
-def test_a_damaged_entry_in_use_is_not_removed_under_its_reader(tmp_path, monkeypatch):
+def _open(data: dict, name: str = "web"):
+    """open_entry as a build calls it; returns the entry (or None) and the stack holding it."""
+    stack = contextlib.ExitStack()
+    return bootcache.open_entry(data, name, stack), stack
+
+
+def test_a_damaged_entry_in_use_is_not_removed_under_its_reader(tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("IMGBUILD_CACHE", str(tmp_path / "cache"))
     data = {"format": bootcache.FORMAT, "x": 1}
     d = _entry(bootcache.root_dir(), "web", bootcache.key_of(data), 1)
-    (d / bootcache.ARCHIVE).write_bytes(b"damaged")
+    e, stack = _open(data)
+    assert e is not None and e.tree == d / bootcache.TREE
+    stack.close()
+    assert not locks.lock_path(d).exists(), "the entry's lock file outlived the last build holding it"
+    (d / bootcache.TREE / "etc" / "hostname").write_text("changed\n")
     with Holder(f"c = locks.using({str(d)!r}); c.__enter__()", env=dict(os.environ)) as h:
-        assert bootcache.fetch(data, "web", tmp_path / "root") is None     # not used: a miss
+        assert _open(data)[0] is None     # not used: a miss
+        assert "/etc/hostname: size" in caplog.text and "damaged" in caplog.text
         assert d.is_dir(), "removed while another build holds it"
         h.release()
-    assert bootcache.fetch(data, "web", tmp_path / "root") is None
+    assert _open(data)[0] is None
     assert not d.exists()
 
 
-def test_two_saves_of_one_key_the_first_stays_while_it_is_read(tmp_path, monkeypatch):
-    """Two builds that missed the same key both save it: the entry another build is reading is not replaced."""
+@pytest.mark.parametrize("change", ["ctime", "mode", "added", "removed", "entry mode", "listing"])
+def test_a_changed_entry_is_found_before_use(tmp_path, monkeypatch, caplog, change):
+    """Metadata only, and still: a file written with its mtime and size set back is found by its ctime."""
+    monkeypatch.setenv("IMGBUILD_CACHE", str(tmp_path / "cache"))
+    data = {"format": bootcache.FORMAT, "x": change}
+    d = _entry(bootcache.root_dir(), "web", bootcache.key_of(data), 1)
+    f = d / bootcache.TREE / "etc" / "hostname"
+    st = f.stat()
+    if change == "ctime":
+        f.write_text(f.read_text().upper())           # same size
+        os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
+        want = "/etc/hostname: ctime"
+    elif change == "mode":
+        os.chmod(f, 0o4755)
+        want = "/etc/hostname: mode 644 -> 4755"
+    elif change == "added":
+        (f.parent / "passwd").write_text("x")
+        want = "/etc/passwd: added"
+    elif change == "removed":
+        f.unlink()
+        want = "/etc/hostname: removed"
+    elif change == "entry mode":
+        os.chmod(d, 0o755)
+        want = "not a 0700 directory"
+    else:
+        (d / bootcache.LISTING).write_text("[not json")
+        want = "listing.json"
+    assert _open(data)[0] is None
+    assert want in caplog.text, caplog.text
+    assert not d.exists()
+
+
+def test_two_builds_keeping_one_key_the_first_stays(tmp_path, monkeypatch):
+    """Two builds that missed the same key both keep it: the first one's entry stays; the second builds on its
+    own temp, which goes when that build ends."""
     monkeypatch.setenv("IMGBUILD_CACHE", str(tmp_path / "cache"))
     data = {"format": bootcache.FORMAT, "x": 2}
+    trees = []
+    for text in ("one", "two"):
+        tree = tmp_path / text
+        (tree / "etc").mkdir(parents=True)
+        (tree / "etc" / "hostname").write_text(text + "\n")
+        trees.append(tree)
+    with contextlib.ExitStack() as first_build:
+        first = bootcache.keep(data, "web", trees[0], first_build)
+        assert first is not None and first.moved and not trees[0].exists()
+        assert first.entry.path == bootcache.root_dir() / bootcache.key_of(data)
+        with contextlib.ExitStack() as second_build:
+            second = bootcache.keep(data, "web", trees[1], second_build)
+            assert second is not None and second.entry.path.name.endswith(".tmp")
+            assert (second.entry.tree / "etc" / "hostname").read_text() == "two\n"
+        assert not second.entry.path.exists(), "the second build's temp outlived it"
+    assert (first.entry.tree / "etc" / "hostname").read_text() == "one\n"
+    assert sorted(p.name for p in bootcache.root_dir().iterdir()) == [bootcache.key_of(data)]
+    assert _open(data)[0] is not None
+
+
+def test_a_failed_keep_leaves_the_tree_where_it_was_and_no_temp(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("IMGBUILD_CACHE", str(tmp_path / "cache"))
+    data = {"format": bootcache.FORMAT, "x": 3}
     tree = tmp_path / "tree"
     (tree / "etc").mkdir(parents=True)
     (tree / "etc" / "hostname").write_text("one\n")
-    first = bootcache.save(data, "web", tree)
-    assert first is not None
-    (tree / "etc" / "hostname").write_text("two\n")
-    with Holder(f"c = locks.using({str(first.path)!r}); c.__enter__()", env=dict(os.environ)) as h:
-        assert bootcache.save(data, "web", tree) is None
-        assert json.loads((first.path / bootcache.META).read_text())["sha256"] == first.meta["sha256"]
-        h.release()
-    again = bootcache.save(data, "web", tree)             # nobody reads it now: replaced
-    assert again is not None and again.meta["sha256"] != first.meta["sha256"]
-    assert sorted(p.name for p in bootcache.root_dir().iterdir()) == [bootcache.key_of(data)]
 
+    def broken(_tree):
+        raise OSError(5, "Input/output error", str(_tree))
+    monkeypatch.setattr(bootcache.sealed, "seal", broken)
+    with contextlib.ExitStack() as build:
+        assert bootcache.keep(data, "web", tree, build) is None
+    assert (tree / "etc" / "hostname").read_text() == "one\n"
+    assert "could not keep the bootstrap in the cache" in caplog.text and "Input/output error" in caplog.text
+    assert sorted(os.listdir(bootcache.root_dir())) == []
 
 # -------------------------------------------------------------------------------------- the package cache
 

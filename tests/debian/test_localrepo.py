@@ -47,7 +47,8 @@ def setup(tmp_path, monkeypatch):
     work = tmp_path / "work"
     work.mkdir()
     recipe = types.SimpleNamespace(bootstrap=types.SimpleNamespace(variant="minbase", packages=("two",)))
-    return types.SimpleNamespace(index=index, plan=Plan(index=index), recipe=recipe, work=work)
+    return types.SimpleNamespace(index=index, plan=Plan(index=index), recipe=recipe, work=work,
+                                 root=types.SimpleNamespace(path=work / "rootfs"))
 
 
 def test_the_repository_lists_the_prepared_files(setup):
@@ -138,7 +139,8 @@ def real(tmp_path, monkeypatch):
     work = tmp_path / "work"
     work.mkdir()
     recipe = types.SimpleNamespace(bootstrap=types.SimpleNamespace(variant="minbase", packages=("two",)))
-    ctx = types.SimpleNamespace(plan=Plan(index=index), recipe=recipe, work=work)
+    ctx = types.SimpleNamespace(plan=Plan(index=index), recipe=recipe, work=work,
+                                root=types.SimpleNamespace(path=work / "rootfs"))
     return types.SimpleNamespace(ctx=ctx, debs=debs, tmp=tmp_path)
 
 

@@ -1,18 +1,21 @@
 """mmdebstrap: the fast Debian bootstrap (apt resolves, parallel downloads, reproducible with SOURCE_DATE_EPOCH)."""
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
 import shlex
+import shutil
 import stat
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
+from builder.core import paths
 from builder.core import proc as runner
 from builder.core.rootfs import RootFS
-from builder.debian import apt, localrepo, pkgcache
+from builder.debian import apt, dpkgwatch, localrepo, pkgcache
 
 if TYPE_CHECKING:
     from builder.build.context import Context
@@ -89,12 +92,13 @@ class Mmdebstrap:
             if plan is not None:
                 # the local repository of prepared packages (builder/debian/localrepo.py); its files linked into the
                 # archive directory, where apt checks them against the repository's index and uses them
-                argv = [*base, "--skip=essential/unlink", _link_in(plan.debs), plan.essential_hook, *opts, *pos[:2],
-                        plan.line]
+                argv = [*base, "--skip=essential/unlink", _link_in(plan.debs, ctx.root.path), plan.essential_hook,
+                        *opts, *pos[:2], plan.line]
                 ctx.sub("mmdebstrap setup")
-                runner.run(argv, env=env, on_line=progress(r"^[IWE]: ", ctx),
-                           hint="run with -v to see mmdebstrap's full output; IMGBUILD_PREPARED=0 makes "
-                                "mmdebstrap download from the mirror itself")
+                with dpkgwatch.watching(ctx.root.path, plan.total):
+                    runner.run(argv, env=env, on_line=progress(r"^[IWE]: ", ctx),
+                               hint="run with -v to see mmdebstrap's full output; IMGBUILD_PREPARED=0 makes "
+                                    "mmdebstrap download from the mirror itself")
                 localrepo.real_sources(ctx)
                 apt_settled(ctx.root)
                 return
@@ -102,7 +106,7 @@ class Mmdebstrap:
             # the package cache: verified .debs linked in before apt runs (apt checks them against the index
             # again), the ones apt used linked out before mmdebstrap's cleanup empties the archive directory
             # (read through RootFS: the tree's packages are in it by then)
-            cache = ["--skip=essential/unlink", _link_in(debs), _link_out(ctx.work / "debs-out")]
+            cache = ["--skip=essential/unlink", _link_in(debs, ctx.root.path), _link_out(ctx.work / "debs-out")]
             if ctx.recipe.bootstrap.unsigned:      # the recipe's explicit opt-out: apt takes the mirror unsigned
                 pos[2] = localrepo.sources_line(ctx)
             ctx.sub("mmdebstrap setup")
@@ -111,14 +115,30 @@ class Mmdebstrap:
         apt_settled(ctx.root)
 
 
-def _link_in(debs) -> str:
-    """A setup hook that links the .debs of a directory into the tree's apt archive directory. (It runs before
-    any package is in the tree: nothing there can lead elsewhere yet.)"""
+def _link_in(debs, tree) -> str:
+    """A setup hook that links the .debs of a directory into the tree's apt archive directory (copies them when
+    the tree is on another file system: in RAM). (It runs before any package is in the tree: nothing there can
+    lead elsewhere yet.)"""
     return (f"--setup-hook=mkdir -p \"$1\"/var/cache/apt/archives && "
-            f"cp -al {shlex.quote(str(debs))}/. \"$1\"/var/cache/apt/archives/")
+            f"cp {paths.link_flag(debs, tree)} {shlex.quote(str(debs))}/. \"$1\"/var/cache/apt/archives/")
 
 
 ARCHIVES = "/var/cache/apt/archives"
+
+
+def _copy_out(dfd: int, name: str, st: os.stat_result, dest: str) -> None:
+    """The regular file NAME of directory dfd (the very file st describes, opened without following a link)
+    copied to dest, which is written under a temp name and renamed."""
+    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
+    try:
+        if not os.path.samestat(os.fstat(fd), st):
+            return
+        tmp = f"{dest}.{os.getpid()}.tmp"
+        with open(tmp, "wb") as out, os.fdopen(os.dup(fd), "rb") as src:
+            shutil.copyfileobj(src, out, 1 << 20)
+        os.replace(tmp, dest)
+    finally:
+        os.close(fd)
 
 
 def _link_out(out: Path) -> str:
@@ -150,7 +170,12 @@ def link_out(root: str | os.PathLike, out: str | os.PathLike) -> int:
         try:
             if not os.path.samestat(os.stat(last, dir_fd=dfd, follow_symlinks=False), st):
                 continue                                 # not what was looked at: left alone
-            os.link(last, os.path.join(out, last), src_dir_fd=dfd, follow_symlinks=False)
+            try:
+                os.link(last, os.path.join(out, last), src_dir_fd=dfd, follow_symlinks=False)
+            except OSError as e:
+                if e.errno != errno.EXDEV:
+                    raise
+                _copy_out(dfd, last, st, os.path.join(out, last))    # the tree is in RAM, OUT on disk
         except FileExistsError:
             pass
         finally:

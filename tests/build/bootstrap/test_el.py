@@ -47,6 +47,7 @@ class Build:
         self.out, self.cache, self.home = tmp / "out", tmp / "cache", tmp / "home"
         self.home.mkdir()
         env = dict(os.environ, IMGBUILD_CACHE=str(self.cache), HOME=str(self.home))
+        self.recipe, self.env = recipe, env
         self.result = imgbuild(recipe, "-o", self.out, "--keep-tree", *args, env=env, timeout=300)
         self.final, self.tree = self.out / NAME, self.out / f"{NAME}.rootfs"
 
@@ -115,6 +116,22 @@ def test_build_succeeds(built):
     assert (m["distro"], m["release"], m["arch"]) == ("centos", "6", "x86_64")
     assert m["bootstrap"]["method"] == built.method
     assert not [line for line in built.stderr.splitlines() if line.startswith(("error:", "warning:"))], built.stderr
+
+
+@pytest.mark.root
+@pytest.mark.slow
+def test_a_rebuild_goes_on_above_the_cache_entry(built, tmp_path):
+    """The first build kept its bootstrap and went on above it (its --keep-tree copied out of the overlay); a
+    rebuild checks the entry and goes on above it too, without making the tree again: the same tarball."""
+    first = json.loads((built.final / "manifest.json").read_text())["bootstrap"]["cache"]
+    assert first.startswith("miss, kept as ") and first.endswith(" (overlay)"), first
+    assert (built.tree / "etc/sysconfig/network").exists() and not os.path.ismount(built.tree)
+    r = imgbuild(built.recipe, "-o", tmp_path / "again", env=built.env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    m = json.loads((tmp_path / "again" / NAME / "manifest.json").read_text())
+    assert m["bootstrap"]["cache"] == "hit " + first.split()[3] + " (overlay)", m["bootstrap"]["cache"]
+    assert sha256(tmp_path / "again" / NAME / "el6.tar.zst") == sha256(built.final / "el6.tar.zst")
+    assert mounts_under(tmp_path) == []
 
 
 @pytest.mark.root
