@@ -92,7 +92,9 @@ def test_sigterm_to_the_users_command_stops_an_unprivileged_build(user, tmp_path
     started: dict[int, int] = {}
     try:
         root = Path(_read_fifo(ready, proc))
-        _read_fifo(root / "tmp" / "inside", proc)          # the chroot hook runs
+        # the tree is an overlay mounted in the build's own mount namespace: the host sees it through a
+        # process of that namespace
+        _read_fifo(_in_namespace_of(proc.pid) / str(root).lstrip("/") / "tmp" / "inside", proc)   # the hook runs
         started = _tree(proc.pid)
         (command,) = [p for p in started if _parent(p) == proc.pid]     # runuser's child: the user's imgbuild
         os.kill(command, signal.SIGTERM)
@@ -108,6 +110,7 @@ def test_sigterm_to_the_users_command_stops_an_unprivileged_build(user, tmp_path
         assert not _alive(started), "processes of the build outlived it"
         assert not (out / ".work").exists() and not (out / "debian12").exists()
     finally:
+        started = started or _tree(proc.pid)     # a failure before the signal: the build is still to be stopped
         if proc.poll() is None:
             proc.kill()
             proc.wait()
@@ -115,6 +118,18 @@ def test_sigterm_to_the_users_command_stops_an_unprivileged_build(user, tmp_path
             os.kill(pid, signal.SIGKILL)
         for mp in sorted(mounts_under(out), key=lambda p: p.count("/"), reverse=True):
             subprocess.run(["umount", "--lazy", mp], capture_output=True)
+
+
+def _in_namespace_of(pid: int) -> Path:
+    """/proc/P/root of a descendant P of pid that lives in another mount namespace than ours."""
+    ours = os.readlink("/proc/self/ns/mnt")
+    for p in _tree(pid):
+        try:
+            if os.readlink(f"/proc/{p}/ns/mnt") != ours:
+                return Path(f"/proc/{p}/root")
+        except OSError:
+            continue
+    pytest.fail("no process of the build in a mount namespace of its own")
 
 
 def _parent(pid: int) -> int:
