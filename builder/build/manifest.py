@@ -33,7 +33,7 @@ COMPRESSORS = ("zstd", "xz", "pigz", "gzip")
 # artifact kinds that are configs written from the recipe, never a copy of the tree; every other kind (tarball,
 # image, xen-image, openvz-template, nspawn-tree ...) carries the tree and so whatever secret it holds
 CONFIG_KINDS = frozenset({"lxc-config", "lxc-legacy-config", "lxc-fstab", "xen-config", "openvz-config",
-                          "nspawn-settings", "nodes"})
+                          "nspawn-settings", "nodes", "lxd-metadata", "sbom"})
 
 
 def _is_hash(field: str) -> bool:
@@ -163,11 +163,12 @@ def _used(ctx: "Context") -> set[str]:
             "gz": {"pigz" if runner.which("pigz") else "gzip"}}[t.compression]
 
 
-def write(ctx: "Context", loaded: "Loaded") -> None:
+def write(ctx: "Context", loaded: "Loaded") -> dict:
     """manifest.json, then every output's mode: the artifacts that hold a secret 0600 and the output directory
-    0700; the rest as the umask says."""
+    0700; the rest as the umask says. Returns what was written."""
     found = tree_secrets(ctx)
-    write_atomic(ctx.stage / "manifest.json", json.dumps(data(ctx, loaded, found), indent=2, sort_keys=True) + "\n")
+    written = data(ctx, loaded, found)
+    write_atomic(ctx.stage / "manifest.json", json.dumps(written, indent=2, sort_keys=True) + "\n")
     secret = secret_kinds(ctx, found)
     set_modes(ctx.stage, {**ctx.artifacts, "manifest": ctx.stage / "manifest.json"}, secret)
     if secret:
@@ -176,6 +177,14 @@ def write(ctx: "Context", loaded: "Loaded") -> None:
     if ctx.plan.index is not None and not ctx.plan.index.signed_by:
         log.warning("built from an unsigned index (bootstrap.unsigned: true): %s; recorded in manifest.json",
                     ctx.mirror)
+    return written
+
+
+def hashes(m: dict, directory: Path) -> dict[str, str]:
+    """What SHA256SUMS lists for an output: every file artifact (the sha256 the manifest has) and manifest.json."""
+    out = {a["path"]: a["sha256"] for a in m["artifacts"] if "sha256" in a}
+    out["manifest.json"] = sha256(Path(directory) / "manifest.json")
+    return out
 
 
 def read_manifest(output: Path) -> dict:

@@ -18,14 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from builder.build import bootcache, bootstrap, hooks, layered, manifest, packages, uptodate
+from builder.build import bootcache, bootstrap, hooks, layered, manifest, packages, sbom, uptodate
 from builder.build import unprivileged as unpriv
 from builder.build.context import Context
 from builder.build.families import Plan, family_of
 from builder.build.recipe import Loaded
 from builder.build.steps import basefiles, cleanup, cluster, devices, files, init, network, password, templates
 from builder.build.targets import TARGETS, enabled
-from builder.core import locks, mounts, outputs
+from builder.core import locks, mounts, outputs, sums
 from builder.core import proc as runner
 from builder.core.errors import BuilderError, InputError, Interrupted
 from builder.core.outputs import publish
@@ -133,7 +133,8 @@ def _clean_leftovers(output: Path, name: str) -> None:
                 _remove_dead_dir(d)
 
 
-def build(loaded: Loaded, output: Path, keep_tree: bool = False, use_cache: bool = True, force: bool = False) -> Path:
+def build(loaded: Loaded, output: Path, keep_tree: bool = False, use_cache: bool = True, force: bool = False,
+          signing: sums.Signing = sums.UNSIGNED) -> Path:
     """Build the recipe; returns OUTPUT/NAME. Raises BuilderError (or Interrupted) with nothing left behind.
 
     Unless force, no_cache or keep_tree: an OUTPUT/NAME built from the same inputs, its outputs intact, is kept
@@ -141,7 +142,9 @@ def build(loaded: Loaded, output: Path, keep_tree: bool = False, use_cache: bool
 
     One build of OUTPUT/NAME at a time: the build holds OUTPUT/.NAME.lock from before the up-to-date check to
     the end; another build of the same OUTPUT/NAME meanwhile stops at once (exit 1) naming the running one's
-    pid. Builds of other recipes, or into other directories, run side by side."""
+    pid. Builds of other recipes, or into other directories, run side by side.
+
+    Every output gets SHA256SUMS (the manifest and every file artifact), signed as `signing` says."""
     r = loaded.recipe
     t0 = time.monotonic()
     pre = preflight(loaded)
@@ -157,26 +160,26 @@ def build(loaded: Loaded, output: Path, keep_tree: bool = False, use_cache: bool
                          "wait for it to finish (or stop it), then build again; a build into another directory "
                          "(-o) can run meanwhile")
     try:
-        return _build_locked(loaded, pre, output, t0, keep_tree, use_cache, force)
+        return _build_locked(loaded, pre, output, t0, keep_tree, use_cache, force, signing)
     finally:
         lock.release()
 
 
 def up_to_date(loaded: Loaded, output: Path, keep_tree: bool = False, use_cache: bool = True,
-               force: bool = False) -> bool:
+               force: bool = False, signing: sums.Signing = sums.UNSIGNED) -> bool:
     """Whether build() would find OUTPUT/NAME up to date and do nothing (the same check, after the same
     preflight: the mirror's index is read); builds nothing."""
     if force or keep_tree or not use_cache:
         return False
-    build_key = uptodate.key(loaded, preflight(loaded))
+    build_key = uptodate.key(loaded, preflight(loaded), signing)
     return bool(build_key) and uptodate.current(Path(output).resolve() / loaded.recipe.name, build_key)
 
 
 def _build_locked(loaded: Loaded, pre: Preflight, output: Path, t0: float, keep_tree: bool, use_cache: bool,
-                  force: bool) -> Path:
+                  force: bool, signing: sums.Signing) -> Path:
     r = loaded.recipe
     final = output / r.name
-    build_key = uptodate.key(loaded, pre)
+    build_key = uptodate.key(loaded, pre, signing)
     if build_key and use_cache and not (force or keep_tree) and uptodate.current(final, build_key):
         log.info("%s is up to date: the recipe, its files, the bootstrap inputs and the mirror index are "
                  "unchanged and every output matches its sha256 (--force builds it again)", final)
@@ -187,7 +190,7 @@ def _build_locked(loaded: Loaded, pre: Preflight, output: Path, t0: float, keep_
                          leftover=_remove_dead_dir) as work:
             try:
                 with contextlib.ExitStack() as held:     # the cache entry and the overlay above it
-                    ctx = _run(loaded, pre, output, work, t0, keep_tree, use_cache, build_key, held)
+                    ctx = _run(loaded, pre, output, work, t0, keep_tree, use_cache, build_key, held, signing)
             except BaseException as e:
                 if isinstance(e, KeyboardInterrupt) or (runner.interrupted() and not isinstance(e, Interrupted)):
                     raise Interrupted() from None
@@ -253,7 +256,7 @@ def _bootstrap(ctx: Context, method: bootstrap.Method, key_inputs: dict, use_cac
 
 
 def _run(loaded: Loaded, pre: Preflight, output: Path, work: Path, t0: float, keep_tree: bool, use_cache: bool,
-         build_key, held: contextlib.ExitStack) -> Context:
+         build_key, held: contextlib.ExitStack, signing: sums.Signing) -> Context:
     r = loaded.recipe
     method = pre.method
     final = output / r.name
@@ -269,7 +272,7 @@ def _run(loaded: Loaded, pre: Preflight, output: Path, work: Path, t0: float, ke
         ctx.root = RootFS(work / "rootfs")
         if unpriv.active():
             devices.run(ctx, devices.MMDEBSTRAP)   # what mmdebstrap makes in /dev when it can mknod
-        ctx.packages = packages.installed(ctx.root, ctx.family.package_db)
+        ctx.packages = packages.installed(ctx.root, ctx.family.package_db)   # read again for the SBOM, at the end
         ctx.family.after_bootstrap(ctx)
     with phase(ctx, "hooks post-bootstrap"):
         hooks.run_phase(ctx, "post-bootstrap")
@@ -284,8 +287,11 @@ def _run(loaded: Loaded, pre: Preflight, output: Path, work: Path, t0: float, ke
     for name, opts in enabled(r.targets):
         with phase(ctx, f"target {name}"):
             ctx.artifacts.update(TARGETS[name].produce(ctx, opts))
+    with phase(ctx, "sbom"):      # the packages as the finished tree has them: manifest.json's list too
+        ctx.artifacts[sbom.KIND] = sbom.write(ctx, loaded)
     ctx.timings["total"] = round(time.monotonic() - t0, 3)
-    manifest.write(ctx, loaded)
+    written = manifest.write(ctx, loaded)
+    sums.write(stage, manifest.hashes(written, stage), signing)
     runner.check_interrupt()
     with runner.cleanup():      # not cut in two by a Ctrl-C: the previous output or the new one, whole
         publish(stage, final)

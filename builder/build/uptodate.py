@@ -4,8 +4,9 @@ make's rule, with content instead of mtimes. The build key is the sha256 of: the
 and --set), the bootstrap cache's key inputs (method, mirror, release, packages, SOURCE_DATE_EPOCH and the
 mirror index's identity, so a new package version on the mirror is a change), the contents of every local file
 the recipe names (hook scripts, file and template sources, password files, EL repository keys) and imgbuild's
-own code. It is written into manifest.json; the next build with the same key finds OUTPUT/NAME/manifest.json,
-checks every artifact against its sha256, and stops there. --force, --no-cache and --keep-tree always build.
+own code, and the signing keys. It is written into manifest.json; the next build with the same key finds
+OUTPUT/NAME/manifest.json, checks every artifact against its sha256 (and that SHA256SUMS is there), and stops
+there. --force, --no-cache and --keep-tree always build.
 
 Not covered (and so always built): recipes with secrets (their values are kept out of every hash), and what a
 hook fetches from the network by itself.
@@ -22,14 +23,16 @@ from typing import TYPE_CHECKING
 from builder import __version__
 from builder.build import bootcache
 from builder.build import unprivileged as unpriv
-from builder.core.outputs import sha256
+from builder.core.outputs import CHECKSUM_FILES, sha256
 
 if TYPE_CHECKING:
     from builder.build.pipeline import Preflight
     from builder.build.recipe import Loaded, Recipe
+    from builder.core.sums import Signing
 
 log = logging.getLogger("imgbuild")
 FORMAT = 1
+SUMS = CHECKSUM_FILES[0]
 CODE = Path(__file__).resolve().parents[1]   # the whole builder package
 
 
@@ -62,14 +65,15 @@ def _file_sha(path: str) -> str:
         return "unreadable"
 
 
-def key(loaded: "Loaded", pre: "Preflight") -> str | None:
-    """The build key, or None when this recipe is always built (it has secrets)."""
+def key(loaded: "Loaded", pre: "Preflight", signing: "Signing | None" = None) -> str | None:
+    """The build key, or None when this recipe is always built (it has secrets). Signing with another key (or
+    none) is another build."""
     r = loaded.recipe
     if r.secrets:
         return None
     data = {"format": FORMAT, "recipe": loaded.sha256, "bootstrap": bootcache.inputs(r, pre),
             "files": {p: _file_sha(p) for p in local_files(r)}, "code": _code_id(),
-            "unprivileged": unpriv.active()}
+            "unprivileged": unpriv.active(), "signing": signing.describe() if signing else {}}
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -83,6 +87,9 @@ def current(final: Path, build_key: str) -> bool:
         return False
     arts = m.get("artifacts")
     if not isinstance(arts, list) or not arts:
+        return False
+    if not (final / SUMS).is_file():
+        log.info("%s is missing; building again", final / SUMS)
         return False
     for a in arts:
         if not isinstance(a, dict) or not isinstance(a.get("path"), str):

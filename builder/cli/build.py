@@ -15,7 +15,7 @@ from builder.build.targets import lxc
 from builder.cli import lazy
 from builder.cli.common import NONEMPTY, apply_verbosity, verbosity
 from builder.cli.common import Path as PathType
-from builder.core import checks, outputs
+from builder.core import checks, outputs, sums
 from builder.core.errors import BuilderError, InputError, RecipeError
 from builder.debian import pkgcache
 
@@ -51,12 +51,16 @@ Exit status: 0 ok, 1 build failed, 2 bad input (recipe, options), 130 interrupte
               help="With --install-lxc: LXC's directory.")
 @click.option("-n", "--dry-run", is_flag=True, help="Say whether OUTPUT/NAME is up to date or would be built (the "
               "recipe checked, the mirror's index read); build nothing.")
+@click.option("--sign", "gpg_key", metavar="KEY", help="Sign OUTPUT/NAME/SHA256SUMS with this GnuPG key (id, "
+              "fingerprint or e-mail of GNUPGHOME's keyring): SHA256SUMS.asc. `imgbuild verify` checks it.")
+@click.option("--sign-ssh", "ssh_key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Also (or instead) sign it with this ssh private key (ssh-keygen -Y sign): SHA256SUMS.sig.")
 @click.option("--result-json", type=click.Path(dir_okay=False, path_type=Path), hidden=True)
 @verbosity
 def build(recipe: Path, output: Path, overrides: tuple[str, ...], keep_tree: bool, no_cache: bool, force: bool,
-          install_lxc: bool, lxcpath: str, dry_run: bool, result_json: Path | None, verbose: int, quiet: bool,
-          debug: bool) -> None:
-    """Build RECIPE into OUTPUT/NAME/ (tarball, guest configs, manifest.json).
+          install_lxc: bool, lxcpath: str, dry_run: bool, gpg_key: str | None, ssh_key: Path | None,
+          result_json: Path | None, verbose: int, quiet: bool, debug: bool) -> None:
+    """Build RECIPE into OUTPUT/NAME/ (tarball, guest configs, manifest.json, SHA256SUMS).
 
     Everything that can be checked first is: the recipe, the bootstrap method, the mirror and every requested
     package. A failed or interrupted build leaves the previous output untouched and nothing mounted.
@@ -79,9 +83,12 @@ def build(recipe: Path, output: Path, overrides: tuple[str, ...], keep_tree: boo
             raise InputError("--install-lxc needs root (LXC's directory is root's)",
                              f"build without it, then as root: imgbuild install-lxc {output}/{loaded.recipe.name}")
     _check_build_destinations(loaded.recipe, output, keep_tree, lxcpath if install_lxc else None)
+    signing = sums.Signing(gpg_key, ssh_key.resolve() if ssh_key else None)
+    sums.check_signing(signing)
     if dry_run:
         final = Path(output).resolve() / loaded.recipe.name
-        current = build_mod.up_to_date(loaded, output, keep_tree=keep_tree, use_cache=not no_cache, force=force)
+        current = build_mod.up_to_date(loaded, output, keep_tree=keep_tree, use_cache=not no_cache, force=force,
+                                       signing=signing)
         click.echo(f"{final} is up to date: nothing to build" if current else f"would build {final}")
         if result_json:
             outputs.write_atomic(result_json, json.dumps({"changed": not current, "output": str(final)}))
@@ -89,7 +96,8 @@ def build(recipe: Path, output: Path, overrides: tuple[str, ...], keep_tree: boo
     if os.geteuid() != 0:
         unpriv.reexec()   # the same command again, as root of a user namespace of its own
     before = _manifest_id(Path(output).resolve() / loaded.recipe.name)
-    final = build_mod.build(loaded, output, keep_tree=keep_tree, use_cache=not no_cache, force=force)
+    final = build_mod.build(loaded, output, keep_tree=keep_tree, use_cache=not no_cache, force=force,
+                            signing=signing)
     click.echo(str(final))
     if result_json:     # an up-to-date output keeps its manifest.json (a build swaps in a new directory)
         outputs.write_atomic(result_json, json.dumps({"changed": _manifest_id(final) != before,

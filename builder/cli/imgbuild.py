@@ -16,6 +16,7 @@ Examples:
   imgbuild install-lxc output/debian12 --name vm0
   imgbuild boot output/debian12                 does it start? (a throwaway container, then a verdict)
   imgbuild deploy galera-3hosts.yml             a cluster: each node installed on the host it names
+  imgbuild verify output/debian12              every file against SHA256SUMS, and its signature
   imgbuild inventory list                       the guests imgbuild knows of (prune: those that are gone)
   imgbuild schema > recipe.schema.json          JSON Schema for editors
 
@@ -33,6 +34,8 @@ COMMANDS = {
     "inventory": "builder.cli.inventory:inventory_group",
     "boot": "builder.cli.boot:boot",
     "deploy": "builder.cli.deploy:deploy",
+    "verify": "builder.cli.verify:verify",
+    "sign": "builder.cli.verify:sign",
 }
 
 

@@ -23,6 +23,8 @@ _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
 
 
+# SHA256SUMS and its signatures (builder/core/sums.py), beside the manifest in every output
+CHECKSUM_FILES = ("SHA256SUMS", "SHA256SUMS.asc", "SHA256SUMS.sig")
 SECRET_FILE = 0o600     # an output that holds a secret (a password hash, a cluster secret ...)
 SECRET_DIR = 0o700      # and the output directory that holds it
 
@@ -150,7 +152,7 @@ def check_replaceable(final: Path) -> None:
         raise InputError(f"{final} is not an imgbuild output (no manifest.json) and is not empty; imgbuild "
                          f"replaces only its own outputs ({len(entries)} entries there, e.g. "
                          f"{', '.join(entries[:3])})", MOVE_HINT)
-    ours = {"manifest.json", *(a["path"] for a in m["artifacts"])}
+    ours = {"manifest.json", *CHECKSUM_FILES, *(a["path"] for a in m["artifacts"])}
     foreign = [e for e in entries if e not in ours]
     if foreign:
         raise InputError(f"{final} holds files imgbuild did not write: {', '.join(foreign[:5])}"

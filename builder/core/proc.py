@@ -55,6 +55,8 @@ PACKAGES = {
     "ip": "iproute2", "unshare": "util-linux", "setfacl": "acl", "getfattr": "attr", "sfdisk": "fdisk",
     "mkfs.fat": "dosfstools", "mcopy": "mtools", "qemu-img": "qemu-utils",
     "virt-xml-validate": "libvirt-clients", "xmllint": "libxml2-utils", "ansible-inventory": "ansible-core",
+    "tar2sqfs": "squashfs-tools-ng", "sqfs2tar": "squashfs-tools-ng", "unsquashfs": "squashfs-tools",
+    "gpg": "gnupg", "lxd": "lxd",
 }
 
 

@@ -148,12 +148,20 @@ def placeholder(path: str, st: os.stat_result, xattrs: dict[str, bytes] | None =
     return kind, int(major), int(minor)
 
 
-def entry_header(e: Entry, epoch: int, links: dict[tuple[int, int], bytes]) -> tuple[bytes, int] | None:
-    """(header blocks, bytes of data that follow) for one entry; None for what tar cannot hold (sockets)."""
+def entry_header(e: Entry, epoch: int, links: dict[tuple[int, int], bytes],
+                 keep_xattr: Callable[[str], bool] | None = None,
+                 dropped: list[tuple[str, str]] | None = None) -> tuple[bytes, int] | None:
+    """(header blocks, bytes of data that follow) for one entry; None for what tar cannot hold (sockets).
+    keep_xattr: which xattrs the archive may hold (the others are left out, each (name, xattr) added to dropped)."""
     st, m = e.st, e.st.st_mode
     name = b"./" if e.name == "." else os.fsencode(e.name)
     size, linkname, major, minor = 0, b"", 0, 0
     xattrs = _xattrs(e.path)
+    if keep_xattr is not None:
+        for k in [k for k in xattrs if k != DEVICE_XATTR and not keep_xattr(k)]:
+            del xattrs[k]
+            if dropped is not None:
+                dropped.append((e.name, k))
     dev = placeholder(e.path, st, xattrs)
     if dev is not None:
         del xattrs[DEVICE_XATTR]
@@ -217,13 +225,14 @@ class _Out:
             os.close(src)
 
 
-def write(items: list[Entry], fd: int, epoch: int, progress: Callable[[int], None] | None = None) -> int:
+def write(items: list[Entry], fd: int, epoch: int, progress: Callable[[int], None] | None = None,
+          keep_xattr: Callable[[str], bool] | None = None, dropped: list[tuple[str, str]] | None = None) -> int:
     """Write the tar stream of these entries (from `entries(root)`) to fd; returns the number written."""
     out = _Out(fd)
     links: dict[tuple[int, int], bytes] = {}
     count = 0
     for e in items:
-        made = entry_header(e, epoch, links)
+        made = entry_header(e, epoch, links, keep_xattr, dropped)
         if made is None:
             continue
         hdr, size = made
@@ -272,14 +281,31 @@ def compressor(kind: str, level: int | None) -> list[str] | None:
     return None
 
 
-def pack(root: Path, dest: Path, epoch: int, compression: str = "zst", level: int | None = None) -> int:
-    """Write root as a reproducible tarball at dest (atomically), compressed; returns the number of entries."""
-    items = entries(root)
-    total = data_size(items)
+def pack(root: Path, dest: Path, epoch: int, compression: str = "zst", level: int | None = None,
+         items: list[Entry] | None = None) -> int:
+    """Write root as a reproducible tarball at dest (atomically), compressed; returns the number of entries.
+    items: other entries than root's own (an image layout that puts the tree under rootfs/, say)."""
+    items = entries(root) if items is None else items
     argv = compressor(compression, level)
-    with atomic_file(dest) as f, tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, leave=False,
-                                      disable=None) as bar:
+    with atomic_file(dest) as f, _bar(items, dest.name) as bar:
         if argv is None:
             return write(items, f.fileno(), epoch, bar.update)
         with runner.Pipe(argv, f) as fd:
             return write(items, fd, epoch, bar.update)
+
+
+def _bar(items: list[Entry], desc: str) -> tqdm:
+    return tqdm(total=data_size(items), unit="B", unit_scale=True, desc=desc, leave=False, disable=None)
+
+
+def feed(items: list[Entry], argv: list[str], epoch: int, desc: str, keep_xattr: Callable[[str], bool] | None = None,
+         dropped: list[tuple[str, str]] | None = None) -> int:
+    """The tar stream of items into the stdin of argv (a program that writes its own output file, such as
+    tar2sqfs); returns the number of entries."""
+    with open(os.devnull, "wb") as null, _bar(items, desc) as bar, runner.Pipe(argv, null) as fd:
+        return write(items, fd, epoch, bar.update, keep_xattr, dropped)
+
+
+def renamed(items: list[Entry], prefix: str) -> list[Entry]:
+    """The same entries under ./PREFIX/ in the archive ("." becomes "./PREFIX")."""
+    return [Entry(e.path, f"./{prefix}{e.name[1:]}", e.st) for e in items]

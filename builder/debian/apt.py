@@ -32,6 +32,7 @@ from debian import deb822
 from builder.core import net
 from builder.core import proc as runner
 from builder.core.errors import InputError, MirrorError
+from builder.core.gpg import status as gpg_status
 from builder.core.outputs import write_atomic
 from builder.core.paths import cache_dir
 
@@ -186,7 +187,6 @@ _BEGIN = b"-----BEGIN PGP SIGNED MESSAGE-----"
 _SIGNATURE = b"-----BEGIN PGP SIGNATURE-----"
 _END = b"-----END PGP SIGNATURE-----"
 _ARMOR_HEADER = re.compile(rb"^Hash: [A-Za-z0-9, ]+$")     # the only header a clearsigned message has
-_WEAK_HASHES = {"1", "2", "3"}     # MD5, SHA1, RIPEMD160 (RFC 4880 hash ids): signatures apt no longer accepts
 
 
 def check_clearsigned(data: bytes, url: str) -> None:
@@ -218,37 +218,6 @@ def check_clearsigned(data: bytes, url: str) -> None:
         raise refuse("text after the signature")
 
 
-def _status(out: str) -> tuple[list[str], list[str]]:
-    """(fingerprints of the primary keys that made good signatures, problems) from gpgv --status-fd output.
-
-    Good: GOODSIG then VALIDSIG with a hash apt accepts. A signature by a key the keyring lacks (NO_PUBKEY),
-    or by an expired or revoked key, counts for nothing but is no reason to refuse when another is good, as
-    with apt (Debian signs with the keys of several releases); a bad signature (BADSIG), a weak hash or any other
-    gpgv error refuses the file."""
-    good, problems, pending = [], [], False
-    for line in out.splitlines():
-        if not line.startswith("[GNUPG:] "):
-            continue
-        word, *args = line[9:].split()
-        if word == "NEWSIG":
-            pending = False
-        elif word == "GOODSIG":
-            pending = True
-        elif word == "VALIDSIG" and pending and len(args) >= 8:
-            if args[7] in _WEAK_HASHES:
-                problems.append(f"signature by {args[0]} uses a weak hash (algorithm {args[7]})")
-            else:
-                good.append(args[-1] if len(args) >= 10 else args[0])
-            pending = False
-        elif word == "BADSIG":
-            problems.append(f"bad signature by {args[0] if args else '?'}")
-        elif word == "ERROR" and not (args and args[0] == "keydb_search"):
-            problems.append(" ".join([word, *args]))
-        elif word == "ERRSIG" and len(args) >= 6 and args[5] != "9":    # 9: no public key, handled above
-            problems.append(f"cannot check the signature by {args[0]} (gpgv error {args[5]})")
-    return good, problems
-
-
 def _verify(inrelease: bytes, url: str) -> tuple[bytes, tuple[str, ...]]:
     """The text gpgv verified, and the fingerprints of the keys that signed it. Nothing else of the file is read:
     the structure is checked first (nothing outside the one signed block), then gpgv --output gives the
@@ -260,7 +229,7 @@ def _verify(inrelease: bytes, url: str) -> tuple[bytes, tuple[str, ...]]:
         signed.write_bytes(inrelease)
         r = runner.run([gpgv, "--status-fd", "1", "--keyring", str(kr), "--output", str(plain), str(signed)],
                        capture=True, check=False)
-        good, problems = _status(r.stdout)
+        good, problems = gpg_status(r.stdout)
         text = plain.read_bytes() if plain.is_file() else b""
     # gpgv exits non-zero when any signature does not count, also beside a good one: that alone is no reason
     failed = r.returncode != 0 and not re.search(r"^\[GNUPG:\] (NO_PUBKEY|EXPKEYSIG|REVKEYSIG|EXPSIG) ", r.stdout, re.M)
@@ -531,8 +500,9 @@ def deb_checksums(index: Index, only: set[str] | None = None) -> dict[str, tuple
         path = cache_dir() / "indexes" / f"{sha}.debs"
         with contextlib.suppress(OSError), open(path) as f:
             for line in f:
-                name, h, size = line.split()
+                name, _, rest = line.partition(" ")
                 if only is None or name in only:
+                    h, size = rest.split()
                     out[name] = (h, int(size))
     return out
 

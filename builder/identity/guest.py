@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -19,8 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from builder.build import manifest as build_manifest
 from builder.build.manifest import read_manifest
-from builder.core import checks, tarwriter, treecopy
+from builder.core import checks, sums, tarwriter, treecopy
 from builder.core import proc as runner
 from builder.core.errors import InputError
 from builder.core.mounts import MountStack
@@ -31,6 +33,7 @@ from builder.guestconf.lxc import config_dir, relocate
 from builder.identity import inuse
 from builder.identity.tree import DirTree, ImageTree, Tree, is_ext_image
 
+log = logging.getLogger("imgbuild")
 
 @dataclass
 class Guest:
@@ -196,6 +199,19 @@ def _unpacked_output(g: Guest, writeback: bool) -> Iterator[Tree]:
         new = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
         if new != old:
             write_atomic(g.path / "manifest.json", new)
+            _new_sums(g.path, manifest)
+
+
+def _new_sums(output: Path, manifest: dict) -> None:
+    """SHA256SUMS again after the tarball changed. A signature of the old one is removed, not left lying: it
+    no longer matches, and imgbuild holds no key (`imgbuild sign` signs again)."""
+    if not os.path.lexists(output / sums.SUMS):
+        return
+    dropped = [n for n in (sums.GPG_SIG, sums.SSH_SIG) if os.path.lexists(output / n)]
+    sums.write(output, build_manifest.hashes(manifest, output))
+    if dropped:
+        log.warning("%s: the tarball changed, so its signature (%s) was removed: sign it again with "
+                    "`imgbuild sign %s --key KEY`", output, ", ".join(dropped), output)
 
 
 # ------------------------------------------------------------------ copies

@@ -86,7 +86,7 @@ def previous_output(debian12_build: Path, out: Path) -> dict[str, str]:
     out.mkdir()
     shutil.copytree(debian12_build, out / "debian12")
     before = hashes(out / "debian12")
-    assert set(before) == {"debian12.tar.zst", "lxc.conf", "manifest.json"}
+    assert set(before) == {"debian12.tar.zst", "lxc.conf", "manifest.json", "debian12.spdx.json", "SHA256SUMS"}
     return before
 
 

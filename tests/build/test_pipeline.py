@@ -115,7 +115,8 @@ def needs_build(f):
 
 @needs_build
 def test_output_has_tarball_lxc_conf_and_manifest(out_dir: Path):
-    assert sorted(p.name for p in out_dir.iterdir()) == ["debian12.tar.zst", "lxc.conf", "manifest.json"]
+    assert sorted(p.name for p in out_dir.iterdir()) == ["SHA256SUMS", "debian12.spdx.json", "debian12.tar.zst",
+                                                         "lxc.conf", "manifest.json"]
     for p in out_dir.iterdir():
         assert p.is_file() and p.stat().st_size > 0, p
     # nothing half-written or left over beside it (only the kept tree and the note that it is imgbuild's)
@@ -129,8 +130,8 @@ def test_output_has_tarball_lxc_conf_and_manifest(out_dir: Path):
 @needs_build
 def test_manifest_artifacts_match_files(out_dir: Path, manifest: dict):
     arts = {a["path"]: a for a in manifest["artifacts"]}
-    assert set(arts) == {"debian12.tar.zst", "lxc.conf"}
-    assert {a["kind"] for a in manifest["artifacts"]} == {"tarball", "lxc-config"}
+    assert set(arts) == {"debian12.tar.zst", "lxc.conf", "debian12.spdx.json"}
+    assert {a["kind"] for a in manifest["artifacts"]} == {"tarball", "lxc-config", "sbom"}
     for name, a in arts.items():
         p = out_dir / name
         assert a["size"] == p.stat().st_size, name

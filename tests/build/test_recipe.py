@@ -128,7 +128,7 @@ BAD = [
     ("domain-bad", "domain: -example.com\n", "domain", "is not a valid host name"),
     ("search-bad", "search: [example.com, 'a..b']\n", "search[1]", "is not a valid host name"),
     # targets
-    ("target-unknown", "targets: {lxd: {}}\n", "targets.lxd", "unknown key (did you mean lxc?)"),
+    ("target-unknown", "targets: {lxcc: {}}\n", "targets.lxcc", "unknown key (did you mean lxc?)"),
     ("compression-bad", "targets: {tarball: {compression: bz2}}\n", "targets.tarball.compression",
      "'bz2' is not one of: zst, zstd, xz, gz, none"),
     ("lxc-version-bad", "targets: {lxc: {version: new}}\n", "targets.lxc.version", "is not one of: modern, legacy"),

@@ -9,6 +9,7 @@ from pathlib import Path
 from builder.build import recipe, uptodate
 from builder.build.bootstrap.mmdebstrap import METHOD
 from builder.build.pipeline import Preflight
+from builder.core import sums
 from tests.conftest import DEFAULT_RECIPE
 
 
@@ -27,6 +28,10 @@ def test_the_key_follows_the_recipe_its_files_and_the_bootstrap(tmp_path):
     assert k == _key(r) and len(k) == 64
     assert _key(r, "hostname=other") != k
     assert _key(r, epoch=2) != k                    # SOURCE_DATE_EPOCH is a bootstrap input
+    pre = Preflight(METHOD, "http://127.0.0.1:9/debian", 1)
+    signed = uptodate.key(recipe.load(r), pre, sums.Signing(gpg_key="ABCD"))
+    assert signed != k and signed != uptodate.key(recipe.load(r), pre, sums.Signing(ssh_key=Path("/k")))
+    assert uptodate.key(recipe.load(r), pre, sums.UNSIGNED) == k
     src.write_text("two\n")
     assert _key(r) != k                             # a file the recipe names changed
     assert str(src) in uptodate.local_files(recipe.load(r).recipe)
@@ -42,6 +47,7 @@ def _output(tmp_path, key):
     (out / "a.tar").write_bytes(b"tarball")
     art = [{"kind": "tarball", "path": "a.tar", "size": 7, "sha256": hashlib.sha256(b"tarball").hexdigest()}]
     (out / "manifest.json").write_text(json.dumps({"build_key": key, "artifacts": art}))
+    (out / "SHA256SUMS").write_text(f"{art[0]['sha256']}  a.tar\n")
     return out
 
 
@@ -49,6 +55,9 @@ def test_current_only_with_the_same_key_and_intact_outputs(tmp_path):
     out = _output(tmp_path, "k1")
     assert uptodate.current(out, "k1")
     assert not uptodate.current(out, "k2")
+    (out / "SHA256SUMS").unlink()                    # an output without its checksums is built again
+    assert not uptodate.current(out, "k1")
+    (out / "SHA256SUMS").write_text("x")
     (out / "a.tar").write_bytes(b"tarbalL")           # same size, other content
     assert not uptodate.current(out, "k1")
     (out / "a.tar").unlink()

@@ -68,7 +68,7 @@ BROKEN = [
     ("bad-hostname", "hostname: web_1\n", "hostname: ", "is not a valid host name"),
     ("yaml-syntax", "dns: [10.0.3.1]\n  search: [example.com]\n", "line 6, column ", "YAML syntax"),
     ("duplicate-key", "release: trixie\n", "line 5, column 1: ", "duplicate key 'release'"),
-    ("unknown-target", "targets: {tarball: {}, lxd: {}}\n", "targets.lxd: ", "did you mean lxc?"),
+    ("unknown-target", "targets: {tarball: {}, lxcc: {}}\n", "targets.lxcc: ", "did you mean lxc?"),
     ("bad-compression", "targets: {tarball: {compression: bzip2}}\n", "targets.tarball.compression: ",
      "is not one of: zst, zstd, xz, gz, none"),
     ("two-passwords", "root_password: {lock: true, from_file: /etc/hostname}\n", "root_password: ",
@@ -471,7 +471,7 @@ def test_schema_accepts_default_recipe_and_rejects_broken_ones():
     default = yaml.safe_load(DEFAULT_RECIPE.read_text())
     assert _errors(s, default, s) == []
     for broken in ({**default, "hostnme": "x"}, {**default, "dns": "10.0.3.1"},
-                   {**default, "targets": {"lxd": {}}}, {**default, "bootstrap": {"method": "apt-get"}},
+                   {**default, "targets": {"lxcc": {}}}, {**default, "bootstrap": {"method": "apt-get"}},
                    {k: v for k, v in default.items() if k != "release"},
                    {**default, "root_password": {"lock": True, "hash": "$6$x"}},
                    {**default, "files": [{"path": "/x", "content": "x", "mode": 420}]}):

@@ -57,6 +57,10 @@ class Family:
         """The guest's network files, as the family's own tools read them."""
         raise NotImplementedError
 
+    def dhcp_eth0(self) -> tuple[str, str]:
+        """(path, content) of the network file that configures eth0 by DHCP (images for LXD/Incus)."""
+        raise NotImplementedError
+
     def systemd_container(self, root: "RootFS") -> None:
         """Family fixes for systemd in a container, besides the masked units."""
 

@@ -46,6 +46,9 @@ class Debian(Family):
         if ctx.recipe.network:
             network.write_interfaces(ctx)
 
+    def dhcp_eth0(self) -> tuple[str, str]:
+        return "/etc/network/interfaces", network.debian_interfaces({"eth0": network.Interface(dhcp=True)})
+
     def sysvinit_container(self, ctx: "Context") -> None:
         init.write_inittab(ctx)
 

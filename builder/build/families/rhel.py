@@ -47,6 +47,10 @@ class Rhel(Family):
     def write_network(self, ctx: "Context") -> None:
         network.write_sysconfig(ctx)      # always: EL's sysconfig/network also carries the hostname
 
+    def dhcp_eth0(self) -> tuple[str, str]:
+        return ("/etc/sysconfig/network-scripts/ifcfg-eth0",
+                network.rhel_ifcfg("eth0", network.Interface(dhcp=True)))
+
     def systemd_container(self, root: "RootFS") -> None:
         init_el.container_fixes(root)
 

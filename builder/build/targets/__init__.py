@@ -10,11 +10,12 @@ from __future__ import annotations
 from dataclasses import make_dataclass
 from types import ModuleType
 
-from builder.build.targets import disk, image, libvirt, lxc, nspawn, openvz, tarball, xen, xenvm
+from builder.build.targets import disk, image, libvirt, lxc, lxd, nspawn, openvz, squashfs, tarball, xen, xenvm
 from builder.core.schema import opt
 
-TARGETS: dict[str, ModuleType] = {"tarball": tarball, "lxc": lxc, "image": image, "openvz": openvz,
-                                  "nspawn": nspawn, "xen": xen, "disk": disk, "libvirt": libvirt, "xenvm": xenvm}
+TARGETS: dict[str, ModuleType] = {"tarball": tarball, "squashfs": squashfs, "lxd": lxd, "lxc": lxc, "image": image,
+                                  "openvz": openvz, "nspawn": nspawn, "xen": xen, "disk": disk, "libvirt": libvirt,
+                                  "xenvm": xenvm}
 
 Targets = make_dataclass(
     "Targets",

@@ -26,7 +26,8 @@ def test_debootstrap_builds_a_gzip_tarball(tmp_path: Path):
     assert r.returncode == 0, r.stderr
     assert "debootstrap" in r.stderr  # the bootstrap phase names its method
     final = out / "debian12"
-    assert sorted(p.name for p in final.iterdir()) == ["debian12.tar.gz", "manifest.json"]
+    assert sorted(p.name for p in final.iterdir()) == ["SHA256SUMS", "debian12.spdx.json", "debian12.tar.gz",
+                                                       "manifest.json"]
     assert mounts_under(out) == []
     assert sorted(os.listdir(out)) == ["debian12"]
 
@@ -35,7 +36,7 @@ def test_debootstrap_builds_a_gzip_tarball(tmp_path: Path):
     assert m["tools"]["debootstrap"].startswith("debootstrap ")
     assert "mmdebstrap" not in m["tools"]
     tarball = final / "debian12.tar.gz"
-    [art] = m["artifacts"]
+    [art] = [a for a in m["artifacts"] if a["kind"] == "tarball"]
     assert (art["kind"], art["path"], art["size"]) == ("tarball", "debian12.tar.gz", tarball.stat().st_size)
     assert art["sha256"] == hashlib.sha256(tarball.read_bytes()).hexdigest()
     assert "systemd-sysv" not in m["packages"] and "dpkg" in m["packages"]

@@ -110,7 +110,7 @@ def test_build_succeeds(built):
     assert built.result.stdout.strip().splitlines()[-1] == str(built.final)
     assert f"==> bootstrap ({built.method} centos 6 x86_64)" in built.stderr
     assert sorted(os.listdir(built.out)) == [f".{NAME}.rootfs.imgbuild", NAME, f"{NAME}.rootfs"]   # no .work, .partial
-    assert sorted(os.listdir(built.final)) == ["el6.tar.zst", "manifest.json"]
+    assert sorted(os.listdir(built.final)) == ["SHA256SUMS", "el6.spdx.json", "el6.tar.zst", "manifest.json"]
     assert mounts_under(built.out) == []
     m = json.loads((built.final / "manifest.json").read_text())
     assert (m["distro"], m["release"], m["arch"]) == ("centos", "6", "x86_64")

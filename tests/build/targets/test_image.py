@@ -422,7 +422,7 @@ def test_default_recipe_image_artifact(image_build):
     manifest = json.loads((final / "manifest.json").read_text())
     kinds = {a["kind"]: a for a in manifest["artifacts"]}
     assert kinds["image"]["path"] == "debian12.ext4" and kinds["image"]["sha256"] == sha256(img)
-    assert set(kinds) == {"image"}, "targets={image: {}} must produce only the image"
+    assert set(kinds) == {"image", "sbom"}, "targets={image: {}} must produce only the image (and the SBOM)"
 
     r = fsck(img)
     assert r.returncode == 0, r.stdout + r.stderr

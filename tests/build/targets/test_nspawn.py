@@ -292,11 +292,11 @@ def test_nspawn_output(nspawn_build):
     import json
 
     names = sorted(p.name for p in nspawn_build.iterdir())
-    assert names == ["debian12", "debian12.nspawn", "manifest.json"], names
+    assert names == ["SHA256SUMS", "debian12", "debian12.nspawn", "debian12.spdx.json", "manifest.json"], names
     r = load(*BUILD_SETS)
     assert (nspawn_build / "debian12.nspawn").read_text() == nspawn.render(r, r.targets.nspawn)
     kinds = {a["kind"]: a["path"] for a in json.loads((nspawn_build / "manifest.json").read_text())["artifacts"]}
-    assert kinds == {"nspawn-settings": "debian12.nspawn", "nspawn-tree": "debian12"}
+    assert kinds == {"nspawn-settings": "debian12.nspawn", "nspawn-tree": "debian12", "sbom": "debian12.spdx.json"}
     tree = nspawn_build / "debian12"
     assert (tree / "etc" / "hostname").read_text() == "vm0\n"
     assert os.path.lexists(tree / "sbin" / "init")

@@ -269,7 +269,8 @@ def openvz_build(tmp_path_factory):
 @pytest.mark.slow
 def test_build_writes_config_and_template(openvz_build):
     names = sorted(p.name for p in openvz_build.iterdir())
-    assert names == ["123.conf", "debian-bookworm-x86_64.tar.gz", "manifest.json"], names
+    assert names == ["123.conf", "SHA256SUMS", "debian-bookworm-x86_64.tar.gz", "debian12.spdx.json",
+                     "manifest.json"], names
     conf_text = (openvz_build / "123.conf").read_text()
     conf = parse_conf(conf_text)
     assert conf["OSTEMPLATE"] + ".tar.gz" == "debian-bookworm-x86_64.tar.gz"

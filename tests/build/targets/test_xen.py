@@ -332,7 +332,8 @@ def test_debian_xen_guest_build(tmp_path):
 
     manifest = json.loads((guest / "manifest.json").read_text())
     assert {a["kind"]: a["path"] for a in manifest["artifacts"]} == {"xen-config": "xenguest.cfg",
-                                                                     "xen-image": "xenguest.img"}
+                                                                     "xen-image": "xenguest.img",
+                                                                     "sbom": "xenguest.spdx.json"}
     if PYGRUB:
         got = run_pygrub(img, tmp_path / "pygrub")
         assert got["kernel"] == (tree / "boot" / f"vmlinuz-{version}").read_bytes()

@@ -1,0 +1,87 @@
+"""`imgbuild verify` and `imgbuild sign`: the checksums and signatures of outputs and published image trees."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from builder.cli.common import apply_verbosity, verbosity
+from builder.core import sums
+from builder.core.errors import InputError
+
+VERIFY_EPILOG = """\b
+Examples:
+  imgbuild verify output/debian12
+  imgbuild verify /srv/images --keyring /etc/imgbuild/signers.gpg
+  imgbuild verify output/debian12 --allowed-signers ~/.ssh/allowed_signers
+
+Exit status: 0 every file matches and every signature is good, 1 a mismatch (the file is named), 2 bad input.
+"""
+
+
+@click.command("verify", epilog=VERIFY_EPILOG)
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--keyring", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="GnuPG keyring (gpg --export KEY > FILE) whose keys may sign; also makes a missing "
+              "SHA256SUMS.asc a failure. Default: the keyring of GNUPGHOME.")
+@click.option("--allowed-signers", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="ssh-keygen's allowed signers file: checks SHA256SUMS.sig, and makes a missing one a failure.")
+@verbosity
+def verify(paths: tuple[Path, ...], keyring: Path | None, allowed_signers: Path | None, verbose: int, quiet: bool,
+           debug: bool) -> None:
+    """Check the SHA256SUMS of each output (OUTPUT/NAME) or image server tree (every directory in it that has
+    one): every file it lists, byte for byte, and its signatures (SHA256SUMS.asc by GnuPG, SHA256SUMS.sig by
+    ssh-keygen -Y).
+
+    Prints one line per directory; each problem names its file. Files the directory holds that SHA256SUMS does
+    not list are named as not covered (nothing vouches for them).
+    """
+    apply_verbosity(verbose, quiet, debug)
+    failed = False
+    for top in paths:
+        found = sums.directories(top)
+        if not found:
+            raise InputError(f"{top}: no SHA256SUMS in it or under it",
+                             "give an output directory (output/NAME) or a tree imgbuild publish wrote")
+        for report in (sums.verify(d, keyring, allowed_signers) for d in found):
+            failed |= bool(report.problems)
+            signed = f", signed by {', '.join(report.signed_by)}" if report.signed_by else ""
+            if report.problems:
+                click.echo(f"{report.directory}: FAILED ({len(report.problems)} problems, {len(report.checked)} "
+                           f"files ok{signed})")
+                for p in report.problems:
+                    click.echo(f"  {p}")
+            elif not quiet:
+                click.echo(f"{report.directory}: ok ({len(report.checked)} files{signed})")
+            for n in report.notes if not quiet else ():
+                click.echo(f"  note: {n}")
+    if failed:
+        raise SystemExit(1)
+
+
+@click.command("sign")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--key", "gpg_key", metavar="KEY", help="GnuPG key (id, fingerprint or e-mail) to sign with.")
+@click.option("--ssh-key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="ssh private key to sign with (ssh-keygen -Y sign).")
+@verbosity
+def sign(paths: tuple[Path, ...], gpg_key: str | None, ssh_key: Path | None, verbose: int, quiet: bool,
+         debug: bool) -> None:
+    """Sign the SHA256SUMS of outputs again (after `migrate reidentify` of an output, which drops the old
+    signature): the files are checked against SHA256SUMS first, and nothing is signed if one does not match.
+    """
+    apply_verbosity(verbose, quiet, debug)
+    signing = sums.Signing(gpg_key, ssh_key)
+    if not signing:
+        raise InputError("sign: nothing to sign with", "give --key KEY (GnuPG) and/or --ssh-key FILE")
+    for top in paths:
+        for d in sums.directories(top) or [top]:
+            report = sums.Report(d)
+            hashes = sums.parse(d, report)
+            report = sums.verify(d) if not report.problems else report
+            bad = [p for p in report.problems if not p.startswith(str(d / sums.GPG_SIG))]
+            if bad:
+                raise InputError(f"{d}: not signed, its files do not match SHA256SUMS: {bad[0]}",
+                                 "build (or publish) it again, then sign")
+            sums.write(d, hashes, signing)
+            click.echo(f"{d}: signed ({', '.join(signing.describe())})")
