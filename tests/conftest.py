@@ -148,6 +148,18 @@ def debian12_build(tmp_path_factory) -> Path:
     return out / "debian12"
 
 
+@pytest.fixture(scope="session")
+def image_build(tmp_path_factory, debian12_build) -> Path:
+    """recipes/debian12.yml built again (from the bootstrap cache debian12_build filled) with the tarball, squashfs
+    and lxd targets, the lxd target in both layouts. zstd everywhere: LXD reads it, and it keeps the suite fast
+    (xz, the default, takes ~30 s more). Returns OUT/debian12."""
+    out = tmp_path_factory.mktemp("images") / "out"
+    r = imgbuild(DEFAULT_RECIPE, "-o", out, "--set",
+                 "targets={tarball: {}, squashfs: {compression: zstd}, lxd: {layout: both, compression: zst}}")
+    assert r.returncode == 0, r.stderr
+    return out / "debian12"
+
+
 @pytest.fixture
 def ctx_for(tmp_path):
     """`ctx_for(**recipe keys)`: a build Context on a small temp tree, no bootstrap (tests/support/contexts.py)."""

@@ -17,6 +17,7 @@ Examples:
   imgbuild boot output/debian12                 does it start? (a throwaway container, then a verdict)
   imgbuild deploy galera-3hosts.yml             a cluster: each node installed on the host it names
   imgbuild verify output/debian12              every file against SHA256SUMS, and its signature
+  imgbuild publish output/debian12 --to /srv/images   an image server tree (LXC download, simplestreams)
   imgbuild inventory list                       the guests imgbuild knows of (prune: those that are gone)
   imgbuild schema > recipe.schema.json          JSON Schema for editors
 
@@ -36,6 +37,7 @@ COMMANDS = {
     "deploy": "builder.cli.deploy:deploy",
     "verify": "builder.cli.verify:verify",
     "sign": "builder.cli.verify:sign",
+    "publish": "builder.cli.verify:publish",
 }
 
 

@@ -1,6 +1,7 @@
-"""`imgbuild verify` and `imgbuild sign`: the checksums and signatures of outputs and published image trees."""
+"""`imgbuild verify`, `sign` and `publish`: the checksums and signatures of outputs, and image server trees."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
@@ -76,12 +77,48 @@ def sign(paths: tuple[Path, ...], gpg_key: str | None, ssh_key: Path | None, ver
         raise InputError("sign: nothing to sign with", "give --key KEY (GnuPG) and/or --ssh-key FILE")
     for top in paths:
         for d in sums.directories(top) or [top]:
-            report = sums.Report(d)
-            hashes = sums.parse(d, report)
-            report = sums.verify(d) if not report.problems else report
-            bad = [p for p in report.problems if not p.startswith(str(d / sums.GPG_SIG))]
-            if bad:
-                raise InputError(f"{d}: not signed, its files do not match SHA256SUMS: {bad[0]}",
-                                 "build (or publish) it again, then sign")
-            sums.write(d, hashes, signing)
+            sums.resign(d, signing)
             click.echo(f"{d}: signed ({', '.join(signing.describe())})")
+
+
+PUBLISH_EPILOG = """\b
+Examples:
+  imgbuild publish output/debian12 --to /srv/images
+  imgbuild publish output/debian12 output/el7 --to /srv/images --keep 5 --sign builds@example.org
+Then, with /srv/images served over HTTPS (any web server; the download template fetches over HTTPS only):
+  lxc-create -n web1 -t download -- --server images.example.org -d debian -r bookworm -a amd64 --variant debian12
+  lxc remote add mine https://images.example.org --protocol simplestreams --public; lxc launch mine:debian12 c1
+
+Exit status: 0 ok, 1 failed, 2 bad input (an output whose files do not match its SHA256SUMS, a link in DIR).
+"""
+
+
+@click.command("publish", epilog=PUBLISH_EPILOG)
+@click.argument("outputs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--to", "top", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="The image server tree (made if missing).")
+@click.option("--keep", default=3, show_default=True, type=int, help="Serials kept of each image.")
+@click.option("--sign", "gpg_key", metavar="KEY", help="Sign every SHA256SUMS with this GnuPG key.")
+@click.option("--sign-ssh", "ssh_key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Also (or instead) sign with this ssh private key.")
+@verbosity
+def publish(outputs: tuple[Path, ...], top: Path, keep: int, gpg_key: str | None, ssh_key: Path | None, verbose: int,
+            quiet: bool, debug: bool) -> None:
+    """Lay out built OUTPUTs (OUTPUT/NAME) as a static image server tree in DIR: LXC's download template index
+    and images (rootfs.tar.xz, meta.tar.xz), and simplestreams for `lxc|incus remote add` (outputs built with
+    the lxd target: lxd.tar.xz + rootfs.squashfs). Each image serial gets SHA256SUMS (`imgbuild verify DIR`).
+
+    Each OUTPUT's files are checked against its SHA256SUMS first; publishing the same build again changes
+    nothing; a new build of the same image adds a serial and the oldest beyond --keep are removed. Needs root
+    (each tarball is unpacked, device nodes included, to name the host LXC_NAME).
+    """
+    apply_verbosity(verbose, quiet, debug)
+    from builder.images import publish as pub  # only this command needs it
+
+    if os.geteuid() != 0:
+        raise InputError("publish needs root: it unpacks each output's tarball, device nodes included",
+                         "run it as root (sudo imgbuild publish ...)")
+    signing = sums.Signing(gpg_key, ssh_key.resolve() if ssh_key else None)
+    sums.check_signing(signing)
+    for line in pub.publish(list(outputs), top, keep, signing):
+        click.echo(line)

@@ -97,6 +97,18 @@ def write(directory: Path, hashes: dict[str, str], signing: Signing = UNSIGNED) 
     return written
 
 
+def resign(directory: Path, signing: Signing) -> None:
+    """Sign directory's SHA256SUMS again, only when every file it lists matches (InputError naming the first
+    that does not); old signatures are replaced."""
+    directory = Path(directory)
+    report = verify(directory)
+    bad = [p for p in report.problems if GPG_SIG not in p and SSH_SIG not in p]
+    if bad:
+        raise InputError(f"{directory}: not signed, its files do not match SHA256SUMS: {bad[0]}",
+                         "build (or publish) it again, then sign")
+    write(directory, parse(directory, Report(directory)), signing)
+
+
 def check_signing(signing: Signing) -> None:
     """Before any work: the GnuPG key is a secret key of the keyring, the ssh key a file (InputError if not)."""
     if signing.gpg_key:

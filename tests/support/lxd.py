@@ -71,10 +71,11 @@ def _mounts_under(d: Path) -> list[str]:
 
 
 @contextlib.contextmanager
-def lxd_daemon() -> Iterator[Lxd]:
+def lxd_daemon(**env_extra: str) -> Iterator[Lxd]:
+    """env_extra: more environment for the daemon and the client (SSL_CERT_FILE to trust a test's server)."""
     d = Path(tempfile.mkdtemp(prefix="imgbuild-test-lxd-", dir="/var/tmp"))
     os.chmod(d, 0o711)                   # the containers' mapped root crosses it to reach its rootfs
-    env = dict(os.environ, LXD_DIR=str(d), LXD_CONF=str(d / "client"))
+    env = dict(os.environ, LXD_DIR=str(d), LXD_CONF=str(d / "client"), **env_extra)
     log = d / "lxd.log"
     proc = subprocess.Popen(["lxd", "--group", "lxd", "--logfile", str(log)], env=env, start_new_session=True,
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -80,14 +80,19 @@ def metadata(ctx: "Context", opts: LxdOptions, templates: dict[str, str]) -> dic
     return out
 
 
+def hosts_naming(text: str, hostname: str, placeholder: str) -> str:
+    """/etc/hosts with the host name (and its FQDN) replaced by placeholder, which the image's consumer turns
+    into the instance's name; a 127.0.1.1 line for it when no line named the host."""
+    out, n = re.subn(rf"(?<![\w.-]){re.escape(hostname)}(\.[\w.-]+)?(?![\w.-])", placeholder, text)
+    return out if n else out + f"127.0.1.1\t{placeholder}\n"
+
+
 def _hosts(ctx: "Context") -> str:
     """The tree's /etc/hosts with the recipe's host name (and FQDN) replaced by the instance's name."""
     text = ctx.root.read_text("/etc/hosts") or "127.0.0.1\tlocalhost\n"
     # pongo2 renders the file on the LXD host: a tag or comment opener in it stays literal text
     text = re.sub(r"\{([{%#])", lambda m: "{{ '{" + m.group(1) + "' }}", text)
-    name = re.escape(ctx.recipe.hostname)
-    out, n = re.subn(rf"(?<![\w.-]){name}(\.[\w.-]+)?(?![\w.-])", NAME_TEMPLATE, text)
-    return out if n else out + f"127.0.1.1\t{NAME_TEMPLATE}\n"
+    return hosts_naming(text, ctx.recipe.hostname, NAME_TEMPLATE)
 
 
 def _dhcp(ctx: "Context", opts: LxdOptions) -> tuple[str, str] | None:

@@ -13,7 +13,7 @@ import yaml
 
 from builder.build.families import FAMILIES
 from builder.build.targets import lxd
-from tests.conftest import DEFAULT_RECIPE, imgbuild
+from tests.conftest import imgbuild
 from tests.support.lxd import lxd_daemon, reason
 
 # ---------------------------------------------------------------- metadata and templates (no build)
@@ -76,16 +76,11 @@ def test_the_unified_archive_lists_metadata_rootfs_templates_in_order(ctx_for, t
 
 
 @pytest.fixture(scope="module")
-def images(tmp_path_factory):
-    """The default recipe built with the lxd target in both layouts (zstd: the compressor only changes the
-    bytes LXD decompresses, and keeps the suite fast; xz is the default) and the squashfs target."""
+def images(image_build):
+    """The default recipe with the tarball, squashfs and lxd targets (tests/conftest.py: image_build)."""
     if reason():
         pytest.skip(reason())
-    out = tmp_path_factory.mktemp("lxd") / "out"
-    r = imgbuild(DEFAULT_RECIPE, "-o", out, "--set",
-                 "targets={tarball: {}, squashfs: {compression: zstd}, lxd: {layout: both, compression: zst}}")
-    assert r.returncode == 0, r.stderr
-    return out / "debian12"
+    return image_build
 
 
 @pytest.mark.root
