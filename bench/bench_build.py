@@ -249,7 +249,8 @@ def report(args, r, places: dict) -> None:
         "",
         "What the imgbuild build time includes beyond the bootstrap: the mirror index check of every requested "
         "package (gpgv-verified InRelease, Packages index), device nodes, base files, network, password, init "
-        "shim, files, the hook, cleanup, the tarball, the LXC config, sha256 of every artifact and the manifest.",
+        "shim, files, the hook, cleanup, the tarball, the LXC config, the SPDX SBOM, sha256 of every artifact, "
+        "the manifest and SHA256SUMS.",
         "",
     ]
     write_section(Path(args.report), "bench_build", lines)
