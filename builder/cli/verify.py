@@ -69,15 +69,20 @@ def verify(paths: tuple[Path, ...], keyring: Path | None, allowed_signers: Path 
 def sign(paths: tuple[Path, ...], gpg_key: str | None, ssh_key: Path | None, verbose: int, quiet: bool,
          debug: bool) -> None:
     """Sign the SHA256SUMS of outputs again (after `migrate reidentify` of an output, which drops the old
-    signature): the files are checked against SHA256SUMS first, and nothing is signed if one does not match.
+    signature), or of every directory of an image server tree (with --key, also the files LXC's download
+    template checks: index-system.asc, rootfs.tar.xz.asc, meta.tar.xz.asc). The files are checked against
+    SHA256SUMS first, and nothing is signed if one does not match.
     """
     apply_verbosity(verbose, quiet, debug)
+    from builder.images import lxcdownload
+
     signing = sums.Signing(gpg_key, ssh_key)
     if not signing:
         raise InputError("sign: nothing to sign with", "give --key KEY (GnuPG) and/or --ssh-key FILE")
+    sums.check_signing(signing)
     for top in paths:
         for d in sums.directories(top) or [top]:
-            sums.resign(d, signing)
+            sums.resign(d, signing, lxcdownload.detached(sums.parse(d, sums.Report(d))))
             click.echo(f"{d}: signed ({', '.join(signing.describe())})")
 
 

@@ -6,6 +6,9 @@ sign SHA256SUMS, so they cover every file it lists:
   signature image servers and download templates publish;
 - SHA256SUMS.sig: `ssh-keygen -Y sign -n file` with an ssh key, for hosts that trust ssh keys rather than GnuPG
   (`ssh-keygen -Y verify -f ALLOWED_SIGNERS -I SIGNER -n file -s SHA256SUMS.sig < SHA256SUMS`).
+A directory may also carry per-file GnuPG signatures, FILE.asc beside FILE (what LXC's download template checks
+when it validates: index-system.asc, rootfs.tar.xz.asc, meta.tar.xz.asc); SHA256SUMS lists them too, and verify
+checks each against its file.
 
 A directory to check is not trusted: SHA256SUMS must be a regular file; each line a sha256 and a plain file name
 in the directory (never a path, never through a link); every file it names is read without following links.
@@ -27,6 +30,7 @@ from builder.core.outputs import CHECKSUM_FILES, file_mode, write_atomic
 
 NAMES = CHECKSUM_FILES
 SUMS, GPG_SIG, SSH_SIG = NAMES
+FILE_SIG = ".asc"              # FILE.asc: a per-file GnuPG signature
 SSH_NAMESPACE = "file"         # ssh-keygen -Y's namespace for signatures of files
 _LINE = re.compile(r"^([0-9a-f]{64}) [ *](.+)$")
 MAX_SUMS = 1 << 20             # a SHA256SUMS larger than this is not ours
@@ -79,34 +83,49 @@ def digest(directory: Path, name: str) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def write(directory: Path, hashes: dict[str, str], signing: Signing = UNSIGNED) -> list[str]:
-    """directory/SHA256SUMS of hashes (name -> sha256), signed as signing says; any older signature is
-    removed first. The names written."""
+def detached_of(listed) -> list[str]:
+    """The files of listed (names) that have a per-file signature (FILE.asc) listed beside them."""
+    return sorted(n[:-len(FILE_SIG)] for n in listed if n.endswith(FILE_SIG) and n[:-len(FILE_SIG)] in listed)
+
+
+def write(directory: Path, hashes: dict[str, str], signing: Signing = UNSIGNED, detached=()) -> list[str]:
+    """directory/SHA256SUMS of hashes (name -> sha256), signed as signing says; each file named in detached also
+    gets FILE.asc (with a GnuPG key; listed in SHA256SUMS). Older signatures are removed first. The names
+    written."""
     directory = Path(directory)
-    for old in (GPG_SIG, SSH_SIG):
+    hashes = dict(hashes)
+    written = []
+    for old in (GPG_SIG, SSH_SIG, *(n + FILE_SIG for n in detached)):
+        hashes.pop(old, None)
         try:
             os.unlink(directory / old)
         except FileNotFoundError:
             pass
+    for name in detached if signing.gpg_key else ():
+        sig = _gpg_sign(directory, signing.gpg_key, name)
+        hashes[sig] = digest(directory, sig)
+        written.append(sig)
     write_atomic(directory / SUMS, render(hashes))
-    written = [SUMS]
+    written.append(SUMS)
     if signing.gpg_key:
-        written.append(_gpg_sign(directory, signing.gpg_key))
+        written.append(_gpg_sign(directory, signing.gpg_key, SUMS))
     if signing.ssh_key:
         written.append(_ssh_sign(directory, signing.ssh_key))
     return written
 
 
-def resign(directory: Path, signing: Signing) -> None:
-    """Sign directory's SHA256SUMS again, only when every file it lists matches (InputError naming the first
-    that does not); old signatures are replaced."""
+def resign(directory: Path, signing: Signing, detached=()) -> None:
+    """Sign directory's SHA256SUMS again, and each file of detached and each file that already has its FILE.asc,
+    only when every file it lists matches (InputError naming the first that does not); old signatures are
+    replaced."""
     directory = Path(directory)
-    report = verify(directory)
-    bad = [p for p in report.problems if GPG_SIG not in p and SSH_SIG not in p]
-    if bad:
-        raise InputError(f"{directory}: not signed, its files do not match SHA256SUMS: {bad[0]}",
+    report = Report(directory)
+    _check_files(directory, parse(directory, report), report)
+    if report.problems:
+        raise InputError(f"{directory}: not signed, its files do not match SHA256SUMS: {report.problems[0]}",
                          "build (or publish) it again, then sign")
-    write(directory, parse(directory, Report(directory)), signing)
+    listed = parse(directory, Report(directory))
+    write(directory, listed, signing, sorted(set(detached) | set(detached_of(listed))))
 
 
 def check_signing(signing: Signing) -> None:
@@ -123,19 +142,23 @@ def check_signing(signing: Signing) -> None:
                          "give the path of an ssh private key (ssh-keygen -t ed25519 -f FILE)")
 
 
-def _gpg_sign(directory: Path, key: str) -> str:
-    fd, tmp = tempfile.mkstemp(prefix=f".{GPG_SIG}.", suffix=".part", dir=directory)
+def _gpg_sign(directory: Path, key: str, name: str) -> str:
+    """directory/name.asc: gpg's armored detached signature of directory/name (a regular file, never a link)."""
+    sig = name + FILE_SIG
+    if not stat.S_ISREG(os.lstat(directory / name).st_mode):
+        raise InputError(f"{directory / name}: not a regular file; not signed", "publish or build it again")
+    fd, tmp = tempfile.mkstemp(prefix=f".{sig}.", suffix=".part", dir=directory)
     os.close(fd)
     try:
         runner.run(["gpg", "--batch", "--yes", "--armor", "--local-user", key, "--output", tmp, "--detach-sign",
-                    str(directory / SUMS)], capture=True,
+                    str(directory / name)], capture=True,
                    hint=f"is {key!r} a secret key of your GnuPG keyring (gpg -K)? Set GNUPGHOME for another one")
         os.chmod(tmp, file_mode())
-        os.rename(tmp, directory / GPG_SIG)
+        os.rename(tmp, directory / sig)
     finally:
         if os.path.lexists(tmp):
             os.unlink(tmp)
-    return GPG_SIG
+    return sig
 
 
 def _ssh_sign(directory: Path, key: Path) -> str:
@@ -191,6 +214,26 @@ def verify(directory: Path, keyring: Path | None = None, allowed_signers: Path |
     directory = Path(directory)
     report = Report(directory)
     want = parse(directory, report)
+    _check_files(directory, want, report)
+    try:
+        present = set(os.listdir(directory))
+    except OSError as e:
+        report.problems.append(f"{directory}: {e.strerror}")
+        return report
+    extra = sorted(present - set(want) - set(NAMES))
+    if extra:
+        report.notes.append(f"not covered by SHA256SUMS: {', '.join(extra)}")
+    if SUMS in present and not os.path.islink(directory / SUMS):
+        _check_gpg(directory / GPG_SIG, directory / SUMS, GPG_SIG in present, keyring, report)
+        _check_ssh(directory, SSH_SIG in present, allowed_signers, report)
+        for name in detached_of(want):
+            if name in report.checked and name + FILE_SIG in report.checked:
+                _check_gpg(directory / (name + FILE_SIG), directory / name, True, keyring, report)
+    return report
+
+
+def _check_files(directory: Path, want: dict[str, str], report: Report) -> None:
+    """Every file of want (name -> sha256) hashed in full: report.checked or a problem naming it."""
     for name, h in sorted(want.items()):
         try:
             got = digest(directory, name)
@@ -206,22 +249,10 @@ def verify(directory: Path, keyring: Path | None = None, allowed_signers: Path |
                                    "changed after it was written")
         else:
             report.checked.append(name)
-    try:
-        present = set(os.listdir(directory))
-    except OSError as e:
-        report.problems.append(f"{directory}: {e.strerror}")
-        return report
-    extra = sorted(present - set(want) - set(NAMES))
-    if extra:
-        report.notes.append(f"not covered by SHA256SUMS: {', '.join(extra)}")
-    if SUMS in present and not os.path.islink(directory / SUMS):
-        _check_gpg(directory, GPG_SIG in present, keyring, report)
-        _check_ssh(directory, SSH_SIG in present, allowed_signers, report)
-    return report
 
 
-def _check_gpg(directory: Path, present: bool, keyring: Path | None, report: Report) -> None:
-    sig = directory / GPG_SIG
+def _check_gpg(sig: Path, data: Path, present: bool, keyring: Path | None, report: Report) -> None:
+    """sig, the GnuPG signature of data: good by a key of keyring (else GNUPGHOME's), or a problem naming it."""
     if not present:
         if keyring is not None:
             report.problems.append(f"{sig}: missing (--keyring asks for a GnuPG signature)")
@@ -233,13 +264,13 @@ def _check_gpg(directory: Path, present: bool, keyring: Path | None, report: Rep
         return
     argv = (["gpgv", "--status-fd", "1", "--keyring", str(Path(keyring).resolve())] if keyring is not None
             else ["gpg", "--batch", "--status-fd", "1", "--verify"])
-    r = runner.run([*argv, str(sig), str(directory / SUMS)], capture=True, check=False)
+    r = runner.run([*argv, str(sig), str(data)], capture=True, check=False)
     good, problems = gpg_status(r.stdout)
     if problems or not good or r.returncode != 0:
         why = "; ".join(problems) or ("no good signature by a key of " + (str(keyring) if keyring else
                                                                            "your GnuPG keyring"))
         report.problems.append(f"{sig}: {why}")
-    else:
+    elif data.name == SUMS:
         report.signed_by += [f"gpg {g}" for g in good]
 
 

@@ -5,6 +5,8 @@ The template reads https://SERVER/meta/1.0/index-system (index-user for unprivil
 `tar --numeric-owner -xpJf`: it must be xz) and PATH/meta.tar.xz: `config` (and `config-user`) appended to the
 container's config, `templates` (files of the rootfs where LXC_NAME becomes the container's name),
 `excludes-user` (what an unprivileged user cannot unpack) and `create-message`.
+A template that validates (LXC before 4.0, or `--keyserver`) also fetches FILE.asc beside each of these files, a
+GnuPG detached signature; publish writes them when it signs with a GnuPG key.
 """
 from __future__ import annotations
 
@@ -20,6 +22,16 @@ from builder.core.rootfs import RootFS
 from builder.images.source import Source
 
 PLACEHOLDER = "LXC_NAME"
+INDEXES = ("index-system", "index-user")
+SIGNED = ("meta.tar.xz", "rootfs.tar.xz")        # of an image serial: FILE.asc beside each when signed
+
+
+def detached(names) -> tuple[str, ...]:
+    """The files of a directory (its names) that the download template fetches, and so get FILE.asc."""
+    names = set(names)
+    if set(SIGNED) <= names:
+        return SIGNED
+    return tuple(n for n in INDEXES if n in names)
 
 
 def index_line(src: Source, serial: str, path: str) -> str:

@@ -3,8 +3,10 @@
     DIR/images/DISTRO/RELEASE/ARCH/VARIANT/SERIAL/   rootfs.tar.xz, meta.tar.xz (LXC's download template),
                                                       lxd.tar.xz + rootfs.squashfs (LXD and Incus, when the output
                                                       has the lxd target's split layout), manifest.json,
-                                                      sbom.spdx.json, SHA256SUMS (+ its signatures)
-    DIR/meta/1.0/index-system, index-user            the download template's index (the newest serial of each)
+                                                      sbom.spdx.json, SHA256SUMS (+ its signatures;
+                                                      signed with GnuPG: rootfs.tar.xz.asc, meta.tar.xz.asc)
+    DIR/meta/1.0/index-system, index-user            the download template's index (the newest serial of each;
+                                                      signed with GnuPG: index-system.asc, index-user.asc)
     DIR/streams/v1/index.json, images.json           simplestreams (every kept serial)
 
 The variant is the output's name (the recipe's), the serial the build date (SOURCE_DATE_EPOCH, YYYYMMDD_HHMM;
@@ -36,8 +38,8 @@ from builder.images import lxcdownload, source, streams
 
 log = logging.getLogger("imgbuild")
 SERIAL_FILES = ("rootfs.tar.xz", "meta.tar.xz", "lxd.tar.xz", "rootfs.squashfs", "manifest.json", "sbom.spdx.json")
-OURS = frozenset(SERIAL_FILES) | frozenset(CHECKSUM_FILES)
-INDEXES = ("index-system", "index-user")
+OURS = frozenset(SERIAL_FILES) | frozenset(CHECKSUM_FILES) | {n + sums.FILE_SIG for n in lxcdownload.SIGNED}
+INDEXES = lxcdownload.INDEXES
 
 
 def _dir(parent: Path, name: str) -> Path:
@@ -98,7 +100,7 @@ def _place(src: source.Source, product: Path, signing: sums.Signing) -> tuple[st
     for e in taken:
         if _same_build(product / e, src):
             if signing:       # signed now as asked, its files checked first
-                sums.resign(product / e, signing)
+                sums.resign(product / e, signing, lxcdownload.SIGNED)
             return e, False
     serial = base if not taken else next(f"{base}_{n}" for n in range(2, 10_000) if f"{base}_{n}" not in taken)
     stage = product / f".{serial}.part-{os.getpid()}"
@@ -115,7 +117,7 @@ def _place(src: source.Source, product: Path, signing: sums.Signing) -> tuple[st
             shutil.copyfile(src.squashfs, stage / "rootfs.squashfs")
         for n in os.listdir(stage):
             os.chmod(stage / n, 0o644)
-        sums.write(stage, {n: sums.digest(stage, n) for n in sorted(os.listdir(stage))}, signing)
+        sums.write(stage, {n: sums.digest(stage, n) for n in sorted(os.listdir(stage))}, signing, lxcdownload.SIGNED)
         os.rename(stage, product / serial)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
@@ -177,7 +179,7 @@ def write_indexes(top: Path, signing: sums.Signing) -> None:
     meta = _dir(_dir(top, "meta"), "1.0")
     for name in INDEXES:
         write_atomic(meta / name, "".join(lines), 0o644)
-    sums.write(meta, {n: sums.digest(meta, n) for n in INDEXES}, signing)
+    sums.write(meta, {n: sums.digest(meta, n) for n in INDEXES}, signing, INDEXES)
     v1 = _dir(_dir(top, "streams"), "v1")
     write_atomic(v1 / "images.json", json.dumps(streams.images(products), indent=1, sort_keys=True) + "\n", 0o644)
     write_atomic(v1 / "index.json", json.dumps(streams.index(products), indent=1, sort_keys=True) + "\n", 0o644)

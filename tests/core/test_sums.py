@@ -174,3 +174,33 @@ def test_an_unknown_gpg_key_is_refused_before_anything(gpg, monkeypatch):
     sums.check_signing(sums.Signing(gpg_key=gpg.fingerprint))
     with pytest.raises(InputError, match="no such secret key in the GnuPG keyring"):
         sums.check_signing(sums.Signing(gpg_key="nobody@example.invalid"))
+
+
+def test_per_file_signatures_are_listed_checked_and_renewed(tmp_path, gpg, other_gpg, monkeypatch):
+    d = a_dir(tmp_path)
+    monkeypatch.setenv("GNUPGHOME", str(gpg.home))
+    written = sums.write(d, {n: sha256(d / n) for n in ("a.tar", "lxc.conf")}, sums.Signing(gpg.fingerprint),
+                         detached=("a.tar",))
+    assert written == ["a.tar.asc", "SHA256SUMS", "SHA256SUMS.asc"]
+    assert "a.tar.asc" in sums.parse(d, sums.Report(d))            # SHA256SUMS covers the signature's bytes
+    v = subprocess.run(["gpgv", "--keyring", str(gpg.keyring), str(d / "a.tar.asc"), str(d / "a.tar")],
+                       capture_output=True, text=True)
+    assert v.returncode == 0, v.stderr
+    report = sums.verify(d, gpg.keyring)
+    assert not report.problems and sorted(report.checked) == ["a.tar", "a.tar.asc", "lxc.conf"]
+    # a signature of other bytes, SHA256SUMS rewritten and signed to cover it: the per-file check names it
+    (d / "a.tar.asc").write_bytes(subprocess.run(
+        ["gpg", "--batch", "--armor", "--detach-sign", "-u", gpg.fingerprint, "-o", "-", str(d / "lxc.conf")],
+        capture_output=True, check=True).stdout)
+    sums.write(d, sums.parse(d, sums.Report(d)) | {"a.tar.asc": sha256(d / "a.tar.asc")},
+               sums.Signing(gpg.fingerprint))
+    report = sums.verify(d, gpg.keyring)
+    assert [p for p in report.problems if p.startswith(f"{d / 'a.tar.asc'}: bad signature")], report.problems
+    # signing again (another key) renews the per-file signature it finds listed; ssh only drops it
+    monkeypatch.setenv("GNUPGHOME", str(other_gpg.home))
+    sums.resign(d, sums.Signing(other_gpg.fingerprint))
+    assert not sums.verify(d, other_gpg.keyring).problems
+    s = ssh_signer(tmp_path)
+    sums.resign(d, sums.Signing(ssh_key=s.key))
+    assert sorted(os.listdir(d)) == ["SHA256SUMS", "SHA256SUMS.sig", "a.tar", "lxc.conf"]
+    assert not sums.verify(d, None, s.allowed_signers).problems

@@ -17,7 +17,7 @@ from tests.support import tiny_output
 from tests.support.https import https_server
 from tests.support.lxc import lxc_netns, wait_running
 from tests.support.lxd import lxd_daemon, reason
-from tests.support.signing import ssh_signer
+from tests.support.signing import gpg_signer, ssh_signer
 
 pytestmark = [pytest.mark.root]
 DL_CACHE = "/var/cache/lxc/download/debian/bookworm/amd64/debian12"   # what lxc-create -t download keeps
@@ -79,6 +79,37 @@ def test_refusals_change_nothing(tmp_path):
     r = imgbuild("publish", b, "--to", top)
     assert r.returncode == 2 and f"{top / 'images'}: a symbolic link" in r.stderr, r.stderr
     assert os.listdir(tmp_path / "elsewhere") == []
+
+
+def test_gpg_signs_what_the_download_template_checks(tmp_path):
+    """With a GnuPG key every directory's SHA256SUMS is signed, and so is each file a validating download
+    template fetches (FILE.asc beside it): gpgv accepts each; `imgbuild sign` adds them to an unsigned tree."""
+    with gpg_signer(tmp_path) as g:
+        top = tmp_path / "www"
+        a = tiny(tmp_path / "a", 1_700_000_000)
+        r = imgbuild("publish", a, "--to", top, "--sign", g.fingerprint, env=g.env())
+        assert r.returncode == 0, r.stderr
+        serial = top / "images/debian/bookworm/amd64/tiny/20231114_2213"
+        signed = [serial / "rootfs.tar.xz", serial / "meta.tar.xz", top / "meta/1.0/index-system",
+                  top / "meta/1.0/index-user"]
+        for f in signed + [serial / "SHA256SUMS", top / "meta/1.0/SHA256SUMS", top / "streams/v1/SHA256SUMS"]:
+            v = subprocess.run(["gpgv", "--keyring", str(g.keyring), f"{f}.asc", str(f)], capture_output=True,
+                               text=True)
+            assert v.returncode == 0, (f, v.stderr)
+        listed = sums.parse(serial, sums.Report(serial))
+        assert {"rootfs.tar.xz.asc", "meta.tar.xz.asc"} <= set(listed)
+        r = imgbuild("verify", top, "--keyring", g.keyring)
+        assert r.returncode == 0 and r.stdout.count(": ok (") == 3, r.stdout
+        # an unsigned tree, signed afterwards by `imgbuild sign`
+        other = tmp_path / "www2"
+        assert imgbuild("publish", a, "--to", other).returncode == 0
+        assert not list(other.rglob("*.asc"))
+        r = imgbuild("sign", other, "--key", g.fingerprint, env=g.env())
+        assert r.returncode == 0, r.stderr
+        assert sorted(p.name for p in other.rglob("*.asc")) == sorted(
+            ["SHA256SUMS.asc"] * 3 + ["index-system.asc", "index-user.asc", "meta.tar.xz.asc", "rootfs.tar.xz.asc"])
+        r = imgbuild("verify", other, "--keyring", g.keyring)
+        assert r.returncode == 0, r.stdout
 
 
 @pytest.fixture(scope="module")
