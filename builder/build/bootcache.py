@@ -7,8 +7,9 @@ mirror is a new key. A rebuild that changes only files, hooks, templates, target
 cached tree. A miss says which input changed against the newest entry of the same recipe
 (`cache miss: packages (+vim)`).
 
-An entry is CACHE/bootstrap/KEY/{tree/, listing.json, meta.json}: the tree itself, as the bootstrap left it, and
-its seal (builder/build/sealed.py: every file's path, type, mode, owner, size, mtime, ctime and sha256). A cold
+An entry is CACHE/bootstrap/KEY/{tree/, listing.json, meta.json, frames/}: the tree itself, as the bootstrap left
+it, its seal (builder/build/sealed.py: every file's path, type, mode, owner, size, mtime, ctime and sha256), and
+the zstd frames of the last tarball built on it (builder/core/zstdframes.py), which the next build reuses. A cold
 build bootstraps in its work directory and then moves the tree into the cache (a rename; a copy only when the cache
 is on another file system), seals it and goes on above it; a rebuild checks the entry against its listing
 (metadata only, a fraction of a second) and goes on above it too: builder/build/layered.py mounts an overlay with

@@ -33,6 +33,7 @@ class Context:
     artifacts: dict[str, Path] = field(default_factory=dict)  # kind -> file in stage
     tools: dict[str, Any] = field(default_factory=dict)
     cache: str = ""              # the bootstrap cache: "hit KEY (overlay)", "miss, kept as KEY (overlay)", "off"
+    frames: Path | None = None   # where the tarball keeps its zstd frames for the next build (in the cache entry)
     build_key: str | None = None  # builder/build/uptodate.py: every input of this build, hashed
     phase: str = ""               # the phase running now (pipeline.phase)
     _sub: tuple[str, str, float] | None = field(default=None, repr=False)

@@ -252,6 +252,7 @@ def _bootstrap(ctx: Context, method: bootstrap.Method, key_inputs: dict, use_cac
             return
     ctx.sub("tree over the cache entry")
     ctx.cache += f" ({layered.tree_over(entry.tree, ctx.work, held)})"
+    ctx.frames = entry.path / "frames"      # the tarball's frames, reused by the next build on this entry
     ctx.sub(None)
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from builder.cli.common import apply_verbosity, log, verbosity
-from builder.core.errors import BuilderError, InputError
+from builder.core.errors import InputError
 from builder.core.outputs import write_atomic
 from builder.core.untrusted import read_file
 from builder.guestconf import xen as xenconf
@@ -131,10 +131,12 @@ def convert_xen(old: Path, disk_maps: tuple[str, ...], bridge_maps: tuple[str, .
     """Convert a Xen 3 (xm) domain config to xl syntax for Xen 4.
 
     The old file is read, never run: Python in it (imports, expressions, conditionals) is reported line by
-    line. Warnings go to stderr as `warning: FILE:LINE: message`; if xl cannot take something, or xl's own
-    parser would refuse the result, nothing is written and the exit status is 1. A file that is no xm config
-    (binary, larger than 256 KB, expressions nested deeper than 50 levels) exits 2. Every file written is named
-    on stderr.
+    line. A value only running Python could give (Xen's xmexample.hvm sets arch_libdir inside an `if` on
+    os.uname()) is unknown: a setting xl drops anyway (device_model ...) goes with a note, one xl keeps is an
+    error. Warnings go to stderr as `warning: FILE:LINE: message`; if xl cannot take something, or xl's own
+    parser would refuse the result, nothing is written and the exit status is 2 (bad input), as it is for a
+    file that is no xm config (binary, larger than 256 KB, expressions nested deeper than 50 levels). Every file
+    written is named on stderr.
     """
     apply_verbosity(verbose, quiet, debug)
     try:
@@ -155,8 +157,8 @@ def convert_xen(old: Path, disk_maps: tuple[str, ...], bridge_maps: tuple[str, .
             f.show(str(old)))
     if result.text is None:
         n = len(result.errors)
-        raise BuilderError(f"{old}: not converted: {n} problem{'s' if n != 1 else ''} xl cannot take (above)",
-                           "fix them in a copy of the old config, or write those settings by hand")
+        raise InputError(f"{old}: not converted: {n} problem{'s' if n != 1 else ''} xl cannot take (above)",
+                         "fix them in a copy of the old config, or write those settings by hand")
     if output is None:
         click.echo(result.text, nl=False)
         return

@@ -3,7 +3,8 @@
 Entries in name order (bytewise, depth first, like `tar --sort=name`), numeric owners only, mtimes clamped to
 the epoch, POSIX pax format: xattrs (file capabilities, ACLs) as SCHILY.xattr records, hardlinks as links to
 the first name, device nodes and fifos as such. File data goes from the file to the output with sendfile, so
-the writer keeps pace with a parallel compressor.
+the writer keeps pace with a parallel compressor; zstd tarballs are written as independent frames by
+builder/core/zstdframes.py (the same tar stream, cut into chunks a rebuild can reuse).
 
 The headers are packed here rather than by the standard library's tarfile, for two reasons: the bytes must
 not change with the Python version (tarfile's header fields have changed between releases, e.g. the device
@@ -14,6 +15,7 @@ GNU tar and with tarfile.
 """
 from __future__ import annotations
 
+import logging
 import os
 import stat
 from dataclasses import dataclass
@@ -26,6 +28,7 @@ from builder.core import proc as runner
 from builder.core.outputs import atomic_file
 from builder.core.rootfs import DEVICE_XATTR
 
+log = logging.getLogger("imgbuild")
 BLOCK = 512
 _SMALL = 1 << 16
 _FLUSH = 1 << 20
@@ -282,16 +285,37 @@ def compressor(kind: str, level: int | None) -> list[str] | None:
 
 
 def pack(root: Path, dest: Path, epoch: int, compression: str = "zst", level: int | None = None,
-         items: list[Entry] | None = None) -> int:
+         items: list[Entry] | None = None, frames: Path | None = None) -> int:
     """Write root as a reproducible tarball at dest (atomically), compressed; returns the number of entries.
-    items: other entries than root's own (an image layout that puts the tree under rootfs/, say)."""
+    items: other entries than root's own (an image layout that puts the tree under rootfs/, say).
+    zstd: independent frames (builder/core/zstdframes.py); frames, a directory where the last tarball of this
+    name keeps its frames for the next build to reuse."""
     items = entries(root) if items is None else items
+    if compression in ("zst", "zstd"):
+        return _pack_frames(items, Path(dest), epoch, level, frames)
     argv = compressor(compression, level)
     with atomic_file(dest) as f, _bar(items, dest.name) as bar:
         if argv is None:
             return write(items, f.fileno(), epoch, bar.update)
         with runner.Pipe(argv, f) as fd:
             return write(items, fd, epoch, bar.update)
+
+
+def _pack_frames(items: list[Entry], dest: Path, epoch: int, level: int | None, frames: Path | None) -> int:
+    from builder.core import zstdframes
+
+    level = zstdframes.DEFAULT_LEVEL if level is None else level
+    store = zstdframes.open_store(frames, dest.name, level)
+    try:
+        with atomic_file(dest) as f, _bar(items, dest.name) as bar:
+            n, rows, reused = zstdframes.write(items, f, epoch, level, store, dest.parent, bar.update)
+    finally:
+        if store is not None:
+            store.close()
+    if frames is not None:
+        log.info("%s: %d of %d zstd frames reused from the last build", dest.name, reused, len(rows))
+        zstdframes.save(frames, dest.name, level, dest, rows)
+    return n
 
 
 def _bar(items: list[Entry], desc: str) -> tqdm:

@@ -2,9 +2,10 @@
 
 The whole move, convert_text(): read the old file without running it (builder.guestconf.xm), move the xm idioms
 to xl's (builder.guestconf.xmtoxl: disks to xl-disk-configuration(5) specs with --disk-map applied, the
-hard-coded pygrub path to `pygrub`, vif bridges through --bridge-map; the rest is carried over), write it in xl's
-syntax (builder.guestconf.xlwrite) and read it back with xl's own parser (builder.guestconf.xl): the result is
-only handed out if xl reads it back as intended.
+hard-coded pygrub path to `pygrub`, vif bridges through --bridge-map, builder = 'hvm' to type = "hvm", xend's
+device_model and an HVM guest's hvmloader dropped, also when their value needed Python; the rest is carried
+over), write it in xl's syntax (builder.guestconf.xlwrite) and read it back with xl's own parser
+(builder.guestconf.xl): the result is only handed out if xl reads it back as intended.
 """
 from __future__ import annotations
 

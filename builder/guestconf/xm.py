@@ -6,6 +6,13 @@ values assigned earlier in the file, with a warning), and reports everything els
 what can be dropped (imports, calls, xend's managed-domain settings ...), an error for what xl cannot take or
 what cannot be known without running Python (a value set inside an `if`, a `w!` disk ...).
 
+A name whose value only running Python could give (the `arch_libdir` Xen 3's xmexample.hvm sets inside an `if`
+on os.uname(), a `vmid` given on xm create's command line through xm_vars) is unknown, never guessed: nothing
+from the file is run or called. A setting computed from an unknown value is reported as an error and kept in
+XmConfig.unresolved with that error, so the conversion (xmtoxl) can drop it with a note instead when xl takes
+no such setting whatever its value (xend's device_model, the kernel ip= keys ...): only a setting xl keeps
+fails the file.
+
 The old file is outside input (it may come from a guest host being moved): read_xm() returns settings and
 findings, or raises InputError (exit 2) naming the line for a file no xm config looks like: larger than
 MAX_BYTES, expressions nested deeper than MAX_DEPTH, more than MAX_UNREADABLE lines Python cannot read, or text
@@ -83,6 +90,35 @@ class Setting:
     line: int
 
 
+@dataclass(frozen=True)
+class Unknown:
+    """The value of a name that only running the file's Python could give: why (for messages: "`NAME` is
+    {why}"), the cause itself when the name was computed from something unknown (`arch_libdir` is set inside an
+    if ...), and the literal the value ends with when the expression ends in one (`'/usr/' + arch_libdir +
+    '/xen/bin/qemu-dm'` ends with '/xen/bin/qemu-dm': its file name is known even though its directory is not)."""
+
+    why: str
+    cause: str | None = None
+    ends_with: str | None = None
+
+    def file_name(self) -> str | None:
+        """The last path component the value certainly has, or None."""
+        if not self.ends_with or "/" not in self.ends_with:
+            return None
+        return self.ends_with.rsplit("/", 1)[1] or None
+
+
+@dataclass
+class Unresolved:
+    """A setting whose value is Unknown, and the errors read_xm reported for it (each line that left it unknown;
+    the conversion withdraws them when xl drops the setting whatever its value)."""
+
+    key: str
+    line: int
+    value: Unknown
+    findings: tuple[Finding, ...]
+
+
 @dataclass
 class XmConfig:
     """What the old file assigns (last assignment wins, first position kept) and what was left behind."""
@@ -90,6 +126,7 @@ class XmConfig:
     settings: dict[str, Setting] = field(default_factory=dict)
     findings: list[Finding] = field(default_factory=list)
     unknown: set[str] = field(default_factory=set)     # names only Python could give a value (reported)
+    unresolved: dict[str, Unresolved] = field(default_factory=dict)   # settings among them, with their error
     referenced: set[str] = field(default_factory=set)  # names the script reads (helper variables)
 
     def get(self, key: str, default=None):
@@ -105,7 +142,11 @@ class _NotConstant(Exception):
     pass
 
 
-_UNKNOWN = object()
+WHY_LIMIT = 160            # characters of a reason carried into another name's reason (chains stay bounded)
+
+
+def _short(text: str, limit: int = WHY_LIMIT) -> str:
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _evaluate(node: ast.AST, env: dict[str, Any]) -> tuple[Any, bool]:
@@ -121,8 +162,10 @@ def _evaluate(node: ast.AST, env: dict[str, Any]) -> tuple[Any, bool]:
         items = [_evaluate(e, env) for e in node.elts]
         return [v for v, _ in items], any(c for _, c in items)
     if isinstance(node, ast.Name):
-        if node.id not in env or env[node.id] is _UNKNOWN:
+        if node.id not in env:
             raise _NotConstant(f"`{node.id}` has no value this file gives")
+        if isinstance(env[node.id], Unknown):
+            raise _NotConstant(f"`{node.id}` is {env[node.id].why}")
         return env[node.id], True
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
         v, _ = _evaluate(node.operand, env)
@@ -158,6 +201,14 @@ def _evaluate(node: ast.AST, env: dict[str, Any]) -> tuple[Any, bool]:
     if isinstance(node, ast.Call):
         raise _NotConstant(f"a call of {_unparse(node.func)}()")
     raise _NotConstant(f"`{_unparse(node)}`")
+
+
+def _ends_with(node: ast.AST) -> str | None:
+    """The string literal a `+` expression ends with (`'/usr/' + libdir + '/xen/bin/qemu-dm'`), or None."""
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add) and isinstance(node.right, ast.Constant) \
+            and isinstance(node.right.value, str):
+        return node.right.value
+    return None
 
 
 def _unparse(node: ast.AST, limit: int = 70) -> str:
@@ -345,9 +396,12 @@ def read_xm(text: str, source: str | None = None) -> XmConfig:
         reader.statement(stmt)
     # Python counts a lone CR as a line end too; findings name the file's lines
     at = lambda n: numbers[n - 1] if 0 < n <= len(numbers) else n
-    cfg.findings = [Finding(at(f.line), f.level, f.message) for f in cfg.findings]
+    moved = {id(f): Finding(at(f.line), f.level, f.message) for f in cfg.findings}
+    cfg.findings = [moved[id(f)] for f in cfg.findings]
     for setting in cfg.settings.values():
         setting.line = at(setting.line)
+    for u in cfg.unresolved.values():
+        u.line, u.findings = at(u.line), tuple(moved[id(f)] for f in u.findings)
     return cfg
 
 
@@ -364,19 +418,28 @@ class _Reader:
 
     def store(self, name: str, value: Any, line: int) -> None:
         self.env[name] = value
+        self.cfg.unresolved.pop(name, None)
         settings = self.cfg.settings
         if name in settings:
             settings[name].value, settings[name].line = value, line
         else:
             settings[name] = Setting(name, value, line)
 
-    def forget(self, name: str) -> None:
-        self.env[name] = _UNKNOWN
+    def forget(self, name: str, value: Unknown, line: int, finding: Finding | None = None) -> None:
+        """`name` has a value only Python could give; a setting among them is unresolved, with its error."""
+        self.env[name] = value
         self.cfg.unknown.add(name)
         self.cfg.settings.pop(name, None)
+        if finding is not None and is_setting(name):
+            before = self.cfg.unresolved.get(name)
+            self.cfg.unresolved[name] = Unresolved(name, line, value, (before.findings if before else ()) + (finding,))
+        else:
+            self.cfg.unresolved.pop(name, None)
 
-    def find(self, line: int, level: Level, message: str) -> None:
-        self.cfg.findings.append(Finding(line, level, message))
+    def find(self, line: int, level: Level, message: str) -> Finding:
+        finding = Finding(line, level, message)
+        self.cfg.findings.append(finding)
+        return finding
 
     def statement(self, stmt: ast.stmt) -> None:
         if isinstance(stmt, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
@@ -386,9 +449,36 @@ class _Reader:
         elif isinstance(stmt, ast.Expr):
             if isinstance(stmt.value, ast.Constant) and isinstance(stmt.value.value, str):
                 return   # a docstring
-            self.find(stmt.lineno, "warning", f"{_unparse(stmt)}: dropped (xl configs run no Python)")
+            if not self.xm_var(stmt):
+                self.find(stmt.lineno, "warning", f"{_unparse(stmt)}: dropped (xl configs run no Python)")
         elif not isinstance(stmt, ast.Pass):
             self.block(stmt)
+
+    def xm_var(self, stmt: ast.Expr) -> bool:
+        """`xm_vars.var('vmid', ...)` (Xen's xmexample2): a variable given on xm create's command line
+        (`xm create FILE vmid=3`). Its value is unknown unless the file gives one before."""
+        call, line = stmt.value, stmt.lineno
+        if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute) and call.func.attr == "var"
+                and isinstance(call.func.value, ast.Name) and call.func.value.id == "xm_vars" and call.args
+                and isinstance(call.args[0], ast.Constant) and isinstance(call.args[0].value, str)
+                and call.args[0].value.isidentifier()):
+            return False
+        name = call.args[0].value
+        if name in self.env and not isinstance(self.env[name], Unknown):
+            self.find(line, "warning", f"{_unparse(stmt)}: xm create's command-line variable {name}, dropped (this "
+                                       f"file gives it the value {show_value(self.env[name])})")
+            return True
+        value = Unknown(f"given on xm create's command line (xm_vars.var on line {line})")
+        if is_setting(name):
+            finding = self.find(line, "error", f"{_unparse(stmt)}: {name} is given on xm create's command line; "
+                                               "xl has no command-line variables: write its value")
+        else:
+            finding = None
+            self.find(line, "warning", f"{_unparse(stmt)}: xm create's command-line variable {name}, dropped; a "
+                                       f"setting xl keeps cannot be computed from it: write `{name} = VALUE` (the "
+                                       "value the guest was created with) before this line")
+        self.forget(name, value, line, finding)
+        return True
 
     def assignment(self, stmt: ast.Assign | ast.AnnAssign | ast.AugAssign) -> None:
         line = stmt.lineno
@@ -397,9 +487,9 @@ class _Reader:
             return
         names = [t.id for t in targets if isinstance(t, ast.Name)]
         if len(names) != len(targets):
-            self.find(line, "error", f"{_unparse(stmt)}: only NAME = VALUE can be converted")
+            finding = self.find(line, "error", f"{_unparse(stmt)}: only NAME = VALUE can be converted")
             for n in _assigned_names([stmt]):
-                self.forget(n)
+                self.forget(n, Unknown(f"changed on line {line} in a way only Python can follow"), line, finding)
             return
         node = stmt.value
         if isinstance(stmt, ast.AugAssign):
@@ -407,14 +497,17 @@ class _Reader:
         try:
             value, computed = _evaluate(node, self.env)
         except _NotConstant as e:
+            finding = None
             if any(is_setting(n) for n in names):
-                self.find(line, "error", f"{_unparse(stmt)}: needs Python to compute ({e}); xl takes no "
-                                         "expressions: write the value itself")
+                finding = self.find(line, "error", f"{_unparse(stmt)}: needs Python to compute ({e}); xl takes no "
+                                                   "expressions: write the value itself")
             else:
                 self.find(line, "warning", f"{_unparse(stmt)}: a helper variable needing Python ({e}): dropped; "
-                                           "a setting using it cannot be converted")
+                                           "a setting xl keeps cannot be computed from it")
+            cause = _short(str(e))
+            unknown = Unknown(f"computed by Python on line {line} ({cause})", cause, _ends_with(node))
             for n in names:
-                self.forget(n)
+                self.forget(n, unknown, line, finding)
             return
         if computed or isinstance(stmt, ast.AugAssign):
             self.find(line, "warning", f"{_unparse(stmt)}: computed as {show_value(value)} (xl takes no "
@@ -423,20 +516,26 @@ class _Reader:
             self.store(n, value, line)
 
     def block(self, stmt: ast.stmt) -> None:
-        """An if, a loop, a function ...: what it sets cannot be known without running it."""
+        """An if, a loop, a function ...: what it sets cannot be known without running it (xmexample.hvm's
+        `if os.uname()[0] == 'Linux' and re.search('64', arch): arch_libdir = 'lib64'`): every name it
+        assigns is unknown from here on."""
         line = stmt.lineno
         kind = _BLOCKS.get(type(stmt), f"a {type(stmt).__name__} statement")
         first = self.src[line - 1].strip() if 0 < line <= len(self.src) else ""
         names = _assigned_names([stmt]) if not isinstance(stmt, (ast.FunctionDef, ast.ClassDef)) else []
         settings = [n for n in names if is_setting(n)]
+        finding = None
         if settings:
-            self.find(line, "error", f"{first!r}: {kind} sets {', '.join(settings)} depending on Python at run "
-                                     "time; xl has no conditionals or loops: write the values this guest needs")
+            finding = self.find(line, "error", f"{first!r}: {kind} sets {', '.join(settings)} depending on Python at "
+                                               "run time; xl has no conditionals or loops: write the values this "
+                                               "guest needs")
         elif names:
-            self.find(line, "warning", f"{first!r}: {kind} setting helper variables ({', '.join(names)}), dropped")
+            self.find(line, "warning", f"{first!r}: {kind} setting helper variables ({', '.join(names)}), dropped; "
+                                       "their value is unknown: a setting xl keeps cannot be computed from them")
         if names:
+            unknown = Unknown(f"set inside {kind} on line {line}, which only running Python decides")
             for n in names:
-                self.forget(n)
+                self.forget(n, unknown, line, finding)
         else:
             self.find(line, "warning", f"{first!r}: {kind}, dropped (xl configs run no Python)")
 

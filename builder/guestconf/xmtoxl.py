@@ -1,6 +1,12 @@
 """An xm config's settings as xl's: a handler for each key that xm and xl spell differently (HANDLERS), every
 other key carried over; then the checks on the whole result (a name, a kernel or bootloader, maxmem >= memory,
-keys and text xl can read). Disks go through --disk-map, vif bridges through --bridge-map."""
+keys and text xl can read). Disks go through --disk-map, vif bridges through --bridge-map.
+
+A setting whose value only Python could give (XmConfig.unresolved: read_xm reported it as an error) goes to its
+handler too, with an Unknown value: the handlers in TAKES_UNKNOWN drop a setting xl takes in no form whatever its
+value (xend's device_model, the kernel ip= keys, hvmloader as an HVM guest's kernel), or write one whose xl
+value does not depend on the unknown part (pygrub by any path: "pygrub"), which withdraws the error; any other
+setting keeps it, and the file is not converted."""
 from __future__ import annotations
 
 import posixpath
@@ -16,6 +22,8 @@ from builder.guestconf.xm import (
     Finding,
     Level,
     Setting,
+    Unknown,
+    Unresolved,
     Value,
     XmConfig,
     is_setting,
@@ -52,17 +60,23 @@ class _Move:
 
     @property
     def hvm(self) -> bool:
-        return self.cfg.get("builder") == "hvm"
+        return self.cfg.get("builder") == "hvm" or self.cfg.get("type") == "hvm"
 
     @property
     def has_bootloader(self) -> bool:
-        return "bootloader" in self.cfg.settings
+        return "bootloader" in self.cfg.settings or "bootloader" in self.cfg.unresolved
 
     def add(self, key: str, v: Value, line: int) -> None:
         self.out.append(Setting(key, v, line))
 
     def note(self, s: Setting, msg: str, level: Level = "note") -> None:
         self.findings.append(Finding(s.line, level, msg))
+
+    def unresolved(self, s: Setting) -> None:
+        """`s` has an Unknown value and xl would keep it: read_xm's error for it stands."""
+        for f in self.cfg.unresolved[s.key].findings:
+            if f not in self.findings:
+                self.findings.append(f)
 
 
 Handler = Callable[[_Move, Setting, Any], None]
@@ -71,14 +85,35 @@ Handler = Callable[[_Move, Setting, Any], None]
 def convert(cfg: XmConfig, disk_map: Iterable[tuple[str, str]] = (), bridge_map: Iterable[tuple[str, str]] = (),
             ) -> tuple[list[Setting], list[Finding]]:
     """The xl settings for an xm config, and what the move found."""
-    move = _Move(cfg, list(disk_map), dict(bridge_map), list(cfg.findings))
+    pending = {id(f) for u in cfg.unresolved.values() for f in u.findings}
+    move = _Move(cfg, list(disk_map), dict(bridge_map), [f for f in cfg.findings if id(f) not in pending])
     for s in cfg.settings.values():
         v = _plain(move, s)
         if v is not _DROPPED:
             HANDLERS.get(s.key, _carry)(move, s, v)
+    for u in cfg.unresolved.values():
+        _unresolved(move, u)
     _check_result(move)
     move.findings.sort(key=lambda f: (f.line, {"error": 0, "warning": 1, "note": 2}[f.level]))
     return move.out, move.findings
+
+
+def _unresolved(move: _Move, u: Unresolved) -> None:
+    """A setting whose value only Python could give: dropped if its handler drops it whatever the value, else
+    read_xm's error for it is reported."""
+    s = Setting(u.key, u.value, u.line)      # type: ignore[arg-type]  (an Unknown value: the handlers below)
+    handler = HANDLERS.get(u.key)
+    if handler in TAKES_UNKNOWN:
+        handler(move, s, u.value)
+    else:
+        move.unresolved(s)
+
+
+def _needing_python(v: Any) -> str:
+    """For a drop note: why the value was not known (it does not matter: the setting goes either way)."""
+    if not isinstance(v, Unknown):
+        return ""
+    return f" (that its value needs Python does not matter here: {v.cause or 'it is ' + v.why})"
 
 
 def _plain(move: _Move, s: Setting) -> Any:
@@ -118,21 +153,41 @@ def _carry(move: _Move, s: Setting, v: Any, key: str | None = None) -> None:
 
 
 def _xend_only(move: _Move, s: Setting, v: Any) -> None:
-    move.note(s, f"{s.key}: dropped: {XEND_ONLY[s.key]}", "warning")
+    move.note(s, f"{s.key}: dropped: {XEND_ONLY[s.key]}{_needing_python(v)}", "warning")
+
+
+def _device_model(move: _Move, s: Setting, v: Any) -> None:
+    """xend's path to qemu-dm (xmexample.hvm: '/usr/' + arch_libdir + '/xen/bin/qemu-dm'): xl picks its own
+    device model, so Xen's own qemu-dm is dropped with a note; any other program with a warning (the guest ran a
+    device model of its own: device_model_override is xl's way, if it must)."""
+    name = v.file_name() if isinstance(v, Unknown) else posixpath.basename(v) if isinstance(v, str) else None
+    if name == "qemu-dm":
+        move.note(s, f"device_model: dropped: Xen 3's qemu-dm; xl picks its own device model{_needing_python(v)}")
+    else:
+        _xend_only(move, s, v)
 
 
 def _kernel_ip(move: _Move, s: Setting, v: Any) -> None:
     move.note(s, f"{s.key}: dropped: xm made the kernel's ip= argument from it, xl does not; the guest's own "
-                 "network config must say it", "warning")
+                 f"network config must say it{_needing_python(v)}", "warning")
 
 
 def _builder(move: _Move, s: Setting, v: Any) -> None:
+    """xm's builder; xl.cfg(5) has `type` instead (builder is deprecated since Xen 4.10, and xl refuses a builder
+    that contradicts type)."""
     if v in ("linux", "generic"):
         move.note(s, f'builder = "{v}": dropped (a PV guest is xl\'s default; xl refuses "linux")')
     elif v != "hvm":
         move.note(s, f"builder = {show_value(v)}: xl knows only generic (PV) and hvm", "error")
+    elif "type" in move.cfg.settings:
+        if move.cfg.get("type") != "hvm":
+            move.note(s, f'builder = "hvm" and type = {show_value(move.cfg.get("type"))} contradict each other',
+                      "error")
+        else:
+            move.note(s, 'builder = "hvm": dropped (type = "hvm" says it)')
     else:
-        _carry(move, s, v)
+        move.add("type", "hvm", s.line)
+        move.note(s, 'builder = "hvm": written as type = "hvm" (xl.cfg(5): builder is deprecated)')
 
 
 def _restart(move: _Move, s: Setting, v: Any) -> None:
@@ -171,17 +226,33 @@ def _bootargs(move: _Move, s: Setting, v: Any) -> None:
 
 
 def _bootloader(move: _Move, s: Setting, v: Any) -> None:
-    if isinstance(v, str) and posixpath.basename(v) == "pygrub" and v != "pygrub":
+    """pygrub by any path (also '/usr/' + arch_libdir + '/xen/bin/pygrub', whose directory needed Python): xl's
+    own `pygrub`."""
+    if isinstance(v, Unknown):
+        if v.file_name() != "pygrub":
+            move.unresolved(s)
+            return
+        move.note(s, f'bootloader: written as "pygrub" (xl finds its own; Xen 4 installs it elsewhere)'
+                     f"{_needing_python(v)}")
+        v = "pygrub"
+    elif isinstance(v, str) and posixpath.basename(v) == "pygrub" and v != "pygrub":
         move.note(s, f'bootloader "{v}": written as "pygrub" (xl finds its own; Xen 4 installs it elsewhere)')
         v = "pygrub"
     _carry(move, s, v)
 
 
 def _kernel(move: _Move, s: Setting, v: Any) -> None:
-    if move.hvm and isinstance(v, str) and posixpath.basename(v) == "hvmloader":
-        move.note(s, f"kernel {v}: dropped: xl loads hvmloader itself (a kernel here means direct boot)", "warning")
-        return
-    _boot_file(move, s, v)
+    """xm's HVM guests named hvmloader as their kernel; xl loads it itself (a kernel of an HVM guest means direct
+    kernel boot there, xl.cfg(5)). Known by its file name also when its directory needed Python."""
+    name = v.file_name() if isinstance(v, Unknown) else posixpath.basename(v) if isinstance(v, str) else None
+    if move.hvm and name == "hvmloader":
+        shown = f"kernel {v}" if isinstance(v, str) else "kernel"
+        move.note(s, f"{shown}: dropped: xl loads hvmloader itself (a kernel here means direct boot)"
+                     f"{_needing_python(v)}")
+    elif isinstance(v, Unknown):
+        move.unresolved(s)
+    else:
+        _boot_file(move, s, v)
 
 
 def _boot_file(move: _Move, s: Setting, v: Any) -> None:
@@ -274,7 +345,10 @@ HANDLERS: dict[str, Handler] = {
     **{k: _action for k in ACTION_KEYS},
     **{k: _kernel_ip for k in XM_KERNEL_IP},
     **{k: _xend_only for k in XEND_ONLY},
+    "device_model": _device_model,
 }
+# the handlers that take an Unknown value (a setting only Python could compute): the others never see one
+TAKES_UNKNOWN = {_xend_only, _device_model, _kernel_ip, _kernel, _bootloader}
 
 
 def _check_result(move: _Move) -> None:

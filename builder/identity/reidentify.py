@@ -165,8 +165,9 @@ def clone(src: str, new: str, req: engine.Request, where: Where, dry_run: bool =
                precheck=True, alloc_key=dest, check_use=False)
     made = copy(g, new, where.lxcpath)
     try:
+        # (the copy is ours, made a moment ago under a hidden name: nothing runs from it yet, no use check)
         return reidentify(made, req, where, force=force, loop=loop, new_guest=True, source=source, alloc_key=dest,
-                          prechecked=True)
+                          prechecked=True, check_use=False)
     except BaseException:
         _remove(made)
         raise

@@ -325,7 +325,7 @@ def move(src: Remote, dst: Remote, req: XenMoveRequest) -> MoveResult:
         (log.error if f.level == "error" else log.warning if f.level == "warning" else log.info)(
             "%s", f.show(f"{src.host}:{cfg_path}"))
     if conv.text is None:
-        raise BuilderError(f"{src.host}:{cfg_path}: xl cannot take this config (above); nothing was changed",
+        raise InputError(f"{src.host}:{cfg_path}: xl cannot take this config (above); nothing was changed",
                            "fix a copy of it, or convert it by hand with `migrate convert-xen`")
     name = guest_name(text, cfg_path, src.host)
     stage = req.stage / name

@@ -3,6 +3,10 @@
 Golden cases: tests/data/xen/<case>/in.cfg (an xm config) and expected.cfg (the xl config `migrate convert-xen`
 writes); a case without expected.cfg must be refused. Every converted config is read back by libxlutil and
 its values compared with what the old config meant; every disk spec goes through xlu_disk_parse.
+
+xmexample-hvm and xmexample2 have the shape of the examples Xen 3 shipped (xen-project/xen,
+tools/examples/xmexample.hvm as of Xen 3.4 and tools/examples/xmexample2): their setting and helper lines, the
+long comments left out.
 """
 from __future__ import annotations
 
@@ -77,6 +81,22 @@ CASES = {
         vif=["ip=192.168.1.10,mac=00:16:3e:2a:00:01,bridge=xenbr0"],
         also={"ramdisk": "/boot/initrd.img-6.1.0-9-amd64", "extra": "elevator=noop", "root": "/dev/xvda2 ro"},
         findings=[(9, "warning", "kernel /boot/vmlinuz-6.1.0-9-amd64 is read from the new host")]),
+    "xmexample-hvm": dict(
+        args=["--disk-map", "/var/images=/srv/xen/images"],
+        name="ExampleHVMDomain", memory=128, vcpus=None, hvm=True,
+        disk=["format=raw, vdev=hda, access=rw, target=/srv/xen/images/min-el3-i386.img",
+              "format=raw, vdev=hdc, access=ro, devtype=cdrom"],
+        vif=["type=ioemu,bridge=xenbr0"],
+        also={"type": "hvm", "sdl": "0", "opengl": "1", "vnc": "1", "vncpasswd": "", "stdvga": "0",
+              "serial": "pty"},
+        absent=["builder", "device_model", "arch_libdir", "arch", "os", "re"],
+        findings=[(5, "warning", "import os, re: dropped"), (8, "warning", "arch = os.uname()[4]"),
+                  (9, "warning", "helper variables (arch_libdir)"),
+                  (13, "note", "kernel /usr/lib/xen/boot/hvmloader: dropped"),
+                  (15, "note", 'builder = "hvm": written as type = "hvm"'),
+                  (24, "warning", "vif 0 has no mac"),
+                  (31, "note", "device_model: dropped: Xen 3's qemu-dm; xl picks its own device model"),
+                  (31, "note", "`arch_libdir` is set inside an if on line 9")]),
     "xen-tools-lvm": dict(
         args=["--bridge-map", "xenbr1=br1"],
         name="db1", memory=1024, vcpus=2, bootloader="pygrub",
@@ -96,6 +116,15 @@ REFUSED = {
                                       (8, "maxmem = memory * 4: computed as 1024"),
                                       (16, "on_xend_start: dropped")]),
     "w-bang": dict(args=[], errors=[(5, "disk 1: 'phy:/dev/vg0/shared,xvdb,w!': mode w!")], warnings=[]),
+    # a setting xl keeps (kernel) computed from xmexample.hvm's lib/lib64 `if`; its device_model is only dropped
+    "hvm-libdir-kernel": dict(args=[], errors=[(14, "`arch_libdir` is set inside an if on line 9")],
+                              warnings=[(5, "import os, re: dropped"), (9, "helper variables (arch_libdir)")]),
+    # xmexample2: vmid comes from xm create's command line
+    "xmexample2": dict(args=[], errors=[(22, "`vmid` is given on xm create's command line (xm_vars.var on line 12)"),
+                                        (28, "`vmid` is given on xm create's command line"),
+                                        (33, "`vmid` is given on xm create's command line")],
+                       warnings=[(6, "a function, dropped"), (12, "xm create's command-line variable vmid"),
+                                 (16, "xm_vars.check(): dropped")]),
 }
 
 
@@ -220,7 +249,9 @@ def test_converted_config_reads_back_in_libxlutil(case):
         assert cfg.long("vcpus") == want["vcpus"]
     assert cfg.strings("disk") == want["disk"]
     assert cfg.strings("vif") == want["vif"]
-    if "bootloader" in want:
+    if want.get("hvm"):
+        assert cfg.string("type") == "hvm" and "kernel" not in cfg and "bootloader" not in cfg
+    elif "bootloader" in want:
         assert cfg.string("bootloader") == want["bootloader"] and "kernel" not in cfg
     else:
         assert cfg.string("kernel") == want["kernel"] and "bootloader" not in cfg
@@ -416,11 +447,12 @@ def test_cli_prints_to_stdout_and_warns_file_line(tmp_path):
 
 @needs_xl
 @pytest.mark.parametrize("case", sorted(REFUSED))
-def test_cli_refuses_with_status_1_and_writes_nothing(case, tmp_path):
+def test_cli_refuses_with_status_2_and_writes_nothing(case, tmp_path):
+    """A config xl cannot take is bad input: exit 2 (README), every problem named by file and line."""
     out = tmp_path / "new.cfg"
     src = DATA / case / "in.cfg"
     r = migrate("convert-xen", src, "-o", out)
-    assert r.returncode == 1, r.stderr
+    assert r.returncode == 2, r.stderr
     assert not out.exists() and not list(tmp_path.iterdir())
     for line, part in REFUSED[case]["errors"]:
         assert any(e.startswith(f"error: {src}:{line}: ") and part in e for e in r.stderr.splitlines()), part
@@ -598,5 +630,125 @@ def test_cli_disk_with_a_line_feed_is_an_error_on_its_line(tmp_path):
     src.write_text('name = "a"\nbootloader = "pygrub"\ndisk = [ "vdev=xvda, access=rw,=\\n" ]\n')
     out = tmp_path / "out.cfg"
     r = migrate("convert-xen", src, "-o", out)
-    assert r.returncode == 1 and "jammed" not in r.stderr, r.stderr
+    assert r.returncode == 2 and "jammed" not in r.stderr, r.stderr
     assert f"error: {src}:3: " in r.stderr and "not converted" in r.stderr and not out.exists()
+
+
+# ------------------------------------------------------------------ the idioms of Xen 3's shipped examples
+# xmexample.hvm: `import os, re`, arch_libdir set in an `if` on os.uname(), device_model = '/usr/' + arch_libdir +
+# '/xen/bin/qemu-dm', kernel = hvmloader with builder = 'hvm'. xl picks its own device model and loads hvmloader
+# itself, so neither depends on the `if`; a setting xl keeps that does is refused.
+
+
+@needs_xl
+def test_cli_converts_xen_3s_hvm_example_and_notes_the_device_model(tmp_path):
+    src = DATA / "xmexample-hvm" / "in.cfg"
+    r = migrate("convert-xen", src, *CASES["xmexample-hvm"]["args"])
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == (DATA / "xmexample-hvm" / "expected.cfg").read_text()
+    assert f"note: {src}:31: device_model: dropped: Xen 3's qemu-dm" in r.stderr
+    assert "error:" not in r.stderr
+
+
+def test_reading_xen_3s_hvm_example_calls_nothing_it_names(monkeypatch):
+    """os.uname() and re.search() of the example are never called: the values they give stay unknown."""
+    def called(*args, **kwargs):
+        raise AssertionError("the config's Python was run")
+    monkeypatch.setattr(os, "uname", called)
+    monkeypatch.setattr(re, "search", called)
+    cfg = xenconf.read_xm((DATA / "xmexample-hvm" / "in.cfg").read_text(), "in.cfg")
+    assert {"arch", "arch_libdir", "device_model"} <= cfg.unknown
+    assert "device_model" not in cfg.settings and cfg.unresolved["device_model"].line == 31
+    assert cfg.unresolved["device_model"].value.file_name() == "qemu-dm"
+    assert [f.line for f in cfg.findings if f.level == "error"] == [31]     # until xmtoxl drops it
+
+
+# Xen 3.0.2 to 3.3 shipped the same example with an if/else instead of a default before the if
+XEN30_HVM = """import os, re
+arch = os.uname()[4]
+if re.search('64', arch):
+    arch_libdir = 'lib64'
+else:
+    arch_libdir = 'lib'
+kernel = "/usr/lib/xen/boot/hvmloader"
+builder='hvm'
+memory = 128
+name = "ExampleHVMDomain"
+disk = [ 'file:/var/images/min-el3-i386.img,hda,w', ',hdc:cdrom,r' ]
+device_model = '/usr/' + arch_libdir + '/xen/bin/qemu-dm'
+vnc=1
+"""
+
+
+@pytest.mark.parametrize("eol", ["\n", "\r\n", "\r"])
+def test_xen_3_0_hvm_example_converts(eol):
+    result = xenconf.convert_text(XEN30_HVM.replace("\n", eol), "vm.cfg")
+    assert result.ok, [f.show("vm.cfg") for f in result.errors]
+    assert re.search(r'^type += "hvm"$', result.text, re.M), result.text
+    assert "kernel" not in result.text and "device_model" not in result.text
+    line = 1 if eol == "\r" else 12                 # xl and grep -n do not count a lone CR as a line end
+    assert any(f.line == line and f.level == "note" and "device_model: dropped" in f.message
+               for f in result.findings)
+
+
+@pytest.mark.parametrize("value,level", [
+    ("'/usr/lib64/xen/bin/qemu-dm'", "note"),                   # Xen's own: nothing lost
+    ("'/usr/' + arch_libdir + '/xen/bin/qemu-dm'", "note"),     # the same, its directory unknown
+    ("'/usr/local/bin/qemu-wrapper'", "warning"),               # a device model of the guest's own
+    ("'/opt/' + arch_libdir + '/dm'", "warning"),
+])
+def test_device_model_is_dropped_never_refused(value, level):
+    text = ("import os\narch_libdir = 'lib'\nif os.uname()[4] == 'x86_64':\n    arch_libdir = 'lib64'\n"
+            f'name = "h"\nbuilder = "hvm"\ndevice_model = {value}\n')
+    result = xenconf.convert_text(text, "vm.cfg")
+    assert result.ok, [f.show("vm.cfg") for f in result.errors]
+    assert "device_model" not in result.text
+    assert [f.level for f in result.findings if f.line == 7] == [level]
+
+
+def test_a_device_model_set_in_an_if_is_dropped_and_a_kept_setting_there_refused():
+    text = ('name = "h"\nbuilder = "hvm"\nimport os\nif os.uname()[4] == "x86_64":\n'
+            "    device_model = '/usr/lib64/xen/bin/qemu-dm'\n    memory = 512\n")
+    result = xenconf.convert_text(text, "vm.cfg")
+    assert [(f.line, f.message[:40]) for f in result.errors] == [(4, "'if os.uname()[4] == \"x86_64\":': an if s")]
+    only_dm = text.replace("    memory = 512\n", "")
+    result = xenconf.convert_text(only_dm, "vm.cfg")
+    assert result.ok and "device_model" not in result.text, [f.show("vm.cfg") for f in result.errors]
+    assert any(f.line == 4 and f.level == "warning" and "device_model: dropped" in f.message
+               for f in result.findings)
+    # unknown twice over (computed, then set in an if): both errors withdrawn together
+    twice = only_dm.replace("import os\n", "import os\ndevice_model = os.path.join('/usr', 'qemu-dm')\n")
+    result = xenconf.convert_text(twice, "vm.cfg")
+    assert result.ok, [f.show("vm.cfg") for f in result.errors]
+
+
+def test_kernel_and_pygrub_by_their_file_name_whatever_the_directory():
+    head = "import os\narch_libdir = 'lib'\nif os.uname()[4] == 'x86_64':\n    arch_libdir = 'lib64'\nname = 'g'\n"
+    hvm = xenconf.convert_text(head + "builder = 'hvm'\nkernel = '/usr/' + arch_libdir + '/xen/boot/hvmloader'\n")
+    assert hvm.ok and "kernel" not in hvm.text, [f.message for f in hvm.errors]
+    pv = xenconf.convert_text(head + "bootloader = '/usr/' + arch_libdir + '/xen/bin/pygrub'\n")
+    assert pv.ok and 'bootloader = "pygrub"' in pv.text, [f.message for f in pv.errors]
+    # a PV kernel by that path is kept, and its path is not known
+    pv_kernel = xenconf.convert_text(head + "kernel = '/usr/' + arch_libdir + '/xen/boot/hvmloader'\n")
+    assert [f.line for f in pv_kernel.errors] == [6]
+
+
+@pytest.mark.parametrize("extra,ok", [("", True), ('type = "hvm"\n', True), ('type = "pv"\n', False)])
+def test_builder_hvm_is_written_as_type(extra, ok):
+    """xl.cfg(5): builder is deprecated in favour of type; xl refuses the two contradicting each other."""
+    result = xenconf.convert_text(f'name = "h"\nbuilder = "hvm"\n{extra}', "vm.cfg")
+    assert result.ok == ok, [f.message for f in result.findings]
+    if ok:
+        assert [s.key for s in result.settings] == ["name", "type"] and result.text.count('"hvm"') == 1
+        if xl.available():
+            assert xl.parse(result.text).string("type") == "hvm"
+        assert xenconf.convert_text(result.text, "vm.cfg").text == result.text
+
+
+def test_xmexample2_converts_once_vmid_is_written_in():
+    text = (DATA / "xmexample2" / "in.cfg").read_text().replace("\ndef vmid_check", "\nvmid = 3\ndef vmid_check")
+    result = xenconf.convert_text(text, "vm.cfg")
+    assert result.ok, [f.show("vm.cfg") for f in result.errors]
+    got = {s.key: s.value for s in result.settings}
+    assert got["name"] == "VM3" and got["extra"] == "4 VMID=3 usr=/dev/sda6"
+    assert got["disk"][0] == "format=raw, vdev=sda1, access=rw, backendtype=phy, target=/dev/sda10"

@@ -1,4 +1,7 @@
-"""Tarball target: the root as a reproducible tar, compressed on all cores (zstd, xz, gzip via pigz)."""
+"""Tarball target: the root as a reproducible tar, compressed on all cores (zstd, xz, gzip via pigz).
+
+zstd tarballs are independent frames (builder/core/zstdframes.py): a build on a bootstrap cache entry keeps its
+frames in the entry, and the next build on it compresses only the chunks whose files changed."""
 from __future__ import annotations
 
 import logging
@@ -32,6 +35,6 @@ Options = TarballOptions
 
 def produce(ctx: "Context", opts: "TarballOptions") -> dict[str, Path]:
     dest = ctx.stage / f"{ctx.recipe.name}{SUFFIX[opts.compression]}"
-    n = tarwriter.pack(ctx.root.path, dest, ctx.epoch, opts.compression, opts.level)
+    n = tarwriter.pack(ctx.root.path, dest, ctx.epoch, opts.compression, opts.level, frames=ctx.frames)
     log.info("tarball: %s (%d entries)", dest.name, n)
     return {"tarball": dest}
