@@ -15,6 +15,7 @@ Examples:
   imgbuild validate recipes/*.yml               check recipes (and their packages) without building
   imgbuild install-lxc output/debian12 --name vm0
   imgbuild boot output/debian12                 does it start? (a throwaway container, then a verdict)
+  imgbuild sysprep lxc:web1 --dry-run           a used guest as a clean template: what would go
   imgbuild deploy galera-3hosts.yml             a cluster: each node installed on the host it names
   imgbuild verify output/debian12              every file against SHA256SUMS, and its signature
   imgbuild publish output/debian12 --to /srv/images   an image server tree (LXC download, simplestreams)
@@ -32,6 +33,7 @@ COMMANDS = {
     "cache": "builder.cli.cache:cache_group",
     "install-lxc": "builder.cli.install:install_lxc",
     "clone": "builder.cli.identity:clone",
+    "sysprep": "builder.cli.sysprep:sysprep",
     "inventory": "builder.cli.inventory:inventory_group",
     "boot": "builder.cli.boot:boot",
     "deploy": "builder.cli.deploy:deploy",

@@ -308,7 +308,7 @@ def _pack_frames(items: list[Entry], dest: Path, epoch: int, level: int | None, 
     store = zstdframes.open_store(frames, dest.name, level)
     try:
         with atomic_file(dest) as f, _bar(items, dest.name) as bar:
-            n, rows, reused = zstdframes.write(items, f, epoch, level, store, dest.parent, bar.update)
+            n, rows, reused = zstdframes.write(items, entry_header, f, epoch, level, store, dest.parent, bar.update)
     finally:
         if store is not None:
             store.close()

@@ -38,14 +38,23 @@ import zlib
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Callable, Iterator
+from typing import IO, Callable, Iterator, Protocol
 
 import zstandard
 
-from builder.core import tarwriter
-from builder.core.tarwriter import BLOCK, Entry
-
 log = logging.getLogger("imgbuild")
+BLOCK = 512                    # tar's block (builder/core/tarwriter.py, which calls this module: no import back)
+
+
+class Entry(Protocol):
+    """tarwriter.Entry: a host path, its name in the archive, its lstat."""
+    path: str
+    name: str
+    st: os.stat_result
+
+
+# tarwriter.entry_header: (entry, epoch, hard links seen, keep_xattr, dropped) -> (header blocks, data size) | None
+Header = Callable[..., "tuple[bytes, int] | None"]
 
 CUT_MIN, CUT_MAX, BIG, CUT_ODDS = 1 << 20, 4 << 20, 2 << 20, 32
 DEFAULT_LEVEL = 3
@@ -91,14 +100,16 @@ def seed(level: int) -> bytes:
     return f"imgbuild zstd frames {FORMAT}; zstd {zstandard.ZSTD_VERSION}; level {level}\n".encode()
 
 
-def chunks(items: list[Entry], epoch: int, level: int, keep_xattr: Callable[[str], bool] | None = None,
-           dropped: list[tuple[str, str]] | None = None, counted: list[int] | None = None) -> Iterator[Chunk]:
-    """The tar stream of items (tarwriter's format, byte for byte) cut into chunks; counted[0]: entries so far."""
+def chunks(items: list[Entry], header: Header, epoch: int, level: int,
+           keep_xattr: Callable[[str], bool] | None = None, dropped: list[tuple[str, str]] | None = None,
+           counted: list[int] | None = None) -> Iterator[Chunk]:
+    """The tar stream of items cut into chunks, each entry's header made by `header` (tarwriter.entry_header: the
+    same bytes as tarwriter's own stream); counted[0]: entries so far."""
     links: dict[tuple[int, int], bytes] = {}
     s = seed(level)
     cur = Chunk(s)
     for e in items:
-        made = tarwriter.entry_header(e, epoch, links, keep_xattr, dropped)
+        made = header(e, epoch, links, keep_xattr, dropped)
         if made is None:
             continue
         hdr, size = made
@@ -260,8 +271,8 @@ def save(directory: Path, name: str, level: int, tarball: Path, rows: list[list]
 
 # ------------------------------------------------------------------ the writer
 
-def write(items: list[Entry], out: IO[bytes], epoch: int, level: int, store: Store | None, spool: Path,
-          progress: Callable[[int], None] | None = None) -> tuple[int, list[list], int]:
+def write(items: list[Entry], header: Header, out: IO[bytes], epoch: int, level: int, store: Store | None,
+          spool: Path, progress: Callable[[int], None] | None = None) -> tuple[int, list[list], int]:
     """The tarball of items into out (a regular file at its start; big frames spooled in spool): (entries, the
     index rows, frames reused)."""
     counted = [0]
@@ -291,7 +302,7 @@ def write(items: list[Entry], out: IO[bytes], epoch: int, level: int, store: Sto
 
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="zstd") as pool:
         try:
-            for chunk in chunks(items, epoch, level, counted=counted):
+            for chunk in chunks(items, header, epoch, level, counted=counted):
                 key = chunk.key
                 hit = store is not None and key in store.frames
                 pending.append((chunk, key, None if hit else pool.submit(compress, chunk, level, spool)))

@@ -72,8 +72,8 @@ def reuse(tree: Path, frames: Path, out: Path) -> tuple[int, int]:
     store = zstdframes.open_store(frames, "t.tar.zst", zstdframes.DEFAULT_LEVEL)
     try:
         with open(out, "wb") as f:
-            _, rows, reused = zstdframes.write(tarwriter.entries(tree), f, EPOCH, zstdframes.DEFAULT_LEVEL, store,
-                                               out.parent)
+            _, rows, reused = zstdframes.write(tarwriter.entries(tree), tarwriter.entry_header, f, EPOCH,
+                                               zstdframes.DEFAULT_LEVEL, store, out.parent)
     finally:
         if store:
             store.close()

@@ -25,7 +25,8 @@ from builder.core.errors import InputError
 from builder.guestconf import lxc as lxcconf
 from tests.conftest import BIN, DEFAULT_RECIPE, REPO, imgbuild
 from tests.support import TEST_DATA
-from tests.support.lxc import ADDRESS, HOSTNAME, MAC, lock_dir, lxc_netns, remove_lock_dir, run, wait_running
+from tests.support.lxc import ADDRESS, HOSTNAME, MAC, lock_dir, lxc_netns, remove_lock_dir, run
+from tests.support.lxc import boot as lxc_boot
 
 DATA = TEST_DATA / "lxc-convert"
 CASES = sorted(p.name for p in DATA.iterdir())
@@ -764,15 +765,7 @@ def convert_into_place(legacy: Path, cdir: Path, bridge: str) -> str:
 
 
 def boot(sb, name: str) -> None:
-    sb.start(name)
-    state, took = wait_running(sb, name)
-    if state != "running":
-        failed = sb.attach(name, "systemctl", "--failed", "--no-pager")
-        pytest.fail(f"systemd in {name} is {state!r} after {took:.1f} s (want 'running')\n"
-                    f"--- systemctl --failed:\n{failed.stdout}{failed.stderr}\n"
-                    f"--- lxc-info: {sb.state(name)}\n--- tail of the LXC log:\n{sb.log_tail()}")
-    failed = sb.attach(name, "systemctl", "--failed", "--no-legend", "--plain", "--no-pager")
-    assert failed.returncode == 0 and failed.stdout.strip() == "", failed.stdout + failed.stderr
+    lxc_boot(sb, name)
     assert sb.attach(name, "hostname").stdout.strip() == name     # install-lxc --name gave it that host name
     addr = sb.attach(name, "ip", "-o", "-4", "addr", "show", "dev", "eth0")
     assert re.search(rf"\binet {re.escape(ADDRESS)}/24\b", addr.stdout), addr.stdout + addr.stderr

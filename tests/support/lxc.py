@@ -261,3 +261,19 @@ def wait_running(sb, name: str, timeout: float = BOOT_TIMEOUT) -> tuple[str, flo
             break
         time.sleep(0.5)
     return state, time.monotonic() - t0
+
+
+def boot(sb, name: str) -> None:
+    """Start container `name` and wait for systemd to be running with no failed unit (the test fails, with
+    systemctl --failed and the LXC log, if it is not)."""
+    import pytest
+
+    sb.start(name)
+    state, took = wait_running(sb, name)
+    if state != "running":
+        failed = sb.attach(name, "systemctl", "--failed", "--no-pager")
+        pytest.fail(f"systemd in {name} is {state!r} after {took:.1f} s (want 'running')\n"
+                    f"--- systemctl --failed:\n{failed.stdout}{failed.stderr}\n"
+                    f"--- lxc-info: {sb.state(name)}\n--- tail of the LXC log:\n{sb.log_tail()}")
+    failed = sb.attach(name, "systemctl", "--failed", "--no-legend", "--plain", "--no-pager")
+    assert failed.returncode == 0 and failed.stdout.strip() == "", failed.stdout + failed.stderr
