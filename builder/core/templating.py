@@ -13,6 +13,7 @@ Anything else is an InputError naming the template and, when known, the line.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import pprint  # noqa: F401 - the same, for the `pprint` filter
@@ -254,6 +255,9 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 def _child(w: int, source: str, ctx: Mapping[str, Any]) -> None:
+    # no garbage collection in the child: a file object the parent left to the collector would be finalized
+    # here and close its fd number, which may by now be the pipe's (fd 3): the output lost, exit status 1
+    gc.disable()
     status = 0
     try:
         _confine_process(w)
