@@ -61,6 +61,21 @@ def _row(g: GuestRecord) -> dict:
     return {**g.to_dict(), "state": _state(g), **({"gone": inventory.gone(g.where)} if inventory.gone(g.where) else {})}
 
 
+def _list(guests: list[GuestRecord], where: object, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps([_row(g) for g in guests], indent=2))
+        return
+    rows = [("NAME", "HOSTNAME", "IPS", "MACS", "WHERE", "UPDATED", "STATE")]
+    rows += [(g.name, g.hostname or "-", ",".join(g.ips) or "-", ",".join(g.macs) or "-", g.where or "-",
+              g.updated or "-", _state(g)) for g in guests]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    for r in rows:
+        click.echo("  ".join(v.ljust(w) for v, w in zip(r, widths)) + "  " + r[-1])
+    stale = sum(_state(g) == "stale" for g in guests)
+    tail = f"; {stale} stale (`imgbuild inventory prune` removes them)" if stale else ""
+    click.echo(f"{_n(len(guests), 'guest', 'guests')} in {where}{tail}", err=True)
+
+
 @inventory_group.command("list", epilog=EPILOG)
 @_inventory_option
 @click.option("--json", "as_json", is_flag=True, help="One JSON document (a list of guests) for scripts.")
@@ -69,19 +84,9 @@ def inventory_list(path: str | None, as_json: bool, verbose: int, quiet: bool, d
     """Every guest of the inventory: name, host name, addresses, MACs, where it is, when it was recorded and
     whether it is still there (STATE stale: its guest is gone)."""
     apply_verbosity(verbose, quiet, debug)
-    inv = inventory.load(path)
-    if as_json:
-        click.echo(json.dumps([_row(g) for g in inv.guests], indent=2))
-        return
-    rows = [("NAME", "HOSTNAME", "IPS", "MACS", "WHERE", "UPDATED", "STATE")]
-    rows += [(g.name, g.hostname or "-", ",".join(g.ips) or "-", ",".join(g.macs) or "-", g.where or "-",
-              g.updated or "-", _state(g)) for g in inv.guests]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
-    for r in rows:
-        click.echo("  ".join(v.ljust(w) for v, w in zip(r, widths)) + "  " + r[-1])
-    stale = sum(_state(g) == "stale" for g in inv.guests)
-    tail = f"; {stale} stale (`imgbuild inventory prune` removes them)" if stale else ""
-    click.echo(f"{_n(len(inv.guests), 'guest', 'guests')} in {inv.path}{tail}", err=True)
+    with inventory.load(path) as inv:
+        guests = inv.guests
+    _list(guests, inv.path, as_json)
 
 
 def _named(inv: Inventory, name: str) -> list[GuestRecord]:
@@ -102,7 +107,9 @@ def _named(inv: Inventory, name: str) -> list[GuestRecord]:
 def inventory_show(name: str, path: str | None, verbose: int, quiet: bool, debug: bool) -> None:
     """One guest's entry (NAME, or its where: lxc:/var/lib/lxc/NAME), and whether it is still there."""
     apply_verbosity(verbose, quiet, debug)
-    for g in _named(inventory.load(path), name):
+    with inventory.load(path) as inv:
+        found = _named(inv, name)
+    for g in found:
         for key, value in _row(g).items():
             click.echo(f"{key + ':':10} {', '.join(value) if isinstance(value, list) else value}")
 

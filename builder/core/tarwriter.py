@@ -20,13 +20,14 @@ import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
-
-from tqdm import tqdm
+from typing import TYPE_CHECKING, Callable
 
 from builder.core import proc as runner
 from builder.core.outputs import atomic_file
 from builder.core.rootfs import DEVICE_XATTR
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 log = logging.getLogger("imgbuild")
 BLOCK = 512
@@ -319,6 +320,7 @@ def _pack_frames(items: list[Entry], dest: Path, epoch: int, level: int | None, 
 
 
 def _bar(items: list[Entry], desc: str) -> tqdm:
+    from tqdm import tqdm  # here: a command that packs nothing (clone of a directory) does not load it
     return tqdm(total=data_size(items), unit="B", unit_scale=True, desc=desc, leave=False, disable=None)
 
 

@@ -58,7 +58,7 @@ Header = Callable[..., "tuple[bytes, int] | None"]
 
 CUT_MIN, CUT_MAX, BIG, CUT_ODDS = 1 << 20, 4 << 20, 2 << 20, 32
 DEFAULT_LEVEL = 3
-FORMAT = 1
+FORMAT = 2                     # part of every frame's key: frames of another writer are not reused
 MAX_INDEX = 16 << 20           # an index larger than this is not one imgbuild wrote
 _READ = 1 << 20
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,200}$")
@@ -160,12 +160,18 @@ def compress(chunk: Chunk, level: int, spool: Path) -> IO[bytes]:
     """One zstd frame of chunk, in a file (in memory up to a few MB, else in spool)."""
     out = tempfile.SpooledTemporaryFile(max_size=CUT_MAX + BIG, dir=spool)
     cctx = zstandard.ZstdCompressor(level=level)
-    if chunk.raw <= CUT_MAX + BIG + 2 * BLOCK:
-        out.write(cctx.compress(b"".join(_pieces(chunk))))
-    else:
-        with cctx.stream_writer(out, size=chunk.raw, closefd=False) as w:
-            for data in _pieces(chunk):
+    # streamed, never the whole chunk in memory: a worker holds zstd's window and its output, not a copy of the input
+    with cctx.stream_writer(out, size=chunk.raw, closefd=False, write_size=_READ) as w:
+        buf = bytearray()
+        for data in _pieces(chunk):       # headers and small files gathered: one call into zstd per MB
+            if len(data) >= _READ and not buf:
                 w.write(data)
+                continue
+            buf += data
+            if len(buf) >= _READ:
+                w.write(buf)
+                buf.clear()
+        w.write(buf)
     out.seek(0)
     return out
 
@@ -306,7 +312,7 @@ def write(items: list[Entry], header: Header, out: IO[bytes], epoch: int, level:
                 key = chunk.key
                 hit = store is not None and key in store.frames
                 pending.append((chunk, key, None if hit else pool.submit(compress, chunk, level, spool)))
-                drain(workers * 2)
+                drain(workers + 1)      # one frame ahead of the workers: memory stays bounded by cores
             drain(0)
         finally:
             for _, _, fut in pending:

@@ -20,7 +20,6 @@ from typing import Any, Callable
 
 import yaml
 
-from builder.core import templating
 from builder.core.checks import MAC_COLON, mac
 from builder.core.errors import InputError
 from builder.core.outputs import write_atomic
@@ -44,6 +43,10 @@ GUEST_FILES: tuple[tuple[str, Callable[[str, formats.Rename], str]], ...] = (
     ("/etc/netplan/*.yaml", formats.netplan),
     ("/etc/netplan/*.yml", formats.netplan),
     ("/etc/udev/rules.d/70-persistent-net.rules", formats.udev_persistent_net),
+    # cloud-init's NoCloud seed (cloud_init:): instance-id and local-hostname are the host name, network-config
+    # is netplan-style, so a clone gets its own seed and cloud-init sees a new instance
+    ("/var/lib/cloud/seed/nocloud/meta-data", formats.tokens),
+    ("/var/lib/cloud/seed/nocloud/network-config", formats.netplan),
 )
 CONFIG_REWRITERS = {"lxc": formats.lxc_config, "xen": formats.xen_config, "openvz": formats.openvz_config}
 LEASES = ("/var/lib/dhclient/*", "/var/lib/dhcp/*.leases", "/var/lib/dhcp/dhclient*", "/var/lib/NetworkManager/*.lease",
@@ -324,6 +327,7 @@ def _templates(tree: Tree, req: Request, r: formats.Rename, cur: Current, p: Pla
     hostname = r.hostname or cur.hostname or ""
     addresses = {f"eth{n}": a for n, a in enumerate(ips)}
     macs = {f"eth{n}": r.macs.get(m, m) for n, m in enumerate(cur.macs)}
+    from builder.core import templating  # here: jinja2 loads only for a guest that has templates
     ctx = templating.context(hostname, None, addresses, macs, variables)
     for entry in entries:
         shown = f"{tree.label}:{entry.template}"

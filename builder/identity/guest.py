@@ -22,7 +22,7 @@ from typing import Iterator
 
 from builder.build import manifest as build_manifest
 from builder.build.manifest import read_manifest
-from builder.core import checks, sums, tarwriter, treecopy
+from builder.core import checks, sums, treecopy
 from builder.core import proc as runner
 from builder.core.errors import InputError
 from builder.core.mounts import MountStack
@@ -185,6 +185,7 @@ def _unpacked_output(g: Guest, writeback: bool) -> Iterator[Tree]:
         yield tree
         if not writeback:
             return
+        from builder.core import tarwriter  # here: only a tarball guest needs it (and its progress bar)
         tarwriter.pack(root, tarball, epoch, _COMPRESSION[tarball.suffix])
         old = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
         for a in manifest["artifacts"]:

@@ -144,12 +144,22 @@ def yaml_path(path: str | os.PathLike[str] | None = None) -> Path | None:
 class Inventory:
     """The guests of one inventory, read through its store's queries. record() and remove() change the store:
     inside `locked()` in its transaction (committed when the block ends well); a store in memory
-    (`Inventory(path, guests)`, or a YAML inventory not migrated yet) changes only in memory until save()."""
+    (`Inventory(path, guests)`, or a YAML inventory not migrated yet) changes only in memory until save().
+    `with load() as inv:` closes its store at the end of the block."""
 
     def __init__(self, path: str | os.PathLike[str], guests: Iterable[GuestRecord] = (), store: Store | None = None):
         self.path = Path(path)
         self.store = store if store is not None else Store.memory(guests)
         self.changed = False
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> Inventory:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @property
     def guests(self) -> list[GuestRecord]:
@@ -209,15 +219,15 @@ def _leftover(legacy: Path | None, db: Path) -> None:
 
 
 def load(path: str | os.PathLike[str] | None = None) -> Inventory:
-    """The inventory for reading (writes nothing, creates nothing): the store at db_path(path); while there is
-    none, the YAML file it will be migrated from, read into memory; else an empty inventory."""
+    """The inventory for reading, in a `with` block that closes it (writes nothing, creates nothing): the store at
+    db_path(path); while there is none, the YAML file it will be migrated from, read into memory; else an empty
+    inventory."""
     db, legacy = db_path(path), yaml_path(path)
     store = Store.open(db, write=False)
     if store is not None:
         if store.path is not None:
             _leftover(legacy, db)
-            return Inventory(db, store=store)
-        return Inventory(db)
+        return Inventory(db, store=store)
     if legacy is not None and os.path.lexists(legacy):
         return Inventory(legacy, read_yaml(legacy))
     return Inventory(db)

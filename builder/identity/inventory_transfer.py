@@ -17,9 +17,9 @@ log = logging.getLogger("imgbuild")
 def export_text(path: str | os.PathLike[str] | None = None) -> tuple[str, Path, int]:
     """The inventory's YAML text (deterministic: guests by name, keys in a fixed order), where it was read and
     how many guests it holds."""
-    inv = load(path)
-    guests = inv.guests
-    return dumps(guests), inv.path, len(guests)
+    with load(path) as inv:
+        guests = inv.guests
+        return dumps(guests), inv.path, len(guests)
 
 
 def _twice(guests: list[GuestRecord], source: str) -> list[tuple[str, str]]:

@@ -87,7 +87,7 @@ def _inventory(where: Where, dry_run: bool) -> contextlib.AbstractContextManager
     """The inventory in one write transaction for a run (committed at the end); for a dry run read as it is, no
     lock taken (a dry run writes nothing: no store created, no YAML inventory migrated, no directory made)."""
     if dry_run:
-        return contextlib.nullcontext(inventory.load(where.inventory_file))
+        return inventory.load(where.inventory_file)
     return inventory.locked(where.inventory_file)
 
 

@@ -220,6 +220,19 @@ def test_import_refuses_duplicates_naming_both_guests(tmp_path):
 # ------------------------------------------------------------------ the file, checked before use
 
 
+def test_a_read_inventory_closes_its_store_with_its_block(tmp_path):
+    """load() in a `with` block leaves no open database behind (a forked child finalizing a forgotten one once
+    closed a pipe it had put at the same file descriptor); reidentify's dry run reads it that way."""
+    path = made(tmp_path / "inventory.db")
+    fds = set(os.listdir("/proc/self/fd"))
+    with inv.load(path) as got:
+        assert got.get("www").hostname == "www.example.org"
+        assert set(os.listdir("/proc/self/fd")) != fds       # the database is open inside the block
+    with pytest.raises(sqlite3.ProgrammingError):
+        got.store.conn.execute("SELECT 1")
+    assert set(os.listdir("/proc/self/fd")) == fds
+
+
 def test_a_symlinked_store_is_refused_never_followed(tmp_path):
     made(tmp_path / "real.db")
     (tmp_path / "i.db").symlink_to(tmp_path / "real.db")
