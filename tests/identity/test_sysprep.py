@@ -154,6 +154,11 @@ def test_the_defaults_clean_and_keep_what_must_stay(guest):
     assert (guest / "home/alice/.ssh/id_ed25519").exists() and (guest / "root/.ssh/authorized_keys").exists()
     assert (guest / "etc/passwd").read_bytes() == passwd and os.path.islink(guest / "var/log/evil.log")
     assert os.path.islink(guest / "var/spool/atjobs")
+    # a second run (after one that stopped halfway, say) finishes the job and changes nothing more
+    after = snapshot(guest)
+    again = imgbuild("sysprep", guest)
+    assert again.returncode == 0, again.stderr
+    assert snapshot(guest) == after
 
 
 def test_opt_in_user_accounts_and_ssh_dirs(guest):
