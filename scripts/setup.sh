@@ -10,9 +10,11 @@ PACKAGES="
   rpm createrepo-c dnf cpio busybox-static
   xen-utils-4.17 xen-tools
   qemu-system-x86 qemu-utils e2fsprogs fdisk mtools dosfstools ovmf libvirt-clients libxml2-utils
+  lvm2
   openssh-server openssh-client rsync acl attr kmod ansible-core
   tar zstd xz-utils pigz gzip gnupg
   squashfs-tools squashfs-tools-ng lxd
+  xorriso cloud-init
 "
 
 if [ "$(id -u)" != 0 ]; then
@@ -32,6 +34,11 @@ if [ -n "$missing" ]; then
         printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d
         trap 'rm -f /usr/sbin/policy-rc.d' EXIT
     fi
+    case " $missing " in *" cloud-init "*)
+        # cloud-init is here for the tests' schema checks of NoCloud seeds, never to configure this host: it
+        # stays off at every boot (a host that already had cloud-init is left as it was)
+        mkdir -p /etc/cloud && touch /etc/cloud/cloud-init.disabled ;;
+    esac
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends $PACKAGES >/dev/null
 fi

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from builder import __version__
+from builder.build.steps import cloudinit
 from builder.core import checks
 from builder.core import proc as runner
 from builder.core.errors import InputError, UnsafePath
@@ -58,6 +59,7 @@ def tree_secrets(ctx: "Context") -> list[str]:
     except (OSError, UnsafePath):     # no /etc/ssh, or it leads out of the tree: nothing of the tree's there
         keys = []
     found += [f"/etc/ssh/{k}: an ssh host private key" for k in keys]
+    found += cloudinit.secrets(ctx.recipe)      # cloud_init's user-data (passwords, keys)
     return found
 
 

@@ -23,7 +23,19 @@ from builder.build import unprivileged as unpriv
 from builder.build.context import Context
 from builder.build.families import Plan, family_of
 from builder.build.recipe import Loaded
-from builder.build.steps import basefiles, cleanup, cluster, devices, files, init, network, password, templates
+from builder.build.steps import (
+    basefiles,
+    cleanup,
+    cloudinit,
+    cluster,
+    devices,
+    files,
+    firstboot,
+    init,
+    network,
+    password,
+    templates,
+)
 from builder.build.targets import TARGETS, enabled
 from builder.core import locks, mounts, outputs, sums
 from builder.core import proc as runner
@@ -90,6 +102,8 @@ STEPS: tuple[Step, ...] = (
     Step("files", files.run, "files"),
     Step("cluster", cluster.run),
     Step("templates", templates.run, "templates"),
+    Step("firstboot", firstboot.run, "firstboot"),
+    Step("cloudinit", cloudinit.run, "cloud_init"),
 )
 
 

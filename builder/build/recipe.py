@@ -18,8 +18,10 @@ from builder.build.cluster import CLUSTER_BUILTINS, Node, SecretSpec, check_node
 from builder.build.families import FAMILIES, DistroName, Family, family_of
 from builder.build.families.debian import DEBIAN
 from builder.build.hooks import PHASES, Hooks
+from builder.build.steps.cloudinit import CloudInit
 from builder.build.steps.devices import Device, Preset
 from builder.build.steps.files import FileSpec
+from builder.build.steps.firstboot import FirstBoot
 from builder.build.steps.init import SHIMS, ShimName
 from builder.build.steps.network import Interface
 from builder.build.steps.password import RootPassword
@@ -109,6 +111,11 @@ class Recipe:
     secrets: dict[Name, SecretSpec] = opt(factory=dict, doc="values every node shares (passwords, cookies), each "
                                                            "written to a file only its service can read")
     hooks: Hooks = opt(factory=Hooks, doc="commands at fixed points of the build")
+    firstboot: tuple[FirstBoot, ...] = opt((), doc="commands and scripts run once, as root, at the guest's first "
+                                                   "boot (a systemd unit, or rc.local without systemd), then removed")
+    cloud_init: CloudInit | None = opt(None, doc="a cloud-init NoCloud seed (meta-data, user-data, network-config) "
+                                                 "in the guest and as a seed ISO next to the disk; or cloud-init "
+                                                 "disabled")
     targets: Targets = opt(factory=lambda: Targets(tarball=tarball.TarballOptions()),
                            doc="outputs (default: a tarball)")
     epoch: Epoch | None = opt(None, doc="SOURCE_DATE_EPOCH for the build (default: $SOURCE_DATE_EPOCH, else the "
@@ -163,6 +170,12 @@ def _absolute(data: dict, base: Path) -> None:
         for f in data.get(key) if isinstance(data.get(key), list) else ():
             if isinstance(f, dict) and "source" in f:
                 f["source"] = fix(f["source"], shipped=key == "templates")
+    for f in data.get("firstboot") if isinstance(data.get("firstboot"), list) else ():
+        if isinstance(f, dict) and "script" in f:
+            f["script"] = fix(f["script"])
+    ci = data.get("cloud_init")
+    if isinstance(ci, dict) and "user_data_file" in ci:
+        ci["user_data_file"] = fix(ci["user_data_file"])
     rp = data.get("root_password")
     if isinstance(rp, dict) and "from_file" in rp:
         rp["from_file"] = fix(rp["from_file"])
@@ -305,6 +318,12 @@ def _semantics(v: dict[str, Any]) -> list[tuple[str, str]]:
     if ok("secrets"):
         out += [(f"secrets.{name}.from_file", f"{spec.from_file}: no such file") for name, spec in v["secrets"].items()
                 if spec.from_file is not None and not Path(spec.from_file).is_file()]
+    if ok("firstboot"):
+        out += [(f"firstboot[{i}].script", f"{f.script}: no such file") for i, f in enumerate(v["firstboot"])
+                if f.script is not None and not Path(f.script).is_file()]
+    ci = v.get("cloud_init")
+    if ok("cloud_init") and ci is not None and ci.user_data_file is not None and not Path(ci.user_data_file).is_file():
+        out.append(("cloud_init.user_data_file", f"{ci.user_data_file}: no such file"))
     rp = v.get("root_password")
     if ok("root_password") and rp.from_file is not None and not Path(rp.from_file).is_file():
         out.append(("root_password.from_file", f"{rp.from_file}: no such file"))

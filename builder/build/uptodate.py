@@ -44,6 +44,9 @@ def local_files(r: "Recipe") -> list[str]:
     if r.root_password.from_file:
         out.append(r.root_password.from_file)
     out += [x.gpgkey for x in r.bootstrap.extra_repos.values() if x.gpgkey and "://" not in x.gpgkey]
+    out += [f.script for f in r.firstboot if f.script]
+    if r.cloud_init is not None and r.cloud_init.user_data_file:
+        out.append(r.cloud_init.user_data_file)
     return sorted(set(out))
 
 

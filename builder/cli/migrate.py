@@ -18,6 +18,7 @@ COMMANDS = {
     "reidentify": "builder.cli.identity:reidentify",
     "convert-lxc": "builder.cli.convert:convert_lxc",
     "convert-xen": "builder.cli.convert:convert_xen",
+    "convert-openvz": "builder.cli.convert_openvz:convert_openvz",
 }
 
 
@@ -36,6 +37,7 @@ def migrate(verbose: int, quiet: bool, debug: bool) -> None:
     reidentify      a guest's host name, IPs and MACs, everywhere they live
     convert-lxc     LXC configs between LXC 0.7-2.0 and 2.1+ keys
     convert-xen     Xen 3 xm configs to Xen 4 xl
+    convert-openvz  an OpenVZ VPS (CTID.conf + private area) to an LXC container, checked against the inventory
 
     Every command that changes a remote host has --dry-run. push, status, chroot-* and xen-bridge take --hosts LIST
     -j N for many hosts at once: a table sums up, each host's log is kept. Images are built by imgbuild

@@ -25,6 +25,8 @@ Examples:
   migrate xen xen3host www --to xen4host --disk-map /var/xen=/srv/xen --cutover
         the move itself: sync while it runs, shut it down on xen3host, sync the delta, start it on xen4host
         with its own IP and MAC; the downtime is measured and reported
+  migrate xen localhost www --to-kvm out/www      (on the dom0) the PV guest as a KVM guest: www.qcow2 with
+        its own kernel and GRUB, www.xml for libvirt; then: imgbuild boot out/www
 
 \b
 The disks travel through --stage (default /var/lib/imgbuild/migrate/NAME/): full copies, removed after a run
@@ -41,7 +43,17 @@ Both hosts are reached with your ssh (same options for both; use your ssh config
 @click.command("xen", epilog=XEN_EPILOG)
 @click.argument("src_host", metavar="SRC_HOST")
 @click.argument("guest")
-@click.option("--to", "dst_host", required=True, metavar="DST_HOST", help="The Xen 4 host to move the guest to.")
+@click.option("--to", "dst_host", metavar="DST_HOST", help="The Xen 4 host to move the guest to.")
+@click.option("--to-kvm", "kvm_dir", type=PathType(file_okay=False, path_type=Path), metavar="DIR",
+              help="Instead: make the PV guest a KVM guest in DIR (NAME.qcow2, NAME.xml for libvirt), with a "
+              "kernel and GRUB of its own; SRC_HOST is localhost (run it where the disks are). "
+              "`imgbuild boot DIR` boots it.")
+@click.option("--hvm", "xen_kind", flag_value="hvm", help="With --to-kvm: an xl HVM config instead of the XML.")
+@click.option("--pvh", "xen_kind", flag_value="pvh", help="With --to-kvm: an xl PVH config instead of the XML.")
+@click.option("--live", is_flag=True, help="With --to-kvm: the guest runs; read its LVM volumes through a "
+              "snapshot (also chosen when a volume is in use).")
+@click.option("--snapshot-size", default="1G", show_default=True, metavar="SIZE",
+              help="With --to-kvm: room for changes while the snapshot is read (lvcreate -L).")
 @click.option("--disk-map", "disk_maps", multiple=True, metavar="OLD=NEW",
               help="Where the images go on DST_HOST: an exact path or a directory prefix. Repeatable.")
 @click.option("--bridge", "bridge", metavar="NAME", help="The bridge the vifs use on DST_HOST (e.g. xenbr0).")
@@ -64,7 +76,8 @@ Both hosts are reached with your ssh (same options for both; use your ssh config
 @click.option("--force", is_flag=True, help="Overwrite a config imgbuild did not write; allow a taken IP/MAC.")
 @ssh_options
 @verbosity
-def xen(src_host, guest, dst_host, disk_maps, bridge, bridge_maps, ips, macs, hostname, cutover, no_start, stage,
+def xen(src_host, guest, dst_host, kvm_dir, xen_kind, live, snapshot_size,
+        disk_maps, bridge, bridge_maps, ips, macs, hostname, cutover, no_start, stage,
         xen_dir, keep_stage, inventory, bwlimit, dry_run, force, ssh, verbose, quiet, debug) -> None:
     """Move or copy the Xen 3 (xm) guest GUEST from SRC_HOST to the Xen 4 host DST_HOST.
 
@@ -72,6 +85,12 @@ def xen(src_host, guest, dst_host, disk_maps, bridge, bridge_maps, ips, macs, ho
     convert-xen does, checked by xl's own parser) and writes it to DST_HOST's /etc/xen/NAME.cfg.
     """
     apply_verbosity(verbose, quiet, debug)
+    if kvm_dir is not None or xen_kind or live:
+        from builder.cli.xen_kvm import to_kvm
+        return to_kvm(src_host, guest, dst_host, kvm_dir, xen_kind, live, snapshot_size, xen_dir, bridge, dry_run,
+                      force)
+    if not dst_host:
+        raise InputError("give --to DST_HOST (the Xen 4 host), or --to-kvm DIR", "see migrate xen --help")
     try:
         dmap = xenconf.parse_map(disk_maps, "--disk-map")
         bmap = xenconf.parse_map(bridge_maps, "--bridge-map")

@@ -57,6 +57,7 @@ PACKAGES = {
     "virt-xml-validate": "libvirt-clients", "xmllint": "libxml2-utils", "ansible-inventory": "ansible-core",
     "tar2sqfs": "squashfs-tools-ng", "sqfs2tar": "squashfs-tools-ng", "unsquashfs": "squashfs-tools",
     "gpg": "gnupg", "lxd": "lxd",
+    "xorriso": "xorriso",
 }
 
 

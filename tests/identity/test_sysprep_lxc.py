@@ -11,7 +11,7 @@ import pytest
 
 from builder.identity import inventory
 from tests.conftest import imgbuild
-from tests.support.lxc import boot, container_cgroups, lxc_netns
+from tests.support.lxc import boot, container_cgroups, install_on_bridge, lxc_netns
 
 
 def stopped(sb, name: str) -> None:
@@ -29,12 +29,7 @@ def test_a_used_container_prepared_boots_with_new_keys(debian12_build: Path, tmp
     assert not container_cgroups(name), f"cgroups of a container {name} exist before the test"
     with lxc_netns(tmp_path / "sandbox", bridge_cidr="10.0.3.1/24") as sb:
         sb.adopt(name)
-        r = imgbuild("install-lxc", debian12_build, "--name", name, "--lxcpath", sb.lxcpath)
-        assert r.returncode == 0, r.stdout + r.stderr
-        cfg = sb.lxcpath / name / "config"
-        cfg.write_text(re.sub(r"^lxc\.net\.0\.link = .*$", f"lxc.net.0.link = {sb.bridge}", cfg.read_text(),
-                              flags=re.M))
-        rootfs = sb.lxcpath / name / "rootfs"
+        rootfs = install_on_bridge(sb, debian12_build, name)
         boot(sb, name)
         key1 = sb.attach(name, "cat", "/etc/ssh/ssh_host_ed25519_key.pub").stdout
         mid1 = sb.attach(name, "cat", "/etc/machine-id").stdout.strip()

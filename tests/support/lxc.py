@@ -277,3 +277,17 @@ def boot(sb, name: str) -> None:
                     f"--- lxc-info: {sb.state(name)}\n--- tail of the LXC log:\n{sb.log_tail()}")
     failed = sb.attach(name, "systemctl", "--failed", "--no-legend", "--plain", "--no-pager")
     assert failed.returncode == 0 and failed.stdout.strip() == "", failed.stdout + failed.stderr
+
+
+def install_on_bridge(sb, output: Path, name: str, env: dict | None = None) -> Path:
+    """`imgbuild install-lxc` of a build's output as container `name` in the sandbox, its NIC moved onto the
+    sandbox's bridge (the test fails if the install does); returns the container's rootfs."""
+    import re
+
+    from tests.conftest import imgbuild
+
+    r = imgbuild("install-lxc", output, "--name", name, "--lxcpath", sb.lxcpath, **({"env": env} if env else {}))
+    assert r.returncode == 0, r.stdout + r.stderr
+    cfg = sb.lxcpath / name / "config"
+    cfg.write_text(re.sub(r"^lxc\.net\.0\.link = .*$", f"lxc.net.0.link = {sb.bridge}", cfg.read_text(), flags=re.M))
+    return sb.lxcpath / name / "rootfs"

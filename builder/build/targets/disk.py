@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from builder.build.families import family_of
+from builder.build.steps import cloudinit
 from builder.build.targets import image
 from builder.core import e2fs
 from builder.core import proc as runner
@@ -250,6 +251,7 @@ def produce(ctx: "Context", opts: DiskOptions) -> dict[str, Path]:
             out["disk-raw"] = ctx.stage / f"{name}.raw"
         log.info("disk: %s (%d MiB, %s, boot %s)", ", ".join(p.name for p in out.values()), size >> 20, opts.table,
                  opts.boot)
+        out.update(cloudinit.produce_iso(ctx))    # cloud_init: the NoCloud seed ISO beside the disk
         return out
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from pathlib import Path
 
 import pytest
@@ -343,16 +342,12 @@ def test_the_default_build_installed_twice_is_refused(debian12_build, tmp_path):
 @pytest.mark.lxc
 def test_force_refuses_a_running_container(site, tmp_path):
     from builder.build.targets import lxc
-    from tests.support.lxc import lxc_netns
+    from tests.support.lxc import install_on_bridge, lxc_netns
 
     name = f"ib-run-{os.getpid()}"
     with lxc_netns(tmp_path / "sandbox", bridge_cidr="10.0.3.1/24") as sb:
         sb.adopt(name)
-        r = imgbuild("install-lxc", site.out, "--name", name, "--lxcpath", sb.lxcpath, env=site.env)
-        assert r.returncode == 0, r.stderr
-        cfg = sb.lxcpath / name / "config"
-        cfg.write_text(re.sub(r"^lxc\.net\.0\.link = .*$", f"lxc.net.0.link = {sb.bridge}", cfg.read_text(),
-                              flags=re.M))
+        install_on_bridge(sb, site.out, name, env=site.env)
         assert lxc.running(sb.lxcpath, name) is None
         sb.start(name)
         assert sb.state(name) == "RUNNING"

@@ -1,0 +1,191 @@
+"""`migrate xen --to-kvm`: a Xen PV guest (an xm config booting a dom0 kernel, its root filesystem on a `phy:`
+device without a partition table) converted on this host into a qcow2 disk with its own kernel and GRUB and a
+libvirt domain, then booted for real by `imgbuild boot` under qemu. The guest's tree is the session's debian12
+build (tests/conftest.py), so nothing is bootstrapped again.
+
+The `phy:` device is an LVM logical volume on a loop device when this kernel has device-mapper; where it has not
+(`/dev/mapper/control: open failed: No such device`, no dm_mod module), the loop device itself is the phy: disk
+and the LVM test says why it is skipped. Everything made is removed by finalizers (VG, PV, loop device)."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from builder.core.errors import InputError
+from builder.migrate import blockdev, xen_kvm
+from tests.conftest import imgbuild, migrate
+
+LVM_ENV = {**os.environ, "LVM_SUPPRESS_FD_WARNINGS": "1", "DM_DISABLE_UDEV": "1"}
+LVMCONF = ["--config", blockdev.LVM_CONFIG]
+PV_CFG = """# Xen 3 PV guest booting the dom0's kernel
+name = "pvweb"
+memory = 512
+vcpus = 1
+kernel = "/boot/vmlinuz-2.6.32-5-xen-amd64"
+ramdisk = "/boot/initrd.img-2.6.32-5-xen-amd64"
+root = "/dev/xvda1 ro"
+disk = ['phy:{dev},xvda1,w', 'phy:/dev/vg0/swap,xvda2,w']
+vif = ['mac=00:16:3e:5a:00:01, bridge=xenbr0']
+"""
+
+
+def dm_reason() -> str | None:
+    try:
+        misc = Path("/proc/misc").read_text()
+    except OSError:
+        misc = ""
+    if "device-mapper" not in misc:
+        return "this kernel has no device-mapper (/proc/misc lists none; lvcreate: /dev/mapper/control: open " \
+               "failed: No such device): the phy: disk is a loop device instead"
+    if subprocess.run(["which", "lvcreate"], capture_output=True).returncode != 0:
+        return "lvm2 is not installed (scripts/setup.sh installs it)"
+    return None
+
+
+def sh(*argv, **kw) -> str:
+    r = subprocess.run([str(a) for a in argv], capture_output=True, text=True, env=LVM_ENV, **kw)
+    assert r.returncode == 0, f"{argv}: {r.stderr}"
+    return r.stdout.strip()
+
+
+@pytest.fixture
+def loop(tmp_path, request):
+    """A 3 GiB sparse file on a loop device, detached at the end."""
+    backing = tmp_path / "pv.img"
+    with open(backing, "wb") as f:
+        f.truncate(3 << 30)                                  # sparse
+    dev = sh("losetup", "--find", "--show", backing)
+    request.addfinalizer(lambda: subprocess.run(["losetup", "-d", dev], capture_output=True))
+    return dev
+
+
+@pytest.fixture
+def phy(loop, request):
+    """A block device for the guest's root: an LVM volume on a loop device (or the loop device: see dm_reason)."""
+    if dm_reason():
+        return loop, None
+    vg = f"imgbuildtest{os.getpid()}"
+    sh("pvcreate", *LVMCONF, loop)
+    request.addfinalizer(lambda: subprocess.run(["pvremove", *LVMCONF, "-ff", "-y", loop], capture_output=True,
+                                                env=LVM_ENV))
+    sh("vgcreate", *LVMCONF, vg, loop)
+    request.addfinalizer(lambda: subprocess.run(["vgremove", *LVMCONF, "-f", vg], capture_output=True, env=LVM_ENV))
+    sh("lvcreate", *LVMCONF, "-y", "-L", "2G", "-n", "root", vg)
+    return f"/dev/{vg}/root", vg
+
+
+def test_the_plan_names_the_disks_the_boot_and_the_outputs():
+    p = xen_kvm.plan(PV_CFG.format(dev="/dev/vg0/root"), "/etc/xen/pvweb.cfg", "kvm")
+    assert (p.name, p.memory, p.vcpus, p.macs) == ("pvweb", 512, 1, ["00:16:3e:5a:00:01"])
+    assert p.root.target == "/dev/vg0/root" and p.boot.startswith("the dom0's kernel /boot/vmlinuz-2.6.32")
+    assert p.outputs == ["pvweb.qcow2", "pvweb.xml", "manifest.json"]
+    assert any("not converted: /dev/vg0/swap" in n for n in p.notes)
+    assert any("EL5/EL6 kernel grub" in n for n in p.notes)
+    assert xen_kvm.plan(PV_CFG.format(dev="vg0/root"), "x.cfg", "pvh").outputs[:2] == ["pvweb.raw", "pvweb-pvh.cfg"]
+    pyg = PV_CFG.replace('kernel = "/boot/vmlinuz-2.6.32-5-xen-amd64"', 'bootloader = "/usr/bin/pygrub"')
+    assert xen_kvm.plan(pyg.format(dev="/dev/sda1"), "x.cfg", "hvm").boot.startswith("pygrub")
+    with pytest.raises(InputError, match="no disk"):
+        xen_kvm.plan('name = "x"\ndisk = []\n', "x.cfg", "kvm")
+    hostile = 'name = "x"\ndisk = ["drbd:res0,xvda1,w"]\n'
+    with pytest.raises(InputError, match="block script"):
+        xen_kvm.plan(hostile, "x.cfg", "kvm")
+
+
+@pytest.mark.root
+def test_bad_input_is_refused_before_anything_is_read(tmp_path):
+    cfg = tmp_path / "pvweb.cfg"
+    cfg.write_text(PV_CFG.format(dev="/dev/vg0/root"))
+    r = migrate("xen", "otherhost", str(cfg), "--to-kvm", tmp_path / "out")
+    assert r.returncode == 2 and "not on otherhost" in r.stderr, r.stderr
+    r = migrate("xen", "localhost", str(cfg), "--hvm")
+    assert r.returncode == 2 and "go with --to-kvm" in r.stderr, r.stderr
+    r = migrate("xen", "localhost", str(cfg), "--to-kvm", tmp_path / "out", "--bridge", "br0;reboot")
+    assert r.returncode == 2 and "--bridge" in r.stderr and not (tmp_path / "out").exists(), r.stderr
+    r = migrate("xen", "localhost", str(cfg), "--to-kvm", tmp_path / "out")     # no such device here
+    assert r.returncode == 2 and "/dev/vg0/root" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert not (tmp_path / "out").exists()
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("someone's file\n")
+    r = migrate("xen", "localhost", str(cfg), "--to-kvm", tmp_path / "full")
+    assert r.returncode == 2 and "not empty" in r.stderr, r.stderr
+
+
+@pytest.mark.root
+def test_a_stopped_guests_device_is_read_directly_and_a_busy_one_without_lvm_refused(loop, tmp_path):
+    dev = loop
+    notes: list[str] = []
+    with blockdev.readable(dev, live=False, notes=notes) as src:
+        assert str(src) == dev
+    assert notes == [f"{dev}: read directly (the guest is stopped)"]
+    with pytest.raises(InputError, match="cannot be snapshotted"):
+        with blockdev.readable(dev, live=True):
+            pass
+    subprocess.run(["dd", "if=/dev/urandom", f"of={dev}", "bs=1M", "count=1", "seek=100", "status=none"], check=True)
+    blockdev.sparse_copy(Path(dev), tmp_path / "copy.raw")
+    st = os.stat(tmp_path / "copy.raw")
+    assert st.st_size == 3 << 30 and st.st_blocks * 512 <= 2 << 20, "the copy is not sparse"
+
+
+@pytest.mark.root
+@pytest.mark.skipif(dm_reason() is not None, reason=str(dm_reason()))
+def test_a_live_guest_is_read_through_a_snapshot_that_is_removed(phy, tmp_path):
+    dev, vg = phy
+    notes: list[str] = []
+    with blockdev.readable(dev, live=True, snapshot_size="64M", notes=notes) as src:
+        assert str(src) == f"/dev/{vg}/root-imgbuild-snap" and Path(src).exists()
+    assert "snapshot" in notes[0]
+    assert "root-imgbuild-snap" not in sh("lvs", *LVMCONF, "--noheadings", "-o", "lv_name", vg)
+
+
+@pytest.mark.root
+@pytest.mark.network
+@pytest.mark.slow
+def test_a_pv_guest_converted_to_kvm_boots_under_qemu(debian12_build, phy, tmp_path):
+    """The acceptance test: the PV guest's filesystem (the debian12 tree, no kernel, no GRUB) on the phy: device,
+    an xm config booting the dom0's kernel; `migrate xen localhost pvweb --to-kvm OUT`; `imgbuild boot OUT`."""
+    dev, _vg = phy
+    tree = debian12_build.parent / "debian12.rootfs"
+    assert not list((tree / "boot").glob("vmlinuz-*")), "the guest tree already has a kernel"
+    sh("mke2fs", "-q", "-F", "-t", "ext4", "-d", tree, dev)
+    cfg = tmp_path / "pvweb.cfg"
+    cfg.write_text(PV_CFG.format(dev=dev).replace(", 'phy:/dev/vg0/swap,xvda2,w'", ""))
+    out = tmp_path / "out"
+    r = migrate("xen", "localhost", str(cfg), "--to-kvm", out, "--dry-run")
+    assert r.returncode == 0 and "nothing was changed" in r.stdout and not out.exists(), r.stdout + r.stderr
+    r = migrate("xen", "localhost", str(cfg), "--to-kvm", out, timeout=900)
+    assert r.returncode == 0, r.stdout + r.stderr[-4000:]
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "pvweb.qcow2", "pvweb.xml"]
+    xml = (out / "pvweb.xml").read_text()
+    assert "00:16:3e:5a:00:01" in xml and str(out / "pvweb.qcow2") in xml
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["name"] == "pvweb" and m["was"].startswith("the dom0's kernel")
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    b = imgbuild("boot", out, "--timeout", "300", env=env, timeout=600)
+    assert b.returncode == 0, b.stdout + b.stderr[-3000:]
+    assert re.search(r"^pvweb: up in [\d.]+ s under qemu: systemd (running|degraded)", b.stdout, re.M), b.stdout
+
+
+@pytest.mark.parametrize("kind, name", [("kvm", "pvweb.xml"), ("hvm", "pvweb-hvm.cfg"), ("pvh", "pvweb-pvh.cfg")])
+def test_the_vm_config_has_the_guests_memory_mac_and_disk(tmp_path, kind, name):
+    """The configs come from the libvirt and xenvm targets (the xl ones read back by xl's own parser when it is
+    installed); the manifest is what `imgbuild boot` reads."""
+    from builder.build.manifest import read_manifest
+    from builder.build.targets.disk import DiskOptions
+
+    p = xen_kvm.plan(PV_CFG.format(dev="/dev/vg0/root"), "pvweb.cfg", kind)
+    req = xen_kvm.KvmRequest(tmp_path / "pvweb.cfg", tmp_path, kind, bridge="br7")
+    fmt = xen_kvm.disk_format(kind)
+    xen_kvm.write_configs(req, p, DiskOptions(format=fmt, table="gpt", boot="bios"))
+    text = (tmp_path / name).read_text()
+    assert "00:16:3e:5a:00:01" in text and "br7" in text and str(tmp_path / f"pvweb.{fmt}") in text
+    assert ("512" in text) and (("hvm" in text) if kind == "hvm" else True)
+    if kind == "pvh":
+        assert re.search(r'^bootloader *= "pygrub"', text, re.M) and re.search(r'^type *= "pvh"', text, re.M), text
+    m = read_manifest(tmp_path)
+    assert [a["kind"] for a in m["artifacts"]][0] == f"disk-{fmt}" and m["made_by"] == xen_kvm.MARKER
+    assert m["network"] == {"eth0": {"mac": "00:16:3e:5a:00:01"}}
