@@ -273,10 +273,7 @@ def _convert(req: KvmRequest, p: KvmPlan, work: Path) -> None:
         log.info("installing %s into the guest (its own dpkg, in a chroot)", " ".join(PACKAGES["debian"]))
         install_debian(root, work / "apt", release, PACKAGES["debian"])
         opts = disk_target.DiskOptions(format=disk_format(req.kind), table="gpt", boot="bios")
-        # what the disk target reads of a build: the name, the distro, no cloud-init seed; the tree; the stage
-        job = SimpleNamespace(recipe=SimpleNamespace(name=p.name, distro=family, cloud_init=None), root=root,
-                              stage=stage, epoch=epoch)
-        arts = disk_target.produce(job, opts)
+        arts = disk_target.make(disk_target.Job(p.name, family, root, stage, epoch), opts)
     q = arts[f"disk-{opts.format}"]
     os.chmod(q, 0o600)                           # the guest's secrets are in it
     os.replace(q, req.out / q.name)

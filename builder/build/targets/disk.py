@@ -38,6 +38,7 @@ from builder.core.schema import opt
 
 if TYPE_CHECKING:
     from builder.build.context import Context
+    from builder.core.rootfs import RootFS
 
 log = logging.getLogger("imgbuild")
 DOC = "a bootable partitioned disk (qcow2 and/or raw; GPT or MBR; BIOS and/or UEFI): the guest's kernel and GRUB"
@@ -76,9 +77,26 @@ def _uuid(what: str, name: str, epoch: int) -> str:
     return str(uuid.UUID(bytes=hashlib.sha256(f"disk:{what}:{name}:{epoch}".encode()).digest()[:16], version=4))
 
 
-def kernel(ctx: "Context") -> tuple[str, str]:
+@dataclass(frozen=True)
+class Job:
+    """What the disk target reads: a name (files, GUIDs), the distribution (its package names in hints), the tree,
+    where the disk goes, the time every stamp gets. A build's Context gives it (Job.of); migrate xen --to-kvm
+    makes one for a converted guest."""
+
+    name: str
+    distro: str
+    root: "RootFS"
+    stage: Path
+    epoch: int
+
+    @classmethod
+    def of(cls, ctx: "Context") -> Job:
+        return cls(ctx.recipe.name, ctx.recipe.distro, ctx.root, ctx.stage, ctx.epoch)
+
+
+def kernel(job: Job) -> tuple[str, str]:
     """(vmlinuz, initrd) file names in /boot: the newest kernel that has an initramfs."""
-    names = ctx.root.listdir("/boot") if ctx.root.is_dir("/boot") else []
+    names = job.root.listdir("/boot") if job.root.is_dir("/boot") else []
     versions = sorted((n[len("vmlinuz-"):] for n in names if n.startswith("vmlinuz-")),
                       key=lambda v: [int(x) if x.isdigit() else x for x in v.replace("-", ".").split(".")])
     for v in reversed(versions):
@@ -86,7 +104,7 @@ def kernel(ctx: "Context") -> tuple[str, str]:
             if initrd in names:
                 return f"vmlinuz-{v}", initrd
     raise InputError("targets.disk: the tree has no kernel with an initramfs in /boot",
-                     f"add {family_of(ctx.recipe.distro).vm_packages.get('kernel', 'a kernel')} to "
+                     f"add {family_of(job.distro).vm_packages.get('kernel', 'a kernel')} to "
                      "bootstrap.packages")
 
 
@@ -98,38 +116,38 @@ def grub_menu(root_uuid: str, vmlinuz: str, initrd: str, cmdline: str) -> str:
             f"  initrd /boot/{initrd}\n}}\n")
 
 
-def core_image(ctx: "Context", platform: str, root_uuid: str) -> bytes:
+def core_image(job: Job, platform: str, root_uuid: str) -> bytes:
     """The guest's own grub-mkimage (in a chroot of the tree) makes the core image for `platform`."""
     fmt, extra = PLATFORM[platform]
-    mkimage = next((p for p in MKIMAGE if ctx.root.exists(p)), None)
-    if not ctx.root.is_dir(f"/usr/lib/grub/{fmt}") or mkimage is None:
-        pkg = family_of(ctx.recipe.distro).vm_packages.get(platform, "GRUB's platform files")
+    mkimage = next((p for p in MKIMAGE if job.root.exists(p)), None)
+    if not job.root.is_dir(f"/usr/lib/grub/{fmt}") or mkimage is None:
+        pkg = family_of(job.distro).vm_packages.get(platform, "GRUB's platform files")
         raise InputError(f"targets.disk: boot {platform} needs GRUB's {fmt} files and grub-mkimage in the tree",
                          f"add {pkg} to bootstrap.packages (or choose targets.disk.boot)")
     tmp = f"/tmp/.imgbuild-grub-{fmt}"
-    ctx.root.mkdir(tmp, 0o700, reset=True)
+    job.root.mkdir(tmp, 0o700, reset=True)
     try:
-        ctx.root.write(f"{tmp}/early.cfg", f"search --no-floppy --fs-uuid --set=root {root_uuid}\n"
+        job.root.write(f"{tmp}/early.cfg", f"search --no-floppy --fs-uuid --set=root {root_uuid}\n"
                                            "set prefix=($root)/boot/grub\n")
-        runner.run(["chroot", str(ctx.root.path), mkimage, "-O", fmt, "-o", f"{tmp}/core.img",
+        runner.run(["chroot", str(job.root.path), mkimage, "-O", fmt, "-o", f"{tmp}/core.img",
                     "-c", f"{tmp}/early.cfg", "-p", "/boot/grub", *extra, *MODULES])
-        data = ctx.root.read_bytes(f"{tmp}/core.img", follow_last=False, limit=8 * MiB)
+        data = job.root.read_bytes(f"{tmp}/core.img", follow_last=False, limit=8 * MiB)
     finally:
-        ctx.root.remove(tmp, tree=True)
+        job.root.remove(tmp, tree=True)
     if not data:
         raise BuilderError(f"grub-mkimage made no {fmt} core image", "run the build with -v to see its output")
     return data
 
 
-def _esp(ctx: "Context", efi: bytes, dest: Path) -> None:
+def _esp(job: Job, efi: bytes, dest: Path) -> None:
     """A FAT ESP holding EFI/BOOT/BOOTX64.EFI (mkfs.fat with the recipe's volume id; files copied with mtools)."""
     d = dest.with_suffix(".dir")
     (d / "EFI" / "BOOT").mkdir(parents=True)
     (d / "EFI" / "BOOT" / "BOOTX64.EFI").write_bytes(efi)
     for p in (d / "EFI" / "BOOT" / "BOOTX64.EFI", d / "EFI" / "BOOT", d / "EFI"):
-        os.utime(p, (ctx.epoch, ctx.epoch))
-    volid = _uuid("esp", ctx.recipe.name, ctx.epoch).replace("-", "")[:8]
-    env = {**os.environ, "SOURCE_DATE_EPOCH": str(ctx.epoch)}
+        os.utime(p, (job.epoch, job.epoch))
+    volid = _uuid("esp", job.name, job.epoch).replace("-", "")[:8]
+    env = {**os.environ, "SOURCE_DATE_EPOCH": str(job.epoch)}
     runner.run(["mkfs.fat", "-C", "-i", volid, "-n", "ESP", str(dest), str(ESP_SIZE // 1024)], env=env)
     runner.run(["mcopy", "-s", "-m", "-Q", "-i", str(dest), str(d / "EFI"), "::/"], env=env)
 
@@ -199,15 +217,23 @@ def _copy_in(disk: Path, src: Path, sector: int) -> None:
 
 
 def produce(ctx: "Context", opts: DiskOptions) -> dict[str, Path]:
-    name, epoch = ctx.recipe.name, ctx.epoch
-    vmlinuz, initrd = kernel(ctx)
+    """The build's disk (and, with cloud_init:, the seed ISO beside it)."""
+    out = make(Job.of(ctx), opts)
+    out.update(cloudinit.produce_iso(ctx))    # cloud_init: the NoCloud seed ISO beside the disk
+    return out
+
+
+def make(job: Job, opts: DiskOptions) -> dict[str, Path]:
+    """The bootable disk of job.root in job.stage: NAME.qcow2 and/or NAME.raw (by opts.format)."""
+    name, epoch = job.name, job.epoch
+    vmlinuz, initrd = kernel(job)
     root_uuid = image.fs_uuid("root", epoch)        # make_image's UUID for label "root"
-    cores = {p: core_image(ctx, p, root_uuid) for p in ("bios", "uefi") if opts.boot in (p, "both")}
-    work = ctx.stage / f".{name}.disk"
+    cores = {p: core_image(job, p, root_uuid) for p in ("bios", "uefi") if opts.boot in (p, "both")}
+    work = job.stage / f".{name}.disk"
     work.mkdir()
     try:
         fs_opts = image.ImageOptions(fstab=False)
-        items, root_bytes = image.plan(ctx.root.path, fs_opts)
+        items, root_bytes = image.plan(job.root.path, fs_opts)
         parts, size = layout(opts, root_bytes)
         where = {role: start for role, start, _n in parts}
         raw = work / f"{name}.raw"
@@ -217,7 +243,7 @@ def produce(ctx: "Context", opts: DiskOptions) -> dict[str, Path]:
         runner.run(["sfdisk", "-q", "--no-reread", "--no-tell-kernel", str(raw)],
                    input=sfdisk_script(opts, parts, name, epoch))
         # the root filesystem made in its partition, in place: no second copy of the tree's bytes
-        root_fs = image.write_fs(ctx.root.path, raw, items, root_bytes, fs_opts, epoch, where["root"] * SECTOR)
+        root_fs = image.write_fs(job.root.path, raw, items, root_bytes, fs_opts, epoch, where["root"] * SECTOR)
         e2fs.write(root_fs, "/etc/fstab", f"# written by imgbuild\nUUID={root_uuid}\t/\text4\t"
                    "defaults,errors=remount-ro\t0 1\n".encode(), 0o644, 0, 0, epoch)
         if not e2fs.is_dir(root_fs, "/boot/grub"):
@@ -228,10 +254,10 @@ def produce(ctx: "Context", opts: DiskOptions) -> dict[str, Path]:
                    0o644, 0, 0, epoch)
         e2fs.settle(root_fs, epoch)
         if "uefi" in cores:
-            _esp(ctx, cores["uefi"], work / "esp.fat")
+            _esp(job, cores["uefi"], work / "esp.fat")
             _copy_in(raw, work / "esp.fat", where["esp"])
         if "bios" in cores:
-            boot_img = ctx.root.read_bytes("/usr/lib/grub/i386-pc/boot.img", limit=SECTOR)
+            boot_img = job.root.read_bytes("/usr/lib/grub/i386-pc/boot.img", limit=SECTOR)
             if not boot_img or len(boot_img) != SECTOR:
                 raise InputError("targets.disk: the tree's /usr/lib/grub/i386-pc/boot.img is not a boot sector",
                                  "reinstall grub-pc-bin in the recipe")
@@ -243,15 +269,14 @@ def produce(ctx: "Context", opts: DiskOptions) -> dict[str, Path]:
             bios_boot(raw, boot_img, cores["bios"], at)
         out: dict[str, Path] = {}
         if opts.format in ("qcow2", "both"):
-            q = ctx.stage / f"{name}.qcow2"
+            q = job.stage / f"{name}.qcow2"
             runner.run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(raw), str(q)])
             out["disk-qcow2"] = q
         if opts.format in ("raw", "both"):
-            os.rename(raw, ctx.stage / f"{name}.raw")
-            out["disk-raw"] = ctx.stage / f"{name}.raw"
+            os.rename(raw, job.stage / f"{name}.raw")
+            out["disk-raw"] = job.stage / f"{name}.raw"
         log.info("disk: %s (%d MiB, %s, boot %s)", ", ".join(p.name for p in out.values()), size >> 20, opts.table,
                  opts.boot)
-        out.update(cloudinit.produce_iso(ctx))    # cloud_init: the NoCloud seed ISO beside the disk
         return out
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -144,10 +144,10 @@ def test_an_el_tree_gets_its_core_image_from_grub2_mkimage(tmp_path):
     r = load(REPO / "recipes" / "centos7-vm.yml").recipe
     ctx = Context(recipe=r, source=REPO / "recipes" / "centos7-vm.yml", root=RootFS(root), work=tmp_path,
                   stage=tmp_path, epoch=1700000000, family=family_of(r.distro))
-    core = disk.core_image(ctx, "bios", "0d0e0a0d-0000-4000-8000-000000000001").decode()
+    core = disk.core_image(disk.Job.of(ctx), "bios", "0d0e0a0d-0000-4000-8000-000000000001").decode()
     assert core.startswith("/usr/bin/grub2-mkimage search --no-floppy --fs-uuid --set=root "
                            "0d0e0a0d-0000-4000-8000-000000000001"), core
     assert not (root / "tmp" / ".imgbuild-grub-i386-pc").exists()       # its work dir in the tree is gone
     with pytest.raises(InputError, match="x86_64-efi") as e:            # no EFI modules in this tree
-        disk.core_image(ctx, "uefi", "0d0e0a0d-0000-4000-8000-000000000001")
+        disk.core_image(disk.Job.of(ctx), "uefi", "0d0e0a0d-0000-4000-8000-000000000001")
     assert "grub2-efi-x64-modules" in e.value.hint
