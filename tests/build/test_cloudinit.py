@@ -265,3 +265,4 @@ def test_user_data_file_is_an_input_of_the_up_to_date_check(tmp_path):
     (tmp_path / "ud.yml").write_text("#cloud-config\n")
     r = rec.load(write(tmp_path, BASE + "cloud_init: {user_data_file: ud.yml}\n")).recipe
     assert uptodate.local_files(r) == [str(tmp_path / "ud.yml")]
+

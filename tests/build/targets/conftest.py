@@ -9,6 +9,8 @@ import pytest
 from tests.conftest import REPO, imgbuild
 
 VM_RECIPE = REPO / "recipes" / "debian12-vm.yml"
+# the VM build also carries a cloud-init NoCloud seed (in the guest, and as a seed ISO beside the disk)
+VM_SET = ("--set", "cloud_init={user_data: {ssh_pwauth: false, runcmd: [[touch, /root/cloud-init-ran]]}}")
 
 
 def loop_devices() -> list[str]:
@@ -20,7 +22,7 @@ def vm_build(tmp_path_factory):
     """The built output directory (…/debian12-vm); the build used no loop device."""
     before = loop_devices()
     out = tmp_path_factory.mktemp("vm") / "out"
-    r = imgbuild(VM_RECIPE, "-o", out)
+    r = imgbuild(VM_RECIPE, "-o", out, *VM_SET)
     assert r.returncode == 0, r.stderr[-4000:]
     assert loop_devices() == before
     return out / "debian12-vm"

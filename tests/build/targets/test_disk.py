@@ -15,7 +15,7 @@ import pytest
 
 from builder.build.targets import disk
 from builder.core.errors import InputError
-from tests.build.targets.conftest import VM_RECIPE
+from tests.build.targets.conftest import VM_RECIPE, VM_SET
 from tests.conftest import REPO, imgbuild
 
 BOOT_TIMEOUT = 240
@@ -67,7 +67,7 @@ def test_the_layout_and_a_second_build(vm_build, tmp_path):
     assert [p["start"] for p in table["partitions"]][:2] == [2048, 4096]
     # the same recipe again: the same disk, but for the ESP's EFI directory entry, whose creation and change
     # times mtools sets from the clock (2 bytes; see docs/targets.md)
-    r = imgbuild(VM_RECIPE, "-o", tmp_path / "again", "--force")
+    r = imgbuild(VM_RECIPE, "-o", tmp_path / "again", "--force", *VM_SET)
     assert r.returncode == 0, r.stderr[-3000:]
     again = tmp_path / "again" / "debian12-vm" / "debian12-vm.raw"
     diff = subprocess.run(["cmp", "-l", str(raw), str(again)], capture_output=True, text=True).stdout.split("\n")

@@ -1,24 +1,29 @@
 """The VM guest configs, read by the real consumers that run here: libvirt's domain schema (virt-xml-validate) and
 libvirt's own domain parser (virsh on libvirt's built-in test driver, test:///default: no daemon, no hypervisor);
-xl's parser (libxlutil) for the Xen HVM and PVH configs, and Xen's real pygrub reading the built disk the way a
-Xen host boots a PVH guest from it. No Xen hypervisor and no libvirtd run here: booting the disk itself is
-test_disk.py's (qemu)."""
+xl's parser (libxlutil) for the Xen HVM and PVH configs, Xen's real pygrub reading the built disk the way a
+Xen host boots a PVH guest from it, and cloud-init's own checks of the NoCloud seed ISO beside the disk. No Xen
+hypervisor and no libvirtd run here: booting the disk itself is test_disk.py's (qemu)."""
 from __future__ import annotations
 
 import glob
+import json
 import re
 import shutil
+import stat
 import subprocess
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+import yaml
 
 from builder.build import recipe
+from builder.build.steps import cloudinit
 from builder.build.targets import libvirt, xenvm
 from builder.core.errors import RecipeError
 from builder.guestconf import xl
 from tests.build.targets.conftest import VM_RECIPE
+from tests.build.test_cloudinit import _volume_id, cli
 
 needs_xl = pytest.mark.skipif(not xl.available(), reason=str(xl.why_unavailable()))
 PYGRUB = next(iter(sorted(glob.glob("/usr/lib/xen-*/bin/pygrub"), reverse=True)), None)
@@ -137,3 +142,33 @@ def test_a_vm_config_that_cannot_boot_is_refused_when_the_recipe_loads(overrides
     with pytest.raises(RecipeError) as e:
         load(*overrides)
     assert any(p.path == key and words in p.message for p in e.value.problems), str(e.value)
+
+
+# ------------------------------------------------------------------ the seed of a real VM build
+
+
+@pytest.mark.root
+@pytest.mark.network
+@pytest.mark.slow
+def test_the_vm_outputs_seed_iso_passes_cloud_inits_checks(vm_build, tmp_path):
+    """The debian12-vm build (with a cloud_init: key, as tests/build/targets/conftest.py builds it): its manifest
+    lists NAME.seed.iso, the ISO is volume cidata, its user-data passes `cloud-init schema`, its network-config is
+    the recipe's eth0 as cloud-init's own converter reads it."""
+    if shutil.which("xorriso") is None:
+        pytest.skip("xorriso is not installed (scripts/setup.sh installs it)")
+    m = json.loads((vm_build / "manifest.json").read_text())
+    assert {a["kind"]: a["path"] for a in m["artifacts"]}[cloudinit.ISO_KIND] == "debian12-vm.seed.iso"
+    iso = vm_build / "debian12-vm.seed.iso"
+    assert _volume_id(iso) == "cidata" and stat.S_IMODE(iso.stat().st_mode) == 0o600
+    out = tmp_path / "seed"
+    r = subprocess.run(["xorriso", "-osirrox", "on", "-indev", str(iso), "-extract", "/", str(out)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert yaml.safe_load((out / "meta-data").read_text()) == {"instance-id": "vm20", "local-hostname": "vm20"}
+    r = cli("schema", "--config-file", out / "user-data", cwd=tmp_path)
+    assert r.returncode == 0 and "Valid cloud-config" in r.stdout, r.stdout + r.stderr
+    r = cli("devel", "net-convert", "-p", out / "network-config", "-k", "yaml", "-D", "debian", "-O", "eni", "-d",
+            tmp_path / "eni", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    eni = "".join(p.read_text() for p in (tmp_path / "eni").rglob("*") if p.is_file())
+    assert "address 10.0.3.20/24" in eni and 'ATTR{address}=="00:16:3e:00:03:20"' in eni, eni
