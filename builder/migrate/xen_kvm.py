@@ -283,8 +283,7 @@ def _convert(req: KvmRequest, p: KvmPlan, work: Path) -> None:
 def write_configs(req: KvmRequest, p: KvmPlan, dopts) -> None:
     """DIR/NAME.xml (libvirt) or DIR/NAME-KIND.cfg (xl), and DIR/manifest.json for `imgbuild boot DIR`."""
     nets = {f"eth{i}": SimpleNamespace(mac=mac) for i, mac in enumerate(p.macs)}
-    # what the libvirt and xenvm targets read of a recipe (no cloud-init seed for a converted guest)
-    r = SimpleNamespace(name=p.name, targets=SimpleNamespace(disk=dopts), network=nets, cloud_init=None)
+    r = SimpleNamespace(name=p.name, targets=SimpleNamespace(disk=dopts), network=nets)
     disk_path = str(req.out.resolve() / f"{p.name}.{dopts.format}")
     arts = [{"kind": f"disk-{dopts.format}", "path": f"{p.name}.{dopts.format}"}]
     if req.kind == "kvm":
