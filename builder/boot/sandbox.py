@@ -140,11 +140,18 @@ def ours(pid: int | None, program: str, marker: str) -> bool:
     signalled."""
     if not pid:
         return False
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            cmd = f.read().split(b"\0")
-    except OSError:
-        return False
+    for _ in range(50):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                raw = f.read()
+        except OSError:
+            return False
+        if raw:
+            break
+        # empty: the process is between two programs (nsenter exec()ing the runtime has no arguments yet for a
+        # moment) or a zombie; ask again shortly rather than call it gone
+        time.sleep(0.02)
+    cmd = raw.split(b"\0")
     return any(c.endswith(program.encode()) for c in cmd) and marker.encode() in cmd
 
 
