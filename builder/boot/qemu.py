@@ -30,6 +30,7 @@ ANSI = CSI      # colour sequences in the console text
 FAILED = re.compile(r"\[FAILED\] Failed to start (\S+?)(?: - |\.?$)", re.M)
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
 OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
+SEED_ISO = "seed-iso"        # the manifest kind of cloud_init's NoCloud seed (builder/build/steps/cloudinit.py)
 
 
 def needs(manifest: dict) -> bool:
@@ -46,12 +47,28 @@ def accel() -> str:
     return "kvm" if usable else "tcg"
 
 
-def start(output: Path, manifest: dict, sb: Sandbox) -> float:
-    files = {a["kind"]: Path(output) / a["path"] for a in manifest["artifacts"]}
+def _file(output: Path, path: str, what: str) -> Path:
+    p = Path(os.path.abspath(Path(output) / path))      # qemu runs in the work directory
+    if p.is_symlink() or not p.is_file():
+        raise InputError(f"{p}: the output's {what} is missing or not a regular file", "build again")
+    return p
+
+
+def drives(output: Path, manifest: dict) -> list[str]:
+    """qemu's -drive options: the disk (never written: snapshot=on) and, when the build made one, cloud_init's
+    seed ISO as a read-only CD-ROM (as the libvirt domain attaches it)."""
+    files = {a["kind"]: a["path"] for a in manifest["artifacts"]}
     kind = "disk-qcow2" if "disk-qcow2" in files else "disk-raw"
-    disk = Path(os.path.abspath(files[kind]))          # qemu runs in the work directory
-    if disk.is_symlink() or not disk.is_file():
-        raise InputError(f"{disk}: the output's disk is missing or not a regular file", "build again")
+    disk = _file(output, files[kind], "disk")
+    out = ["-drive", f"file={_opt(disk)},format={kind.split('-')[1]},if=virtio,snapshot=on"]
+    if SEED_ISO in files:
+        out += ["-drive", f"file={_opt(_file(output, files[SEED_ISO], 'seed ISO'))},format=raw,media=cdrom,"
+                          "readonly=on"]
+    return out
+
+
+def start(output: Path, manifest: dict, sb: Sandbox) -> float:
+    disks = drives(output, manifest)
     macs = [nic["mac"] for _n, nic in sorted((manifest.get("network") or {}).items()) if nic.get("mac")]
     runner.run(["ip", "-n", sb.netns, "tuntap", "add", "dev", TAP, "mode", "tap"])
     runner.run(["ip", "-n", sb.netns, "link", "set", TAP, "master", BRIDGE, "up"])
@@ -72,7 +89,7 @@ def start(output: Path, manifest: dict, sb: Sandbox) -> float:
                               "-chardev", f"socket,id=ser0,path={CONSOLE},server=on,wait=off,logfile=console.log",
                               "-serial", "chardev:ser0", *fw,
                               "-netdev", f"tap,id=n0,ifname={TAP},script=no,downscript=no", "-device", nic,
-                              "-drive", f"file={_opt(disk)},format={kind.split('-')[1]},if=virtio,snapshot=on"),
+                              *disks),
                         output=sb.workdir / "qemu.out", cwd=sb.workdir)
     sb.state.pid = proc.pid
     return launched

@@ -192,3 +192,22 @@ def test_the_guests_console_reaches_no_terminal_unescaped(tmp_path):
     s = ready.wait(lambda argv: (0, "init=systemd\ndegraded\n") if argv[0] == "sh" else (0, HOSTILE + " loaded\n"),
                    timeout=1)
     assert s.text.startswith("systemd degraded (failed: \\x1b]0;owned") and "\x1b" not in s.text, s.text
+
+
+def test_a_seed_iso_is_attached_read_only_and_a_missing_one_refused(tmp_path):
+    """qemu's drives for an output: the disk never written (snapshot=on); cloud_init's seed ISO, when the manifest
+    lists one, as a read-only CD-ROM; a listed ISO that is not a regular file (a link) is bad input."""
+    from builder.boot import qemu
+    from builder.core.errors import InputError
+    (tmp_path / "vm.qcow2").write_bytes(b"")
+    arts = [{"kind": "disk-qcow2", "path": "vm.qcow2"}]
+    assert qemu.drives(tmp_path, {"artifacts": arts}) == [
+        "-drive", f"file={tmp_path}/vm.qcow2,format=qcow2,if=virtio,snapshot=on"]
+    arts.append({"kind": qemu.SEED_ISO, "path": "vm.seed.iso"})
+    os.symlink("/etc/shadow", tmp_path / "vm.seed.iso")
+    with pytest.raises(InputError, match="seed ISO is missing or not a regular file"):
+        qemu.drives(tmp_path, {"artifacts": arts})
+    os.unlink(tmp_path / "vm.seed.iso")
+    (tmp_path / "vm.seed.iso").write_bytes(b"")
+    assert qemu.drives(tmp_path, {"artifacts": arts})[2:] == [
+        "-drive", f"file={tmp_path}/vm.seed.iso,format=raw,media=cdrom,readonly=on"]

@@ -116,13 +116,18 @@ def seed(r: "Recipe") -> dict[str, bytes]:
     return out
 
 
+def makes_iso(r: "Recipe") -> bool:
+    """Whether the build writes NAME.seed.iso (cloud_init: with its ISO, and the disk target on)."""
+    opts = r.cloud_init
+    return opts is not None and not opts.disable and opts.iso and r.targets.disk is not None
+
+
 def secrets(r: "Recipe") -> list[str]:
     """Where the recipe's user-data ends up (never its value), for the outputs' modes and manifest.json."""
     opts = r.cloud_init
     if opts is None or opts.disable or not (opts.user_data or opts.user_data_file):
         return []
-    where = ([f"{SEED_DIR}/user-data"] if opts.guest else []) + (["the seed ISO"] if opts.iso and r.targets.disk
-                                                                  is not None else [])
+    where = ([f"{SEED_DIR}/user-data"] if opts.guest else []) + (["the seed ISO"] if makes_iso(r) else [])
     return [f"{w}: cloud-init user-data" for w in where]
 
 

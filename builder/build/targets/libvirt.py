@@ -15,9 +15,10 @@ import shutil
 import uuid
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Literal
 
+from builder.build.steps import cloudinit
 from builder.build.targets import vm
 from builder.core import proc as runner
 from builder.core.checks import IfName
@@ -91,6 +92,14 @@ def domain_xml(r: "Recipe", opts: LibvirtOptions) -> str:
     ET.SubElement(d, "driver", name="qemu", type=fmt)
     ET.SubElement(d, "source", file=vm.disk_path(r, opts, fmt, IMAGES))
     ET.SubElement(d, "target", dev="vda", bus="virtio")
+    if cloudinit.makes_iso(r):     # cloud_init's NoCloud seed, read-only, beside the disk
+        cd = ET.SubElement(dev, "disk", type="file", device="cdrom")
+        ET.SubElement(cd, "driver", name="qemu", type="raw")
+        seed = PurePosixPath(vm.disk_path(r, opts, fmt, IMAGES)).with_name(f"{r.name}.seed.iso")
+        ET.SubElement(cd, "source", file=str(seed))
+        ET.SubElement(cd, "target", dev="sda" if opts.machine == "q35" else "hda",
+                      bus="sata" if opts.machine == "q35" else "ide")
+        ET.SubElement(cd, "readonly")
     for _ifname, mac in vm.nics(r):
         nic = ET.SubElement(dev, "interface", type="network" if opts.network else "bridge")
         if mac:

@@ -64,6 +64,10 @@ def test_the_libvirt_domain_is_valid_and_names_the_disk_the_mac_and_the_bridge(v
     assert d.find("driver").get("type") == "qcow2"
     assert d.find("source").get("file") == "/var/lib/libvirt/images/debian12-vm.qcow2"
     assert d.find("target").attrib == {"dev": "vda", "bus": "virtio"}
+    # cloud_init's seed ISO (the build has one): a read-only CD-ROM beside the disk
+    cd = dom.find("devices/disk[@device='cdrom']")
+    assert cd.find("source").get("file") == "/var/lib/libvirt/images/debian12-vm.seed.iso"
+    assert cd.find("target").attrib == {"dev": "sda", "bus": "sata"} and cd.find("readonly") is not None
     nic = dom.find("devices/interface")
     assert nic.find("mac").get("address") == "00:16:3e:00:03:20"
     assert nic.find("source").get("bridge") == "virbr0" and nic.find("model").get("type") == "virtio"
