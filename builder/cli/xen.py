@@ -37,6 +37,8 @@ that --disk-map does not move may not land inside the destination's system direc
 /var/spool ...; /var/lib/xen is fine).
 --dry-run changes nothing on either host or here (no stage, no inventory write, no known_hosts entry).
 Both hosts are reached with your ssh (same options for both; use your ssh config for per-host ports/keys).
+With --to-kvm a phy: disk is read where it is: a stopped guest's device directly, a running one's LVM volume
+through a snapshot (--live), a volume whose group is not active here from its extents (nothing activated).
 """
 
 

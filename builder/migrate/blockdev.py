@@ -4,6 +4,8 @@
   busy: Xen's blkback, a mount or another program holds it open exclusively) is read through an LVM snapshot
   (`lvcreate -s`), removed again after the copy, also when the copy fails; a busy device that is no logical
   volume cannot be snapshotted and is refused (copying a filesystem that is being written gives a broken copy).
+- A logical volume whose volume group is not active on this host (no /dev/VG/LV) is read from its extents on the
+  physical volumes, without activating anything (builder.migrate.lvextents); a running guest's volume is active.
 - The copy is sparse: `qemu-img convert` from the device (or snapshot) writes no block that reads as zeros.
 
 LVM runs without waiting for udev (`activation{udev_sync=0 udev_rules=0}`), as it must in a container or on a
@@ -22,6 +24,7 @@ from pathlib import Path
 
 from builder.core import proc as runner
 from builder.core.errors import BuilderError, InputError
+from builder.migrate import lvextents
 
 log = logging.getLogger("imgbuild")
 LVM_CONFIG = "activation{udev_sync=0 udev_rules=0}"
@@ -48,10 +51,28 @@ def device(path: str) -> Path:
         st = os.stat(p)
     except OSError as e:
         raise InputError(f"phy:{path}: {p}: {e.strerror}", "run this on the host that holds the guest's volumes "
-                         "(activate the volume group first: vgchange -ay VG)") from None
+                         "(its disks attached; LVM must know the volume group: pvscan)") from None
     if not stat.S_ISBLK(st.st_mode):
         raise InputError(f"phy:{path}: {p} is not a block device", "check the guest's disk = [...] line")
     return p
+
+
+def source(path: str, live: bool = False) -> Path | lvextents.InactiveVolume:
+    """What the disk is read from: its block device, or, for a logical volume that is not active here (no device
+    node, LVM knows it), its extents. Checked before anything is made."""
+    try:
+        return device(path)
+    except InputError as missing:
+        p = Path(path if path.startswith("/") else f"/dev/{path}")
+        lvname = None if os.path.lexists(p) else lvextents.names(p)
+        vol = lvextents.find(*lvname, lvm) if lvname else None
+        if vol is None:
+            raise missing from None
+    if live:
+        raise InputError(f"phy:{path}: --live, but the volume {vol.vg}/{vol.lv} is not active on this host, so no "
+                         "guest here runs from it; nothing was read",
+                         f"leave out --live (the guest is stopped here), or activate it: vgchange -ay {vol.vg}")
+    return vol
 
 
 def logical_volume(dev: Path) -> tuple[str, str] | None:
@@ -85,7 +106,13 @@ def readable(path: str, live: bool, snapshot_size: str = "1G", dry_run: bool = F
     """The device to copy the disk from: the device itself (a stopped guest) or an LVM snapshot of it (a running
     one), removed when the block ends, however it ends. `notes` collects what was (or, dry, would be) done."""
     notes = notes if notes is not None else []
-    dev = device(path)
+    dev = source(path, live)
+    if isinstance(dev, lvextents.InactiveVolume):
+        notes.append(f"{path}: the volume group {dev.vg} is not active on this host: {dev.vg}/{dev.lv} is read "
+                     f"from its extents on {', '.join(dev.pvs)}, read-only, nothing activated (a guest running from "
+                     "it on another host sharing this storage must be stopped first)")
+        yield dev
+        return
     in_use = busy(dev)
     if not (live or in_use):
         notes.append(f"{dev}: read directly (the guest is stopped)")
@@ -118,8 +145,11 @@ def readable(path: str, live: bool, snapshot_size: str = "1G", dry_run: bool = F
             log.warning("the snapshot %s/%s%s was not removed: %s", vg, lv, SNAP_SUFFIX, "; ".join(r.tail[-2:]))
 
 
-def sparse_copy(src: Path, dest: Path, fmt: str = "raw") -> None:
+def sparse_copy(src: Path | lvextents.InactiveVolume, dest: Path, fmt: str = "raw") -> None:
     """The device's bytes into the file dest (made 0600: the guest's secrets are in it); zero blocks stay holes."""
+    if isinstance(src, lvextents.InactiveVolume):
+        lvextents.copy(src, dest)
+        return
     fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     os.close(fd)
     r = runner.run(["qemu-img", "convert", "-f", fmt, "-O", "raw", "-S", "4k", str(src), str(dest)], check=False)

@@ -221,7 +221,7 @@ def convert(req: KvmRequest) -> KvmPlan:
                 pass
         return p
     if _is_phy(p.root):
-        blockdev.device(p.root.target)          # there, and a block device: before anything is made
+        blockdev.source(p.root.target, req.live)   # a block device, or an inactive volume: before anything is made
     req.out.mkdir(parents=True, exist_ok=True)
     work = req.out / f".{p.name}.work"
     remove_tree(work)                  # a killed run's: its mounts undone first
@@ -283,7 +283,8 @@ def _convert(req: KvmRequest, p: KvmPlan, work: Path) -> None:
 def write_configs(req: KvmRequest, p: KvmPlan, dopts) -> None:
     """DIR/NAME.xml (libvirt) or DIR/NAME-KIND.cfg (xl), and DIR/manifest.json for `imgbuild boot DIR`."""
     nets = {f"eth{i}": SimpleNamespace(mac=mac) for i, mac in enumerate(p.macs)}
-    r = SimpleNamespace(name=p.name, targets=SimpleNamespace(disk=dopts), network=nets)
+    # what the libvirt and xenvm targets read of a recipe (no cloud-init seed for a converted guest)
+    r = SimpleNamespace(name=p.name, targets=SimpleNamespace(disk=dopts), network=nets, cloud_init=None)
     disk_path = str(req.out.resolve() / f"{p.name}.{dopts.format}")
     arts = [{"kind": f"disk-{dopts.format}", "path": f"{p.name}.{dopts.format}"}]
     if req.kind == "kvm":

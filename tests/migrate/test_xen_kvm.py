@@ -3,9 +3,14 @@ device without a partition table) converted on this host into a qcow2 disk with 
 libvirt domain, then booted for real by `imgbuild boot` under qemu. The guest's tree is the session's debian12
 build (tests/conftest.py), so nothing is bootstrapped again.
 
-The `phy:` device is an LVM logical volume on a loop device when this kernel has device-mapper; where it has not
-(`/dev/mapper/control: open failed: No such device`, no dm_mod module), the loop device itself is the phy: disk
-and the LVM test says why it is skipped. Everything made is removed by finalizers (VG, PV, loop device)."""
+The `phy:` device is an LVM logical volume on a loop device, made by the real LVM tools. When this kernel has
+device-mapper the volume is active (/dev/VG/root exists) and a running guest's volume is read through a real
+snapshot. Where it has not (`/dev/mapper/control: open failed: No such device`, no dm_mod module), LVM still
+writes the volume group's metadata (`lvcreate --driverloaded n -an`: nothing is activated): the volume is then an
+inactive one, as on a host where the old dom0's volume group is not activated, and imgbuild reads it from its
+extents; the snapshot test says why it is skipped. The root volume is made in two segments with another volume
+between them, so a wrong mapping gives a broken filesystem. Everything made is removed by finalizers (VG, PV, loop
+device)."""
 from __future__ import annotations
 
 import json
@@ -17,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from builder.core.errors import InputError
-from builder.migrate import blockdev, xen_kvm
+from builder.migrate import blockdev, lvextents, xen_kvm
 from tests.conftest import imgbuild, migrate
 
 LVM_ENV = {**os.environ, "LVM_SUPPRESS_FD_WARNINGS": "1", "DM_DISABLE_UDEV": "1"}
@@ -41,7 +46,7 @@ def dm_reason() -> str | None:
         misc = ""
     if "device-mapper" not in misc:
         return "this kernel has no device-mapper (/proc/misc lists none; lvcreate: /dev/mapper/control: open " \
-               "failed: No such device): the phy: disk is a loop device instead"
+               "failed: No such device): no snapshot can be made; the volumes are inactive and read from their extents"
     if subprocess.run(["which", "lvcreate"], capture_output=True).returncode != 0:
         return "lvm2 is not installed (scripts/setup.sh installs it)"
     return None
@@ -66,17 +71,50 @@ def loop(tmp_path, request):
 
 @pytest.fixture
 def phy(loop, request):
-    """A block device for the guest's root: an LVM volume on a loop device (or the loop device: see dm_reason)."""
-    if dm_reason():
-        return loop, None
+    """The guest's root: a 2 GiB LVM volume VG/root on a loop device, in two segments around a 64 MiB VG/swap;
+    active where the kernel has device-mapper, else only in LVM's metadata (see the module's text)."""
+    off = ["--driverloaded", "n"] if dm_reason() else []
     vg = f"imgbuildtest{os.getpid()}"
     sh("pvcreate", *LVMCONF, loop)
     request.addfinalizer(lambda: subprocess.run(["pvremove", *LVMCONF, "-ff", "-y", loop], capture_output=True,
                                                 env=LVM_ENV))
     sh("vgcreate", *LVMCONF, vg, loop)
-    request.addfinalizer(lambda: subprocess.run(["vgremove", *LVMCONF, "-f", vg], capture_output=True, env=LVM_ENV))
-    sh("lvcreate", *LVMCONF, "-y", "-L", "2G", "-n", "root", vg)
+    request.addfinalizer(lambda: subprocess.run(["vgremove", *LVMCONF, *off, "-f", vg], capture_output=True,
+                                                env=LVM_ENV))
+    inactive = ["-an", "-Zn"] if off else []
+    sh("lvcreate", *LVMCONF, *off, *inactive, "-y", "-L", "1G", "-n", "root", vg)
+    sh("lvcreate", *LVMCONF, *off, *inactive, "-y", "-L", "64M", "-n", "swap", vg)
+    sh("lvextend", *LVMCONF, *off, "-L", "+1G", f"{vg}/root")
     return f"/dev/{vg}/root", vg
+
+
+def lv_ranges(vg: str, lv: str) -> list[tuple[str, int, int]]:
+    """(PV, byte offset, length) of each segment, in order, from LVM's seg_pe_ranges and pe_start: how the test
+    puts bytes into a volume that is not active."""
+    out = sh("lvs", *LVMCONF, "--noheadings", "--units", "b", "--nosuffix", "--segments", "-o",
+             "seg_pe_ranges,vg_extent_size", f"{vg}/{lv}")
+    ranges = []
+    for line in out.splitlines():
+        pe_ranges, ext = line.split()
+        pv, _, span = pe_ranges.rpartition(":")
+        first, last = (int(x) for x in span.split("-"))
+        pe_start = int(sh("pvs", *LVMCONF, "--noheadings", "--units", "b", "--nosuffix", "-o", "pe_start", pv))
+        ranges.append((pv, pe_start + first * int(ext), (last - first + 1) * int(ext)))
+        assert ranges[-1][1] % (1 << 20) == 0, "dd below copies in MiB"
+    return ranges
+
+
+def write_lv(vg: str, lv: str, image: Path) -> None:
+    """image's bytes into the volume vg/lv: through its device when it is active, else segment by segment."""
+    dev = Path(f"/dev/{vg}/{lv}")
+    if dev.exists():
+        sh("dd", f"if={image}", f"of={dev}", "bs=4M", "conv=sparse,notrunc", "status=none")
+        return
+    done = 0
+    for pv, offset, length in lv_ranges(vg, lv):
+        sh("dd", f"if={image}", f"of={pv}", "bs=1M", f"skip={done >> 20}", f"seek={offset >> 20}",
+           f"count={length >> 20}", "conv=sparse,notrunc", "status=none")
+        done += length
 
 
 def test_the_plan_names_the_disks_the_boot_and_the_outputs():
@@ -142,6 +180,52 @@ def test_a_live_guest_is_read_through_a_snapshot_that_is_removed(phy, tmp_path):
     assert "root-imgbuild-snap" not in sh("lvs", *LVMCONF, "--noheadings", "-o", "lv_name", vg)
 
 
+@pytest.mark.root
+def test_an_inactive_volume_is_read_from_its_extents_and_nothing_is_activated(phy, tmp_path):
+    """VG/root, not active here (no /dev/VG/root), is read from its two segments in order, VG/swap between them
+    left out; the copy is sparse; --live is refused (no guest here runs from an inactive volume). Where this kernel
+    has device-mapper the volume is active: then it is read through its device, and this test checks that."""
+    dev, vg = phy
+    marks = {0: os.urandom(1 << 20), (1 << 30) - (1 << 20): os.urandom(1 << 20), 1 << 30: os.urandom(1 << 20),
+             (2 << 30) - (1 << 20): os.urandom(1 << 20)}          # both ends of both segments
+    image = tmp_path / "pattern.img"
+    with open(image, "wb") as f:
+        f.truncate(2 << 30)
+        for at, data in marks.items():
+            f.seek(at)
+            f.write(data)
+    write_lv(vg, "root", image)
+    swap = tmp_path / "swap.img"
+    swap.write_bytes(b"\xaa" * (64 << 20))
+    write_lv(vg, "swap", swap)
+    notes: list[str] = []
+    copy = tmp_path / "copy.raw"
+    with blockdev.readable(dev, live=False, notes=notes) as src:
+        blockdev.sparse_copy(src, copy)
+    active = Path(dev).exists()
+    assert ("read directly" if active else "is read from its extents") in notes[0], notes
+    st = os.stat(copy)
+    assert st.st_size == 2 << 30 and st.st_mode & 0o777 == 0o600
+    assert st.st_blocks * 512 <= 8 << 20, "the copy is not sparse, or VG/swap's 64 MiB of 0xaa are in it"
+    with open(copy, "rb") as f:
+        for at, data in marks.items():
+            f.seek(at)
+            assert f.read(1 << 20) == data, f"byte {at} of the volume is not where LVM put it"
+    for name in (dev, f"/dev/mapper/{vg}-root"):        # both spellings of a volume in an xm config
+        assert isinstance(blockdev.source(name), Path if active else lvextents.InactiveVolume)
+    if not active:
+        with pytest.raises(InputError, match="not active on this host"):
+            blockdev.source(dev, live=True)
+        assert "active" not in sh("lvs", *LVMCONF, "--noheadings", "-o", "lv_active", f"{vg}/root").split()
+
+
+def test_volume_names_from_a_device_path():
+    assert lvextents.names(Path("/dev/vg0/root")) == ("vg0", "root")
+    assert lvextents.names(Path("/dev/mapper/my--vg-web--root")) == ("my-vg", "web-root")
+    for bad in ("/dev/sda1", "/dev/vg0/../sda", "/dev/mapper/novolume", "/srv/vg0/root", "/dev/vg0/$(reboot)"):
+        assert lvextents.names(Path(bad)) is None, bad
+
+
 FAKE_LVM = """#!/bin/sh
 # a stand-in for LVM (see the test): records each call, answers as LVM would for vgtest/root
 echo "$(basename "$0") $*" >> "$LVM_CALLS"
@@ -189,10 +273,13 @@ def test_the_snapshot_is_removed_also_when_the_copy_fails_lvm_stood_in(loop, tmp
 def test_a_pv_guest_converted_to_kvm_boots_under_qemu(debian12_build, phy, tmp_path):
     """The acceptance test: the PV guest's filesystem (the debian12 tree, no kernel, no GRUB) on the phy: device,
     an xm config booting the dom0's kernel; `migrate xen localhost pvweb --to-kvm OUT`; `imgbuild boot OUT`."""
-    dev, _vg = phy
+    dev, vg = phy
     tree = debian12_build.parent / "debian12.rootfs"
     assert not list((tree / "boot").glob("vmlinuz-*")), "the guest tree already has a kernel"
-    sh("mke2fs", "-q", "-F", "-t", "ext4", "-d", tree, dev)
+    image = tmp_path / "root.img"
+    sh("mke2fs", "-q", "-F", "-t", "ext4", "-d", tree, image, "2G")
+    write_lv(vg, "root", image)
+    image.unlink()
     cfg = tmp_path / "pvweb.cfg"
     cfg.write_text(PV_CFG.format(dev=dev).replace(", 'phy:/dev/vg0/swap,xvda2,w'", ""))
     out = tmp_path / "out"
