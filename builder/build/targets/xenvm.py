@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Literal
 
+from builder.build.steps import cloudinit
 from builder.build.targets import vm, xen
 from builder.core.checks import IfName
 from builder.core.outputs import write_atomic
@@ -58,7 +59,14 @@ def settings(r: "Recipe", opts: XenVmOptions, kind: str) -> list[xenconf.Setting
     else:
         out += [S("bootloader", "pygrub"), S("extra", "console=hvc0")]
     path = vm.disk_path(r, opts, fmt, xen.DEFAULT_DIR)
-    out.append(S("disk", [xenconf.Disk(path, opts.vdev, "rw", format=fmt).spec()]))
+    disks = [xenconf.Disk(path, opts.vdev, "rw", format=fmt).spec()]
+    if cloudinit.makes_iso(r):      # cloud_init's NoCloud seed beside the disk, read-only
+        seed = str(PurePosixPath(path).with_name(f"{r.name}.seed.iso"))
+        # HVM: an emulated CD-ROM; PVH has no emulated devices, so a read-only PV disk (NoCloud finds the
+        # filesystem labelled cidata on any block device)
+        disks.append(xenconf.Disk(seed, "hdc", "ro", devtype="cdrom").spec() if kind == "hvm"
+                     else xenconf.Disk(seed, "xvdz", "ro").spec())
+    out.append(S("disk", disks))
     vifs = [",".join([*([f"mac={mac}"] if mac else []), f"bridge={opts.bridge}"]) for _n, mac in vm.nics(r)]
     if vifs:
         out.append(S("vif", vifs))
@@ -73,7 +81,8 @@ def header(r: "Recipe", opts: XenVmOptions, kind: str) -> list[str]:
     how = ("HVM: the disk's GRUB boots under the firmware; console: xl console -t serial {n}" if kind == "hvm"
            else "PVH: pygrub on the host boots the disk's kernel; console: xl console {n}").format(n=r.name)
     return [f"written by imgbuild for {r.name}: xl create /etc/xen/{r.name}-{kind}.cfg", how,
-            f"disk: copy {r.name}.{fmt} to {vm.disk_path(r, opts, fmt, xen.DEFAULT_DIR)}"]
+            f"disk: copy {r.name}.{fmt} to {vm.disk_path(r, opts, fmt, xen.DEFAULT_DIR)}"
+            + (f" and {r.name}.seed.iso beside it" if cloudinit.makes_iso(r) else "")]
 
 
 def produce(ctx: "Context", opts: XenVmOptions) -> dict[str, Path]:

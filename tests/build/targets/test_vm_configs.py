@@ -88,9 +88,12 @@ def test_the_xl_configs_parse_and_pygrub_boots_the_disk_as_a_pvh_guest(vm_build,
     pvh = xl.parse((vm_build / "debian12-vm-pvh.cfg").read_text())
     assert (hvm["type"], hvm["firmware"], hvm["serial"]) == ("hvm", "seabios", "pty")
     assert (pvh["type"], pvh["bootloader"], pvh["extra"]) == ("pvh", "pygrub", "console=hvc0")
+    seed = "target=/var/lib/xen/images/debian12-vm.seed.iso"     # the build has cloud_init's seed ISO
+    assert hvm["disk"][1] == f"format=raw, vdev=hdc, access=ro, devtype=cdrom, {seed}"
+    assert pvh["disk"][1] == f"format=raw, vdev=xvdz, access=ro, {seed}"
     for cfg in (hvm, pvh):
-        assert cfg["disk"] == ["format=raw, vdev=xvda, access=rw, target=/var/lib/xen/images/debian12-vm.raw"]
-        assert xl.check_disk(cfg["disk"][0]) is None
+        assert cfg["disk"][0] == "format=raw, vdev=xvda, access=rw, target=/var/lib/xen/images/debian12-vm.raw"
+        assert len(cfg["disk"]) == 2 and all(xl.check_disk(d) is None for d in cfg["disk"])
         assert cfg["vif"] == ["mac=00:16:3e:00:03:20,bridge=xenbr0"]
     r = subprocess.run([PYGRUB, "-q", f"--args={pvh['extra']}", "--output-format=simple",
                         f"--output-directory={tmp_path}", str(vm_build / "debian12-vm.raw")],
@@ -122,6 +125,23 @@ def test_uefi_domains_ask_libvirt_for_efi_without_secure_boot_and_values_are_esc
     assert dom.find("devices/disk/source").get("file") == "/srv/vm&co/<disk>.qcow2"
     nic = dom.find("devices/interface")
     assert nic.get("type") == "network" and nic.find("source").get("network") == "default"
+
+
+@needs_xl
+def test_the_xl_configs_attach_the_seed_iso_only_when_the_build_makes_one():
+    """HVM: an emulated read-only CD-ROM; PVH, which has no emulated devices: a read-only PV disk after the root
+    (pygrub boots the first). Each spec read by xl's disk parser. No ISO (none asked, or cloud-init disabled):
+    the root disk alone."""
+    with_iso = load("cloud_init={user_data: {ssh_pwauth: false}}", "targets.xenvm.path=/srv/xen/web.raw")
+    disks = {kind: {x.key: x.value for x in xenvm.settings(with_iso, with_iso.targets.xenvm, kind)}["disk"]
+             for kind in ("hvm", "pvh")}
+    assert disks["hvm"][1] == "format=raw, vdev=hdc, access=ro, devtype=cdrom, target=/srv/xen/debian12-vm.seed.iso"
+    assert disks["pvh"][1] == "format=raw, vdev=xvdz, access=ro, target=/srv/xen/debian12-vm.seed.iso"
+    assert all(xl.check_disk(d) is None for d in disks["hvm"] + disks["pvh"])
+    assert "debian12-vm.seed.iso beside it" in xenvm.header(with_iso, with_iso.targets.xenvm, "hvm")[-1]
+    for r in (load(), load("cloud_init={disable: true}"), load("cloud_init={iso: false}")):
+        for kind in ("hvm", "pvh"):
+            assert len({x.key: x.value for x in xenvm.settings(r, r.targets.xenvm, kind)}["disk"]) == 1
 
 
 @needs_xl
