@@ -30,6 +30,7 @@ ANSI = CSI      # colour sequences in the console text
 FAILED = re.compile(r"\[FAILED\] Failed to start (\S+?)(?: - |\.?$)", re.M)
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
 OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
+EXTRA_DISK = "extra-disk-"   # the manifest kind prefix of further disks (builder/migrate/xen_kvm.py)
 SEED_ISO = "seed-iso"        # the manifest kind of cloud_init's NoCloud seed (builder/build/steps/cloudinit.py)
 
 
@@ -61,6 +62,13 @@ def drives(output: Path, manifest: dict) -> list[str]:
     kind = "disk-qcow2" if "disk-qcow2" in files else "disk-raw"
     disk = _file(output, files[kind], "disk")
     out = ["-drive", f"file={_opt(disk)},format={kind.split('-')[1]},if=virtio,snapshot=on"]
+    for a in manifest["artifacts"]:     # a converted Xen guest's further disks, after the root, in their order
+        if a["kind"].startswith(EXTRA_DISK):
+            fmt = a.get("format")
+            if fmt not in ("raw", "qcow2"):
+                raise InputError(f"{output}/manifest.json: {a['kind']} has format {fmt!r}", "convert again")
+            more = _file(output, a["path"], a["kind"])
+            out += ["-drive", f"file={_opt(more)},format={fmt},if=virtio,snapshot=on"]
     if SEED_ISO in files:
         out += ["-drive", f"file={_opt(_file(output, files[SEED_ISO], 'seed ISO'))},format=raw,media=cdrom,"
                           "readonly=on"]

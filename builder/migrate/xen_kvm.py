@@ -3,8 +3,10 @@ that holds its disks (the dom0, or a host that sees its volumes).
 
 1. The xm config is read as data (builder.guestconf.xm: parsed, never run): the guest's name, memory, vcpus, MACs
    and disks, and how it boots (a dom0 kernel, `kernel = "/boot/vmlinuz-...-xen"`, or pygrub).
-2. The root disk (the first) is copied sparsely into a work directory beside DIR: a `phy:` device through an LVM
-   snapshot while the guest runs, else the device itself (builder.migrate.blockdev); an image file as it is.
+2. Each disk is copied sparsely into a work directory beside DIR: a `phy:` device through an LVM snapshot while
+   the guest runs, else the device itself, or an inactive volume from its extents (builder.migrate.blockdev); an
+   image file as it is. The first is the root; the others become NAME-VDEV.qcow2 as they are
+   (builder.migrate.guestdisks), attached after the root, their fstab lines kept by UUID.
 3. The copy (never the original) is mounted (nodev, nosuid; unmounted however the run ends) and the guest gets a
    kernel, an initramfs and GRUB of its own, installed by its own dpkg in a chroot from its distribution's
    packages (Debian: linux-image-amd64 and grub-pc-bin, downloaded by this host's apt from this host's mirror
@@ -15,8 +17,8 @@ that holds its disks (the dom0, or a host that sees its volumes).
 5. DIR gets NAME.qcow2, the VM config (libvirt's NAME.xml for --to-kvm, built by the libvirt target; an xl
    NAME-hvm.cfg or NAME-pvh.cfg by the xenvm target) and a manifest.json, so `imgbuild boot DIR` boots it.
 
-Only the root disk is converted; further disks are named in the notes (copy them with qemu-img yourself). The
-rewritten /etc/fstab holds the root filesystem only: the old one's other lines are named in the notes.
+The rewritten /etc/fstab holds the root filesystem and the lines that mount the further disks; the old one's
+other lines are named in the notes.
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 
+from builder.boot.qemu import EXTRA_DISK
 from builder.build.targets import disk as disk_target
 from builder.build.targets import libvirt, xenvm
 from builder.build.targets import xen as xen_target
@@ -39,7 +42,7 @@ from builder.core.outputs import write_atomic
 from builder.core.rootfs import RootFS
 from builder.core.untrusted import read_text
 from builder.guestconf import xen as xenconf
-from builder.migrate import blockdev
+from builder.migrate import blockdev, guestdisks
 from builder.migrate.remote import shown
 
 log = logging.getLogger("imgbuild")
@@ -49,6 +52,9 @@ PACKAGES = {"debian": ("linux-image-amd64", "grub-pc-bin"), "ubuntu": ("linux-im
             "el": ("kernel", "grub2-tools", "grub2-pc-modules"), "el5": ("kernel", "grub"), "el6": ("kernel", "grub")}
 _RELEASE = re.compile(r"[a-z][a-z0-9-]{1,30}")
 MARKER = "migrate xen --to-kvm"
+# masked in a container (builder.build.steps.init), needed by a VM
+VM_UNITS = ("systemd-udevd.service", "systemd-udevd-control.socket", "systemd-udevd-kernel.socket",
+            "systemd-udev-trigger.service", "systemd-modules-load.service")
 
 
 @dataclass(frozen=True)
@@ -71,6 +77,7 @@ class KvmPlan:
     macs: list[str]
     root: xenconf.Disk
     boot: str                    # how it booted as a PV guest
+    more: list[xenconf.Disk] = field(default_factory=list)     # the further disks, copied as they are
     notes: list[str] = field(default_factory=list)
     outputs: list[str] = field(default_factory=list)
 
@@ -122,19 +129,25 @@ def plan(cfg_text: str, cfg_path: str, kind: str) -> KvmPlan:
         boot = f"{shown(os.path.basename(loader))} (the dom0 read its kernel from the guest's disk)"
     else:
         boot = "unknown (no kernel or bootloader line)"
-    p = KvmPlan(name, _int(xm.get("memory"), 512), _int(xm.get("vcpus"), 1), macs, disks[0], boot)
-    how = "phy: device" if _is_phy(disks[0]) else f"{disks[0].format} image file"
-    p.notes.append(f"root disk: {disks[0].target} ({how}, {disks[0].vdev}) -> {name}.{disk_format(kind)} "
+    vdevs = [d.vdev for d in disks]
+    if len(set(vdevs)) != len(vdevs):
+        raise InputError(f"{cfg_path}: two disks have the same device name ({', '.join(vdevs)})",
+                         "check its disk = [...] line")
+    p = KvmPlan(name, _int(xm.get("memory"), 512), _int(xm.get("vcpus"), 1), macs, disks[0], boot, disks[1:])
+    fmt = disk_format(kind)
+    how = lambda d: "phy: device" if _is_phy(d) else f"{d.format} image file"    # noqa: E731
+    p.notes.append(f"root disk: {disks[0].target} ({how(disks[0])}, {disks[0].vdev}) -> {name}.{fmt} "
                    "(GPT, BIOS boot partition, the root filesystem, GRUB)")
-    for d in disks[1:]:
-        p.notes.append(f"not converted: {d.target} ({d.vdev}); copy it yourself: qemu-img convert -O qcow2 "
-                       f"{d.target} {name}-{d.vdev}.qcow2")
+    for d in p.more:
+        p.notes.append(f"further disk: {d.target} ({how(d)}, {d.vdev}) -> {name}-{d.vdev}.{fmt}, copied as it is "
+                       "and attached after the root (its fstab lines kept, by UUID, when it holds a filesystem or "
+                       "swap area)")
     p.notes.append(f"boot: was {boot}; gets a kernel, initramfs and GRUB of its own: Debian "
                    f"{' '.join(PACKAGES['debian'])} (the guest's dpkg in a chroot), EL5/EL6 "
                    f"{' '.join(PACKAGES['el6'])} (not installed by this version: no EL5/6 mirror is reachable; "
                    "install them in the guest before converting)")
     config = {"kvm": f"{name}.xml", "hvm": f"{name}-hvm.cfg", "pvh": f"{name}-pvh.cfg"}[kind]
-    p.outputs = [f"{name}.{disk_format(kind)}", config, "manifest.json"]
+    p.outputs = [f"{name}.{fmt}", *(f"{name}-{d.vdev}.{fmt}" for d in p.more), config, "manifest.json"]
     return p
 
 
@@ -190,12 +203,16 @@ def install_debian(root: RootFS, top: Path, release: str, packages: tuple[str, .
             root.remove("/usr/sbin/policy-rc.d")
 
 
-def _fstab_notes(root: RootFS) -> list[str]:
-    old = root.read_text("/etc/fstab") or ""
-    keep = [ln for ln in old.splitlines() if ln.strip() and not ln.lstrip().startswith("#")
-            and len(ln.split()) > 1 and ln.split()[1] != "/" and ln.split()[0] not in ("proc", "sysfs", "devpts")]
-    return [f"/etc/fstab: dropped {shown(ln, 200)!r} (the new fstab mounts the root filesystem only)"
-            for ln in keep[:20]]
+def _unmask_for_vm(root: RootFS) -> list[str]:
+    """A guest that ran as a container (imgbuild's systemd-container shim, or a tree made for LXC) has udev
+    masked; a VM needs it (its disks' /dev/disk/by-uuid links, the swap and data disks in fstab): those masks go."""
+    notes = []
+    for unit in VM_UNITS:
+        link = f"/etc/systemd/system/{unit}"
+        if root.readlink(link) == "/dev/null":
+            root.remove(link)
+            notes.append(f"{unit}: unmasked (it was masked as in a container; a VM needs it)")
+    return notes
 
 
 def _check_out(out: Path, force: bool) -> None:
@@ -216,12 +233,13 @@ def convert(req: KvmRequest) -> KvmPlan:
     p = plan(text, str(req.config), req.kind)
     _check_out(req.out, req.force)
     if req.dry_run:
-        if _is_phy(p.root):          # which device would be read, and how (no snapshot is made)
-            with blockdev.readable(p.root.target, req.live, req.snapshot_size, dry_run=True, notes=p.notes):
-                pass
+        for d in (p.root, *p.more):
+            if _is_phy(d):          # which device would be read, and how (no snapshot is made)
+                with blockdev.readable(d.target, req.live, req.snapshot_size, dry_run=True, notes=p.notes):
+                    pass
         return p
-    if _is_phy(p.root):
-        blockdev.source(p.root.target, req.live)   # a block device, or an inactive volume: before anything is made
+    for d in (p.root, *p.more):
+        guestdisks.check(d, req.live)          # each one there and readable: before anything is made
     req.out.mkdir(parents=True, exist_ok=True)
     work = req.out / f".{p.name}.work"
     remove_tree(work)                  # a killed run's: its mounts undone first
@@ -234,22 +252,32 @@ def convert(req: KvmRequest) -> KvmPlan:
     return p
 
 
-def _is_phy(d: xenconf.Disk) -> bool:
-    return d.target.startswith("/dev/")        # the parser gives phy:vg/root as /dev/vg/root
+_is_phy = guestdisks.is_phy
+
+
+def _further_disks(req: KvmRequest, p: KvmPlan, work: Path, fmt: str) -> tuple[list[Path], dict]:
+    """Each further disk copied into the work directory in the output's format, and what it holds."""
+    made, found = [], {}
+    for d in p.more:
+        raw = work / f"{d.vdev}.raw"
+        guestdisks.copy(d, raw, req.live, req.snapshot_size, p.notes)
+        found[d.vdev] = guestdisks.identity(raw)
+        dest = work / f"{p.name}-{d.vdev}.{fmt}"
+        if fmt == "raw":
+            os.rename(raw, dest)
+        else:
+            runner.run(["qemu-img", "convert", "-f", "raw", "-O", fmt, str(raw), str(dest)])
+            os.chmod(dest, 0o600)
+            os.unlink(raw)
+        made.append(dest)
+    return made, found
 
 
 def _convert(req: KvmRequest, p: KvmPlan, work: Path) -> None:
     copy = work / "root.fs"
-    if _is_phy(p.root):
-        with blockdev.readable(p.root.target, req.live, req.snapshot_size, notes=p.notes) as src:
-            log.info("copy %s -> %s (sparse)", src, copy)
-            blockdev.sparse_copy(src, copy)
-    else:
-        src = Path(p.root.target)
-        if not src.is_file() or src.is_symlink():
-            raise InputError(f"{src}: the guest's disk image is missing or not a regular file", "check the config")
-        log.info("copy %s -> %s (sparse)", src, copy)
-        blockdev.sparse_copy(src, copy, p.root.format)
+    guestdisks.copy(p.root, copy, req.live, req.snapshot_size, p.notes)
+    fmt = disk_format(req.kind)
+    more, found = _further_disks(req, p, work, fmt)
     # a snapshot of a running guest holds a journal to replay: fixed in the copy
     r = runner.run(["e2fsck", "-fp", str(copy)], check=False)
     if r.returncode >= 4:
@@ -269,14 +297,16 @@ def _convert(req: KvmRequest, p: KvmPlan, work: Path) -> None:
             raise InputError(f"{p.name}: the guest is {family or 'of an unknown distribution'}"
                              f"{' ' + release if release else ''}; this version installs a kernel and GRUB only "
                              "into Debian guests", f"install {what} in the guest, then run again")
-        p.notes += _fstab_notes(root)
+        fstab, dropped = guestdisks.fstab(root.read_text("/etc/fstab") or "", found)
+        p.notes += dropped + _unmask_for_vm(root)
         log.info("installing %s into the guest (its own dpkg, in a chroot)", " ".join(PACKAGES["debian"]))
         install_debian(root, work / "apt", release, PACKAGES["debian"])
-        opts = disk_target.DiskOptions(format=disk_format(req.kind), table="gpt", boot="bios")
-        arts = disk_target.make(disk_target.Job(p.name, family, root, stage, epoch), opts)
+        opts = disk_target.DiskOptions(format=fmt, table="gpt", boot="bios")
+        arts = disk_target.make(disk_target.Job(p.name, family, root, stage, epoch, tuple(fstab)), opts)
     q = arts[f"disk-{opts.format}"]
     os.chmod(q, 0o600)                           # the guest's secrets are in it
-    os.replace(q, req.out / q.name)
+    for f in (q, *more):
+        os.replace(f, req.out / f.name)
     write_configs(req, p, opts)
 
 
@@ -287,17 +317,20 @@ def write_configs(req: KvmRequest, p: KvmPlan, dopts) -> None:
     r = SimpleNamespace(name=p.name, targets=SimpleNamespace(disk=dopts), network=nets, cloud_init=None)
     disk_path = str(req.out.resolve() / f"{p.name}.{dopts.format}")
     arts = [{"kind": f"disk-{dopts.format}", "path": f"{p.name}.{dopts.format}"}]
+    more = [f"{p.name}-{d.vdev}.{dopts.format}" for d in p.more]
+    arts += [{"kind": f"{EXTRA_DISK}{d.vdev}", "path": f, "format": dopts.format} for d, f in zip(p.more, more)]
+    more = [str(req.out.resolve() / f) for f in more]
     if req.kind == "kvm":
         lopts = libvirt.LibvirtOptions(memory=max(p.memory, 128), vcpus=p.vcpus, path=disk_path,
                                        **({"bridge": req.bridge} if req.bridge else {}))
         dest = req.out / f"{p.name}.xml"
-        write_atomic(dest, libvirt.domain_xml(r, lopts))
+        write_atomic(dest, libvirt.domain_xml(r, lopts, more))
         libvirt.validate(dest)
         arts.append({"kind": "libvirt-domain", "path": dest.name})
     else:
         xopts = xenvm.XenVmOptions(memory=max(p.memory, 128), vcpus=p.vcpus, path=disk_path, types=(req.kind,),
                                    **({"bridge": req.bridge} if req.bridge else {}))
-        want = xenvm.settings(r, xopts, req.kind)
+        want = xenvm.settings(r, xopts, req.kind, more)
         text = xenconf.render(want, xenvm.header(r, xopts, req.kind))
         xen_target.check_xl(text, want, "migrate xen --to-kvm")     # read back with xl's own parser
         dest = req.out / f"{p.name}-{req.kind}.cfg"

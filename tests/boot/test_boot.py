@@ -194,7 +194,7 @@ def test_the_guests_console_reaches_no_terminal_unescaped(tmp_path):
     assert s.text.startswith("systemd degraded (failed: \\x1b]0;owned") and "\x1b" not in s.text, s.text
 
 
-def test_a_seed_iso_is_attached_read_only_and_a_missing_one_refused(tmp_path):
+def test_a_seed_iso_and_further_disks_are_attached_and_a_missing_one_refused(tmp_path):
     """qemu's drives for an output: the disk never written (snapshot=on); cloud_init's seed ISO, when the manifest
     lists one, as a read-only CD-ROM; a listed ISO that is not a regular file (a link) is bad input."""
     from builder.boot import qemu
@@ -211,3 +211,11 @@ def test_a_seed_iso_is_attached_read_only_and_a_missing_one_refused(tmp_path):
     (tmp_path / "vm.seed.iso").write_bytes(b"")
     assert qemu.drives(tmp_path, {"artifacts": arts})[2:] == [
         "-drive", f"file={tmp_path}/vm.seed.iso,format=raw,media=cdrom,readonly=on"]
+    # a converted Xen guest's further disk: after the root, not written either; its format is checked
+    (tmp_path / "vm-xvdb.qcow2").write_bytes(b"")
+    arts.append({"kind": f"{qemu.EXTRA_DISK}xvdb", "path": "vm-xvdb.qcow2", "format": "qcow2"})
+    assert qemu.drives(tmp_path, {"artifacts": arts})[2:4] == [
+        "-drive", f"file={tmp_path}/vm-xvdb.qcow2,format=qcow2,if=virtio,snapshot=on"]
+    arts[-1]["format"] = "vvfat"
+    with pytest.raises(InputError, match="has format 'vvfat'"):
+        qemu.drives(tmp_path, {"artifacts": arts})

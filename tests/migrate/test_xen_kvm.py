@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from builder.core.errors import InputError
-from builder.migrate import blockdev, lvextents, xen_kvm
+from builder.migrate import blockdev, guestdisks, lvextents, xen_kvm
 from tests.conftest import imgbuild, migrate
 
 LVM_ENV = {**os.environ, "LVM_SUPPRESS_FD_WARNINGS": "1", "DM_DISABLE_UDEV": "1"}
@@ -121,10 +121,13 @@ def test_the_plan_names_the_disks_the_boot_and_the_outputs():
     p = xen_kvm.plan(PV_CFG.format(dev="/dev/vg0/root"), "/etc/xen/pvweb.cfg", "kvm")
     assert (p.name, p.memory, p.vcpus, p.macs) == ("pvweb", 512, 1, ["00:16:3e:5a:00:01"])
     assert p.root.target == "/dev/vg0/root" and p.boot.startswith("the dom0's kernel /boot/vmlinuz-2.6.32")
-    assert p.outputs == ["pvweb.qcow2", "pvweb.xml", "manifest.json"]
-    assert any("not converted: /dev/vg0/swap" in n for n in p.notes)
+    assert p.outputs == ["pvweb.qcow2", "pvweb-xvda2.qcow2", "pvweb.xml", "manifest.json"]
+    assert any(n.startswith("further disk: /dev/vg0/swap (phy: device, xvda2) -> pvweb-xvda2.qcow2") for n in p.notes)
     assert any("EL5/EL6 kernel grub" in n for n in p.notes)
-    assert xen_kvm.plan(PV_CFG.format(dev="vg0/root"), "x.cfg", "pvh").outputs[:2] == ["pvweb.raw", "pvweb-pvh.cfg"]
+    assert xen_kvm.plan(PV_CFG.format(dev="vg0/root"), "x.cfg", "pvh").outputs[:3] == \
+        ["pvweb.raw", "pvweb-xvda2.raw", "pvweb-pvh.cfg"]
+    with pytest.raises(InputError, match="same device name"):
+        xen_kvm.plan(PV_CFG.format(dev="/dev/vg0/root").replace("xvda2", "xvda1"), "x.cfg", "kvm")
     pyg = PV_CFG.replace('kernel = "/boot/vmlinuz-2.6.32-5-xen-amd64"', 'bootloader = "/usr/bin/pygrub"')
     assert xen_kvm.plan(pyg.format(dev="/dev/sda1"), "x.cfg", "hvm").boot.startswith("pygrub")
     with pytest.raises(InputError, match="no disk"):
@@ -226,6 +229,43 @@ def test_volume_names_from_a_device_path():
         assert lvextents.names(Path(bad)) is None, bad
 
 
+SWAP_UUID = "5a0e1d2c-3b4a-4c5d-8e6f-0123456789ab"
+FSTAB = """# the PV guest's fstab: its disks by their Xen names
+/dev/xvda1  /     ext4  defaults,errors=remount-ro  0 1
+/dev/xvda2  none  swap  sw                          0 0
+/dev/xvdc1  /srv  ext4  defaults                    0 2
+proc        /proc proc  defaults                    0 0
+"""
+
+
+def test_the_further_disks_fstab_lines_are_kept_by_uuid_and_the_rest_named():
+    data = "0a1b2c3d-0000-4000-8000-00000000dada"
+    found = {"xvda2": {"TYPE": "swap", "UUID": SWAP_UUID}, "xvdb": {"TYPE": "ext4", "UUID": data}, "xvdd": {}}
+    old = FSTAB + f"/dev/sdb /var ext4 defaults 0 2\nuuid={data} /data ext4 ro 0 2\n/dev/xvdd /x ext4 defaults 0 0\n"
+    keep, notes = guestdisks.fstab(old, found)
+    assert keep == [f"UUID={SWAP_UUID}\tnone\tswap\tsw\t0\t0", f"UUID={data}\t/var\text4\tdefaults\t0\t2",
+                    f"UUID={data}\t/data\text4\tro\t0\t2"]
+    assert [n.split("'")[1].split()[0] for n in notes] == ["/dev/xvdc1", "/dev/xvdd"], notes
+
+
+@pytest.mark.root
+def test_what_a_further_disk_holds_is_read_from_the_copy(tmp_path):
+    """blkid on the copy: a swap area and a bare filesystem give their type and UUID; a disk with a partition
+    table, or nothing on it, gives none (its fstab lines are then dropped and named)."""
+    def blank(name: str) -> Path:
+        f = tmp_path / name
+        with open(f, "wb") as fh:
+            fh.truncate(64 << 20)
+        return f
+    sh("mkswap", "-q", "-U", SWAP_UUID, blank("swap"))
+    assert guestdisks.identity(tmp_path / "swap") == {"TYPE": "swap", "UUID": SWAP_UUID}
+    sh("mke2fs", "-q", "-F", "-t", "ext4", "-U", "0a1b2c3d-0000-4000-8000-00000000dada", blank("ext4"))
+    assert guestdisks.identity(tmp_path / "ext4") == {"TYPE": "ext4", "UUID": "0a1b2c3d-0000-4000-8000-00000000dada"}
+    subprocess.run(["sfdisk", "-q", str(blank("table"))], input="label: gpt\n,\n", text=True, check=True)
+    assert guestdisks.identity(tmp_path / "table") == {}
+    assert guestdisks.identity(blank("empty")) == {}
+
+
 FAKE_LVM = """#!/bin/sh
 # a stand-in for LVM (see the test): records each call, answers as LVM would for vgtest/root
 echo "$(basename "$0") $*" >> "$LVM_CALLS"
@@ -278,24 +318,47 @@ def test_a_pv_guest_converted_to_kvm_boots_under_qemu(debian12_build, phy, tmp_p
     assert not list((tree / "boot").glob("vmlinuz-*")), "the guest tree already has a kernel"
     image = tmp_path / "root.img"
     sh("mke2fs", "-q", "-F", "-t", "ext4", "-d", tree, image, "2G")
+    (tmp_path / "fstab").write_text(FSTAB)            # the PV guest's own: by Xen names (the tree is shared)
+    subprocess.run(["debugfs", "-w", "-R", "rm /etc/fstab", image], capture_output=True)     # if it has one
+    sh("debugfs", "-w", "-R", f"write {tmp_path / 'fstab'} /etc/fstab", image)
+    assert "/dev/xvdc1" in sh("debugfs", "-R", "cat /etc/fstab", image)
     write_lv(vg, "root", image)
     image.unlink()
+    swap = tmp_path / "swap.img"                      # its swap disk, VG/swap
+    swap.write_bytes(b"")
+    os.truncate(swap, 64 << 20)
+    sh("mkswap", "-q", "-U", SWAP_UUID, swap)
+    write_lv(vg, "swap", swap)
     cfg = tmp_path / "pvweb.cfg"
-    cfg.write_text(PV_CFG.format(dev=dev).replace(", 'phy:/dev/vg0/swap,xvda2,w'", ""))
+    cfg.write_text(PV_CFG.format(dev=dev).replace("/dev/vg0/swap", f"/dev/{vg}/swap"))
     out = tmp_path / "out"
     r = migrate("xen", "localhost", str(cfg), "--to-kvm", out, "--dry-run")
     assert r.returncode == 0 and "nothing was changed" in r.stdout and not out.exists(), r.stdout + r.stderr
     r = migrate("xen", "localhost", str(cfg), "--to-kvm", out, timeout=900)
     assert r.returncode == 0, r.stdout + r.stderr[-4000:]
-    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "pvweb.qcow2", "pvweb.xml"]
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "pvweb-xvda2.qcow2", "pvweb.qcow2", "pvweb.xml"]
     xml = (out / "pvweb.xml").read_text()
     assert "00:16:3e:5a:00:01" in xml and str(out / "pvweb.qcow2") in xml
+    assert re.search(rf"<source file=\"{out / 'pvweb-xvda2.qcow2'}\" />\s*<target dev=\"vdb\" bus=\"virtio\"", xml), xml
     m = json.loads((out / "manifest.json").read_text())
     assert m["name"] == "pvweb" and m["was"].startswith("the dom0's kernel")
+    assert any("dropped '/dev/xvdc1 " in n for n in m["notes"]), m["notes"]
+    # the tree was built for a container (udev masked): a VM needs udev for its disks' by-uuid links
+    assert any(n.startswith("systemd-udevd-kernel.socket: unmasked") for n in m["notes"]), m["notes"]
     env = {**os.environ, "TMPDIR": str(tmp_path)}
-    b = imgbuild("boot", out, "--timeout", "300", env=env, timeout=600)
-    assert b.returncode == 0, b.stdout + b.stderr[-3000:]
-    assert re.search(r"^pvweb: up in [\d.]+ s under qemu: systemd (running|degraded)", b.stdout, re.M), b.stdout
+    b = imgbuild("boot", out, "--timeout", "300", "--keep", env=env, timeout=600)
+    kept = re.search(r"^kept: (\S+)$", b.stdout, re.M)
+    try:
+        assert b.returncode == 0, b.stdout + b.stderr[-3000:]
+        assert re.search(r"^pvweb: up in [\d.]+ s under qemu: systemd (running|degraded)", b.stdout, re.M), b.stdout
+        # the swap disk came along: attached as vdb, its fstab line rewritten to its UUID, and used
+        console = (Path(kept.group(1)) / "console.log").read_text(errors="replace")
+        assert re.search(r"Adding \d+k swap on /dev/vdb\.", console), console[-3000:]     # the kernel's line
+        assert "Timed out waiting for device" not in console, console[-3000:]
+    finally:
+        if kept:
+            s = imgbuild("boot", "--stop", kept.group(1), env=env, timeout=120)
+            assert s.returncode == 0, s.stdout + s.stderr
 
 
 @pytest.mark.parametrize("kind, name", [("kvm", "pvweb.xml"), ("hvm", "pvweb-hvm.cfg"), ("pvh", "pvweb-pvh.cfg")])
@@ -315,5 +378,10 @@ def test_the_vm_config_has_the_guests_memory_mac_and_disk(tmp_path, kind, name):
     if kind == "pvh":
         assert re.search(r'^bootloader *= "pygrub"', text, re.M) and re.search(r'^type *= "pvh"', text, re.M), text
     m = read_manifest(tmp_path)
-    assert [a["kind"] for a in m["artifacts"]][0] == f"disk-{fmt}" and m["made_by"] == xen_kvm.MARKER
+    assert [a["kind"] for a in m["artifacts"]][:2] == [f"disk-{fmt}", "extra-disk-xvda2"]
+    assert m["made_by"] == xen_kvm.MARKER
+    # the further disk (the swap volume) after the root: vdb for libvirt, xvdb for xl
+    more = str(tmp_path / f"pvweb-xvda2.{fmt}")
+    assert (f'<source file="{more}" />' in text and '<target dev="vdb" bus="virtio" />' in text) if kind == "kvm" \
+        else f"format={fmt}, vdev=xvdb, access=rw, target={more}" in text, text
     assert m["network"] == {"eth0": {"mac": "00:16:3e:5a:00:01"}}

@@ -88,6 +88,7 @@ class Job:
     root: "RootFS"
     stage: Path
     epoch: int
+    fstab: tuple[str, ...] = ()       # lines after the root's in the disk's /etc/fstab (a converted guest's disks)
 
     @classmethod
     def of(cls, ctx: "Context") -> Job:
@@ -244,8 +245,9 @@ def make(job: Job, opts: DiskOptions) -> dict[str, Path]:
                    input=sfdisk_script(opts, parts, name, epoch))
         # the root filesystem made in its partition, in place: no second copy of the tree's bytes
         root_fs = image.write_fs(job.root.path, raw, items, root_bytes, fs_opts, epoch, where["root"] * SECTOR)
-        e2fs.write(root_fs, "/etc/fstab", f"# written by imgbuild\nUUID={root_uuid}\t/\text4\t"
-                   "defaults,errors=remount-ro\t0 1\n".encode(), 0o644, 0, 0, epoch)
+        e2fs.write(root_fs, "/etc/fstab", (f"# written by imgbuild\nUUID={root_uuid}\t/\text4\t"
+                   "defaults,errors=remount-ro\t0 1\n" + "".join(f"{ln}\n" for ln in job.fstab)).encode(),
+                   0o644, 0, 0, epoch)
         if not e2fs.is_dir(root_fs, "/boot/grub"):
             e2fs.script(root_fs, ["mkdir /boot/grub", "sif /boot/grub mode 040755",
                                   *(f"sif /boot/grub {t} @{epoch}" for t in ("atime", "mtime", "ctime", "crtime"))],

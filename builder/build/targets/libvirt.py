@@ -14,6 +14,7 @@ import logging
 import shutil
 import uuid
 import xml.etree.ElementTree as ET
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Literal
@@ -65,7 +66,9 @@ def domain_uuid(name: str) -> str:
     return str(uuid.uuid5(NAMESPACE, name))
 
 
-def domain_xml(r: "Recipe", opts: LibvirtOptions) -> str:
+def domain_xml(r: "Recipe", opts: LibvirtOptions, more: Sequence[str] = ()) -> str:
+    """The domain; `more`: disk files (in the disk's format) attached after it as vdb, vdc ... (a converted
+    guest's further disks)."""
     disk = r.targets.disk
     fmt = vm.disk_format(disk, "qcow2")
     dom = ET.Element("domain", type=opts.domain_type)
@@ -92,6 +95,11 @@ def domain_xml(r: "Recipe", opts: LibvirtOptions) -> str:
     ET.SubElement(d, "driver", name="qemu", type=fmt)
     ET.SubElement(d, "source", file=vm.disk_path(r, opts, fmt, IMAGES))
     ET.SubElement(d, "target", dev="vda", bus="virtio")
+    for i, path in enumerate(more, start=1):
+        d = ET.SubElement(dev, "disk", type="file", device="disk")
+        ET.SubElement(d, "driver", name="qemu", type=fmt)
+        ET.SubElement(d, "source", file=path)
+        ET.SubElement(d, "target", dev=f"vd{chr(ord('a') + i)}", bus="virtio")
     if cloudinit.makes_iso(r):     # cloud_init's NoCloud seed, read-only, beside the disk
         cd = ET.SubElement(dev, "disk", type="file", device="cdrom")
         ET.SubElement(cd, "driver", name="qemu", type="raw")

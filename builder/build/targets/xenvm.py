@@ -7,6 +7,7 @@ Both read back with xl's own parser (libxlutil) before they are written, as the 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Literal
@@ -49,7 +50,9 @@ def recipe_checks(opts: XenVmOptions, targets) -> list[tuple[str, str]]:
     return out
 
 
-def settings(r: "Recipe", opts: XenVmOptions, kind: str) -> list[xenconf.Setting]:
+def settings(r: "Recipe", opts: XenVmOptions, kind: str, more: Sequence[str] = ()) -> list[xenconf.Setting]:
+    """The config's settings; `more`: disk files attached after the root as xvdb, xvdc ... (a converted guest's
+    further disks)."""
     S = lambda k, v: xenconf.Setting(k, v, 0)
     disk = r.targets.disk
     fmt = vm.disk_format(disk, "raw")
@@ -60,6 +63,7 @@ def settings(r: "Recipe", opts: XenVmOptions, kind: str) -> list[xenconf.Setting
         out += [S("bootloader", "pygrub"), S("extra", "console=hvc0")]
     path = vm.disk_path(r, opts, fmt, xen.DEFAULT_DIR)
     disks = [xenconf.Disk(path, opts.vdev, "rw", format=fmt).spec()]
+    disks += [xenconf.Disk(m, f"xvd{chr(ord('a') + i)}", "rw", format=fmt).spec() for i, m in enumerate(more, 1)]
     if cloudinit.makes_iso(r):      # cloud_init's NoCloud seed beside the disk, read-only
         seed = str(PurePosixPath(path).with_name(f"{r.name}.seed.iso"))
         # HVM: an emulated CD-ROM; PVH has no emulated devices, so a read-only PV disk (NoCloud finds the

@@ -1,0 +1,92 @@
+"""A Xen PV guest's disks as `migrate xen --to-kvm` copies them: the root (made a new bootable disk elsewhere) and
+every further disk (swap, /srv, /var ...), copied as it is into NAME-VDEV.qcow2 (or .raw) and attached to the new
+VM after the root, in the order of the xm config.
+
+A Xen PV guest usually mounts its disks by their Xen names (`/dev/xvda2 none swap sw`, `/dev/sdb1 /srv ext4`);
+under KVM the same disks are /dev/vdb, /dev/vdc. So each further disk that holds one filesystem or a swap area
+(no partition table: the usual PV layout) is asked for its UUID (`blkid -p` on the copy, never on the original),
+and the guest's fstab lines that mount it, by its Xen name or by that UUID, are kept with the device written as
+UUID=...; lines for anything else are dropped and named in the notes. What blkid reads off the guest's disk is
+data: a type and a UUID are used only when they have the shape of one.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+from builder.core import proc as runner
+from builder.core.errors import InputError
+from builder.guestconf import xen as xenconf
+from builder.migrate import blockdev
+from builder.migrate.remote import shown
+
+log = logging.getLogger("imgbuild")
+_UUID = re.compile(r"[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}|[0-9a-fA-F]{4}-[0-9a-fA-F]{4}")   # or vfat's
+_TYPE = re.compile(r"[a-z][a-z0-9_]{0,15}")
+_SKIP = ("proc", "sysfs", "devpts", "tmpfs", "none")        # kernel filesystems: the new fstab needs none of them
+
+
+def is_phy(d: xenconf.Disk) -> bool:
+    return d.target.startswith("/dev/")        # the parser gives phy:vg/root as /dev/vg/root
+
+
+def check(d: xenconf.Disk, live: bool) -> None:
+    """The disk is there and can be read (a block device, an inactive LVM volume, an image file): before anything
+    is made."""
+    if is_phy(d):
+        blockdev.source(d.target, live)
+        return
+    src = Path(d.target)
+    if not src.is_file() or src.is_symlink():
+        raise InputError(f"{src}: the guest's disk image is missing or not a regular file", "check the config")
+
+
+def copy(d: xenconf.Disk, dest: Path, live: bool, snapshot_size: str, notes: list[str]) -> None:
+    """The disk's bytes into dest (raw, sparse, 0600): a phy: device as builder.migrate.blockdev reads it, an
+    image file as it is (qcow2 or raw)."""
+    if is_phy(d):
+        with blockdev.readable(d.target, live, snapshot_size, notes=notes) as src:
+            log.info("copy %s -> %s (sparse)", src, dest)
+            blockdev.sparse_copy(src, dest)
+        return
+    check(d, live)
+    log.info("copy %s -> %s (sparse)", d.target, dest)
+    blockdev.sparse_copy(Path(d.target), dest, d.format)
+
+
+def identity(raw: Path) -> dict[str, str]:
+    """{"TYPE", "UUID"} of the one filesystem or swap area that fills the copy; {} when there is none (a
+    partition table, an empty disk) or blkid's answer has not the shape of one."""
+    r = runner.run(["blkid", "-p", "-o", "export", str(raw)], capture=True, check=False)
+    if r.returncode != 0:
+        return {}
+    vals = dict(line.split("=", 1) for line in r.stdout.splitlines() if "=" in line)
+    fstype, uuid = vals.get("TYPE", ""), vals.get("UUID", "")
+    if "PTTYPE" in vals or not (_TYPE.fullmatch(fstype) and _UUID.fullmatch(uuid)):
+        return {}
+    return {"TYPE": fstype, "UUID": uuid}
+
+
+def xen_names(vdev: str) -> set[str]:
+    """How the guest may have named the disk: xvdb1, sdb1 and hdb1 are one disk to a Xen PV kernel."""
+    base = re.sub(r"^(xvd|sd|hd)", "", vdev)
+    return {f"/dev/{prefix}{base}" for prefix in ("xvd", "sd", "hd")}
+
+
+def fstab(old: str, found: dict[str, dict[str, str]]) -> tuple[list[str], list[str]]:
+    """(lines for the new fstab, notes) from the guest's old fstab: every line that mounts a further disk (by
+    its Xen name or its UUID), with the device as UUID=...; the root's line and kernel filesystems left out (the
+    new fstab has its own root line), everything else dropped and named. found: VDEV -> identity()."""
+    keep, notes = [], []
+    for ln in old.splitlines():
+        f = ln.split()
+        if len(f) < 2 or f[0].startswith("#") or f[1] == "/" or f[0] in _SKIP:
+            continue
+        uuid = next((ident["UUID"] for vdev, ident in found.items() if ident and
+                     (f[0] in xen_names(vdev) or f[0].upper() == f"UUID={ident['UUID']}".upper())), None)
+        if uuid:
+            keep.append("\t".join([f"UUID={uuid}", *f[1:]]))
+        elif len(notes) < 20:
+            notes.append(f"/etc/fstab: dropped {shown(ln, 200)!r} (it mounts no disk that was converted)")
+    return keep, notes
