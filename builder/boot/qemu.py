@@ -28,6 +28,8 @@ DOWN = re.compile(r"Kernel panic|You are in emergency mode|Give root password fo
                   r"Failed to mount .*/sysroot|ALERT! .* does not exist")
 ANSI = CSI      # colour sequences in the console text
 FAILED = re.compile(r"\[FAILED\] Failed to start (\S+?)(?: - |\.?$)", re.M)
+# a device in fstab that never came (systemd waits 90 s, then boots on without what needed it)
+TIMED_OUT = re.compile(r"\[ TIME \] Timed out waiting for device (\S+?)\.?$", re.M)
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
 OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
 EXTRA_DISK = "extra-disk-"   # the manifest kind prefix of further disks (builder/migrate/xen_kvm.py)
@@ -118,7 +120,8 @@ def wait_up(sb: Sandbox, st: State, timeout: float) -> InitState:
 
 def console_state(text: str, how: str) -> InitState:
     """What the serial console says: down (a panic, emergency mode ...), up (systemd reached multi-user.target or
-    a login prompt; degraded when systemd printed a unit that failed to start, each named), or still starting."""
+    a login prompt; degraded when systemd printed a unit that failed to start or a device it waited for in vain,
+    each named), or still starting."""
     text = ANSI.sub("", text)
     down = DOWN.search(text)
     if down:
@@ -127,6 +130,7 @@ def console_state(text: str, how: str) -> InitState:
         return InitState(None, f"console: no login prompt yet ({how})")
     seen = "login prompt" if re.search(r"(?m)^\S+ login: ", text) else "multi-user.target"
     failed = [shown(u, 80) for u in dict.fromkeys(FAILED.findall(text))][:10]     # the guest's words: escaped
+    failed += [f"no device {shown(d, 80)}" for d in dict.fromkeys(TIMED_OUT.findall(text))][:5]
     if failed:
         return InitState(True, f"systemd degraded (failed: {', '.join(failed)}; console: {seen}; {how})",
                          has_sshd=True)

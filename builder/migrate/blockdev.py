@@ -18,6 +18,7 @@ import errno
 import logging
 import os
 import re
+import shutil
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -65,7 +66,7 @@ def source(path: str, live: bool = False) -> Path | lvextents.InactiveVolume:
     except InputError as missing:
         p = Path(path if path.startswith("/") else f"/dev/{path}")
         lvname = None if os.path.lexists(p) else lvextents.names(p)
-        vol = lvextents.find(*lvname, lvm) if lvname else None
+        vol = lvextents.find(*lvname, lvm) if lvname and shutil.which("lvs") else None
         if vol is None:
             raise missing from None
     if live:

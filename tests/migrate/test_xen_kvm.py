@@ -222,6 +222,12 @@ def test_an_inactive_volume_is_read_from_its_extents_and_nothing_is_activated(ph
         assert "active" not in sh("lvs", *LVMCONF, "--noheadings", "-o", "lv_active", f"{vg}/root").split()
 
 
+def test_a_missing_device_on_a_host_without_lvm_is_named(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))           # no lvs here: the device's own error, not "lvs missing"
+    with pytest.raises(InputError, match=r"phy:/dev/vg0/root: /dev/vg0/root: No such file or directory"):
+        blockdev.source("/dev/vg0/root")
+
+
 def test_volume_names_from_a_device_path():
     assert lvextents.names(Path("/dev/vg0/root")) == ("vg0", "root")
     assert lvextents.names(Path("/dev/mapper/my--vg-web--root")) == ("my-vg", "web-root")
