@@ -358,6 +358,45 @@ def test_second_conversion_and_taken_identity_are_refused(tmp_path):
     assert r.returncode == 2 and "the name www is already taken by www (xen:/etc/xen/www.cfg)" in r.stderr, r.stderr
 
 
+NETIF_CONF = """# a VPS with veth devices (vzctl set 103 --netif_add eth0,...,vmbr0 --save), no venet address
+ONBOOT="no"
+PHYSPAGES="0:131072"
+SWAPPAGES="0:0"
+VE_PRIVATE="/vz/private/$VEID"
+OSTEMPLATE="debian-12.0-x86_64"
+HOSTNAME="app.example.org"
+NETIF="ifname=eth0,mac=00:18:51:AA:BB:01,host_ifname=veth103.0,host_mac=00:18:51:CC:DD:01,bridge=vmbr0;\
+ifname=eth1,mac=00:18:51:AA:BB:02,host_ifname=veth103.1,host_mac=00:18:51:CC:DD:02"
+"""
+STATIC_ETH0 = "auto lo\niface lo inet loopback\n\nauto eth0\niface eth0 inet static\n    address 192.0.2.30/24\n"
+
+
+def test_a_veth_vps_keeps_its_nics_macs_and_bridges(tmp_path):
+    """NETIF's veth devices become LXC veth NICs with the guest's own names and MACs (the host side's names and
+    MACs are OpenVZ's and go), each on its bridge (or --bridge when it named none); the guest's own network
+    files already say eth0 and stay as they are; ONBOOT=no starts nothing at boot. A MAC another guest holds is
+    refused."""
+    conf = tmp_path / "103.conf"
+    conf.write_text(NETIF_CONF.replace("\\\n", ""))
+    priv = debian_vps(tmp_path / "priv", interfaces=STATIC_ETH0)
+    p = openvz.plan(conf, options(tmp_path, priv, gateways=()), layout="v2")
+    assert [(n.name, n.mac, n.link, n.venet) for n in p.nics] == [
+        ("eth0", "00:18:51:aa:bb:01", "vmbr0", False), ("eth1", "00:18:51:aa:bb:02", "lxcbr0", False)]
+    cfg = p.config.splitlines()
+    for line in ("lxc.net.0.link = vmbr0", "lxc.net.0.name = eth0", "lxc.net.0.hwaddr = 00:18:51:aa:bb:01",
+                 "lxc.net.1.link = lxcbr0", "lxc.net.1.name = eth1", "lxc.net.1.hwaddr = 00:18:51:aa:bb:02"):
+        assert line in cfg, (line, p.config)
+    assert not any(x in p.config for x in ("lxc.start.auto", "veth103", "cc:dd")), p.config
+    assert "/etc/network/interfaces" not in changed(p)
+    assert any("eth0 stays on bridge vmbr0" in n for n in p.notes), p.notes
+    assert p.record.macs == ("00:18:51:aa:bb:01", "00:18:51:aa:bb:02")
+    with inventory.locked(tmp_path / "inv.db") as inv:
+        inv.record(inventory.GuestRecord("db1", "db1", (), ("00:18:51:aa:bb:02",), "lxc:/var/lib/lxc/db1"))
+    with pytest.raises(InputError, match="duplicate of guests imgbuild knows of") as e:
+        openvz.dry_run(conf, options(tmp_path, priv, gateways=()), layout="v2")
+    assert "00:18:51:aa:bb:02" in str(e.value) and "db1" in str(e.value), str(e.value)
+
+
 def test_the_vps_own_config_in_vz_dir_is_no_duplicate(tmp_path):
     """Converting /etc/vz/conf/CTID.conf itself: the OpenVZ config (which discover() finds) is the container
     being converted, not another guest holding its address."""
