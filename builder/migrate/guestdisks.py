@@ -4,13 +4,14 @@ VM after the root, in the order of the xm config.
 
 A Xen PV guest usually mounts its disks by their Xen names (`/dev/xvda2 none swap sw`, `/dev/sdb1 /srv ext4`);
 under KVM the same disks are /dev/vdb, /dev/vdc. So each further disk that holds one filesystem or a swap area
-(no partition table: the usual PV layout) is asked for its UUID (`blkid -p` on the copy, never on the original),
-and the guest's fstab lines that mount it, by its Xen name or by that UUID, are kept with the device written as
-UUID=...; lines for anything else are dropped and named in the notes. What blkid reads off the guest's disk is
-data: a type and a UUID are used only when they have the shape of one.
+(no partition table: the usual PV layout), or each partition of one that has a table, is asked for its UUID
+(`blkid -p` on the copy, never on the original), and the guest's fstab lines that mount it, by its Xen name or by
+that UUID, are kept with the device written as UUID=...; lines for anything else are dropped and named. What
+blkid and sfdisk read off the guest's disk is data: a type and a UUID are used only in the shape of one.
 """
 from __future__ import annotations
 
+import json
 import logging
 import re
 from pathlib import Path
@@ -55,10 +56,11 @@ def copy(d: xenconf.Disk, dest: Path, live: bool, snapshot_size: str, notes: lis
     blockdev.sparse_copy(Path(d.target), dest, d.format)
 
 
-def identity(raw: Path) -> dict[str, str]:
-    """{"TYPE", "UUID"} of the one filesystem or swap area that fills the copy; {} when there is none (a
-    partition table, an empty disk) or blkid's answer has not the shape of one."""
-    r = runner.run(["blkid", "-p", "-o", "export", str(raw)], capture=True, check=False)
+def _probe(raw: Path, offset: int = 0, size: int | None = None) -> dict[str, str]:
+    """{"TYPE", "UUID"} of the filesystem or swap area at offset (blkid -p: low-level probing of the bytes, no
+    cache, nothing mounted); {} for none, a partition table, or an answer without the shape of one."""
+    where = ["-O", str(offset), "-S", str(size)] if size is not None else []
+    r = runner.run(["blkid", "-p", "-o", "export", *where, str(raw)], capture=True, check=False)
     if r.returncode != 0:
         return {}
     vals = dict(line.split("=", 1) for line in r.stdout.splitlines() if "=" in line)
@@ -66,6 +68,33 @@ def identity(raw: Path) -> dict[str, str]:
     if "PTTYPE" in vals or not (_TYPE.fullmatch(fstype) and _UUID.fullmatch(uuid)):
         return {}
     return {"TYPE": fstype, "UUID": uuid}
+
+
+def _partitions(raw: Path) -> list[tuple[int, int, int]]:
+    """(number, byte offset, byte size) of each partition in the copy's table (sfdisk reads it); [] for none."""
+    r = runner.run(["sfdisk", "-J", str(raw)], capture=True, check=False)
+    try:
+        table = json.loads(r.stdout)["partitiontable"] if r.returncode == 0 else {}
+        sector = int(table.get("sectorsize", 512))
+        out = []
+        for part in table.get("partitions", []):
+            m = re.search(r"(\d+)$", str(part["node"]))
+            if m and int(part["size"]) > 0:
+                out.append((int(m.group(1)), int(part["start"]) * sector, int(part["size"]) * sector))
+        return out
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return []
+
+
+def identities(raw: Path, vdev: str) -> dict[str, dict[str, str]]:
+    """Xen device name -> {"TYPE", "UUID"} of what the copy holds: the disk itself when one filesystem or swap
+    area fills it (xvda2, xvdb), else each partition of its table (xvdb1, xvdb2 ...); {} for none."""
+    whole = _probe(raw)
+    if whole:
+        return {vdev: whole}
+    if vdev[-1].isdigit():             # a partition as Xen gave it (xvda2): no partitions of its own
+        return {}
+    return {f"{vdev}{n}": ident for n, start, size in _partitions(raw) if (ident := _probe(raw, start, size))}
 
 
 def xen_names(vdev: str) -> set[str]:
@@ -77,14 +106,14 @@ def xen_names(vdev: str) -> set[str]:
 def fstab(old: str, found: dict[str, dict[str, str]]) -> tuple[list[str], list[str]]:
     """(lines for the new fstab, notes) from the guest's old fstab: every line that mounts a further disk (by
     its Xen name or its UUID), with the device as UUID=...; the root's line and kernel filesystems left out (the
-    new fstab has its own root line), everything else dropped and named. found: VDEV -> identity()."""
+    new fstab has its own root line), everything else dropped and named. found: the disks' identities()."""
     keep, notes = [], []
     for ln in old.splitlines():
         f = ln.split()
         if len(f) < 2 or f[0].startswith("#") or f[1] == "/" or f[0] in _SKIP:
             continue
-        uuid = next((ident["UUID"] for vdev, ident in found.items() if ident and
-                     (f[0] in xen_names(vdev) or f[0].upper() == f"UUID={ident['UUID']}".upper())), None)
+        uuid = next((ident["UUID"] for name, ident in found.items()
+                     if f[0] in xen_names(name) or f[0].upper() == f"UUID={ident['UUID']}".upper()), None)
         if uuid:
             keep.append("\t".join([f"UUID={uuid}", *f[1:]]))
         elif len(notes) < 20:

@@ -261,7 +261,7 @@ def _further_disks(req: KvmRequest, p: KvmPlan, work: Path, fmt: str) -> tuple[l
     for d in p.more:
         raw = work / f"{d.vdev}.raw"
         guestdisks.copy(d, raw, req.live, req.snapshot_size, p.notes)
-        found[d.vdev] = guestdisks.identity(raw)
+        found.update(guestdisks.identities(raw, d.vdev))
         dest = work / f"{p.name}-{d.vdev}.{fmt}"
         if fmt == "raw":
             os.rename(raw, dest)

@@ -246,7 +246,7 @@ proc        /proc proc  defaults                    0 0
 
 def test_the_further_disks_fstab_lines_are_kept_by_uuid_and_the_rest_named():
     data = "0a1b2c3d-0000-4000-8000-00000000dada"
-    found = {"xvda2": {"TYPE": "swap", "UUID": SWAP_UUID}, "xvdb": {"TYPE": "ext4", "UUID": data}, "xvdd": {}}
+    found = {"xvda2": {"TYPE": "swap", "UUID": SWAP_UUID}, "xvdb": {"TYPE": "ext4", "UUID": data}}
     old = FSTAB + f"/dev/sdb /var ext4 defaults 0 2\nuuid={data} /data ext4 ro 0 2\n/dev/xvdd /x ext4 defaults 0 0\n"
     keep, notes = guestdisks.fstab(old, found)
     assert keep == [f"UUID={SWAP_UUID}\tnone\tswap\tsw\t0\t0", f"UUID={data}\t/var\text4\tdefaults\t0\t2",
@@ -256,20 +256,27 @@ def test_the_further_disks_fstab_lines_are_kept_by_uuid_and_the_rest_named():
 
 @pytest.mark.root
 def test_what_a_further_disk_holds_is_read_from_the_copy(tmp_path):
-    """blkid on the copy: a swap area and a bare filesystem give their type and UUID; a disk with a partition
-    table, or nothing on it, gives none (its fstab lines are then dropped and named)."""
+    """blkid on the copy: a swap area and a bare filesystem give their type and UUID under the disk's Xen name; a
+    disk with a partition table gives each partition's under NAME1, NAME2 (an empty partition none); nothing on
+    it, none."""
     def blank(name: str) -> Path:
         f = tmp_path / name
         with open(f, "wb") as fh:
             fh.truncate(64 << 20)
         return f
+    data = "0a1b2c3d-0000-4000-8000-00000000dada"
     sh("mkswap", "-q", "-U", SWAP_UUID, blank("swap"))
-    assert guestdisks.identity(tmp_path / "swap") == {"TYPE": "swap", "UUID": SWAP_UUID}
-    sh("mke2fs", "-q", "-F", "-t", "ext4", "-U", "0a1b2c3d-0000-4000-8000-00000000dada", blank("ext4"))
-    assert guestdisks.identity(tmp_path / "ext4") == {"TYPE": "ext4", "UUID": "0a1b2c3d-0000-4000-8000-00000000dada"}
-    subprocess.run(["sfdisk", "-q", str(blank("table"))], input="label: gpt\n,\n", text=True, check=True)
-    assert guestdisks.identity(tmp_path / "table") == {}
-    assert guestdisks.identity(blank("empty")) == {}
+    assert guestdisks.identities(tmp_path / "swap", "xvda2") == {"xvda2": {"TYPE": "swap", "UUID": SWAP_UUID}}
+    sh("mke2fs", "-q", "-F", "-t", "ext4", "-U", data, blank("ext4"))
+    assert guestdisks.identities(tmp_path / "ext4", "xvdb") == {"xvdb": {"TYPE": "ext4", "UUID": data}}
+    table = blank("table")
+    subprocess.run(["sfdisk", "-q", str(table)], input="label: gpt\n,16M\n,16M\n,\n", text=True, check=True)
+    sh("mke2fs", "-q", "-F", "-t", "ext4", "-U", data, "-E", "offset=1048576", table, "16M")       # partition 1
+    sh("dd", f"if={tmp_path / 'swap'}", f"of={table}", "bs=1M", "count=16", "seek=33", "conv=notrunc",
+       "status=none")                                                                             # partition 3
+    assert guestdisks.identities(table, "xvdc") == {"xvdc1": {"TYPE": "ext4", "UUID": data},
+                                                    "xvdc3": {"TYPE": "swap", "UUID": SWAP_UUID}}
+    assert guestdisks.identities(blank("empty"), "xvdd") == {}
 
 
 FAKE_LVM = """#!/bin/sh
