@@ -237,6 +237,8 @@ def convert(req: KvmRequest) -> KvmPlan:
             if _is_phy(d):          # which device would be read, and how (no snapshot is made)
                 with blockdev.readable(d.target, req.live, req.snapshot_size, dry_run=True, notes=p.notes):
                     pass
+            else:
+                guestdisks.check(d, req.live)       # the image file is there
         return p
     for d in (p.root, *p.more):
         guestdisks.check(d, req.live)          # each one there and readable: before anything is made

@@ -150,6 +150,14 @@ def test_bad_input_is_refused_before_anything_is_read(tmp_path):
     r = migrate("xen", "localhost", str(cfg), "--to-kvm", tmp_path / "out")     # no such device here
     assert r.returncode == 2 and "/dev/vg0/root" in r.stderr and "Traceback" not in r.stderr, r.stderr
     assert not (tmp_path / "out").exists()
+    (tmp_path / "root.img").write_bytes(b"")
+    files = tmp_path / "files.cfg"       # a further disk's image file missing: the dry run says so too
+    files.write_text(PV_CFG.format(dev="x").replace("phy:x", f"file:{tmp_path}/root.img")
+                     .replace("phy:/dev/vg0/swap", f"file:{tmp_path}/gone.img"))
+    for dry in (["--dry-run"], []):
+        r = migrate("xen", "localhost", str(files), "--to-kvm", tmp_path / "out", *dry)
+        assert r.returncode == 2 and f"{tmp_path}/gone.img: the guest's disk image is missing" in r.stderr, r.stderr
+    assert not (tmp_path / "out").exists()
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "x").write_text("someone's file\n")
     r = migrate("xen", "localhost", str(cfg), "--to-kvm", tmp_path / "full")
