@@ -27,9 +27,10 @@ UP = re.compile(r"(?m)^\S+ login: |Reached target .*Multi-User System")
 DOWN = re.compile(r"Kernel panic|You are in emergency mode|Give root password for maintenance|"
                   r"Failed to mount .*/sysroot|ALERT! .* does not exist")
 ANSI = CSI      # colour sequences in the console text
-FAILED = re.compile(r"\[FAILED\] Failed to start (\S+?)(?: - |\.?$)", re.M)
+FAILED = re.compile(r"\[FAILED\] Failed to start (\S+?)(?: - |\.?\r?$)", re.M)
 # a device in fstab that never came (systemd waits 90 s, then boots on without what needed it)
-TIMED_OUT = re.compile(r"\[ TIME \] Timed out waiting for device (\S+?)\.?$", re.M)
+TIMED_OUT = re.compile(r"\[ TIME \] Timed out waiting for device (\S+?)(?: - |\.?\r?$)", re.M)
+CUT_CSI = re.compile(r"\x1b\[[0-9;]*(?=…)")     # a colour code systemd cut short with an ellipsis
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
 OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
 EXTRA_DISK = "extra-disk-"   # the manifest kind prefix of further disks (builder/migrate/xen_kvm.py)
@@ -122,7 +123,7 @@ def console_state(text: str, how: str) -> InitState:
     """What the serial console says: down (a panic, emergency mode ...), up (systemd reached multi-user.target or
     a login prompt; degraded when systemd printed a unit that failed to start or a device it waited for in vain,
     each named), or still starting."""
-    text = ANSI.sub("", text)
+    text = CUT_CSI.sub("", ANSI.sub("", text))
     down = DOWN.search(text)
     if down:
         return InitState(False, f"console: {down.group(0)} ({how})")

@@ -25,7 +25,11 @@ from builder.migrate.remote import shown
 log = logging.getLogger("imgbuild")
 _UUID = re.compile(r"[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}|[0-9a-fA-F]{4}-[0-9a-fA-F]{4}")   # or vfat's
 _TYPE = re.compile(r"[a-z][a-z0-9_]{0,15}")
-_SKIP = ("proc", "sysfs", "devpts", "tmpfs", "none")        # kernel filesystems: the new fstab needs none of them
+_SKIP = ("proc", "sysfs", "devpts")        # kernel filesystems systemd mounts itself: the new fstab needs none
+_DISK = re.compile(r"/dev/|(UUID|LABEL|PARTUUID|PARTLABEL)=", re.I)     # a line's device that is a disk's
+# what installing the kernel writes to: a filesystem mounted on one of these (or above one) from another disk
+# would not get it
+_SYSTEM = ("/etc", "/usr", "/lib/modules", "/var/lib/dpkg", "/var/lib/apt", "/var/cache/apt")
 
 
 def is_phy(d: xenconf.Disk) -> bool:
@@ -103,19 +107,44 @@ def xen_names(vdev: str) -> set[str]:
     return {f"/dev/{prefix}{base}" for prefix in ("xvd", "sd", "hd")}
 
 
-def fstab(old: str, found: dict[str, dict[str, str]]) -> tuple[list[str], list[str]]:
-    """(lines for the new fstab, notes) from the guest's old fstab: every line that mounts a further disk (by
-    its Xen name or its UUID), with the device as UUID=...; the root's line and kernel filesystems left out (the
-    new fstab has its own root line), everything else dropped and named. found: the disks' identities()."""
-    keep, notes = [], []
+def _entries(old: str) -> list[list[str]]:
+    """The fstab's lines as fields: comments, blank lines, the root's line and kernel filesystems left out."""
+    out = []
     for ln in old.splitlines():
         f = ln.split()
-        if len(f) < 2 or f[0].startswith("#") or f[1] == "/" or f[0] in _SKIP:
-            continue
+        if len(f) >= 2 and not f[0].startswith("#") and f[1] != "/" and f[0] not in _SKIP:
+            out.append(f)
+    return out
+
+
+def split_system(old: str) -> list[str]:
+    """The mount points of the guest's fstab, on a disk of their own, that the kernel's installation writes into
+    (/usr, /var, /var/lib ...): a conversion would install beside them. /boot is not one (its line is dropped)."""
+    return [f[1] for f in _entries(old) if _DISK.match(f[0])
+            and any(t == f[1].rstrip("/") or t.startswith(f[1].rstrip("/") + "/") for t in _SYSTEM)]
+
+
+def fstab(old: str, found: dict[str, dict[str, str]]) -> tuple[list[str], list[str]]:
+    """(lines for the new fstab, notes) from the guest's old fstab: every line that mounts a further disk (by
+    its Xen name or its UUID), with the device as UUID=...; lines that mount no disk (tmpfs, NFS, a bind mount)
+    as they are; the root's line and kernel filesystems left out (the new fstab has its own root line); a /boot
+    of its own dropped (the new kernel and GRUB are on the root disk); everything else dropped, each named.
+    found: the disks' identities()."""
+    keep, notes = [], []
+    for f in _entries(old):
+        line = "\t".join(f)
         uuid = next((ident["UUID"] for name, ident in found.items()
                      if f[0] in xen_names(name) or f[0].upper() == f"UUID={ident['UUID']}".upper()), None)
-        if uuid:
+        if f[1].rstrip("/") == "/boot":
+            why = "the new kernel and GRUB are on the root disk's /boot; the old one's disk is attached, not mounted"
+        elif uuid:
             keep.append("\t".join([f"UUID={uuid}", *f[1:]]))
-        elif len(notes) < 20:
-            notes.append(f"/etc/fstab: dropped {shown(ln, 200)!r} (it mounts no disk that was converted)")
+            continue
+        elif not _DISK.match(f[0]):
+            keep.append(line)
+            continue
+        else:
+            why = "it mounts no disk that was converted"
+        if len(notes) < 20:
+            notes.append(f"/etc/fstab: dropped {shown(' '.join(f), 200)!r} ({why})")
     return keep, notes

@@ -1,16 +1,17 @@
 """An LVM logical volume that is not active on this host, read from its extents on the physical volumes.
 
-A stopped Xen guest's volume group is often not active where the conversion runs: the old dom0's disks attached
-to a new host (activating them would clash with the host's own VolGroup00), a host that activates volumes only
-when a guest starts, or a kernel without device-mapper. Activating a foreign volume group changes LVM's state on
-the host; imgbuild does not. It asks LVM where the volume's extents lie (`lvs --segments`, `pvs`: LVM reads its
-own metadata, nothing is written) and copies those byte ranges of the physical volumes, in order, read-only, as
-device-mapper's linear target would map them. Blocks of zeros stay holes in the copy.
+A stopped Xen guest's volume group is often not active where the conversion runs: the old dom0's disks attached to
+another host that should not activate them, a host that activates volumes only when a guest starts, or a kernel
+without device-mapper. (Two volume groups of one name, the old dom0's VolGroup00 beside the host's own, LVM refuses
+to name at all: imgbuild says so and stops; rename one with vgimportclone first.) Activating a foreign volume group
+changes LVM's state on the host; imgbuild does not. It asks LVM where the volume's extents lie (`lvs --segments`,
+`pvs`: LVM reads its own metadata, nothing is written) and copies those byte ranges of the physical volumes, in
+order, read-only, as device-mapper's linear target would map them. Blocks of zeros stay holes in the copy.
 
 Only linear volumes (one stripe per segment) are read this way; a striped, mirrored, RAID, thin or snapshot
 volume needs its volume group activated. The metadata is checked before a byte is read: every physical volume is
-a block device under /dev, every range lies inside it, the segments follow one another from 0 to the volume's
-size. A volume LVM reports as active is never read behind its device's back.
+a block device under /dev (a missing one is named), every range lies inside it, the segments follow one another
+from 0 to the volume's size (lv_size). A volume LVM reports as active is never read behind its device's back.
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from builder.core.errors import BuilderError, InputError
 CHUNK = 1 << 20
 _ZERO = bytes(CHUNK)
 _NAME = re.compile(r"[A-Za-z0-9+_.][A-Za-z0-9+_.-]{0,120}")
-_DEVICES = re.compile(r"(/dev/[A-Za-z0-9+_./-]+)\((\d+)\)")
+_DEVICES = re.compile(r"(/dev/[A-Za-z0-9+_.:/-]+)\((\d+)\)")     # by-path names have colons
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,14 @@ def find(vg: str, lv: str, lvm) -> InactiveVolume | None:
     runs one LVM reporting command (builder.migrate.blockdev.lvm)."""
     what = f"{vg}/{lv}"
     r = lvm("lvs", "--reportformat", "json", "--units", "b", "--nosuffix", "--segments", "-o",
-            "vg_name,lv_name,lv_active,seg_start,seg_size,segtype,stripes,devices,vg_extent_size", what, check=False)
+            "vg_name,lv_name,lv_active,lv_size,seg_start,seg_size,segtype,stripes,devices,vg_extent_size", what,
+            check=False)
+    said = " ".join(r.tail)
+    if "Multiple VGs found with the same name" in said:
+        raise InputError(f"/dev/{what} is missing, and this host has two volume groups named {vg} (the guest's and "
+                         "another), which LVM will not tell apart by name; nothing was read",
+                         "give the guest's volume group a name of its own: vgimportclone -n NEWNAME PV (or vgrename "
+                         "by UUID: vgs -o vg_name,vg_uuid), and name it in a copy of the xm config")
     if r.returncode != 0:
         return None
     segs = _report(r.stdout, "seg", what)
@@ -116,11 +124,17 @@ def find(vg: str, lv: str, lvm) -> InactiveVolume | None:
     pe_start: dict[str, int] = {}
     extents, at = [], 0
     for s in sorted(segs, key=lambda s: _int(s, "seg_start", what)):
-        m = _DEVICES.fullmatch(str(s.get("devices", "")))
-        if s.get("segtype") not in ("linear", "striped") or str(s.get("stripes")) != "1" or not m \
-                or ".." in Path(m.group(1)).parts:
-            raise InputError(f"{what} is a {s.get('segtype')} volume ({s.get('devices')}), not a linear one; "
-                             "nothing was read", f"activate its volume group (vgchange -ay {vg}) and run again")
+        devices = str(s.get("devices", ""))
+        if s.get("segtype") not in ("linear", "striped") or str(s.get("stripes")) != "1":
+            raise InputError(f"{what} is a {s.get('segtype')} volume ({devices}), not a linear one; nothing was "
+                             "read", f"activate its volume group (vgchange -ay {vg}) and run again")
+        if devices.startswith("[unknown]"):
+            raise InputError(f"{what}: a physical volume it lies on is missing ({devices}); nothing was read",
+                             "attach every disk of the volume group (pvs shows which is missing)")
+        m = _DEVICES.fullmatch(devices)
+        if not m or ".." in Path(m.group(1)).parts:
+            raise InputError(f"{what}: LVM names its physical volume {devices!r}, not a device path under /dev; "
+                             "nothing was read", f"check the volume with lvs --segments -o +devices {what}")
         start, size, ext = (_int(s, k, what) for k in ("seg_start", "seg_size", "vg_extent_size"))
         if start != at or size <= 0 or ext <= 0:
             raise InputError(f"{what}: LVM's segments leave a gap at byte {at}; nothing was read",
@@ -134,6 +148,9 @@ def find(vg: str, lv: str, lvm) -> InactiveVolume | None:
                              "check the volume group's metadata (vgck)")
         extents.append(Extent(pv, offset, size, at))
         at += size
+    if at != _int(segs[0], "lv_size", what):
+        raise InputError(f"{what}: LVM's segments cover {at} bytes of a {segs[0].get('lv_size')}-byte volume; "
+                         "nothing was read", "check the volume with lvs --segments")
     return InactiveVolume(vg, lv, at, tuple(extents))
 
 

@@ -32,6 +32,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from builder.boot.qemu import EXTRA_DISK
+from builder.build.steps.init import SYSTEMD_MASK
 from builder.build.targets import disk as disk_target
 from builder.build.targets import libvirt, xenvm
 from builder.build.targets import xen as xen_target
@@ -52,9 +53,10 @@ PACKAGES = {"debian": ("linux-image-amd64", "grub-pc-bin"), "ubuntu": ("linux-im
             "el": ("kernel", "grub2-tools", "grub2-pc-modules"), "el5": ("kernel", "grub"), "el6": ("kernel", "grub")}
 _RELEASE = re.compile(r"[a-z][a-z0-9-]{1,30}")
 MARKER = "migrate xen --to-kvm"
-# masked in a container (builder.build.steps.init), needed by a VM
-VM_UNITS = ("systemd-udevd.service", "systemd-udevd-control.socket", "systemd-udevd-kernel.socket",
-            "systemd-udev-trigger.service", "systemd-modules-load.service")
+# what the container shim masks (builder.build.steps.init) but a VM runs; the gettys stay masked (the VM's console
+# login is console-getty on the serial console, as in the container)
+VM_UNITS = tuple(u for u in SYSTEMD_MASK if u not in ("getty@.service", "serial-getty@.service",
+                                                      "getty-static.service"))
 
 
 @dataclass(frozen=True)
@@ -204,15 +206,16 @@ def install_debian(root: RootFS, top: Path, release: str, packages: tuple[str, .
 
 
 def _unmask_for_vm(root: RootFS) -> list[str]:
-    """A guest that ran as a container (imgbuild's systemd-container shim, or a tree made for LXC) has udev
-    masked; a VM needs it (its disks' /dev/disk/by-uuid links, the swap and data disks in fstab): those masks go."""
-    notes = []
+    """A guest that ran as a container (imgbuild's systemd-container shim, or a tree made for LXC) has udev and
+    the units that need hardware masked; a VM needs them (udev makes its disks' /dev/disk/by-uuid links, which
+    the swap and data disks in fstab wait for): those masks go, the gettys' stay."""
+    gone = []
     for unit in VM_UNITS:
         link = f"/etc/systemd/system/{unit}"
         if root.readlink(link) == "/dev/null":
             root.remove(link)
-            notes.append(f"{unit}: unmasked (it was masked as in a container; a VM needs it)")
-    return notes
+            gone.append(unit)
+    return [f"unmasked (masked as in a container; a VM needs them): {', '.join(gone)}"] if gone else []
 
 
 def _check_out(out: Path, force: bool) -> None:
@@ -232,25 +235,32 @@ def convert(req: KvmRequest) -> KvmPlan:
     text = read_text(req.config, what="an xm config")
     p = plan(text, str(req.config), req.kind)
     _check_out(req.out, req.force)
-    if req.dry_run:
-        for d in (p.root, *p.more):
-            if _is_phy(d):          # which device would be read, and how (no snapshot is made)
-                with blockdev.readable(d.target, req.live, req.snapshot_size, dry_run=True, notes=p.notes):
-                    pass
-            else:
-                guestdisks.check(d, req.live)       # the image file is there
-        return p
+    # each disk there and readable, and how (a busy device that is no LVM volume refused): before anything is
+    # made; the dry run's notes say it, the run's own notes come with the copies
+    seen: list[str] = []
     for d in (p.root, *p.more):
-        guestdisks.check(d, req.live)          # each one there and readable: before anything is made
+        if _is_phy(d):              # no snapshot is made here
+            with blockdev.readable(d.target, req.live, req.snapshot_size, dry_run=True, notes=seen):
+                pass
+        else:
+            guestdisks.check(d, req.live)
+    if req.dry_run:
+        p.notes += seen
+        return p
+    made_out = not req.out.exists()
     req.out.mkdir(parents=True, exist_ok=True)
     work = req.out / f".{p.name}.work"
     remove_tree(work)                  # a killed run's: its mounts undone first
     work.mkdir(mode=0o700)
+    done = False
     try:
         _convert(req, p, work)
+        done = True
     finally:
         with runner.cleanup():
             remove_tree(work)
+            if not done and made_out and not any(req.out.iterdir()):
+                req.out.rmdir()        # nothing half-made left behind
     return p
 
 
@@ -279,7 +289,6 @@ def _convert(req: KvmRequest, p: KvmPlan, work: Path) -> None:
     copy = work / "root.fs"
     guestdisks.copy(p.root, copy, req.live, req.snapshot_size, p.notes)
     fmt = disk_format(req.kind)
-    more, found = _further_disks(req, p, work, fmt)
     # a snapshot of a running guest holds a journal to replay: fixed in the copy
     r = runner.run(["e2fsck", "-fp", str(copy)], check=False)
     if r.returncode >= 4:
@@ -299,7 +308,15 @@ def _convert(req: KvmRequest, p: KvmPlan, work: Path) -> None:
             raise InputError(f"{p.name}: the guest is {family or 'of an unknown distribution'}"
                              f"{' ' + release if release else ''}; this version installs a kernel and GRUB only "
                              "into Debian guests", f"install {what} in the guest, then run again")
-        fstab, dropped = guestdisks.fstab(root.read_text("/etc/fstab") or "", found)
+        old_fstab = root.read_text("/etc/fstab") or ""
+        split = guestdisks.split_system(old_fstab)
+        if split:
+            raise InputError(f"{p.name}: the guest mounts {', '.join(split)} from another disk; the kernel's packages "
+                             "would be installed beside those filesystems, not into them; nothing was written",
+                             "move them into the root filesystem first (or convert this guest by hand)")
+        # the root is good: now the further disks (they can be large)
+        more, found = _further_disks(req, p, work, fmt)
+        fstab, dropped = guestdisks.fstab(old_fstab, found)
         p.notes += dropped + _unmask_for_vm(root)
         log.info("installing %s into the guest (its own dpkg, in a chroot)", " ".join(PACKAGES["debian"]))
         install_debian(root, work / "apt", release, PACKAGES["debian"])
@@ -307,13 +324,31 @@ def _convert(req: KvmRequest, p: KvmPlan, work: Path) -> None:
         arts = disk_target.make(disk_target.Job(p.name, family, root, stage, epoch, tuple(fstab)), opts)
     q = arts[f"disk-{opts.format}"]
     os.chmod(q, 0o600)                           # the guest's secrets are in it
-    for f in (q, *more):
+    before = _earlier_outputs(req.out)
+    config = write_configs(req, p, opts, into=work)      # checked (libvirt's schema, xl's parser) before any move
+    for f in (q, *more, config, work / "manifest.json"):  # the manifest last: it lists what is there
         os.replace(f, req.out / f.name)
-    write_configs(req, p, opts)
+    for name in before - {f.name for f in (q, *more, config)}:
+        (req.out / name).unlink(missing_ok=True)          # an earlier run's disk or config this one has not
 
 
-def write_configs(req: KvmRequest, p: KvmPlan, dopts) -> None:
-    """DIR/NAME.xml (libvirt) or DIR/NAME-KIND.cfg (xl), and DIR/manifest.json for `imgbuild boot DIR`."""
+def _earlier_outputs(out: Path) -> set[str]:
+    """The files an earlier `--to-kvm` run listed in DIR/manifest.json (plain names in DIR, ours only)."""
+    m = out / "manifest.json"
+    try:
+        data = json.loads(read_text(m, what="an earlier run's manifest.json")) if m.is_file() else {}
+    except (InputError, ValueError):
+        return set()
+    if not isinstance(data, dict) or data.get("made_by") != MARKER or not isinstance(data.get("artifacts"), list):
+        return set()
+    return {a["path"] for a in data["artifacts"] if isinstance(a, dict) and isinstance(a.get("path"), str)
+            and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,200}", a["path"]) and a["path"] != "manifest.json"}
+
+
+def write_configs(req: KvmRequest, p: KvmPlan, dopts, into: Path | None = None) -> Path:
+    """DIR/NAME.xml (libvirt) or DIR/NAME-KIND.cfg (xl), and DIR/manifest.json for `imgbuild boot DIR`; written
+    into `into` (the work directory, moved into DIR after) when given. Returns the config's path."""
+    into = into or req.out
     nets = {f"eth{i}": SimpleNamespace(mac=mac) for i, mac in enumerate(p.macs)}
     # what the libvirt and xenvm targets read of a recipe (no cloud-init seed for a converted guest)
     r = SimpleNamespace(name=p.name, targets=SimpleNamespace(disk=dopts), network=nets, cloud_init=None)
@@ -325,7 +360,7 @@ def write_configs(req: KvmRequest, p: KvmPlan, dopts) -> None:
     if req.kind == "kvm":
         lopts = libvirt.LibvirtOptions(memory=max(p.memory, 128), vcpus=p.vcpus, path=disk_path,
                                        **({"bridge": req.bridge} if req.bridge else {}))
-        dest = req.out / f"{p.name}.xml"
+        dest = into / f"{p.name}.xml"
         write_atomic(dest, libvirt.domain_xml(r, lopts, more))
         libvirt.validate(dest)
         arts.append({"kind": "libvirt-domain", "path": dest.name})
@@ -335,10 +370,11 @@ def write_configs(req: KvmRequest, p: KvmPlan, dopts) -> None:
         want = xenvm.settings(r, xopts, req.kind, more)
         text = xenconf.render(want, xenvm.header(r, xopts, req.kind))
         xen_target.check_xl(text, want, "migrate xen --to-kvm")     # read back with xl's own parser
-        dest = req.out / f"{p.name}-{req.kind}.cfg"
+        dest = into / f"{p.name}-{req.kind}.cfg"
         write_atomic(dest, text)
         arts.append({"kind": f"xen-{req.kind}-config", "path": dest.name})
     manifest = {"name": p.name, "made_by": MARKER, "source": str(req.config), "was": p.boot,
                 "artifacts": arts, "notes": p.notes,
                 "network": {n: {"mac": nic.mac} for n, nic in nets.items()}}
-    write_atomic(req.out / "manifest.json", json.dumps(manifest, indent=2) + "\n")
+    write_atomic(into / "manifest.json", json.dumps(manifest, indent=2) + "\n")
+    return dest

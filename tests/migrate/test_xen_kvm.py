@@ -236,6 +236,51 @@ def test_a_missing_device_on_a_host_without_lvm_is_named(tmp_path, monkeypatch):
         blockdev.source("/dev/vg0/root")
 
 
+def fake_lvm(segs: list[dict], tail: tuple[str, ...] = (), pe_start: int = 1 << 20):
+    """A stand-in for blockdev.lvm: LVM's JSON reports as `lvs --segments` and `pvs` give them, so the checks on
+    what LVM says (data imgbuild does not trust) can be fed each bad answer."""
+    import json as _json
+    from types import SimpleNamespace
+
+    def lvm(*args, check=True):
+        rep = {"seg": segs} if args[0] == "lvs" else {"pv": [{"pv_name": args[-1], "pe_start": str(pe_start)}]}
+        return SimpleNamespace(returncode=0, stdout=_json.dumps({"report": [rep]}), tail=list(tail))
+    return lvm
+
+
+def seg(pv: str, first: int, start: int, size: int, lv_size: int, **kw) -> dict:
+    return {"vg_name": "vg", "lv_name": "root", "lv_active": "", "lv_size": str(lv_size), "seg_start": str(start),
+            "seg_size": str(size), "segtype": "linear", "stripes": "1", "devices": f"{pv}({first})",
+            "vg_extent_size": str(4 << 20), **kw}
+
+
+@pytest.mark.root
+def test_what_lvm_says_of_an_inactive_volume_is_checked_before_a_byte_is_read(loop):
+    """Two segments out of order are put in order; an active volume, a gap, a striped or thin segment, a missing
+    physical volume, a path that is no /dev path, a range past the device's end, segments short of lv_size and
+    two volume groups of one name are each refused with their own reason."""
+    g = 1 << 30
+    ok = [seg(loop, 300, g, g, 2 * g), seg(loop, 0, 0, g, 2 * g)]
+    vol = lvextents.find("vg", "root", fake_lvm(ok))
+    assert [(e.offset, e.length, e.at) for e in vol.extents] == [(1 << 20, g, 0), ((1 << 20) + 300 * (4 << 20), g, g)]
+    bad = {
+        "is active": [seg(loop, 0, 0, g, g, lv_active="active")],
+        "leave a gap at byte": [seg(loop, 0, 0, g, 3 * g), seg(loop, 300, 2 * g, g, 3 * g)],
+        "is a striped volume": [seg(loop, 0, 0, g, g, segtype="striped", stripes="2")],
+        "is a thin volume": [seg(loop, 0, 0, g, g, segtype="thin")],
+        "a physical volume it lies on is missing": [seg("[unknown]", 0, 0, g, g)],
+        "not a device path under /dev": [seg("/dev/../etc/passwd", 0, 0, g, g)],
+        "end beyond the device": [seg(loop, 700, 0, g, g)],           # 2.7 GiB + 1 GiB on a 3 GiB device
+        "cover 1073741824 bytes of a": [seg(loop, 0, 0, g, 2 * g)],
+    }
+    for why, segs in bad.items():
+        with pytest.raises(InputError, match=why):
+            lvextents.find("vg", "root", fake_lvm(segs))
+    with pytest.raises(InputError, match="two volume groups named vg"):
+        lvextents.find("vg", "root", fake_lvm(ok, tail=("  WARNING: Multiple VGs found with the same name: "
+                                                        "skipping vg",)))
+
+
 def test_volume_names_from_a_device_path():
     assert lvextents.names(Path("/dev/vg0/root")) == ("vg0", "root")
     assert lvextents.names(Path("/dev/mapper/my--vg-web--root")) == ("my-vg", "web-root")
@@ -253,13 +298,32 @@ proc        /proc proc  defaults                    0 0
 
 
 def test_the_further_disks_fstab_lines_are_kept_by_uuid_and_the_rest_named():
+    """Lines for a converted disk (Xen name in any spelling, or its UUID) are kept with UUID=; lines that mount
+    no disk as they are; a /boot of its own and lines for disks not converted dropped, each named."""
     data = "0a1b2c3d-0000-4000-8000-00000000dada"
-    found = {"xvda2": {"TYPE": "swap", "UUID": SWAP_UUID}, "xvdb": {"TYPE": "ext4", "UUID": data}}
-    old = FSTAB + f"/dev/sdb /var ext4 defaults 0 2\nuuid={data} /data ext4 ro 0 2\n/dev/xvdd /x ext4 defaults 0 0\n"
+    found = {"xvda2": {"TYPE": "swap", "UUID": SWAP_UUID}, "xvdb": {"TYPE": "ext4", "UUID": data},
+             "xvde1": {"TYPE": "ext2", "UUID": "5d1e0000-0000-4000-8000-000000000b00"}}
+    old = FSTAB + (f"/dev/sdb /srv ext4 defaults 0 2\nuuid={data} /data ext4 ro 0 2\n/dev/xvdd /x ext4 defaults 0 0\n"
+                   "tmpfs /var/tmp tmpfs nosuid,nodev 0 0\nnfs1:/export/home /home nfs defaults 0 0\n"
+                   "/dev/xvde1 /boot ext2 defaults 0 2\n")
     keep, notes = guestdisks.fstab(old, found)
-    assert keep == [f"UUID={SWAP_UUID}\tnone\tswap\tsw\t0\t0", f"UUID={data}\t/var\text4\tdefaults\t0\t2",
-                    f"UUID={data}\t/data\text4\tro\t0\t2"]
-    assert [n.split("'")[1].split()[0] for n in notes] == ["/dev/xvdc1", "/dev/xvdd"], notes
+    assert keep == [f"UUID={SWAP_UUID}\tnone\tswap\tsw\t0\t0", f"UUID={data}\t/srv\text4\tdefaults\t0\t2",
+                    f"UUID={data}\t/data\text4\tro\t0\t2", "tmpfs\t/var/tmp\ttmpfs\tnosuid,nodev\t0\t0",
+                    "nfs1:/export/home\t/home\tnfs\tdefaults\t0\t0"]
+    assert [n.split("'")[1].split()[0] for n in notes] == ["/dev/xvdc1", "/dev/xvdd", "/dev/xvde1"], notes
+    assert "on the root disk's /boot" in notes[2], notes
+
+
+def test_system_directories_on_another_disk_are_found():
+    """/usr, /var (where dpkg and the kernel's modules go) on a disk of their own: the conversion would install
+    beside them, so it refuses; /var/lib/mysql, /usr/local, /srv, a tmpfs on /var/tmp and /boot are no reason."""
+    old = "\n".join(["/dev/xvda1 / ext4 defaults 0 1", "/dev/xvdb1 /var ext4 defaults 0 2",
+                     "UUID=0a1b2c3d-0000-4000-8000-00000000dada /usr/ ext4 defaults 0 2",
+                     "/dev/xvdc1 /var/lib/mysql ext4 defaults 0 2", "/dev/xvdc2 /usr/local ext4 d 0 2",
+                     "/dev/xvdd /srv ext4 d 0 2", "tmpfs /var/tmp tmpfs d 0 0", "/dev/xvde1 /boot ext2 d 0 2",
+                     "# /dev/xvdf /etc ext4 d 0 2"])
+    assert guestdisks.split_system(old) == ["/var", "/usr/"]
+    assert guestdisks.split_system(FSTAB) == []
 
 
 @pytest.mark.root
@@ -355,9 +419,17 @@ def test_a_pv_guest_converted_to_kvm_boots_under_qemu(debian12_build, phy, tmp_p
     out = tmp_path / "out"
     r = migrate("xen", "localhost", str(cfg), "--to-kvm", out, "--dry-run")
     assert r.returncode == 0 and "nothing was changed" in r.stdout and not out.exists(), r.stdout + r.stderr
+    # DIR holds an earlier run's output (its manifest names a disk this run has not, and a path out of DIR): the
+    # run replaces it, removes that disk, and nothing outside DIR
+    out.mkdir()
+    (out / "pvweb-xvdz.qcow2").write_bytes(b"earlier")
+    (tmp_path / "outside").write_bytes(b"not ours")
+    (out / "manifest.json").write_text(json.dumps({"made_by": xen_kvm.MARKER, "artifacts": [
+        {"kind": "extra-disk-xvdz", "path": "pvweb-xvdz.qcow2"}, {"kind": "x", "path": "../outside"}]}))
     r = migrate("xen", "localhost", str(cfg), "--to-kvm", out, timeout=900)
     assert r.returncode == 0, r.stdout + r.stderr[-4000:]
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "pvweb-xvda2.qcow2", "pvweb.qcow2", "pvweb.xml"]
+    assert (tmp_path / "outside").read_bytes() == b"not ours"
     xml = (out / "pvweb.xml").read_text()
     assert "00:16:3e:5a:00:01" in xml and str(out / "pvweb.qcow2") in xml
     assert re.search(rf"<source file=\"{out / 'pvweb-xvda2.qcow2'}\" />\s*<target dev=\"vdb\" bus=\"virtio\"", xml), xml
@@ -365,7 +437,8 @@ def test_a_pv_guest_converted_to_kvm_boots_under_qemu(debian12_build, phy, tmp_p
     assert m["name"] == "pvweb" and m["was"].startswith("the dom0's kernel")
     assert any("dropped '/dev/xvdc1 " in n for n in m["notes"]), m["notes"]
     # the tree was built for a container (udev masked): a VM needs udev for its disks' by-uuid links
-    assert any(n.startswith("systemd-udevd-kernel.socket: unmasked") for n in m["notes"]), m["notes"]
+    unmasked = next(n for n in m["notes"] if n.startswith("unmasked (masked as in a container"))
+    assert "systemd-udevd-kernel.socket" in unmasked and "getty@" not in unmasked, unmasked
     env = {**os.environ, "TMPDIR": str(tmp_path)}
     b = imgbuild("boot", out, "--timeout", "300", "--keep", env=env, timeout=600)
     kept = re.search(r"^kept: (\S+)$", b.stdout, re.M)

@@ -151,6 +151,7 @@ def produce(ctx: "Context", opts: LibvirtOptions) -> dict[str, Path]:
     write_atomic(dest, domain_xml(r, opts))
     validate(dest)
     fw = vm.firmware(opts, r.targets.disk)
-    log.info("libvirt: %s (%s, %s, disk %s)", dest.name, opts.domain_type, fw,
-             vm.disk_path(r, opts, vm.disk_format(r.targets.disk, "qcow2"), IMAGES))
+    log.info("libvirt: %s (%s, %s, disk %s%s)", dest.name, opts.domain_type, fw,
+             vm.disk_path(r, opts, vm.disk_format(r.targets.disk, "qcow2"), IMAGES),
+             f", and {r.name}.seed.iso beside it" if cloudinit.makes_iso(r) else "")
     return {"libvirt-domain": dest}
