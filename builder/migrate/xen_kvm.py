@@ -329,7 +329,9 @@ def _convert(req: KvmRequest, p: KvmPlan, work: Path) -> None:
     for f in (q, *more, config, work / "manifest.json"):  # the manifest last: it lists what is there
         os.replace(f, req.out / f.name)
     for name in before - {f.name for f in (q, *more, config)}:
-        (req.out / name).unlink(missing_ok=True)          # an earlier run's disk or config this one has not
+        stale = req.out / name                            # an earlier run's disk or config this one has not
+        if stale.is_symlink() or stale.is_file():         # a file (a link itself, never what it points to)
+            stale.unlink()
 
 
 def _earlier_outputs(out: Path) -> set[str]:

@@ -419,16 +419,19 @@ def test_a_pv_guest_converted_to_kvm_boots_under_qemu(debian12_build, phy, tmp_p
     out = tmp_path / "out"
     r = migrate("xen", "localhost", str(cfg), "--to-kvm", out, "--dry-run")
     assert r.returncode == 0 and "nothing was changed" in r.stdout and not out.exists(), r.stdout + r.stderr
-    # DIR holds an earlier run's output (its manifest names a disk this run has not, and a path out of DIR): the
-    # run replaces it, removes that disk, and nothing outside DIR
+    # DIR holds an earlier run's output (its manifest names a disk this run has not, a path out of DIR and a
+    # directory): the run replaces it, removes that disk, and nothing else
     out.mkdir()
     (out / "pvweb-xvdz.qcow2").write_bytes(b"earlier")
+    (out / "notes.d").mkdir()
     (tmp_path / "outside").write_bytes(b"not ours")
     (out / "manifest.json").write_text(json.dumps({"made_by": xen_kvm.MARKER, "artifacts": [
-        {"kind": "extra-disk-xvdz", "path": "pvweb-xvdz.qcow2"}, {"kind": "x", "path": "../outside"}]}))
+        {"kind": "extra-disk-xvdz", "path": "pvweb-xvdz.qcow2"}, {"kind": "x", "path": "../outside"},
+        {"kind": "y", "path": "notes.d"}]}))
     r = migrate("xen", "localhost", str(cfg), "--to-kvm", out, timeout=900)
     assert r.returncode == 0, r.stdout + r.stderr[-4000:]
-    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "pvweb-xvda2.qcow2", "pvweb.qcow2", "pvweb.xml"]
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "notes.d", "pvweb-xvda2.qcow2", "pvweb.qcow2",
+                                                     "pvweb.xml"]
     assert (tmp_path / "outside").read_bytes() == b"not ours"
     xml = (out / "pvweb.xml").read_text()
     assert "00:16:3e:5a:00:01" in xml and str(out / "pvweb.qcow2") in xml
